@@ -1,0 +1,34 @@
+# Two commands do all set-up:  `make run` (dashboard on the sample model) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum requirements.txt requirements-bench.txt | cksum | cut -d' ' -f1)
+PORT ?= 8501
+
+.PHONY: run test lint bench venv system-deps clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-bench.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-bench.txt
+	@rm -f $(VENV)/.installed-* && touch $@
+
+system-deps:
+	@bash scripts/ensure_system_deps.sh
+
+run: $(STAMP)
+	$(PY) -m streamlit run app.py --server.port $(PORT)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+test: $(STAMP) system-deps
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m core.cli bench
+
+clean:
+	rm -rf .pytest_cache studio_data/tmp test-artifacts

@@ -1,0 +1,411 @@
+"""Evaluation, calibration and fine-tuning data: Fashion-MNIST discovery and user ImageFolder datasets.
+
+Everything is held in memory as uint8 tensors (Fashion-MNIST is 55 MB) and normalised on the way out,
+so splits are cheap, deterministic under a seed, and never touch the disk twice.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import socket
+import tempfile
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BUNDLED_SUBSET = PROJECT_ROOT / "sample_models" / "fashion_mnist_subset.npz"
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+FASHION_MNIST_MEAN = (0.2860,)
+FASHION_MNIST_STD = (0.3530,)
+FASHION_MNIST_LICENSE = (
+    "Fashion-MNIST © Zalando SE, released under the MIT licence "
+    "(https://github.com/zalandoresearch/fashion-mnist)."
+)
+_IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+class DatasetError(ValueError):
+    """A dataset could not be found or read; the message says what is wrong and what to do."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images as uint8 N×C×H×W and integer labels."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise DatasetError("images must be a uint8 tensor shaped N×C×H×W")
+        if len(self.images) != len(self.labels):
+            raise DatasetError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: torch.Tensor) -> Split:
+        return Split(self.images[indices], self.labels[indices])
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A labelled image dataset with a training pool (calibration / fine-tuning) and a disjoint evaluation split."""
+
+    name: str
+    source: str  # human-readable: where the images came from
+    train: Split
+    test: Split
+    class_names: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    license: str = ""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.test.images.shape[1:]
+        return (int(c), int(h), int(w))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 N×C×H×W → normalised float32."""
+        x = images.float().div_(255.0)
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+        std = torch.tensor(self.std).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def eval_split(self, *, limit: int | None = None) -> Split:
+        """The evaluation images (the first `limit` of them, in a fixed order)."""
+        if limit is None or limit >= len(self.test):
+            return self.test
+        return self.test.subset(torch.arange(limit))
+
+    def calibration_split(self, *, size: int, seed: int = 0) -> Split:
+        """`size` images drawn from the training pool under `seed`, class-balanced; never from the evaluation split."""
+        return self.train.subset(_balanced_indices(self.train.labels, size, seed))
+
+    def training_split(self, *, limit: int | None = None, seed: int = 0) -> Split:
+        """A shuffled slice of the training pool for fine-tuning."""
+        n = len(self.train) if limit is None else min(limit, len(self.train))
+        gen = torch.Generator().manual_seed(seed)
+        return self.train.subset(torch.randperm(len(self.train), generator=gen)[:n])
+
+    def batches(
+        self, split: Split, *, batch_size: int = 256
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Normalised (inputs, labels) batches in order."""
+        for start in range(0, len(split), batch_size):
+            yield (
+                self.normalize(split.images[start : start + batch_size]),
+                split.labels[start : start + batch_size],
+            )
+
+    def describe(self) -> str:
+        return f"{self.name} — {len(self.test):,} eval / {len(self.train):,} train images ({self.source})"
+
+
+def _balanced_indices(labels: torch.Tensor, size: int, seed: int) -> torch.Tensor:
+    if size <= 0:
+        raise DatasetError(f"calibration size must be positive, got {size}")
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(labels), generator=gen)
+    if size >= len(labels):
+        return perm
+    # Round-robin over classes in a seeded order, so even 10 samples cover every class.
+    by_class = [perm[labels[perm] == c] for c in torch.unique(labels).tolist()]
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < size:
+        for idx in by_class:
+            if depth < len(idx) and len(picked) < size:
+                picked.append(int(idx[depth]))
+        depth += 1
+    return torch.tensor(picked, dtype=torch.long)
+
+
+# --------------------------------------------------------------------------- Fashion-MNIST
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, EOFError) as exc:
+        raise DatasetError(f"cannot read {path}: {exc}. Delete it or replace it with a fresh copy.") from exc
+    if len(data) < 8:
+        raise DatasetError(f"{path} is not an IDX file (too short).")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    expected = int(np.prod(dims))
+    if data[2] != 0x08 or len(data) - offset != expected:
+        raise DatasetError(f"{path} is truncated or not a uint8 IDX file; replace it with a fresh copy.")
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / f"{stem}.gz", folder / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _idx_folder_complete(folder: Path) -> bool:
+    return folder.is_dir() and all(_find_idx(folder, stem) for stem in _IDX_FILES.values())
+
+
+def _load_idx_folder(folder: Path, source: str) -> Dataset:
+    arrays = {key: _read_idx(_find_idx(folder, stem)) for key, stem in _IDX_FILES.items()}  # type: ignore[arg-type]
+    return _fashion_dataset(
+        train=Split(torch.from_numpy(arrays["train_images"].copy()).unsqueeze(1), torch.from_numpy(arrays["train_labels"].astype(np.int64))),
+        test=Split(torch.from_numpy(arrays["test_images"].copy()).unsqueeze(1), torch.from_numpy(arrays["test_labels"].astype(np.int64))),
+        source=source,
+    )
+
+
+def _fashion_dataset(*, train: Split, test: Split, source: str, notes: tuple[str, ...] = ()) -> Dataset:
+    return Dataset(
+        name="Fashion-MNIST",
+        source=source,
+        train=train,
+        test=test,
+        class_names=FASHION_MNIST_CLASSES,
+        mean=FASHION_MNIST_MEAN,
+        std=FASHION_MNIST_STD,
+        license=FASHION_MNIST_LICENSE,
+        notes=notes,
+    )
+
+
+def load_bundled_subset(*, path: Path = BUNDLED_SUBSET) -> Dataset:
+    """The small real subset shipped in the repo: held-out test images plus a disjoint slice of training images."""
+    if not path.is_file():
+        raise DatasetError(f"the bundled Fashion-MNIST subset is missing ({path}); restore it from git.")
+    with np.load(path) as npz:
+        train = Split(torch.from_numpy(npz["train_images"]).unsqueeze(1), torch.from_numpy(npz["train_labels"].astype(np.int64)))
+        test = Split(torch.from_numpy(npz["test_images"]).unsqueeze(1), torch.from_numpy(npz["test_labels"].astype(np.int64)))
+    return _fashion_dataset(
+        train=train,
+        test=test,
+        source=f"bundled subset ({path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path})",
+        notes=(
+            f"Only {len(test):,} of the 10,000 test images are bundled: accuracy is an estimate "
+            "(install Debian's dataset-fashion-mnist or put the files in data/ for the full set).",
+        ),
+    )
+
+
+def _internet_reachable(host: str = "ossci-datasets.s3.amazonaws.com", timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _torchvision_download(root: Path) -> Dataset | None:
+    if os.environ.get("CI") or os.environ.get("COMPRESSION_STUDIO_OFFLINE") or not _internet_reachable():
+        return None
+    try:
+        from torchvision.datasets import FashionMNIST
+
+        FashionMNIST(str(root), train=True, download=True)
+        FashionMNIST(str(root), train=False, download=True)
+    except Exception:  # noqa: BLE001 - any download failure just means "try the next source"
+        return None
+    raw = root / "FashionMNIST" / "raw"
+    return _load_idx_folder(raw, f"torchvision download ({raw})") if _idx_folder_complete(raw) else None
+
+
+def fashion_mnist_candidates(data_dir: Path) -> list[tuple[str, Path]]:
+    """Folders searched for the full dataset, in priority order."""
+    return [
+        ("data/ folder", data_dir / "fashion-mnist"),
+        ("data/ folder", data_dir / "FashionMNIST" / "raw"),
+        ("data/ folder", data_dir),
+        ("Debian package dataset-fashion-mnist", DEBIAN_FASHION_MNIST),
+    ]
+
+
+def load_fashion_mnist(
+    *,
+    data_dir: Path | None = None,
+    allow_download: bool = True,
+    search_system: bool = True,
+    bundled_path: Path = BUNDLED_SUBSET,
+) -> Dataset:
+    """Find Fashion-MNIST: `data/`, Debian's package, torchvision's download, then the bundled subset."""
+    data_dir = data_dir or Path(os.environ.get("COMPRESSION_STUDIO_DATA", PROJECT_ROOT / "data"))
+    for label, folder in fashion_mnist_candidates(data_dir):
+        if label.startswith("Debian") and not search_system:
+            continue
+        if _idx_folder_complete(folder):
+            return _load_idx_folder(folder, f"{label} ({folder})")
+    if allow_download:
+        downloaded = _torchvision_download(data_dir)
+        if downloaded is not None:
+            return downloaded
+    return load_bundled_subset(path=bundled_path)
+
+
+# --------------------------------------------------------------------------- user ImageFolder
+
+
+def load_image_folder(
+    path: Path,
+    *,
+    image_size: tuple[int, int],
+    channels: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    expected_classes: int | None = None,
+    calibration_fraction: float = 0.2,
+    seed: int = 0,
+    max_images: int = 20_000,
+) -> Dataset:
+    """An ImageFolder directory (or .zip of one): class sub-folders of images.
+
+    If it has `train/` and `val/` (or `test/`) sub-folders, those are the splits; otherwise a seeded,
+    class-stratified `calibration_fraction` of each class becomes the training pool and the rest is
+    evaluated, so the two never overlap.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".zip":
+        path = _extract_zip(path)
+    if not path.is_dir():
+        raise DatasetError(f"{path} is not a folder or .zip; upload a folder with one sub-folder per class.")
+    if len(mean) != channels or len(std) != channels:
+        raise DatasetError(f"mean and std need {channels} values each (one per channel).")
+    if not 0.0 < calibration_fraction < 1.0:
+        raise DatasetError("calibration_fraction must be between 0 and 1.")
+    root = _single_top_folder(path)
+    split_dirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    explicit = "train" in split_dirs and ("val" in split_dirs or "test" in split_dirs)
+    class_root = split_dirs["train"] if explicit else root
+    class_names = tuple(sorted(p.name for p in class_root.iterdir() if p.is_dir() and not p.name.startswith(".")))
+    if not class_names:
+        raise DatasetError(
+            f"{root.name} has no class folders. Expected layout: <root>/<class name>/<image files>, "
+            "optionally inside train/ and val/ folders."
+        )
+    if expected_classes is not None and len(class_names) != expected_classes:
+        raise DatasetError(
+            f"the dataset has {len(class_names)} classes ({', '.join(class_names[:10])}) but the model has "
+            f"{expected_classes} outputs; choose a dataset with {expected_classes} class folders."
+        )
+    mode = "L" if channels == 1 else "RGB"
+
+    def read_folder(folder: Path) -> Split:
+        images: list[np.ndarray] = []
+        labels: list[int] = []
+        unreadable: list[str] = []
+        for label, name in enumerate(class_names):
+            class_dir = folder / name
+            if not class_dir.is_dir():
+                raise DatasetError(f"class folder '{name}' is missing from {folder.name}/.")
+            for file in sorted(class_dir.iterdir()):
+                if file.suffix.lower() not in IMAGE_SUFFIXES or len(images) >= max_images:
+                    continue
+                try:
+                    with Image.open(file) as img:
+                        arr = np.asarray(img.convert(mode).resize(image_size[::-1]), dtype=np.uint8)
+                except (UnidentifiedImageError, OSError, ValueError):
+                    unreadable.append(f"{name}/{file.name}")
+                    continue
+                images.append(arr[None] if channels == 1 else arr.transpose(2, 0, 1))
+                labels.append(label)
+        if unreadable:
+            shown = ", ".join(unreadable[:5]) + (" …" if len(unreadable) > 5 else "")
+            raise DatasetError(f"{len(unreadable)} image file(s) could not be read: {shown}. Remove or fix them.")
+        if not images:
+            raise DatasetError(f"no images found under {folder.name}/ (supported: {', '.join(IMAGE_SUFFIXES)}).")
+        return Split(torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.long))
+
+    if explicit:
+        train = read_folder(split_dirs["train"])
+        test = read_folder(split_dirs.get("val") or split_dirs["test"])
+    else:
+        everything = read_folder(root)
+        gen = torch.Generator().manual_seed(seed)
+        train_idx: list[torch.Tensor] = []
+        test_idx: list[torch.Tensor] = []
+        for c in range(len(class_names)):
+            idx = torch.nonzero(everything.labels == c).flatten()
+            idx = idx[torch.randperm(len(idx), generator=gen)]
+            n_cal = max(1, int(round(len(idx) * calibration_fraction))) if len(idx) > 1 else 0
+            train_idx.append(idx[:n_cal])
+            test_idx.append(idx[n_cal:])
+        train = everything.subset(torch.cat(train_idx))
+        test = everything.subset(torch.cat(test_idx))
+        if len(train) == 0 or len(test) == 0:
+            raise DatasetError("too few images to make disjoint calibration and evaluation splits; add more images.")
+    return Dataset(
+        name=f"ImageFolder {root.name}",
+        source=f"user folder ({path})",
+        train=train,
+        test=test,
+        class_names=class_names,
+        mean=tuple(float(m) for m in mean),
+        std=tuple(float(s) for s in std),
+    )
+
+
+def _single_top_folder(path: Path) -> Path:
+    """A zip often wraps everything in one folder; look inside it."""
+    entries = [p for p in path.iterdir() if not p.name.startswith((".", "__MACOSX"))]
+    if len(entries) == 1 and entries[0].is_dir():
+        inner = [p for p in entries[0].iterdir() if p.is_dir()]
+        if inner:
+            return entries[0]
+    return path
+
+
+def _extract_zip(path: Path) -> Path:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for member in zf.namelist():
+                if member.startswith("/") or ".." in Path(member).parts:
+                    raise DatasetError(f"{path.name} contains an unsafe path ({member}); re-create the zip.")
+            target = Path(tempfile.mkdtemp(prefix="cs_imagefolder_"))
+            zf.extractall(target)
+    except zipfile.BadZipFile as exc:
+        raise DatasetError(f"{path.name} is not a valid zip file ({exc}); re-create it.") from exc
+    return target
+
+
+def synthetic_inputs(*, input_shape: tuple[int, int, int], count: int, seed: int = 0) -> torch.Tensor:
+    """Standard-normal inputs of the right shape, for models with no matching dataset (size/latency only)."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn((count, *input_shape), generator=gen)

@@ -1,0 +1,90 @@
+"""Progress reporting and cancellation shared by every long step, plus silencing of library noise.
+
+A long step takes `progress: Progress | None`. It calls `progress.update(fraction, message)`, which raises
+`Cancelled` once `progress.cancel()` was called (from a UI button or Ctrl-C). The UI maps updates onto
+st.progress/st.status; the CLI onto a tqdm bar on stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+ProgressCallback = Callable[[float, str], None]
+
+
+class Cancelled(Exception):
+    """The user cancelled a long step; nothing was recorded."""
+
+
+@dataclass
+class Progress:
+    """Forwards (fraction, message) to a callback; sub-ranges let nested steps share one bar."""
+
+    callback: ProgressCallback | None = None
+    start: float = 0.0
+    end: float = 1.0
+    _cancel: threading.Event = field(default_factory=threading.Event)
+
+    def update(self, fraction: float, message: str = "") -> None:
+        if self._cancel.is_set():
+            raise Cancelled("cancelled by the user")
+        if self.callback is not None:
+            frac = self.start + (self.end - self.start) * min(max(fraction, 0.0), 1.0)
+            self.callback(frac, message)
+
+    def sub(self, start: float, end: float) -> Progress:
+        """A child reporting into [start, end] of this one's range; shares the cancel flag."""
+        span = self.end - self.start
+        return Progress(self.callback, self.start + span * start, self.start + span * end, self._cancel)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+
+def as_progress(progress: Progress | ProgressCallback | None) -> Progress:
+    if isinstance(progress, Progress):
+        return progress
+    return Progress(progress)
+
+
+_NOISY_LOGGERS = ("coremltools", "torch", "torch.ao", "torch.fx", "torch.export", "torch._dynamo", "urllib3")
+
+
+def quiet_libraries() -> None:
+    """Once per process: silence coremltools' version warnings, tqdm bars and library loggers."""
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r".*has not been tested with coremltools.*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+@contextlib.contextmanager
+def captured_library_output(notes: list[str]) -> Iterator[None]:
+    """Run library code with its warnings, stdout/stderr chatter captured into `notes` (deduplicated)."""
+    out, err = io.StringIO(), io.StringIO()
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            seen = set(notes)
+            lines = [str(w.message).strip().splitlines()[0] for w in caught if str(w.message).strip()]
+            for stream in (out, err):
+                lines += [ln.strip() for ln in stream.getvalue().splitlines() if ln.strip() and "it/s]" not in ln and "%|" not in ln]
+            for line in lines:
+                if "has not been tested" in line or line in seen:
+                    continue
+                seen.add(line)
+                notes.append(line[:300])

@@ -1,0 +1,170 @@
+"""Train the bundled sample models on Fashion-MNIST and write their weights, manifest and the bundled data subset.
+
+    python scripts/train_sample_models.py                 # both models
+    python scripts/train_sample_models.py --only fashion_cnn --epochs 6
+
+Needs the full dataset (Debian's dataset-fashion-mnist, or the IDX files in data/). Seeded; CPU only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core.data import BUNDLED_SUBSET, Dataset, load_fashion_mnist  # noqa: E402
+from core.models.architectures import SAMPLE_ARCHITECTURES  # noqa: E402
+from core.models.sources import SAMPLE_MODELS_DIR  # noqa: E402
+
+RECIPES = {
+    "fashion_cnn": {"epochs": 8, "lr": 0.05, "batch_size": 128, "weight_decay": 5e-4, "label_smoothing": 0.1},
+    "fashion_resnet": {"epochs": 10, "lr": 0.1, "batch_size": 128, "weight_decay": 5e-4, "label_smoothing": 0.1},
+}
+
+
+def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random 2-pixel translation (pad + crop) and horizontal flip, on a uint8 batch."""
+    n, _, h, w = images.shape
+    padded = nn.functional.pad(images, (2, 2, 2, 2))
+    dx = torch.randint(0, 5, (n,), generator=gen)
+    dy = torch.randint(0, 5, (n,), generator=gen)
+    out = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
+    flip = torch.rand(n, generator=gen) < 0.5
+    out[flip] = out[flip].flip(3)
+    return out
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, dataset: Dataset) -> float:
+    model.eval()
+    correct = 0
+    for x, y in dataset.batches(dataset.test, batch_size=1000):
+        correct += int((model(x).argmax(1) == y).sum())
+    return correct / len(dataset.test)
+
+
+def train(name: str, dataset: Dataset, *, epochs: int, seed: int) -> dict:
+    recipe = dict(RECIPES[name], epochs=epochs)
+    torch.manual_seed(seed)
+    model = SAMPLE_ARCHITECTURES[name]().to(memory_format=torch.channels_last)  # ~1.3x faster convs on CPU
+    params = sum(p.numel() for p in model.parameters())
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=recipe["lr"], momentum=0.9, nesterov=True, weight_decay=recipe["weight_decay"]
+    )
+    steps_per_epoch = math.ceil(len(dataset.train) / recipe["batch_size"])
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=recipe["lr"], total_steps=epochs * steps_per_epoch, pct_start=0.25
+    )
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
+    gen = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(dataset.train), generator=gen)
+        bar = tqdm(range(steps_per_epoch), desc=f"{name} epoch {epoch + 1}/{epochs}", file=sys.stderr)
+        for step in bar:
+            idx = order[step * recipe["batch_size"] : (step + 1) * recipe["batch_size"]]
+            x = dataset.normalize(augment(dataset.train.images[idx], gen)).contiguous(memory_format=torch.channels_last)
+            loss = loss_fn(model(x), dataset.train.labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+        acc = evaluate(model, dataset)
+        print(f"{name} epoch {epoch + 1}: test top-1 {acc:.4f}", file=sys.stderr, flush=True)
+    seconds = time.perf_counter() - start
+    model.eval()
+    top1 = evaluate(model, dataset)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    fp32_path = SAMPLE_MODELS_DIR / f"{name}.safetensors"
+    save_file(state, str(fp32_path), metadata={"architecture": name})
+    fp16_probe = SAMPLE_MODELS_DIR / f".{name}.fp16.safetensors"
+    save_file({k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}, str(fp16_probe))
+    fp16_bytes = fp16_probe.stat().st_size
+    fp16_probe.unlink()
+    return {
+        "architecture": name,
+        "class": type(model).__name__,
+        "weights": fp32_path.name,
+        "params": params,
+        "size_fp32_bytes": fp32_path.stat().st_size,
+        "size_fp16_bytes": fp16_bytes,
+        "dataset": "Fashion-MNIST",
+        "input_shape": [1, 28, 28],
+        "top1_test_10k": round(top1, 4),
+        "eval_images": len(dataset.test),
+        "training": {
+            **recipe,
+            "optimizer": "SGD nesterov momentum 0.9, OneCycle LR",
+            "augmentation": "random 2-px translation, horizontal flip",
+            "seed": seed,
+            "train_images": len(dataset.train),
+            "seconds": round(seconds, 1),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
+    }
+
+
+def write_subset(dataset: Dataset, *, test_count: int, train_count: int, seed: int) -> None:
+    """A small, real, class-balanced slice: held-out test images plus calibration/fine-tune training images."""
+    gen_idx = _balanced(dataset.test.labels, test_count, seed)
+    train_idx = _balanced(dataset.train.labels, train_count, seed + 1)
+    np.savez_compressed(
+        BUNDLED_SUBSET,
+        test_images=dataset.test.images[gen_idx, 0].numpy(),
+        test_labels=dataset.test.labels[gen_idx].numpy().astype(np.uint8),
+        test_source_indices=gen_idx.numpy().astype(np.int32),
+        train_images=dataset.train.images[train_idx, 0].numpy(),
+        train_labels=dataset.train.labels[train_idx].numpy().astype(np.uint8),
+        train_source_indices=train_idx.numpy().astype(np.int32),
+    )
+    print(f"wrote {BUNDLED_SUBSET} ({BUNDLED_SUBSET.stat().st_size / 1e6:.2f} MB)", file=sys.stderr)
+
+
+def _balanced(labels: torch.Tensor, count: int, seed: int) -> torch.Tensor:
+    from core.data import _balanced_indices
+
+    return torch.sort(_balanced_indices(labels, count, seed)).values
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=sorted(RECIPES), action="append")
+    parser.add_argument("--epochs", type=int, help="override the recipe's epoch count")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--subset", action="store_true", help="(re)write the bundled data subset and exit")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    dataset = load_fashion_mnist(allow_download=True)
+    if len(dataset.test) < 10_000:
+        sys.exit(f"need the full Fashion-MNIST (found only {dataset.source}); install dataset-fashion-mnist.")
+    print(f"data: {dataset.describe()}", file=sys.stderr)
+    if args.subset:
+        write_subset(dataset, test_count=2500, train_count=2000, seed=args.seed)
+        return
+    manifest_path = SAMPLE_MODELS_DIR / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    for name in args.only or sorted(RECIPES):
+        entry = train(name, dataset, epochs=args.epochs or RECIPES[name]["epochs"], seed=args.seed)
+        manifest[name] = entry
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+        print(f"{name}: top-1 {entry['top1_test_10k']:.4f} in {entry['training']['seconds']:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
