@@ -175,6 +175,13 @@ class PalettizeSpec(CompressionSpec):
             raise SpecError(f"palettize mode {self.mode!r} is data-free only; use mode 'kmeans' for {self.workflow}.")
         if self.cluster_dim > 1 and self.granularity == "per_grouped_channel" and self.group_size % self.cluster_dim:
             raise SpecError("with vector palettization, group_size must be a multiple of cluster_dim.")
+        # Limits of coremltools itself (the torch-side configs assert on these combinations).
+        if self.cluster_dim > 1 and self.enable_per_channel_scale:
+            raise SpecError("enable_per_channel_scale cannot be combined with vector palettization (cluster_dim > 1).")
+        if self.mode != "kmeans" and self.lut_dtype == "int8":
+            raise SpecError(f"lut_dtype 'int8' needs mode 'kmeans'; a {self.mode} LUT is stored in float16.")
+        if self.mode == "uniform" and self.cluster_dim > 1:
+            raise SpecError("mode 'uniform' builds a scalar LUT; use cluster_dim 1 or mode 'kmeans'.")
         super().__post_init__()
 
     def summary(self) -> str:
@@ -204,6 +211,11 @@ class QuantizeWeightsSpec(CompressionSpec):
         _check_int("block_size", self.block_size, minimum=1)
         _check_choice("mode", self.mode, ("symmetric", "asymmetric"))
         _check_int("weight_threshold", self.weight_threshold, minimum=0)
+        if self.workflow == "fine_tune" and self.granularity == "per_block":
+            raise SpecError(
+                "quantize_weights fine_tune (QAT with LinearQuantizer) quantizes per channel only; "
+                "use granularity 'per_channel', or the data_free / calibration workflow for per_block."
+            )
         super().__post_init__()
 
     def summary(self) -> str:

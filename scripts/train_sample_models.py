@@ -29,7 +29,7 @@ from core.models.sources import SAMPLE_MODELS_DIR  # noqa: E402
 
 RECIPES = {
     "fashion_cnn": {"epochs": 8, "lr": 0.05, "batch_size": 128, "weight_decay": 5e-4, "label_smoothing": 0.1},
-    "fashion_resnet": {"epochs": 10, "lr": 0.1, "batch_size": 128, "weight_decay": 5e-4, "label_smoothing": 0.1},
+    "fashion_resnet": {"epochs": 8, "lr": 0.1, "batch_size": 128, "weight_decay": 5e-4, "label_smoothing": 0.1},
 }
 
 

@@ -58,3 +58,4 @@ class CompressionResult:
     weights: dict = field(default_factory=dict)  # layer name → {"original": Tensor, "compressed": Tensor, "lut"/"scale"/"threshold"…} for histograms
     artifact_path: Path | None = None  # filled by export
     artifact_kind: str | None = None  # "mlpackage" | "torchscript"
+    quantized_engine: str | None = None  # torch.backends.quantized.engine an int8 module was built for (set it before running)

@@ -313,7 +313,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 f"({msg[:160]}). Save a plain state_dict (torch.save(model.state_dict())) or use safetensors."
             ) from None
         raise ModelLoadError(f"{path.name} is not a PyTorch weights file ({msg[:160]}).") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError, zipfile.BadZipFile) as exc:
         raise ModelLoadError(
             f"{path.name} is corrupt or truncated ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})."
         ) from None

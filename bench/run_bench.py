@@ -1,0 +1,136 @@
+"""The benchmark: ``python -m core.cli bench`` (or ``python -m bench.run_bench``).
+
+Prints two seed-style tables, checks the targets of the measurement issue and writes CSV / JSON under
+bench/results/ (git-ignored). Takes ~10–20 minutes on 2 cores; ``--quick`` is a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+if str(PROJECT_ROOT) not in sys.path:
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+from core.measure.machine import describe_machine  # noqa: E402
+from core.progress import quiet_libraries  # noqa: E402
+
+
+def _log(*args, **kwargs) -> None:
+    print(*args, **kwargs)
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a " if ok is None else ("HOLDS" if ok else "MISSED")
+
+
+def run_benchmarks(
+    *,
+    out_dir: Path,
+    tables: list[str],
+    threads: int = 2,
+    quick: bool = False,
+    eval_limit: int | None = None,
+    fashion_model: str = "sample:fashion_resnet",
+) -> int:
+    quiet_libraries()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    machine = describe_machine(threads=threads)
+    _log(
+        f"Compression Studio benchmark — {machine['cpu']} ({machine['cores']} cores, features {', '.join(machine['cpu_features']) or 'n/a'}), "
+        f"torch {machine['torch']}, {threads} threads" + (f", load average {load:.2f} at start" if load is not None else "")
+    )
+    if load is not None and load > 0.5 * (os.cpu_count() or 1):
+        _log("  warning: the machine is busy; absolute times will be inflated (ratios are measured in one process).")
+    summary: dict = {"machine": machine, "threads": threads, "quick": quick, "load_average_start": load, "targets": []}
+    started = time.perf_counter()
+
+    fashion = None
+    if "fashion" in tables:
+        from bench.fashion_table import run_fashion_table
+
+        _log(f"\nTable 1: {fashion_model} (seed 000 configurations + PyTorch int8)")
+        fashion = run_fashion_table(
+            out_dir=out_dir, threads=threads, quick=quick, eval_limit=eval_limit, model_id=fashion_model, log=_log
+        )
+    torchvision = None
+    if "torchvision" in tables:
+        from bench.torchvision_table import ORT_TOLERANCE, TARGET_SPEEDUP, run_torchvision_table
+
+        _log("\nTable 2: torchvision int8 vs fp32 vs ONNX Runtime")
+        torchvision = run_torchvision_table(out_dir=out_dir, threads=threads, quick=quick, log=_log)
+
+    targets = summary["targets"]
+    if torchvision is not None:
+        for arch, res in torchvision["results"].items():
+            need = TARGET_SPEEDUP[arch]
+            targets.append(
+                {
+                    "target": f"{arch}: torch_static ≥ {need}× faster than PyTorch fp32 (batch 1, {threads} threads)",
+                    "measured": f"{res['speedup_vs_fp32']:.2f}× ({res['fp32_ms']:.1f} → {res['torch_static_ms']:.1f} ms; "
+                    f"{res['speedup_vs_fp32_frozen']:.2f}× vs frozen fp32, {res['speedup_vs_ort_fp32']:.2f}× vs ORT fp32)",
+                    "ok": res["speedup_vs_fp32"] >= need,
+                }
+            )
+            targets.append(
+                {
+                    "target": f"{arch}: torch_static within {ORT_TOLERANCE:.0%} of ONNX Runtime int8",
+                    "measured": f"torch_static {res['torch_static_ms']:.1f} ms vs ORT int8 {res['ort_int8_ms']:.1f} ms "
+                    f"(×{res['static_vs_ort_int8']:.2f})",
+                    "ok": res["static_vs_ort_int8"] <= 1.0 + ORT_TOLERANCE,
+                }
+            )
+        summary["torchvision"] = torchvision["results"]
+        summary["tuning"] = torchvision["tuning"]
+    if fashion is not None:
+        static = next((r for name, r in fashion["records"].items() if name.startswith("torch_static")), None)
+        if static is not None and static["accuracy_top1"] is not None:
+            delta = (static["accuracy_top1"] - static["baseline_accuracy_top1"]) * 100
+            targets.append(
+                {
+                    "target": f"{fashion_model}: torch_static top-1 within 0.5 points of fp32",
+                    "measured": f"{static['accuracy_top1'] * 100:.2f} % vs {static['baseline_accuracy_top1'] * 100:.2f} % "
+                    f"({delta:+.2f} pts on {static['eval_images']:,} images)",
+                    "ok": abs(delta) <= 0.5,
+                }
+            )
+        summary["fashion"] = {
+            name: {k: r.get(k) for k in ("accuracy_top1", "baseline_accuracy_top1", "agreement_top1", "output_snr_db",
+                                         "size_bytes", "bits_per_weight", "latency_ms_p50", "baseline_latency_ms_p50",
+                                         "latency_ratio", "compress_seconds", "size_check")}
+            for name, r in fashion["records"].items()
+        }
+    if targets:
+        _log("\nTargets")
+        for t in targets:
+            _log(f"  [{_verdict(t['ok'])}] {t['target']}: {t['measured']}")
+    summary["seconds"] = time.perf_counter() - started
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    _log(f"\nCSV / JSON written to {out_dir} ({summary['seconds']:.0f} s)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(PROJECT_ROOT / "bench" / "results"))
+    parser.add_argument("--tables", nargs="+", choices=("fashion", "torchvision"), default=["fashion", "torchvision"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--eval-limit", type=int)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--fashion-model", default="sample:fashion_resnet")
+    args = parser.parse_args(argv)
+    return run_benchmarks(
+        out_dir=Path(args.out), tables=args.tables, threads=args.threads, quick=args.quick, eval_limit=args.eval_limit,
+        fashion_model=args.fashion_model,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

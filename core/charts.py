@@ -1,0 +1,583 @@
+"""Plotly figures of experiments: pure functions of DataFrames (or arrays), shared by the pages and the report.
+
+Every chart uses the same colour per method (``METHOD_COLORS``), axis titles with units, and a neutral
+template with transparent backgrounds, so it reads the same in a light or dark Streamlit theme and in the
+offline HTML report. Frames come from ``core.store`` (``experiments_frame``, ``per_class_frame``,
+``layers_frame``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.subplots import make_subplots
+
+# Tableau-10 hues: distinguishable, colour-blind tolerant, legible on white and on near-black.
+METHOD_COLORS: dict[str, str] = {
+    "baseline": "#8c8c8c",
+    "palettize": "#4c78a8",
+    "quantize_weights": "#54a24b",
+    "quantize_activations": "#b279a2",
+    "prune": "#e45756",
+    "torch_static": "#f58518",
+    "torch_dynamic": "#9d755d",
+    "pipeline": "#72b7b2",
+}
+METHOD_LABELS: dict[str, str] = {
+    "baseline": "Baseline (fp16)",
+    "palettize": "Palettize",
+    "quantize_weights": "Quantize weights",
+    "quantize_activations": "W8A8 activations",
+    "prune": "Prune",
+    "torch_static": "PyTorch static int8",
+    "torch_dynamic": "PyTorch dynamic",
+    "pipeline": "Joint pipeline",
+}
+# Parts of a stored model (keys of record["size_breakdown"]), bottom to top of the stacked bar.
+SIZE_PART_COLORS: dict[str, str] = {
+    "indices": "#4c78a8",
+    "quantized_weights": "#54a24b",
+    "sparse_values": "#e45756",
+    "luts": "#f58518",
+    "scales": "#b279a2",
+    "zero_points": "#ff9da6",
+    "per_channel_scales": "#9d755d",
+    "masks": "#eeca3b",
+    "uncompressed": "#8c8c8c",
+    "other": "#bab0ac",
+}
+SIZE_PART_LABELS: dict[str, str] = {
+    "indices": "LUT indices",
+    "quantized_weights": "quantized weights",
+    "sparse_values": "non-zero weights (sparse)",
+    "luts": "look-up tables",
+    "scales": "scales",
+    "zero_points": "zero-points",
+    "per_channel_scales": "per-channel scales",
+    "masks": "sparsity masks",
+    "uncompressed": "uncompressed (fp16)",
+    "other": "other",
+}
+MB = 1e6
+_GRID = "rgba(128,128,128,0.22)"
+_AXIS = "rgba(128,128,128,0.55)"
+_FONT = "#7c8190"  # mid grey: readable on a white and on a near-black page
+
+NEUTRAL_TEMPLATE = go.layout.Template(
+    layout=go.Layout(
+        paper_bgcolor="rgba(0,0,0,0)",
+        plot_bgcolor="rgba(0,0,0,0)",
+        font={"family": "Source Sans Pro, Inter, Helvetica, Arial, sans-serif", "size": 13, "color": _FONT},
+        colorway=list(METHOD_COLORS.values())[1:],
+        xaxis={"gridcolor": _GRID, "zerolinecolor": _AXIS, "linecolor": _AXIS, "ticks": "outside", "tickcolor": _AXIS,
+               "automargin": True},
+        yaxis={"gridcolor": _GRID, "zerolinecolor": _AXIS, "linecolor": _AXIS, "ticks": "outside", "tickcolor": _AXIS,
+               "automargin": True},
+        legend={"bgcolor": "rgba(0,0,0,0)", "orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0, "xanchor": "left"},
+        hoverlabel={"font": {"size": 12}},
+        margin={"l": 60, "r": 20, "t": 84, "b": 60},
+    )
+)
+pio.templates["studio"] = NEUTRAL_TEMPLATE
+
+
+def method_color(method: str | None) -> str:
+    return METHOD_COLORS.get(str(method), METHOD_COLORS["pipeline"] if method and "+" in str(method) else "#bab0ac")
+
+
+def method_label(method: str | None) -> str:
+    return METHOD_LABELS.get(str(method), str(method))
+
+
+def _title(text: str) -> dict:
+    """Title pinned to the top-left of the figure; the legend sits below it, just above the plot area."""
+    return {"text": text, "x": 0, "xanchor": "left", "xref": "paper", "y": 1.0, "yanchor": "top", "yref": "container",
+            "pad": {"t": 12}, "font": {"size": 16}}
+
+
+def _base_figure(title: str) -> go.Figure:
+    fig = go.Figure()
+    fig.update_layout(template=NEUTRAL_TEMPLATE, title=_title(title))
+    return fig
+
+
+def _empty(title: str, message: str) -> go.Figure:
+    fig = _base_figure(title)
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font={"size": 15})
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
+
+
+def _num(value: object) -> float | None:
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+# --------------------------------------------------------------------------- accuracy vs size
+
+
+def pareto_frontier(points: pd.DataFrame, *, x: str, y: str) -> pd.DataFrame:
+    """Rows not dominated by another (smaller-or-equal x and higher-or-equal y, one strictly), sorted by x."""
+    data = points.dropna(subset=[x, y]).sort_values([x, y], ascending=[True, False]).reset_index(drop=True)
+    keep, best = [], -math.inf
+    for position, value in enumerate(data[y]):
+        if value > best:
+            keep.append(position)
+            best = value
+    return data.iloc[keep]
+
+
+def accuracy_metric(frame: pd.DataFrame) -> tuple[str, str]:
+    """Which column the y axis shows: top-1 accuracy, or agreement with the baseline when accuracy is meaningless."""
+    meaningful = frame.get("accuracy_meaningful")
+    if meaningful is not None and len(frame) and not meaningful.fillna(True).astype(bool).any():
+        return "agreement_top1", "Top-1 agreement with the baseline (%)"
+    return "accuracy_top1", "Top-1 accuracy (%)"
+
+
+def accuracy_size_figure(
+    frame: pd.DataFrame,
+    *,
+    budget_pts: float | None = None,
+    highlight_ids: Iterable[int] = (),
+    title: str = "Accuracy vs model size",
+) -> go.Figure:
+    """Scatter of every experiment (colour = method), the baseline, the Pareto frontier and an accuracy budget.
+
+    ``budget_pts``: the allowed drop below the baseline, in accuracy points; draws the line and names the
+    smallest experiment within it.
+    """
+    if frame.empty:
+        return _empty(title, "No experiments yet — run one on the Compress page.")
+    column, axis_title = accuracy_metric(frame)
+    data = frame.copy()
+    data["x_mb"] = data["size_bytes"] / MB
+    data["y_pct"] = data[column] * 100
+    fig = _base_figure(title)
+
+    baseline = _baseline_point(data, column)
+    points = data.dropna(subset=["x_mb", "y_pct"])
+    highlight = {int(i) for i in highlight_ids}
+    # Keep the interesting region readable: experiments far below the baseline sit on the bottom edge as ▼.
+    view_floor = None
+    if baseline is not None:
+        candidate = baseline[1] - max(3 * float(budget_pts or 0), 10.0)
+        if (points["y_pct"] < candidate).any():
+            view_floor = candidate
+    for method, group in points.groupby("method", sort=False):
+        below = group["y_pct"] < view_floor if view_floor is not None else pd.Series(False, index=group.index)
+        fig.add_trace(
+            go.Scatter(
+                x=group["x_mb"],
+                y=group["y_pct"].where(~below, view_floor),
+                mode="markers",
+                name=method_label(str(method)),
+                legendgroup=str(method),
+                marker={
+                    "color": method_color(str(method)),
+                    "symbol": ["triangle-down" if b else "circle" for b in below],
+                    "size": [16 if int(i) in highlight else 11 for i in group["id"]],
+                    "line": {"width": [3 if int(i) in highlight else 1 for i in group["id"]], "color": "white"},
+                    "opacity": 0.92,
+                },
+                customdata=np.stack(
+                    [
+                        group["id"].astype(int),
+                        group["spec_summary"].fillna("").astype(str),
+                        group.get("accuracy_delta_pts", pd.Series(np.nan, index=group.index)).astype(float),
+                        group.get("compression_ratio_fp16", pd.Series(np.nan, index=group.index)).astype(float),
+                        group.get("bits_per_weight", pd.Series(np.nan, index=group.index)).astype(float),
+                        group.get("latency_ratio", pd.Series(np.nan, index=group.index)).astype(float),
+                        group.get("workflow", pd.Series("", index=group.index)).fillna("").astype(str),
+                        group["y_pct"].astype(float),
+                    ],
+                    axis=-1,
+                ),
+                hovertemplate=(
+                    "<b>#%{customdata[0]} %{customdata[1]}</b><br>workflow: %{customdata[6]}<br>"
+                    "accuracy: %{customdata[7]:.2f} % (Δ %{customdata[2]:+.2f} pts)<br>"
+                    "size: %{x:.3f} MB (%{customdata[3]:.2f}× smaller than fp16)<br>"
+                    "bits/weight: %{customdata[4]:.2f} · latency: %{customdata[5]:.2f}× baseline<extra></extra>"
+                ),
+            )
+        )
+
+    if baseline is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=[baseline[0]],
+                y=[baseline[1]],
+                mode="markers+text",
+                name=METHOD_LABELS["baseline"],
+                text=["baseline"],
+                textposition="top center",
+                marker={"symbol": "star", "size": 18, "color": METHOD_COLORS["baseline"], "line": {"width": 1, "color": "white"}},
+                hovertemplate="<b>Baseline</b> (uncompressed fp16 .mlpackage)<br>accuracy: %{y:.2f} %<br>size: %{x:.3f} MB<extra></extra>",
+            )
+        )
+
+    candidates = points[["id", "x_mb", "y_pct"]].copy()
+    if baseline is not None:
+        candidates = pd.concat(
+            [candidates, pd.DataFrame([{"id": -1, "x_mb": baseline[0], "y_pct": baseline[1]}])], ignore_index=True
+        )
+    frontier = pareto_frontier(candidates, x="x_mb", y="y_pct")
+    if len(frontier) >= 2:
+        fig.add_trace(
+            go.Scatter(
+                x=frontier["x_mb"],
+                y=frontier["y_pct"].clip(lower=view_floor) if view_floor is not None else frontier["y_pct"],
+                mode="lines",
+                name="Pareto frontier",
+                line={"shape": "hv", "dash": "dot", "width": 2, "color": _AXIS},
+                hoverinfo="skip",
+            )
+        )
+
+    if budget_pts is not None and baseline is not None:
+        floor = baseline[1] - float(budget_pts)
+        fig.add_hline(
+            y=floor,
+            line={"dash": "dash", "color": METHOD_COLORS["prune"], "width": 1.5},
+            annotation_text=f"budget: ≤ {budget_pts:g} pts below baseline ({floor:.1f} %)",
+            annotation_position="bottom right",
+            annotation_font_color=METHOD_COLORS["prune"],
+        )
+        fig.add_hrect(y0=min(points["y_pct"].min(), floor) - 100, y1=floor, fillcolor=METHOD_COLORS["prune"], opacity=0.05,
+                      line_width=0, layer="below")
+        best = best_within_budget(data, budget_pts=budget_pts, column=column)
+        if best is not None:
+            fig.add_annotation(
+                x=math.log10(best["x_mb"]) if best["x_mb"] > 0 else best["x_mb"],
+                y=best["y_pct"],
+                text=f"smallest within budget: #{int(best['id'])}",
+                showarrow=True,
+                arrowhead=2,
+                ax=40,
+                ay=40,  # below-right: the legend and the other points crowd the space above
+                font={"size": 12},
+            )
+
+    y_values = list(points["y_pct"]) + ([baseline[1]] if baseline else [])
+    if view_floor is not None:
+        y_values = [max(v, view_floor) for v in y_values]
+        hidden = int((points["y_pct"] < view_floor).sum())
+        fig.add_annotation(text=f"▼ {hidden} experiment(s) more than {baseline[1] - view_floor:.0f} pts below the baseline "
+                                "(shown on the bottom edge; hover for the value)",
+                           xref="paper", yref="paper", x=0, y=0, xanchor="left", yanchor="bottom", showarrow=False,
+                           font={"size": 11})
+    low = min(y_values) if y_values else 0
+    high = max(y_values) if y_values else 100
+    if budget_pts is not None and baseline is not None:
+        low = min(low, baseline[1] - float(budget_pts))
+    pad = max(1.0, (high - low) * 0.08)
+    fig.update_yaxes(title_text=axis_title, range=[max(0.0, low - pad), min(100.0, high + pad) + 0.5])
+    fig.update_xaxes(title_text="Model size on disk (MB, log scale)", type="log")
+    fig.update_layout(height=460)
+    return fig
+
+
+def _baseline_point(data: pd.DataFrame, column: str) -> tuple[float, float] | None:
+    """(fp16 size MB, baseline accuracy %) from the newest record that has both."""
+    base_col = "baseline_accuracy_top1" if column == "accuracy_top1" else None
+    for _, row in data.iloc[::-1].iterrows():
+        size = _num(row.get("size_fp16_bytes"))
+        acc = _num(row.get(base_col)) if base_col else 1.0  # the baseline agrees with itself
+        if size and acc is not None:
+            return size / MB, acc * 100
+    return None
+
+
+def best_within_budget(frame: pd.DataFrame, *, budget_pts: float, column: str = "accuracy_top1") -> pd.Series | None:
+    """The smallest experiment whose accuracy is at most ``budget_pts`` below its baseline (None if none is)."""
+    if frame.empty:
+        return None
+    data = frame.copy()
+    if "x_mb" not in data:
+        data["x_mb"] = data["size_bytes"] / MB
+    if "y_pct" not in data:
+        data["y_pct"] = data[column] * 100
+    if column == "accuracy_top1":
+        drop = (data["baseline_accuracy_top1"] - data["accuracy_top1"]) * 100
+    else:
+        drop = (1.0 - data[column]) * 100
+    inside = data[(drop <= float(budget_pts) + 1e-9) & data["x_mb"].notna()]
+    if inside.empty:
+        return None
+    return inside.sort_values(["x_mb", "y_pct"], ascending=[True, False]).iloc[0]
+
+
+# --------------------------------------------------------------------------- latency
+
+
+def latency_figure(frame: pd.DataFrame, *, title: str = "Latency, batch 1 (median bar, p90 whisker)") -> go.Figure:
+    """Per experiment: its baseline and the compressed model, timed interleaved in the same run."""
+    data = frame.dropna(subset=["latency_ms_p50"]) if "latency_ms_p50" in frame else frame.iloc[0:0]
+    if data.empty:
+        return _empty(title, "No latency measurements yet.")
+    ratios = data.get("latency_ratio", data["latency_ms_p50"] / data["baseline_latency_ms_p50"]).astype(float)
+    # The ratio goes into the category label: text on the bars would collide with the p90 whiskers.
+    labels = [f"{label} · {r:.2f}×" if math.isfinite(r) else str(label) for label, r in zip(data["label"], ratios, strict=True)]
+    fig = _base_figure(title)
+    base_p50 = data["baseline_latency_ms_p50"].astype(float)
+    base_p90 = data.get("baseline_latency_ms_p90", base_p50).astype(float)
+    fig.add_trace(
+        go.Bar(
+            x=labels,
+            y=base_p50,
+            name="baseline (same run)",
+            marker_color=METHOD_COLORS["baseline"],
+            error_y={"type": "data", "symmetric": False, "array": (base_p90 - base_p50).clip(lower=0), "arrayminus": [0] * len(data),
+                     "color": _AXIS, "thickness": 1.5, "width": 5},
+            hovertemplate="%{x}<br>baseline p50 %{y:.3f} ms<extra></extra>",
+        )
+    )
+    p50 = data["latency_ms_p50"].astype(float)
+    p90 = data.get("latency_ms_p90", p50).astype(float)
+    ratio = data.get("latency_ratio", p50 / base_p50).astype(float)
+    notes = data.get("latency_note", pd.Series("", index=data.index)).fillna("").astype(str)
+    fig.add_trace(
+        go.Bar(
+            x=labels,
+            y=p50,
+            name="compressed",
+            marker_color=[method_color(m) for m in data["method"]],
+            error_y={"type": "data", "symmetric": False, "array": (p90 - p50).clip(lower=0), "arrayminus": [0] * len(data),
+                     "color": _AXIS, "thickness": 1.5, "width": 5},
+            customdata=np.stack([p90, ratio, notes], axis=-1),
+            hovertemplate=(
+                "%{x}<br>p50 %{y:.3f} ms · p90 %{customdata[0]:.3f} ms<br>"
+                "%{customdata[1]:.2f}× baseline<br>%{customdata[2]}<extra></extra>"
+            ),
+        )
+    )
+    fig.update_layout(barmode="group", height=420, bargap=0.25 if len(data) > 2 else 0.6)
+    # A noisy machine can give p90 whiskers many times the median; cap the axis so the bars stay readable.
+    tallest_p50 = float(np.nanmax(np.concatenate([p50.to_numpy(), base_p50.to_numpy()])))
+    tallest_p90 = float(np.nanmax(np.concatenate([p90.to_numpy(), base_p90.to_numpy()])))
+    cap = 4 * tallest_p50
+    if tallest_p90 > cap:
+        fig.update_yaxes(range=[0, cap * 1.08])
+        fig.add_annotation(text=f"some p90 whiskers run off the chart (up to {tallest_p90:.3g} ms): a noisy machine",
+                           xref="paper", yref="paper", x=1, y=1, xanchor="right", yanchor="bottom", showarrow=False,
+                           font={"size": 11})
+    fig.update_yaxes(title_text="Latency per inference (ms)", rangemode="tozero")
+    fig.update_xaxes(title_text="Experiment · compressed ÷ baseline latency", tickangle=-20)
+    return fig
+
+
+# --------------------------------------------------------------------------- size breakdown
+
+
+def size_breakdown_figure(frame: pd.DataFrame, *, title: str = "What the bytes are spent on") -> go.Figure:
+    """Stacked theoretical size per part, the fp16 baseline, and the real artifact size as a marker."""
+    if frame.empty:
+        return _empty(title, "No experiments yet.")
+    parts = [c.removeprefix("breakdown_") for c in frame.columns
+             if c.startswith("breakdown_") and (frame[c].fillna(0) > 0).any()]  # no legend entries for empty parts
+    order = [p for p in SIZE_PART_COLORS if p in parts] + [p for p in parts if p not in SIZE_PART_COLORS]
+    labels = [str(v) for v in frame["label"]]
+    fp16 = frame["size_fp16_bytes"].dropna()
+    x = ["baseline fp16", *labels] if not fp16.empty else labels
+    fig = _base_figure(title)
+    for part in order:
+        values = frame[f"breakdown_{part}"].fillna(0.0).astype(float) / MB
+        y = ([0.0] if not fp16.empty else []) + list(values)
+        if part == "uncompressed" and not fp16.empty:
+            y[0] = float(fp16.iloc[-1]) / MB
+        fig.add_trace(
+            go.Bar(
+                x=x,
+                y=y,
+                name=SIZE_PART_LABELS.get(part, part),
+                marker_color=SIZE_PART_COLORS.get(part, SIZE_PART_COLORS["other"]),
+                hovertemplate="%{x}<br>" + SIZE_PART_LABELS.get(part, part) + ": %{y:.4f} MB<extra></extra>",
+            )
+        )
+    if "uncompressed" not in order and not fp16.empty:
+        fig.add_trace(
+            go.Bar(x=[x[0]], y=[float(fp16.iloc[-1]) / MB], name=SIZE_PART_LABELS["uncompressed"], marker_color=SIZE_PART_COLORS["uncompressed"])
+        )
+    artifact = frame["size_bytes"].astype(float) / MB
+    fig.add_trace(
+        go.Scatter(
+            x=labels,
+            y=artifact,
+            mode="markers",
+            name="artifact on disk",
+            marker={"symbol": "diamond", "size": 11, "color": "rgba(0,0,0,0)", "line": {"width": 2, "color": _FONT}},
+            hovertemplate="%{x}<br>artifact on disk: %{y:.4f} MB<extra></extra>",
+        )
+    )
+    fig.update_layout(barmode="stack", height=420)
+    fig.update_yaxes(title_text="Size (MB)", rangemode="tozero")
+    fig.update_xaxes(title_text="Experiment (bars: computed from the layer report; ◇: real file)", tickangle=-20)
+    return fig
+
+
+# --------------------------------------------------------------------------- per-class accuracy
+
+
+def per_class_figure(per_class: pd.DataFrame, *, title: str = "Per-class accuracy change") -> go.Figure:
+    """Heatmap experiment × class of the change in accuracy points (red: worse, blue: better)."""
+    data = per_class.dropna(subset=["delta_pts"])
+    if data.empty:
+        return _empty(title, "No per-class accuracy (random-weight models have none).")
+    pivot = data.pivot_table(index="label", columns="class_name", values="delta_pts", aggfunc="first", sort=False)
+    classes = list(dict.fromkeys(data.sort_values("class_index")["class_name"]))
+    pivot = pivot.reindex(columns=classes)
+    limit = max(1.0, float(np.nanmax(np.abs(pivot.to_numpy()))))
+    fig = _base_figure(title)
+    fig.add_trace(
+        go.Heatmap(
+            z=pivot.to_numpy(),
+            x=classes,
+            y=list(pivot.index),
+            zmid=0,
+            zmin=-limit,
+            zmax=limit,
+            colorscale="RdBu",
+            text=[[f"{v:+.1f}" if np.isfinite(v) else "" for v in row] for row in pivot.to_numpy()],
+            texttemplate="%{text}",
+            colorbar={"title": {"text": "Δ pts"}},
+            hovertemplate="%{y}<br>%{x}: %{z:+.2f} pts<extra></extra>",
+        )
+    )
+    fig.update_layout(height=max(260, 80 + 42 * len(pivot.index)))
+    fig.update_xaxes(title_text="Class", showgrid=False)
+    fig.update_yaxes(title_text="", showgrid=False, autorange="reversed")
+    return fig
+
+
+# --------------------------------------------------------------------------- per-layer views
+
+
+def weight_histogram_figure(
+    *,
+    original: np.ndarray,
+    compressed: np.ndarray,
+    layer_name: str,
+    method: str | None = None,
+    lut: np.ndarray | None = None,
+    grid: np.ndarray | None = None,
+    threshold: float | None = None,
+    bins: int = 121,
+    log_y: bool = False,
+) -> go.Figure:
+    """Overlaid histograms of a layer's original and compressed weights, with the LUT centroids, the
+    quantization grid or the pruning threshold drawn on them."""
+    original = np.asarray(original, dtype=np.float64).ravel()
+    compressed = np.asarray(compressed, dtype=np.float64).ravel()
+    title = f"Weights of {layer_name}"
+    if original.size == 0:
+        return _empty(title, "No weights stored for this layer.")
+    both = np.concatenate([original, compressed]) if compressed.size else original
+    low, high = float(np.min(both)), float(np.max(both))
+    if high <= low:
+        high = low + 1e-6
+    edges = np.linspace(low, high, bins + 1)
+    centers = (edges[:-1] + edges[1:]) / 2
+    width = float(edges[1] - edges[0])
+    fig = _base_figure(title)
+    counts, _ = np.histogram(original, bins=edges)
+    fig.add_trace(
+        go.Bar(x=centers, y=counts, width=width, name="original", marker_color=METHOD_COLORS["baseline"], opacity=0.55,
+               hovertemplate="original<br>%{x:.4g}: %{y} weights<extra></extra>")
+    )
+    if compressed.size:
+        counts_c, _ = np.histogram(compressed, bins=edges)
+        fig.add_trace(
+            go.Bar(x=centers, y=counts_c, width=width, name="compressed", marker_color=method_color(method), opacity=0.7,
+                   hovertemplate="compressed<br>%{x:.4g}: %{y} weights<extra></extra>")
+        )
+    if lut is not None and np.size(lut):
+        centroids = np.unique(np.asarray(lut, dtype=np.float64).ravel())
+        _add_value_marks(fig, centroids, name=f"LUT centroids ({centroids.size})", color=METHOD_COLORS["torch_static"])
+    if grid is not None and np.size(grid):
+        levels = np.unique(np.asarray(grid, dtype=np.float64).ravel())
+        levels = levels[(levels >= low - width) & (levels <= high + width)]
+        _add_value_marks(fig, levels, name=f"quantization grid ({levels.size} levels in range)", color=METHOD_COLORS["quantize_weights"])
+    if threshold is not None and np.isfinite(threshold) and threshold > 0:
+        fig.add_vrect(x0=-threshold, x1=threshold, fillcolor=METHOD_COLORS["prune"], opacity=0.1, line_width=0)
+        for sign in (-1, 1):
+            fig.add_vline(x=sign * threshold, line={"color": METHOD_COLORS["prune"], "dash": "dash", "width": 1.5})
+        fig.add_trace(
+            go.Scatter(x=[None], y=[None], mode="lines", name=f"pruning threshold |w| < {threshold:.3g}",
+                       line={"color": METHOD_COLORS["prune"], "dash": "dash"})
+        )
+    fig.update_layout(barmode="overlay", height=420, bargap=0)
+    fig.update_xaxes(title_text="Weight value")
+    fig.update_yaxes(title_text="Number of weights" + (" (log scale)" if log_y else ""), type="log" if log_y else "linear")
+    return fig
+
+
+def _add_value_marks(fig: go.Figure, values: np.ndarray, *, name: str, color: str) -> None:
+    """Vertical lines at a few values; too many to read as lines (an int8 grid) become a legend note instead."""
+    if values.size <= 64:
+        for value in values:
+            fig.add_vline(x=float(value), line={"color": color, "width": 1, "dash": "dot"}, opacity=0.8)
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=name, line={"color": color, "dash": "dot"}))
+    else:
+        step = float(np.median(np.diff(np.sort(values)))) if values.size > 1 else 0.0
+        fig.add_trace(
+            go.Scatter(x=[None], y=[None], mode="lines", name=f"{name}: step {step:.3g}, too dense to draw",
+                       line={"color": color, "dash": "dot"})
+        )
+
+
+def coverage_figure(layers: pd.DataFrame, *, method: str | None = None, title: str = "Coverage map: every weight-bearing layer") -> go.Figure:
+    """Per layer, in model order: parameters (coloured by compressed or not), stored bits per weight, weight SNR."""
+    if layers.empty:
+        return _empty(title, "This experiment has no per-layer report.")
+    names = [str(n) for n in layers["name"]]
+    compressed = layers["compressed"].fillna(False).astype(bool)
+    colours = [method_color(method) if c else METHOD_COLORS["baseline"] for c in compressed]
+    reasons = layers["reason"].fillna("").astype(str).where(~compressed, "compressed")
+    fig = make_subplots(
+        rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
+        row_heights=[0.4, 0.3, 0.3],
+    )
+    fig.update_layout(template=NEUTRAL_TEMPLATE, title=_title(title))
+    fig.add_trace(
+        go.Bar(
+            x=names, y=layers["params"], marker_color=colours, name="parameters", showlegend=False,
+            customdata=np.stack([reasons, layers["shape"].astype(str)], axis=-1),
+            hovertemplate="%{x} (%{customdata[1]})<br>%{y:,} weights<br>%{customdata[0]}<extra></extra>",
+        ),
+        row=1, col=1,
+    )
+    fig.add_trace(
+        go.Bar(
+            x=names, y=layers["bits_per_weight"], marker_color=colours, name="bits/weight", showlegend=False,
+            hovertemplate="%{x}<br>%{y:.2f} bits per weight<extra></extra>",
+        ),
+        row=2, col=1,
+    )
+    fig.add_hline(y=16, line={"dash": "dot", "color": _AXIS}, row=2, col=1, annotation_text="fp16", annotation_position="top left")
+    snr = layers["snr_db"].astype(float)
+    fig.add_trace(
+        go.Scatter(
+            x=names, y=snr, mode="markers+lines", marker={"color": colours, "size": 8}, line={"color": _AXIS, "width": 1},
+            name="weight SNR", showlegend=False, connectgaps=False,
+            hovertemplate="%{x}<br>weight SNR %{y:.1f} dB<extra></extra>",
+        ),
+        row=3, col=1,
+    )
+    # Legend entries for the two colours.
+    fig.add_trace(go.Bar(x=[None], y=[None], marker_color=method_color(method), name="compressed"), row=1, col=1)
+    fig.add_trace(go.Bar(x=[None], y=[None], marker_color=METHOD_COLORS["baseline"], name="left uncompressed (hover: why)"), row=1, col=1)
+    fig.update_yaxes(title_text="Weights (log)", type="log", row=1, col=1)
+    fig.update_yaxes(title_text="Bits / weight", rangemode="tozero", row=2, col=1)
+    fig.update_yaxes(title_text="Weight SNR (dB)", row=3, col=1)
+    fig.update_xaxes(tickangle=-45, row=3, col=1)
+    fig.update_layout(height=620, bargap=0.2)
+    return fig

@@ -1,0 +1,363 @@
+"""Command line: ``python -m core.cli models | baseline | run | bench``.
+
+    python -m core.cli models
+    python -m core.cli baseline --model sample:fashion_resnet --json baseline.json
+    python -m core.cli run --model sample:fashion_resnet --spec '{"method": "palettize", "n_bits": 4}' --json run.json
+    python -m core.cli bench                      # the benchmark tables (bench/), CSVs in bench/results/
+
+Bad input (unknown model, unreadable file, impossible spec) exits with status 2 and one line on stderr;
+Ctrl-C cancels cleanly (status 130) and leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from core.progress import Cancelled, Progress, captured_library_output, quiet_libraries
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEBUG_ENV = "COMPRESSION_STUDIO_DEBUG"
+EXIT_BAD_INPUT = 2
+EXIT_CANCELLED = 130
+
+
+class CliError(ValueError):
+    """A command-line mistake (missing option, unreadable file); the message says what to pass instead."""
+
+
+# --------------------------------------------------------------------------- progress on stderr
+
+
+class _Bar:
+    """A tqdm bar on stderr driven by Progress(fraction, message) callbacks.
+
+    Created on the first real progress, so input that is refused up front leaves stderr with just its one line.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self._enabled = enabled
+        self._bar = None
+        self._file = sys.stderr  # the real stderr: library steps swap sys.stderr for a buffer while they run
+
+    def __call__(self, fraction: float, message: str) -> None:
+        if not self._enabled:
+            return
+        if self._bar is None:
+            if fraction <= 0.0:
+                return
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=1000,
+                file=self._file,
+                disable=False,  # quiet_libraries() disables tqdm by default for library bars, not for ours
+                bar_format="{percentage:3.0f}%|{bar:30}| {desc} [{elapsed}]",
+                dynamic_ncols=True,
+                leave=False,
+                mininterval=0.2,
+            )
+        target = round(fraction * 1000)
+        if target > self._bar.n:
+            self._bar.update(target - self._bar.n)
+        if message:
+            self._bar.set_description_str(message[:70], refresh=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+@contextlib.contextmanager
+def _cancellable(progress: Progress) -> Iterator[None]:
+    """First Ctrl-C asks the running step to stop at its next progress update; a second one interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if progress.cancelled:
+            raise KeyboardInterrupt
+        progress.cancel()
+        print("\ncancelling… (Ctrl-C again to stop immediately)", file=sys.__stderr__)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _load_model(source_id: str, weights: str | None):  # -> LoadedModel
+    from core.models.sources import load_model
+
+    with captured_library_output([]):  # torch.jit.load's FutureWarning etc. would break the one-line contract
+        return load_model(source_id, weights=Path(weights) if weights else None)
+
+
+def _read_spec(args: argparse.Namespace):  # -> AnySpec
+    from core.specs import parse_spec
+
+    if bool(args.spec) == bool(args.spec_file):
+        raise CliError("give the compression spec with exactly one of --spec '<json or yaml>' or --spec-file FILE.")
+    if args.spec_file:
+        path = Path(args.spec_file)
+        if not path.is_file():
+            raise CliError(f"spec file not found: {path}")
+        text = path.read_text()
+    else:
+        text = args.spec
+    if not text.strip():
+        raise CliError("the spec is empty; e.g. --spec '{\"method\": \"palettize\", \"n_bits\": 4}'.")
+    return parse_spec(text)
+
+
+def _options(args: argparse.Namespace):  # -> ExperimentOptions
+    from core.experiment import ExperimentOptions, default_latency_settings
+    from core.measure.latency import LatencySettings
+
+    latency = None
+    if args.threads is not None or args.batch_sizes:
+        base = default_latency_settings(tuple(args.input_shape))
+        fields = {}
+        if args.threads is not None:
+            fields["threads"] = args.threads
+        if args.batch_sizes:
+            fields["batch_sizes"] = tuple(args.batch_sizes)
+        latency = LatencySettings(**{**base.to_dict(), **fields})
+    return ExperimentOptions(
+        eval_limit=args.eval_limit,
+        latency=latency,
+        measure_latency=not args.no_latency,
+        measure_memory=not args.no_latency,
+        export=not args.no_export,
+    )
+
+
+def _write_json(path: str | None, record: dict) -> None:
+    if not path:
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, target)
+
+
+def _fmt_pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.2f} %"
+
+
+def _fmt_bytes(value: int | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value / 1e6:.3f} MB" if value >= 1e5 else f"{value / 1e3:.1f} kB"
+
+
+def _fmt_ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} ms"
+
+
+def _run_with_progress(args: argparse.Namespace, work):  # work(progress) -> dict
+    bar = _Bar(enabled=not args.quiet)
+    progress = Progress(bar)
+    try:
+        with _cancellable(progress):
+            return work(progress)
+    finally:
+        bar.close()
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from core.models.sources import list_sources
+
+    sources = list_sources()
+    if args.json:
+        _write_json(args.json, {"sources": [dataclasses.asdict(s) for s in sources]})
+    width = max(len(s.source_id) for s in sources)
+    for source in sources:
+        print(f"{source.source_id:<{width}}  {source.description}")
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    model = _load_model(args.model, args.weights)
+    args.input_shape = model.input_shape
+    options = _options(args)
+    notes: list[str] = []
+    with captured_library_output(notes):
+        from core.experiment import baseline_record
+
+    record = _run_with_progress(args, lambda progress: baseline_record(model=model, dataset=None, progress=progress, options=options))
+    _write_json(args.json, record)
+    print(f"model            {record['model']}  ({record['params']:,} params)")
+    acc_note = "" if record["accuracy_meaningful"] else f"  — {record['accuracy_note']}"
+    print(f"top-1 / top-5    {_fmt_pct(record['accuracy_top1'])} / {_fmt_pct(record['accuracy_top5'])}{acc_note}")
+    print(f"evaluated on     {record['eval_images']:,} images, {record['dataset_source']}")
+    print(f"size fp32 / fp16 {_fmt_bytes(record['size_fp32_bytes'])} / {_fmt_bytes(record['size_fp16_bytes'])} ({record['size_fp16_source']})")
+    if record.get("latency_ms_p50") is not None:
+        print(f"latency (b=1)    p50 {_fmt_ms(record['latency_ms_p50'])}, p90 {_fmt_ms(record['latency_ms_p90'])}, {record['threads']} threads")
+    if args.json:
+        print(f"record written to {args.json}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    spec = _read_spec(args)
+    model = _load_model(args.model, args.weights)
+    args.input_shape = model.input_shape
+    options = _options(args)
+    notes: list[str] = []
+    with captured_library_output(notes):
+        from core.experiment import run_experiment
+
+    if args.artifacts:
+        artifacts = Path(args.artifacts)
+    elif args.json:
+        artifacts = Path(args.json).with_suffix("").with_name(Path(args.json).stem + "_artifacts")
+    else:
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        artifacts = PROJECT_ROOT / "studio_data" / "cli_runs" / f"{stamp}_{spec.method}"
+    if artifacts.exists() and any(artifacts.iterdir()):
+        raise CliError(f"the artifacts folder {artifacts} is not empty; pass another --artifacts folder or remove it.")
+    record = _run_with_progress(
+        args,
+        lambda progress: run_experiment(
+            model=model, spec=spec, dataset=None, artifacts_dir=artifacts, progress=progress, options=options
+        ),
+    )
+    _write_json(args.json, record)
+    print(f"{record['spec_summary']} on {record['model']}  (compressed in {record['compress_seconds']:.1f} s)")
+    if record["accuracy_meaningful"]:
+        print(f"top-1            {_fmt_pct(record['accuracy_top1'])} (baseline {_fmt_pct(record['baseline_accuracy_top1'])})")
+    snr = "∞ (identical)" if record["output_snr_db"] is None else f"{record['output_snr_db']:.1f} dB"
+    print(f"agreement        {_fmt_pct(record['agreement_top1'])}, output SNR {snr}, {record['flipped']} flipped")
+    ratio = record.get("compression_ratio_fp16")
+    size_line = f"size             {_fmt_bytes(record['size_bytes'])} {record['artifact_kind'] or '(not exported)'}"
+    if ratio:
+        size_line += f" ({ratio:.2f}× smaller than the fp16 .mlpackage)"
+    if record.get("bits_per_weight") is not None:
+        size_line += f", {record['bits_per_weight']:.2f} bits/weight"
+    print(size_line)
+    if record.get("latency_ms_p50") is not None:
+        print(
+            f"latency (b=1)    {_fmt_ms(record['latency_ms_p50'])} vs baseline {_fmt_ms(record['baseline_latency_ms_p50'])}"
+            f" (×{record['latency_ratio']:.2f}) — {record['latency_note']}"
+        )
+    if args.json:
+        print(f"record written to {args.json}; artifacts in {artifacts}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if str(PROJECT_ROOT) not in sys.path:
+        sys.path.insert(0, str(PROJECT_ROOT))
+    from bench.run_bench import run_benchmarks
+
+    return run_benchmarks(
+        out_dir=Path(args.out),
+        tables=args.tables,
+        threads=args.threads or 2,
+        quick=args.quick,
+        eval_limit=args.eval_limit,
+        fashion_model=args.fashion_model,
+    )
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core.cli", description="Compression Studio from the command line.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{models,baseline,run,bench}")
+
+    models = sub.add_parser("models", help="list the model source ids")
+    models.add_argument("--json", help="also write the list to this JSON file")
+    models.set_defaults(func=cmd_models)
+
+    def measurement_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", required=True, help="source id, e.g. sample:fashion_resnet, torchvision:resnet18, torchscript:FILE")
+        p.add_argument("--weights", help="state_dict file (.pt/.pth/.safetensors) for a torchvision architecture")
+        p.add_argument("--json", help="write the record to this JSON file")
+        p.add_argument("--eval-limit", type=int, help="evaluate only the first N test images")
+        p.add_argument("--threads", type=int, help="threads for latency measurements (default 2)")
+        p.add_argument("--batch-sizes", type=int, nargs="+", help="latency batch sizes (default: 1 and a larger batch)")
+        p.add_argument("--no-latency", action="store_true", help="skip latency and memory measurements")
+        p.add_argument("--no-export", action="store_true", help="skip writing the .mlpackage / TorchScript artifacts")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    baseline = sub.add_parser("baseline", help="measure the uncompressed model")
+    measurement_flags(baseline)
+    baseline.set_defaults(func=cmd_baseline)
+
+    run = sub.add_parser("run", help="compress, export, measure; write one experiment record")
+    measurement_flags(run)
+    run.add_argument("--spec", help="the compression spec as JSON or YAML text")
+    run.add_argument("--spec-file", help="a file holding the spec (JSON or YAML)")
+    run.add_argument("--artifacts", help="folder for the artifact and weights.npz (default: next to --json)")
+    run.set_defaults(func=cmd_run)
+
+    bench = sub.add_parser("bench", help="benchmark tables (seed configs on fashion_resnet; int8 vs fp32 vs ONNX Runtime)")
+    bench.add_argument("--out", default=str(PROJECT_ROOT / "bench" / "results"), help="folder for the CSV files")
+    bench.add_argument("--tables", nargs="+", choices=("fashion", "torchvision"), default=["fashion", "torchvision"])
+    bench.add_argument("--threads", type=int, help="threads for every latency number (default 2)")
+    bench.add_argument("--eval-limit", type=int, help="evaluate only the first N test images (default: all)")
+    bench.add_argument("--quick", action="store_true", help="fewer repeats and configurations (a smoke run)")
+    bench.add_argument("--fashion-model", default="sample:fashion_resnet", help="model of table 1 (default fashion_resnet)")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    quiet_libraries()
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed its one-line usage error
+        return int(exc.code or 0)
+    try:
+        for name in ("eval_limit", "threads"):
+            value = getattr(args, name, None)
+            if value is not None and value < 1:
+                raise CliError(f"--{name.replace('_', '-')} must be at least 1; got {value}.")
+        return int(args.func(args))
+    except (Cancelled, KeyboardInterrupt):
+        print("cancelled: no record or artifact was written.", file=sys.stderr)
+        return EXIT_CANCELLED
+    except (ValueError, OSError) as exc:  # SpecError, ModelLoadError, DatasetError, CompressionError, StoreError, …
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(
+            f"internal error ({type(exc).__name__}): {_one_line(exc)} — rerun with {DEBUG_ENV}=1 for the traceback.",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Latency harness: fixed threads, warm-up, interleaved A B A B repeats until the median is stable, p50 / p90.
+
+Interleaving the baseline and the candidate in one process means a noisy neighbour slows both alike, so the
+*ratio* survives a busy machine even when absolute times drift.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from core.progress import Progress, as_progress
+
+Runner = Callable[[torch.Tensor], object]
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """How latency is measured; stored in the record so every number says how it was taken."""
+
+    threads: int = 2
+    batch_sizes: tuple[int, ...] = (1, 32)
+    warmup: int = 3
+    min_repeats: int = 10
+    max_repeats: int = 300
+    seconds_per_batch_size: float = 2.0  # time budget for all models together at one batch size
+    stability: float = 0.03  # the medians of the two halves of the repeats must agree this closely
+    # Calls per turn before switching runner. 1 = strict A B A B. With k > 1 each turn runs k calls and drops the
+    # first (it absorbs the switch: cold caches, another runtime's thread pool still spinning), so A A A B B B …
+    calls_per_turn: int = 1
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise ValueError(f"threads must be at least 1; got {self.threads}.")
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise ValueError(f"batch sizes must be positive; got {self.batch_sizes}.")
+        if self.min_repeats < 3 or self.max_repeats < self.min_repeats:
+            raise ValueError("need 3 ≤ min_repeats ≤ max_repeats.")
+        if self.calls_per_turn < 1:
+            raise ValueError(f"calls_per_turn must be at least 1; got {self.calls_per_turn}.")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["batch_sizes"] = list(self.batch_sizes)
+        return d
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    p50_ms: float
+    p90_ms: float
+    mean_ms: float
+    min_ms: float
+    max_ms: float
+    repeats: int
+
+    @classmethod
+    def from_seconds(cls, samples: list[float]) -> LatencyStats:
+        ms = [s * 1000.0 for s in samples]
+        return cls(
+            p50_ms=percentile(ms, 50),
+            p90_ms=percentile(ms, 90),
+            mean_ms=statistics.fmean(ms),
+            min_ms=min(ms),
+            max_ms=max(ms),
+            repeats=len(ms),
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default method), q in [0, 100]."""
+    if not values:
+        raise ValueError("no samples")
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+@contextlib.contextmanager
+def fixed_threads(threads: int) -> Iterator[None]:
+    """Run with exactly `threads` intra-op threads, restoring the previous setting afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def quantized_engine(name: str | None) -> Iterator[None]:
+    """Select the int8 kernel library (x86 / fbgemm / qnnpack / onednn) a quantized model was converted for."""
+    previous = torch.backends.quantized.engine
+    if name and name in torch.backends.quantized.supported_engines and name != previous:
+        torch.backends.quantized.engine = name
+    try:
+        yield
+    finally:
+        if torch.backends.quantized.engine != previous:
+            torch.backends.quantized.engine = previous
+
+
+def _time_call(run: Runner, inputs: torch.Tensor) -> float:
+    start = time.perf_counter()
+    run(inputs)
+    return time.perf_counter() - start
+
+
+def _halves_agree(samples: list[float], tolerance: float) -> bool:
+    half = len(samples) // 2
+    if half < 3:
+        return False
+    first, second = statistics.median(samples[:half]), statistics.median(samples[half:])
+    return abs(first - second) <= tolerance * max(first, second)
+
+
+def measure_interleaved(
+    *,
+    runners: dict[str, Runner],
+    make_input: Callable[[int], torch.Tensor],
+    settings: LatencySettings | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Time every runner at every batch size, interleaved (A B A B …), under a fixed thread count.
+
+    Returns ``{"threads", "settings", "batches": {"<batch>": {"<name>": LatencyStats dict, …, "stable": bool}}}``.
+    Repeats: at least `min_repeats`, enough to fill the time budget, and more (up to `max_repeats`) while the
+    medians of the first and second half still disagree by more than `stability`.
+    """
+    settings = settings or LatencySettings()
+    progress = as_progress(progress)
+    names = list(runners)
+    out: dict = {"threads": settings.threads, "settings": settings.to_dict(), "order": "interleaved", "batches": {}}
+    with fixed_threads(settings.threads), torch.inference_mode():
+        for b_index, batch in enumerate(settings.batch_sizes):
+            inputs = make_input(batch)
+            sub = progress.sub(b_index / len(settings.batch_sizes), (b_index + 1) / len(settings.batch_sizes))
+            sub.update(0.0, f"Latency: warming up (batch {batch})")
+            per_call = dict.fromkeys(names, 0.0)
+            for _ in range(settings.warmup):
+                for name in names:
+                    per_call[name] = _time_call(runners[name], inputs)
+            round_seconds = max(sum(per_call.values()), 1e-6) * settings.calls_per_turn
+            per_round = max(settings.calls_per_turn - 1, 1)
+            planned = int(min(max(settings.min_repeats, per_round * settings.seconds_per_batch_size / round_seconds), settings.max_repeats))
+            samples: dict[str, list[float]] = {name: [] for name in names}
+            started = time.perf_counter()
+            target = planned
+            shown = 0.0  # the bar never moves backwards when more rounds are added
+            hard_limit = 3 * settings.seconds_per_batch_size  # a stalled machine must not stall the run
+            while True:
+                while len(samples[names[0]]) < target:
+                    for name in names:  # A B A B: one turn of each per round
+                        if settings.calls_per_turn == 1:
+                            samples[name].append(_time_call(runners[name], inputs))
+                            continue
+                        _time_call(runners[name], inputs)  # the switch-over call is not counted
+                        for _ in range(settings.calls_per_turn - 1):
+                            samples[name].append(_time_call(runners[name], inputs))
+                    done = len(samples[names[0]])
+                    shown = max(shown, min(done / target, 1.0))
+                    sub.update(shown, f"Latency: batch {batch}, {done}/{target} timed calls each")
+                    if done >= settings.min_repeats and time.perf_counter() - started > hard_limit:
+                        break
+                stable = all(_halves_agree(samples[n], settings.stability) for n in names)
+                out_of_budget = time.perf_counter() - started > hard_limit
+                if stable or target >= settings.max_repeats or out_of_budget:
+                    break
+                target = min(target + max(planned // 2, settings.min_repeats), settings.max_repeats)
+            entry: dict = {name: LatencyStats.from_seconds(samples[name]).to_dict() for name in names}
+            entry["stable"] = stable
+            out["batches"][str(batch)] = entry
+    return out
+
+
+def latency_ratio(result: dict, *, candidate: str = "candidate", baseline: str = "baseline", batch: int = 1) -> float | None:
+    """candidate p50 ÷ baseline p50 at one batch size (< 1: the candidate is faster)."""
+    entry = result.get("batches", {}).get(str(batch))
+    if not entry or candidate not in entry or baseline not in entry:
+        return None
+    base = entry[baseline]["p50_ms"]
+    return entry[candidate]["p50_ms"] / base if base > 0 else None
+
+
+# --------------------------------------------------------------------------- Core ML (macOS only)
+
+
+def coreml_latency(*, package: Path, input_shape: tuple[int, ...], settings: LatencySettings | None = None) -> dict:
+    """Time an .mlpackage through Core ML (CPU only and all compute units). Only macOS can run predictions."""
+    if platform.system() != "Darwin":
+        return {"measurable": False, "note": "Core ML latency not measurable on Linux: Core ML predictions need macOS."}
+    settings = settings or LatencySettings()
+    try:
+        import coremltools as ct
+        import numpy as np
+
+        results: dict = {"measurable": True}
+        for label, units in (("cpu_only", ct.ComputeUnit.CPU_ONLY), ("all", ct.ComputeUnit.ALL)):
+            model = ct.models.MLModel(str(package), compute_units=units)
+            input_name = model.get_spec().description.input[0].name
+            feed = {input_name: np.random.default_rng(0).standard_normal((1, *input_shape)).astype(np.float32)}
+            samples = []
+            for _ in range(settings.warmup):
+                model.predict(feed)
+            for _ in range(settings.min_repeats * 3):
+                start = time.perf_counter()
+                model.predict(feed)
+                samples.append(time.perf_counter() - start)
+            results[label] = LatencyStats.from_seconds(samples).to_dict()
+        return results
+    except Exception as exc:
+        return {"measurable": False, "note": f"Core ML prediction failed: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"}

@@ -1,0 +1,167 @@
+"""A self-contained HTML report of experiments for stakeholders: tables and interactive charts, works offline.
+
+plotly.js is inlined once (``include_plotlyjs=True`` on the first chart); nothing is fetched from the network.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import time
+from collections.abc import Sequence
+
+import plotly.graph_objects as go
+
+from core import charts
+from core.store import experiments_frame, per_class_frame
+
+_CSS = """
+:root { color-scheme: light dark; --fg: #1f2430; --muted: #6b7080; --bg: #ffffff; --card: #f5f6f8; --line: #dde0e6;
+        --accent: #3b5bdb; }
+@media (prefers-color-scheme: dark) {
+  :root { --fg: #e8eaf0; --muted: #9aa0ae; --bg: #0f1117; --card: #1a1d26; --line: #2c303b; --accent: #7d95f0; }
+}
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: var(--fg); background: var(--bg);
+       max-width: 1180px; margin: 0 auto; padding: 28px 24px 60px; line-height: 1.45; }
+h1 { margin: 0 0 4px; font-size: 28px; } h2 { margin-top: 36px; border-bottom: 1px solid var(--line); padding-bottom: 6px; }
+.muted { color: var(--muted); }
+.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(200px, 1fr)); gap: 12px; margin: 18px 0; }
+.card { background: var(--card); border-radius: 10px; padding: 12px 14px; }
+.card .v { font-size: 22px; font-weight: 600; } .card .k { color: var(--muted); font-size: 13px; }
+table { border-collapse: collapse; width: 100%; font-size: 13px; }
+th, td { text-align: left; padding: 6px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
+th { color: var(--muted); font-weight: 600; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.dot { display: inline-block; width: 10px; height: 10px; border-radius: 50%; margin-right: 6px; }
+.chart { margin: 10px 0 24px; } ul.notes li { margin: 4px 0; color: var(--muted); }
+"""
+
+
+def _fmt(value: object, spec: str, suffix: str = "") -> str:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "n/a"
+    if not math.isfinite(number):
+        return "n/a"
+    return f"{number:{spec}}{suffix}"
+
+
+def _mb(value: object) -> str:
+    return _fmt(float(value) / 1e6 if isinstance(value, int | float) else None, ".3f", " MB")
+
+
+def _card(key: str, value: str) -> str:
+    return f'<div class="card"><div class="k">{html.escape(key)}</div><div class="v">{html.escape(value)}</div></div>'
+
+
+def _figure_html(fig: go.Figure, *, first: bool) -> str:
+    return fig.to_html(
+        full_html=False,
+        include_plotlyjs=first,
+        config={"displaylogo": False, "responsive": True},
+        default_width="100%",
+    )
+
+
+def build_report(
+    *,
+    records: Sequence[dict],
+    title: str = "Compression Studio report",
+    budget_pts: float | None = 5.0,
+    generated_at: str | None = None,
+) -> str:
+    """One HTML page (a string) summarising ``records``: headline numbers, a table, charts and honest notes."""
+    frame = experiments_frame(records)
+    generated_at = generated_at or time.strftime("%Y-%m-%d %H:%M")
+    newest = records[-1] if records else {}
+    parts: list[str] = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<div class='muted'>Generated {html.escape(generated_at)} · {len(records)} experiment(s)</div>",
+    ]
+    if not records:
+        parts.append("<p>No experiments to report yet.</p></body></html>")
+        return "".join(parts)
+
+    models = sorted({str(r.get("model_label") or r.get("model")) for r in records})
+    datasets = sorted({f"{r.get('dataset') or 'synthetic inputs'} — {r.get('dataset_source') or 'n/a'}" for r in records})
+    parts.append(
+        f"<p>Model: <b>{html.escape(', '.join(models))}</b><br>Evaluation data: {html.escape('; '.join(datasets))}"
+        f" ({_fmt(newest.get('eval_images'), ',.0f')} images in the newest run)</p>"
+    )
+
+    cards = [
+        _card("Baseline top-1 accuracy", _fmt((newest.get("baseline_accuracy_top1") or math.nan) * 100, ".2f", " %")),
+        _card("Baseline size (fp16 .mlpackage)", _mb(newest.get("size_fp16_bytes"))),
+        _card("Baseline latency p50", _fmt(newest.get("baseline_latency_ms_p50"), ".3f", " ms")),
+    ]
+    best = charts.best_within_budget(frame, budget_pts=budget_pts) if budget_pts is not None else None
+    if best is not None:
+        cards.append(
+            _card(
+                f"Smallest within {budget_pts:g} pts of baseline",
+                f"#{int(best['id'])}: {_fmt(best['size_bytes'] / 1e6, '.3f', ' MB')}",
+            )
+        )
+    parts.append(f"<div class='cards'>{''.join(cards)}</div>")
+
+    parts.append("<h2>Experiments</h2><table><tr>")
+    headers = ["#", "method", "setting", "top-1", "Δ pts", "agreement", "artifact", "× smaller than fp16",
+               "bits/weight", "latency p50", "× baseline", "compress time"]
+    parts.append("".join(f"<th>{h}</th>" for h in headers) + "</tr>")
+    for rec in records:
+        colour = charts.method_color(rec.get("method"))
+        acc, base = rec.get("accuracy_top1"), rec.get("baseline_accuracy_top1")
+        delta = (acc - base) * 100 if isinstance(acc, int | float) and isinstance(base, int | float) else None
+        cells = [
+            f"<td class='n'>{rec.get('id', '')}</td>",
+            f"<td><span class='dot' style='background:{colour}'></span>{html.escape(charts.method_label(rec.get('method')))}</td>",
+            f"<td>{html.escape(str(rec.get('spec_summary') or ''))}</td>",
+            f"<td class='n'>{_fmt((acc if isinstance(acc, int | float) else math.nan) * 100, '.2f', ' %')}</td>",
+            f"<td class='n'>{_fmt(delta, '+.2f')}</td>",
+            f"<td class='n'>{_fmt((rec.get('agreement_top1') or math.nan) * 100, '.2f', ' %')}</td>",
+            f"<td class='n'>{_mb(rec.get('size_bytes'))}</td>",
+            f"<td class='n'>{_fmt(rec.get('compression_ratio_fp16'), '.2f', '×')}</td>",
+            f"<td class='n'>{_fmt(rec.get('bits_per_weight'), '.2f')}</td>",
+            f"<td class='n'>{_fmt(rec.get('latency_ms_p50'), '.3f', ' ms')}</td>",
+            f"<td class='n'>{_fmt(rec.get('latency_ratio'), '.2f', '×')}</td>",
+            f"<td class='n'>{_fmt(rec.get('compress_seconds'), '.1f', ' s')}</td>",
+        ]
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("</table>")
+
+    figures = [
+        ("Accuracy vs size", charts.accuracy_size_figure(frame, budget_pts=budget_pts), None),
+        ("Latency", charts.latency_figure(frame), "Each experiment's baseline was timed interleaved with it (A B A B) in the same process."),
+        ("Size breakdown", charts.size_breakdown_figure(frame), "Bars: bytes computed from the per-layer report; diamonds: the real exported file."),
+        ("Per-class accuracy", charts.per_class_figure(per_class_frame(records)), None),
+    ]
+    for i, (heading, fig, caption) in enumerate(figures):
+        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        if caption:
+            parts.append(f"<p class='muted'>{html.escape(caption)}</p>")
+        parts.append(f"<div class='chart'>{_figure_html(fig, first=i == 0)}</div>")
+
+    notes = sorted({str(r.get("latency_note")) for r in records if r.get("latency_note")})
+    notes += sorted({str(n) for r in records for n in (r.get("notes") or []) if n})[:20]
+    machine = newest.get("machine") or {}
+    parts.append("<h2>How these numbers were measured</h2><ul class='notes'>")
+    parts.append(
+        "<li>Accuracy: the compressed PyTorch model on held-out evaluation images; agreement: share of images "
+        "where its top-1 prediction equals the uncompressed model's.</li>"
+        "<li>Size: bytes on disk of the exported artifact (.mlpackage directory or TorchScript file); the "
+        "baseline is the uncompressed fp16 .mlpackage.</li>"
+    )
+    if machine:
+        desc = ", ".join(f"{k}: {v}" for k, v in machine.items() if isinstance(v, str | int | float))
+        parts.append(f"<li>Machine: {html.escape(desc)}</li>")
+    parts.extend(f"<li>{html.escape(n)}</li>" for n in notes)
+    parts.append("</ul>")
+    licences = sorted({"Fashion-MNIST © Zalando SE, MIT licence." for r in records if "Fashion" in str(r.get("dataset"))})
+    if licences:
+        parts.append(f"<p class='muted'>{html.escape(' '.join(licences))}</p>")
+    parts.append("</body></html>")
+    return "".join(parts)

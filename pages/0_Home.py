@@ -1,0 +1,74 @@
+"""Home: what this is, the model already loaded, and one obvious next step."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import charts
+from pages import _ui
+
+model, dataset = _ui.page_context()
+
+st.title("Compression Studio", anchor=False)
+st.markdown(
+    "Make a vision model **smaller** and see exactly what it costs: accuracy on real held-out images, "
+    "the size of the exported file, and measured latency — side by side, for every setting you try."
+)
+
+if model is None:
+    st.warning("No model is loaded yet. Pick one on the Model page.", icon=":material/warning:")
+    st.page_link("pages/1_Model.py", label="Choose a model", icon=":material/arrow_forward:")
+    st.stop()
+
+with st.container(border=True):
+    left, right = st.columns([3, 2], vertical_alignment="center")
+    with left:
+        st.markdown(f"#### :material/deployed_code: {model.label}")
+        st.caption(
+            f"{model.architecture} · input {'×'.join(map(str, model.input_shape))} · {model.num_classes} classes · "
+            f"{model.weights_note}"
+        )
+        data_text = f"{dataset.name}: {len(dataset.test):,} evaluation images ({dataset.source})" if dataset else "no dataset (synthetic inputs)"
+        st.caption(f":material/photo_library: {data_text}")
+        cols = st.columns(3)
+        cols[0].metric("Parameters", f"{model.params / 1e6:.2f} M")
+        cols[1].metric("Size as fp32", _ui.fmt_bytes(model.size_fp32_bytes))
+        cols[2].metric("Size as fp16", _ui.fmt_bytes(model.size_fp16_bytes))
+    with right:
+        st.markdown("**Next step**")
+        st.markdown("Try 4-bit palettization: every weight becomes one of 16 shared values.")
+        if st.button("Compress this model", type="primary", icon=":material/compress:", key="home.start", width="stretch"):
+            st.switch_page("pages/2_Compress.py")
+        st.page_link("pages/1_Model.py", label="or load a different model / dataset", icon=":material/swap_horiz:")
+
+if not model.accuracy_meaningful:
+    st.warning(
+        "This model has random weights: accuracy numbers mean nothing for it. Use it to study size and latency, "
+        "or load trained weights on the Model page.",
+        icon=":material/casino:",
+    )
+
+st.subheader("What the methods do", anchor=False)
+methods = [
+    ("palettize", "Palettize", "Cluster the weights into 2ⁿ shared values (a look-up table). Each weight stores only an n-bit index."),
+    ("quantize_weights", "Quantize", "Round weights onto an evenly spaced 8- or 4-bit integer grid with a scale per channel or block."),
+    ("prune", "Prune", "Set the smallest weights to exactly zero; only the non-zeros and a bitmask are stored."),
+    ("torch_static", "PyTorch int8", "Weights *and* activations in int8 so the CPU runs integer kernels — the one that gets faster here."),
+]
+for column, (method, name, text) in zip(st.columns(len(methods)), methods, strict=True):
+    with column, st.container(border=True):
+        st.markdown(f"<span style='color:{charts.method_color(method)}'>●</span> **{name}**", unsafe_allow_html=True)
+        st.caption(text)
+
+recent = _ui.records(model=model.source_id)
+if recent:
+    st.subheader("Your latest experiments on this model", anchor=False)
+    for record in reversed(recent[-3:]):
+        acc = record.get("accuracy_top1")
+        base = record.get("baseline_accuracy_top1")
+        delta = f"{(acc - base) * 100:+.2f} pts" if isinstance(acc, float) and isinstance(base, float) else "n/a"
+        st.markdown(
+            f"- **#{record['id']} {record.get('spec_summary')}** — {_ui.fmt_pct(acc)} ({delta}), "
+            f"{_ui.fmt_bytes(record.get('size_bytes'))} ({_ui.fmt_num(record.get('compression_ratio_fp16'), '.1f', '×')} smaller than fp16)"
+        )
+    st.page_link("pages/3_Compare.py", label="Compare them all", icon=":material/monitoring:")

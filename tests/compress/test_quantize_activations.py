@@ -1,0 +1,47 @@
+"""W8A8 with LinearQuantizer: int8 weights per channel and quantized activations from real calibration images."""
+
+from __future__ import annotations
+
+import torch
+
+from core.compress import compress
+from core.compress.layers import locate, weight_of
+from core.specs import QuantizeActivationsSpec
+from tests.compress.checks import max_distinct_per_group
+from tests.compress.tiny import assert_unchanged, state_snapshot
+
+
+def _activation_quantizers(module) -> int:
+    return sum(1 for node in module.graph.nodes if "quantize_per_tensor" in str(node.target))
+
+
+def test_calibration_quantizes_weights_and_activations(tiny, fashion):
+    snapshot = state_snapshot(tiny.module)
+    result = compress(model=tiny, spec=QuantizeActivationsSpec(calibration_samples=64), dataset=fashion)
+    assert_unchanged(tiny.module, snapshot)
+    assert _activation_quantizers(result.module) >= 5
+    assert "64 class-balanced images" in result.calibration_source
+    for report in result.layers:
+        assert report.compressed and report.bits == 8 and report.granularity == "per_channel"
+        assert max_distinct_per_group(weight_of(locate(result.module, report.name)), 1) <= 256
+        assert report.snr_db > 35.0
+    images, _ = next(iter(fashion.batches(fashion.eval_split(limit=64), batch_size=64)))
+    with torch.no_grad():
+        agreement = (result.module(images).argmax(1) == tiny.module(images).argmax(1)).float().mean()
+    assert agreement > 0.8
+
+
+def test_weight_threshold_keeps_small_layers_float(tiny, fashion):
+    result = compress(model=tiny, spec=QuantizeActivationsSpec(calibration_samples=32, weight_threshold=1000), dataset=fashion)
+    by_name = {r.name: r for r in result.layers}
+    assert not by_name["conv1"].compressed and by_name["conv1"].reason.startswith("below weight_threshold")
+    assert not by_name["fc2"].compressed
+    assert by_name["conv4"].compressed
+
+
+def test_fine_tune_qat(tiny, fashion):
+    spec = QuantizeActivationsSpec(workflow="fine_tune", max_steps=3, batch_size=32, train_limit=128)
+    result = compress(model=tiny, spec=spec, dataset=fashion)
+    assert _activation_quantizers(result.module) >= 5
+    assert all(r.compressed for r in result.layers)
+    assert any("3 steps" in note for note in result.notes)

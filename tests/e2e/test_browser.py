@@ -1,0 +1,217 @@
+"""End to end in a real browser: Debian's Chromium driven by Playwright against `streamlit run app.py`.
+
+Home → Model → Compress (a 4-bit palettization of the sample model) → Compare scatter → Layers histogram,
+with a screenshot of each page in test-artifacts/ and no exception text anywhere.
+Skipped only when Chromium is missing outside CI; under CI=true a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ERROR_TEXT = ("Traceback (most recent call last)", "StreamlitAPIException", "Error running app")
+RUN_TIMEOUT_MS = 300_000
+
+
+def _require_chromium() -> None:
+    if CHROMIUM.is_file():
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"Chromium is required in CI but {CHROMIUM} is missing (scripts/ensure_system_deps.sh installs it).")
+    pytest.skip(f"Chromium not found at {CHROMIUM}")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    _require_chromium()
+    home = tmp_path_factory.mktemp("studio_home")
+    log_path = home / "streamlit.log"
+    port = _free_port()
+    env = dict(
+        os.environ,
+        COMPRESSION_STUDIO_HOME=str(home),
+        COMPRESSION_STUDIO_DEFAULT_MODEL="sample:fashion_cnn",  # the quicker of the two samples
+        OMP_NUM_THREADS="2",
+    )
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
+             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+            cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + 90
+            while time.time() < deadline:
+                try:
+                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    time.sleep(0.5)
+                if process.poll() is not None:
+                    pytest.fail("streamlit exited early:\n" + log_path.read_text(errors="replace")[-3000:])
+            else:
+                pytest.fail("streamlit did not become healthy in 90 s:\n" + log_path.read_text(errors="replace")[-3000:])
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            server_log = log_path.read_text(errors="replace")
+            ARTIFACTS.mkdir(exist_ok=True)
+            (ARTIFACTS / "streamlit_server.log").write_text(server_log)
+
+
+def _assert_no_exception(page, where: str) -> None:
+    text = page.inner_text("body")
+    for needle in ERROR_TEXT:
+        assert needle not in text, f"{where}: '{needle}' shown on the page"
+    assert page.locator('[data-testid="stException"]').count() == 0, f"{where}: an exception box is shown"
+
+
+def _wait_idle(page, timeout: float = 120_000) -> None:
+    """Wait until Streamlit has finished the current script run."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
+        timeout=timeout,
+    )
+
+
+def _screenshot(page, name: str) -> None:
+    """The whole page: Streamlit scrolls inside its main container, so grow the viewport to fit it first."""
+    height = page.evaluate(
+        "() => { const m = document.querySelector('[data-testid=\"stMain\"]') || document.body;"
+        " return Math.max(m.scrollHeight, document.body.scrollHeight); }"
+    )
+    size = page.viewport_size
+    for _ in range(3):  # re-measure: a taller viewport can re-flow the page
+        page.set_viewport_size({"width": size["width"], "height": min(int(height) + 80, 12_000)})
+        page.wait_for_timeout(500)  # let charts re-layout to the new size
+        height = page.evaluate(
+            "() => { const m = document.querySelector('[data-testid=\"stMain\"]') || document.body;"
+            " return Math.max(m.scrollHeight, document.body.scrollHeight); }"
+        )
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+    page.set_viewport_size(size)
+
+
+def _trace_names(page, index: int = 0) -> list[str]:
+    return page.evaluate(
+        "i => { const p = document.querySelectorAll('.js-plotly-plot')[i]; return p && p.data ? p.data.map(t => t.name) : []; }",
+        index,
+    )
+
+
+def test_palettize_in_the_browser(server: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    expect.set_options(timeout=60_000)  # the first page load imports torch and loads the model
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page.set_default_timeout(60_000)
+
+            # Home: the sample model is already loaded and there is one obvious next step.
+            page.goto(server)
+            expect(page.get_by_role("heading", name="Compression Studio")).to_be_visible()
+            expect(page.get_by_text("fashion_cnn (sample)").first).to_be_visible()
+            _wait_idle(page)
+            _screenshot(page, "01_home.png")
+            _assert_no_exception(page, "home")
+
+            # Model page: summary, baseline numbers, layers table.
+            page.get_by_role("link", name="Model").first.click()
+            expect(page.get_by_role("heading", name="Model", exact=True)).to_be_visible()
+            expect(page.get_by_text("Top-1 accuracy").first).to_be_visible(timeout=180_000)
+            _wait_idle(page, 180_000)
+            _screenshot(page, "02_model.png")
+            _assert_no_exception(page, "model")
+
+            # Compress: quick evaluation size, 4-bit palettization (the default tab and bits), run.
+            page.get_by_role("link", name="Compress").first.click()
+            expect(page.get_by_role("heading", name="Compress", exact=True)).to_be_visible()
+            _wait_idle(page)
+            page.locator('[data-testid="stSelectbox"]').filter(has_text="Evaluation images").click()
+            page.get_by_role("option", name="500 images (fastest)").click()
+            _wait_idle(page)
+            expect(page.get_by_text("4", exact=True).first).to_be_visible()
+            page.get_by_role("button", name="Run compression").first.click()
+            # Live progress with a Cancel button while it runs.
+            expect(page.get_by_role("button", name="Cancel run")).to_be_visible()
+            expect(page.locator('[data-testid="stProgress"]').first).to_be_visible()
+            page.get_by_role("button", name="Cancel run").scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "03a_compress_running.png"))
+            expect(page.get_by_text("Saved as experiment")).to_be_visible(timeout=RUN_TIMEOUT_MS)
+            expect(page.get_by_text("palettize 4-bit (data_free)").first).to_be_visible()
+            _wait_idle(page)
+            _screenshot(page, "03_compress_result.png")
+            _assert_no_exception(page, "compress")
+
+            # Compare: the experiment is a point on the accuracy-vs-size scatter, next to the baseline.
+            page.get_by_role("button", name="See it in Compare").click()
+            expect(page.get_by_role("heading", name="Compare", exact=True)).to_be_visible()
+            page.wait_for_selector(".js-plotly-plot .scatterlayer .point", timeout=60_000)
+            _wait_idle(page)
+            names = _trace_names(page, 0)
+            assert "Palettize" in names and "Baseline (fp16)" in names, names
+            _screenshot(page, "04_compare.png")
+            _assert_no_exception(page, "compare")
+
+            # Layers: the histogram of a compressed layer with its LUT centroids.
+            page.get_by_role("link", name="Layers").first.click()
+            expect(page.get_by_role("heading", name="Weight histogram")).to_be_visible()
+            page.wait_for_selector(".js-plotly-plot .barlayer .point", timeout=60_000)
+            _wait_idle(page)
+            names = _trace_names(page, 0)
+            assert {"original", "compressed"} <= set(names), names
+            assert any(n and n.startswith("LUT centroids") for n in names), names
+            _screenshot(page, "05_layers.png")
+            _assert_no_exception(page, "layers")
+        finally:
+            browser.close()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _clean_artifacts() -> Iterator[None]:
+    if ARTIFACTS.is_dir():
+        for png in ARTIFACTS.glob("0*.png"):
+            png.unlink()
+    yield
+    shutil.rmtree(ARTIFACTS / "tmp", ignore_errors=True)

@@ -1,0 +1,110 @@
+"""Latency harness: ordered percentiles, interleaving, fixed threads; machine description."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from core.measure.latency import (
+    LatencySettings,
+    coreml_latency,
+    fixed_threads,
+    latency_ratio,
+    measure_interleaved,
+    percentile,
+    quantized_engine,
+)
+from core.measure.machine import describe_machine
+
+
+def test_percentile_interpolates_like_numpy() -> None:
+    values = [5.0, 1.0, 3.0, 2.0, 4.0]
+    assert percentile(values, 50) == 3.0
+    assert percentile(values, 90) == pytest.approx(4.6)
+    assert percentile(values, 0) == 1.0 and percentile(values, 100) == 5.0
+
+
+def test_interleaved_harness_returns_sane_ordered_percentiles() -> None:
+    calls: list[str] = []
+
+    def fast(x: torch.Tensor) -> None:
+        calls.append("a")
+        time.sleep(0.001)
+
+    def slow(x: torch.Tensor) -> None:
+        calls.append("b")
+        time.sleep(0.004)
+
+    settings = LatencySettings(threads=1, batch_sizes=(1, 4), warmup=1, min_repeats=5, max_repeats=8, seconds_per_batch_size=0.01)
+    result = measure_interleaved(runners={"a": fast, "b": slow}, make_input=lambda b: torch.zeros(b, 3), settings=settings)
+    assert result["threads"] == 1 and set(result["batches"]) == {"1", "4"}
+    for entry in result["batches"].values():
+        for name in ("a", "b"):
+            stats = entry[name]
+            assert 5 <= stats["repeats"] <= 8
+            assert stats["min_ms"] <= stats["p50_ms"] <= stats["p90_ms"] <= stats["max_ms"]
+        assert entry["a"]["p50_ms"] >= 1.0 and entry["b"]["p50_ms"] >= 4.0
+        assert entry["a"]["p50_ms"] < entry["b"]["p50_ms"]
+    # strictly A B A B after the warm-up
+    timed = calls[2:]
+    assert all(timed[i] == "a" and timed[i + 1] == "b" for i in range(0, 10, 2))
+    ratio = latency_ratio(result, candidate="b", baseline="a")
+    assert ratio is not None and ratio > 1.5
+
+
+def test_harness_times_a_real_module_under_fixed_threads() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10)).eval()
+    model(torch.zeros(1, 1, 8, 8))
+    seen_threads: list[int] = []
+    settings = LatencySettings(threads=1, batch_sizes=(2,), warmup=1, min_repeats=4, max_repeats=6, seconds_per_batch_size=0.01)
+    before = torch.get_num_threads()
+    result = measure_interleaved(
+        runners={"m": model, "probe": lambda x: seen_threads.append(torch.get_num_threads())},
+        make_input=lambda b: torch.randn(b, 1, 8, 8),
+        settings=settings,
+    )
+    assert set(seen_threads) == {1}
+    assert torch.get_num_threads() == before
+    assert result["batches"]["2"]["m"]["p50_ms"] > 0
+
+
+def test_settings_reject_impossible_values() -> None:
+    with pytest.raises(ValueError):
+        LatencySettings(threads=0)
+    with pytest.raises(ValueError):
+        LatencySettings(batch_sizes=())
+
+
+def test_thread_and_engine_contexts_restore() -> None:
+    before_threads, before_engine = torch.get_num_threads(), torch.backends.quantized.engine
+    with fixed_threads(1), quantized_engine("qnnpack"):
+        assert torch.get_num_threads() == 1
+        assert torch.backends.quantized.engine == "qnnpack"
+    assert torch.get_num_threads() == before_threads and torch.backends.quantized.engine == before_engine
+
+
+def test_machine_description_and_coreml_on_linux(tmp_path) -> None:
+    machine = describe_machine(threads=2)
+    assert machine["threads"] == 2 and machine["torch"] == torch.__version__
+    assert machine["cpu"] and machine["quantized_engine"] in torch.backends.quantized.supported_engines
+    if machine["system"] == "Linux":
+        result = coreml_latency(package=tmp_path / "x.mlpackage", input_shape=(1, 28, 28))
+        assert result["measurable"] is False and "not measurable on Linux" in result["note"]
+
+
+def test_calls_per_turn_runs_blocks_and_drops_the_switch_call() -> None:
+    calls: list[str] = []
+    settings = LatencySettings(
+        threads=1, batch_sizes=(1,), warmup=1, min_repeats=4, max_repeats=4, seconds_per_batch_size=0.0, calls_per_turn=3
+    )
+    result = measure_interleaved(
+        runners={"a": lambda x: calls.append("a"), "b": lambda x: calls.append("b")},
+        make_input=lambda b: torch.zeros(b),
+        settings=settings,
+    )
+    assert calls[2:8] == ["a", "a", "a", "b", "b", "b"]
+    assert result["batches"]["1"]["a"]["repeats"] == 4  # two turns × (3 calls − 1 dropped)
+    assert len(calls) == 2 + 2 * 2 * 3

@@ -1,0 +1,115 @@
+"""Theoretical size from hand-computed layer reports, real bytes on disk, the ±5 % check and int8 payloads."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from core.compress.result import LayerReport
+from core.measure.size import (
+    TORCHSCRIPT_FORMAT,
+    container_overhead_bytes,
+    float_param_count,
+    layer_storage_bits,
+    module_payload_size,
+    path_size_bytes,
+    size_check,
+    theoretical_size,
+)
+
+
+def _lut_layer() -> LayerReport:
+    # 64×32×3×3 conv = 18,432 weights, 4-bit per-tensor palettization: 1 LUT of 16 fp16 entries.
+    return LayerReport(
+        name="conv", type="Conv2d", shape=(64, 32, 3, 3), params=18_432, compressed=True, method="palettize",
+        bits=4, granularity="per_tensor", n_luts=1, lut_entries=16, lut_bits=16,
+    )
+
+
+def test_theoretical_size_of_a_hand_computed_lut_layer() -> None:
+    layer = _lut_layer()
+    bits = layer_storage_bits(layer)
+    assert bits["indices"] == 18_432 * 4
+    assert bits["luts"] == 16 * 16
+    # 64 biases + 4×64 BatchNorm values stay fp16 alongside the layer
+    estimate = theoretical_size(layers=[layer], total_float_params=18_432 + 64 + 256)
+    assert estimate.breakdown["indices"] == 9216
+    assert estimate.breakdown["luts"] == 32
+    assert estimate.breakdown["uncompressed"] == (64 + 256) * 2
+    assert estimate.total_bytes == 9216 + 32 + 640
+    assert estimate.bits_per_weight == pytest.approx((18_432 * 4 + 256) / 18_432)
+    assert estimate.nominal_bits_per_weight == 4
+
+
+def test_grouped_vector_lut_pruned_and_quantized_layers() -> None:
+    grouped = LayerReport(
+        name="g", type="Conv2d", shape=(64, 32, 3, 3), params=18_432, compressed=True, method="palettize", bits=4,
+        granularity="per_grouped_channel", n_luts=8, lut_entries=16, lut_bits=8, n_scales=64, extra={"cluster_dim": 2},
+    )
+    bits = layer_storage_bits(grouped)
+    assert bits["indices"] == 9216 * 4  # one index per pair of weights
+    assert bits["luts"] == 8 * 16 * 2 * 8
+    assert bits["scales"] == 64 * 16
+    pruned = LayerReport(name="p", type="Linear", shape=(100, 100), params=10_000, compressed=True, method="prune", sparsity=0.75)
+    bits = layer_storage_bits(pruned)
+    assert bits["masks"] == 10_000 and bits["sparse_values"] == 2_500 * 16
+    joint = LayerReport(
+        name="j", type="Linear", shape=(100, 100), params=10_000, compressed=True, method="prune+palettize", bits=2,
+        sparsity=0.5, n_luts=1, lut_entries=4,
+    )
+    bits = layer_storage_bits(joint)
+    assert bits["masks"] == 10_000 and bits["indices"] == 5_000 * 2 and bits["sparse_values"] == 0
+    int4 = LayerReport(
+        name="q", type="Linear", shape=(64, 64), params=4096, compressed=True, method="quantize_weights", bits=4,
+        n_scales=128, n_zero_points=128,
+    )
+    bits = layer_storage_bits(int4)
+    assert (bits["quantized_weights"], bits["scales"], bits["zero_points"]) == (4096 * 4, 128 * 16, 128 * 8)
+    skipped = LayerReport(name="s", type="Conv2d", shape=(8, 1, 3, 3), params=72, compressed=False, reason="below weight_threshold")
+    assert layer_storage_bits(skipped)["uncompressed"] == 72 * 16
+    assert layer_storage_bits(skipped, TORCHSCRIPT_FORMAT)["uncompressed"] == 72 * 32
+
+
+def test_path_size_counts_files_and_package_directories(tmp_path: Path) -> None:
+    file = tmp_path / "model.pt"
+    file.write_bytes(b"x" * 1234)
+    package = tmp_path / "m.mlpackage"
+    (package / "Data" / "com.apple.CoreML" / "weights").mkdir(parents=True)
+    (package / "Data" / "com.apple.CoreML" / "weights" / "weight.bin").write_bytes(b"w" * 10_000)
+    (package / "Data" / "com.apple.CoreML" / "model.mlmodel").write_bytes(b"p" * 700)
+    (package / "Manifest.json").write_bytes(b"m" * 300)
+    assert path_size_bytes(file) == 1234
+    assert path_size_bytes(package) == 11_000
+    assert container_overhead_bytes(package) == 1000
+
+
+def test_size_check_within_tolerance_and_explains_overhead(tmp_path: Path) -> None:
+    assert size_check(artifact_bytes=1040, theoretical_bytes=1000)["ok"] is True
+    package = tmp_path / "small.mlpackage"
+    (package / "weights").mkdir(parents=True)
+    (package / "weights" / "weight.bin").write_bytes(b"w" * 1000)
+    (package / "model.mlmodel").write_bytes(b"p" * 400)
+    check = size_check(artifact_bytes=1400, theoretical_bytes=1000, artifact_path=package)
+    assert check["ok"] is False and check["ratio"] == pytest.approx(1.4)
+    assert "overhead" in check["note"]
+    smaller = size_check(artifact_bytes=800, theoretical_bytes=1000)
+    assert smaller["ok"] is False and "smaller" in smaller["note"]
+
+
+def test_int8_module_payload_matches_saved_torchscript(tmp_path: Path) -> None:
+    model = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 10)).eval()
+    assert float_param_count(model) == 256 * 512 + 512 + 512 * 10 + 10
+    quantized = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    estimate = module_payload_size(quantized)
+    assert estimate.breakdown["quantized_weights"] == 256 * 512 + 512 * 10
+    assert estimate.breakdown["uncompressed"] == (512 + 10) * 4  # fp32 biases
+    assert estimate.bits_per_weight == pytest.approx(8.0, abs=0.01)
+    path = tmp_path / "q.pt"
+    torch.jit.save(torch.jit.script(quantized), str(path))
+    assert zipfile.is_zipfile(path)
+    ratio = path_size_bytes(path) / estimate.total_bytes
+    assert 1.0 <= ratio < 1.15  # the zip adds code and pickles around the raw tensors

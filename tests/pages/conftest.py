@@ -1,0 +1,82 @@
+"""AppTest fixtures: the real app on the real sample model, with a private data folder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.models.sources import SAMPLE_MODELS_DIR
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+APP = str(PROJECT_ROOT / "app.py")
+SAMPLE = "sample:fashion_cnn"
+
+
+@pytest.fixture(scope="session")
+def sample_model() -> str:
+    if not (SAMPLE_MODELS_DIR / "fashion_cnn.safetensors").is_file():
+        pytest.skip("the fashion_cnn sample weights are not trained yet")
+    return SAMPLE
+
+
+@pytest.fixture(scope="module")
+def studio_home(tmp_path_factory: pytest.TempPathFactory, sample_model: str) -> Path:
+    """An empty data folder (modules that need experiments override this fixture)."""
+    return tmp_path_factory.mktemp("studio_home")
+
+
+@pytest.fixture(scope="session")
+def experiments_home(tmp_path_factory: pytest.TempPathFactory, sample_model: str) -> tuple[Path, list[int]]:
+    """A data folder holding two real experiments on fashion_cnn: 4-bit palettization and 50 % pruning."""
+    home = tmp_path_factory.mktemp("studio_home_with_experiments")
+    ids = [
+        run_real_experiment(home, {"method": "palettize", "n_bits": 4}),
+        run_real_experiment(home, {"method": "prune", "target_sparsity": 0.5}),
+    ]
+    return home, ids
+
+
+@pytest.fixture
+def app(studio_home: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., AppTest]:
+    """A fresh browser session (AppTest) that has run the app once, optionally switched to a page."""
+    monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(studio_home))
+    monkeypatch.setenv("COMPRESSION_STUDIO_DEFAULT_MODEL", SAMPLE)
+    monkeypatch.setenv("COMPRESSION_STUDIO_OFFLINE", "1")
+
+    def make(*, page: str | None = None, timeout: float = 240) -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=timeout)
+        at.run()
+        if page is not None:
+            at.switch_page(page).run()
+        return at
+
+    return make
+
+
+def assert_clean(at: AppTest) -> None:
+    """No exception element and no error message on the page."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def plotly_specs(at: AppTest) -> list[str]:
+    """The JSON of every Plotly chart on the page, in order."""
+    return [node.proto.spec for node in at.get("plotly_chart")]
+
+
+def run_real_experiment(home: Path, spec_dict: dict) -> int:
+    """One real experiment (engine + measurement) saved in the store at `home`, as the Compress page does it."""
+    from core.experiment import ExperimentOptions, run_experiment
+    from core.models.sources import load_model
+    from core.specs import spec_from_dict
+    from core.store import ExperimentStore
+
+    store = ExperimentStore(home)
+    model = load_model(SAMPLE)
+    with store.staging() as staging:
+        record = run_experiment(model=model, spec=spec_from_dict(spec_dict), dataset=None, artifacts_dir=staging,
+                                options=ExperimentOptions(eval_limit=500, cache_dir=home / "cache"))
+        return store.add(record, staging_dir=staging)

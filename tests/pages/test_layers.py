@@ -1,0 +1,44 @@
+"""Layers page on real experiments: histogram with the LUT / pruning threshold, coverage map and table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.pages.conftest import assert_clean, plotly_specs
+
+
+@pytest.fixture(scope="module")
+def studio_home(experiments_home: tuple[Path, list[int]]) -> Path:
+    return experiments_home[0]
+
+
+def test_palettized_layer_histogram_and_coverage(app, experiments_home) -> None:
+    palettize_id, _ = experiments_home[1]
+    at = app(page="pages/4_Layers.py")
+    at.selectbox(key="layers.experiment").select(palettize_id).run()
+    assert_clean(at)
+    assert at.selectbox(key="layers.layer").value == "classifier.1"  # the biggest compressed layer
+    histogram, coverage = (json.loads(s) for s in plotly_specs(at))
+    names = [t.get("name") for t in histogram["data"]]
+    assert names[:2] == ["original", "compressed"]
+    assert "LUT centroids (16)" in names
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Bits"] == "4" and metrics["Weights"] == "802,816"
+    assert coverage["data"][0]["x"] == ["features.0", "features.3", "features.7", "features.10", "classifier.1", "classifier.4"]
+    table = at.dataframe[0].value
+    first = table.set_index("name").loc["features.0"]
+    assert first["compressed"] == "no" and "weight_threshold" in first["reason"]
+
+
+def test_pruned_layer_shows_threshold(app, experiments_home) -> None:
+    _, prune_id = experiments_home[1]
+    at = app(page="pages/4_Layers.py")
+    at.selectbox(key="layers.experiment").select(prune_id).run()
+    assert_clean(at)
+    histogram = json.loads(plotly_specs(at)[0])
+    assert any((t.get("name") or "").startswith("pruning threshold") for t in histogram["data"])
+    sparsity = float(next(m for m in at.metric if m.label == "Sparsity").value.split()[0])
+    assert sparsity == pytest.approx(50.0, abs=1.0)

@@ -1,0 +1,103 @@
+"""The command line, run as a user runs it: a subprocess, real models, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from core.cli import build_parser
+from core.models.sources import SAMPLE_MODELS_DIR
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, home: Path, timeout: int = 180) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COMPRESSION_STUDIO_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    env.pop("COMPRESSION_STUDIO_DEBUG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "core.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_models_lists_source_ids(tmp_path: Path) -> None:
+    result = cli("models", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ids = [line.split()[0] for line in result.stdout.splitlines()]
+    assert {"sample:fashion_cnn", "sample:fashion_resnet", "torchvision:resnet18", "torchvision:resnet50"} <= set(ids)
+
+
+def test_bad_model_exits_with_one_line(tmp_path: Path) -> None:
+    assert_one_line_error(cli("baseline", "--model", "sample:nope", home=tmp_path), "nope")
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    assert_one_line_error(cli("baseline", "--model", f"torchscript:{empty}", home=tmp_path), "empty")
+    scripted = tmp_path / "tiny.pt"
+    torch.jit.save(torch.jit.trace(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval(), torch.zeros(1, 1, 28, 28)), str(scripted))
+    result = cli("run", "--model", f"torchscript:{scripted}", "--spec", '{"method": "palettize"}', home=tmp_path)
+    assert_one_line_error(result, "TorchScript")
+
+
+def test_bad_spec_exits_with_one_line(tmp_path: Path) -> None:
+    result = cli("run", "--model", "sample:fashion_cnn", "--spec", '{"method": "palettize", "n_bits": 5}', home=tmp_path)
+    assert_one_line_error(result, "n_bits")
+    result = cli("run", "--model", "sample:fashion_cnn", "--spec", "{not: [valid", home=tmp_path)
+    assert_one_line_error(result, "spec")
+    result = cli("run", "--model", "sample:fashion_cnn", "--spec-file", str(tmp_path / "missing.yaml"), home=tmp_path)
+    assert_one_line_error(result, "missing.yaml")
+
+
+@pytest.mark.skipif(not (SAMPLE_MODELS_DIR / "fashion_cnn.safetensors").is_file(), reason="sample weights not trained yet")
+def test_baseline_writes_json_fields(tmp_path: Path) -> None:
+    out = tmp_path / "baseline.json"
+    result = cli(
+        "baseline", "--model", "sample:fashion_cnn", "--eval-limit", "300", "--json", str(out),
+        "--threads", "1", "--batch-sizes", "1", "--quiet", home=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads(out.read_text())
+    assert record["model"] == "sample:fashion_cnn" and record["params"] == 870_826
+    assert record["eval_images"] == 300 and 0.85 < record["accuracy_top1"] <= record["accuracy_top5"] <= 1.0
+    assert "fashion" in record["dataset_source"].lower() or "bundled" in record["dataset_source"]
+    assert record["size_fp32_bytes"] > record["size_fp16_bytes"] > 0
+    assert record["latency_ms_p50"] > 0 and record["threads"] == 1 and record["machine"]["torch"]
+    assert "top-1" in result.stdout
+
+
+@pytest.mark.skipif(not (SAMPLE_MODELS_DIR / "fashion_cnn.safetensors").is_file(), reason="sample weights not trained yet")
+def test_run_writes_record_and_artifacts(tmp_path: Path) -> None:
+    out = tmp_path / "run.json"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("method: torch_static\ncalibration_samples: 64\n")
+    result = cli(
+        "run", "--model", "sample:fashion_cnn", "--spec-file", str(spec), "--eval-limit", "200", "--json", str(out),
+        "--threads", "1", "--batch-sizes", "1", home=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads(out.read_text())
+    assert record["method"] == "torch_static" and record["artifact_kind"] == "torchscript"
+    assert Path(record["artifact_path"]).is_file() and record["size_bytes"] == Path(record["artifact_path"]).stat().st_size
+    assert abs(record["accuracy_top1"] - record["baseline_accuracy_top1"]) < 0.03
+    assert record["layers"] and record["compress_seconds"] > 0
+    assert "Traceback" not in result.stderr and "%" in result.stderr  # the progress bar went to stderr
+
+
+def test_parser_knows_every_command() -> None:
+    parser = build_parser()
+    for argv in (["models"], ["baseline", "--model", "x"], ["run", "--model", "x", "--spec", "{}"], ["bench", "--quick"]):
+        assert parser.parse_args(argv).func

@@ -1,0 +1,167 @@
+"""One experiment end to end on real models: the record contract, JSON round trip, caching, cancellation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from core.data import DatasetError, load_bundled_subset
+from core.experiment import (
+    ExperimentOptions,
+    baseline_evaluation,
+    baseline_record,
+    clear_caches,
+    resolve_eval_data,
+    run_experiment,
+    to_jsonable,
+)
+from core.measure.latency import LatencySettings
+from core.models.sources import LoadedModel, load_model
+from core.progress import Cancelled, Progress
+from core.specs import PalettizeSpec, TorchDynamicSpec
+
+RECORD_KEYS = {
+    "model", "model_label", "spec", "spec_summary", "method", "workflow", "created_at", "compress_seconds", "dataset",
+    "dataset_source", "eval_images", "accuracy_meaningful", "accuracy_top1", "accuracy_top5", "baseline_accuracy_top1",
+    "baseline_accuracy_top5", "per_class_accuracy", "baseline_per_class_accuracy", "class_names", "agreement_top1",
+    "output_snr_db", "output_psnr_db", "flipped", "flipped_images", "size_bytes", "artifact_path", "artifact_kind",
+    "size_fp32_bytes", "size_fp16_bytes", "theoretical_size_bytes", "size_breakdown", "bits_per_weight",
+    "compression_ratio_fp16", "compression_ratio_fp32", "size_check", "latency_ms_p50", "latency_ms_p90",
+    "baseline_latency_ms_p50", "baseline_latency_ms_p90", "latency_ratio", "latency", "latency_note",
+    "peak_memory_bytes", "baseline_peak_memory_bytes", "threads", "machine", "layers", "notes", "calibration_source",
+    "weights_path",
+}
+FAST_LATENCY = LatencySettings(threads=1, batch_sizes=(1, 4), warmup=1, min_repeats=3, max_repeats=5, seconds_per_batch_size=0.05)
+
+
+@pytest.fixture(scope="module")
+def fashion_cnn() -> LoadedModel:
+    try:
+        return load_model("sample:fashion_cnn")
+    except ValueError as exc:
+        pytest.skip(f"sample weights not available: {exc}")
+
+
+@pytest.fixture(scope="module")
+def subset():
+    return load_bundled_subset()
+
+
+@pytest.fixture
+def options(tmp_path: Path) -> ExperimentOptions:
+    clear_caches()
+    return ExperimentOptions(eval_limit=200, latency=FAST_LATENCY, cache_dir=tmp_path / "cache")
+
+
+def tiny_model() -> LoadedModel:
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 64), nn.ReLU(), nn.Linear(64, 5))
+    return LoadedModel(
+        source_id="test:tiny", label="tiny (random)", module=module.eval(), architecture="tiny", input_shape=(3, 8, 8),
+        mean=(0.5,) * 3, std=(0.5,) * 3, num_classes=5, dataset=None, accuracy_meaningful=False,
+        weights_note="random initialisation — accuracy numbers are meaningless",
+    )
+
+
+def test_palettize_record_is_complete_and_round_trips_json(fashion_cnn, subset, options, tmp_path: Path) -> None:
+    before = {k: v.clone() for k, v in fashion_cnn.module.state_dict().items()}
+    seen: list[float] = []
+    record = run_experiment(
+        model=fashion_cnn, spec=PalettizeSpec(n_bits=4), dataset=subset, artifacts_dir=tmp_path / "run",
+        progress=Progress(lambda f, m: seen.append(f)), options=options,
+    )
+    assert set(record) >= RECORD_KEYS
+    assert json.loads(json.dumps(record, allow_nan=False)) == record
+    assert all(torch.equal(before[k], v) for k, v in fashion_cnn.module.state_dict().items())  # input untouched
+    assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)  # one monotone bar for the whole run
+    # quality: real fractions on 200 real test images
+    assert record["eval_images"] == 200 and record["accuracy_meaningful"] is True
+    assert 0.8 < record["baseline_accuracy_top1"] <= 1.0 and 0.7 < record["accuracy_top1"] <= 1.0
+    assert record["accuracy_top5"] >= record["accuracy_top1"]
+    assert len(record["per_class_accuracy"]) == 10 and record["class_names"][0] == "T-shirt/top"
+    assert 0.9 < record["agreement_top1"] <= 1.0 and 10 < record["output_snr_db"] < 60
+    assert record["flipped"] == len(record["flipped_images"]) == round((1 - record["agreement_top1"]) * 200)
+    # size: a real .mlpackage, ~4× smaller than the real fp16 package, matching the theoretical size
+    artifact = Path(record["artifact_path"])
+    assert record["artifact_kind"] == "mlpackage" and artifact.is_dir() and artifact.parent == tmp_path / "run"
+    assert 3.0 < record["compression_ratio_fp16"] < 4.2
+    assert record["size_check"]["ok"] is True, record["size_check"]
+    assert record["size_breakdown"]["indices"] > 10 * record["size_breakdown"]["uncompressed"]
+    assert 4.0 <= record["bits_per_weight"] < 4.6
+    assert "decompressed" in record["latency_note"]
+    assert record["latency"]["batches"]["4"]["candidate"]["repeats"] >= 3
+    assert record["latency_ms_p50"] <= record["latency_ms_p90"] and record["threads"] == 1
+    assert record["peak_memory_bytes"] > 0
+    # every weight-bearing layer is reported, with its stored bits
+    assert len(record["layers"]) == 6
+    assert all("bits_per_weight" in layer["extra"] for layer in record["layers"])
+    with np.load(record["weights_path"], allow_pickle=False) as npz:
+        compressed = [k for k in npz.files if k.endswith("/compressed")]
+        assert compressed and all(len(np.unique(npz[k])) <= 16 for k in compressed if npz[k.replace("compressed", "original")].size > 2048)
+
+
+def test_model_without_dataset_uses_synthetic_inputs_and_int8_torchscript(options, tmp_path: Path) -> None:
+    model = tiny_model()
+    record = run_experiment(
+        model=model, spec=TorchDynamicSpec(), dataset=None, artifacts_dir=tmp_path / "run", options=options
+    )
+    assert record["accuracy_meaningful"] is False and record["accuracy_top1"] is None
+    assert record["dataset"] == "synthetic" and record["eval_images"] == 64
+    assert record["agreement_top1"] > 0.8 and record["artifact_kind"] == "torchscript"
+    assert Path(record["artifact_path"]).is_file() and record["size_bytes"] > 0
+    assert record["size_breakdown"]["quantized_weights"] == 8 * 8 * 8 * 64 + 64 * 5
+    assert "Linear" in record["latency_note"] and record["latency_ratio"] > 0
+
+
+def test_cancel_leaves_nothing_half_written(fashion_cnn, subset, options, tmp_path: Path) -> None:
+    progress = Progress()
+
+    def cancel_after_export(fraction: float, message: str) -> None:
+        if message.startswith("Evaluating compressed"):
+            progress.cancel()
+
+    progress.callback = cancel_after_export
+    run_dir = tmp_path / "run"
+    with pytest.raises(Cancelled):
+        run_experiment(model=fashion_cnn, spec=PalettizeSpec(n_bits=6), dataset=subset, artifacts_dir=run_dir, progress=progress, options=options)
+    assert not run_dir.exists()
+
+
+def test_baseline_record_fields_and_cache(fashion_cnn, subset, options) -> None:
+    start = time.perf_counter()
+    record = baseline_record(model=fashion_cnn, dataset=subset, eval_limit=300, options=options)
+    first = time.perf_counter() - start
+    for key in ("model", "params", "accuracy_top1", "accuracy_top5", "eval_images", "dataset_source", "size_fp32_bytes",
+                "size_fp16_bytes", "latency_ms_p50", "peak_memory_bytes", "threads", "machine"):
+        assert record[key] is not None, key
+    assert record["eval_images"] == 300 and record["params"] == fashion_cnn.params
+    assert record["size_fp32_bytes"] == 4 * sum(t.numel() for t in fashion_cnn.module.state_dict().values() if t.is_floating_point())
+    assert ".mlpackage" in record["size_fp16_source"]
+    assert 0.45 * record["size_fp32_bytes"] < record["size_fp16_bytes"] < 0.55 * record["size_fp32_bytes"]
+    start = time.perf_counter()
+    again = baseline_record(model=fashion_cnn, dataset=subset, eval_limit=300, options=options)
+    assert again == record and time.perf_counter() - start < first / 5
+    # the logits are also cached on disk: a fresh process (simulated by clearing memory) re-reads them
+    options = dataclasses.replace(options, eval_limit=300)
+    data = resolve_eval_data(model=fashion_cnn, dataset=subset, options=options)
+    clear_caches()
+    assert list((options.cache_root() / "baseline_eval").glob("*.npz"))
+    cached = baseline_evaluation(model=fashion_cnn, data=data, options=options)
+    assert cached.logits.shape == (300, 10)
+
+
+def test_dataset_that_does_not_fit_the_model_is_refused(options) -> None:
+    with pytest.raises(DatasetError, match="expects"):
+        resolve_eval_data(model=tiny_model(), dataset=load_bundled_subset(), options=options)
+
+
+def test_to_jsonable_makes_plain_json() -> None:
+    value = {"a": float("inf"), "b": np.float32(1.5), "c": (1, 2), "d": Path("/x"), "e": torch.tensor(3)}
+    assert to_jsonable(value) == {"a": None, "b": 1.5, "c": [1, 2], "d": "/x", "e": 3}

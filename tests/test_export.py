@@ -1,0 +1,128 @@
+"""Real artifacts: .mlpackage sizes that show the compression, TorchScript that reloads, Core ML-side compression."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.compress import compress
+from core.data import load_bundled_subset
+from core.export import (
+    ExportError,
+    artifact_for,
+    compress_mlpackage,
+    export_coreml,
+    export_coreml_baseline,
+    export_torchscript,
+    path_size_bytes,
+)
+from core.specs import PalettizeSpec, PipelineSpec, PruneSpec, QuantizeWeightsSpec, TorchDynamicSpec, TorchStaticSpec
+from tests.compress.tiny import fashion_cnn_model, tiny_model
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return fashion_cnn_model()
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    return load_bundled_subset()
+
+
+@pytest.fixture(scope="module")
+def baseline(model, tmp_path_factory) -> Path:
+    return export_coreml_baseline(model=model, path=tmp_path_factory.mktemp("base") / "fp16.mlpackage")
+
+
+def test_baseline_is_the_fp16_size(model, baseline):
+    size = path_size_bytes(baseline)
+    assert size == pytest.approx(model.size_fp16_bytes, rel=0.03)
+
+
+@pytest.mark.parametrize(
+    ("spec", "low", "high"),
+    [
+        (PalettizeSpec(n_bits=4), 3.5, 4.1),  # 4-bit indices + tiny LUTs (conv1 and biases stay fp16)
+        (QuantizeWeightsSpec(dtype="int8"), 1.85, 2.05),
+        (PruneSpec(target_sparsity=0.75), 2.8, 3.3),  # fp16 non-zeros (25 %) + 1-bit mask
+        (PipelineSpec((PruneSpec(target_sparsity=0.5), PalettizeSpec(n_bits=4))), 4.6, 5.5),  # sparse 4-bit
+    ],
+    ids=["palettize4", "int8", "prune75", "prune50+palettize4"],
+)
+def test_mlpackage_keeps_the_compression(model, fashion, baseline, tmp_path, spec, low, high):
+    result = compress(model=model, spec=spec, dataset=fashion)
+    path, kind = artifact_for(result, input_shape=model.input_shape, out_dir=tmp_path)
+    assert kind == "mlpackage" and result.artifact_path == path and path.suffix == ".mlpackage"
+    ratio = path_size_bytes(baseline) / path_size_bytes(path)
+    assert low <= ratio <= high
+
+
+@pytest.mark.parametrize("spec", [TorchStaticSpec(calibration_samples=32), TorchDynamicSpec()], ids=["static", "dynamic"])
+def test_torchscript_reloads_with_identical_outputs(fashion, tmp_path, spec):
+    tiny = tiny_model()
+    result = compress(model=tiny, spec=spec, dataset=fashion)
+    path, kind = artifact_for(result, input_shape=tiny.input_shape, out_dir=tmp_path)
+    assert kind == "torchscript" and path.suffix == ".pt"
+    reloaded = torch.jit.load(str(path))
+    images = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(reloaded(images), result.module(images))
+    assert path_size_bytes(path) > 0
+
+
+def test_export_rejects_a_wrong_suffix(tmp_path):
+    with pytest.raises(ExportError, match=r"\.mlpackage"):
+        export_coreml(module=tiny_model().module, input_shape=(1, 28, 28), path=tmp_path / "model.zip")
+
+
+def test_export_torchscript_of_a_float_model(tmp_path):
+    tiny = tiny_model()
+    path = export_torchscript(module=tiny.module, input_shape=tiny.input_shape, path=tmp_path / "m.pt")
+    images = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(torch.jit.load(str(path))(images), tiny.module(images))
+
+
+def test_compress_an_uploaded_mlpackage_on_the_coreml_side(baseline, tmp_path):
+    archive = tmp_path / "upload.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for file in baseline.rglob("*"):
+            zf.write(file, Path("upload") / baseline.name / file.relative_to(baseline))
+    out = compress_mlpackage(path=archive, spec=PalettizeSpec(n_bits=4), out_path=tmp_path / "p4.mlpackage")
+    assert out["original_size_bytes"] / out["size_bytes"] > 3.3
+    assert out["accuracy_available"] is False and "Linux" in out["notes"][0]
+    big = [w for w in out["weights"] if w["params"] > 2048]
+    assert big and all(w["unique_values"] <= 16 for w in big)
+    pruned = compress_mlpackage(path=baseline, spec=PruneSpec(target_sparsity=0.5), out_path=tmp_path / "s.mlpackage")
+    masks = [w for w in pruned["weights"] if w["role"] == "sparsity mask"]
+    assert len(masks) == 5 and all(w["sparsity"] == pytest.approx(0.5, abs=0.01) for w in masks)
+    assert not any(w["dtype"].startswith("int32") for w in pruned["weights"])
+
+
+def test_coreml_side_refuses_data_dependent_workflows(baseline, tmp_path):
+    from core.compress import CompressionError
+
+    with pytest.raises(CompressionError, match="data-free only"):
+        compress_mlpackage(path=baseline, spec=PalettizeSpec(workflow="calibration"), out_path=tmp_path / "x.mlpackage")
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"not a zip")
+    with pytest.raises(ExportError, match=r"neither an \.mlpackage"):
+        compress_mlpackage(path=broken, spec=PalettizeSpec(), out_path=tmp_path / "y.mlpackage")
+
+
+def test_path_size_counts_every_file(tmp_path):
+    folder = tmp_path / "pkg"
+    (folder / "a").mkdir(parents=True)
+    (folder / "a" / "x.bin").write_bytes(b"1" * 100)
+    (folder / "y.bin").write_bytes(b"2" * 23)
+    assert path_size_bytes(folder) == 123
+    shutil.rmtree(folder)
+    with pytest.raises(ExportError):
+        path_size_bytes(folder)

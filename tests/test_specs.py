@@ -1,0 +1,75 @@
+"""Specs: every impossible value gets its own clear error; dict / JSON / YAML round-trips are lossless."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.specs import (
+    PalettizeSpec,
+    PipelineSpec,
+    PruneSpec,
+    QuantizeWeightsSpec,
+    SpecError,
+    TorchStaticSpec,
+    parse_spec,
+    spec_from_dict,
+    spec_to_json,
+    spec_to_yaml,
+)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"method": "palettize", "granularity": "per_grouped_channel", "group_size": 0}, "group_size must be at least 1; got 0"),
+        ({"method": "palettize", "n_bits": 5}, "n_bits must be one of 1, 2, 3, 4, 6, 8; got 5"),
+        ({"method": "prune", "target_sparsity": 1.5}, r"target_sparsity must be in \[0.0, 1.0\); got 1.5"),
+        ({"method": "palettize", "nbits": 4}, "unknown key\\(s\\) for palettize: nbits"),
+        ({"steps": [{"method": "palettize"}, {"method": "prune"}]}, "pipeline palettize → prune is not supported: .*prune first"),
+        ({"steps": [{"method": "quantize_weights"}, {"method": "palettize"}]}, "quantize_weights → palettize is not supported"),
+        ({"method": "compress_harder"}, "unknown method 'compress_harder'"),
+        ({"method": "prune", "n_m": [4, 2], "structure": "n_m"}, "0 < n < m"),
+        ({"method": "palettize", "workflow": "calibration", "mode": "uniform"}, "data-free only"),
+        ({"method": "palettize", "cluster_dim": 2, "enable_per_channel_scale": True}, "cannot be combined with vector"),
+        ({"method": "palettize", "mode": "unique", "lut_dtype": "int8"}, "needs mode 'kmeans'"),
+        ({"method": "palettize", "mode": "uniform", "cluster_dim": 2}, "scalar LUT"),
+        ({"method": "quantize_weights", "workflow": "fine_tune", "granularity": "per_block"}, "per channel only"),
+        ({"method": "torch_static", "workflow": "data_free"}, "workflow for torch_static must be one of calibration, fine_tune"),
+        ({"method": "palettize", "overrides": {"(": None}}, "not a valid regular expression"),
+        ({"method": "palettize", "overrides": {"fc": {"dtype": "int8"}}}, "per-layer keys for palettize"),
+        ({"method": "palettize", "overrides": {"fc": {"n_bits": 7}}}, "n_bits must be one of"),
+        ({"method": "torch_static", "backend": "tensorrt"}, "backend must be one of x86, fbgemm, qnnpack"),
+    ],
+)
+def test_bad_specs_say_what_is_wrong(data, message):
+    with pytest.raises(SpecError, match=message):
+        spec_from_dict(data)
+
+
+def test_errors_are_value_errors():
+    with pytest.raises(ValueError):
+        PalettizeSpec(n_bits=5)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        PalettizeSpec(n_bits=2, granularity="per_grouped_channel", group_size=8, overrides={"fc": None, "conv": {"n_bits": 4}}),
+        QuantizeWeightsSpec(dtype="int4", granularity="per_block", block_size=64, mode="asymmetric"),
+        PruneSpec(structure="n_m", n_m=(2, 4), workflow="fine_tune", max_steps=100),
+        TorchStaticSpec(backend="qnnpack", per_channel=False),
+        PipelineSpec((PruneSpec(target_sparsity=0.6), PalettizeSpec(n_bits=4))),
+    ],
+    ids=lambda s: s.summary(),
+)
+def test_round_trips(spec):
+    assert spec_from_dict(spec.to_dict()) == spec
+    assert parse_spec(spec_to_json(spec)) == spec
+    assert parse_spec(spec_to_yaml(spec)) == spec
+
+
+def test_override_resolution_last_match_wins():
+    spec = PalettizeSpec(n_bits=4, overrides={"conv": {"n_bits": 2}, "conv2": None})
+    assert spec.resolve("features.conv1").n_bits == 2
+    assert spec.resolve("features.conv2") is None
+    assert spec.resolve("fc").n_bits == 4

@@ -1,0 +1,262 @@
+"""The experiment store: real SQLite and real folders in a temp directory."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sqlite3
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.progress import Cancelled
+from core.store import (
+    ExperimentStore,
+    StoreError,
+    default_home,
+    diff_frame,
+    experiments_csv,
+    experiments_frame,
+    layers_frame,
+    per_class_frame,
+)
+
+
+def make_record(
+    *,
+    method: str = "palettize",
+    summary: str = "palettize 4-bit (data_free)",
+    accuracy: float = 0.90,
+    baseline: float = 0.92,
+    size: int = 400_000,
+    latency: float = 1.0,
+    model: str = "sample:fashion_cnn",
+) -> dict:
+    """A record with the fields of the measurement contract (values invented for the test)."""
+    return {
+        "model": model,
+        "model_label": "fashion_cnn (sample)",
+        "spec": {"method": method, "workflow": "data_free", "n_bits": 4, "overrides": {}},
+        "spec_summary": summary,
+        "method": method,
+        "workflow": "data_free",
+        "created_at": "2025-01-01T12:00:00",
+        "compress_seconds": 2.5,
+        "dataset": "Fashion-MNIST",
+        "dataset_source": "bundled subset",
+        "eval_images": 2000,
+        "accuracy_meaningful": True,
+        "accuracy_top1": accuracy,
+        "accuracy_top5": 0.99,
+        "baseline_accuracy_top1": baseline,
+        "baseline_accuracy_top5": 0.995,
+        "per_class_accuracy": [accuracy] * 9 + [accuracy - 0.1],
+        "baseline_per_class_accuracy": [baseline] * 10,
+        "class_names": [f"class{i}" for i in range(10)],
+        "agreement_top1": 0.97,
+        "output_snr_db": 25.0,
+        "output_psnr_db": 40.0,
+        "flipped": 2,
+        "flipped_images": [{"index": 3, "true": 1, "before": 1, "after": 2}, {"index": 7, "true": 0, "before": 6, "after": 0}],
+        "size_bytes": size,
+        "size_fp32_bytes": 3_200_000,
+        "size_fp16_bytes": 1_600_000,
+        "theoretical_size_bytes": size - 1000,
+        "size_breakdown": {"indices": size * 0.8, "luts": 2000, "uncompressed": size * 0.2 - 3000},
+        "bits_per_weight": 4.1,
+        "compression_ratio_fp16": 1_600_000 / size,
+        "compression_ratio_fp32": 3_200_000 / size,
+        "latency_ms_p50": latency,
+        "latency_ms_p90": latency * 1.2,
+        "baseline_latency_ms_p50": 1.0,
+        "baseline_latency_ms_p90": 1.1,
+        "latency_ratio": latency / 1.0,
+        "latency_note": "weights are decompressed in PyTorch on the CPU, so latency does not drop",
+        "threads": 2,
+        "machine": {"cpu": "test cpu", "threads": 2},
+        "layers": [
+            {"name": "features.0", "type": "Conv2d", "shape": [32, 1, 3, 3], "params": 288, "compressed": False,
+             "reason": "below weight_threshold (288 < 2048)", "sparsity": 0.0, "snr_db": None},
+            {"name": "classifier.1", "type": "Linear", "shape": [256, 3136], "params": 802816, "compressed": True,
+             "method": "palettize", "bits": 4, "n_luts": 1, "lut_entries": 16, "lut_bits": 16, "sparsity": 0.0,
+             "snr_db": 21.5},
+        ],
+        "notes": ["a captured library warning"],
+        "calibration_source": None,
+    }
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ExperimentStore:
+    return ExperimentStore(tmp_path / "home")
+
+
+def test_add_get_round_trip_survives_reopen(store: ExperimentStore) -> None:
+    with store.staging() as staging:
+        (staging / "model.mlpackage").mkdir()
+        (staging / "model.mlpackage" / "weight.bin").write_bytes(b"x" * 1234)
+        record = make_record()
+        record["artifact_path"] = str(staging / "model.mlpackage")
+        record["output_snr_db"] = float("inf")  # not JSON: stored as null
+        experiment_id = store.add(record, staging_dir=staging)
+    assert not staging.exists()  # renamed into place
+
+    reopened = ExperimentStore(store.home)
+    got = reopened.get(experiment_id)
+    assert got["id"] == experiment_id
+    assert got["accuracy_top1"] == 0.90
+    assert got["output_snr_db"] is None
+    assert Path(got["artifact_path"]) == reopened.experiment_dir(experiment_id) / "model.mlpackage"
+    assert (Path(got["artifact_path"]) / "weight.bin").read_bytes() == b"x" * 1234
+    assert reopened.count() == 1
+    assert reopened.count(model="sample:fashion_cnn") == 1
+    assert reopened.count(model="other") == 0
+    assert reopened.models()[0]["count"] == 1
+    with sqlite3.connect(reopened.db_path) as conn:
+        row = conn.execute("SELECT method, accuracy_top1, size_bytes, record FROM experiments").fetchone()
+    assert row[:3] == ("palettize", 0.90, 400_000)
+    assert json.loads(row[3])["artifact_path"] == "model.mlpackage"  # relative: the data folder can move
+
+
+def test_cancelled_run_leaves_nothing(store: ExperimentStore) -> None:
+    with pytest.raises(Cancelled), store.staging() as staging:
+        (staging / "partial.bin").write_bytes(b"half written")
+        raise Cancelled("cancelled by the user")
+    assert not staging.exists()
+    assert store.count() == 0
+    assert list(store.staging_root.iterdir()) == []
+    assert list(store.experiments_root.iterdir()) == []
+
+
+def test_failed_add_rolls_back(store: ExperimentStore, tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="artifacts folder"):
+        store.add(make_record(), staging_dir=tmp_path / "missing")
+    with pytest.raises(StoreError, match="needs 'method'"):
+        store.add({"model": "m"})
+    assert store.count() == 0
+
+
+def test_delete_removes_row_and_artifacts(store: ExperimentStore) -> None:
+    ids = []
+    for acc in (0.9, 0.8):
+        with store.staging() as staging:
+            (staging / "weights.npz").write_bytes(b"npz")
+            ids.append(store.add(make_record(accuracy=acc), staging_dir=staging))
+    assert store.experiment_dir(ids[0]).is_dir()
+    assert store.delete([ids[0]]) == 1
+    assert not store.experiment_dir(ids[0]).exists()
+    assert [r["id"] for r in store.list()] == [ids[1]]
+    with pytest.raises(StoreError, match="does not exist"):
+        store.get(ids[0])
+    assert store.version() == (1, ids[1])
+
+
+def test_open_removes_orphans_and_stale_staging(tmp_path: Path) -> None:
+    store = ExperimentStore(tmp_path)
+    orphan = store.experiments_root / "000099"
+    orphan.mkdir()
+    stale = store.staging_root / "run_dead"
+    stale.mkdir()
+    fresh = store.staging_root / "run_live"
+    fresh.mkdir()
+    old = time.time() - 7 * 3600
+    os.utime(orphan, (old, old))
+    os.utime(stale, (old, old))
+    ExperimentStore(tmp_path)
+    assert not orphan.exists()
+    assert not stale.exists()
+    assert fresh.exists()  # may belong to a run in progress in another process
+
+
+def test_home_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(tmp_path / "elsewhere"))
+    assert default_home() == tmp_path / "elsewhere"
+    store = ExperimentStore()
+    assert store.db_path == tmp_path / "elsewhere" / "experiments.sqlite"
+    assert store.db_path.is_file()
+
+
+def test_unusable_home_gives_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(StoreError, match="COMPRESSION_STUDIO_HOME"):
+        ExperimentStore(blocker / "home")
+
+
+def test_weights_and_downloads(store: ExperimentStore) -> None:
+    with store.staging() as staging:
+        np.savez(staging / "weights.npz", **{"fc/original": np.arange(5.0), "fc/compressed": np.ones(5)})
+        package = staging / "model.mlpackage"
+        (package / "Data").mkdir(parents=True)
+        (package / "Data" / "weights.bin").write_bytes(b"\x01" * 100)
+        (package / "Manifest.json").write_text("{}")
+        record = make_record()
+        record["weights_path"] = str(staging / "weights.npz")
+        record["artifact_path"] = str(package)
+        experiment_id = store.add(record, staging_dir=staging)
+
+    weights = store.weights(experiment_id)
+    np.testing.assert_array_equal(weights["fc/original"], np.arange(5.0))
+    data, name, mime = store.artifact_download(experiment_id)
+    assert name.endswith(".mlpackage.zip") and mime == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        assert sorted(zf.namelist()) == ["model.mlpackage/Data/weights.bin", "model.mlpackage/Manifest.json"]
+        assert zf.read("model.mlpackage/Data/weights.bin") == b"\x01" * 100
+
+    csv_text = store.csv_text()
+    header, row = csv_text.strip().splitlines()[:2]
+    assert "accuracy_top1" in header and "spec_json" in header
+    assert row.startswith(f"{experiment_id},")
+
+
+def test_artifact_download_without_file(store: ExperimentStore) -> None:
+    experiment_id = store.add(make_record())
+    with pytest.raises(StoreError, match="no exported model"):
+        store.artifact_download(experiment_id)
+    assert store.weights(experiment_id) == {}
+
+
+def test_frames() -> None:
+    records = [dict(make_record(accuracy=0.9), id=1), dict(make_record(method="prune", accuracy=0.85), id=2)]
+    frame = experiments_frame(records)
+    assert list(frame["id"]) == [1, 2]
+    assert frame.loc[0, "accuracy_delta_pts"] == pytest.approx(-2.0)
+    assert frame.loc[1, "accuracy_delta_pts"] == pytest.approx(-7.0)
+    assert frame.loc[0, "breakdown_luts"] == 2000
+    assert frame.loc[0, "label"] == "#1 palettize 4-bit (data_free)"
+    assert experiments_frame([]).empty
+
+    per_class = per_class_frame(records)
+    assert len(per_class) == 20
+    last = per_class[(per_class["id"] == 1) & (per_class["class_index"] == 9)].iloc[0]
+    assert last["delta_pts"] == pytest.approx(-12.0)
+    assert last["class_name"] == "class9"
+
+    csv_rows = experiments_csv(records).strip().splitlines()
+    assert len(csv_rows) == 3
+
+
+def test_layers_frame_bits_per_weight() -> None:
+    layers = layers_frame(make_record())
+    uncompressed, palettized = layers.iloc[0], layers.iloc[1]
+    assert uncompressed["bits_per_weight"] == 16.0
+    assert "weight_threshold" in uncompressed["reason"]
+    # 4-bit indices + one fp16 LUT of 16 entries spread over 802,816 weights.
+    assert palettized["bits_per_weight"] == pytest.approx(4 + 16 * 16 / 802816)
+    assert palettized["shape"] == "256×3136"
+
+
+def test_diff_frame() -> None:
+    a = dict(make_record(accuracy=0.90, size=400_000), id=1)
+    b = dict(make_record(accuracy=0.88, size=200_000), id=2)
+    b["spec"] = {"method": "palettize", "workflow": "data_free", "n_bits": 3, "overrides": {}}
+    diff = diff_frame(a, b).set_index("what")
+    assert diff.loc["top-1 accuracy", "B − A"] == pytest.approx(-0.02)
+    assert diff.loc["top-1 accuracy", ""] == "A better"
+    assert diff.loc["artifact size (bytes)", ""] == "B better"
+    assert diff.loc["spec · n_bits", "A"] == 4 and diff.loc["spec · n_bits", "B"] == 3
+    assert "spec · workflow" not in diff.index
