@@ -143,8 +143,9 @@ def run_fashion_table(
     log(
         "  size = real artifact on disk (.mlpackage for coremltools methods, TorchScript for torch int8); ×fp16 vs the\n"
         "  real fp16 .mlpackage; size÷theory = artifact ÷ per-layer theoretical size ('!' = outside ±5 %, see CSV note).\n"
-        "  Latency of palettize / prune / W8A8 is PyTorch running decompressed (fake-quant) weights on this CPU — equal to\n"
-        "  fp32 by construction; only torch_static / torch_dynamic run int8 kernels here."
+        "  Latency of palettize / prune is PyTorch running decompressed weights on this CPU — equal to fp32 by\n"
+        "  construction; W8A8 adds fake-quant ops around every layer, so it is slower on CPU; only torch_static /\n"
+        "  torch_dynamic run int8 kernels here (torch_dynamic: only the final Linear; convolutions stay fp32)."
     )
     stem = model_id.split(":")[-1]
     write_csv(out_dir / f"{stem}.csv", csv_rows)

@@ -22,8 +22,13 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.progress import Cancelled, Progress, captured_library_output, quiet_libraries
+
+if TYPE_CHECKING:
+    from core.data import Dataset
+    from core.models.sources import LoadedModel
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEBUG_ENV = "COMPRESSION_STUDIO_DEBUG"
@@ -200,6 +205,17 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset(args: argparse.Namespace, model: LoadedModel) -> Dataset | None:
+    """None lets the experiment pick the model's own dataset (or synthetic inputs); --data overrides it."""
+    if args.data == "auto":
+        return None
+    from core.data import resolve_dataset
+
+    return resolve_dataset(
+        choice=args.data, input_shape=model.input_shape, mean=model.mean, std=model.std, num_classes=model.num_classes
+    )
+
+
 def cmd_baseline(args: argparse.Namespace) -> int:
     model = _load_model(args.model, args.weights)
     args.input_shape = model.input_shape
@@ -208,7 +224,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     with captured_library_output(notes):
         from core.experiment import baseline_record
 
-    record = _run_with_progress(args, lambda progress: baseline_record(model=model, dataset=None, progress=progress, options=options))
+    record = _run_with_progress(args, lambda progress: baseline_record(model=model, dataset=_dataset(args, model), progress=progress, options=options))
     _write_json(args.json, record)
     print(f"model            {record['model']}  ({record['params']:,} params)")
     acc_note = "" if record["accuracy_meaningful"] else f"  — {record['accuracy_note']}"
@@ -243,7 +259,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     record = _run_with_progress(
         args,
         lambda progress: run_experiment(
-            model=model, spec=spec, dataset=None, artifacts_dir=artifacts, progress=progress, options=options
+            model=model, spec=spec, dataset=_dataset(args, model), artifacts_dir=artifacts, progress=progress, options=options
         ),
     )
     _write_json(args.json, record)
@@ -305,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-latency", action="store_true", help="skip latency and memory measurements")
         p.add_argument("--no-export", action="store_true", help="skip writing the .mlpackage / TorchScript artifacts")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument(
+            "--data",
+            default="auto",
+            help="evaluation data: auto (data/ → Debian package → download → bundled subset), bundled, "
+            "or a path to Fashion-MNIST IDX files / an ImageFolder directory or .zip",
+        )
 
     baseline = sub.add_parser("baseline", help="measure the uncompressed model")
     measurement_flags(baseline)

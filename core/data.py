@@ -6,6 +6,7 @@ so splits are cheap, deterministic under a seed, and never touch the disk twice.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import socket
@@ -241,7 +242,7 @@ def _torchvision_download(root: Path) -> Dataset | None:
 
         FashionMNIST(str(root), train=True, download=True)
         FashionMNIST(str(root), train=False, download=True)
-    except Exception:  # noqa: BLE001 - any download failure just means "try the next source"
+    except Exception:
         return None
     raw = root / "FashionMNIST" / "raw"
     return _load_idx_folder(raw, f"torchvision download ({raw})") if _idx_folder_complete(raw) else None
@@ -264,8 +265,16 @@ def load_fashion_mnist(
     search_system: bool = True,
     bundled_path: Path = BUNDLED_SUBSET,
 ) -> Dataset:
-    """Find Fashion-MNIST: `data/`, Debian's package, torchvision's download, then the bundled subset."""
+    """Find Fashion-MNIST: `data/`, Debian's package, torchvision's download, then the bundled subset.
+
+    Cached per argument set: the full dataset is parsed once per process (its tensors are never mutated).
+    """
     data_dir = data_dir or Path(os.environ.get("COMPRESSION_STUDIO_DATA", PROJECT_ROOT / "data"))
+    return _load_fashion_mnist_cached(Path(data_dir), allow_download, search_system, Path(bundled_path))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_fashion_mnist_cached(data_dir: Path, allow_download: bool, search_system: bool, bundled_path: Path) -> Dataset:
     for label, folder in fashion_mnist_candidates(data_dir):
         if label.startswith("Debian") and not search_system:
             continue
@@ -364,7 +373,7 @@ def load_image_folder(
         for c in range(len(class_names)):
             idx = torch.nonzero(everything.labels == c).flatten()
             idx = idx[torch.randperm(len(idx), generator=gen)]
-            n_cal = max(1, int(round(len(idx) * calibration_fraction))) if len(idx) > 1 else 0
+            n_cal = max(1, round(len(idx) * calibration_fraction)) if len(idx) > 1 else 0
             train_idx.append(idx[:n_cal])
             test_idx.append(idx[n_cal:])
         train = everything.subset(torch.cat(train_idx))
@@ -409,3 +418,27 @@ def synthetic_inputs(*, input_shape: tuple[int, int, int], count: int, seed: int
     """Standard-normal inputs of the right shape, for models with no matching dataset (size/latency only)."""
     gen = torch.Generator().manual_seed(seed)
     return torch.randn((count, *input_shape), generator=gen)
+
+
+def resolve_dataset(
+    *,
+    choice: str = "auto",
+    input_shape: tuple[int, int, int] = (1, 28, 28),
+    mean: Sequence[float] = FASHION_MNIST_MEAN,
+    std: Sequence[float] = FASHION_MNIST_STD,
+    num_classes: int | None = None,
+) -> Dataset:
+    """A dataset by name, as the CLI's --data takes it: 'auto' (discovery order), 'bundled', or a path to
+    an IDX folder (Fashion-MNIST files) / ImageFolder directory / .zip, read at the model's input size."""
+    if choice == "auto":
+        return load_fashion_mnist()
+    if choice == "bundled":
+        return load_bundled_subset()
+    path = Path(choice)
+    if not path.exists():
+        raise DatasetError(f"--data {choice}: no such file or folder; use 'auto', 'bundled' or a dataset path.")
+    if _idx_folder_complete(path):
+        return _load_idx_folder(path, f"IDX folder ({path})")
+    return load_image_folder(
+        path, image_size=input_shape[1:], channels=input_shape[0], mean=mean, std=std, expected_classes=num_classes
+    )

@@ -342,8 +342,9 @@ def latency_note(*, spec: AnySpec, result: CompressionResult, timed_artifact: bo
         )
     if method == "quantize_activations":
         return (
-            "W8A8 is simulated with fake-quantization in PyTorch (float math on the CPU), so CPU latency matches the "
-            "baseline; int8×int8 compute happens only on Apple hardware running the .mlpackage."
+            "W8A8 is simulated with fake-quantization in PyTorch: float math plus quantize/dequantize ops around every "
+            "layer, so on the CPU it is slower than fp32, not faster; int8×int8 compute happens only on Apple hardware "
+            "(Neural Engine) running the .mlpackage."
         )
     kind = "pruned / palettized / weight-quantized"
     if result.runs_int8_kernels:

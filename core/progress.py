@@ -66,6 +66,10 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    # Some children (coremltools.optimize.torch) set their own level and stderr handler; quiet those too.
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and name.startswith(_NOISY_LOGGERS):
+            logger.setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r".*has not been tested with coremltools.*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 

@@ -23,9 +23,9 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.data import BUNDLED_SUBSET, Dataset, load_fashion_mnist  # noqa: E402
-from core.models.architectures import SAMPLE_ARCHITECTURES  # noqa: E402
-from core.models.sources import SAMPLE_MODELS_DIR  # noqa: E402
+from core.data import BUNDLED_SUBSET, Dataset, load_fashion_mnist
+from core.models.architectures import SAMPLE_ARCHITECTURES
+from core.models.sources import SAMPLE_MODELS_DIR
 
 RECIPES = {
     "fashion_cnn": {"epochs": 8, "lr": 0.05, "batch_size": 128, "weight_decay": 5e-4, "label_smoothing": 0.1},

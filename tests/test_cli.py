@@ -8,12 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from torch import nn
 
 from core.cli import build_parser
-from core.models.sources import SAMPLE_MODELS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,7 +60,6 @@ def test_bad_spec_exits_with_one_line(tmp_path: Path) -> None:
     assert_one_line_error(result, "missing.yaml")
 
 
-@pytest.mark.skipif(not (SAMPLE_MODELS_DIR / "fashion_cnn.safetensors").is_file(), reason="sample weights not trained yet")
 def test_baseline_writes_json_fields(tmp_path: Path) -> None:
     out = tmp_path / "baseline.json"
     result = cli(
@@ -79,7 +76,6 @@ def test_baseline_writes_json_fields(tmp_path: Path) -> None:
     assert "top-1" in result.stdout
 
 
-@pytest.mark.skipif(not (SAMPLE_MODELS_DIR / "fashion_cnn.safetensors").is_file(), reason="sample weights not trained yet")
 def test_run_writes_record_and_artifacts(tmp_path: Path) -> None:
     out = tmp_path / "run.json"
     spec = tmp_path / "spec.yaml"
@@ -101,3 +97,20 @@ def test_parser_knows_every_command() -> None:
     parser = build_parser()
     for argv in (["models"], ["baseline", "--model", "x"], ["run", "--model", "x", "--spec", "{}"], ["bench", "--quick"]):
         assert parser.parse_args(argv).func
+
+
+def test_baseline_on_the_bundled_subset(tmp_path: Path) -> None:
+    out = tmp_path / "bundled.json"
+    result = cli(
+        "baseline", "--model", "sample:fashion_resnet", "--data", "bundled", "--no-latency", "--no-export",
+        "--json", str(out), "--quiet", home=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads(out.read_text())
+    assert record["eval_images"] == 2500 and "bundled subset" in record["dataset_source"]
+    assert record["accuracy_top1"] >= 0.92  # the subset is real held-out data: a meaningful accuracy
+
+
+def test_missing_data_path_is_one_line(tmp_path: Path) -> None:
+    result = cli("baseline", "--model", "sample:fashion_cnn", "--data", str(tmp_path / "nope"), home=tmp_path)
+    assert_one_line_error(result, "no such file or folder")

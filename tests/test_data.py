@@ -136,11 +136,11 @@ def test_image_folder_bad_layouts_give_clear_messages(tmp_path):
         load_image_folder(flat, image_size=(8, 8), channels=3, mean=(0,) * 3, std=(1,) * 3)
 
     root = _image_folder(tmp_path / "three", {"a": 2, "b": 2, "c": 2})
-    with pytest.raises(DatasetError, match="3 classes .* model has 10 outputs"):
+    with pytest.raises(DatasetError, match=r"3 classes .* model has 10 outputs"):
         load_image_folder(root, image_size=(8, 8), channels=3, mean=(0,) * 3, std=(1,) * 3, expected_classes=10)
 
     (root / "a" / "broken.png").write_bytes(b"not an image")
-    with pytest.raises(DatasetError, match="could not be read: a/broken.png"):
+    with pytest.raises(DatasetError, match=r"could not be read: a/broken.png"):
         load_image_folder(root, image_size=(8, 8), channels=3, mean=(0,) * 3, std=(1,) * 3)
 
     bad_zip = tmp_path / "bad.zip"

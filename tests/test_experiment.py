@@ -43,10 +43,7 @@ FAST_LATENCY = LatencySettings(threads=1, batch_sizes=(1, 4), warmup=1, min_repe
 
 @pytest.fixture(scope="module")
 def fashion_cnn() -> LoadedModel:
-    try:
-        return load_model("sample:fashion_cnn")
-    except ValueError as exc:
-        pytest.skip(f"sample weights not available: {exc}")
+    return load_model("sample:fashion_cnn")
 
 
 @pytest.fixture(scope="module")

@@ -238,7 +238,7 @@ def load_torchscript(path: Path) -> LoadedModel:
         raise ModelLoadError(f"{path.name} is not a TorchScript archive (not a zip file); export with torch.jit.save.")
     try:
         module = torch.jit.load(str(path), map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad archives
+    except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(
             f"{path.name} is not a loadable TorchScript model ({first[:200]}). "
@@ -271,7 +271,7 @@ def _probe_input_shape(module: nn.Module, name: str) -> tuple[tuple[int, int, in
         try:
             with torch.inference_mode():
                 out = module(torch.zeros(1, *shape))
-        except Exception:  # noqa: BLE001 - a wrong shape raises anything from RuntimeError to IndexError
+        except Exception:
             continue
         if isinstance(out, torch.Tensor) and out.ndim == 2:
             return shape, int(out.shape[1])

@@ -126,7 +126,7 @@ def test_empty_truncated_and_corrupt_files(tmp_path, suffix):
         save_file(state, str(good))
     truncated = tmp_path / f"truncated{suffix}"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(ModelLoadError, match="corrupt|truncated|not a valid"):
+    with pytest.raises(ModelLoadError, match=r"corrupt|truncated|not a valid"):
         read_state_dict(truncated)
 
     garbage = tmp_path / f"garbage{suffix}"
@@ -148,12 +148,12 @@ def test_torchscript_upload_loads_and_runs(tmp_path):
 def test_full_model_pickle_is_not_accepted_as_torchscript(tmp_path):
     path = tmp_path / "whole_model.pt"
     torch.save(FashionCNN(), path)  # a pickle of a Python class, not TorchScript
-    with pytest.raises(ModelLoadError, match="not a loadable TorchScript model|not a TorchScript archive"):
+    with pytest.raises(ModelLoadError, match=r"not a loadable TorchScript model|not a TorchScript archive"):
         load_model(f"torchscript:{path}")
 
 
 def test_unknown_source_lists_known_ones():
-    with pytest.raises(ModelLoadError, match="unknown model source 'foo:bar'.*sample:fashion_cnn"):
+    with pytest.raises(ModelLoadError, match=r"unknown model source 'foo:bar'.*sample:fashion_cnn"):
         load_model("foo:bar")
     with pytest.raises(ModelLoadError, match="unsupported architecture 'vgg99'"):
         load_model("torchvision:vgg99")
