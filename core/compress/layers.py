@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from core.compress.result import LayerReport
+from core.compress.result import CompressionResult, LayerReport
 from core.specs import CompressionSpec
 
 METADATA_PREFIX = "_COREML_"
@@ -311,3 +312,17 @@ def _histogram_tensors(original: torch.Tensor, compressed: torch.Tensor, meta: d
         pruned = (compressed == 0) & (original != 0)
         tensors["threshold"] = float(original[pruned].abs().max().item()) if pruned.any() else 0.0
     return tensors
+
+
+def library_result(
+    *, module: nn.Module, spec, plans: dict[str, LayerPlan], facts: dict, context, method: str, started: float
+) -> CompressionResult:
+    """The CompressionResult of a coremltools.optimize.torch handler: per-layer report read back from the library."""
+    layers, weights = report_from_metadata(
+        original=context.original, compressed=module, plans=plans, method=method,
+        library_log=context.library_log, facts=facts, inherited_kinds=context.inherited_kinds,
+    )
+    return CompressionResult(
+        module=module.eval(), spec=spec, seconds=time.perf_counter() - started, layers=layers, weights=weights,
+        calibration_source=context.calibration_source,
+    )

@@ -40,8 +40,8 @@ from core.compress.layers import (
     LayerFacts,
     LayerPlan,
     exact_name_pattern,
+    library_result,
     plan_layers,
-    report_from_metadata,
     threshold_reason,
 )
 from core.compress.result import CompressionResult
@@ -92,13 +92,8 @@ def palettize(module: nn.Module, spec: PalettizeSpec, context: CompressionContex
         fact = facts.setdefault(name, LayerFacts())
         fact.extra.setdefault("mode", plan.spec.mode)
         fact.extra.setdefault("workflow", spec.workflow)
-    layers, weights = report_from_metadata(
-        original=context.original, compressed=module, plans=plans, method="palettize",
-        library_log=context.library_log, facts=facts, inherited_kinds=context.inherited_kinds,
-    )
-    return CompressionResult(
-        module=module.eval(), spec=spec, seconds=time.perf_counter() - started, layers=layers, weights=weights,
-        calibration_source=context.calibration_source,
+    return library_result(
+        module=module, spec=spec, plans=plans, facts=facts, context=context, method="palettize", started=started
     )
 
 

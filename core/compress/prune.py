@@ -24,8 +24,8 @@ from core.compress.layers import (
     LayerFacts,
     LayerPlan,
     exact_name_pattern,
+    library_result,
     plan_layers,
-    report_from_metadata,
     threshold_reason,
 )
 from core.compress.result import CompressionResult
@@ -71,13 +71,8 @@ def prune(module: nn.Module, spec: PruneSpec, context: CompressionContext) -> Co
         )
         for name, p in eligible.items()
     }
-    layers, weights = report_from_metadata(
-        original=context.original, compressed=module, plans=plans, method="prune",
-        library_log=context.library_log, facts=facts, inherited_kinds=context.inherited_kinds,
-    )
-    return CompressionResult(
-        module=module.eval(), spec=spec, seconds=time.perf_counter() - started, layers=layers, weights=weights,
-        calibration_source=context.calibration_source,
+    return library_result(
+        module=module, spec=spec, plans=plans, facts=facts, context=context, method="prune", started=started
     )
 
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from core.compress.context import CompressionContext, CompressionError
 from core.compress.finetune import fine_tune, plan_fine_tune
-from core.compress.layers import LayerFacts, plan_layers, report_from_metadata, threshold_reason
+from core.compress.layers import LayerFacts, library_result, plan_layers, threshold_reason
 from core.compress.result import CompressionResult
 from core.specs import QuantizeActivationsSpec
 
@@ -87,11 +87,6 @@ def quantize_activations(module: nn.Module, spec: QuantizeActivationsSpec, conte
         "Apple's Neural Engine after conversion."
     )
     facts = {n: LayerFacts(extra={"activations": "int8", "workflow": spec.workflow}) for n, p in plans.items() if p.eligible}
-    layers, weights = report_from_metadata(
-        original=context.original, compressed=module, plans=plans, method="quantize_activations",
-        library_log=context.library_log, facts=facts, inherited_kinds=context.inherited_kinds,
-    )
-    return CompressionResult(
-        module=module.eval(), spec=spec, seconds=time.perf_counter() - started, layers=layers, weights=weights,
-        calibration_source=context.calibration_source,
+    return library_result(
+        module=module, spec=spec, plans=plans, facts=facts, context=context, method="quantize_activations", started=started
     )
