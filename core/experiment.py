@@ -323,7 +323,7 @@ def _input_factory(input_shape: tuple[int, ...], seed: int) -> Callable[[int], t
 
 def _engine_for(spec: AnySpec | None) -> str | None:
     backend = getattr(spec, "backend", None)
-    return {"x86": "x86", "fbgemm": "fbgemm", "qnnpack": "qnnpack"}.get(backend) if backend else None
+    return {"x86": "x86", "fbgemm": "fbgemm", "qnnpack": "qnnpack", "onednn": "onednn"}.get(backend) if backend else None
 
 
 def latency_note(*, spec: AnySpec, result: CompressionResult, timed_artifact: bool) -> str:

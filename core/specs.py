@@ -311,7 +311,7 @@ class TorchStaticSpec(CompressionSpec):
     per_channel: bool = True
 
     def __post_init__(self) -> None:
-        _check_choice("backend", self.backend, ("x86", "fbgemm", "qnnpack"))
+        _check_choice("backend", self.backend, ("x86", "fbgemm", "qnnpack", "onednn"))
         _check_choice("per_channel", self.per_channel, (True, False))
         super().__post_init__()
 

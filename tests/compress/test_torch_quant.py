@@ -33,7 +33,7 @@ def test_dynamic_fp16(tiny, fashion):
     assert _by_name(result)["fc2"].bits == 16 and _by_name(result)["fc2"].snr_db > 60.0
 
 
-@pytest.mark.parametrize(("backend", "per_channel"), [("x86", True), ("qnnpack", False)])
+@pytest.mark.parametrize(("backend", "per_channel"), [("x86", True), ("qnnpack", False), ("onednn", True)])
 def test_static_int8_fuses_and_quantizes_the_residual_add(tiny, fashion, backend, per_channel):
     spec = TorchStaticSpec(backend=backend, per_channel=per_channel, calibration_samples=64)
     result = compress(model=tiny, spec=spec, dataset=fashion)
