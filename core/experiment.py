@@ -388,6 +388,18 @@ def _library_output_into(notes: list[str]) -> Iterator[None]:
         notes.extend(line for line in captured if "deprecated" not in line and line not in notes)
 
 
+def _model_fields(model: LoadedModel) -> dict:
+    """What every record says about the model it measured."""
+    return {
+        "model": model.source_id,
+        "model_label": model.label,
+        "architecture": model.architecture,
+        "weights_note": model.weights_note,
+        "params": model.params,
+        "input_shape": list(model.input_shape),
+    }
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds")
 
@@ -438,12 +450,7 @@ def baseline_record(
     first = latency["batches"][str(settings.batch_sizes[0])]["baseline"] if latency else None
     record = {
         "kind": "baseline",
-        "model": model.source_id,
-        "model_label": model.label,
-        "architecture": model.architecture,
-        "weights_note": model.weights_note,
-        "params": model.params,
-        "input_shape": list(model.input_shape),
+        **_model_fields(model),
         "created_at": _now(),
         "dataset": data.name,
         "dataset_source": data.source,
@@ -593,12 +600,7 @@ def run_experiment(
             layers.append(row)
         record = {
             "kind": "experiment",
-            "model": model.source_id,
-            "model_label": model.label,
-            "architecture": model.architecture,
-            "weights_note": model.weights_note,
-            "params": model.params,
-            "input_shape": list(model.input_shape),
+            **_model_fields(model),
             "spec": spec.to_dict(),
             "spec_summary": spec.summary(),
             "method": spec.method if not isinstance(spec, PipelineSpec) else "pipeline",

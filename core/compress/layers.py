@@ -144,6 +144,13 @@ def threshold_reason(numel: int, threshold: int) -> str | None:
     return None
 
 
+def basic_ineligibility(layer: nn.Module, *, modules: tuple[type, ...], api: str, verb: str, threshold: int) -> str | None:
+    """The reasons every coremltools handler shares: an op the library does not handle, or too few weights."""
+    if not isinstance(layer, modules):
+        return f"unsupported op: coremltools {api} does not {verb} {type(layer).__name__}"
+    return threshold_reason(layer.weight.numel(), threshold)
+
+
 def exact_name_pattern(name: str) -> str:
     """optimize.torch matches module_name_configs keys with re.fullmatch; escape so only this layer matches."""
     return re.escape(name)

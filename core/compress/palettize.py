@@ -39,10 +39,10 @@ from core.compress.layers import (
     EligibilityCheck,
     LayerFacts,
     LayerPlan,
+    basic_ineligibility,
     exact_name_pattern,
     library_result,
     plan_layers,
-    threshold_reason,
 )
 from core.compress.result import CompressionResult
 from core.specs import PalettizeSpec
@@ -56,12 +56,12 @@ def eligibility(spec: PalettizeSpec) -> EligibilityCheck:
     api = "DKMPalettizer" if spec.workflow == "fine_tune" else "PostTrainingPalettizer/SKMPalettizer"
 
     def check(name: str, layer: nn.Module, layer_spec: PalettizeSpec) -> str | None:
-        if not isinstance(layer, modules):
-            return f"unsupported op: coremltools {api} does not palettize {type(layer).__name__}"
-        weight = layer.weight
-        reason = threshold_reason(weight.numel(), layer_spec.weight_threshold)
+        reason = basic_ineligibility(
+            layer, modules=modules, api=api, verb="palettize", threshold=layer_spec.weight_threshold
+        )
         if reason:
             return reason
+        weight = layer.weight
         channels = weight.shape[0]
         if layer_spec.granularity == "per_grouped_channel" and channels % layer_spec.group_size:
             return f"output channels ({channels}) not divisible by group_size {layer_spec.group_size}"

@@ -23,22 +23,22 @@ from core.compress.finetune import fine_tune, plan_fine_tune
 from core.compress.layers import (
     LayerFacts,
     LayerPlan,
+    basic_ineligibility,
     exact_name_pattern,
     library_result,
     plan_layers,
-    threshold_reason,
 )
 from core.compress.result import CompressionResult
 from core.specs import PruneSpec
 
 
 def _check(name: str, layer: nn.Module, layer_spec: PruneSpec) -> str | None:
-    if not isinstance(layer, _SUPPORTED_MODULES):
-        return f"unsupported op: coremltools MagnitudePruner does not prune {type(layer).__name__}"
-    weight = layer.weight
-    reason = threshold_reason(weight.numel(), layer_spec.weight_threshold)
+    reason = basic_ineligibility(
+        layer, modules=_SUPPORTED_MODULES, api="MagnitudePruner", verb="prune", threshold=layer_spec.weight_threshold
+    )
     if reason:
         return reason
+    weight = layer.weight
     if layer_spec.structure == "block" and layer_spec.block_size > weight.shape[0] // 2:
         return f"block_size {layer_spec.block_size} exceeds half the output channels ({weight.shape[0]})"
     if layer_spec.structure == "n_m" and weight.shape[1] % layer_spec.n_m[1]:

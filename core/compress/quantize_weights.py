@@ -28,10 +28,10 @@ from core.compress.layers import (
     EligibilityCheck,
     LayerFacts,
     LayerPlan,
+    basic_ineligibility,
     exact_name_pattern,
     library_result,
     plan_layers,
-    threshold_reason,
 )
 from core.compress.result import CompressionResult
 from core.specs import QuantizeWeightsSpec
@@ -50,12 +50,12 @@ def eligibility(spec: QuantizeWeightsSpec) -> EligibilityCheck:
     }[spec.workflow]
 
     def check(name: str, layer: nn.Module, layer_spec: QuantizeWeightsSpec) -> str | None:
-        if not isinstance(layer, modules):
-            return f"unsupported op: coremltools {api} does not quantize {type(layer).__name__}"
-        weight = layer.weight
-        reason = threshold_reason(weight.numel(), layer_spec.weight_threshold)
+        reason = basic_ineligibility(
+            layer, modules=modules, api=api, verb="quantize", threshold=layer_spec.weight_threshold
+        )
         if reason:
             return reason
+        weight = layer.weight
         if spec.workflow == "calibration" and isinstance(layer, nn.Conv2d) and layer.groups != 1:
             return f"grouped/depthwise conv (groups={layer.groups}) is not supported by GPTQ"
         if layer_spec.granularity == "per_block":
