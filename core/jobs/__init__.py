@@ -1,0 +1,53 @@
+"""Experiments as jobs: a queue in the store's SQLite file, worker processes (or Ray tasks) that run them.
+
+Submit with references (never loaded objects), watch the job row, cancel from any process::
+
+    from core.jobs import DataRef, ModelRef, get_executor
+    executor = get_executor()                      # local workers, or $COMPRESSION_STUDIO_EXECUTOR=ray
+    job_id = executor.submit(model=ModelRef(kind="sample", name="fashion_cnn"), data=DataRef(kind="bundled"),
+                             spec={"method": "palettize", "n_bits": 4}, options={"eval_limit": 500})
+    executor.queue.wait(job_ids=[job_id])          # or poll executor.queue.get(job_id=job_id)
+"""
+
+from core.jobs.executors import (
+    EXECUTOR_ENV,
+    RAY_ADDRESS_ENV,
+    WORKERS_ENV,
+    ExecutorError,
+    LocalExecutor,
+    RayExecutor,
+    default_worker_count,
+    ensure_workers,
+    executor_name,
+    get_executor,
+)
+from core.jobs.queue import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job, JobError, JobQueue
+from core.jobs.refs import DataRef, ModelRef, RefError, options_from_dict, options_to_dict
+from core.jobs.timing_lock import TimingLock
+
+__all__ = [
+    "CANCELLED",
+    "DONE",
+    "EXECUTOR_ENV",
+    "FAILED",
+    "QUEUED",
+    "RAY_ADDRESS_ENV",
+    "RUNNING",
+    "WORKERS_ENV",
+    "DataRef",
+    "ExecutorError",
+    "Job",
+    "JobError",
+    "JobQueue",
+    "LocalExecutor",
+    "ModelRef",
+    "RayExecutor",
+    "RefError",
+    "TimingLock",
+    "default_worker_count",
+    "ensure_workers",
+    "executor_name",
+    "get_executor",
+    "options_from_dict",
+    "options_to_dict",
+]

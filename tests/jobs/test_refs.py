@@ -1,0 +1,75 @@
+"""Model / data / options references: validated, JSON round trip, unknown keys rejected, gone files named."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.jobs.refs import (
+    DataRef,
+    ModelRef,
+    RefError,
+    load_data_ref,
+    load_model_ref,
+    options_from_dict,
+    options_to_dict,
+)
+from core.measure.latency import LatencySettings
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        ModelRef(kind="sample", name="fashion_cnn"),
+        ModelRef(kind="torchvision", name="resnet18"),
+        ModelRef(kind="state_dict", name="resnet18", path="/uploads/s1/weights.safetensors"),
+        ModelRef(kind="torchscript", path="/uploads/s1/model.pt"),
+    ],
+)
+def test_model_refs_survive_json(ref: ModelRef) -> None:
+    assert ModelRef.from_dict(json.loads(json.dumps(ref.to_dict()))) == ref
+
+
+def test_data_refs_survive_json_with_tuples_restored() -> None:
+    ref = DataRef(kind="folder", path="/u/flowers.zip", image_size=(64, 64), channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
+    back = DataRef.from_dict(json.loads(json.dumps(ref.to_dict())))
+    assert back == ref and back.image_size == (64, 64)
+
+
+def test_unknown_keys_and_bad_values_name_the_field() -> None:
+    with pytest.raises(RefError, match=r"unknown key.*colour"):
+        ModelRef.from_dict({"kind": "sample", "name": "fashion_cnn", "colour": "red"})
+    with pytest.raises(RefError, match=r"ModelRef\.kind"):
+        ModelRef(kind="onnx", name="x")
+    with pytest.raises(RefError, match=r"ModelRef\.path"):
+        ModelRef(kind="torchscript")
+    with pytest.raises(RefError, match=r"DataRef\.image_size"):
+        DataRef(kind="folder", path="/x.zip")
+    with pytest.raises(RefError, match="unknown experiment option"):
+        options_from_dict(data={"eval_limt": 5})
+
+
+def test_source_ids_map_to_refs_and_back() -> None:
+    assert ModelRef.from_source_id("sample:fashion_cnn").source_id == "sample:fashion_cnn"
+    ref = ModelRef.from_source_id("torchvision:resnet18", weights="/w.pt")
+    assert ref == ModelRef(kind="state_dict", name="resnet18", path="/w.pt")
+    assert ModelRef.from_source_id("state_dict:resnet18:/w.pt") == ref
+
+
+def test_options_round_trip_with_latency_settings() -> None:
+    options = options_from_dict(data={"eval_limit": 50, "latency": {"threads": 1, "batch_sizes": [1, 4]}})
+    assert options.eval_limit == 50 and options.latency == LatencySettings(threads=1, batch_sizes=(1, 4))
+    assert options_from_dict(data=options_to_dict(options=options)) == options
+
+
+def test_gone_files_fail_with_their_name(tmp_path) -> None:
+    with pytest.raises(RefError, match=r"model\.pt is gone"):
+        load_model_ref(ref=ModelRef(kind="torchscript", path=str(tmp_path / "model.pt")))
+    model = load_model_ref(ref=ModelRef(kind="sample", name="fashion_cnn"))
+    gone = DataRef(kind="folder", path=str(tmp_path / "images.zip"), image_size=(28, 28), channels=1, mean=(0.5,),
+                   std=(0.5,))
+    with pytest.raises(RefError, match=r"images\.zip is gone"):
+        load_data_ref(ref=gone, model=model)
+    assert load_data_ref(ref=DataRef(kind="none"), model=model) is None
+    assert len(load_data_ref(ref=DataRef(kind="bundled"), model=model).test) > 0
