@@ -1,0 +1,214 @@
+"""Learn page: how long a slider move takes to re-render, measured in a real browser.
+
+``python -m bench.learn_rerender`` starts ``streamlit run app.py`` on the sample ``fashion_resnet`` (2 threads),
+opens the Learn page in Debian's Chromium (Playwright), picks the largest layer (590k weights) and moves each
+lesson's main slider with the keyboard. A move counts from the key press until the page shows the new numbers
+(the lesson's metric row changed) and Streamlit reports the script run finished. The first move of a new
+setting in lesson 3 runs k-means (cold); moving back is served from the cache (warm). Prints a table and
+writes it as CSV under bench/results/. Target (issue 12): ≤ 0.3 s per warm move.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking", "--disable-quic",
+                 "--no-first-run", "--disable-component-update", "--disable-sync"]
+TARGET_S = 0.3
+RESULTS = PROJECT_ROOT / "bench" / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve(*, model: str, home: Path, log_path: Path, threads: int = 2) -> Iterator[str]:
+    """`streamlit run app.py` on a free port with its own data folder; yields the URL, stops the server after."""
+    port = free_port()
+    env = dict(os.environ, COMPRESSION_STUDIO_HOME=str(home), COMPRESSION_STUDIO_DEFAULT_MODEL=model,
+               OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
+             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+            cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + 90
+            while time.time() < deadline:
+                with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+                if process.poll() is not None:
+                    raise RuntimeError("streamlit exited early:\n" + log_path.read_text(errors="replace")[-3000:])
+                time.sleep(0.5)
+            else:
+                raise RuntimeError("streamlit did not become healthy in 90 s")
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def wait_idle(page, timeout: float = 120_000) -> None:
+    """Until Streamlit's status widget no longer says it is running."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
+        timeout=timeout,
+    )
+
+
+def metrics_text(page) -> str:
+    return page.evaluate(
+        "() => Array.from(document.querySelectorAll('[data-testid=\"stMetricValue\"]')).map(e => e.innerText).join('|')"
+    )
+
+
+def slider_thumb(page, label: str):
+    return page.locator('[data-testid="stSlider"]').filter(has_text=label).get_by_role("slider").first
+
+
+def open_learn(page, url: str, *, layer_prefix: str | None = None) -> None:
+    page.goto(f"{url}/Learn")
+    page.get_by_role("heading", name="Learn", exact=True).wait_for(timeout=180_000)
+    page.locator('[data-testid="stMetricValue"]').first.wait_for(timeout=180_000)
+    wait_idle(page)
+    if layer_prefix:
+        select_layer(page, layer_prefix)
+
+
+def select_layer(page, prefix: str) -> None:
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="Weights to learn on").click()
+    page.get_by_role("option").filter(has_text=prefix).first.click()
+    wait_idle(page)
+    page.wait_for_timeout(300)
+
+
+def choose_lesson(page, title: str) -> None:
+    page.locator('[data-testid="stRadio"]').filter(has_text="Lesson").get_by_text(title, exact=True).first.click()
+    page.wait_for_function(
+        "t => Array.from(document.querySelectorAll('h3')).some(h => h.innerText.includes(t))", arg=title, timeout=180_000
+    )
+    page.locator('[data-testid="stMetricValue"]').first.wait_for(timeout=180_000)
+    wait_idle(page, 180_000)
+    page.wait_for_timeout(300)
+
+
+def timed_move(page, label: str, key: str, *, timeout: float = 180_000) -> float:
+    """Press `key` on a slider; seconds until the metric row shows new values and the run has finished."""
+    thumb = slider_thumb(page, label)
+    thumb.focus()
+    before = metrics_text(page)
+    started = time.perf_counter()
+    thumb.press(key)
+    page.wait_for_function(
+        "b => { const m = Array.from(document.querySelectorAll('[data-testid=\"stMetricValue\"]'))"
+        ".map(e => e.innerText).join('|'); const s = document.querySelector('[data-testid=\"stStatusWidget\"]');"
+        " return m !== b && (!s || !s.innerText.includes('Running')); }",
+        arg=before, timeout=timeout, polling="raf",
+    )
+    return time.perf_counter() - started
+
+
+MOVES = (
+    # lesson title, slider label, keys to press in turn (a round trip, so every setting is visited twice)
+    ("1 · Scale and zero-point", "Bits", ["ArrowRight", "ArrowRight", "ArrowLeft", "ArrowLeft"]),
+    ("2 · Granularity: how many scales", "Bits", ["ArrowRight", "ArrowLeft"]),
+    ("3 · Palettization: a look-up table", "Bits per index", ["ArrowLeft", "ArrowRight"]),
+    ("4 · Pruning and sparsity", "Target sparsity", ["ArrowRight", "ArrowRight", "ArrowLeft", "ArrowLeft"]),
+)
+
+
+def measure(url: str, *, layer_prefix: str, rounds: int, page_factory) -> list[dict]:
+    """Every move of MOVES, `rounds` times: the first visit of a setting is cold, the later ones warm."""
+    page = page_factory()
+    open_learn(page, url, layer_prefix=layer_prefix)
+    rows = []
+    for lesson, label, keys in MOVES:
+        choose_lesson(page, lesson)
+        timings: list[tuple[str, float]] = []
+        for round_index in range(rounds):
+            for key in keys:
+                seconds = timed_move(page, label, key)
+                print(f"  {lesson[:28]:28} {label:16} {key:10} {seconds:7.3f} s", flush=True)
+                timings.append(("cold" if round_index == 0 and key == keys[0] else "warm", seconds))
+        warm = [s for kind, s in timings if kind == "warm"]
+        rows.append({
+            "lesson": lesson, "slider": label, "moves": len(timings),
+            "first_move_s": round(timings[0][1], 3),
+            "warm_median_s": round(statistics.median(warm), 3) if warm else None,
+            "warm_max_s": round(max(warm), 3) if warm else None,
+            "meets_target": bool(warm) and max(warm) <= TARGET_S,
+        })
+    page.close()
+    return rows
+
+
+def print_table(rows: list[dict], *, model: str, layer: str) -> None:
+    print(f"\nLearn page re-render after a slider move — {model}, layer {layer}, real Chromium, "
+          f"{os.cpu_count()} CPU cores, target ≤ {TARGET_S} s (warm)")
+    header = f"{'lesson':38} {'slider':16} {'moves':>5} {'first (s)':>10} {'warm median (s)':>16} {'warm max (s)':>13}  target"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['lesson']:38} {r['slider']:16} {r['moves']:>5} {r['first_move_s']:>10.3f} "
+              f"{r['warm_median_s']:>16.3f} {r['warm_max_s']:>13.3f}  {'holds' if r['meets_target'] else 'MISSED'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="sample:fashion_resnet")
+    parser.add_argument("--layer", default="layer3.conv2", help="layer name (fashion_resnet's 590k-weight conv)")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    if not CHROMIUM.is_file():
+        print(f"Chromium not found at {CHROMIUM}; install Debian's chromium package.", file=sys.stderr)
+        return 2
+    from playwright.sync_api import sync_playwright
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        serve(model=args.model, home=Path(tmp), log_path=Path(tmp) / "streamlit.log") as url,
+        sync_playwright() as pw,
+    ):
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            rows = measure(url, layer_prefix=args.layer + " ", rounds=args.rounds,
+                           page_factory=lambda: browser.new_page(viewport={"width": 1440, "height": 1000}))
+        finally:
+            browser.close()
+    print_table(rows, model=args.model, layer=args.layer)
+    out = RESULTS / "learn_rerender.csv"
+    with out.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"\nwritten: {out.relative_to(PROJECT_ROOT)}")
+    return 0 if all(r["meets_target"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

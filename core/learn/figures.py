@@ -1,0 +1,249 @@
+"""The lessons' Plotly figures: pure functions of arrays, small enough to re-draw on every slider move.
+
+Large tensors are summarised before they reach a figure (a histogram, a cropped heatmap, a seeded sample),
+so a figure of a 590k-weight layer carries a few kilobytes of JSON, not megabytes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+
+ORIGINAL = "#8c8c8c"
+QUANT = "#54a24b"
+PALETTE = "#4c78a8"
+PRUNE = "#e45756"
+ACCENT = "#f58518"
+GRANULARITY_COLORS = {"per_tensor": "#8c8c8c", "per_channel": "#54a24b", "per_block": "#4c78a8"}
+GRANULARITY_LABELS = {"per_tensor": "per tensor", "per_channel": "per channel", "per_block": "per block"}
+_FONT = "#7c8190"
+_GRID = "rgba(128,128,128,0.22)"
+HEIGHT = 340
+
+
+def _figure(title: str, *, x: str, y: str, height: int = HEIGHT) -> go.Figure:
+    fig = go.Figure()
+    fig.update_layout(
+        title={"text": title, "x": 0.0, "xanchor": "left", "font": {"size": 15}},
+        height=height, margin={"l": 10, "r": 10, "t": 46, "b": 10},
+        paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)", font={"color": _FONT},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
+        xaxis={"title": x, "gridcolor": _GRID, "zeroline": False},
+        yaxis={"title": y, "gridcolor": _GRID, "zeroline": False},
+        hovermode="closest",
+    )
+    return fig
+
+
+def histogram(values: np.ndarray, *, bins: int = 120, value_range: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(counts, edges) of a tensor's values (the figures draw these instead of every weight)."""
+    flat = np.asarray(values, dtype=np.float32).ravel()
+    low, high = value_range if value_range is not None else (float(flat.min()), float(flat.max()))
+    if high <= low:
+        low, high = low - 0.5, high + 0.5
+    return np.histogram(flat, bins=bins, range=(low, high))
+
+
+def _bars(fig: go.Figure, counts: np.ndarray, edges: np.ndarray, *, name: str, color: str, opacity: float = 0.85) -> None:
+    centres = (edges[:-1] + edges[1:]) / 2
+    fig.add_trace(go.Bar(x=centres, y=counts, width=float(edges[1] - edges[0]), name=name, marker_color=color,
+                         opacity=opacity, hovertemplate="%{x:.4g}: %{y:,} weights<extra></extra>"))
+
+
+def _vlines(fig: go.Figure, xs: np.ndarray, *, top: float, name: str, color: str, width: float = 1.0,
+            dash: str | None = None, max_lines: int = 600) -> None:
+    """Many vertical lines as one trace (one shape each would make the figure slow)."""
+    xs = np.asarray(xs, dtype=float).ravel()
+    if xs.size > max_lines:
+        xs = xs[np.linspace(0, xs.size - 1, max_lines).astype(int)]
+    x = np.repeat(xs, 3).astype(object)
+    y = np.tile(np.array([0.0, top, None], dtype=object), xs.size)
+    x[2::3] = None
+    fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=name, line={"color": color, "width": width, "dash": dash},
+                             hoverinfo="skip"))
+
+
+def _shade_outside(fig: go.Figure, low: float, high: float, edges: np.ndarray, *, color: str = PRUNE) -> None:
+    if low > edges[0]:
+        fig.add_vrect(x0=float(edges[0]), x1=low, fillcolor=color, opacity=0.10, line_width=0)
+    if high < edges[-1]:
+        fig.add_vrect(x0=high, x1=float(edges[-1]), fillcolor=color, opacity=0.10, line_width=0)
+
+
+# --------------------------------------------------------------------------- lesson 1: scale and zero-point
+
+
+def grid_histogram_figure(*, counts: np.ndarray, edges: np.ndarray, grid: np.ndarray, clip_low: float,
+                          clip_high: float, title: str, log_y: bool = False) -> go.Figure:
+    """The weight histogram with every representable value as a line, and the clipped tails shaded."""
+    fig = _figure(title, x="weight value", y="weights per bin")
+    _bars(fig, counts, edges, name="weights", color=ORIGINAL)
+    visible = grid[(grid >= edges[0]) & (grid <= edges[-1])]
+    _vlines(fig, visible, top=float(counts.max()) * 1.05, name=f"integer grid ({len(grid)} levels)", color=QUANT, width=0.8)
+    _shade_outside(fig, clip_low, clip_high, edges)
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def staircase_figure(*, x: np.ndarray, y: np.ndarray, clip_low: float, clip_high: float, title: str) -> go.Figure:
+    """float → quantized float: a staircase that follows the diagonal inside the range and goes flat outside."""
+    fig = _figure(title, x="weight value", y="value after quantization")
+    fig.add_trace(go.Scatter(x=[float(x[0]), float(x[-1])], y=[float(x[0]), float(x[-1])], mode="lines", name="no error",
+                             line={"color": ORIGINAL, "dash": "dot", "width": 1}))
+    fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name="quantized", line={"color": QUANT, "width": 2, "shape": "hv"}))
+    _shade_outside(fig, clip_low, clip_high, np.asarray([x[0], x[-1]]))
+    return fig
+
+
+def error_split_figure(*, rounding_mse: float, clipping_mse: float, title: str) -> go.Figure:
+    """Where the error comes from: rounding inside the range vs clipping outside it (mean squared error)."""
+    fig = _figure(title, x="mean squared error per weight", y="", height=170)
+    for name, value, color in (("rounding", rounding_mse, QUANT), ("clipping", clipping_mse, PRUNE)):
+        fig.add_trace(go.Bar(x=[value], y=["error"], orientation="h", name=name, marker_color=color,
+                             hovertemplate=f"{name}: %{{x:.3g}}<extra></extra>"))
+    fig.update_layout(barmode="stack", margin={"l": 10, "r": 10, "t": 46, "b": 10})
+    fig.update_yaxes(showticklabels=False)
+    return fig
+
+
+# --------------------------------------------------------------------------- lesson 2: granularity
+
+
+def scales_figure(*, per_tensor: float, per_channel: np.ndarray, per_block: np.ndarray | None, title: str,
+                  highlight: int | None = None) -> go.Figure:
+    """The scale of every output channel: one bar per channel, the single per-tensor scale as a line,
+    and each block's scale as a dot on its channel."""
+    channels = np.arange(len(per_channel))
+    fig = _figure(title, x="output channel", y="scale (weight units per integer step)")
+    colors = [ACCENT if highlight is not None and c == highlight else GRANULARITY_COLORS["per_channel"] for c in channels]
+    fig.add_trace(go.Bar(x=channels, y=per_channel, name="per channel", marker_color=colors,
+                         hovertemplate="channel %{x}: scale %{y:.3g}<extra></extra>"))
+    if per_block is not None:
+        blocks = per_block.shape[1]
+        fig.add_trace(go.Scatter(x=np.repeat(channels, blocks), y=per_block.ravel(), mode="markers", name="per block",
+                                 marker={"color": GRANULARITY_COLORS["per_block"], "size": 6, "opacity": 0.8,
+                                         "line": {"color": "white", "width": 0.5}},
+                                 hovertemplate="channel %{x}: block scale %{y:.3g}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[-0.5, len(channels) - 0.5], y=[per_tensor, per_tensor], mode="lines", name="per tensor",
+                             line={"color": GRANULARITY_COLORS["per_tensor"], "width": 2, "dash": "dash"}))
+    fig.update_yaxes(type="log")
+    return fig
+
+
+def channel_snr_figure(*, snr: dict[str, np.ndarray], title: str) -> go.Figure:
+    """Weight SNR of each output channel for each granularity (higher is closer to the original)."""
+    fig = _figure(title, x="output channel", y="weight SNR (dB)")
+    for granularity, values in snr.items():
+        finite = np.where(np.isfinite(values), values, np.nan)
+        fig.add_trace(go.Scatter(x=np.arange(len(values)), y=finite, mode="lines+markers" if len(values) <= 64 else "lines",
+                                 name=GRANULARITY_LABELS.get(granularity, granularity),
+                                 line={"color": GRANULARITY_COLORS.get(granularity, ACCENT), "width": 1.5},
+                                 marker={"size": 4}, hovertemplate="channel %{x}: %{y:.1f} dB<extra></extra>"))
+    return fig
+
+
+# --------------------------------------------------------------------------- lesson 3: palettization
+
+
+def lut_histogram_figure(*, counts: np.ndarray, edges: np.ndarray, lut: np.ndarray, title: str,
+                         log_y: bool = False) -> go.Figure:
+    """The weight histogram with the LUT's 2ⁿ values (the k-means centroids) drawn on it."""
+    fig = _figure(title, x="weight value", y="weights per bin")
+    _bars(fig, counts, edges, name="weights", color=ORIGINAL)
+    _vlines(fig, np.sort(lut.ravel()), top=float(counts.max()) * 1.05, name=f"LUT entries ({lut.size})",
+            color=PALETTE, width=2)
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def index_heatmap_figure(*, indices: np.ndarray, title: str, y_title: str = "output channel",
+                         x_title: str = "input channel") -> go.Figure:
+    """The LUT index of every weight of a (cropped) weight matrix."""
+    fig = _figure(title, x=x_title, y=y_title)
+    fig.add_trace(go.Heatmap(z=indices, colorscale="Viridis", colorbar={"title": "index", "thickness": 12},
+                             hovertemplate="row %{y}, column %{x}: index %{z}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def vector_scatter_figure(*, pairs: np.ndarray, labels: np.ndarray, centroids: np.ndarray, title: str) -> go.Figure:
+    """cluster_dim 2: weight pairs as points coloured by their index, the 2-D LUT entries as crosses."""
+    fig = _figure(title, x="first weight of the pair", y="second weight of the pair")
+    fig.add_trace(go.Scattergl(x=pairs[:, 0], y=pairs[:, 1], mode="markers", name="weight pairs",
+                               marker={"color": labels, "colorscale": "Viridis", "size": 4, "opacity": 0.55},
+                               hovertemplate="(%{x:.3g}, %{y:.3g})<extra></extra>"))
+    fig.add_trace(go.Scatter(x=centroids[:, 0], y=centroids[:, 1], mode="markers", name=f"LUT entries ({len(centroids)})",
+                             marker={"symbol": "x", "size": 12, "color": ACCENT, "line": {"width": 2}}))
+    fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    return fig
+
+
+# --------------------------------------------------------------------------- lesson 4: pruning
+
+
+def threshold_histogram_figure(*, kept_counts: np.ndarray, pruned_counts: np.ndarray, edges: np.ndarray,
+                               threshold: float | None, title: str, log_y: bool = False) -> go.Figure:
+    """The weight histogram split into kept and pruned weights; for unstructured pruning, the ±threshold."""
+    fig = _figure(title, x="weight value", y="weights per bin")
+    _bars(fig, kept_counts, edges, name="kept", color=ORIGINAL)
+    _bars(fig, pruned_counts, edges, name="pruned (set to 0)", color=PRUNE)
+    fig.update_layout(barmode="stack")
+    if threshold is not None and threshold > 0:
+        top = float((kept_counts + pruned_counts).max()) * 1.05
+        _vlines(fig, np.array([-threshold, threshold]), top=top, name=f"threshold ±{threshold:.3g}", color=PRUNE,
+                width=1.5, dash="dash")
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def mask_heatmap_figure(*, mask: np.ndarray, values: np.ndarray, title: str, y_title: str = "output channel",
+                        x_title: str = "input channel") -> go.Figure:
+    """A (cropped) weight matrix: kept weights by magnitude, pruned ones blank."""
+    shown = np.where(mask, np.abs(values), np.nan)
+    fig = _figure(title, x=x_title, y=y_title)
+    fig.add_trace(go.Heatmap(z=shown, colorscale="Blues", colorbar={"title": "|w|", "thickness": 12},
+                             hovertemplate="row %{y}, column %{x}: |w| %{z:.3g}<extra></extra>", xgap=1, ygap=1))
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def sparsity_snr_figure(*, curves: dict[str, tuple[np.ndarray, np.ndarray]], current: tuple[float, float] | None,
+                        title: str) -> go.Figure:
+    """Weight SNR against sparsity for each pattern, with the current setting marked."""
+    fig = _figure(title, x="sparsity (fraction of zeros)", y="weight SNR (dB)")
+    colors = {"unstructured": PRUNE, "block": PALETTE}
+    for name, (x, y) in curves.items():
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=name, marker={"size": 4},
+                                 line={"color": colors.get(name, ACCENT)}))
+    if current is not None and math.isfinite(current[1]):
+        fig.add_trace(go.Scatter(x=[current[0]], y=[current[1]], mode="markers", name="this setting",
+                                 marker={"size": 13, "color": ACCENT, "symbol": "diamond"}))
+    fig.update_xaxes(tickformat=".0%")
+    return fig
+
+
+# --------------------------------------------------------------------------- shared: where the bits go
+
+
+def bits_figure(*, parts: dict[str, float], weights: int, title: str, reference_bits: float = 16.0) -> go.Figure:
+    """Bits per weight by what they store (one stacked bar), against fp16."""
+    colors = {"indices": PALETTE, "luts": ACCENT, "scales": "#b279a2", "zero_points": "#ff9da6",
+              "quantized_weights": QUANT, "masks": "#eeca3b", "sparse_values": PRUNE}
+    fig = _figure(title, x="bits per weight", y="", height=170)
+    for name, bits in parts.items():
+        if bits <= 0:
+            continue
+        fig.add_trace(go.Bar(x=[bits / weights], y=["stored"], orientation="h", name=name.replace("_", " "),
+                             marker_color=colors.get(name, ORIGINAL),
+                             hovertemplate=f"{name.replace('_', ' ')}: %{{x:.3f}} bits/weight<extra></extra>"))
+    fig.add_vline(x=reference_bits, line={"color": ORIGINAL, "dash": "dot"}, annotation_text="fp16 (16 bits)",
+                  annotation_position="bottom left")
+    fig.update_layout(barmode="stack")
+    fig.update_yaxes(showticklabels=False)
+    fig.update_xaxes(range=[0, reference_bits * 1.15])
+    return fig

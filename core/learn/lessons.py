@@ -1,0 +1,102 @@
+"""The lessons' words: a title, a short explanation (≤ 150 words) and a "try this" prompt each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAX_WORDS = 150
+
+
+@dataclass(frozen=True)
+class Lesson:
+    key: str
+    title: str
+    text: str
+    try_this: str
+
+    @property
+    def words(self) -> int:
+        return len(self.text.split())
+
+
+LESSONS: tuple[Lesson, ...] = (
+    Lesson(
+        key="scale",
+        title="1 · Scale and zero-point",
+        text=(
+            "Linear quantization stores each weight as a small integer q and rebuilds it as "
+            "(q − zero-point) × scale. The scale is the range divided by the number of integer steps: "
+            "with n bits there are 2ⁿ levels, so every bit halves the step. **Symmetric** grids are centred on "
+            "zero (zero-point 0); **asymmetric** grids shift by a zero-point to cover a lopsided range. "
+            "Two errors compete. Inside the range each weight is *rounded* to the nearest level (error at most "
+            "half a step). Outside it weights are *clipped* to the end level. The range usually comes from the "
+            "weights' min and max, so one large weight stretches every step; clipping at a percentile "
+            "narrows the steps and sacrifices the tails. SNR compares the weights' energy with the error's: "
+            "every extra bit adds about 6 dB."
+        ),
+        try_this=(
+            "Set 8 bits and note the SNR, then go to 4 and 2 bits. Now, at 4 bits, switch to a 99.9 % clip: "
+            "rounding error drops, clipping error appears — which wins?"
+        ),
+    ),
+    Lesson(
+        key="granularity",
+        title="2 · Granularity: how many scales",
+        text=(
+            "One scale for the whole tensor (**per tensor**) must cover the largest weight of every channel. "
+            "Output channels often differ in range by ten times or more, so the small channels get only a few "
+            "of the levels and lose most of their precision. **Per channel** gives every output channel its own "
+            "scale; **per block** goes further and gives each block of consecutive input channels its own. "
+            "More scales follow the weights more closely, but each one is stored too (16 bits, plus an 8-bit "
+            "zero-point when asymmetric): cheap next to a 512×512 kernel, noticeable at 4 bits with small "
+            "blocks. The bars show every channel's scale; the lines show each channel's SNR under the three "
+            "choices."
+        ),
+        try_this=(
+            "Turn on the outlier channel: the per-tensor scale jumps and every other channel's SNR falls, "
+            "while per-channel SNR barely moves. Then shrink the block size and watch the scale cost."
+        ),
+    ),
+    Lesson(
+        key="palettize",
+        title="3 · Palettization: a look-up table",
+        text=(
+            "Instead of an evenly spaced grid, palettization learns 2ⁿ values — a look-up table (LUT) — with "
+            "k-means, so levels crowd where the weights crowd. Each weight stores only its n-bit index; the "
+            "model rebuilds it as LUT[index]. The LUT costs 2ⁿ × 16 bits, nothing for a large layer, but "
+            "many LUTs add up: **grouped** LUTs give each group of output channels its own table. A "
+            "**per-channel scale** first divides every channel by its largest magnitude, so one LUT fits "
+            "channels of different ranges. **Vector** palettization (cluster_dim 2) clusters pairs of weights: one "
+            "n-bit index selects two values, halving the index bits per weight. Bits per weight below include "
+            "indices, LUTs and scales."
+        ),
+        try_this=(
+            "Compare the SNR at 4 bits with the linear grid of lesson 1 at 4 bits. Then try 2 bits with groups "
+            "of 4 channels, and vector palettization on the hand-made tensor."
+        ),
+    ),
+    Lesson(
+        key="prune",
+        title="4 · Pruning and sparsity",
+        text=(
+            "Magnitude pruning sets the smallest weights to zero: every weight between −t and +t goes, and "
+            "t rises with the target sparsity. **Unstructured** pruning may zero any weight and keeps the "
+            "most signal. **Block** pruning zeroes groups of consecutive output channels together (ranked by "
+            "their joint magnitude) and **n:m** zeroes n of every m consecutive input channels — patterns "
+            "hardware can skip, at some cost in SNR. Storage: a sparse weight keeps a 1-bit mask for every "
+            "position plus the surviving values in fp16, so pruning saves bytes only beyond about 6 % "
+            "sparsity and halves the size only at about 56 %. The curve shows how quickly SNR falls as sparsity rises."
+        ),
+        try_this=(
+            "Move sparsity from 50 % to 90 % and watch the threshold climb into the histogram's shoulders. "
+            "Then compare 2:4 with unstructured 50 % — same zeros, different SNR."
+        ),
+    ),
+)
+
+
+def lesson(key: str) -> Lesson:
+    for item in LESSONS:
+        if item.key == key:
+            return item
+    raise ValueError(f"unknown lesson {key!r}; choose one of {', '.join(item.key for item in LESSONS)}.")

@@ -1,0 +1,79 @@
+"""The lessons' figures: pure functions of arrays, with the traces a reader needs and small payloads."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from core.learn import figures
+from core.learn.palettization import PaletteSetting, palettize
+from core.learn.pruning import PruneSetting, prune
+from core.learn.quantization import LinearSetting, linear_quantize, staircase
+from core.learn.tensors import crop, matrix_view
+
+
+def _names(fig) -> list[str]:
+    return [t.name for t in fig.data]
+
+
+def test_grid_histogram_of_a_large_layer_stays_small(linear_weight):
+    result = linear_quantize(linear_weight, LinearSetting(bits=8, clip_percentile=99.9))
+    counts, edges = figures.histogram(linear_weight, bins=120)
+    assert counts.sum() == linear_weight.size
+    fig = figures.grid_histogram_figure(counts=counts, edges=edges, grid=result.grid(), title="t",
+                                        clip_low=float(result.clip_low[0, 0]), clip_high=float(result.clip_high[0, 0]))
+    assert _names(fig) == ["weights", "integer grid (255 levels)"]
+    assert len(fig.layout.shapes) == 2  # both clipped tails shaded
+    assert len(fig.to_json()) < 60_000  # 802,816 weights, a few kilobytes of chart
+
+
+def test_staircase_follows_the_grid(conv_weight):
+    result = linear_quantize(conv_weight, LinearSetting(bits=2))
+    x, y = staircase(result, low=float(conv_weight.min()), high=float(conv_weight.max()))
+    fig = figures.staircase_figure(x=x, y=y, clip_low=float(x[0]), clip_high=float(x[-1]), title="t")
+    assert _names(fig) == ["no error", "quantized"]
+    assert len(np.unique(fig.data[1].y)) == 3  # 2-bit symmetric: −1, 0, +1 steps
+
+
+def test_scales_and_channel_snr(conv_weight):
+    runs = {g: linear_quantize(conv_weight, LinearSetting(bits=4, granularity=g, block_size=16))
+            for g in ("per_tensor", "per_channel", "per_block")}
+    fig = figures.scales_figure(per_tensor=float(runs["per_tensor"].scale[0, 0]), per_channel=runs["per_channel"].scale.ravel(),
+                                per_block=runs["per_block"].scale, highlight=3, title="t")
+    assert _names(fig) == ["per channel", "per block", "per tensor"]
+    assert len(fig.data[0].y) == 64 and len(fig.data[1].y) == 64 * 4
+    assert fig.data[0].marker.color[3] == figures.ACCENT
+    snr = figures.channel_snr_figure(snr={g: r.channel_snr_db(conv_weight) for g, r in runs.items()}, title="t")
+    assert _names(snr) == ["per tensor", "per channel", "per block"]
+
+
+def test_palettization_figures(conv_weight):
+    result = palettize(conv_weight, PaletteSetting(n_bits=3))
+    counts, edges = figures.histogram(conv_weight)
+    fig = figures.lut_histogram_figure(counts=counts, edges=edges, lut=result.lut[0], title="t")
+    assert _names(fig) == ["weights", "LUT entries (8)"]
+    line_x = [v for v in fig.data[1].x if v is not None]
+    assert sorted(set(line_x)) == sorted(result.lut.ravel().astype(float).tolist())
+    matrix, what = matrix_view(result.indices)
+    heat = figures.index_heatmap_figure(indices=crop(matrix), title="t")
+    assert np.asarray(heat.data[0].z).shape == (32, 64) and "kernel tap" in what
+    bits = figures.bits_figure(parts=result.storage_bits(), weights=conv_weight.size, title="t")
+    assert _names(bits) == ["indices", "luts"]
+
+
+def test_pruning_figures(conv_weight):
+    result = prune(conv_weight, PruneSetting(sparsity=0.5))
+    counts, edges = figures.histogram(conv_weight)
+    pruned, _ = np.histogram(conv_weight[~result.mask], bins=edges)
+    fig = figures.threshold_histogram_figure(kept_counts=counts - pruned, pruned_counts=pruned, edges=edges,
+                                             threshold=result.threshold, title="t")
+    assert _names(fig)[:2] == ["kept", "pruned (set to 0)"] and _names(fig)[2].startswith("threshold ±")
+    assert int(np.sum(fig.data[1].y)) == int((~result.mask).sum())
+    mask_fig = figures.mask_heatmap_figure(mask=crop(matrix_view(result.mask)[0]), values=crop(matrix_view(result.pruned)[0]), title="t")
+    z = np.asarray(mask_fig.data[0].z, dtype=float)
+    assert np.isnan(z).mean() > 0.3
+    curve = figures.sparsity_snr_figure(curves={"unstructured": (np.array([0.1, 0.5]), np.array([30.0, 10.0]))},
+                                        current=(0.5, 10.0), title="t")
+    assert _names(curve) == ["unstructured", "this setting"]
+    json.loads(curve.to_json())

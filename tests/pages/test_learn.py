@@ -1,0 +1,110 @@
+"""Learn page through app.py: every lesson's sliders move its charts and numbers; the button opens Compress."""
+
+from __future__ import annotations
+
+import json
+
+from tests.pages.conftest import assert_clean, plotly_specs
+
+PAGE = "pages/5_Learn.py"
+
+
+def _metrics(at) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def _db(value: str) -> float:
+    return float(value.split()[0])
+
+
+def _open(app, lesson: str, *, layer: str | None = None):
+    at = app(page=PAGE)
+    assert_clean(at)
+    if layer is not None:
+        at.selectbox(key="cfg.learn.layer").select(layer).run()
+    at.radio(key="cfg.learn.lesson").set_value(lesson).run()
+    assert_clean(at)
+    return at
+
+
+def test_scale_lesson_sliders(app):
+    at = app(page=PAGE)
+    assert_clean(at)
+    assert at.radio(key="cfg.learn.lesson").value == "scale"
+    assert at.selectbox(key="cfg.learn.layer").value == "classifier.1"  # the largest layer of fashion_cnn
+    four = _metrics(at)
+    histogram = json.loads(plotly_specs(at)[0])
+    assert [t.get("name") for t in histogram["data"]] == ["weights", "integer grid (15 levels)"]
+    at.select_slider(key="cfg.learn.l1.bits").set_value(8).run()
+    eight = _metrics(at)
+    assert _db(eight["Weight SNR"]) > _db(four["Weight SNR"]) + 20  # four more bits, about 6 dB each
+    assert float(eight["Scale"]) < float(four["Scale"]) / 10
+    at.radio(key="cfg.learn.l1.range").set_value("percentile clip").run()
+    at.select_slider(key="cfg.learn.l1.percentile").set_value(99.9).run()
+    assert_clean(at)
+    clipped = _metrics(at)
+    assert clipped["Clipping error"] != "0" and int(clipped["Clipped weights"].replace(",", "")) > 0
+    at.radio(key="cfg.learn.l1.mode").set_value("asymmetric").run()
+    assert_clean(at)
+    assert len(plotly_specs(at)) == 2
+
+
+def test_granularity_lesson_outlier(app):
+    at = _open(app, "granularity", layer="features.10")
+    before = _metrics(at)
+    assert _db(before["SNR · channel"]) > _db(before["SNR · tensor"])
+    at.toggle(key="cfg.learn.l2.outlier").set_value(True).run()
+    at.select_slider(key="cfg.learn.l2.factor").set_value(32.0).run()
+    assert_clean(at)
+    after = _metrics(at)
+    assert _db(after["SNR · tensor"]) < _db(before["SNR · tensor"])
+    scales = json.loads(plotly_specs(at)[0])
+    assert [t.get("name") for t in scales["data"]] == ["per channel", "per block", "per tensor"]
+    at.select_slider(key="cfg.learn.l2.block").set_value(4).run()
+    assert _db(_metrics(at)["Scale cost · block"]) > _db(after["Scale cost · block"])
+
+
+def test_palettize_lesson_and_vector_on_the_hand_made_tensor(app):
+    at = _open(app, "palettize", layer="features.10")
+    assert _metrics(at)["LUTs"] == "1"
+    at.radio(key="cfg.learn.l3.granularity").set_value("per_grouped_channel").run()
+    at.select_slider(key="cfg.learn.l3.group").set_value(8).run()
+    assert_clean(at)
+    assert _metrics(at)["LUTs"] == "8"
+    at.select_slider(key="cfg.learn.l3.show_group").set_value(3).run()
+    assert_clean(at)
+    at.selectbox(key="cfg.learn.layer").select("__toy__").run()
+    at.radio(key="cfg.learn.l3.granularity").set_value("per_tensor").run()
+    at.radio(key="cfg.learn.l3.cluster_dim").set_value(2).run()
+    assert_clean(at)
+    figure = json.loads(plotly_specs(at)[0])
+    assert [t.get("name") for t in figure["data"]] == ["weight pairs", "LUT entries (16)"]
+    assert _metrics(at)["Index bits"] == "2.000"  # 4 bits per pair of weights
+
+
+def test_prune_lesson_patterns(app):
+    at = _open(app, "prune", layer="features.10")
+    half = _metrics(at)
+    assert half["Sparsity"] == "50.0%"
+    at.select_slider(key="cfg.learn.l4.sparsity").set_value(0.9).run()
+    assert _metrics(at)["Sparsity"] == "90.0%"
+    assert _db(_metrics(at)["Weight SNR"]) < _db(half["Weight SNR"])
+    at.radio(key="cfg.learn.l4.structure").set_value("n_m").run()
+    at.select_slider(key="cfg.learn.l4.nm").set_value("2:4").run()
+    assert_clean(at)
+    assert _metrics(at)["Sparsity"] == "50.0%" and _metrics(at)["Threshold"] == "—"
+    at.radio(key="cfg.learn.l4.structure").set_value("block").run()
+    assert_clean(at)
+    curve = json.loads(plotly_specs(at)[-1])
+    assert [t.get("name") for t in curve["data"]] == ["unstructured", "block 4", "this setting"]
+
+
+def test_every_lesson_offers_the_compress_button(app):
+    """The button's effect (Compress opens with the setting) is checked in the browser test: AppTest does not
+    deliver button clicks on a page it reached with switch_page (the same holds for the Home button)."""
+    at = app(page=PAGE)
+    for lesson, label in (("scale", "quantize weights"), ("granularity", "quantize weights"),
+                          ("palettize", "palettize"), ("prune", "prune")):
+        at.radio(key="cfg.learn.lesson").set_value(lesson).run()
+        assert_clean(at)
+        assert at.button(key=f"learn.open.{lesson}").label == f"Open Compress with this setting ({label})"
