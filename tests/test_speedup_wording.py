@@ -1,0 +1,116 @@
+"""Speed-up wording: the ratio against PyTorch fp32 eager, the benchmark's fastest fp32 runtime, and the CPU note."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.speedup_wording import (
+    bench_results_path,
+    cpu_int8_note,
+    load_bench_results,
+    speedup_wording,
+    wording_for_record,
+    write_bench_results,
+)
+
+CPU = "AMD EPYC"
+AVX2 = ["avx2"]
+
+
+def _bench(tmp_path, *, cpu: str = CPU) -> None:
+    write_bench_results(
+        cpu=cpu, cpu_flags=AVX2, torch_version="2.x", threads=2, cache_root=tmp_path,
+        models={
+            "resnet18": {
+                "architecture": "resnet18", "input_shape": [3, 224, 224], "source": "torchvision:resnet18",
+                "runtimes": [
+                    {"name": "PyTorch fp32 eager", "kind": "fp32", "p50_ms": 74.4, "product": False},
+                    {"name": "OpenVINO fp32", "kind": "fp32", "p50_ms": 50.0, "product": False},
+                    {"name": "ONNX Runtime fp32", "kind": "fp32", "p50_ms": 50.3, "product": False},
+                    {"name": "OpenVINO int8 (NNCF)", "kind": "int8", "p50_ms": 47.8, "product": False},
+                    {"name": "torch_static int8", "kind": "int8", "p50_ms": 50.4, "product": True},
+                ],
+            },
+            "resnet50": {
+                "architecture": "resnet50", "input_shape": [3, 224, 224], "source": "torchvision:resnet50",
+                "runtimes": [
+                    {"name": "PyTorch fp32 eager", "kind": "fp32", "p50_ms": 160.0, "product": False},
+                    {"name": "ONNX Runtime fp32", "kind": "fp32", "p50_ms": 125.0, "product": False},
+                ],
+            },
+        },
+    )
+
+
+def _record(**overrides) -> dict:
+    record = {
+        "architecture": "resnet18", "input_shape": [3, 224, 224], "latency_ms_p50": 57.5,
+        "baseline_latency_ms_p50": 74.4, "runs_int8_kernels": True,
+        "machine": {"cpu": CPU, "cpu_features": AVX2, "threads": 2},
+    }
+    record.update(overrides)
+    return record
+
+
+def test_ratio_against_pytorch_eager_with_the_times():
+    wording = speedup_wording(candidate_ms=57.5, eager_fp32_ms=74.4, int8=False)
+    assert wording.ratio == pytest.approx(74.4 / 57.5)
+    assert wording.headline == "1.29× faster than PyTorch fp32 eager (57.50 ms vs 74.40 ms, same process, interleaved)."
+    assert wording.lines == [wording.headline]
+    assert speedup_wording(candidate_ms=100.0, eager_fp32_ms=74.4, int8=False).headline.startswith("1.34× slower")
+    assert speedup_wording(candidate_ms=75.0, eager_fp32_ms=74.4, int8=False).headline.startswith("As fast as")
+    assert speedup_wording(candidate_ms=None, eager_fp32_ms=74.4, int8=True).ratio is None
+
+
+def test_the_benchmarks_fastest_fp32_runtime_for_the_same_model(tmp_path):
+    _bench(tmp_path)
+    wording = wording_for_record(_record(), cache_root=tmp_path)
+    assert wording.fastest_fp32.startswith("Fastest fp32 runtime for resnet18 measured on this machine by the benchmark")
+    assert "OpenVINO fp32, 50.00 ms — 1.15× faster than this model." in wording.fastest_fp32
+    faster = wording_for_record(_record(latency_ms_p50=40.0), cache_root=tmp_path)
+    assert "this model is 1.25× faster than it" in faster.fastest_fp32
+
+
+def test_a_model_the_benchmark_did_not_run_gets_the_range_of_fp32_gains(tmp_path):
+    _bench(tmp_path)
+    wording = wording_for_record(
+        _record(architecture="fashion_cnn", input_shape=[1, 28, 28], latency_ms_p50=0.3, baseline_latency_ms_p50=0.5),
+        cache_root=tmp_path,
+    )
+    assert wording.fastest_fp32.startswith("Without any compression, the fastest fp32 runtime measured on this machine")
+    assert "ran 1.28×–1.49× faster than PyTorch fp32 eager (resnet18, resnet50;" in wording.fastest_fp32
+    assert "fastest on resnet18: OpenVINO fp32" in wording.fastest_fp32
+
+
+def test_no_benchmark_or_another_machines_benchmark_adds_no_line(tmp_path):
+    assert wording_for_record(_record(), cache_root=tmp_path).fastest_fp32 is None
+    _bench(tmp_path, cpu="Intel Xeon Platinum 8480+")
+    assert load_bench_results(cpu=CPU, cache_root=tmp_path) is None
+    assert wording_for_record(_record(), cache_root=tmp_path).fastest_fp32 is None
+    bench_results_path(cache_root=tmp_path).write_text("{not json")
+    assert load_bench_results(cache_root=tmp_path) is None
+
+
+def test_int8_on_a_cpu_without_vnni_gets_the_note_with_its_source(tmp_path):
+    wording = wording_for_record(_record(), cache_root=tmp_path)
+    assert "This CPU (AMD EPYC) has no VNNI or AMX int8 instructions, so int8 gains are small on it" in wording.cpu_note
+    assert "1.9× faster than fp32 on an AVX2 desktop CPU vs 3.7× with VNNI" in wording.cpu_note
+    assert "source: OpenVINO's published performance benchmarks" in wording.cpu_note
+    assert wording.lines[-1] == wording.cpu_note and wording.cpu_note in wording.text()
+    assert cpu_int8_note(cpu="Xeon", cpu_flags=["avx2", "avx512f", "avx512_vnni"]) is None
+    assert cpu_int8_note(cpu="Sapphire Rapids", cpu_flags=["avx2", "amx_int8"]) is None
+    assert cpu_int8_note(cpu="Apple M2", cpu_flags=[]) is None  # flags unknown: nothing honest to say
+    assert wording_for_record(_record(runs_int8_kernels=False), cache_root=tmp_path).cpu_note is None
+
+
+def test_bench_results_are_validated_when_written(tmp_path):
+    with pytest.raises(ValueError, match=r"need kind fp32\|int8 and a p50_ms"):
+        write_bench_results(
+            cpu=CPU, cpu_flags=AVX2, torch_version="2.x", threads=2, cache_root=tmp_path,
+            models={"resnet18": {"runtimes": [{"name": "x", "kind": "int4", "p50_ms": 1.0}]}},
+        )
+    _bench(tmp_path)
+    stored = json.loads(bench_results_path(cache_root=tmp_path).read_text())
+    assert stored["cpu"] == CPU and set(stored["models"]) == {"resnet18", "resnet50"}
