@@ -1,36 +1,16 @@
-"""Compression Studio — the Streamlit entry point: page router, session defaults and the sidebar.
+"""Compression Studio — the Streamlit entry point: the router first, then the session's model and the page.
 
-Run with ``streamlit run app.py`` (or ``make run``). Pages live in ``pages/`` (the menu is
-``pages/_ui.navigation_pages``); everything they compute comes from ``core``.
+Run with ``streamlit run app.py`` (or ``make run``). The menu is ``pages/_ui/menu.MENU``; what pages compute
+comes from ``core``.
 """
 
 from __future__ import annotations
 
-import logging
-import traceback
+from pages._ui import menu
 
-import streamlit as st
+# First, before torch and coremltools are imported: the final menu is on screen from the first paint.
+page = menu.route()
 
-from pages import _ui
+from pages._ui import shell  # noqa: E402 — deliberately after routing (slow imports)
 
-_ui.configure_page()
-_ui.init_session()
-
-page = st.navigation(_ui.navigation_pages())
-
-model = _ui.current_model()
-dataset = _ui.current_dataset(model)
-_ui.sidebar(model, dataset)
-# Pages read what this run loaded instead of loading (and reporting failures) a second time.
-_ui.set_app_context((model, dataset))
-try:
-    page.run()
-except Exception as exc:  # last line of defence: a message, never a traceback on the page
-    logging.getLogger("compression_studio.ui").warning("page %s failed:\n%s", page.title, traceback.format_exc())
-    st.error(
-        _ui.friendly_message(exc, f"The {page.title} page")
-        + " Reload the page or go back to Home; your experiments are safe.",
-        icon=":material/error:",
-    )
-finally:
-    _ui.set_app_context(None)
+shell.run(page)

@@ -10,9 +10,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from bench.tables import format_table, mb, num, pct, write_csv
+from bench.tables import format_table, write_csv
 from core.experiment import ExperimentOptions, baseline_record, run_experiment
+from core.formatting import fmt_mb, fmt_num
 from core.measure.latency import LatencySettings
+from core.metrics import format_metric
 from core.models.sources import load_model
 from core.progress import Progress
 from core.specs import spec_from_dict
@@ -39,19 +41,19 @@ QUICK = {"palettize 4-bit", "prune 50%", "torch_static int8 x86", "torch_dynamic
 
 COLUMNS = [
     ("config", "config"),
-    ("top1", "top-1 %"),
-    ("delta", "Δ pts"),
-    ("agree", "agree %"),
-    ("snr", "SNR dB"),
-    ("size", "size MB"),
+    ("top1", "top-1"),
+    ("delta", "Δ"),
+    ("agree", "agree"),
+    ("snr", "SNR"),
+    ("size", "size"),
     ("kind", "artifact"),
-    ("ratio16", "×fp16"),
+    ("ratio16", "vs fp16"),
     ("bpw", "bits/w"),
     ("check", "size÷theory"),
-    ("p50", "p50 ms"),
-    ("base_p50", "fp32 ms"),
+    ("p50", "p50"),
+    ("base_p50", "fp32"),
     ("speed", "lat ratio"),
-    ("secs", "compress s"),
+    ("secs", "compress"),
 ]
 
 
@@ -65,18 +67,18 @@ def run_fashion_table(
     rows = [
         {
             "config": "fp32 baseline",
-            "top1": pct(base["accuracy_top1"]),
+            "top1": format_metric("accuracy_top1", base["accuracy_top1"]),
             "delta": "",
-            "agree": "100.00",
+            "agree": format_metric("agreement_top1", 1.0),
             "snr": "∞",
-            "size": mb(base["size_fp16_bytes"]),
+            "size": fmt_mb(base["size_fp16_bytes"]),
             "kind": "fp16 mlpackage",
-            "ratio16": "1.00",
-            "bpw": "16.00",
+            "ratio16": format_metric("compression_ratio_fp16", 1.0),
+            "bpw": format_metric("bits_per_weight", 16.0),
             "check": "",
-            "p50": num(base["latency_ms_p50"]),
-            "base_p50": num(base["latency_ms_p50"]),
-            "speed": "1.00",
+            "p50": format_metric("latency_ms_p50", base["latency_ms_p50"]),
+            "base_p50": format_metric("latency_ms_p50", base["latency_ms_p50"]),
+            "speed": format_metric("latency_ratio", 1.0),
             "secs": "",
         }
     ]
@@ -102,19 +104,23 @@ def run_fashion_table(
             rows.append(
                 {
                     "config": name,
-                    "top1": pct(acc),
-                    "delta": num((acc - before) * 100) if acc is not None and before is not None else "n/a",
-                    "agree": pct(record["agreement_top1"]),
-                    "snr": num(record["output_snr_db"], 1) if record["output_snr_db"] is not None else "∞",
-                    "size": mb(record["size_bytes"]),
+                    "top1": format_metric("accuracy_top1", acc),
+                    "delta": format_metric(
+                        "accuracy_delta_pts", (acc - before) * 100 if acc is not None and before is not None else None
+                    ),
+                    "agree": format_metric("agreement_top1", record["agreement_top1"]),
+                    "snr": "∞" if record["outputs_identical"] else format_metric("output_snr_db", record["output_snr_db"]),
+                    "size": fmt_mb(record["size_bytes"]),
                     "kind": record["artifact_kind"] or "",
-                    "ratio16": num(record["compression_ratio_fp16"]),
-                    "bpw": num(record["bits_per_weight"]),
-                    "check": (num(check.get("ratio"), 3) + ("" if check.get("ok") else " !")) if check.get("ratio") else "n/a",
-                    "p50": num(record["latency_ms_p50"]),
-                    "base_p50": num(record["baseline_latency_ms_p50"]),
-                    "speed": num(record["latency_ratio"]),
-                    "secs": num(record["compress_seconds"], 1),
+                    "ratio16": format_metric("compression_ratio_fp16", record["compression_ratio_fp16"]),
+                    "bpw": format_metric("bits_per_weight", record["bits_per_weight"]),
+                    "check": (fmt_num(check.get("ratio"), ".3f") + ("" if check.get("ok") else " !"))
+                    if check.get("ratio")
+                    else "n/a",
+                    "p50": format_metric("latency_ms_p50", record["latency_ms_p50"]),
+                    "base_p50": format_metric("baseline_latency_ms_p50", record["baseline_latency_ms_p50"]),
+                    "speed": format_metric("latency_ratio", record["latency_ratio"]),
+                    "secs": format_metric("compress_seconds", record["compress_seconds"]),
                 }
             )
             csv_rows.append(

@@ -17,7 +17,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
+from core.formatting import fmt_ms, fmt_ratio  # noqa: E402
 from core.measure.machine import describe_machine  # noqa: E402
+from core.metrics import format_metric  # noqa: E402
 from core.progress import quiet_libraries  # noqa: E402
 
 
@@ -74,16 +76,17 @@ def run_benchmarks(
             targets.append(
                 {
                     "target": f"{arch}: torch_static ≥ {need}× faster than PyTorch fp32 (batch 1, {threads} threads)",
-                    "measured": f"{res['speedup_vs_fp32']:.2f}× ({res['fp32_ms']:.1f} → {res['torch_static_ms']:.1f} ms; "
-                    f"{res['speedup_vs_fp32_frozen']:.2f}× vs frozen fp32, {res['speedup_vs_ort_fp32']:.2f}× vs ORT fp32)",
+                    "measured": f"{fmt_ratio(res['speedup_vs_fp32'])} ({fmt_ms(res['fp32_ms'], 1)} → "
+                    f"{fmt_ms(res['torch_static_ms'], 1)}; {fmt_ratio(res['speedup_vs_fp32_frozen'])} vs frozen fp32, "
+                    f"{fmt_ratio(res['speedup_vs_ort_fp32'])} vs ORT fp32)",
                     "ok": res["speedup_vs_fp32"] >= need,
                 }
             )
             targets.append(
                 {
                     "target": f"{arch}: torch_static within {ORT_TOLERANCE:.0%} of ONNX Runtime int8",
-                    "measured": f"torch_static {res['torch_static_ms']:.1f} ms vs ORT int8 {res['ort_int8_ms']:.1f} ms "
-                    f"(×{res['static_vs_ort_int8']:.2f})",
+                    "measured": f"torch_static {fmt_ms(res['torch_static_ms'], 1)} vs ORT int8 "
+                    f"{fmt_ms(res['ort_int8_ms'], 1)} ({fmt_ratio(res['static_vs_ort_int8'])})",
                     "ok": res["static_vs_ort_int8"] <= 1.0 + ORT_TOLERANCE,
                 }
             )
@@ -96,8 +99,9 @@ def run_benchmarks(
             targets.append(
                 {
                     "target": f"{fashion_model}: torch_static top-1 within 0.5 points of fp32",
-                    "measured": f"{static['accuracy_top1'] * 100:.2f} % vs {static['baseline_accuracy_top1'] * 100:.2f} % "
-                    f"({delta:+.2f} pts on {static['eval_images']:,} images)",
+                    "measured": f"{format_metric('accuracy_top1', static['accuracy_top1'])} vs "
+                    f"{format_metric('baseline_accuracy_top1', static['baseline_accuracy_top1'])} "
+                    f"({format_metric('accuracy_delta_pts', delta)} on {static['eval_images']:,} images)",
                     "ok": abs(delta) <= 0.5,
                 }
             )

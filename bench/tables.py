@@ -1,8 +1,12 @@
-"""Plain-text tables for the terminal and CSV files for everything else."""
+"""Plain-text tables for the terminal and CSV files for everything else.
+
+Cell text comes from core.metrics / core.formatting (the one formatting module); this only lays it out.
+"""
 
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,8 +25,8 @@ def format_table(rows: Sequence[dict], columns: Sequence[tuple[str, str]], *, ti
 
 
 def _numeric(text: str) -> bool:
-    stripped = text.replace(".", "").replace("-", "").replace("+", "").replace("×", "").replace("%", "").strip()
-    return stripped.isdigit()
+    """A cell that starts with a number ("93.36 %", "-0.77 pts", "1.25 MB") is right-aligned."""
+    return re.match(r"^[+-]?\d[\d,.]*(\s|×|$)", text.strip()) is not None
 
 
 def write_csv(path: Path, rows: Sequence[dict]) -> Path:
@@ -35,15 +39,3 @@ def write_csv(path: Path, rows: Sequence[dict]) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
-
-
-def pct(value: float | None, digits: int = 2) -> str:
-    return "n/a" if value is None else f"{value * 100:.{digits}f}"
-
-
-def num(value: float | None, digits: int = 2) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def mb(value: int | None) -> str:
-    return "n/a" if value is None else f"{value / 1e6:.3f}"

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import torch
 
-from bench.tables import format_table, mb, num, write_csv
+from bench.tables import format_table, write_csv
 from core.compress import compress
 from core.data import synthetic_inputs
+from core.formatting import fmt_mb, fmt_ms, fmt_ratio
 from core.measure.latency import LatencySettings, fixed_threads, measure_interleaved, quantized_engine
 from core.measure.quality import output_snr_db
+from core.metrics import format_metric
 from core.models.sources import load_model
 from core.progress import captured_library_output
 from core.specs import TorchStaticSpec
@@ -167,12 +169,14 @@ def run_torchvision_table(*, out_dir: Path, threads: int, quick: bool, log=print
                 {
                     "model": arch,
                     "runtime": name + (" ◀" if name == best_static else ""),
-                    "p50": num(p50),
-                    "p90": num(stats[name]["p90_ms"]),
-                    "vs_fp32": f"{fp32 / p50:.2f}×",
-                    "vs_ort32": f"{ort_fp32 / p50:.2f}×",
-                    "snr": "ref" if name == "PyTorch fp32 (eager)" else (num(snr.get(name), 1) if snr.get(name) is not None else "∞"),
-                    "size": mb(sizes[name]),
+                    "p50": fmt_ms(p50),
+                    "p90": fmt_ms(stats[name]["p90_ms"]),
+                    "vs_fp32": fmt_ratio(fp32 / p50),
+                    "vs_ort32": fmt_ratio(ort_fp32 / p50),
+                    "snr": "ref"
+                    if name == "PyTorch fp32 (eager)"
+                    else (format_metric("output_snr_db", snr.get(name)) if snr.get(name) is not None else "∞"),
+                    "size": fmt_mb(sizes[name]),
                     "n": str(stats[name]["repeats"]),
                 }
             )
@@ -200,8 +204,8 @@ def run_torchvision_table(*, out_dir: Path, threads: int, quick: bool, log=print
             "stable": stats["stable"],
         }
     columns = [
-        ("model", "model"), ("runtime", "runtime"), ("p50", "p50 ms"), ("p90", "p90 ms"), ("vs_fp32", "vs PyTorch fp32"),
-        ("vs_ort32", "vs ORT fp32"), ("snr", "SNR dB"), ("size", "size MB"), ("n", "repeats"),
+        ("model", "model"), ("runtime", "runtime"), ("p50", "p50"), ("p90", "p90"), ("vs_fp32", "vs PyTorch fp32"),
+        ("vs_ort32", "vs ORT fp32"), ("snr", "SNR"), ("size", "size"), ("n", "repeats"),
     ]
     title = f"Table 2 — torchvision, random weights, 224×224, batch 1, {threads} threads, one process, turn by turn"
     text = format_table(rows, columns, title=title)

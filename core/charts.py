@@ -1,8 +1,8 @@
 """Plotly figures of experiments: pure functions of DataFrames (or arrays), shared by the pages and the report.
 
-Every chart uses the same colour per method (``METHOD_COLORS``), axis titles with units, and a neutral
+Every chart uses the same colour per method (``core.compress.registry.method_color``), axis titles with units, and a neutral
 template with transparent backgrounds, so it reads the same in a light or dark Streamlit theme and in the
-offline HTML report. Frames come from ``core.store`` (``experiments_frame``, ``per_class_frame``,
+offline HTML report. Frames come from ``core.tables`` (``experiments_frame``, ``per_class_frame``,
 ``layers_frame``).
 """
 
@@ -17,27 +17,13 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.subplots import make_subplots
 
-# Tableau-10 hues: distinguishable, colour-blind tolerant, legible on white and on near-black.
-METHOD_COLORS: dict[str, str] = {
-    "baseline": "#8c8c8c",
-    "palettize": "#4c78a8",
-    "quantize_weights": "#54a24b",
-    "quantize_activations": "#b279a2",
-    "prune": "#e45756",
-    "torch_static": "#f58518",
-    "torch_dynamic": "#9d755d",
-    "pipeline": "#72b7b2",
-}
-METHOD_LABELS: dict[str, str] = {
-    "baseline": "Baseline (fp16)",
-    "palettize": "Palettize",
-    "quantize_weights": "Quantize weights",
-    "quantize_activations": "W8A8 activations",
-    "prune": "Prune",
-    "torch_static": "PyTorch static int8",
-    "torch_dynamic": "PyTorch dynamic",
-    "pipeline": "Joint pipeline",
-}
+from core.compress.registry import BASELINE, METHODS, method_color, method_label
+
+# Method colours and labels come from the method registry (core.compress.registry); these are the chart's own accents.
+BASELINE_COLOR = method_color(BASELINE)
+ALERT_COLOR = "#e45756"  # the accuracy-budget line and the pruning threshold
+ACCENT_COLOR = "#f58518"  # LUT centroids over a weight histogram
+GRID_LEVEL_COLOR = "#54a24b"  # the levels of a linear quantization grid
 # Parts of a stored model (keys of record["size_breakdown"]), bottom to top of the stacked bar.
 SIZE_PART_COLORS: dict[str, str] = {
     "indices": "#4c78a8",
@@ -73,7 +59,7 @@ NEUTRAL_TEMPLATE = go.layout.Template(
         paper_bgcolor="rgba(0,0,0,0)",
         plot_bgcolor="rgba(0,0,0,0)",
         font={"family": "Source Sans Pro, Inter, Helvetica, Arial, sans-serif", "size": 13, "color": _FONT},
-        colorway=list(METHOD_COLORS.values())[1:],
+        colorway=[descriptor.color for descriptor in METHODS.values()],
         xaxis={"gridcolor": _GRID, "zerolinecolor": _AXIS, "linecolor": _AXIS, "ticks": "outside", "tickcolor": _AXIS,
                "automargin": True},
         yaxis={"gridcolor": _GRID, "zerolinecolor": _AXIS, "linecolor": _AXIS, "ticks": "outside", "tickcolor": _AXIS,
@@ -84,14 +70,6 @@ NEUTRAL_TEMPLATE = go.layout.Template(
     )
 )
 pio.templates["studio"] = NEUTRAL_TEMPLATE
-
-
-def method_color(method: str | None) -> str:
-    return METHOD_COLORS.get(str(method), METHOD_COLORS["pipeline"] if method and "+" in str(method) else "#bab0ac")
-
-
-def method_label(method: str | None) -> str:
-    return METHOD_LABELS.get(str(method), str(method))
 
 
 def _title(text: str) -> dict:
@@ -217,10 +195,10 @@ def accuracy_size_figure(
                 x=[baseline[0]],
                 y=[baseline[1]],
                 mode="markers+text",
-                name=METHOD_LABELS["baseline"],
+                name=method_label(BASELINE),
                 text=["baseline"],
                 textposition="top center",
-                marker={"symbol": "star", "size": 18, "color": METHOD_COLORS["baseline"], "line": {"width": 1, "color": "white"}},
+                marker={"symbol": "star", "size": 18, "color": BASELINE_COLOR, "line": {"width": 1, "color": "white"}},
                 hovertemplate="<b>Baseline</b> (uncompressed fp16 .mlpackage)<br>accuracy: %{y:.2f} %<br>size: %{x:.3f} MB<extra></extra>",
             )
         )
@@ -247,12 +225,12 @@ def accuracy_size_figure(
         floor = baseline[1] - float(budget_pts)
         fig.add_hline(
             y=floor,
-            line={"dash": "dash", "color": METHOD_COLORS["prune"], "width": 1.5},
+            line={"dash": "dash", "color": ALERT_COLOR, "width": 1.5},
             annotation_text=f"budget: ≤ {budget_pts:g} pts below baseline ({floor:.1f} %)",
             annotation_position="bottom right",
-            annotation_font_color=METHOD_COLORS["prune"],
+            annotation_font_color=ALERT_COLOR,
         )
-        fig.add_hrect(y0=min(points["y_pct"].min(), floor) - 100, y1=floor, fillcolor=METHOD_COLORS["prune"], opacity=0.05,
+        fig.add_hrect(y0=min(points["y_pct"].min(), floor) - 100, y1=floor, fillcolor=ALERT_COLOR, opacity=0.05,
                       line_width=0, layer="below")
         best = best_within_budget(data, budget_pts=budget_pts, column=column)
         if best is not None:
@@ -335,7 +313,7 @@ def latency_figure(frame: pd.DataFrame, *, title: str = "Latency, batch 1 (media
             x=labels,
             y=base_p50,
             name="baseline (same run)",
-            marker_color=METHOD_COLORS["baseline"],
+            marker_color=BASELINE_COLOR,
             error_y={"type": "data", "symmetric": False, "array": (base_p90 - base_p50).clip(lower=0), "arrayminus": [0] * len(data),
                      "color": _AXIS, "thickness": 1.5, "width": 5},
             hovertemplate="%{x}<br>baseline p50 %{y:.3f} ms<extra></extra>",
@@ -490,7 +468,7 @@ def weight_histogram_figure(
     fig = _base_figure(title)
     counts, _ = np.histogram(original, bins=edges)
     fig.add_trace(
-        go.Bar(x=centers, y=counts, width=width, name="original", marker_color=METHOD_COLORS["baseline"], opacity=0.55,
+        go.Bar(x=centers, y=counts, width=width, name="original", marker_color=BASELINE_COLOR, opacity=0.55,
                hovertemplate="original<br>%{x:.4g}: %{y} weights<extra></extra>")
     )
     if compressed.size:
@@ -501,18 +479,18 @@ def weight_histogram_figure(
         )
     if lut is not None and np.size(lut):
         centroids = np.unique(np.asarray(lut, dtype=np.float64).ravel())
-        _add_value_marks(fig, centroids, name=f"LUT centroids ({centroids.size})", color=METHOD_COLORS["torch_static"])
+        _add_value_marks(fig, centroids, name=f"LUT centroids ({centroids.size})", color=ACCENT_COLOR)
     if grid is not None and np.size(grid):
         levels = np.unique(np.asarray(grid, dtype=np.float64).ravel())
         levels = levels[(levels >= low - width) & (levels <= high + width)]
-        _add_value_marks(fig, levels, name=f"quantization grid ({levels.size} levels in range)", color=METHOD_COLORS["quantize_weights"])
+        _add_value_marks(fig, levels, name=f"quantization grid ({levels.size} levels in range)", color=GRID_LEVEL_COLOR)
     if threshold is not None and np.isfinite(threshold) and threshold > 0:
-        fig.add_vrect(x0=-threshold, x1=threshold, fillcolor=METHOD_COLORS["prune"], opacity=0.1, line_width=0)
+        fig.add_vrect(x0=-threshold, x1=threshold, fillcolor=ALERT_COLOR, opacity=0.1, line_width=0)
         for sign in (-1, 1):
-            fig.add_vline(x=sign * threshold, line={"color": METHOD_COLORS["prune"], "dash": "dash", "width": 1.5})
+            fig.add_vline(x=sign * threshold, line={"color": ALERT_COLOR, "dash": "dash", "width": 1.5})
         fig.add_trace(
             go.Scatter(x=[None], y=[None], mode="lines", name=f"pruning threshold |w| < {threshold:.3g}",
-                       line={"color": METHOD_COLORS["prune"], "dash": "dash"})
+                       line={"color": ALERT_COLOR, "dash": "dash"})
         )
     fig.update_layout(barmode="overlay", height=420, bargap=0)
     fig.update_xaxes(title_text="Weight value")
@@ -540,7 +518,7 @@ def coverage_figure(layers: pd.DataFrame, *, method: str | None = None, title: s
         return _empty(title, "This experiment has no per-layer report.")
     names = [str(n) for n in layers["name"]]
     compressed = layers["compressed"].fillna(False).astype(bool)
-    colours = [method_color(method) if c else METHOD_COLORS["baseline"] for c in compressed]
+    colours = [method_color(method) if c else BASELINE_COLOR for c in compressed]
     reasons = layers["reason"].fillna("").astype(str).where(~compressed, "compressed")
     fig = make_subplots(
         rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
@@ -574,7 +552,7 @@ def coverage_figure(layers: pd.DataFrame, *, method: str | None = None, title: s
     )
     # Legend entries for the two colours.
     fig.add_trace(go.Bar(x=[None], y=[None], marker_color=method_color(method), name="compressed"), row=1, col=1)
-    fig.add_trace(go.Bar(x=[None], y=[None], marker_color=METHOD_COLORS["baseline"], name="left uncompressed (hover: why)"), row=1, col=1)
+    fig.add_trace(go.Bar(x=[None], y=[None], marker_color=BASELINE_COLOR, name="left uncompressed (hover: why)"), row=1, col=1)
     fig.update_yaxes(title_text="Weights (log)", type="log", row=1, col=1)
     fig.update_yaxes(title_text="Bits / weight", rangemode="tozero", row=2, col=1)
     fig.update_yaxes(title_text="Weight SNR (dB)", row=3, col=1)

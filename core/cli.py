@@ -3,9 +3,12 @@
     python -m core.cli models
     python -m core.cli baseline --model sample:fashion_resnet --json baseline.json
     python -m core.cli run --model sample:fashion_resnet --spec '{"method": "palettize", "n_bits": 4}' --json run.json
+    python -m core.cli run ... --no-save          # do not add the run to the experiment store
     python -m core.cli bench                      # the benchmark tables (bench/), CSVs in bench/results/
 
-Bad input (unknown model, unreadable file, impossible spec) exits with status 2 and one line on stderr;
+A run is saved in the experiment store of the data folder (``$COMPRESSION_STUDIO_HOME`` or ``studio_data/``), like a
+run started in the app; ``--no-save`` keeps it out of the store (artifacts then go to ``--artifacts``, next to
+``--json`` or under the data folder's ``cli_runs/``). Bad input (unknown model, unreadable file, impossible spec) exits with status 2 and one line on stderr;
 Ctrl-C cancels cleanly (status 130) and leaves nothing half-written.
 """
 
@@ -24,13 +27,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.metrics import format_metric
+from core.paths import PROJECT_ROOT, cli_runs_dir
 from core.progress import Cancelled, Progress, captured_library_output, quiet_libraries
 
 if TYPE_CHECKING:
     from core.data import Dataset
     from core.models.sources import LoadedModel
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEBUG_ENV = "COMPRESSION_STUDIO_DEBUG"
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
@@ -135,7 +139,7 @@ def _read_spec(args: argparse.Namespace):  # -> AnySpec
 
 
 def _options(args: argparse.Namespace):  # -> ExperimentOptions
-    from core.experiment import ExperimentOptions, default_latency_settings
+    from core.experiment_options import ExperimentOptions, default_latency_settings
     from core.measure.latency import LatencySettings
 
     latency = None
@@ -164,20 +168,6 @@ def _write_json(path: str | None, record: dict) -> None:
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
     os.replace(tmp, target)
-
-
-def _fmt_pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value * 100:.2f} %"
-
-
-def _fmt_bytes(value: int | None) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value / 1e6:.3f} MB" if value >= 1e5 else f"{value / 1e3:.1f} kB"
-
-
-def _fmt_ms(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f} ms"
 
 
 def _run_with_progress(args: argparse.Namespace, work):  # work(progress) -> dict
@@ -226,13 +216,20 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
     record = _run_with_progress(args, lambda progress: baseline_record(model=model, dataset=_dataset(args, model), progress=progress, options=options))
     _write_json(args.json, record)
+    shown = format_metric
     print(f"model            {record['model']}  ({record['params']:,} params)")
     acc_note = "" if record["accuracy_meaningful"] else f"  — {record['accuracy_note']}"
-    print(f"top-1 / top-5    {_fmt_pct(record['accuracy_top1'])} / {_fmt_pct(record['accuracy_top5'])}{acc_note}")
+    print(f"top-1 / top-5    {shown('accuracy_top1', record['accuracy_top1'])} / {shown('accuracy_top5', record['accuracy_top5'])}{acc_note}")
     print(f"evaluated on     {record['eval_images']:,} images, {record['dataset_source']}")
-    print(f"size fp32 / fp16 {_fmt_bytes(record['size_fp32_bytes'])} / {_fmt_bytes(record['size_fp16_bytes'])} ({record['size_fp16_source']})")
+    print(
+        f"size fp32 / fp16 {shown('size_fp32_bytes', record['size_fp32_bytes'])} / "
+        f"{shown('size_fp16_bytes', record['size_fp16_bytes'])} ({record['size_fp16_source']})"
+    )
     if record.get("latency_ms_p50") is not None:
-        print(f"latency (b=1)    p50 {_fmt_ms(record['latency_ms_p50'])}, p90 {_fmt_ms(record['latency_ms_p90'])}, {record['threads']} threads")
+        print(
+            f"latency (b=1)    p50 {shown('latency_ms_p50', record['latency_ms_p50'])}, "
+            f"p90 {shown('latency_ms_p90', record['latency_ms_p90'])}, {record['threads']} threads"
+        )
     if args.json:
         print(f"record written to {args.json}")
     return 0
@@ -240,49 +237,79 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     spec = _read_spec(args)
+    if args.artifacts and not args.no_save:
+        raise CliError("--artifacts applies only with --no-save: a saved run keeps its artifacts in the experiment store.")
     model = _load_model(args.model, args.weights)
     args.input_shape = model.input_shape
     options = _options(args)
     notes: list[str] = []
     with captured_library_output(notes):
         from core.experiment import run_experiment
+        from core.runs import run_and_save
+        from core.store import ExperimentStore
 
+    dataset = _dataset(args, model)
+    if args.no_save:
+        artifacts = _unsaved_artifacts_dir(args, spec.method)
+        record = _run_with_progress(
+            args,
+            lambda progress: run_experiment(
+                model=model, spec=spec, dataset=dataset, artifacts_dir=artifacts, progress=progress, options=options
+            ),
+        )
+        where = f"artifacts in {artifacts} (not saved in the experiment store)"
+    else:
+        store = ExperimentStore()
+        record = _run_with_progress(
+            args,
+            lambda progress: run_and_save(
+                store=store, model=model, spec=spec, dataset=dataset, options=options, progress=progress
+            ),
+        )
+        where = f"saved as experiment #{record['id']} in {store.home}"
+    _write_json(args.json, record)
+    _print_run(record)
+    print(where)
+    if args.json:
+        print(f"record written to {args.json}")
+    return 0
+
+
+def _unsaved_artifacts_dir(args: argparse.Namespace, method: str) -> Path:
+    """--artifacts, else next to --json, else a new folder under the data folder's cli_runs/."""
     if args.artifacts:
         artifacts = Path(args.artifacts)
     elif args.json:
         artifacts = Path(args.json).with_suffix("").with_name(Path(args.json).stem + "_artifacts")
     else:
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        artifacts = PROJECT_ROOT / "studio_data" / "cli_runs" / f"{stamp}_{spec.method}"
+        artifacts = cli_runs_dir() / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}_{method}"
     if artifacts.exists() and any(artifacts.iterdir()):
         raise CliError(f"the artifacts folder {artifacts} is not empty; pass another --artifacts folder or remove it.")
-    record = _run_with_progress(
-        args,
-        lambda progress: run_experiment(
-            model=model, spec=spec, dataset=_dataset(args, model), artifacts_dir=artifacts, progress=progress, options=options
-        ),
-    )
-    _write_json(args.json, record)
-    print(f"{record['spec_summary']} on {record['model']}  (compressed in {record['compress_seconds']:.1f} s)")
+    return artifacts
+
+
+def _print_run(record: dict) -> None:
+    shown = format_metric
+    print(f"{record['spec_summary']} on {record['model']}  (compressed in {shown('compress_seconds', record['compress_seconds'])})")
     if record["accuracy_meaningful"]:
-        print(f"top-1            {_fmt_pct(record['accuracy_top1'])} (baseline {_fmt_pct(record['baseline_accuracy_top1'])})")
-    snr = "∞ (identical)" if record["output_snr_db"] is None else f"{record['output_snr_db']:.1f} dB"
-    print(f"agreement        {_fmt_pct(record['agreement_top1'])}, output SNR {snr}, {record['flipped']} flipped")
-    ratio = record.get("compression_ratio_fp16")
-    size_line = f"size             {_fmt_bytes(record['size_bytes'])} {record['artifact_kind'] or '(not exported)'}"
-    if ratio:
-        size_line += f" ({ratio:.2f}× smaller than the fp16 .mlpackage)"
+        print(
+            f"top-1            {shown('accuracy_top1', record['accuracy_top1'])} "
+            f"(baseline {shown('baseline_accuracy_top1', record['baseline_accuracy_top1'])})"
+        )
+    snr = "∞ (identical)" if record.get("outputs_identical") else shown("output_snr_db", record["output_snr_db"])
+    print(f"agreement        {shown('agreement_top1', record['agreement_top1'])}, output SNR {snr}, {record['flipped']} flipped")
+    size_line = f"size             {shown('size_bytes', record['size_bytes'])} {record['artifact_kind'] or '(not exported)'}"
+    if record.get("compression_ratio_fp16"):
+        size_line += f" ({shown('compression_ratio_fp16', record['compression_ratio_fp16'])} smaller than the fp16 .mlpackage)"
     if record.get("bits_per_weight") is not None:
-        size_line += f", {record['bits_per_weight']:.2f} bits/weight"
+        size_line += f", {shown('bits_per_weight', record['bits_per_weight'])} per weight"
     print(size_line)
     if record.get("latency_ms_p50") is not None:
         print(
-            f"latency (b=1)    {_fmt_ms(record['latency_ms_p50'])} vs baseline {_fmt_ms(record['baseline_latency_ms_p50'])}"
-            f" (×{record['latency_ratio']:.2f}) — {record['latency_note']}"
+            f"latency (b=1)    {shown('latency_ms_p50', record['latency_ms_p50'])} vs baseline "
+            f"{shown('baseline_latency_ms_p50', record['baseline_latency_ms_p50'])} "
+            f"({shown('latency_ratio', record['latency_ratio'])}) — {record['latency_note']}"
         )
-    if args.json:
-        print(f"record written to {args.json}; artifacts in {artifacts}")
-    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -332,11 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
     measurement_flags(baseline)
     baseline.set_defaults(func=cmd_baseline)
 
-    run = sub.add_parser("run", help="compress, export, measure; write one experiment record")
+    run = sub.add_parser("run", help="compress, export, measure; save the experiment in the store")
     measurement_flags(run)
     run.add_argument("--spec", help="the compression spec as JSON or YAML text")
     run.add_argument("--spec-file", help="a file holding the spec (JSON or YAML)")
-    run.add_argument("--artifacts", help="folder for the artifact and weights.npz (default: next to --json)")
+    run.add_argument("--no-save", action="store_true", help="do not add the run to the experiment store")
+    run.add_argument(
+        "--artifacts", help="with --no-save: folder for the artifact and weights.npz (default: next to --json)"
+    )
     run.set_defaults(func=cmd_run)
 
     bench = sub.add_parser("bench", help="benchmark tables (seed configs on fashion_resnet; int8 vs fp32 vs ONNX Runtime)")

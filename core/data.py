@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import os
 import socket
 import tempfile
-import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
+
+from core.formatting import fmt_bytes
+from core.safe_zip import DEFAULT_LIMITS as DEFAULT_ZIP_LIMITS
+from core.safe_zip import UnsafeZipError, ZipLimits, extract_zip
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_SUBSET = PROJECT_ROOT / "sample_models" / "fashion_mnist_subset.npz"
@@ -104,11 +109,42 @@ class Dataset:
         std = torch.tensor(self.std).view(1, -1, 1, 1)
         return (x - mean) / std
 
-    def eval_split(self, *, limit: int | None = None) -> Split:
-        """The evaluation images (the first `limit` of them, in a fixed order)."""
+    def eval_split(self, *, limit: int | None = None, seed: int = 0) -> Split:
+        """The evaluation images: all of them, or a seeded, class-balanced sample of `limit` (in dataset order).
+
+        Never "the first N": evaluation splits are often sorted by class, and the first N would score the
+        model on its first few classes only. The same (limit, seed) always gives the same images, and a
+        smaller limit gives a subset of a larger one.
+        """
         if limit is None or limit >= len(self.test):
             return self.test
-        return self.test.subset(torch.arange(limit))
+        if limit <= 0:
+            raise DatasetError(f"evaluation limit must be positive, got {limit}")
+        return self.test.subset(torch.sort(_balanced_indices(self.test.labels, limit, seed)).values)
+
+    def eval_subset_note(self, *, limit: int | None = None, seed: int = 0) -> str | None:
+        """A sentence for the record when `eval_split(limit=…)` evaluates a sample rather than every image."""
+        if limit is None or limit >= len(self.test):
+            return None
+        counts = torch.bincount(self.eval_split(limit=limit, seed=seed).labels, minlength=self.num_classes)
+        present = counts[counts > 0]
+        per_class = f"{int(present.min())}" if int(present.min()) == int(present.max()) else f"{int(present.min())}–{int(present.max())}"
+        return (
+            f"Evaluated on {limit:,} of the {len(self.test):,} evaluation images: a seeded, class-balanced sample "
+            f"({per_class} per class, seed {seed})."
+        )
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """A content hash of the images, labels, classes and normalisation: a cache key that does not depend on
+        where the files were unpacked (a temporary folder's name changes on every upload)."""
+        digest = hashlib.sha256()
+        digest.update(repr((self.class_names, self.mean, self.std)).encode())
+        for split in (self.train, self.test):
+            digest.update(repr(tuple(split.images.shape)).encode())
+            digest.update(split.images.contiguous().numpy().tobytes())
+            digest.update(split.labels.contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     def calibration_split(self, *, size: int, seed: int = 0) -> Split:
         """`size` images drawn from the training pool under `seed`, class-balanced; never from the evaluation split."""
@@ -135,6 +171,8 @@ class Dataset:
 
 
 def _balanced_indices(labels: torch.Tensor, size: int, seed: int) -> torch.Tensor:
+    """`size` indices, round-robin over the classes in a seeded order: equal counts per class while every class
+    still has images left, then the larger classes fill up. The first k picks are the same for any size ≥ k."""
     if size <= 0:
         raise DatasetError(f"calibration size must be positive, got {size}")
     gen = torch.Generator().manual_seed(seed)
@@ -301,72 +339,158 @@ def load_image_folder(
     calibration_fraction: float = 0.2,
     seed: int = 0,
     max_images: int = 20_000,
+    max_decoded_bytes: int = 1_500_000_000,
+    extract_to: Path | None = None,
+    zip_limits: ZipLimits = DEFAULT_ZIP_LIMITS,
 ) -> Dataset:
     """An ImageFolder directory (or .zip of one): class sub-folders of images.
 
     If it has `train/` and `val/` (or `test/`) sub-folders, those are the splits; otherwise a seeded,
     class-stratified `calibration_fraction` of each class becomes the training pool and the rest is
     evaluated, so the two never overlap.
-    """
-    from PIL import Image, UnidentifiedImageError
 
+    A .zip is checked (size, entry count, nesting, paths: core.safe_zip) and extracted into `extract_to`, a
+    folder the caller owns and removes; without one it goes to a temporary folder deleted before returning
+    (every image is decoded into memory, so the files are not needed afterwards).
+
+    Images of any size and mode (grayscale, RGBA, palette, 16-bit) are converted the same way (to `channels`
+    and `image_size`); unreadable files are skipped and counted in `Dataset.notes`. When a folder holds more
+    than `max_images` images (or more than `max_decoded_bytes` once decoded), a seeded, class-balanced sample
+    is read and a note says so: no class is dropped.
+    """
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".zip":
-        path = _extract_zip(path)
+        options = dict(
+            image_size=image_size, channels=channels, mean=mean, std=std, expected_classes=expected_classes,
+            calibration_fraction=calibration_fraction, seed=seed, max_images=max_images,
+            max_decoded_bytes=max_decoded_bytes,
+        )
+        if extract_to is not None:
+            _extract_zip(path, Path(extract_to), zip_limits)
+            return _load_image_dir(Path(extract_to), source=f"user zip ({path.name})", **options)
+        with tempfile.TemporaryDirectory(prefix="cs_imagefolder_") as tmp:
+            _extract_zip(path, Path(tmp), zip_limits)
+            return _load_image_dir(Path(tmp), source=f"user zip ({path.name})", **options)
     if not path.is_dir():
         raise DatasetError(f"{path} is not a folder or .zip; upload a folder with one sub-folder per class.")
+    return _load_image_dir(
+        path, source=f"user folder ({path})", image_size=image_size, channels=channels, mean=mean, std=std,
+        expected_classes=expected_classes, calibration_fraction=calibration_fraction, seed=seed,
+        max_images=max_images, max_decoded_bytes=max_decoded_bytes,
+    )
+
+
+def _load_image_dir(
+    path: Path,
+    *,
+    source: str,
+    image_size: tuple[int, int],
+    channels: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    expected_classes: int | None,
+    calibration_fraction: float,
+    seed: int,
+    max_images: int,
+    max_decoded_bytes: int,
+) -> Dataset:
+    if channels not in (1, 3):
+        raise DatasetError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}.")
     if len(mean) != channels or len(std) != channels:
         raise DatasetError(f"mean and std need {channels} values each (one per channel).")
     if not 0.0 < calibration_fraction < 1.0:
         raise DatasetError("calibration_fraction must be between 0 and 1.")
+    if max_images <= 0 or max_decoded_bytes <= 0:
+        raise DatasetError("max_images and max_decoded_bytes must be positive.")
     root = _single_top_folder(path)
     split_dirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
     explicit = "train" in split_dirs and ("val" in split_dirs or "test" in split_dirs)
     class_root = split_dirs["train"] if explicit else root
-    class_names = tuple(sorted(p.name for p in class_root.iterdir() if p.is_dir() and not p.name.startswith(".")))
+    class_names = tuple(sorted(p.name for p in class_root.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX"))))
     if not class_names:
         raise DatasetError(
             f"{root.name} has no class folders. Expected layout: <root>/<class name>/<image files>, "
             "optionally inside train/ and val/ folders."
+        )
+    if len(class_names) == 1:
+        raise DatasetError(
+            f"{root.name} has only one class folder ('{class_names[0]}'): accuracy needs at least two classes. "
+            "Add one sub-folder of images per class the model predicts."
         )
     if expected_classes is not None and len(class_names) != expected_classes:
         raise DatasetError(
             f"the dataset has {len(class_names)} classes ({', '.join(class_names[:10])}) but the model has "
             f"{expected_classes} outputs; choose a dataset with {expected_classes} class folders."
         )
-    mode = "L" if channels == 1 else "RGB"
+    bytes_per_image = channels * int(image_size[0]) * int(image_size[1])
+    cap = min(max_images, max(1, max_decoded_bytes // bytes_per_image))
+    if cap < len(class_names):
+        raise DatasetError(
+            f"only {cap:,} images fit the limits (max_images={max_images:,}, {fmt_bytes(max_decoded_bytes)} decoded) but "
+            f"there are {len(class_names)} classes; raise the limits so that every class gets images."
+        )
+    notes: list[str] = []
 
-    def read_folder(folder: Path) -> Split:
-        images: list[np.ndarray] = []
+    def read_folder(folder: Path, label: str) -> Split:
+        files: list[Path] = []
         labels: list[int] = []
-        unreadable: list[str] = []
-        for label, name in enumerate(class_names):
+        ignored = 0
+        for index, name in enumerate(class_names):
             class_dir = folder / name
             if not class_dir.is_dir():
                 raise DatasetError(f"class folder '{name}' is missing from {folder.name}/.")
-            for file in sorted(class_dir.iterdir()):
-                if file.suffix.lower() not in IMAGE_SUFFIXES or len(images) >= max_images:
+            for file in sorted(class_dir.rglob("*")):
+                if not file.is_file() or file.name.startswith("."):
                     continue
-                try:
-                    with Image.open(file) as img:
-                        arr = np.asarray(img.convert(mode).resize(image_size[::-1]), dtype=np.uint8)
-                except (UnidentifiedImageError, OSError, ValueError):
-                    unreadable.append(f"{name}/{file.name}")
+                if file.suffix.lower() not in IMAGE_SUFFIXES:
+                    ignored += 1
                     continue
-                images.append(arr[None] if channels == 1 else arr.transpose(2, 0, 1))
-                labels.append(label)
+                files.append(file)
+                labels.append(index)
+        if not files:
+            raise DatasetError(f"no images found under {folder.name}/ (supported: {', '.join(IMAGE_SUFFIXES)}).")
+        label_tensor = torch.tensor(labels, dtype=torch.long)
+        chosen = torch.arange(len(files))
+        if len(files) > cap:
+            chosen = torch.sort(_balanced_indices(label_tensor, cap, seed)).values
+            why = (
+                f"max_images={max_images:,}" if cap == max_images
+                else f"{fmt_bytes(max_decoded_bytes)} of decoded images at {image_size[0]}×{image_size[1]}×{channels}"
+            )
+            notes.append(
+                f"{label} holds {len(files):,} images; a seeded, class-balanced sample of {cap:,} was read "
+                f"(every class kept) to stay within {why}."
+            )
+        images: list[np.ndarray] = []
+        kept: list[int] = []
+        unreadable: list[str] = []
+        for i in chosen.tolist():
+            try:
+                images.append(_read_image(files[i], mode="L" if channels == 1 else "RGB", size=image_size))
+                kept.append(labels[i])
+            except _UNREADABLE:
+                unreadable.append(str(files[i].relative_to(folder)))
         if unreadable:
             shown = ", ".join(unreadable[:5]) + (" …" if len(unreadable) > 5 else "")
-            raise DatasetError(f"{len(unreadable)} image file(s) could not be read: {shown}. Remove or fix them.")
+            notes.append(f"Skipped {len(unreadable):,} unreadable image file(s) in {label}: {shown}.")
+        if ignored:
+            notes.append(f"Ignored {ignored:,} non-image file(s) in {label} (supported: {', '.join(IMAGE_SUFFIXES)}).")
+        counts = np.bincount(np.asarray(kept, dtype=np.int64), minlength=len(class_names))
+        sampled = label_tensor[chosen]
+        empty = [class_names[c] for c in range(len(class_names)) if counts[c] == 0 and bool((sampled == c).any())]
         if not images:
-            raise DatasetError(f"no images found under {folder.name}/ (supported: {', '.join(IMAGE_SUFFIXES)}).")
-        return Split(torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.long))
+            raise DatasetError(f"none of the {len(unreadable):,} image files under {folder.name}/ could be read: {shown}.")
+        if empty:
+            raise DatasetError(
+                f"no readable images in class folder(s) {', '.join(empty)} of {label}; add images there or remove the folder."
+            )
+        return Split(torch.from_numpy(np.stack(images)), torch.tensor(kept, dtype=torch.long))
 
     if explicit:
-        train = read_folder(split_dirs["train"])
-        test = read_folder(split_dirs.get("val") or split_dirs["test"])
+        train = read_folder(split_dirs["train"], "train/")
+        test = read_folder(split_dirs.get("val") or split_dirs["test"], f"{(split_dirs.get('val') or split_dirs['test']).name}/")
     else:
-        everything = read_folder(root)
+        everything = read_folder(root, root.name)
         gen = torch.Generator().manual_seed(seed)
         train_idx: list[torch.Tensor] = []
         test_idx: list[torch.Tensor] = []
@@ -382,13 +506,47 @@ def load_image_folder(
             raise DatasetError("too few images to make disjoint calibration and evaluation splits; add more images.")
     return Dataset(
         name=f"ImageFolder {root.name}",
-        source=f"user folder ({path})",
+        source=source,
         train=train,
         test=test,
         class_names=class_names,
         mean=tuple(float(m) for m in mean),
         std=tuple(float(s) for s in std),
+        notes=tuple(notes),
     )
+
+
+def _unreadable_errors() -> tuple[type[BaseException], ...]:
+    from PIL import Image, UnidentifiedImageError
+
+    return (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+_UNREADABLE = _unreadable_errors()
+
+
+def _read_image(file: Path, *, mode: str, size: tuple[int, int]) -> np.ndarray:
+    """One image file → uint8 C×H×W in `mode` ('L' or 'RGB') at `size` (H, W), whatever its own mode and size.
+
+    16-bit and 32-bit integer images are scaled to 8 bits (Pillow's own conversion would clip them to
+    white); palette images go through RGBA so their transparency is honoured; alpha is then dropped, as
+    torchvision's ImageFolder loader does, so the images match what such models were trained on.
+    """
+    from PIL import Image
+
+    with Image.open(file) as img:
+        img.load()
+        if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+            arr = np.asarray(img, dtype=np.float64)
+            top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+            if img.mode == "F" and arr.max(initial=0) <= 1.0:
+                top = 1.0
+            img = Image.fromarray(np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8), mode="L")
+        elif img.mode == "P":
+            img = img.convert("RGBA")
+        out = img.convert(mode).resize((int(size[1]), int(size[0])))
+        arr = np.asarray(out, dtype=np.uint8)
+    return arr[None] if mode == "L" else arr.transpose(2, 0, 1).copy()
 
 
 def _single_top_folder(path: Path) -> Path:
@@ -401,22 +559,45 @@ def _single_top_folder(path: Path) -> Path:
     return path
 
 
-def _extract_zip(path: Path) -> Path:
+def _extract_zip(archive: Path, into: Path, limits: ZipLimits) -> None:
     try:
-        with zipfile.ZipFile(path) as zf:
-            for member in zf.namelist():
-                if member.startswith("/") or ".." in Path(member).parts:
-                    raise DatasetError(f"{path.name} contains an unsafe path ({member}); re-create the zip.")
-            target = Path(tempfile.mkdtemp(prefix="cs_imagefolder_"))
-            zf.extractall(target)
-    except zipfile.BadZipFile as exc:
-        raise DatasetError(f"{path.name} is not a valid zip file ({exc}); re-create it.") from exc
-    return target
+        extract_zip(archive, into=into, limits=limits)
+    except UnsafeZipError as exc:
+        raise DatasetError(str(exc)) from None
 
 
-def synthetic_inputs(*, input_shape: tuple[int, int, int], count: int, seed: int = 0) -> torch.Tensor:
-    """Standard-normal inputs of the right shape, for models with no matching dataset (size/latency only)."""
-    gen = torch.Generator().manual_seed(seed)
+# --------------------------------------------------------------------------- synthetic inputs
+
+SyntheticPurpose = Literal["calibration", "evaluation", "timing"]
+# Each purpose draws from its own generator seed, so evaluation inputs never repeat calibration inputs (which
+# would flatter agreement and SNR for calibrated methods). Torch's CPU generator keeps only the low 32 bits of a
+# seed, so the 32-bit seed space is cut into disjoint ranges: seeds are < 2**30 and each purpose adds its own
+# multiple of 2**30. Calibration keeps the plain seed, so calibrated results are unchanged from earlier releases.
+_SEED_RANGE = 1 << 30
+_PURPOSE_OFFSET: dict[str, int] = {"calibration": 0, "evaluation": _SEED_RANGE, "timing": 2 * _SEED_RANGE}
+
+
+def synthetic_inputs(
+    *,
+    input_shape: tuple[int, int, int],
+    count: int,
+    seed: int = 0,
+    purpose: SyntheticPurpose | None = None,
+) -> torch.Tensor:
+    """Standard-normal inputs of the right shape, for models with no matching dataset (size/latency only).
+
+    `purpose` picks a seed stream: "calibration" (fitting quantization ranges), "evaluation" (comparing
+    outputs with the baseline) or "timing" (latency). Two purposes never share a stream, whatever the seed.
+    Leaving it out means "calibration" (the stream every caller used before purposes existed).
+    """
+    purpose = purpose or "calibration"
+    if purpose not in _PURPOSE_OFFSET:
+        raise ValueError(f"purpose must be one of {', '.join(_PURPOSE_OFFSET)}, got {purpose!r}")
+    if not 0 <= int(seed) < _SEED_RANGE:
+        raise ValueError(f"seed must be between 0 and 2**30 - 1, got {seed}")
+    if count < 0:
+        raise ValueError(f"count must be non-negative, got {count}")
+    gen = torch.Generator().manual_seed(_PURPOSE_OFFSET[purpose] + int(seed))
     return torch.randn((count, *input_shape), generator=gen)
 
 

@@ -18,27 +18,18 @@ import torch
 from torch import nn
 
 from core.compress.context import CompressionError, capture_library_logs
+from core.compress.registry import ARTIFACT_TORCHSCRIPT, METHODS, method_descriptor
 from core.compress.result import CompressionResult
+from core.measure.size import path_size_bytes
 from core.models.sources import LoadedModel
 from core.progress import Progress, as_progress, captured_library_output, quiet_libraries
 from core.specs import AnySpec, PipelineSpec
 
-TORCHSCRIPT_METHODS = ("torch_static", "torch_dynamic")
 INPUT_NAME = "input"
 
 
 class ExportError(ValueError):
     """An artifact could not be written; the message says why."""
-
-
-def path_size_bytes(path: Path | str) -> int:
-    """Bytes on disk of a file, or of every file under a directory (an .mlpackage is a directory)."""
-    path = Path(path)
-    if path.is_file():
-        return path.stat().st_size
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    raise ExportError(f"{path} does not exist.")
 
 
 def _traced(module: nn.Module, input_shape: tuple[int, ...]) -> torch.jit.ScriptModule:
@@ -121,7 +112,7 @@ def artifact_for(
     """Write the artifact a result is measured by: TorchScript for torch.ao results, .mlpackage otherwise."""
     out_dir = Path(out_dir)
     methods = [s.method for s in result.spec.steps] if isinstance(result.spec, PipelineSpec) else [result.spec.method]
-    if any(m in TORCHSCRIPT_METHODS for m in methods):
+    if any(method_descriptor(m).artifact_kind == ARTIFACT_TORCHSCRIPT for m in methods):
         path, kind = export_torchscript(module=result.module, input_shape=input_shape, path=out_dir / "model.pt"), "torchscript"
         as_progress(progress).update(1.0, f"TorchScript: {path_size_bytes(path) / 1e6:.2f} MB")
     else:
@@ -156,41 +147,20 @@ def _open_mlpackage(path: Path) -> tuple[Path, Path | None]:
 
 
 def _op_config(spec, *, cto):
+    """The Core ML-side config of one step, from its method's descriptor (the same fields the recipe shows)."""
     if spec.workflow != "data_free":
         raise CompressionError(
             f"Core ML-side compression is data-free only (no PyTorch model to calibrate or fine-tune); "
             f"{spec.method} with workflow {spec.workflow} needs the PyTorch model."
         )
-    if spec.method == "palettize":
-        return cto.OpPalettizerConfig(
-            mode=spec.mode,
-            nbits=None if spec.mode == "unique" else spec.n_bits,
-            granularity=spec.granularity,
-            group_size=spec.group_size,
-            cluster_dim=spec.cluster_dim,
-            enable_per_channel_scale=spec.enable_per_channel_scale,
-            weight_threshold=spec.weight_threshold,
+    side = method_descriptor(spec.method).coreml_side
+    if side is None:
+        offered = ", ".join(name for name, d in METHODS.items() if d.coreml_side is not None)
+        raise CompressionError(
+            f"{spec.method} cannot run on an .mlpackage: Core ML-side compression offers {offered} "
+            "(activation quantization needs Core ML predictions, which do not run on Linux)."
         )
-    if spec.method == "quantize_weights":
-        return cto.OpLinearQuantizerConfig(
-            mode="linear_symmetric" if spec.mode == "symmetric" else "linear",
-            dtype=spec.dtype,
-            granularity=spec.granularity,
-            block_size=spec.block_size,
-            weight_threshold=spec.weight_threshold,
-        )
-    if spec.method == "prune":
-        if spec.structure == "n_m":
-            return cto.OpMagnitudePrunerConfig(n_m_ratio=tuple(spec.n_m), weight_threshold=spec.weight_threshold)
-        return cto.OpMagnitudePrunerConfig(
-            target_sparsity=float(spec.target_sparsity),
-            block_size=spec.block_size if spec.structure == "block" else None,
-            weight_threshold=spec.weight_threshold,
-        )
-    raise CompressionError(
-        f"{spec.method} cannot run on an .mlpackage: Core ML-side compression offers palettize, quantize_weights "
-        "and prune (activation quantization needs Core ML predictions, which do not run on Linux)."
-    )
+    return cto.OptimizationConfig.from_dict({"config_type": side.config_type, "global_config": side.op_config(spec)})
 
 
 def compress_mlpackage(*, path: Path, spec: AnySpec, out_path: Path, progress: Progress | None = None) -> dict:
@@ -205,8 +175,6 @@ def compress_mlpackage(*, path: Path, spec: AnySpec, out_path: Path, progress: P
     quiet_libraries()
     steps = list(spec.steps) if isinstance(spec, PipelineSpec) else [spec]
     configs = [_op_config(step, cto=cto) for step in steps]
-    if any(step.method == "palettize" and step.lut_dtype == "int8" for step in steps):
-        raise CompressionError("int8 LUTs are available for PyTorch models only; use lut_dtype 'float' on an .mlpackage.")
     source, tmp = _open_mlpackage(Path(path))
     notes: list[str] = []
     try:
@@ -221,14 +189,8 @@ def compress_mlpackage(*, path: Path, spec: AnySpec, out_path: Path, progress: P
             before = _weights_metadata(mlmodel)
             for index, (step, config) in enumerate(zip(steps, configs, strict=True)):
                 progress.update(0.2 + 0.6 * index / len(steps), f"Core ML-side {step.method}")
-                joint = index > 0
-                opt = cto.OptimizationConfig(global_config=config)
-                if step.method == "palettize":
-                    mlmodel = cto.palettize_weights(mlmodel, opt, joint_compression=joint)
-                elif step.method == "quantize_weights":
-                    mlmodel = cto.linear_quantize_weights(mlmodel, opt, joint_compression=joint)
-                else:
-                    mlmodel = cto.prune_weights(mlmodel, opt, joint_compression=joint)
+                apply = getattr(cto, method_descriptor(step.method).coreml_side.function)
+                mlmodel = apply(mlmodel, config, joint_compression=index > 0)
             out_path = Path(out_path)
             if out_path.exists():
                 shutil.rmtree(out_path) if out_path.is_dir() else out_path.unlink()

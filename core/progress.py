@@ -92,3 +92,15 @@ def captured_library_output(notes: list[str]) -> Iterator[None]:
                     continue
                 seen.add(line)
                 notes.append(line[:300])
+
+
+@contextlib.contextmanager
+def library_notes_into(notes: list[str]) -> Iterator[None]:
+    """captured_library_output for a record's notes, minus torch's API deprecation chatter (jit/ao "is deprecated"),
+    which says nothing about the experiment."""
+    captured: list[str] = []
+    try:
+        with captured_library_output(captured):
+            yield
+    finally:
+        notes.extend(line for line in captured if "deprecated" not in line and line not in notes)

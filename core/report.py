@@ -6,14 +6,16 @@ plotly.js is inlined once (``include_plotlyjs=True`` on the first chart); nothin
 from __future__ import annotations
 
 import html
-import math
 import time
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
 from core import charts
-from core.store import experiments_frame, per_class_frame
+from core.compress.registry import method_color
+from core.formatting import fmt_mb, fmt_num
+from core.metrics import format_metric
+from core.tables import experiments_frame, experiments_table, per_class_frame
 
 _CSS = """
 :root { color-scheme: light dark; --fg: #1f2430; --muted: #6b7080; --bg: #ffffff; --card: #f5f6f8; --line: #dde0e6;
@@ -37,18 +39,21 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowra
 """
 
 
-def _fmt(value: object, spec: str, suffix: str = "") -> str:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return "n/a"
-    if not math.isfinite(number):
-        return "n/a"
-    return f"{number:{spec}}{suffix}"
-
-
-def _mb(value: object) -> str:
-    return _fmt(float(value) / 1e6 if isinstance(value, int | float) else None, ".3f", " MB")
+def _table_html(frame) -> str:
+    """The experiments table (core.tables.experiments_table, formatted), a colour dot per method."""
+    table = experiments_table(frame, formatted=True)
+    numeric = {"#", *table.columns[3:-1]}
+    rows = ["<h2>Experiments</h2><table><tr>", *(f"<th>{html.escape(str(h))}</th>" for h in table.columns), "</tr>"]
+    for (_, row), method in zip(table.iterrows(), frame["method"], strict=True):
+        cells = []
+        for column, value in row.items():
+            text = html.escape("" if value is None or (column == "#" and str(value) == "<NA>") else str(value))
+            if column == "method":
+                text = f"<span class='dot' style='background:{method_color(method)}'></span>{text}"
+            cells.append(f"<td class='n'>{text}</td>" if column in numeric else f"<td>{text}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    rows.append("</table>")
+    return "".join(rows)
 
 
 def _card(key: str, value: str) -> str:
@@ -90,48 +95,25 @@ def build_report(
     datasets = sorted({f"{r.get('dataset') or 'synthetic inputs'} — {r.get('dataset_source') or 'n/a'}" for r in records})
     parts.append(
         f"<p>Model: <b>{html.escape(', '.join(models))}</b><br>Evaluation data: {html.escape('; '.join(datasets))}"
-        f" ({_fmt(newest.get('eval_images'), ',.0f')} images in the newest run)</p>"
+        f" ({fmt_num(newest.get('eval_images'), ',.0f')} images in the newest run)</p>"
     )
 
     cards = [
-        _card("Baseline top-1 accuracy", _fmt((newest.get("baseline_accuracy_top1") or math.nan) * 100, ".2f", " %")),
-        _card("Baseline size (fp16 .mlpackage)", _mb(newest.get("size_fp16_bytes"))),
-        _card("Baseline latency p50", _fmt(newest.get("baseline_latency_ms_p50"), ".3f", " ms")),
+        _card("Baseline top-1 accuracy", format_metric("baseline_accuracy_top1", newest.get("baseline_accuracy_top1"))),
+        _card("Baseline size (fp16 .mlpackage)", fmt_mb(newest.get("size_fp16_bytes"))),
+        _card("Baseline latency p50", format_metric("baseline_latency_ms_p50", newest.get("baseline_latency_ms_p50"))),
     ]
     best = charts.best_within_budget(frame, budget_pts=budget_pts) if budget_pts is not None else None
     if best is not None:
         cards.append(
             _card(
                 f"Smallest within {budget_pts:g} pts of baseline",
-                f"#{int(best['id'])}: {_fmt(best['size_bytes'] / 1e6, '.3f', ' MB')}",
+                f"#{int(best['id'])}: {fmt_mb(best['size_bytes'])}",
             )
         )
     parts.append(f"<div class='cards'>{''.join(cards)}</div>")
 
-    parts.append("<h2>Experiments</h2><table><tr>")
-    headers = ["#", "method", "setting", "top-1", "Δ pts", "agreement", "artifact", "× smaller than fp16",
-               "bits/weight", "latency p50", "× baseline", "compress time"]
-    parts.append("".join(f"<th>{h}</th>" for h in headers) + "</tr>")
-    for rec in records:
-        colour = charts.method_color(rec.get("method"))
-        acc, base = rec.get("accuracy_top1"), rec.get("baseline_accuracy_top1")
-        delta = (acc - base) * 100 if isinstance(acc, int | float) and isinstance(base, int | float) else None
-        cells = [
-            f"<td class='n'>{rec.get('id', '')}</td>",
-            f"<td><span class='dot' style='background:{colour}'></span>{html.escape(charts.method_label(rec.get('method')))}</td>",
-            f"<td>{html.escape(str(rec.get('spec_summary') or ''))}</td>",
-            f"<td class='n'>{_fmt((acc if isinstance(acc, int | float) else math.nan) * 100, '.2f', ' %')}</td>",
-            f"<td class='n'>{_fmt(delta, '+.2f')}</td>",
-            f"<td class='n'>{_fmt((rec.get('agreement_top1') or math.nan) * 100, '.2f', ' %')}</td>",
-            f"<td class='n'>{_mb(rec.get('size_bytes'))}</td>",
-            f"<td class='n'>{_fmt(rec.get('compression_ratio_fp16'), '.2f', '×')}</td>",
-            f"<td class='n'>{_fmt(rec.get('bits_per_weight'), '.2f')}</td>",
-            f"<td class='n'>{_fmt(rec.get('latency_ms_p50'), '.3f', ' ms')}</td>",
-            f"<td class='n'>{_fmt(rec.get('latency_ratio'), '.2f', '×')}</td>",
-            f"<td class='n'>{_fmt(rec.get('compress_seconds'), '.1f', ' s')}</td>",
-        ]
-        parts.append("<tr>" + "".join(cells) + "</tr>")
-    parts.append("</table>")
+    parts.append(_table_html(frame))
 
     figures = [
         ("Accuracy vs size", charts.accuracy_size_figure(frame, budget_pts=budget_pts), None),

@@ -16,11 +16,8 @@ Paths inside a stored record are kept relative to the experiment folder, so the 
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import json
-import math
-import os
 import shutil
 import sqlite3
 import tempfile
@@ -28,13 +25,22 @@ import time
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pandas as pd
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-HOME_ENV = "COMPRESSION_STUDIO_HOME"
+from core.formatting import as_number
+from core.jsonable import to_jsonable
+from core.paths import HOME_ENV, studio_home
+from core.tables import (  # noqa: F401  (the tabular views used to live here; kept importable from core.store)
+    DIFF_METRICS,
+    TABLE_COLUMNS,
+    diff_frame,
+    experiments_csv,
+    experiments_frame,
+    layers_frame,
+    per_class_frame,
+)
+
 DB_NAME = "experiments.sqlite"
 _STALE_STAGING_SECONDS = 6 * 3600  # a staging folder this old belongs to a run that died
 _ORPHAN_GRACE_SECONDS = 120  # an unreferenced artifact folder younger than this may be mid-commit elsewhere
@@ -65,50 +71,14 @@ class StoreError(ValueError):
     """The experiment store cannot do what was asked; the message says why and what to do."""
 
 
-def default_home() -> Path:
-    """The data folder: ``$COMPRESSION_STUDIO_HOME`` if set, else ``studio_data/`` in the project."""
-    env = os.environ.get(HOME_ENV)
-    return Path(env).expanduser() if env else PROJECT_ROOT / "studio_data"
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
-
-
-def _finite(value: Any) -> Any:
-    """NaN/inf are not JSON; store them as null (the UI shows "n/a")."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _as_float(value: Any) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
+default_home = studio_home  # the data folder (core.paths); kept under its old name for callers of the store
 
 
 class ExperimentStore:
     """SQLite experiment records + artifact folders. Safe to share between threads (one connection per call)."""
 
     def __init__(self, home: Path | str | None = None) -> None:
-        self.home = Path(home).expanduser() if home is not None else default_home()
+        self.home = Path(home).expanduser() if home is not None else studio_home()
         try:
             for folder in (self.home, self.experiments_root, self.staging_root, self.uploads_root):
                 folder.mkdir(parents=True, exist_ok=True)
@@ -155,9 +125,12 @@ class ExperimentStore:
 
     # ---- writing
     @contextlib.contextmanager
-    def staging(self) -> Iterator[Path]:
-        """A fresh folder for a run's artifacts; removed if the block raises (crash, cancel) or never saves."""
-        folder = Path(tempfile.mkdtemp(prefix="run_", dir=self.staging_root))
+    def staging(self, *, prefix: str = "run_") -> Iterator[Path]:
+        """A fresh folder for a run's artifacts; removed if the block raises (crash, cancel) or never saves.
+
+        `prefix` names it (a job runner names it after its job, so a reaper can find what a killed worker left).
+        """
+        folder = Path(tempfile.mkdtemp(prefix=prefix, dir=self.staging_root))
         try:
             yield folder
         finally:
@@ -172,10 +145,10 @@ class ExperimentStore:
         staging_dir = Path(staging_dir) if staging_dir is not None else None
         if staging_dir is not None and not staging_dir.is_dir():
             raise StoreError(f"the run's artifacts folder {staging_dir} is missing; run the experiment again.")
-        stored = _finite(_relative_paths(dict(record), staging_dir))
+        stored = to_jsonable(_relative_paths(dict(record), staging_dir))  # NaN/inf → null (the UI shows "n/a")
         stored.pop("id", None)
         try:
-            record_json = json.dumps(stored, default=_json_default, allow_nan=False)
+            record_json = json.dumps(stored, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise StoreError(f"the experiment record cannot be saved as JSON ({exc}).") from None
         created_at = str(stored.get("created_at") or time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -193,9 +166,9 @@ class ExperimentStore:
                     stored.get("workflow"),
                     stored.get("spec_summary"),
                     stored.get("dataset"),
-                    _as_float(stored.get("accuracy_top1")),
+                    as_number(stored.get("accuracy_top1")),
                     int(stored["size_bytes"]) if isinstance(stored.get("size_bytes"), int | float) else None,
-                    _as_float(stored.get("latency_ratio")),
+                    as_number(stored.get("latency_ratio")),
                     "",
                     record_json,
                 ),
@@ -366,195 +339,3 @@ def _relative_paths(record: dict, staging_dir: Path | None) -> dict:
             if path.is_relative_to(root):
                 record[key] = str(path.relative_to(root))
     return record
-
-
-# --------------------------------------------------------------------------- tabular views
-
-# Columns of the experiments table, in display order. Fractions stay fractions here; pages format them.
-TABLE_COLUMNS = (
-    "id",
-    "created_at",
-    "model",
-    "method",
-    "workflow",
-    "spec_summary",
-    "accuracy_top1",
-    "baseline_accuracy_top1",
-    "accuracy_delta_pts",
-    "accuracy_top5",
-    "agreement_top1",
-    "output_snr_db",
-    "flipped",
-    "size_bytes",
-    "size_fp16_bytes",
-    "size_fp32_bytes",
-    "compression_ratio_fp16",
-    "bits_per_weight",
-    "latency_ms_p50",
-    "latency_ms_p90",
-    "baseline_latency_ms_p50",
-    "baseline_latency_ms_p90",
-    "latency_ratio",
-    "latency_note",
-    "compress_seconds",
-    "eval_images",
-    "dataset",
-    "accuracy_meaningful",
-    "artifact_kind",
-    "spec_json",
-)
-
-
-def experiments_frame(records: Sequence[dict]) -> pd.DataFrame:
-    """One row per experiment with the numeric columns the table and the charts use."""
-    rows = []
-    for rec in records:
-        acc, base = _as_float(rec.get("accuracy_top1")), _as_float(rec.get("baseline_accuracy_top1"))
-        row = {name: rec.get(name) for name in TABLE_COLUMNS}
-        row["accuracy_delta_pts"] = (acc - base) * 100 if acc is not None and base is not None else None
-        row["spec_json"] = json.dumps(rec.get("spec") or {}, sort_keys=True, default=_json_default)
-        row["label"] = f"#{rec.get('id', '?')} {rec.get('spec_summary') or rec.get('method')}"
-        row["model_label"] = rec.get("model_label") or rec.get("model")
-        breakdown = rec.get("size_breakdown") or {}
-        for part, value in breakdown.items():
-            if isinstance(value, int | float):
-                row[f"breakdown_{part}"] = value
-        rows.append(row)
-    frame = pd.DataFrame(rows, columns=[*TABLE_COLUMNS, "label", "model_label"]) if not rows else pd.DataFrame(rows)
-    text = ("created_at", "model", "method", "workflow", "spec_summary", "dataset", "artifact_kind", "spec_json", "label",
-            "model_label", "accuracy_meaningful", "latency_note")
-    numeric = [c for c in frame.columns if c not in text]
-    for column in numeric:
-        frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    return frame
-
-
-def experiments_csv(records: Sequence[dict]) -> str:
-    frame = experiments_frame(records)
-    columns = [c for c in frame.columns if c != "label"]
-    buffer = io.StringIO()
-    frame.to_csv(buffer, columns=columns, index=False, quoting=csv.QUOTE_MINIMAL)
-    return buffer.getvalue()
-
-
-def per_class_frame(records: Sequence[dict]) -> pd.DataFrame:
-    """Long format: experiment × class with accuracy before/after and the change in points."""
-    rows = []
-    for rec in records:
-        names = rec.get("class_names") or []
-        after = rec.get("per_class_accuracy") or []
-        before = rec.get("baseline_per_class_accuracy") or []
-        for i, (a, b) in enumerate(zip(after, before, strict=False)):
-            a, b = _as_float(a), _as_float(b)
-            rows.append(
-                {
-                    "id": rec.get("id"),
-                    "label": f"#{rec.get('id', '?')} {rec.get('spec_summary') or rec.get('method')}",
-                    "method": rec.get("method"),
-                    "class_index": i,
-                    "class_name": names[i] if i < len(names) else str(i),
-                    "accuracy": a,
-                    "baseline_accuracy": b,
-                    "delta_pts": (a - b) * 100 if a is not None and b is not None else None,
-                }
-            )
-    return pd.DataFrame(
-        rows,
-        columns=["id", "label", "method", "class_index", "class_name", "accuracy", "baseline_accuracy", "delta_pts"],
-    )
-
-
-LAYER_COLUMNS = (
-    "name", "type", "shape", "params", "compressed", "reason", "method", "bits", "bits_per_weight",
-    "granularity", "n_luts", "lut_entries", "n_scales", "sparsity", "snr_db",
-)
-
-
-def layers_frame(record: dict) -> pd.DataFrame:
-    """The per-layer report of one experiment, with an effective bits-per-weight column (storage incl. overhead)."""
-    rows = []
-    for layer in record.get("layers") or []:
-        row = {name: layer.get(name) for name in LAYER_COLUMNS}
-        row["shape"] = "×".join(str(s) for s in layer.get("shape") or [])
-        row["bits_per_weight"] = _layer_bits_per_weight(layer)
-        row["reason"] = layer.get("reason") or ("" if layer.get("compressed") else "not compressed (no reason given)")
-        rows.append(row)
-    frame = pd.DataFrame(rows, columns=list(LAYER_COLUMNS))
-    for column in ("params", "bits", "bits_per_weight", "n_luts", "lut_entries", "n_scales", "sparsity", "snr_db"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    return frame
-
-
-def _layer_bits_per_weight(layer: dict) -> float | None:
-    """Stored bits per weight of one layer, including LUTs and scales (16 for an uncompressed fp16 layer)."""
-    params = layer.get("params") or 0
-    if not params:
-        return None
-    if not layer.get("compressed"):
-        return 16.0
-    extra = layer.get("extra") or {}
-    if isinstance(extra.get("bits_per_weight"), int | float):
-        return float(extra["bits_per_weight"])
-    bits = layer.get("bits")
-    sparsity = float(layer.get("sparsity") or 0.0)
-    method = str(layer.get("method") or "")
-    if bits is None:
-        # Pruning only: non-zeros stay fp16 and a 1-bit mask marks them.
-        return 16.0 * (1.0 - sparsity) + 1.0 if "prune" in method else None
-    values = float(bits) * ((1.0 - sparsity) if "prune" in method else 1.0)
-    mask = 1.0 if "prune" in method else 0.0
-    lut = (layer.get("n_luts") or 0) * (layer.get("lut_entries") or 0) * (layer.get("lut_bits") or 16)
-    scales = ((layer.get("n_scales") or 0) + (layer.get("n_zero_points") or 0)) * 16
-    return values + mask + (lut + scales) / params
-
-
-# Metrics compared side by side, with the way each is better (+1: higher is better, -1: lower is better).
-DIFF_METRICS = (
-    ("accuracy_top1", "top-1 accuracy", 1),
-    ("accuracy_top5", "top-5 accuracy", 1),
-    ("agreement_top1", "agreement with baseline", 1),
-    ("output_snr_db", "output SNR (dB)", 1),
-    ("flipped", "flipped predictions", -1),
-    ("size_bytes", "artifact size (bytes)", -1),
-    ("compression_ratio_fp16", "compression vs fp16 (×)", 1),
-    ("bits_per_weight", "bits per weight", -1),
-    ("latency_ms_p50", "latency p50 (ms)", -1),
-    ("latency_ms_p90", "latency p90 (ms)", -1),
-    ("latency_ratio", "latency vs baseline (×)", -1),
-    ("peak_memory_bytes", "peak memory (bytes)", -1),
-    ("compress_seconds", "time to compress (s)", -1),
-)
-
-
-def diff_frame(a: dict, b: dict) -> pd.DataFrame:
-    """Two experiments side by side: every metric and every spec setting that differs, with B − A."""
-    rows = []
-    for key, label, better in DIFF_METRICS:
-        va, vb = _as_float(a.get(key)), _as_float(b.get(key))
-        delta = vb - va if va is not None and vb is not None else None
-        verdict = ""
-        if delta is not None and abs(delta) > 1e-12:
-            verdict = "B better" if delta * better > 0 else "A better"
-        rows.append({"what": label, "A": va, "B": vb, "B − A": delta, "": verdict})
-    spec_a, spec_b = _flat_spec(a.get("spec") or {}), _flat_spec(b.get("spec") or {})
-    for key in sorted(set(spec_a) | set(spec_b)):
-        if spec_a.get(key) != spec_b.get(key):
-            rows.append({"what": f"spec · {key}", "A": spec_a.get(key), "B": spec_b.get(key), "B − A": None, "": "differs"})
-    frame = pd.DataFrame(rows, columns=["what", "A", "B", "B − A", ""])
-    return frame.astype({"A": object, "B": object})
-
-
-def _flat_spec(spec: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in spec.items():
-        name = f"{prefix}{key}"
-        if key == "steps" and isinstance(value, list):
-            for i, step in enumerate(value):
-                out.update(_flat_spec(step, f"step{i + 1}."))
-        elif isinstance(value, dict):
-            out[name] = json.dumps(value, sort_keys=True) if value else "{}"
-        elif isinstance(value, list):
-            out[name] = json.dumps(value)
-        else:
-            out[name] = value
-    return out

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import charts
-from pages import _ui
+from core.compress.registry import method_color, method_label
+from core.formatting import fmt_bytes, fmt_num, fmt_pct, fmt_pts
+from pages._ui.session import page_context
+from pages._ui.storage import records
 
-model, dataset = _ui.page_context()
+model, dataset = page_context()
 
 st.title("Compression Studio", anchor=False)
 st.markdown(
@@ -32,8 +34,8 @@ with st.container(border=True):
         st.caption(f":material/photo_library: {data_text}")
         cols = st.columns(3)
         cols[0].metric("Parameters", f"{model.params / 1e6:.2f} M")
-        cols[1].metric("Size as fp32", _ui.fmt_bytes(model.size_fp32_bytes))
-        cols[2].metric("Size as fp16", _ui.fmt_bytes(model.size_fp16_bytes))
+        cols[1].metric("Size as fp32", fmt_bytes(model.size_fp32_bytes))
+        cols[2].metric("Size as fp16", fmt_bytes(model.size_fp16_bytes))
     with right:
         st.markdown("**Next step**")
         st.markdown("Try 4-bit palettization: every weight becomes one of 16 shared values.")
@@ -49,26 +51,27 @@ if not model.accuracy_meaningful:
     )
 
 st.subheader("What the methods do", anchor=False)
-methods = [
-    ("palettize", "Palettize", "Cluster the weights into 2ⁿ shared values (a look-up table). Each weight stores only an n-bit index."),
-    ("quantize_weights", "Quantize", "Round weights onto an evenly spaced 8- or 4-bit integer grid with a scale per channel or block."),
-    ("prune", "Prune", "Set the smallest weights to exactly zero; only the non-zeros and a bitmask are stored."),
-    ("torch_static", "PyTorch int8", "Weights *and* activations in int8 so the CPU runs integer kernels — the one that gets faster here."),
-]
-for column, (method, name, text) in zip(st.columns(len(methods)), methods, strict=True):
+# Four methods in plain words; names and colours come from the method registry (core.compress.registry).
+methods = {
+    "palettize": "Cluster the weights into 2ⁿ shared values (a look-up table). Each weight stores only an n-bit index.",
+    "quantize_weights": "Round weights onto an evenly spaced 8- or 4-bit integer grid with a scale per channel or block.",
+    "prune": "Set the smallest weights to exactly zero; only the non-zeros and a bitmask are stored.",
+    "torch_static": "Weights *and* activations in int8 so the CPU runs integer kernels — the one that gets faster here.",
+}
+for column, (method, text) in zip(st.columns(len(methods)), methods.items(), strict=True):
     with column, st.container(border=True):
-        st.markdown(f"<span style='color:{charts.method_color(method)}'>●</span> **{name}**", unsafe_allow_html=True)
+        st.markdown(f"<span style='color:{method_color(method)}'>●</span> **{method_label(method)}**", unsafe_allow_html=True)
         st.caption(text)
 
-recent = _ui.records(model=model.source_id)
+recent = records(model=model.source_id)
 if recent:
     st.subheader("Your latest experiments on this model", anchor=False)
     for record in reversed(recent[-3:]):
         acc = record.get("accuracy_top1")
         base = record.get("baseline_accuracy_top1")
-        delta = f"{(acc - base) * 100:+.2f} pts" if isinstance(acc, float) and isinstance(base, float) else "n/a"
+        delta = fmt_pts(acc - base) if isinstance(acc, float) and isinstance(base, float) else "n/a"
         st.markdown(
-            f"- **#{record['id']} {record.get('spec_summary')}** — {_ui.fmt_pct(acc)} ({delta}), "
-            f"{_ui.fmt_bytes(record.get('size_bytes'))} ({_ui.fmt_num(record.get('compression_ratio_fp16'), '.1f', '×')} smaller than fp16)"
+            f"- **#{record['id']} {record.get('spec_summary')}** — {fmt_pct(acc)} ({delta}), "
+            f"{fmt_bytes(record.get('size_bytes'))} ({fmt_num(record.get('compression_ratio_fp16'), '.1f', '×')} smaller than fp16)"
         )
     st.page_link("pages/3_Compare.py", label="Compare them all", icon=":material/monitoring:")

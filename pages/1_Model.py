@@ -8,12 +8,22 @@ import pandas as pd
 import streamlit as st
 
 from core.compress.layers import weight_layers
+from core.compress.registry import method_descriptor
+from core.dataset_choice import DATASET_KINDS
+from core.estimate import baseline_is_quick
+from core.formatting import fmt_bytes, fmt_num, fmt_pct, fmt_ratio
+from core.measure.layer_summary import weight_layer_table
 from core.models.architectures import SAMPLE_ARCHITECTURES
 from core.models.sources import TORCHVISION_ARCHITECTURES, list_sources, pretrained_cache_path
-from core.store import zip_directory
-from pages import _ui
+from core.runs import run_mlpackage_and_save
+from core.specs import PalettizeSpec, PruneSpec, QuantizeWeightsSpec
+from pages._ui.errors import attempt
+from pages._ui.loading import baseline_for, load_choice, load_dataset_choice
+from pages._ui.session import page_context
+from pages._ui.storage import save_upload, store
+from pages._ui.widgets import eval_limit_selector
 
-model, dataset = _ui.page_context()
+model, dataset = page_context()
 st.title("Model", anchor=False)
 st.caption("Pick a model and the images it is judged on. Everything you compress afterwards uses this pair.")
 
@@ -26,9 +36,17 @@ SOURCE_KINDS = {
 }
 
 
+def by_id_or_none(experiment_id: int) -> dict | None:
+    """A saved experiment, or None when it was deleted meanwhile."""
+    try:
+        return store().get(experiment_id)
+    except ValueError:
+        return None
+
+
 def _apply_model(choice: dict) -> None:
     """Load first (so a bad file shows its error here), then make it the session's model."""
-    loaded = _ui.attempt("Loading the model", _ui.load_choice, choice)
+    loaded = attempt("Loading the model", load_choice, choice)
     if loaded is not None:
         st.session_state["model_choice"] = choice
         st.session_state["dataset_choice"] = {"kind": "auto"}
@@ -50,18 +68,18 @@ if model is not None:
     cols = st.columns(5)
     cols[0].metric("Parameters", f"{model.params / 1e6:.2f} M", border=True)
     cols[1].metric("Weight layers", len(layers), border=True)
-    cols[2].metric("fp32 size", _ui.fmt_bytes(model.size_fp32_bytes), border=True, help="4 bytes per float parameter or buffer.")
-    cols[3].metric("fp16 size", _ui.fmt_bytes(model.size_fp16_bytes), border=True, help="2 bytes per float: what an uncompressed .mlpackage stores.")
+    cols[2].metric("fp32 size", fmt_bytes(model.size_fp32_bytes), border=True, help="4 bytes per float parameter or buffer.")
+    cols[3].metric("fp16 size", fmt_bytes(model.size_fp16_bytes), border=True, help="2 bytes per float: what an uncompressed .mlpackage stores.")
     cols[4].metric("Input", "×".join(map(str, model.input_shape)), border=True, help=f"{model.num_classes} output classes")
 
     base_head = st.columns([3, 1], vertical_alignment="bottom")
     base_head[0].markdown("**Baseline** — the uncompressed model, measured on this machine")
-    _ui.eval_limit_selector(dataset, container=base_head[1])
+    eval_limit_selector(dataset, container=base_head[1])
     # Small models are measured at once; big ones (Core ML export of a ResNet-50 takes minutes) on request.
     requested = st.session_state.setdefault("baseline_requested", set())
-    if model.params <= 5_000_000 or model.source_id in requested:
+    if baseline_is_quick(model.params) or model.source_id in requested:
         with st.spinner("Measuring the baseline: accuracy, fp16 Core ML export and latency…"):
-            baseline = _ui.attempt("Measuring the baseline", _ui.baseline_for, model, dataset)
+            baseline = attempt("Measuring the baseline", baseline_for, model, dataset)
     else:
         baseline = None
         st.caption(f"{model.params / 1e6:.1f} M parameters: measuring the baseline (fp16 Core ML export, accuracy, "
@@ -71,13 +89,13 @@ if model is not None:
             st.rerun()
     if baseline:
         b = st.columns(5)
-        b[0].metric("Top-1 accuracy", _ui.fmt_pct(baseline.get("accuracy_top1")) if model.accuracy_meaningful else "n/a",
+        b[0].metric("Top-1 accuracy", fmt_pct(baseline.get("accuracy_top1")) if model.accuracy_meaningful else "n/a",
                     help=f"on {baseline.get('eval_images') or 'the'} evaluation images")
-        b[1].metric("Top-5 accuracy", _ui.fmt_pct(baseline.get("accuracy_top5")) if model.accuracy_meaningful else "n/a")
-        b[2].metric("Latency p50", _ui.fmt_num(baseline.get("latency_ms_p50"), ".3f", " ms"),
+        b[1].metric("Top-5 accuracy", fmt_pct(baseline.get("accuracy_top5")) if model.accuracy_meaningful else "n/a")
+        b[2].metric("Latency p50", fmt_num(baseline.get("latency_ms_p50"), ".3f", " ms"),
                     help=f"batch 1, {baseline.get('threads', '?')} CPU threads, PyTorch")
-        b[3].metric("Latency p90", _ui.fmt_num(baseline.get("latency_ms_p90"), ".3f", " ms"))
-        b[4].metric("fp16 .mlpackage", _ui.fmt_bytes(baseline.get("size_fp16_bytes") or baseline.get("size_bytes")),
+        b[3].metric("Latency p90", fmt_num(baseline.get("latency_ms_p90"), ".3f", " ms"))
+        b[4].metric("fp16 .mlpackage", fmt_bytes(baseline.get("size_fp16_bytes") or baseline.get("size_bytes")),
                     help="The uncompressed Core ML export, measured on disk: what compression ratios are relative to.")
         for note in baseline.get("notes") or []:
             st.caption(f":material/info: {note}")
@@ -113,7 +131,7 @@ with choose[0].container(border=True):
             if weights_kind == "file" and upload is None:
                 st.error("Choose a weights file first.", icon=":material/error:")
             elif upload is not None:
-                path, digest = _ui.save_upload(upload)
+                path, digest = save_upload(upload)
                 _apply_model({"source_id": f"state_dict:{arch}:{path}", "hash": digest})
             else:
                 _apply_model({"source_id": f"torchvision:{arch}", "pretrained": weights_kind == "pretrained"})
@@ -122,7 +140,7 @@ with choose[0].container(border=True):
                    "(`torch.save(model)`) are refused: loading them would run arbitrary code.")
         upload = st.file_uploader("TorchScript file", type=["pt", "pth", "ts", "zip"], key="model.ts_upload")
         if upload is not None and st.button("Load TorchScript", type="primary", key="model.load_ts"):
-            path, digest = _ui.save_upload(upload)
+            path, digest = save_upload(upload)
             _apply_model({"source_id": f"torchscript:{path}", "hash": digest})
     elif kind == "state_dict":
         archs = list(SAMPLE_ARCHITECTURES) + list(TORCHVISION_ARCHITECTURES)
@@ -130,13 +148,13 @@ with choose[0].container(border=True):
         upload = st.file_uploader("state_dict (.pt / .pth, read with weights_only=True) or .safetensors",
                                   type=["pt", "pth", "safetensors"], key="model.sd_upload")
         if upload is not None and st.button("Load weights", type="primary", key="model.load_sd"):
-            path, digest = _ui.save_upload(upload)
+            path, digest = save_upload(upload)
             _apply_model({"source_id": f"state_dict:{arch}:{path}", "hash": digest})
     else:
         st.caption(
             "Compress a zipped `.mlpackage` directly with coremltools (data-free palettize, quantize or prune). "
             "Core ML predictions do not run on Linux, so this measures size and per-weight statistics, not accuracy; "
-            "the result is not saved as an experiment."
+            "the result is saved as an experiment of its own."
         )
         upload = st.file_uploader("Core ML package (.mlpackage folder, zipped)", type=["zip"], key="model.ml_upload")
         ml_method = st.radio("Method", ["palettize", "quantize_weights", "prune"], horizontal=True, key="cfg.ml.method",
@@ -152,37 +170,35 @@ with choose[0].container(border=True):
             ml_value = st.slider("Target sparsity", 0.05, 0.95, step=0.05, key="cfg.ml.sparsity",
                                  help="Fraction of weights set to zero.")
         if upload is not None and st.button("Compress the package", type="primary", key="model.ml_run"):
-            from core.export import compress_mlpackage
-            from core.specs import PalettizeSpec, PruneSpec, QuantizeWeightsSpec
-
             ml_spec = {"palettize": lambda: PalettizeSpec(n_bits=ml_value),
                        "quantize_weights": lambda: QuantizeWeightsSpec(dtype=ml_value),
                        "prune": lambda: PruneSpec(target_sparsity=float(ml_value))}[ml_method]()
-            path, digest = _ui.save_upload(upload)
-            out_path = path.parent / f"{digest}_{ml_method}.mlpackage"
+            path, _ = save_upload(upload)
             with st.spinner("Compressing the Core ML package…"):
-                outcome = _ui.attempt("Compressing the Core ML package", compress_mlpackage, path=path, spec=ml_spec,
-                                      out_path=out_path)
-            if outcome is not None:
-                st.session_state["mlpackage_result"] = {**outcome, "summary": ml_spec.summary(), "upload": upload.name}
+                saved = attempt("Compressing the Core ML package", run_mlpackage_and_save, store=store(),
+                                package_path=path, spec=ml_spec, label=Path(upload.name).stem)
+            if saved is not None:
+                st.session_state["mlpackage_result"] = {"id": saved["id"], "upload": upload.name}
+                st.rerun()  # redraw the sidebar's experiment count with the new experiment
         outcome = st.session_state.get("mlpackage_result")
-        if outcome is not None:
-            before, after = outcome["original_size_bytes"], outcome["size_bytes"]
-            st.success(f"{outcome['upload']}: {outcome['summary']}", icon=":material/check_circle:")
+        record = by_id_or_none(outcome["id"]) if outcome is not None else None
+        if record is not None:
+            st.success(f"{outcome['upload']}: {record.get('spec_summary')} — saved as experiment **#{record['id']}**",
+                       icon=":material/check_circle:")
             m = st.columns(3)
-            m[0].metric("Original", _ui.fmt_bytes(before))
-            m[1].metric("Compressed", _ui.fmt_bytes(after))
-            m[2].metric("Smaller by", f"{before / after:.2f}×" if after else "n/a")
-            weights = pd.DataFrame(outcome.get("weights") or [])
+            m[0].metric("Original", fmt_bytes(record.get("size_fp16_bytes")))
+            m[1].metric("Compressed", fmt_bytes(record.get("size_bytes")))
+            m[2].metric("Smaller by", fmt_ratio(record.get("compression_ratio_fp16")))
+            weights = pd.DataFrame(record.get("coreml_weights") or [])
             if not weights.empty:
                 st.dataframe(weights[["name", "role", "shape", "params", "sparsity", "unique_values"]], hide_index=True,
                              key="model.ml_weights", height=240)
-            for note in outcome.get("notes") or []:
+            for note in record.get("notes") or []:
                 st.caption(f":material/info: {note}")
-            package = Path(outcome["artifact_path"])
-            if package.is_dir():
-                st.download_button("Compressed package (.zip)", lambda: zip_directory(package), file_name=f"{package.name}.zip",
-                                   mime="application/zip", on_click="ignore", icon=":material/download:", key="model.ml_download")
+            experiment_id = int(record["id"])
+            st.download_button("Compressed package (.zip)", lambda: store().artifact_download(experiment_id)[0],
+                               file_name=f"experiment{experiment_id}_model.mlpackage.zip", mime="application/zip",
+                               on_click="ignore", icon=":material/download:", key="model.ml_download")
 
 # --------------------------------------------------------------------------- dataset
 with choose[1].container(border=True):
@@ -190,7 +206,7 @@ with choose[1].container(border=True):
     if model is None:
         st.caption("Load a model first: the data must match its input size and classes.")
     else:
-        data_kind = st.radio("Images to measure accuracy on", list(_ui.DATASET_KINDS), format_func=_ui.DATASET_KINDS.get,
+        data_kind = st.radio("Images to measure accuracy on", list(DATASET_KINDS), format_func=DATASET_KINDS.get,
                              key="cfg.data.kind", horizontal=False)
         new_choice: dict | None = {"kind": data_kind}
         if data_kind == "folder":
@@ -215,16 +231,16 @@ with choose[1].container(border=True):
                 if upload is None:
                     new_choice = None
                 else:
-                    path, digest = _ui.save_upload(upload)
+                    path, digest = save_upload(upload)
                     new_choice.update(path=str(path), hash=digest, size=[int(height), int(width)], channels=int(channels),
                                       mean=mean, std=std)
         if st.button("Use this data", key="data.apply", disabled=new_choice is None):
-            loaded = _ui.attempt("Loading the dataset", _ui.load_dataset_choice, new_choice, model)
+            loaded = attempt("Loading the dataset", load_dataset_choice, new_choice, model)
             if loaded is not None or data_kind in ("none", "auto"):
                 st.session_state["dataset_choice"] = new_choice
                 st.rerun()
         current = st.session_state.get("dataset_choice", {}).get("kind", "auto")
-        st.caption(f"In use: **{_ui.DATASET_KINDS.get(current, current)}** — "
+        st.caption(f"In use: **{DATASET_KINDS.get(current, current)}** — "
                    + (dataset.describe() if dataset is not None else "synthetic inputs; accuracy is not measured"))
         if dataset is not None and dataset.notes:
             for note in dataset.notes:
@@ -235,25 +251,16 @@ with choose[1].container(border=True):
 if model is None:
     st.stop()
 st.markdown("**Layers with weights**")
-table = pd.DataFrame(
-    [
-        {
-            "layer": name,
-            "type": type(layer).__name__,
-            "shape": "×".join(map(str, layer.weight.shape)),
-            "weights": layer.weight.numel(),
-            "share of weights": layer.weight.numel() / max(1, sum(m.weight.numel() for m in layers.values())),
-            "compressed by default?": "yes" if layer.weight.numel() > 2048 else "no — ≤ 2,048 weights (weight_threshold)",
-        }
-        for name, layer in layers.items()
-    ]
-)
+DEFAULT_METHOD = method_descriptor("palettize")  # the Home page's suggested first step
+table = weight_layer_table(layers, method=DEFAULT_METHOD)
 st.dataframe(
     table,
     hide_index=True,
     column_config={
         "weights": st.column_config.NumberColumn(format="localized"),
         "share of weights": st.column_config.ProgressColumn(format="percent", min_value=0.0, max_value=1.0),
+        "compressed by default?": st.column_config.TextColumn(
+            help=f"With {DEFAULT_METHOD.label}'s default settings; each method has its own rules (Compress page)."),
     },
     key="model.layers",
 )

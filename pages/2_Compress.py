@@ -9,6 +9,10 @@ from typing import Any
 import streamlit as st
 
 from core.compress.layers import weight_layers
+from core.compress.registry import method_descriptor
+from core.estimate import estimate_seconds, eval_image_count
+from core.formatting import fmt_seconds
+from core.measure.layer_summary import layers_compressed_by_default
 from core.specs import (
     PalettizeSpec,
     PipelineSpec,
@@ -20,15 +24,22 @@ from core.specs import (
     TorchStaticSpec,
     spec_to_yaml,
 )
-from pages import _ui
+from pages._ui.errors import attempt
+from pages._ui.loading import forward_ms_per_image
+from pages._ui.result_card import result_card
+from pages._ui.run_client import RunJob, start_run, wait_for
+from pages._ui.session import PERSISTENT_PREFIX, eval_limit, page_context
+from pages._ui.storage import records
+from pages._ui.widgets import eval_limit_selector
 
-model, dataset = _ui.page_context()
+model, dataset = page_context()
 st.title("Compress", anchor=False)
 if model is None:
     st.stop()
 
-layer_names = list(weight_layers(model.module))
-job: _ui.RunJob | None = st.session_state.get("run_job")
+model_layers = weight_layers(model.module)
+layer_names = list(model_layers)
+job: RunJob | None = st.session_state.get("run_job")
 busy = job is not None and job.running
 
 head = st.columns([2, 1], vertical_alignment="bottom")
@@ -37,7 +48,7 @@ head[0].caption(
     + (f"**{dataset.name}** ({dataset.source})" if dataset else "synthetic inputs (no accuracy)")
     + ". Each run compresses a copy, exports the real artifact, measures it against the baseline and is saved."
 )
-_ui.eval_limit_selector(dataset, container=head[1])
+eval_limit_selector(dataset, container=head[1])
 
 WORKFLOW_LABELS = {
     "data_free": "Data-free — no data, seconds",
@@ -48,7 +59,7 @@ WORKFLOW_LABELS = {
 
 def knob(widget: Callable[..., Any], prefix: str, name: str, label: str, *, default: Any, help: str, **kwargs: Any) -> Any:
     """A widget whose value survives page switches (cfg.* key) and starts at the spec's default."""
-    key = f"{_ui.PERSISTENT_PREFIX}{prefix}.{name}"
+    key = f"{PERSISTENT_PREFIX}{prefix}.{name}"
     st.session_state.setdefault(key, default)
     return widget(label, key=key, help=help, **kwargs)
 
@@ -103,7 +114,7 @@ def overrides_knobs(prefix: str, *, layer_key: str | None = None, layer_widget: 
                           options=[n for n in layer_names if n not in skip],
                           help="For example more bits for a layer that loses too much accuracy.")
             if chosen:
-                value = layer_widget(f"{_ui.PERSISTENT_PREFIX}{prefix}.special_value")
+                value = layer_widget(f"{PERSISTENT_PREFIX}{prefix}.special_value")
                 for name in chosen:
                     overrides[f"^{re.escape(name)}$"] = {layer_key: value}
         for name in skip:
@@ -146,16 +157,13 @@ def run_footer(spec: Any, tab: str) -> None:
     """Estimate, the spec as YAML, and the Run button of one tab."""
     if spec is None:
         return
-    history = _ui.records(model=model.source_id)
-    eval_images = _ui.eval_limit() or (len(dataset.test) if dataset else 64)
-    if dataset is not None:
-        eval_images = min(eval_images, len(dataset.test))
-    per_image_ms = _ui.forward_ms_per_image(model)
-    seconds, basis = _ui.estimate_seconds(model=model, spec=spec, eval_images=eval_images, history=history,
-                                          forward_ms_per_image=per_image_ms)
+    eval_images = eval_image_count(limit=eval_limit(), dataset_size=len(dataset.test) if dataset else None)
+    seconds, basis = estimate_seconds(params=model.params, spec=spec, eval_images=eval_images,
+                                      history=records(model=model.source_id),
+                                      forward_ms_per_image=forward_ms_per_image(model))
     left, right = st.columns([3, 1], vertical_alignment="center")
     with left:
-        st.caption(f":material/timer: Estimated run time ≈ **{_ui.fmt_seconds(seconds)}** "
+        st.caption(f":material/timer: Estimated run time ≈ **{fmt_seconds(seconds)}** "
                    f"(compress, export, evaluate {eval_images:,} images, time latency) — {basis}.")
         with st.expander("This setting as a spec (YAML)"):
             st.code(spec_to_yaml(spec), language="yaml")
@@ -163,7 +171,7 @@ def run_footer(spec: Any, tab: str) -> None:
         clicked = st.button("Run compression", type="primary", icon=":material/play_arrow:", key=f"run.{tab}",
                             disabled=busy, width="stretch", help="Busy with another run" if busy else None)
     if clicked:
-        started = _ui.attempt("Starting the run", _ui.start_run, model=model, dataset=dataset, spec=spec, limit=_ui.eval_limit())
+        started = attempt("Starting the run", start_run, model=model, dataset=dataset, spec=spec, limit=eval_limit())
         if started is not None:
             st.session_state["run_job"] = started
 
@@ -181,7 +189,7 @@ with tabs[0]:
         granularity = knob(st.radio, "palettize", "granularity", "LUT granularity", default=d.granularity,
                            options=["per_tensor", "per_grouped_channel"],
                            format_func={"per_tensor": "one LUT per tensor", "per_grouped_channel": "one LUT per group of output channels"}.get,
-                           help="Grouped LUTs fit each group of channels better (seed 000: 4-bit g16 → g4 recovers accuracy).")
+                           help="Grouped LUTs fit each group of channels better (coremltools' ResNet50 guide: 4-bit with groups of 16 → 4 channels recovers accuracy).")
         group_size = knob(st.select_slider, "palettize", "group_size", "Channels per group", default=d.group_size,
                           options=[1, 2, 4, 8, 16, 32, 64, 128], disabled=granularity != "per_grouped_channel",
                           help="Output channels sharing one LUT: smaller groups → more LUTs → better accuracy, slightly bigger.")
@@ -232,13 +240,13 @@ with tabs[1]:
 
 # --------------------------------------------------------------------------- W8A8
 with tabs[2]:
-    st.caption(QuantizeActivationsSpec.help + " (seed 000's LinearQuantizer). On a Neural Engine this is what runs faster; "
+    st.caption(QuantizeActivationsSpec.help + " (the LinearQuantizer of coremltools' ResNet50 guide). On a Neural Engine this is what runs faster; "
                "on a Linux CPU it is simulated in PyTorch.")
     d = QuantizeActivationsSpec()
     c = st.columns(3)
     with c[0]:
         amode = knob(st.radio, "w8a8", "mode", "Grid", default=d.mode, options=["symmetric", "asymmetric"], horizontal=True,
-                     help="Symmetric int8 (as in seed 000) or with a zero-point.")
+                     help="Symmetric int8 (as in coremltools' ResNet50 guide) or with a zero-point.")
     with c[1]:
         athreshold = threshold_knob("w8a8", d.weight_threshold)
     workflow = workflow_knobs("w8a8", QuantizeActivationsSpec)
@@ -258,7 +266,7 @@ with tabs[3]:
     with c[1]:
         sparsity = knob(st.slider, "prune", "target_sparsity", "Target sparsity", default=d.target_sparsity, min_value=0.0,
                         max_value=0.95, step=0.05, format="%.2f", disabled=structure == "n_m",
-                        help="Fraction of weights set to zero (seed 000 tried 50 %, 75 % and 90 %).")
+                        help="Fraction of weights set to zero (coremltools' ResNet50 guide tried 50 %, 75 % and 90 %).")
         pblock = knob(st.select_slider, "prune", "block_size", "Block size", default=d.block_size, options=[2, 4, 8, 16],
                       disabled=structure != "block", help="Weights zeroed together.")
     with c[2]:
@@ -279,7 +287,8 @@ with tabs[3]:
 # --------------------------------------------------------------------------- PyTorch int8
 with tabs[4]:
     st.caption("PyTorch's own int8: the only methods here that run on integer CPU kernels, so latency really drops "
-               "(seeds 002 and 003). The artifact is TorchScript.")
+               "(as in the PyTorch ResNet-34 quantization report and the PyTorch FX static-quantization guide). "
+               "The artifact is TorchScript.")
     kind = knob(st.radio, "torch", "kind", "Kind", default="static", options=["static", "dynamic"], horizontal=True,
                 format_func={"static": "static int8 (weights + activations, fused Conv+BN+ReLU)",
                              "dynamic": "dynamic (Linear layers only)"}.get,
@@ -299,9 +308,11 @@ with tabs[4]:
     else:
         ddtype = knob(st.radio, "torch", "dtype", "Weight type", default="int8", options=["int8", "fp16"], horizontal=True,
                       help="int8 weights with activations quantized on the fly, or fp16 weights.")
-        if not any(type(m).__name__ == "Linear" for m in weight_layers(model.module).values()):
-            st.info("This model has no Linear layers, so dynamic quantization would change nothing.", icon=":material/info:")
         dynamic_spec = build(lambda: TorchDynamicSpec(dtype=ddtype))
+        if dynamic_spec is not None and not layers_compressed_by_default(
+                model_layers, method=method_descriptor(TorchDynamicSpec.method), spec=dynamic_spec):
+            st.info("No layer of this model can be quantized dynamically (PyTorch covers Linear layers only), "
+                    "so it would change nothing.", icon=":material/info:")
         run_footer(dynamic_spec, "torch_dynamic")
 
 # --------------------------------------------------------------------------- joint pipeline
@@ -347,11 +358,11 @@ if job is not None:
             log = st.empty()
             st.button("Cancel run", key="run.cancel", on_click=job.cancel, icon=":material/stop_circle:")
 
-            def _tick(j: _ui.RunJob) -> None:
-                bar.progress(min(j.fraction, 1.0), text=f"{j.message} · {_ui.fmt_seconds(j.elapsed)}")
+            def _tick(j: RunJob) -> None:
+                bar.progress(min(j.fraction, 1.0), text=f"{j.message} · {fmt_seconds(j.elapsed)}")
                 log.caption(" → ".join(j.steps[-6:]))
 
-            _ui.wait_for(job, on_tick=_tick)
+            wait_for(job, on_tick=_tick)
             status.update(label=f"Finished: {job.summary}", state="error" if job.error else "complete", expanded=False)
         st.rerun()  # redraw everything (sidebar count, history-based estimates) with the finished job
     if job.cancelled:
@@ -359,4 +370,4 @@ if job is not None:
     elif job.error:
         st.error(job.error, icon=":material/error:")
     elif job.record is not None:
-        _ui.result_card(job.record)
+        result_card(job.record)

@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import time
 
-import pandas as pd
 import streamlit as st
 
 from core import charts
+from core.formatting import fmt_bytes, fmt_num, fmt_pct, fmt_ratio
 from core.report import build_report
-from core.store import diff_frame, experiments_frame, per_class_frame
-from pages import _ui
+from core.tables import (
+    diff_frame,
+    experiments_frame,
+    experiments_table,
+    experiments_table_formats,
+    flipped_frame,
+    per_class_frame,
+)
+from pages._ui.errors import attempt
+from pages._ui.loading import dataset_for_record, thumbnail
+from pages._ui.result_card import downloads
+from pages._ui.session import page_context
+from pages._ui.storage import records as stored_records
+from pages._ui.storage import store
 
-model, dataset = _ui.page_context()
+model, dataset = page_context()
 st.title("Compare", anchor=False)
 
-experiment_store = _ui.store()
+experiment_store = store()
 models = experiment_store.models()
 if not models:
     st.info("No experiments yet. Run one on the Compress page and it appears here.", icon=":material/info:")
@@ -32,10 +44,10 @@ chosen_model = top[0].selectbox("Model", model_ids, format_func=labels.get, key=
 st.session_state.setdefault("cfg.compare.budget", 5.0)
 budget = top[1].slider("Accuracy budget: at most this many points below the baseline", 0.0, 20.0, step=0.5,
                        key="cfg.compare.budget", format="%.1f pts",
-                       help="Seed 000's goal: 'retain the fp16 accuracy within 5 %'. Drag it: the chart and the pick update "
+                       help="The goal of coremltools' ResNet50 guide: 'retain the fp16 accuracy within 5 %'. Drag it: the chart and the pick update "
                        "instantly, nothing is recomputed.")
 
-records = _ui.records(model=chosen_model)
+records = stored_records(model=chosen_model)
 frame = experiments_frame(records)
 by_id = {r["id"]: r for r in records}
 
@@ -43,7 +55,7 @@ best = charts.best_within_budget(frame, budget_pts=budget, column=charts.accurac
 with top[2]:
     if best is not None:
         st.metric("Smallest within budget", f"#{int(best['id'])}",
-                  delta=f"{_ui.fmt_num(best.get('compression_ratio_fp16'), '.1f', '×')} smaller than fp16",
+                  delta=f"{fmt_num(best.get('compression_ratio_fp16'), '.1f', '×')} smaller than fp16",
                   help=str(best["spec_summary"]))
     else:
         st.metric("Smallest within budget", "none", help="No experiment is within the budget yet.")
@@ -64,8 +76,8 @@ if picked and picked[0] in by_id:
     record = by_id[picked[0]]
     st.session_state["selected_experiment"] = record["id"]  # the Layers page opens on it
     info, link = st.columns([4, 1], vertical_alignment="center")
-    info.caption(f"Clicked **#{record['id']} {record.get('spec_summary')}** — {_ui.fmt_pct(record.get('accuracy_top1'))}, "
-                 f"{_ui.fmt_bytes(record.get('size_bytes'))}, {_ui.fmt_num(record.get('compression_ratio_fp16'), '.2f', '×')} "
+    info.caption(f"Clicked **#{record['id']} {record.get('spec_summary')}** — {fmt_pct(record.get('accuracy_top1'))}, "
+                 f"{fmt_bytes(record.get('size_bytes'))}, {fmt_ratio(record.get('compression_ratio_fp16'))} "
                  "smaller than fp16")
     link.page_link("pages/4_Layers.py", label="Its layers", icon=":material/stacked_bar_chart:")
 st.caption("Dotted line: Pareto frontier (nothing is both smaller and more accurate). ★ the uncompressed fp16 "
@@ -73,41 +85,11 @@ st.caption("Dotted line: Pareto frontier (nothing is both smaller and more accur
 
 # --------------------------------------------------------------------------- table
 st.subheader("Experiments", anchor=False)
-display = pd.DataFrame(
-    {
-        "#": frame["id"].astype(int),
-        "method": [charts.method_label(m) for m in frame["method"]],
-        "setting": frame["spec_summary"],
-        "top-1 %": frame["accuracy_top1"] * 100,
-        "Δ pts": frame["accuracy_delta_pts"],
-        "agreement %": frame["agreement_top1"] * 100,
-        "size MB": frame["size_bytes"] / 1e6,
-        "× smaller (fp16)": frame["compression_ratio_fp16"],
-        "bits/weight": frame["bits_per_weight"],
-        "latency ms": frame["latency_ms_p50"],
-        "× latency": frame["latency_ratio"],
-        "compress s": frame["compress_seconds"],
-        "eval images": frame["eval_images"],
-        "created": frame["created_at"].astype(str).str.slice(0, 19).str.replace("T", " "),
-    }
-)
+display = experiments_table(frame)
 table = st.dataframe(
-    display,
-    hide_index=True,
-    key="compare.table",
-    on_select="rerun",
-    selection_mode="multi-row",
-    column_config={
-        "top-1 %": st.column_config.NumberColumn(format="%.2f"),
-        "Δ pts": st.column_config.NumberColumn(format="%+.2f", help="Accuracy change vs the baseline, in points"),
-        "agreement %": st.column_config.NumberColumn(format="%.2f"),
-        "size MB": st.column_config.NumberColumn(format="%.3f", help="The exported artifact on disk"),
-        "× smaller (fp16)": st.column_config.NumberColumn(format="%.2f×"),
-        "bits/weight": st.column_config.NumberColumn(format="%.2f"),
-        "latency ms": st.column_config.NumberColumn(format="%.3f", help="p50, batch 1"),
-        "× latency": st.column_config.NumberColumn(format="%.2f×", help="Compressed ÷ baseline, timed interleaved"),
-        "compress s": st.column_config.NumberColumn(format="%.1f"),
-    },
+    display, hide_index=True, key="compare.table", on_select="rerun", selection_mode="multi-row",
+    column_config={header: st.column_config.NumberColumn(format=number_format, help=text)
+                   for header, (number_format, text) in experiments_table_formats().items()},
 )
 table_rows = list(table.selection.rows) if table is not None else []
 ticked = {int(display.iloc[i]["#"]) for i in table_rows if i < len(display)}
@@ -131,7 +113,7 @@ if pending:
                icon=":material/warning:")
     c1, c2, _ = st.columns([1, 1, 4])
     if c1.button("Yes, delete", type="primary", key="compare.delete_yes"):
-        removed = _ui.attempt("Deleting", experiment_store.delete, pending)
+        removed = attempt("Deleting", experiment_store.delete, pending)
         st.session_state.pop("compare.confirm_delete", None)
         if st.session_state.get("selected_experiment") in pending:
             st.session_state.pop("selected_experiment", None)
@@ -169,8 +151,7 @@ with tabs[3]:
     record = by_id.get(shown) if shown is not None else None
     if record is not None:
         flipped = record.get("flipped_images") or []
-        names = record.get("class_names") or []
-        source = _ui.dataset_for_record(record, current=dataset)
+        source = dataset_for_record(record, current=dataset)
         st.caption(f"{record.get('flipped', 0):,} of {record.get('eval_images', 0):,} predictions changed. "
                    "✗→✓: the compressed model fixed a mistake; ✓→✗: it introduced one.")
         if not flipped:
@@ -178,21 +159,15 @@ with tabs[3]:
         elif source is None:
             st.info(f"The images of {record.get('dataset_source')} are not available on this machine, so only the list is shown.",
                     icon=":material/info:")
-            st.dataframe(pd.DataFrame(flipped), hide_index=True, key="compare.flip_table")
+            st.dataframe(flipped_frame(record), hide_index=True, key="compare.flip_table")
         else:
             kind = st.radio("Show", ["all", "broken", "fixed"], horizontal=True, key="compare.flip_kind",
                             format_func={"all": "all changes", "broken": "✓→✗ newly wrong", "fixed": "✗→✓ newly right"}.get)
-
-            def _name(i: int | None) -> str:
-                return names[i] if i is not None and 0 <= i < len(names) else str(i)
-
-            rows = [f for f in flipped
-                    if kind == "all" or (kind == "broken" and f["before"] == f["true"]) or (kind == "fixed" and f["after"] == f["true"])]
+            rows = flipped_frame(record, kind=kind)
             grid = st.columns(8)
-            for n, item in enumerate(rows[:32]):
-                mark = "✓→✗" if item["before"] == item["true"] else ("✗→✓" if item["after"] == item["true"] else "✗→✗")
-                grid[n % 8].image(_ui.thumbnail(source, item["index"]), width="stretch",
-                                  caption=f"{mark} {_name(item['before'])} → {_name(item['after'])} (true: {_name(item['true'])})")
+            for n, item in enumerate(rows.head(32).to_dict("records")):
+                grid[n % 8].image(thumbnail(source, item["index"]), width="stretch",
+                                  caption=f"{item['mark']} {item['before_name']} → {item['after_name']} (true: {item['true_name']})")
             if len(rows) > 32:
                 st.caption(f"First 32 of {len(rows)} shown.")
 
@@ -216,4 +191,4 @@ with tabs[5]:
     options = [int(i) for i in chart_frame["id"]][::-1]
     chosen = st.selectbox("Experiment", options, format_func=lambda i: f"#{i} {by_id[i].get('spec_summary')}", key="compare.dl_exp")
     if chosen is not None:
-        _ui.downloads(by_id[chosen], key=f"compare.dl.{chosen}")
+        downloads(by_id[chosen], key=f"compare.dl.{chosen}")

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from core import charts
-from core.store import experiments_frame, layers_frame, per_class_frame
+from core.tables import experiments_frame, layers_frame, per_class_frame
 from tests.test_store import make_record
 
 
@@ -30,8 +30,8 @@ def test_accuracy_size_figure() -> None:
     frame = experiments_frame(_records())
     fig = charts.accuracy_size_figure(frame, budget_pts=2.5, highlight_ids=[4])
     by_name = {t.name: t for t in fig.data}
-    assert by_name["Palettize"].marker.color == charts.METHOD_COLORS["palettize"]
-    assert by_name["PyTorch static int8"].marker.color == charts.METHOD_COLORS["torch_static"]
+    assert by_name["Palettize"].marker.color == charts.method_color("palettize")
+    assert by_name["PyTorch static int8"].marker.color == charts.method_color("torch_static")
     assert list(by_name["Palettize"].y) == pytest.approx([91.5, 85.0])
     assert list(by_name["Palettize"].x) == pytest.approx([0.8, 0.25])
     assert by_name["PyTorch static int8"].marker.size == (16,)  # highlighted
@@ -73,8 +73,8 @@ def test_latency_figure_pairs_each_experiment_with_its_baseline() -> None:
     assert list(compressed.y) == pytest.approx([1.0, 1.0, 1.0, 0.3])
     assert compressed.x[3] == "#4 torch static · 0.30×"  # the ratio is part of the label
     assert list(compressed.error_y.array) == pytest.approx([0.2, 0.2, 0.2, 0.06])
-    assert compressed.marker.color[3] == charts.METHOD_COLORS["torch_static"]
-    assert compressed.marker.color[2] == charts.METHOD_COLORS["prune"]
+    assert compressed.marker.color[3] == charts.method_color("torch_static")
+    assert compressed.marker.color[2] == charts.method_color("prune")
     assert "ms" in fig.layout.yaxis.title.text
 
 
@@ -112,7 +112,7 @@ def test_weight_histogram_marks() -> None:
     assert sum(original_bars.y) == 5000 and sum(compressed_bars.y) == 5000
     assert np.count_nonzero(compressed_bars.y) == 4  # four spikes: one per centroid
     assert len([s for s in fig.layout.shapes if s.type == "line"]) == 4
-    assert compressed_bars.marker.color == charts.METHOD_COLORS["palettize"]
+    assert compressed_bars.marker.color == charts.method_color("palettize")
 
     grid = np.arange(-128, 128) * 0.002
     fig = charts.weight_histogram_figure(original=original, compressed=original, layer_name="fc", grid=grid, log_y=True)
@@ -132,7 +132,7 @@ def test_coverage_figure_colours_uncompressed_layers_grey() -> None:
     fig = charts.coverage_figure(layers, method="palettize")
     params = fig.data[0]
     assert list(params.x) == ["features.0", "classifier.1"]
-    assert list(params.marker.color) == [charts.METHOD_COLORS["baseline"], charts.METHOD_COLORS["palettize"]]
+    assert list(params.marker.color) == [charts.BASELINE_COLOR, charts.method_color("palettize")]
     assert "below weight_threshold" in params.customdata[0][0]
     assert params.customdata[1][0] == "compressed"
     assert fig.data[1].y[0] == 16.0

@@ -91,6 +91,34 @@ def test_run_writes_record_and_artifacts(tmp_path: Path) -> None:
     assert abs(record["accuracy_top1"] - record["baseline_accuracy_top1"]) < 0.03
     assert record["layers"] and record["compress_seconds"] > 0
     assert "Traceback" not in result.stderr and "%" in result.stderr  # the progress bar went to stderr
+    # saved in the store of the data folder, like a run started in the app
+    from core.store import ExperimentStore
+
+    store = ExperimentStore(tmp_path)
+    assert store.count() == 1 and record["id"] == 1
+    assert Path(record["artifact_path"]).parent == store.experiment_dir(1)
+    assert store.get(1)["spec_summary"] == record["spec_summary"]
+    assert f"saved as experiment #1 in {tmp_path}" in result.stdout
+
+
+def test_run_no_save_keeps_the_store_empty(tmp_path: Path) -> None:
+    from core.store import ExperimentStore
+
+    home = tmp_path / "home"
+    flags = ("--model", "sample:fashion_cnn", "--spec", '{"method": "torch_dynamic"}', "--eval-limit", "100",
+             "--no-latency", "--quiet", "--no-save")
+    out = tmp_path / "run.json"
+    result = cli("run", *flags, "--json", str(out), home=home)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(out.read_text())
+    assert "id" not in record and Path(record["artifact_path"]).parent == tmp_path / "run_artifacts"
+    assert "not saved" in result.stdout
+    result = cli("run", *flags, home=home)  # no --json: artifacts go to the data folder's cli_runs/
+    assert result.returncode == 0, result.stderr
+    runs = list((home / "cli_runs").iterdir())
+    assert len(runs) == 1 and (runs[0] / "model.pt").is_file()
+    assert ExperimentStore(home).count() == 0
+    assert_one_line_error(cli("run", *flags[:-1], "--artifacts", str(tmp_path / "a"), home=home), "--no-save")
 
 
 def test_parser_knows_every_command() -> None:

@@ -20,11 +20,12 @@ from core.experiment import (
     clear_caches,
     resolve_eval_data,
     run_experiment,
-    to_jsonable,
 )
+from core.jsonable import to_jsonable
 from core.measure.latency import LatencySettings
 from core.models.sources import LoadedModel, load_model
 from core.progress import Cancelled, Progress
+from core.records import EXPERIMENT_FIELDS
 from core.specs import PalettizeSpec, TorchDynamicSpec
 
 RECORD_KEYS = {
@@ -75,6 +76,7 @@ def test_palettize_record_is_complete_and_round_trips_json(fashion_cnn, subset, 
         progress=Progress(lambda f, m: seen.append(f)), options=options,
     )
     assert set(record) >= RECORD_KEYS
+    assert list(record) == list(EXPERIMENT_FIELDS)  # the one declared schema, nothing more
     assert json.loads(json.dumps(record, allow_nan=False)) == record
     assert all(torch.equal(before[k], v) for k, v in fashion_cnn.module.state_dict().items())  # input untouched
     assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)  # one monotone bar for the whole run
@@ -162,3 +164,5 @@ def test_dataset_that_does_not_fit_the_model_is_refused(options) -> None:
 def test_to_jsonable_makes_plain_json() -> None:
     value = {"a": float("inf"), "b": np.float32(1.5), "c": (1, 2), "d": Path("/x"), "e": torch.tensor(3)}
     assert to_jsonable(value) == {"a": None, "b": 1.5, "c": [1, 2], "d": "/x", "e": 3}
+    more = {1: np.array([1.0, np.nan]), "s": {3}, "t": torch.tensor([1, 2]), "n": np.int64(7), "o": object}
+    assert to_jsonable(more) == {"1": [1.0, None], "s": [3], "t": [1, 2], "n": 7, "o": "<class 'object'>"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -18,8 +17,8 @@ from core.export import (
     export_coreml,
     export_coreml_baseline,
     export_torchscript,
-    path_size_bytes,
 )
+from core.measure.size import path_size_bytes
 from core.specs import PalettizeSpec, PipelineSpec, PruneSpec, QuantizeWeightsSpec, TorchDynamicSpec, TorchStaticSpec
 from tests.compress.tiny import fashion_cnn_model, tiny_model
 
@@ -115,14 +114,3 @@ def test_coreml_side_refuses_data_dependent_workflows(baseline, tmp_path):
     broken.write_bytes(b"not a zip")
     with pytest.raises(ExportError, match=r"neither an \.mlpackage"):
         compress_mlpackage(path=broken, spec=PalettizeSpec(), out_path=tmp_path / "y.mlpackage")
-
-
-def test_path_size_counts_every_file(tmp_path):
-    folder = tmp_path / "pkg"
-    (folder / "a").mkdir(parents=True)
-    (folder / "a" / "x.bin").write_bytes(b"1" * 100)
-    (folder / "y.bin").write_bytes(b"2" * 23)
-    assert path_size_bytes(folder) == 123
-    shutil.rmtree(folder)
-    with pytest.raises(ExportError):
-        path_size_bytes(folder)

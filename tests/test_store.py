@@ -14,16 +14,7 @@ import numpy as np
 import pytest
 
 from core.progress import Cancelled
-from core.store import (
-    ExperimentStore,
-    StoreError,
-    default_home,
-    diff_frame,
-    experiments_csv,
-    experiments_frame,
-    layers_frame,
-    per_class_frame,
-)
+from core.store import ExperimentStore, StoreError, default_home
 
 
 def make_record(
@@ -218,45 +209,3 @@ def test_artifact_download_without_file(store: ExperimentStore) -> None:
     with pytest.raises(StoreError, match="no exported model"):
         store.artifact_download(experiment_id)
     assert store.weights(experiment_id) == {}
-
-
-def test_frames() -> None:
-    records = [dict(make_record(accuracy=0.9), id=1), dict(make_record(method="prune", accuracy=0.85), id=2)]
-    frame = experiments_frame(records)
-    assert list(frame["id"]) == [1, 2]
-    assert frame.loc[0, "accuracy_delta_pts"] == pytest.approx(-2.0)
-    assert frame.loc[1, "accuracy_delta_pts"] == pytest.approx(-7.0)
-    assert frame.loc[0, "breakdown_luts"] == 2000
-    assert frame.loc[0, "label"] == "#1 palettize 4-bit (data_free)"
-    assert experiments_frame([]).empty
-
-    per_class = per_class_frame(records)
-    assert len(per_class) == 20
-    last = per_class[(per_class["id"] == 1) & (per_class["class_index"] == 9)].iloc[0]
-    assert last["delta_pts"] == pytest.approx(-12.0)
-    assert last["class_name"] == "class9"
-
-    csv_rows = experiments_csv(records).strip().splitlines()
-    assert len(csv_rows) == 3
-
-
-def test_layers_frame_bits_per_weight() -> None:
-    layers = layers_frame(make_record())
-    uncompressed, palettized = layers.iloc[0], layers.iloc[1]
-    assert uncompressed["bits_per_weight"] == 16.0
-    assert "weight_threshold" in uncompressed["reason"]
-    # 4-bit indices + one fp16 LUT of 16 entries spread over 802,816 weights.
-    assert palettized["bits_per_weight"] == pytest.approx(4 + 16 * 16 / 802816)
-    assert palettized["shape"] == "256×3136"
-
-
-def test_diff_frame() -> None:
-    a = dict(make_record(accuracy=0.90, size=400_000), id=1)
-    b = dict(make_record(accuracy=0.88, size=200_000), id=2)
-    b["spec"] = {"method": "palettize", "workflow": "data_free", "n_bits": 3, "overrides": {}}
-    diff = diff_frame(a, b).set_index("what")
-    assert diff.loc["top-1 accuracy", "B − A"] == pytest.approx(-0.02)
-    assert diff.loc["top-1 accuracy", ""] == "A better"
-    assert diff.loc["artifact size (bytes)", ""] == "B better"
-    assert diff.loc["spec · n_bits", "A"] == 4 and diff.loc["spec · n_bits", "B"] == 3
-    assert "spec · workflow" not in diff.index

@@ -1,43 +1,44 @@
 """The compression engine: `compress(model=…, spec=…, dataset=…)` → a compressed copy plus a per-layer account.
 
-`HANDLERS` maps each method to its handler ``(module_copy, spec, context) -> CompressionResult``; a pipeline
-runs its steps through the same handlers. The input model is deep-copied first and never modified.
+Each method module registers one descriptor (``core.compress.registry``): its spec type, handler
+``(module_copy, spec, context) -> CompressionResult``, library config, recipe snippet, storage model, latency note,
+label and colour. Importing this package imports every module in it, so ``METHODS`` is complete; a pipeline runs
+its steps through the same handlers. The input model is deep-copied first and never modified.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
+import pkgutil
 import time
-from collections.abc import Callable
 
 import torch
-from torch import nn
 
+from core.compatibility import dataset_mismatch
 from core.compress.context import CompressionContext, CompressionError
-from core.compress.palettize import palettize
-from core.compress.pipeline import run_pipeline
-from core.compress.prune import prune
-from core.compress.quantize_activations import quantize_activations
-from core.compress.quantize_weights import quantize_weights
+from core.compress.registry import METHODS, MethodDescriptor, descriptor_for, method_descriptor, order_methods
 from core.compress.result import CompressionResult, LayerReport
-from core.compress.torch_quant import torch_dynamic, torch_static
 from core.data import Dataset
 from core.models.sources import LoadedModel
 from core.progress import Cancelled, Progress, as_progress, captured_library_output, quiet_libraries
-from core.specs import AnySpec, PipelineSpec, SpecError
+from core.specs import SPEC_TYPES, AnySpec, PipelineSpec, SpecError
 
-Handler = Callable[[nn.Module, object, CompressionContext], CompressionResult]
+# Every module of this package is imported, so each method module registers its descriptor without being listed
+# anywhere; the display order is the order of the spec types.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+order_methods(list(SPEC_TYPES))
 
-HANDLERS: dict[str, Handler] = {
-    "palettize": palettize,
-    "quantize_weights": quantize_weights,
-    "quantize_activations": quantize_activations,
-    "prune": prune,
-    "torch_dynamic": torch_dynamic,
-    "torch_static": torch_static,
-}
-
-__all__ = ["HANDLERS", "CompressionError", "CompressionResult", "LayerReport", "compress"]
+__all__ = [
+    "METHODS",
+    "CompressionError",
+    "CompressionResult",
+    "LayerReport",
+    "MethodDescriptor",
+    "compress",
+    "method_descriptor",
+]
 
 
 def compress(
@@ -56,10 +57,7 @@ def compress(
     with torch.random.fork_rng(devices=[]), captured_library_output(captured):
         torch.manual_seed(seed)
         try:
-            if isinstance(spec, PipelineSpec):
-                result = run_pipeline(working, spec, context, HANDLERS)
-            else:
-                result = HANDLERS[spec.method](working, spec, context)
+            result = descriptor_for(spec).handler(working, spec, context)
         except (Cancelled, CompressionError, SpecError):
             raise
         except Exception as exc:  # library failures become one clear line, cause kept in the chain
@@ -75,9 +73,9 @@ def compress(
 
 def _check_inputs(*, model: LoadedModel, spec: AnySpec, dataset: Dataset | None) -> None:
     methods = [s.method for s in spec.steps] if isinstance(spec, PipelineSpec) else [spec.method]
-    unknown = [m for m in methods if m not in HANDLERS]
+    unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise CompressionError(f"no compression handler for {', '.join(unknown)}; known: {', '.join(HANDLERS)}.")
+        raise CompressionError(f"no compression handler for {', '.join(unknown)}; known: {', '.join(METHODS)}.")
     if model.is_torchscript:
         if "torch_static" in methods:
             raise CompressionError(
@@ -89,8 +87,6 @@ def _check_inputs(*, model: LoadedModel, spec: AnySpec, dataset: Dataset | None)
             "Conv/Linear layers by their Python module type, which TorchScript hides. Upload a state_dict for a "
             "listed architecture, or convert the file to an .mlpackage and compress it on the Core ML side."
         )
-    if dataset is not None and dataset.input_shape != tuple(model.input_shape):
-        raise CompressionError(
-            f"the dataset's images are {'×'.join(map(str, dataset.input_shape))} but {model.label} expects "
-            f"{'×'.join(map(str, model.input_shape))}; pick the dataset the model was trained on."
-        )
+    mismatch = dataset_mismatch(model=model, dataset=dataset) if dataset is not None else None
+    if mismatch:
+        raise CompressionError(mismatch)

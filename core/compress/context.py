@@ -59,6 +59,14 @@ class CompressionContext:
         self.note(f"Calibrated on {self.calibration_source}.")
         return [(inputs[i : i + batch_size], None) for i in range(0, samples, batch_size)]
 
+    def run_calibration(self, module: nn.Module, *, samples: int, seed: int, label: str) -> None:
+        """Feed the calibration batches through `module` (its observers record activation ranges), with progress."""
+        batches = self.calibration_batches(samples=samples, seed=seed)
+        with torch.no_grad():
+            for index, (inputs, _labels) in enumerate(batches):
+                module(inputs)
+                self.progress.update((index + 1) / len(batches), label)
+
     def require_training_data(self, what: str) -> Dataset:
         if self.dataset is None:
             raise CompressionError(

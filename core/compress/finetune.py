@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from core.compress.context import CompressionContext
+from core.compress.library_config import count_fine_tune_steps
 from core.specs import CompressionSpec
 
 
@@ -27,9 +28,7 @@ def plan_fine_tune(*, spec: CompressionSpec, context: CompressionContext, what: 
     dataset = context.require_training_data(what)
     images = min(spec.train_limit, len(dataset.train))
     steps_per_epoch = max(1, math.ceil(images / spec.batch_size))
-    total = steps_per_epoch * spec.epochs
-    if spec.max_steps is not None:
-        total = min(total, spec.max_steps)
+    total = count_fine_tune_steps(spec, train_images=len(dataset.train))
     return FineTunePlan(images=images, steps_per_epoch=steps_per_epoch, total_steps=total)
 
 

@@ -18,11 +18,9 @@ import torch
 from torch import nn
 
 from core.compress.result import CompressionResult, LayerReport
+from core.library_internals import COMPRESSION_TYPES, BatchNormBase, metadata_buffers
+from core.measure.quality import finite_or_none, snr_db
 from core.specs import CompressionSpec
-
-METADATA_PREFIX = "_COREML_"
-COMPRESSION_TYPES = {1: "pruning", 2: "palettization", 3: "quantization"}
-
 
 # --------------------------------------------------------------------------- discovery
 
@@ -31,7 +29,7 @@ def weight_layers(module: nn.Module) -> dict[str, nn.Module]:
     """Every module that owns a weight matrix/kernel (Conv*, ConvTranspose*, Linear, Embedding, …), in order."""
     layers: dict[str, nn.Module] = {}
     for name, sub in module.named_modules():
-        weight = sub._parameters.get("weight") if hasattr(sub, "_parameters") else None
+        weight = dict(sub.named_parameters(recurse=False)).get("weight")
         if isinstance(weight, torch.Tensor) and weight.ndim >= 2:
             layers[name] = sub
     return layers
@@ -56,7 +54,7 @@ def locate(module: nn.Module, name: str) -> nn.Module | None:
     for _ in range(2):
         if _has_weight(sub):
             return sub
-        child = sub._modules.get("0")
+        child = dict(sub.named_children()).get("0")
         if child is None:
             return None
         sub = child
@@ -77,7 +75,7 @@ def conv_bn_pairs(module: nn.Module) -> dict[str, str]:
     modules = dict(module.named_modules())
     pairs: dict[str, str] = {}
     for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.modules.batchnorm._BatchNorm):
+        if node.op != "call_module" or not isinstance(modules.get(node.target), BatchNormBase):
             continue
         source = node.args[0] if node.args else None
         if (
@@ -161,8 +159,7 @@ def exact_name_pattern(name: str) -> str:
 
 def read_metadata(layer: nn.Module, param: str = "weight") -> dict[str, torch.Tensor]:
     """The `_COREML_/<param>/<key>` buffers coremltools registered on this layer."""
-    prefix = f"{METADATA_PREFIX}/{param}/"
-    return {k[len(prefix) :]: v for k, v in layer._buffers.items() if k.startswith(prefix) and v is not None}
+    return metadata_buffers(layer, param)
 
 
 def compression_types(meta: dict[str, torch.Tensor]) -> list[str]:
@@ -170,16 +167,9 @@ def compression_types(meta: dict[str, torch.Tensor]) -> list[str]:
     return [] if kinds is None else [COMPRESSION_TYPES[int(v)] for v in kinds.flatten().tolist()]
 
 
-def snr_db(original: torch.Tensor, compressed: torch.Tensor) -> float | None:
-    """Signal-to-noise ratio of the compressed weights in dB; None when they are identical (infinite SNR)."""
-    original = original.double()
-    noise = (original - compressed.double()).pow(2).sum().item()
-    signal = original.pow(2).sum().item()
-    if noise == 0.0:
-        return None
-    if signal == 0.0:
-        return -math.inf
-    return 10.0 * math.log10(signal / noise)
+def weight_snr_db(original: torch.Tensor, compressed: torch.Tensor) -> float | None:
+    """Weight SNR for the report: core.measure.quality.snr_db, stored as None when infinite (identical weights)."""
+    return finite_or_none(snr_db(reference=original, candidate=compressed))
 
 
 def sparsity(weight: torch.Tensor) -> float:
@@ -220,7 +210,7 @@ def report_from_metadata(
         own_kinds = [k for k in kinds if k not in inherited_kinds]
         report = LayerReport(
             name=name, type=plan.type, shape=plan.shape, params=plan.params, compressed=bool(own_kinds),
-            sparsity=sparsity(after), snr_db=snr_db(reference, after),
+            sparsity=sparsity(after), snr_db=weight_snr_db(reference, after),
         )
         if folded_bn:
             report.extra["batchnorm_folded"] = folded_bn
@@ -248,7 +238,7 @@ def _reference_weight(original, compressed, name, bn_pairs, before, after) -> tu
     if bn_name is None:
         return before, None
     try:
-        still_there = isinstance(compressed.get_submodule(bn_name), nn.modules.batchnorm._BatchNorm)
+        still_there = isinstance(compressed.get_submodule(bn_name), BatchNormBase)
     except AttributeError:
         still_there = False
     if still_there:

@@ -10,26 +10,23 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from typing import Any
 
-from coremltools.optimize.torch._utils.metadata_utils import CompressionMetadata
 from torch import nn
 
 from core.compress.context import CompressionContext
 from core.compress.layers import LayerPlan, compression_types, locate, read_metadata, report_from_metadata
+from core.compress.registry import PIPELINE, method_color, method_descriptor, method_label, register_combination
 from core.compress.result import CompressionResult
+from core.library_internals import CompressionMetadata
 from core.specs import PipelineSpec
 
-Handler = Callable[[nn.Module, object, CompressionContext], CompressionResult]
 
-
-def run_pipeline(
-    module: nn.Module, spec: PipelineSpec, context: CompressionContext, handlers: dict[str, Handler]
-) -> CompressionResult:
+def run_pipeline(module: nn.Module, spec: PipelineSpec, context: CompressionContext) -> CompressionResult:
     started = time.perf_counter()
     first, second = spec.steps
     step1_context = dataclasses.replace(context, progress=context.progress.sub(0.0, 0.5))
-    result1 = handlers[first.method](module, first, step1_context)
+    result1 = method_descriptor(first.method).handler(module, first, step1_context)
     pruned = {r.name for r in result1.layers if r.compressed}
     masks = {}
     for name in pruned:
@@ -38,7 +35,7 @@ def run_pipeline(
     step2_context = dataclasses.replace(
         context, progress=context.progress.sub(0.5, 1.0), masks=masks, inherited_kinds=frozenset({"pruning"})
     )
-    result2 = handlers[second.method](result1.module, second, step2_context)
+    result2 = method_descriptor(second.method).handler(result1.module, second, step2_context)
     context.calibration_source = step1_context.calibration_source or step2_context.calibration_source
 
     restored = 0
@@ -83,6 +80,7 @@ def run_pipeline(
     return CompressionResult(
         module=result2.module.eval(), spec=spec, seconds=time.perf_counter() - started, layers=layers,
         weights=weights, calibration_source=context.calibration_source,
+        library_config=[result1.library_config, result2.library_config],
     )
 
 
@@ -90,3 +88,62 @@ def _joint_reason(step1, step2) -> str | None:
     if step1.compressed or step2.compressed:
         return None
     return step2.reason if step2.reason == step1.reason else f"{step1.reason}; {step2.reason}"
+
+
+# --------------------------------------------------------------------------- the pipeline's descriptor
+
+
+def library_config(spec: PipelineSpec, *, layers: Any = None, fine_tune_steps: int | None = None) -> dict:
+    """One recipe entry per step, each from its own method's library_config."""
+    return {"pipeline": [method_descriptor(step.method).library_config(step) for step in spec.steps]}
+
+
+def latency_note(*, spec: PipelineSpec, result: Any, timed_artifact: bool) -> str:
+    """Both supported pipelines are weight-only (prune → palettize / quantize_weights): the last step's note holds
+    for the joint result; a step that rewrote the graph is named by its own note."""
+    notes = [method_descriptor(step.method).latency_note(spec=step, result=result, timed_artifact=timed_artifact)
+             for step in spec.steps]
+    return notes[-1] if len(set(notes)) == 1 else " ".join(dict.fromkeys(notes))
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineDescriptor:
+    """What `method_descriptor("pipeline")` answers: display, handler, recipe and notes of a joint pipeline."""
+
+    name: str = PIPELINE
+    label: str = method_label(PIPELINE)
+    color: str = method_color(PIPELINE)
+    source: str = "coremltools' joint compression (sparse + palettized / sparse + quantized weights, iOS18)"
+    spec_type: type = PipelineSpec
+    runs_int8_kernels: bool = False
+    artifact_kind: str = "mlpackage"
+    seconds_per_mparam: float = 0.0  # estimate a pipeline step by step (each step's own descriptor)
+
+    @staticmethod
+    def handler(module: nn.Module, spec: PipelineSpec, context: CompressionContext) -> CompressionResult:
+        return run_pipeline(module, spec, context)
+
+    @staticmethod
+    def library_config(spec: PipelineSpec, **kwargs: Any) -> dict:
+        return library_config(spec, **kwargs)
+
+    @staticmethod
+    def latency_note(*, spec: PipelineSpec, result: Any, timed_artifact: bool) -> str:
+        return latency_note(spec=spec, result=result, timed_artifact=timed_artifact)
+
+    @staticmethod
+    def compressed_by_default(
+        params: int, spec: PipelineSpec | None = None, *, layer: Any = None, name: str = ""
+    ) -> tuple[bool, str | None]:
+        """A layer is compressed when either step compresses it; otherwise the steps' reasons."""
+        if spec is None:
+            raise ValueError("a pipeline has no default spec; pass the PipelineSpec.")
+        answers = [method_descriptor(step.method).compressed_by_default(params, step, layer=layer, name=name)
+                   for step in spec.steps]
+        if any(yes for yes, _ in answers):
+            return True, None
+        reasons = list(dict.fromkeys(reason for _, reason in answers if reason))
+        return False, "; ".join(reasons) or None
+
+
+PIPELINE_DESCRIPTOR = register_combination(PipelineDescriptor())

@@ -6,35 +6,40 @@
 
 from __future__ import annotations
 
+import textwrap
 import time
 
-from coremltools.optimize.torch.pruning import (
-    ConstantSparsityScheduler,
-    MagnitudePruner,
-    MagnitudePrunerConfig,
-    ModuleMagnitudePrunerConfig,
-    PolynomialDecayScheduler,
-)
-from coremltools.optimize.torch.pruning.magnitude_pruner import _SUPPORTED_MODULES
+from coremltools.optimize.torch.pruning import MagnitudePruner
 from torch import nn
 
+from core.compress import latency_notes, snippets
 from core.compress.context import CompressionContext
 from core.compress.finetune import fine_tune, plan_fine_tune
-from core.compress.layers import (
-    LayerFacts,
-    LayerPlan,
-    basic_ineligibility,
-    exact_name_pattern,
-    library_result,
-    plan_layers,
+from core.compress.layers import LayerFacts, LayerPlan, basic_ineligibility, library_result, plan_layers
+from core.compress.library_config import (
+    LayerSpecs,
+    count_fine_tune_steps,
+    entry,
+    exact_name_configs,
+    layer_specs,
+    load_config,
+    pattern_configs,
 )
+from core.compress.registry import STORAGE_SPARSE, CoreMLSide, MethodDescriptor, register_method
 from core.compress.result import CompressionResult
+from core.library_internals import magnitude_pruner_modules
 from core.specs import PruneSpec
+
+SUPPORTED_MODULES = magnitude_pruner_modules()
+
+
+def eligibility(spec: PruneSpec):
+    return _check
 
 
 def _check(name: str, layer: nn.Module, layer_spec: PruneSpec) -> str | None:
     reason = basic_ineligibility(
-        layer, modules=_SUPPORTED_MODULES, api="MagnitudePruner", verb="prune", threshold=layer_spec.weight_threshold
+        layer, modules=SUPPORTED_MODULES, api="MagnitudePruner", verb="prune", threshold=layer_spec.weight_threshold
     )
     if reason:
         return reason
@@ -46,22 +51,89 @@ def _check(name: str, layer: nn.Module, layer_spec: PruneSpec) -> str | None:
     return None
 
 
-def _module_config(spec: PruneSpec, scheduler) -> ModuleMagnitudePrunerConfig:
+# --------------------------------------------------------------------------- spec → library config (the one place)
+
+
+def gradual_update_steps(total_steps: int) -> list[int]:
+    """Steps at which the polynomial schedule raises sparsity: up to 20, spread over the first 75 % of training."""
+    last_update = max(1, int(total_steps * 0.75))
+    updates = max(2, min(20, last_update))
+    return sorted({max(1, round(1 + i * (last_update - 1) / (updates - 1))) for i in range(updates)})
+
+
+def _module_config(spec: PruneSpec, scheduler: dict) -> dict:
     if spec.structure == "n_m":
-        return ModuleMagnitudePrunerConfig(scheduler=scheduler, n_m_ratio=tuple(spec.n_m), dim=1)
-    return ModuleMagnitudePrunerConfig(
-        scheduler=scheduler,
-        target_sparsity=float(spec.target_sparsity),
-        block_size=spec.block_size if spec.structure == "block" else 1,
+        return {"scheduler": scheduler, "n_m_ratio": list(spec.n_m), "dim": 1}
+    return {
+        "scheduler": scheduler,
+        "target_sparsity": float(spec.target_sparsity),
+        "block_size": spec.block_size if spec.structure == "block" else 1,
+    }
+
+
+def library_config(spec: PruneSpec, *, layers: LayerSpecs | None = None, fine_tune_steps: int | None = None) -> dict:
+    """MagnitudePrunerConfig: a constant schedule (data_free) or a polynomial one over the fine-tune's steps."""
+    steps = None
+    if spec.workflow == "fine_tune":
+        steps = fine_tune_steps if fine_tune_steps is not None else count_fine_tune_steps(spec)
+        scheduler: dict = {"update_steps": gradual_update_steps(steps)}
+    else:
+        scheduler = {"begin_step": 0}
+
+    def module_config(layer_spec: PruneSpec) -> dict:
+        return _module_config(layer_spec, scheduler)
+
+    if layers is not None:
+        config = {"module_name_configs": exact_name_configs(layers, module_config)}
+    else:
+        config = {"global_config": module_config(spec)}
+        if spec.overrides:
+            config["module_name_configs"] = pattern_configs(spec, module_config)
+    return entry(
+        module="coremltools.optimize.torch.pruning", api="MagnitudePruner", config_class="MagnitudePrunerConfig",
+        config=config, spec=spec, fine_tune_steps=steps,
+        weight_threshold=spec.weight_threshold if layers is None and spec.weight_threshold else None,
     )
+
+
+def coreml_op_config(spec: PruneSpec) -> dict:
+    """The Core ML-side OpMagnitudePrunerConfig (uploaded .mlpackage files)."""
+    if spec.structure == "n_m":
+        return {"n_m_ratio": list(spec.n_m), "weight_threshold": spec.weight_threshold}
+    return {
+        "target_sparsity": float(spec.target_sparsity),
+        "block_size": spec.block_size if spec.structure == "block" else None,
+        "weight_threshold": spec.weight_threshold,
+    }
+
+
+def snippet(spec: PruneSpec, recipe: dict, var: str) -> str:
+    head = snippets.head(spec, recipe, var)
+    if spec.workflow == "data_free":
+        return head + textwrap.dedent(
+            f"""
+            pruner = MagnitudePruner(model, {snippets.build_expression(recipe, var)})
+            pruner.prepare(inplace=True)
+            pruner.step()  # constant schedule: target sparsity at the first step
+            model = pruner.finalize(inplace=True)
+            """
+        )
+    return head + snippets.fine_tune_loop(spec, recipe, var)
+
+
+# --------------------------------------------------------------------------- handler
 
 
 def prune(module: nn.Module, spec: PruneSpec, context: CompressionContext) -> CompressionResult:
     started = time.perf_counter()
     plans = plan_layers(module, spec, _check)
     eligible = {name: plan for name, plan in plans.items() if plan.eligible}
+    recipe = None
     if eligible:
-        module = _gradual(module, spec, eligible, context) if spec.workflow == "fine_tune" else _one_shot(module, eligible, context)
+        if spec.workflow == "fine_tune":
+            module, recipe = _gradual(module, spec, plans, context)
+        else:
+            module, recipe = _one_shot(module, spec, plans, context)
     else:
         context.note("No layer qualified for pruning; the model is unchanged.")
     facts = {
@@ -71,45 +143,61 @@ def prune(module: nn.Module, spec: PruneSpec, context: CompressionContext) -> Co
         )
         for name, p in eligible.items()
     }
-    return library_result(
+    result = library_result(
         module=module, spec=spec, plans=plans, facts=facts, context=context, method="prune", started=started
     )
+    result.library_config = recipe
+    return result
 
 
-def _one_shot(module: nn.Module, eligible: dict[str, LayerPlan], context: CompressionContext) -> nn.Module:
-    scheduler = ConstantSparsityScheduler(begin_step=0)
-    config = MagnitudePrunerConfig(
-        module_name_configs={exact_name_pattern(n): _module_config(p.spec, scheduler) for n, p in eligible.items()}
-    )
-    context.progress.update(0.1, f"pruning {len(eligible)} layers")
+def _one_shot(
+    module: nn.Module, spec: PruneSpec, plans: dict[str, LayerPlan], context: CompressionContext
+) -> tuple[nn.Module, dict]:
+    recipe = library_config(spec, layers=layer_specs(plans))
+    context.progress.update(0.1, f"pruning {sum(p.eligible for p in plans.values())} layers")
     with context.library_logging():
-        pruner = MagnitudePruner(module, config)
+        pruner = MagnitudePruner(module, load_config(recipe))
         pruner.prepare(inplace=True)
         pruner.step()  # the constant schedule sets every layer to its target at the first step
         module = pruner.finalize(inplace=True)
     context.progress.update(1.0, "pruned")
-    return module
+    return module, recipe
 
 
-def _gradual(module: nn.Module, spec: PruneSpec, eligible: dict[str, LayerPlan], context: CompressionContext) -> nn.Module:
+def _gradual(
+    module: nn.Module, spec: PruneSpec, plans: dict[str, LayerPlan], context: CompressionContext
+) -> tuple[nn.Module, dict]:
     plan = plan_fine_tune(spec=spec, context=context, what="prune fine_tune (gradual magnitude pruning)")
-    last_update = max(1, int(plan.total_steps * 0.75))
-    updates = max(2, min(20, last_update))
-    update_steps = sorted({max(1, round(1 + i * (last_update - 1) / (updates - 1))) for i in range(updates)})
-    scheduler = PolynomialDecayScheduler(update_steps=update_steps)
-    config = MagnitudePrunerConfig(
-        module_name_configs={exact_name_pattern(n): _module_config(p.spec, scheduler) for n, p in eligible.items()}
-    )
+    recipe = library_config(spec, layers=layer_specs(plans), fine_tune_steps=plan.total_steps)
     with context.library_logging():
-        pruner = MagnitudePruner(module, config)
+        pruner = MagnitudePruner(module, load_config(recipe))
         prepared = pruner.prepare(inplace=True)
         fine_tune(
             module=prepared, spec=spec, context=context, plan=plan,
             after_step=lambda _step: pruner.step(), label="gradual pruning fine-tuning",
         )
         module = pruner.finalize(inplace=True)
+    update_steps = gradual_update_steps(plan.total_steps)
     context.note(
         f"Sparsity rose from 0 to the target on a polynomial schedule at steps {update_steps[0]}…{update_steps[-1]} "
         f"of {plan.total_steps}; the remaining steps fine-tune at full sparsity."
     )
-    return module
+    return module, recipe
+
+
+DESCRIPTOR = register_method(
+    MethodDescriptor(
+        name="prune",
+        label="Prune",
+        color="#e45756",
+        source="coremltools' MagnitudePruner (one-shot, or gradual during fine-tuning)",
+        spec_type=PruneSpec,
+        handler=prune,
+        eligibility=eligibility,
+        library_config=library_config,
+        snippet=snippet,
+        storage=STORAGE_SPARSE,
+        latency_note=latency_notes.weight_only,
+        coreml_side=CoreMLSide(op_config=coreml_op_config, config_type="OpMagnitudePrunerConfig", function="prune_weights"),
+    )
+)

@@ -11,17 +11,26 @@ from __future__ import annotations
 
 import time
 
-import torch
-from coremltools.optimize.torch.quantization import LinearQuantizer, LinearQuantizerConfig, ModuleLinearQuantizerConfig
+from coremltools.optimize.torch.quantization import LinearQuantizer
 from torch import nn
 
+from core.compress import snippets
 from core.compress.context import CompressionContext, CompressionError
 from core.compress.finetune import fine_tune, plan_fine_tune
 from core.compress.layers import LayerFacts, library_result, plan_layers, threshold_reason
+from core.compress.library_config import LayerSpecs, count_fine_tune_steps, layer_specs, load_config, qat_milestones
+from core.compress.quantize_weights import linear_quantizer_entry
+from core.compress.registry import STORAGE_LINEAR, MethodDescriptor, register_method
 from core.compress.result import CompressionResult
 from core.specs import QuantizeActivationsSpec
 
 SUPPORTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+# statistics from step 0, fake-quant never during calibration, BatchNorm frozen at once
+CALIBRATION_MILESTONES = [0, 1000, 1000, 0]
+
+
+def eligibility(spec: QuantizeActivationsSpec):
+    return _check
 
 
 def _check(name: str, layer: nn.Module, layer_spec: QuantizeActivationsSpec) -> str | None:
@@ -32,6 +41,57 @@ def _check(name: str, layer: nn.Module, layer_spec: QuantizeActivationsSpec) -> 
 
 def _scheme(spec: QuantizeActivationsSpec) -> str:
     return "symmetric" if spec.mode == "symmetric" else "affine"
+
+
+# --------------------------------------------------------------------------- spec → library config (the one place)
+
+
+def library_config(
+    spec: QuantizeActivationsSpec, *, layers: LayerSpecs | None = None, fine_tune_steps: int | None = None
+) -> dict:
+    """LinearQuantizerConfig with int8 activations: observer-only milestones for calibration, QAT milestones
+    from the fine-tune's step count."""
+    steps = None
+    if spec.workflow == "fine_tune":
+        steps = fine_tune_steps if fine_tune_steps is not None else count_fine_tune_steps(spec)
+        milestones = qat_milestones(steps)
+    else:
+        milestones = CALIBRATION_MILESTONES
+
+    def module_config(layer_spec: QuantizeActivationsSpec) -> dict:
+        return {"quantization_scheme": _scheme(layer_spec), "weight_per_channel": True, "milestones": milestones}
+
+    if layers is not None:  # one scheme for the whole model: only the skipped layers are listed
+        layers = {name: None if layer_spec is None else spec for name, layer_spec in layers.items()}
+    return linear_quantizer_entry(spec, module_config, layers=layers, fine_tune_steps=steps)
+
+
+def snippet(spec: QuantizeActivationsSpec, recipe: dict, var: str) -> str:
+    head = snippets.head(spec, recipe, var, plain_names=True)
+    if spec.workflow == "fine_tune":
+        return head + snippets.fine_tune_loop(spec, recipe, var, prepare_args="example_inputs=(example,), inplace=True")
+    return head + f"""
+quantizer = LinearQuantizer(model, {snippets.build_expression(recipe, var)})
+prepared = quantizer.prepare(example_inputs=(example,), inplace=True)
+quantizer.step()  # milestone 0: observers on; milestone 3: BatchNorm frozen
+with torch.no_grad():
+    for images, _ in batches:
+        prepared(images)
+prepared.eval()
+model = quantizer.finalize(inplace=True)
+"""
+
+
+def latency_note(*, spec: QuantizeActivationsSpec, result, timed_artifact: bool) -> str:
+    trained = " after quantization-aware training" if spec.workflow == "fine_tune" else ""
+    return (
+        f"W8A8 is simulated with fake-quantization in PyTorch{trained}: a rewritten FX graph with "
+        "quantize/dequantize ops around every layer running float math, so on the CPU it is slower than fp32, not "
+        "faster; int8×int8 compute happens only on Apple hardware (Neural Engine) running the .mlpackage."
+    )
+
+
+# --------------------------------------------------------------------------- handler
 
 
 def quantize_activations(module: nn.Module, spec: QuantizeActivationsSpec, context: CompressionContext) -> CompressionResult:
@@ -45,24 +105,9 @@ def quantize_activations(module: nn.Module, spec: QuantizeActivationsSpec, conte
         )
     fine_tuning = spec.workflow == "fine_tune"
     plan = plan_fine_tune(spec=spec, context=context, what="quantize_activations fine_tune (QAT)") if fine_tuning else None
-    if fine_tuning:
-        total = plan.total_steps
-        milestones = [0, 0, max(1, int(total * 0.8)), max(1, total // 2)]
-    else:
-        # statistics from step 0, fake-quant never during calibration, BatchNorm frozen at once
-        milestones = [0, 1000, 1000, 0]
-
-    def layer_config(layer_spec: QuantizeActivationsSpec) -> ModuleLinearQuantizerConfig:
-        return ModuleLinearQuantizerConfig(
-            quantization_scheme=_scheme(layer_spec), weight_per_channel=True, milestones=milestones
-        )
-
-    config = LinearQuantizerConfig(
-        global_config=layer_config(spec),
-        module_name_configs={n: None for n, p in plans.items() if not p.eligible},  # plain names (get_submodule)
-    )
+    recipe = library_config(spec, layers=layer_specs(plans), fine_tune_steps=plan.total_steps if plan else None)
     with context.library_logging():
-        quantizer = LinearQuantizer(module, config)
+        quantizer = LinearQuantizer(module, load_config(recipe))
         prepared = quantizer.prepare(example_inputs=(context.example_input(),), inplace=True)
         quantizer.step()
         if fine_tuning:
@@ -71,11 +116,9 @@ def quantize_activations(module: nn.Module, spec: QuantizeActivationsSpec, conte
                 after_step=lambda _step: quantizer.step(), label="W8A8 QAT fine-tuning",
             )
         else:
-            batches = context.calibration_batches(samples=spec.calibration_samples, seed=spec.seed)
-            with torch.no_grad():
-                for index, (inputs, _labels) in enumerate(batches):
-                    prepared(inputs)
-                    context.progress.update((index + 1) / len(batches), "W8A8: collecting activation ranges")
+            context.run_calibration(
+                prepared, samples=spec.calibration_samples, seed=spec.seed, label="W8A8: collecting activation ranges"
+            )
         prepared.eval()
         module = quantizer.finalize(inplace=True)
     activation_quantizers = sum(
@@ -87,6 +130,25 @@ def quantize_activations(module: nn.Module, spec: QuantizeActivationsSpec, conte
         "Apple's Neural Engine after conversion."
     )
     facts = {n: LayerFacts(extra={"activations": "int8", "workflow": spec.workflow}) for n, p in plans.items() if p.eligible}
-    return library_result(
+    result = library_result(
         module=module, spec=spec, plans=plans, facts=facts, context=context, method="quantize_activations", started=started
     )
+    result.library_config = recipe
+    return result
+
+
+DESCRIPTOR = register_method(
+    MethodDescriptor(
+        name="quantize_activations",
+        label="W8A8 activations",
+        color="#b279a2",
+        source="coremltools' LinearQuantizer with int8 activations (the W8A8 recipe of coremltools' ResNet50 guide)",
+        spec_type=QuantizeActivationsSpec,
+        handler=quantize_activations,
+        eligibility=eligibility,
+        library_config=library_config,
+        snippet=snippet,
+        storage=STORAGE_LINEAR,
+        latency_note=latency_note,
+    )
+)

@@ -7,39 +7,39 @@
 
 from __future__ import annotations
 
+import re
+import textwrap
 import time
 
 import torch
-from coremltools.optimize.torch._utils.metadata_utils import register_metadata_version
-from coremltools.optimize.torch.layerwise_compression import GPTQ, ModuleGPTQConfig
-from coremltools.optimize.torch.quantization import (
-    LinearQuantizer,
-    LinearQuantizerConfig,
-    ModuleLinearQuantizerConfig,
-    ModulePostTrainingQuantizerConfig,
-    PostTrainingQuantizer,
-    PostTrainingQuantizerConfig,
-)
+from coremltools.optimize.torch.layerwise_compression import GPTQ
+from coremltools.optimize.torch.quantization import LinearQuantizer, PostTrainingQuantizer
 from torch import nn
 
+from core.compress import latency_notes, snippets
 from core.compress.context import CompressionContext
 from core.compress.finetune import fine_tune, plan_fine_tune
-from core.compress.layers import (
-    EligibilityCheck,
-    LayerFacts,
-    LayerPlan,
-    basic_ineligibility,
-    exact_name_pattern,
-    library_result,
-    plan_layers,
+from core.compress.layers import EligibilityCheck, LayerFacts, basic_ineligibility, library_result, plan_layers
+from core.compress.library_config import (
+    LayerSpecs,
+    count_fine_tune_steps,
+    entry,
+    exact_name_configs,
+    layer_specs,
+    load_config,
+    pattern_configs,
+    qat_milestones,
 )
+from core.compress.registry import STORAGE_LINEAR, CoreMLSide, MethodDescriptor, register_method
 from core.compress.result import CompressionResult
+from core.library_internals import post_training_quantizer_modules, register_metadata_version
 from core.specs import QuantizeWeightsSpec
 
-PTQ_MODULES = PostTrainingQuantizer._supported_modules
+PTQ_MODULES = post_training_quantizer_modules()
 GPTQ_MODULES = (nn.Conv2d, nn.Linear)
 QAT_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_TORCH_OPT = "coremltools.optimize.torch"
 
 
 def eligibility(spec: QuantizeWeightsSpec) -> EligibilityCheck:
@@ -71,17 +71,139 @@ def eligibility(spec: QuantizeWeightsSpec) -> EligibilityCheck:
     return check
 
 
+# --------------------------------------------------------------------------- spec → library config (the one place)
+
+
+def _scheme(spec: QuantizeWeightsSpec) -> str:
+    return "symmetric" if spec.mode == "symmetric" else "affine"
+
+
+def _block_size(spec: QuantizeWeightsSpec) -> int | None:
+    return spec.block_size if spec.granularity == "per_block" else None
+
+
+def _ptq_module_config(spec: QuantizeWeightsSpec) -> dict:
+    return {
+        "weight_dtype": spec.dtype,
+        "granularity": spec.granularity,
+        "quantization_scheme": _scheme(spec),
+        "block_size": _block_size(spec),
+    }
+
+
+def _gptq_module_config(spec: QuantizeWeightsSpec) -> dict:
+    return {
+        "algorithm": "gptq",
+        "weight_dtype": "uint8" if spec.dtype == "int8" else "uint4",
+        "granularity": spec.granularity,
+        "quantization_scheme": _scheme(spec),
+        "block_size": _block_size(spec),
+    }
+
+
+def _qat_module_config(spec: QuantizeWeightsSpec, milestones: list[int]) -> dict:
+    return {
+        "weight_dtype": "qint8" if spec.dtype == "int8" else "qint4",
+        "weight_per_channel": True,
+        "activation_dtype": "float32",  # weight-only: activations stay float
+        "quantization_scheme": _scheme(spec),
+        "milestones": milestones,
+    }
+
+
+def library_config(
+    spec: QuantizeWeightsSpec, *, layers: LayerSpecs | None = None, fine_tune_steps: int | None = None
+) -> dict:
+    """PostTrainingQuantizerConfig (data_free), LayerwiseCompressorConfig with GPTQ (calibration), or a weight-only
+    LinearQuantizerConfig (fine_tune, milestones from the fine-tune's step count)."""
+    if spec.workflow == "fine_tune":
+        steps = fine_tune_steps if fine_tune_steps is not None else count_fine_tune_steps(spec)
+        milestones = qat_milestones(steps)
+        return linear_quantizer_entry(
+            spec, lambda layer_spec: _qat_module_config(layer_spec, milestones), layers=layers, fine_tune_steps=steps
+        )
+    module_config = _ptq_module_config if spec.workflow == "data_free" else _gptq_module_config
+    if layers is not None:
+        config: dict = {"module_name_configs": exact_name_configs(layers, module_config)}
+    else:
+        config = {"global_config": module_config(spec)}
+        if spec.overrides:
+            config["module_name_configs"] = pattern_configs(spec, module_config)
+    if spec.workflow == "calibration":
+        config["calibration_nsamples"] = spec.calibration_samples
+        module, api = f"{_TORCH_OPT}.layerwise_compression", "LayerwiseCompressor"
+    else:
+        module, api = f"{_TORCH_OPT}.quantization", "PostTrainingQuantizer"
+    return entry(
+        module=module, api=api, config_class=f"{api}Config", config=config, spec=spec,
+        weight_threshold=spec.weight_threshold if layers is None and spec.weight_threshold else None,
+    )
+
+
+def linear_quantizer_entry(spec, module_config, *, layers: LayerSpecs | None, fine_tune_steps: int | None = None) -> dict:
+    """A LinearQuantizerConfig entry. LinearQuantizer traces the whole model and looks module_name_configs up by
+    plain module name, so the engine's form is the global config plus every layer that differs from it."""
+    default = module_config(spec)
+    config: dict = {"global_config": default}
+    if layers is not None:
+        per_layer = exact_name_configs(layers, module_config, escape=False, skipped=True)
+        config["module_name_configs"] = {n: c for n, c in per_layer.items() if c is None or c != default}
+    elif spec.overrides:
+        config["module_name_configs"] = pattern_configs(spec, module_config)
+    return entry(
+        module=f"{_TORCH_OPT}.quantization", api="LinearQuantizer", config_class="LinearQuantizerConfig",
+        config=config, spec=spec, fine_tune_steps=fine_tune_steps,
+        weight_threshold=spec.weight_threshold if layers is None and spec.weight_threshold else None,
+    )
+
+
+def coreml_op_config(spec: QuantizeWeightsSpec) -> dict:
+    """The Core ML-side OpLinearQuantizerConfig (uploaded .mlpackage files)."""
+    return {
+        "mode": "linear_symmetric" if spec.mode == "symmetric" else "linear",
+        "dtype": spec.dtype,
+        "granularity": spec.granularity,
+        "block_size": spec.block_size,
+        "weight_threshold": spec.weight_threshold,
+    }
+
+
+def snippet(spec: QuantizeWeightsSpec, recipe: dict, var: str) -> str:
+    build = snippets.build_expression(recipe, var)
+    if spec.workflow == "data_free":
+        return snippets.head(spec, recipe, var) + f"model = PostTrainingQuantizer(model, {build}).compress()\n"
+    if spec.workflow == "calibration":
+        return snippets.head(spec, recipe, var) + textwrap.dedent(
+            f"""
+            # LayerwiseCompressor needs a sequential model (each child feeding the next); the app runs the same
+            # GPTQ algorithm per layer for non-sequential networks.
+            model = LayerwiseCompressor(model.eval(), {build}).compress([x for x, _ in batches], device="cpu")
+            """
+        )
+    return snippets.head(spec, recipe, var, plain_names=True) + snippets.fine_tune_loop(
+        spec, recipe, var, prepare_args="example_inputs=(example,), inplace=True"
+    )
+
+
+# --------------------------------------------------------------------------- handler
+
+
 def quantize_weights(module: nn.Module, spec: QuantizeWeightsSpec, context: CompressionContext) -> CompressionResult:
     started = time.perf_counter()
     plans = plan_layers(module, spec, eligibility(spec))
     eligible = {name: plan for name, plan in plans.items() if plan.eligible}
+    recipe = None
     if eligible:
         if spec.workflow == "data_free":
-            module = _post_training(module, eligible, context)
+            recipe = library_config(spec, layers=layer_specs(plans))
+            module = _post_training(module, load_config(recipe), len(eligible), context)
         elif spec.workflow == "calibration":
-            _gptq(module, spec, eligible, context)
+            recipe = library_config(spec, layers=layer_specs(plans))
+            _gptq(module, spec, list(eligible), load_config(recipe), context)
         else:
-            module = _qat(module, spec, plans, context)
+            plan = plan_fine_tune(spec=spec, context=context, what="quantize_weights fine_tune (QAT)")
+            recipe = library_config(spec, layers=layer_specs(plans), fine_tune_steps=plan.total_steps)
+            module = _qat(module, spec, load_config(recipe), context, plan)
     else:
         context.note("No layer qualified for weight quantization; the model is unchanged.")
     facts = {
@@ -89,52 +211,35 @@ def quantize_weights(module: nn.Module, spec: QuantizeWeightsSpec, context: Comp
                          | ({"block_size": p.spec.block_size} if p.spec.granularity == "per_block" else {}))
         for name, p in eligible.items()
     }
-    return library_result(
+    result = library_result(
         module=module, spec=spec, plans=plans, facts=facts, context=context, method="quantize_weights", started=started
     )
+    result.library_config = recipe
+    return result
 
 
-def _scheme(spec: QuantizeWeightsSpec) -> str:
-    return "symmetric" if spec.mode == "symmetric" else "affine"
-
-
-def _post_training(module: nn.Module, eligible: dict[str, LayerPlan], context: CompressionContext) -> nn.Module:
-    configs = {
-        exact_name_pattern(n): ModulePostTrainingQuantizerConfig(
-            weight_dtype=p.spec.dtype,
-            granularity=p.spec.granularity,
-            quantization_scheme=_scheme(p.spec),
-            block_size=p.spec.block_size if p.spec.granularity == "per_block" else None,
-        )
-        for n, p in eligible.items()
-    }
-    context.progress.update(0.1, f"quantizing {len(eligible)} layers")
+def _post_training(module: nn.Module, config, count: int, context: CompressionContext) -> nn.Module:
+    context.progress.update(0.1, f"quantizing {count} layers")
     with context.library_logging():
-        module = PostTrainingQuantizer(module, PostTrainingQuantizerConfig(module_name_configs=configs)).compress(inplace=True)
+        module = PostTrainingQuantizer(module, config).compress(inplace=True)
     context.progress.update(1.0, "quantized")
     return module
 
 
-def _gptq(module: nn.Module, spec: QuantizeWeightsSpec, eligible: dict[str, LayerPlan], context: CompressionContext) -> None:
+def _gptq(module: nn.Module, spec: QuantizeWeightsSpec, names: list[str], config, context: CompressionContext) -> None:
     """GPTQ per layer with Hessians from the calibration data.
 
     coremltools' LayerwiseCompressor needs a strictly sequential model (each child feeding the next), which
-    ResNets are not; so the library's GPTQ algorithm runs on every eligible layer with statistics collected in
-    one pass through the whole (uncompressed) model.
+    ResNets are not; so the library's GPTQ algorithm runs on every eligible layer, with the per-layer configs of
+    the LayerwiseCompressorConfig, on statistics collected in one pass through the whole (uncompressed) model.
     """
     batches = context.calibration_batches(samples=spec.calibration_samples, seed=spec.seed)
     algorithms: dict[str, GPTQ] = {}
     handles = []
     with context.library_logging():
-        for name, plan in eligible.items():
+        for name in names:
             layer = module.get_submodule(name)
-            config = ModuleGPTQConfig(
-                weight_dtype="uint8" if plan.spec.dtype == "int8" else "uint4",
-                granularity=plan.spec.granularity,
-                quantization_scheme=_scheme(plan.spec),
-                block_size=plan.spec.block_size if plan.spec.granularity == "per_block" else None,
-            )
-            algorithm = GPTQ(layer, config)
+            algorithm = GPTQ(layer, config.module_name_configs[re.escape(name)])
             algorithms[name] = algorithm
             handles.append(layer.register_forward_hook(_hessian_hook(algorithm)))
         module.eval()
@@ -163,27 +268,7 @@ def _hessian_hook(algorithm: GPTQ):
     return hook
 
 
-def _qat(module: nn.Module, spec: QuantizeWeightsSpec, plans: dict[str, LayerPlan], context: CompressionContext) -> nn.Module:
-    plan = plan_fine_tune(spec=spec, context=context, what="quantize_weights fine_tune (QAT)")
-    total = plan.total_steps
-    # observers and fake-quant on from step 0; observers frozen at 80 % and BatchNorm statistics at 50 % of training
-    milestones = [0, 0, max(1, int(total * 0.8)), max(1, total // 2)]
-    def layer_config(layer_spec: QuantizeWeightsSpec) -> ModuleLinearQuantizerConfig:
-        return ModuleLinearQuantizerConfig(
-            weight_dtype="qint8" if layer_spec.dtype == "int8" else "qint4",
-            weight_per_channel=True,
-            activation_dtype="float32",  # weight-only: activations stay float
-            quantization_scheme=_scheme(layer_spec),
-            milestones=milestones,
-        )
-
-    # LinearQuantizer looks module names up with get_submodule: plain names, not patterns.
-    default = layer_config(spec)
-    overrides = {n: None if not p.eligible else layer_config(p.spec) for n, p in plans.items()}
-    config = LinearQuantizerConfig(
-        global_config=default,
-        module_name_configs={n: c for n, c in overrides.items() if c is None or c != default},
-    )
+def _qat(module: nn.Module, spec: QuantizeWeightsSpec, config, context: CompressionContext, plan) -> nn.Module:
     with context.library_logging():
         quantizer = LinearQuantizer(module, config)
         prepared = quantizer.prepare(example_inputs=(context.example_input(),), inplace=True)
@@ -194,3 +279,23 @@ def _qat(module: nn.Module, spec: QuantizeWeightsSpec, plans: dict[str, LayerPla
         )
         module = quantizer.finalize(inplace=True)
     return module
+
+
+DESCRIPTOR = register_method(
+    MethodDescriptor(
+        name="quantize_weights",
+        label="Quantize weights",
+        color="#54a24b",
+        source="coremltools' linear quantization (PostTrainingQuantizer, GPTQ, weight-only LinearQuantizer QAT)",
+        spec_type=QuantizeWeightsSpec,
+        handler=quantize_weights,
+        eligibility=eligibility,
+        library_config=library_config,
+        snippet=snippet,
+        storage=STORAGE_LINEAR,
+        latency_note=latency_notes.weight_only,
+        coreml_side=CoreMLSide(
+            op_config=coreml_op_config, config_type="OpLinearQuantizerConfig", function="linear_quantize_weights"
+        ),
+    )
+)

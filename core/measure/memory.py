@@ -1,4 +1,5 @@
-"""Peak memory of one inference, from the PyTorch profiler's allocation events (as seed 002 reported it).
+"""Peak memory of one inference, from the PyTorch profiler's allocation events (how the PyTorch ResNet-34
+quantization report measured it).
 
 The number is the high-water mark of bytes the CPU allocator held during one forward pass beyond what was
 allocated before it started: activations and scratch buffers, not the weights (those are already resident).
@@ -14,6 +15,8 @@ from collections.abc import Callable, Iterator
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+
+from core.library_internals import profiler_memory_events
 
 _PROFILER_NOISE = ("USDT:", "profiler_start", "profiler_stop", "gpuGetDeviceCount", "CUPTI", "Kineto")
 
@@ -53,13 +56,11 @@ def peak_inference_memory_bytes(*, run: Callable[[torch.Tensor], object], inputs
         run(inputs)  # warm-up: lazy initialisation and packed-weight caches are not part of an inference
         with silenced_native_stderr(notes), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             run(inputs)
-    memory_events = [
-        e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]" and str(e.device_type()).endswith("CPU")
-    ]
+    memory_events = sorted(profiler_memory_events(prof), key=lambda event: event[0])  # by start time
     if not memory_events:
         return None
     live = peak = 0
-    for event in sorted(memory_events, key=lambda e: e.start_ns()):
-        live += event.nbytes()
+    for _start_ns, nbytes in memory_events:
+        live += nbytes
         peak = max(peak, live)
     return int(peak)

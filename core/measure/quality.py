@@ -118,14 +118,20 @@ def per_class_accuracy(*, logits: torch.Tensor, labels: torch.Tensor, num_classe
 
 
 def top1_agreement(*, reference_logits: torch.Tensor, candidate_logits: torch.Tensor) -> float:
-    """Fraction of inputs on which both models predict the same class (seed 004's compare_models)."""
+    """Fraction of inputs on which both models predict the same class (the compare_models check of kingreza's
+    coremltools quantization deep dive)."""
     _check_same_shape(reference_logits, candidate_logits)
     same = int((reference_logits.argmax(1) == candidate_logits.argmax(1)).sum())
     return same / max(len(reference_logits), 1)
 
 
-def output_snr_db(*, reference: torch.Tensor, candidate: torch.Tensor) -> float:
-    """10·log10(Σ reference² / Σ (reference − candidate)²); +inf when the outputs are identical."""
+def snr_db(*, reference: torch.Tensor, candidate: torch.Tensor) -> float:
+    """Signal-to-noise ratio in dB: 10·log10(Σ reference² / Σ (reference − candidate)²).
+
+    The one SNR of the product, for model outputs and for layer weights alike. Convention: +inf when the two are
+    identical (no noise), −inf when the reference is all zeros but the candidate is not. JSON records have no
+    infinity: they store such values as None (``finite_or_none``), next to an explicit flag where one exists.
+    """
     _check_same_shape(reference, candidate)
     ref = reference.double()
     noise = float(((ref - candidate.double()) ** 2).sum())
@@ -135,6 +141,9 @@ def output_snr_db(*, reference: torch.Tensor, candidate: torch.Tensor) -> float:
     if signal == 0.0:
         return -math.inf
     return 10.0 * math.log10(signal / noise)
+
+
+output_snr_db = snr_db  # model outputs (logits) vs the baseline's
 
 
 def output_psnr_db(*, reference: torch.Tensor, candidate: torch.Tensor) -> float:

@@ -17,6 +17,7 @@ and int64 zero-points, as PyTorch stores them).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import zipfile
@@ -27,11 +28,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from core.compress.registry import STORAGE_LINEAR, STORAGE_LUT, STORAGE_SPARSE, methods_of
 from core.compress.result import LayerReport
+from core.library_internals import PACKED_PARAMS_SUFFIXES
 
 SIZE_TOLERANCE = 0.05
 BREAKDOWN_KEYS = ("indices", "luts", "quantized_weights", "sparse_values", "masks", "scales", "zero_points", "uncompressed")
-_QUANTIZE_METHODS = ("quantize_weights", "quantize_activations", "torch_static", "torch_dynamic")
 
 
 @dataclass(frozen=True)
@@ -80,20 +82,14 @@ class SizeEstimate:
 
 
 def path_size_bytes(path: Path | str) -> int:
-    """Bytes of a file, or of every file under a directory (an .mlpackage is a directory)."""
-    try:
-        from core.export import path_size_bytes as engine_path_size_bytes  # the engine's helper, when present
-    except ImportError:
-        engine_path_size_bytes = None
-    if engine_path_size_bytes is not None:
-        return int(engine_path_size_bytes(path))
-    return _walk_size(Path(path))
+    """Bytes on disk of a file, or of every file under a directory (an .mlpackage is a directory).
 
-
-def _walk_size(path: Path) -> int:
+    Raises FileNotFoundError naming the path when it does not exist.
+    """
+    path = Path(path)
     if path.is_file():
         return path.stat().st_size
-    if not path.exists():
+    if not path.is_dir():
         raise FileNotFoundError(f"artifact not found: {path}")
     total = 0
     for root, _dirs, files in os.walk(path):
@@ -110,31 +106,63 @@ def float_param_count(module: nn.Module) -> int:
 
 
 def layer_storage_bits(layer: LayerReport, fmt: StorageFormat = COREML_FORMAT) -> dict[str, float]:
-    """Bits of one layer's weight storage by kind, following the storage rules in the module docstring."""
+    """Bits of one layer's weight storage by kind, following the storage rules in the module docstring.
+
+    Which rule applies comes from the storage kind each method's descriptor declares (a "prune+palettize" layer
+    combines the sparse and the LUT rules), not from method names.
+    """
     bits = dict.fromkeys(BREAKDOWN_KEYS, 0.0)
     params = int(layer.params)
-    method = layer.method or ""
-    if not layer.compressed or (layer.bits is None and "prune" not in method):
+    storage = {descriptor.storage for descriptor in methods_of(layer.method)}
+    sparse = STORAGE_SPARSE in storage
+    if not layer.compressed or (layer.bits is None and not sparse):
         bits["uncompressed"] = params * fmt.float_bits
         return bits
     stored = params
-    if "prune" in method:
+    if sparse:
         bits["masks"] = float(params)  # one bit per weight position
         stored = params - round(params * float(layer.sparsity))
     value_bits = float(layer.bits) if layer.bits is not None else float(fmt.float_bits)
-    if "palettize" in method:
+    if STORAGE_LUT in storage:
         cluster_dim = max(int(layer.extra.get("cluster_dim", 1) or 1), 1)
         bits["indices"] = math.ceil(stored / cluster_dim) * value_bits
         bits["luts"] = layer.n_luts * layer.lut_entries * cluster_dim * layer.lut_bits
-    elif any(m in method for m in _QUANTIZE_METHODS):
+    elif STORAGE_LINEAR in storage:
         bits["quantized_weights"] = stored * value_bits
-    elif "prune" in method:
+    elif sparse:
         bits["sparse_values"] = stored * float(fmt.float_bits)
-    else:  # a method this table does not know yet: count its weights as stored densely at that bit width
+    else:  # a method without a registered storage kind: count its weights as stored densely at that bit width
         bits["quantized_weights"] = stored * value_bits
     bits["scales"] = layer.n_scales * fmt.scale_bits
     bits["zero_points"] = layer.n_zero_points * fmt.zero_point_bits
     return bits
+
+
+_LAYER_FIELDS = {f.name for f in dataclasses.fields(LayerReport)}
+
+
+def layer_bits_per_weight(layer: dict) -> float | None:
+    """Stored bits per weight of one layer as recorded (a LayerReport dict), LUTs, scales and masks included.
+
+    The one storage-bits model for a stored record: the value the experiment wrote (``extra["bits_per_weight"]``)
+    when present, otherwise ``layer_storage_bits`` in the Core ML format. 16 for an uncompressed (fp16) layer;
+    None when the layer has no weights, or is marked compressed without a bit width the model can use.
+    """
+    params = int(layer.get("params") or 0)
+    if not params:
+        return None
+    if not layer.get("compressed"):
+        return float(COREML_FORMAT.float_bits)
+    recorded = (layer.get("extra") or {}).get("bits_per_weight")
+    if isinstance(recorded, int | float) and not isinstance(recorded, bool):
+        return float(recorded)
+    data = {key: value for key, value in layer.items() if key in _LAYER_FIELDS and value is not None}
+    data.setdefault("name", "")
+    data.setdefault("type", "")
+    report = LayerReport.from_dict(data)
+    if report.bits is None and not any(d.storage == STORAGE_SPARSE for d in methods_of(report.method)):
+        return None
+    return sum(layer_storage_bits(report).values()) / params
 
 
 def theoretical_size(
@@ -215,7 +243,7 @@ def _add_tensor(estimate: SizeEstimate, name: str, tensor: torch.Tensor) -> None
 
 
 def _layer_name(state_key: str) -> str:
-    for suffix in ("._packed_params._packed_params", "._packed_params", ".weight"):
+    for suffix in (*PACKED_PARAMS_SUFFIXES, ".weight"):
         if state_key.endswith(suffix):
             return state_key[: -len(suffix)]
     return state_key
@@ -229,7 +257,7 @@ def container_overhead_bytes(path: Path | str) -> int | None:
     path = Path(path)
     if path.is_dir():
         weights = [p for p in path.rglob("*") if p.is_file() and p.parent.name == "weights"]
-        return _walk_size(path) - sum(p.stat().st_size for p in weights)
+        return path_size_bytes(path) - sum(p.stat().st_size for p in weights)
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
             data = sum(i.compress_size for i in zf.infolist() if "/data/" in i.filename and not i.filename.endswith(".pkl"))

@@ -13,11 +13,15 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from core.models.architectures import SAMPLE_ARCHITECTURES
+
+if TYPE_CHECKING:
+    from core.models.torchscript_probe import ProbeLimits
 
 SAMPLE_MODELS_DIR = Path(__file__).resolve().parent.parent.parent / "sample_models"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -232,19 +236,28 @@ def load_torchvision(arch: str, *, weights: Path | None = None, pretrained: bool
     )
 
 
-def load_torchscript(path: Path) -> LoadedModel:
+def load_torchscript(path: Path, *, limits: ProbeLimits | None = None, server_address: str | None = None) -> LoadedModel:
+    """A TorchScript file, loaded and probed first in a child process with a time and memory limit
+    (core.models.torchscript_probe), then loaded here. Refused when TorchScript uploads are turned off."""
+    from core.models.torchscript_probe import (
+        probe_torchscript,
+        torchscript_disabled_message,
+        torchscript_uploads_allowed,
+    )
+
+    path = Path(path)
+    if not torchscript_uploads_allowed(server_address):
+        raise ModelLoadError(torchscript_disabled_message())
     _require_nonempty_file(path)
     if not zipfile.is_zipfile(path):
         raise ModelLoadError(f"{path.name} is not a TorchScript archive (not a zip file); export with torch.jit.save.")
+    probe = probe_torchscript(path, limits=limits)
     try:
         module = torch.jit.load(str(path), map_location="cpu")
-    except Exception as exc:
+    except Exception as exc:  # it loaded in the child; only a changed file or environment gets here
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(
-            f"{path.name} is not a loadable TorchScript model ({first[:200]}). "
-            "A file saved with torch.save(model) is a pickle and is refused; export with torch.jit.script/trace + save."
-        ) from None
-    input_shape, num_classes = _probe_input_shape(module, path.name)
+        raise ModelLoadError(f"{path.name} could not be loaded ({first[:200]}).") from None
+    input_shape, num_classes = probe.input_shape, probe.num_classes
     is_fashion = input_shape == (1, 28, 28) and num_classes == 10
     from core.data import FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD
 
@@ -262,21 +275,6 @@ def load_torchscript(path: Path) -> LoadedModel:
         weights_note="TorchScript upload" + ("; evaluated on Fashion-MNIST (1×28×28, 10 outputs)" if is_fashion else ""),
         class_names=FASHION_MNIST_CLASSES if is_fashion else None,
         is_torchscript=True,
-    )
-
-
-def _probe_input_shape(module: nn.Module, name: str) -> tuple[tuple[int, int, int], int]:
-    """TorchScript files do not record their input shape: try the shapes this app knows."""
-    for shape in ((1, 28, 28), (3, 224, 224), (3, 32, 32), (1, 32, 32)):
-        try:
-            with torch.inference_mode():
-                out = module(torch.zeros(1, *shape))
-        except Exception:
-            continue
-        if isinstance(out, torch.Tensor) and out.ndim == 2:
-            return shape, int(out.shape[1])
-    raise ModelLoadError(
-        f"{name} did not accept any known input (1×28×28, 3×224×224, 3×32×32) or does not return N×classes logits."
     )
 
 
@@ -300,9 +298,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path))
+            state = load_file(str(path))
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise ModelLoadError(f"{path.name} is not a valid safetensors file ({exc}); it may be truncated.") from None
+        return _finite(state, path.name)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -324,7 +323,29 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ModelLoadError(f"{path.name} does not hold a state_dict (a mapping of parameter names to tensors).")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    return _finite({k.removeprefix("module."): v for k, v in obj.items()}, path.name)
+
+
+def nonfinite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
+    """'name (k NaN, j inf)' for every floating tensor holding NaN or ±inf values."""
+    found = []
+    for key, tensor in state.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+            nan = int(torch.isnan(tensor).sum())
+            inf = int(torch.isinf(tensor).sum())
+            if nan or inf:
+                found.append(f"{key} ({', '.join(p for p in (f'{nan:,} NaN' if nan else '', f'{inf:,} inf' if inf else '') if p)})")
+    return found
+
+
+def _finite(state: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise ModelLoadError(
+            f"{name} has NaN or infinite values in {len(bad)} tensor(s): {', '.join(bad[:5])}{' …' if len(bad) > 5 else ''}. "
+            "The weights are corrupt or training diverged; use weights saved from a healthy checkpoint."
+        )
+    return state
 
 
 def _apply_state_dict(module: nn.Module, state: dict[str, torch.Tensor], *, arch: str) -> None:

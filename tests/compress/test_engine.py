@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.compress import HANDLERS, CompressionError, compress
+from core.compress import METHODS, CompressionError, compress
 from core.compress.layers import weight_layers
 from core.progress import Cancelled, Progress
 from core.specs import SPEC_TYPES, PalettizeSpec, PruneSpec, QuantizeWeightsSpec, TorchDynamicSpec
@@ -13,7 +13,8 @@ from tests.compress.tiny import tiny_model
 
 
 def test_every_spec_type_has_a_handler():
-    assert set(HANDLERS) == set(SPEC_TYPES)
+    assert set(METHODS) == set(SPEC_TYPES)
+    assert all(METHODS[name].spec_type is SPEC_TYPES[name] for name in METHODS)
 
 
 @pytest.mark.parametrize(
@@ -59,6 +60,14 @@ def test_dataset_of_the_wrong_shape_is_refused(fashion):
     resnet = load_model("torchvision:squeezenet1_1")
     with pytest.raises(CompressionError, match="expects 3×224×224"):
         compress(model=resnet, spec=PruneSpec(), dataset=fashion)
+
+
+def test_dataset_with_another_class_count_is_refused(tiny, fashion):
+    import dataclasses
+
+    five_classes = dataclasses.replace(tiny, num_classes=5)
+    with pytest.raises(CompressionError, match="10 classes but tiny has 5 outputs"):
+        compress(model=five_classes, spec=PruneSpec(), dataset=fashion)
 
 
 def test_torchscript_upload_gets_a_reason(tiny, tmp_path):

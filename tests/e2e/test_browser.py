@@ -7,109 +7,19 @@ Skipped only when Chromium is missing outside CI; under CI=true a missing browse
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.conftest import assert_no_exception as _assert_no_exception
+from tests.e2e.conftest import require_chromium as _require_chromium  # noqa: F401  (test_learn_browser imports it)
+from tests.e2e.conftest import wait_idle as _wait_idle
+
 pytestmark = pytest.mark.browser
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = PROJECT_ROOT / "test-artifacts"
-CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ERROR_TEXT = ("Traceback (most recent call last)", "StreamlitAPIException", "Error running app")
 RUN_TIMEOUT_MS = 300_000
-
-
-def _require_chromium() -> None:
-    if CHROMIUM.is_file():
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"Chromium is required in CI but {CHROMIUM} is missing (scripts/ensure_system_deps.sh installs it).")
-    pytest.skip(f"Chromium not found at {CHROMIUM}")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    _require_chromium()
-    home = tmp_path_factory.mktemp("studio_home")
-    log_path = home / "streamlit.log"
-    port = _free_port()
-    env = dict(
-        os.environ,
-        COMPRESSION_STUDIO_HOME=str(home),
-        COMPRESSION_STUDIO_DEFAULT_MODEL="sample:fashion_cnn",  # the quicker of the two samples
-        OMP_NUM_THREADS="2",
-    )
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-            cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.time() + 90
-            while time.time() < deadline:
-                try:
-                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                        if response.status == 200:
-                            break
-                except OSError:
-                    time.sleep(0.5)
-                if process.poll() is not None:
-                    pytest.fail("streamlit exited early:\n" + log_path.read_text(errors="replace")[-3000:])
-            else:
-                pytest.fail("streamlit did not become healthy in 90 s:\n" + log_path.read_text(errors="replace")[-3000:])
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-            server_log = log_path.read_text(errors="replace")
-            ARTIFACTS.mkdir(exist_ok=True)
-            (ARTIFACTS / "streamlit_server.log").write_text(server_log)
-
-
-def _assert_no_exception(page, where: str) -> None:
-    text = page.inner_text("body")
-    for needle in ERROR_TEXT:
-        assert needle not in text, f"{where}: '{needle}' shown on the page"
-    assert page.locator('[data-testid="stException"]').count() == 0, f"{where}: an exception box is shown"
-
-
-def _wait_idle(page, timeout: float = 120_000) -> None:
-    """Wait until Streamlit has finished the current script run."""
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
-        timeout=timeout,
-    )
 
 
 def _screenshot(page, name: str) -> None:

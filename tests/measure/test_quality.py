@@ -18,6 +18,7 @@ from core.measure.quality import (
     output_psnr_db,
     output_snr_db,
     per_class_accuracy,
+    snr_db,
     top1_agreement,
     topk_accuracy,
 )
@@ -58,6 +59,18 @@ def test_snr_of_known_noise() -> None:
     ref = torch.full((4, 4), 2.0)
     assert output_snr_db(reference=ref, candidate=ref + 0.5) == pytest.approx(10 * math.log10(16))
     assert output_snr_db(reference=ref, candidate=ref.clone()) == math.inf
+
+
+def test_one_snr_for_outputs_and_weights() -> None:
+    """Weights use the same function and convention; the per-layer report stores an infinite SNR as None."""
+    from core.compress.layers import weight_snr_db
+
+    assert output_snr_db is snr_db
+    weight = torch.full((8, 3, 3, 3), 0.5)
+    assert snr_db(reference=weight, candidate=weight.clone()) == math.inf
+    assert snr_db(reference=torch.zeros(4), candidate=torch.ones(4)) == -math.inf
+    assert weight_snr_db(weight, weight.clone()) is None
+    assert weight_snr_db(weight, weight * 1.25) == pytest.approx(10 * math.log10(1 / 0.0625))
 
 
 def test_psnr_uses_reference_range() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from core.measure.size import (
     TORCHSCRIPT_FORMAT,
     container_overhead_bytes,
     float_param_count,
+    layer_bits_per_weight,
     layer_storage_bits,
     module_payload_size,
     path_size_bytes,
@@ -85,6 +87,9 @@ def test_path_size_counts_files_and_package_directories(tmp_path: Path) -> None:
     assert path_size_bytes(file) == 1234
     assert path_size_bytes(package) == 11_000
     assert container_overhead_bytes(package) == 1000
+    shutil.rmtree(package)
+    with pytest.raises(FileNotFoundError, match=r"m\.mlpackage"):
+        path_size_bytes(package)
 
 
 def test_size_check_within_tolerance_and_explains_overhead(tmp_path: Path) -> None:
@@ -113,3 +118,43 @@ def test_int8_module_payload_matches_saved_torchscript(tmp_path: Path) -> None:
     assert zipfile.is_zipfile(path)
     ratio = path_size_bytes(path) / estimate.total_bytes
     assert 1.0 <= ratio < 1.15  # the zip adds code and pickles around the raw tensors
+
+
+# --------------------------------------------------------------------------- bits per weight of a stored layer
+
+
+def _stored(**fields) -> dict:
+    """A layer as records store it (LayerReport.to_dict), possibly from an older record with fields missing."""
+    return {"name": "layer", "type": "Conv2d", "shape": [256, 3136], "params": 802_816, **fields}
+
+
+def test_layer_bits_per_weight_of_uncompressed_and_empty_layers() -> None:
+    assert layer_bits_per_weight(_stored(compressed=False, reason="below weight_threshold")) == 16.0
+    assert layer_bits_per_weight(_stored(params=0, compressed=True, bits=4)) is None
+    assert layer_bits_per_weight(_stored(compressed=True, method="quantize_weights", bits=None)) is None
+
+
+def test_layer_bits_per_weight_prefers_the_recorded_value() -> None:
+    layer = _stored(compressed=True, method="palettize", bits=4, extra={"bits_per_weight": 4.25})
+    assert layer_bits_per_weight(layer) == 4.25
+
+
+def test_layer_bits_per_weight_counts_luts_scales_and_masks() -> None:
+    # 4-bit indices + one fp16 LUT of 16 entries spread over 802,816 weights (fields an old record lacks default).
+    palettized = _stored(compressed=True, method="palettize", bits=4, n_luts=1, lut_entries=16, lut_bits=16)
+    assert layer_bits_per_weight(palettized) == pytest.approx(4 + 16 * 16 / 802_816)
+    # pruning alone: a 1-bit mask over every position plus the surviving fp16 values
+    pruned = _stored(compressed=True, method="prune", bits=None, sparsity=0.75)
+    assert layer_bits_per_weight(pruned) == pytest.approx(1 + 16 * 0.25)
+    # int8 per channel: 256 fp16 scales and 256 int8 zero-points, as the Core ML file stores them
+    quantized = _stored(compressed=True, method="quantize_weights", bits=8, n_scales=256, n_zero_points=256)
+    assert layer_bits_per_weight(quantized) == pytest.approx(8 + (256 * 16 + 256 * 8) / 802_816)
+    # prune → palettize: mask + indices for the survivors + the LUT
+    joint = _stored(compressed=True, method="prune+palettize", bits=2, sparsity=0.5, n_luts=1, lut_entries=4)
+    assert layer_bits_per_weight(joint) == pytest.approx(1 + 2 * 0.5 + 4 * 16 / 802_816)
+
+
+def test_layer_bits_per_weight_agrees_with_the_theoretical_size() -> None:
+    layer = _lut_layer()
+    estimate = theoretical_size(layers=[layer], total_float_params=layer.params)
+    assert layer_bits_per_weight(layer.to_dict()) == pytest.approx(estimate.bits_per_weight)

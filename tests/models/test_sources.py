@@ -157,3 +157,20 @@ def test_unknown_source_lists_known_ones():
         load_model("foo:bar")
     with pytest.raises(ModelLoadError, match="unsupported architecture 'vgg99'"):
         load_model("torchvision:vgg99")
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_state_dict_with_nan_or_inf_weights_names_the_tensors(tmp_path, suffix):
+    state = {k: v.clone().contiguous() for k, v in FashionCNN().state_dict().items()}
+    state["classifier.1.weight"][0, :2] = float("nan")
+    state["features.0.weight"][0, 0, 0, 0] = float("-inf")
+    path = tmp_path / f"diverged{suffix}"
+    if suffix == ".pt":
+        torch.save(state, path)
+    else:
+        save_file(state, str(path))
+    with pytest.raises(ModelLoadError, match=rf"^diverged\{suffix} has NaN or infinite values in 2 tensor\(s\): ") as info:
+        load_model(f"state_dict:fashion_cnn:{path}")
+    message = str(info.value)
+    assert "features.0.weight (1 inf)" in message and "classifier.1.weight (2 NaN)" in message
+    assert message.endswith("The weights are corrupt or training diverged; use weights saved from a healthy checkpoint.")

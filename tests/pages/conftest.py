@@ -68,14 +68,12 @@ def plotly_specs(at: AppTest) -> list[str]:
 
 def run_real_experiment(home: Path, spec_dict: dict) -> int:
     """One real experiment (engine + measurement) saved in the store at `home`, as the Compress page does it."""
-    from core.experiment import ExperimentOptions, run_experiment
+    from core.experiment_options import ExperimentOptions
     from core.models.sources import load_model
+    from core.runs import run_and_save
     from core.specs import spec_from_dict
     from core.store import ExperimentStore
 
-    store = ExperimentStore(home)
-    model = load_model(SAMPLE)
-    with store.staging() as staging:
-        record = run_experiment(model=model, spec=spec_from_dict(spec_dict), dataset=None, artifacts_dir=staging,
-                                options=ExperimentOptions(eval_limit=500, cache_dir=home / "cache"))
-        return store.add(record, staging_dir=staging)
+    saved = run_and_save(store=ExperimentStore(home), model=load_model(SAMPLE), spec=spec_from_dict(spec_dict),
+                         dataset=None, options=ExperimentOptions(eval_limit=500, cache_dir=home / "cache"))
+    return int(saved["id"])

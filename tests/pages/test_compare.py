@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from core import charts
+from core.compress.registry import method_color
 from core.store import ExperimentStore, experiments_frame
 from tests.pages.conftest import assert_clean, plotly_specs
 
@@ -29,7 +30,7 @@ def test_table_and_scatter(app, studio_home: Path) -> None:
     names = [trace.get("name") for trace in scatter["data"]]
     assert {"Palettize", "Prune", "Baseline (fp16)"} <= set(names)
     palettize = next(t for t in scatter["data"] if t.get("name") == "Palettize")
-    assert palettize["marker"]["color"] == charts.METHOD_COLORS["palettize"]
+    assert palettize["marker"]["color"] == method_color("palettize")
     assert [d.label for d in at.get("download_button")][:2] == ["Experiments CSV", "HTML report"]
 
 

@@ -65,12 +65,12 @@ def test_cancelled_run_saves_nothing(app, studio_home) -> None:
     from core.models.sources import load_model
     from core.specs import PalettizeSpec
     from core.store import ExperimentStore
-    from pages import _ui
+    from pages._ui.run_client import start_run
 
     app()  # sets the data folder for this session
     store = ExperimentStore(studio_home)
     before = store.count()
-    job = _ui.start_run(model=load_model("sample:fashion_cnn"), dataset=None, spec=PalettizeSpec(n_bits=2), limit=500)
+    job = start_run(model=load_model("sample:fashion_cnn"), dataset=None, spec=PalettizeSpec(n_bits=2), limit=500)
     deadline = time.time() + 300
     while job.running and job.fraction < 0.68 and time.time() < deadline:  # after the export wrote its artifact
         time.sleep(0.05)

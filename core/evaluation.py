@@ -1,0 +1,110 @@
+"""What a model is evaluated on: its own dataset, a compatible user dataset, or seeded synthetic inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.compatibility import check_dataset_fits
+from core.data import Dataset, Split, load_fashion_mnist, synthetic_inputs
+from core.experiment_options import ExperimentOptions
+from core.measure.quality import Evaluation, collect_logits
+from core.models.sources import FASHION_MNIST, LoadedModel
+from core.progress import Progress
+
+
+@dataclass
+class EvalData:
+    """What a model is evaluated on: a labelled split, or synthetic inputs when it has no dataset."""
+
+    key: str
+    source: str
+    name: str
+    dataset: Dataset | None
+    split: Split | None
+    batches: list[torch.Tensor] | None
+    accuracy_meaningful: bool
+    class_names: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        if self.split is not None:
+            return len(self.split)
+        return sum(len(b) for b in self.batches or [])
+
+
+def resolve_eval_data(*, model: LoadedModel, dataset: Dataset | None, options: ExperimentOptions) -> EvalData:
+    """The model's own dataset (loaded if not given), a compatible user dataset, or seeded synthetic inputs."""
+    explicit = dataset is not None
+    if dataset is None and model.dataset == FASHION_MNIST:
+        dataset = load_fashion_mnist()
+    if dataset is not None:
+        return _labelled(model=model, dataset=dataset, explicit=explicit, options=options)
+    return _synthetic(model=model, options=options)
+
+
+def _labelled(*, model: LoadedModel, dataset: Dataset, explicit: bool, options: ExperimentOptions) -> EvalData:
+    check_dataset_fits(model=model, dataset=dataset)
+    split = dataset.eval_split(limit=options.eval_limit)
+    meaningful = model.accuracy_meaningful or (explicit and not model.weights_note.startswith("random"))
+    notes = list(dataset.notes)
+    if not meaningful:
+        notes.append(f"Accuracy is not meaningful for {model.label} ({model.weights_note}).")
+    return EvalData(
+        key=f"{dataset.name}|{dataset.source}|{len(dataset.test)}|{len(split)}",
+        source=dataset.source,
+        name=dataset.name,
+        dataset=dataset,
+        split=split,
+        batches=None,
+        accuracy_meaningful=meaningful,
+        class_names=list(dataset.class_names),
+        notes=notes,
+    )
+
+
+def _synthetic(*, model: LoadedModel, options: ExperimentOptions) -> EvalData:
+    count = min(options.eval_limit or options.synthetic_eval_images, options.synthetic_eval_images)
+    inputs = synthetic_inputs(input_shape=model.input_shape, count=count, seed=options.seed)
+    batch = min(options.eval_batch_size, 16 if int(np.prod(model.input_shape)) > 64 * 64 * 3 else 256)
+    shape = "×".join(map(str, model.input_shape))
+    return EvalData(
+        key=f"synthetic|{shape}|{count}|{options.seed}",
+        source=f"synthetic inputs ({count} standard-normal {shape} tensors, seed {options.seed})",
+        name="synthetic",
+        dataset=None,
+        split=None,
+        batches=[inputs[i : i + batch] for i in range(0, count, batch)],
+        accuracy_meaningful=False,
+        class_names=list(model.class_names or [str(i) for i in range(model.num_classes)]),
+        notes=[
+            f"{model.label} has no matching dataset ({model.weights_note}): accuracy is not reported; agreement and "
+            "output SNR compare it with the uncompressed model on synthetic inputs."
+        ],
+    )
+
+
+def evaluate(
+    *, module: nn.Module, data: EvalData, options: ExperimentOptions, progress: Progress, label: str
+) -> Evaluation:
+    """Logits (and labels) of `module` on `data`."""
+    if data.split is not None:
+        return collect_logits(
+            module=module,
+            dataset=data.dataset,
+            split=data.split,
+            batch_size=options.eval_batch_size,
+            progress=progress,
+            label=label,
+        )
+    return collect_logits(module=module, batches=data.batches, progress=progress, label=label)
+
+
+def input_factory(input_shape: tuple[int, ...], seed: int) -> Callable[[int], torch.Tensor]:
+    """Seeded synthetic inputs of a given batch size, for latency and memory measurements."""
+    return lambda batch: synthetic_inputs(input_shape=tuple(input_shape), count=batch, seed=seed)  # type: ignore[arg-type]

@@ -1,0 +1,73 @@
+"""Human-readable numbers: the one place that turns values into text for pages, CLI, report and benchmark.
+
+Every function takes anything (None, NaN, strings from a CSV) and answers "n/a" for what is not a finite number.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+NA = "n/a"
+
+
+def as_number(value: Any) -> float | None:
+    """A finite float, or None for None / NaN / inf / anything that is not a number."""
+    if isinstance(value, bool):
+        return float(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def fmt_bytes(value: Any) -> str:
+    """1234567 → '1.23 MB' (decimal units, as file sizes are reported)."""
+    number = as_number(value)
+    if number is None:
+        return NA
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(number) >= scale:
+            return f"{number / scale:.2f} {unit}"
+    return f"{number:.0f} B"
+
+
+def fmt_mb(value: Any, digits: int = 3) -> str:
+    """Bytes as megabytes with a fixed number of decimals (tables that line up)."""
+    number = as_number(value)
+    return NA if number is None else f"{number / 1e6:.{digits}f} MB"
+
+
+def fmt_pct(value: Any, digits: int = 2) -> str:
+    """A fraction as a percentage: 0.9336 → '93.36 %'."""
+    number = as_number(value)
+    return NA if number is None else f"{number * 100:.{digits}f} %"
+
+
+def fmt_pts(value: Any, digits: int = 2) -> str:
+    """A change of a fraction in percentage points, signed: -0.0077 → '-0.77 pts'."""
+    number = as_number(value)
+    return NA if number is None else f"{number * 100:+.{digits}f} pts"
+
+
+def fmt_num(value: Any, spec: str = ".2f", suffix: str = "") -> str:
+    number = as_number(value)
+    return NA if number is None else f"{number:{spec}}{suffix}"
+
+
+def fmt_ms(value: Any, digits: int = 2) -> str:
+    return fmt_num(value, f".{digits}f", " ms")
+
+
+def fmt_ratio(value: Any, digits: int = 2) -> str:
+    return fmt_num(value, f".{digits}f", "×")
+
+
+def fmt_seconds(value: Any) -> str:
+    seconds = as_number(value)
+    if seconds is None:
+        return NA
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"

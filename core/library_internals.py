@@ -1,0 +1,113 @@
+"""The ONE place that touches private coremltools / PyTorch internals.
+
+The product relies on a few symbols that are not part of the libraries' public API (they carry a leading
+underscore or are undocumented). Every such use goes through this module, so an upgrade that moves one breaks
+here — and ``tests/test_library_internals.py`` names the symbol — instead of silently somewhere in the engine.
+Pinned for coremltools 9.0 and torch 2.x; each adapter says what it is used for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+# --------------------------------------------------------------------------- coremltools.optimize.torch metadata
+# coremltools.optimize.torch stores compression as state_dict buffers ``_COREML_/<param>/<key>``; ct.convert reads
+# them. The prefix, separator and the compression-type codes live in a private module.
+from coremltools.optimize.torch._utils import metadata_utils as _metadata_utils
+from torch import nn
+
+CompressionMetadata = _metadata_utils.CompressionMetadata  # build / register per-parameter compression metadata
+register_metadata_version = _metadata_utils.register_metadata_version  # the model-level version buffer ct.convert checks
+METADATA_PREFIX: str = _metadata_utils.STATE_DICT_METADATA_BUFFER_PREFIX  # "_COREML_"
+METADATA_SEPARATOR: str = _metadata_utils.BUFFER_NAME_SEPARATOR  # "/"
+# code stored in the compression_type buffer → name ("pruning", "palettization", "quantization")
+COMPRESSION_TYPES: dict[int, str] = {member.value: member.name for member in _metadata_utils.CompressionType}
+
+
+def metadata_buffers(layer: nn.Module, param: str = "weight") -> dict[str, torch.Tensor]:
+    """The ``_COREML_/<param>/<key>`` buffers coremltools registered on one layer, keyed by <key>."""
+    prefix = f"{METADATA_PREFIX}{METADATA_SEPARATOR}{param}{METADATA_SEPARATOR}"
+    return {
+        name[len(prefix) :]: value
+        for name, value in layer.named_buffers(recurse=False)
+        if name.startswith(prefix) and value is not None
+    }
+
+
+# --------------------------------------------------------------------------- k-means and LUT routines
+# Masked / importance-weighted k-means (prune → palettize keeps zeros; SKM sensitivities reused per layer).
+from coremltools.optimize.torch._utils import k_means as _k_means  # noqa: E402
+
+KMeansConfig = _k_means.KMeansConfig
+SequentialKMeans = _k_means.SequentialKMeans
+
+# The Core ML-side LUT routines (uniform / unique palettization) applied to PyTorch weights.
+from coremltools.optimize.coreml import _quantization_passes as _coreml_passes  # noqa: E402
+
+CoreMLPalettizePass = _coreml_passes.palettize_weights  # .grouped_channelwise_compress(...), .decompress(params)
+
+
+# The mask rules of MagnitudePruner and the linear-quantization arithmetic of coremltools.optimize, exposed for the
+# Learn pages (core.learn) so they show exactly what the library computes.
+from coremltools.optimize import _utils as _optimize_utils  # noqa: E402
+from coremltools.optimize.torch.pruning import _utils as _pruning_utils  # noqa: E402
+
+magnitude_ranked_mask = _pruning_utils.magnitude_ranked_mask  # (weights, sparsity_fraction, block_size, granularity)
+n_m_mask = _pruning_utils.n_m_mask  # (weights, (n, m), dim=1)
+compute_qparams = _optimize_utils.compute_qparams  # (weight, nbits, signed, quantization_mode, dtype, block_sizes)
+dequantize_by_scale_and_zp = _optimize_utils.dequantize_by_scale_and_zp  # (quantized_data, scale, zero_point, axis)
+
+
+# --------------------------------------------------------------------------- which layer types each API handles
+def post_training_palettizer_modules() -> tuple[type[nn.Module], ...]:
+    """Layer types PostTrainingPalettizer / SKMPalettizer palettize (a private class attribute)."""
+    from coremltools.optimize.torch.palettization import PostTrainingPalettizer
+
+    return tuple(PostTrainingPalettizer._supported_modules)
+
+
+def dkm_palettizer_modules() -> tuple[type[nn.Module], ...]:
+    """Layer types DKMPalettizer palettizes (a private registry module)."""
+    from coremltools.optimize.torch.palettization._supported_modules import DKMPalettizerModulesRegistry
+
+    return tuple(DKMPalettizerModulesRegistry.get_supported_modules())
+
+
+def post_training_quantizer_modules() -> tuple[type[nn.Module], ...]:
+    """Layer types PostTrainingQuantizer quantizes (a private class attribute)."""
+    from coremltools.optimize.torch.quantization import PostTrainingQuantizer
+
+    return tuple(PostTrainingQuantizer._supported_modules)
+
+
+def magnitude_pruner_modules() -> tuple[type[nn.Module], ...]:
+    """Layer types MagnitudePruner prunes (a private module constant)."""
+    from coremltools.optimize.torch.pruning import magnitude_pruner
+
+    return tuple(magnitude_pruner._SUPPORTED_MODULES)
+
+
+def release_skm_tempdir(skm: Any) -> None:
+    """SKMPalettizer keeps sensitivities and a model checkpoint in a private temp dir until garbage collection."""
+    skm._tempdir.cleanup()
+
+
+# --------------------------------------------------------------------------- torch
+BatchNormBase: type[nn.Module] = nn.modules.batchnorm._BatchNorm  # every BatchNorm{1,2,3}d (private base class)
+
+# state_dict keys of torch.ao quantized Linear weights: "<layer>._packed_params._packed_params" (a private layout)
+PACKED_PARAMS_SUFFIXES: tuple[str, ...] = ("._packed_params._packed_params", "._packed_params")
+
+
+def profiler_memory_events(prof: Any) -> Iterator[tuple[int, int]]:
+    """(start_ns, bytes) of every CPU allocator event a ``torch.profiler.profile(profile_memory=True)`` recorded.
+
+    The public ``key_averages()`` only keeps per-operator totals; the ordered allocation stream (needed for a
+    high-water mark) is on the private ``profiler.kineto_results``.
+    """
+    for event in prof.profiler.kineto_results.events():
+        if event.name() == "[memory]" and str(event.device_type()).endswith("CPU"):
+            yield int(event.start_ns()), int(event.nbytes())

@@ -1,0 +1,241 @@
+"""The declared metrics of a record: name, unit, format, which direction is better, and what it means.
+
+The Compare table, the side-by-side diff, the HTML report, the CLI and the benchmark all read this list, so
+adding a metric is: compute it in ``core.measure``, put it in the record (``core.records``), declare it here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from core import formatting
+
+
+@dataclass(frozen=True)
+class Unit:
+    """How the values of one unit are written: as text, and as a number in a table column."""
+
+    format: Callable[[Any], str]  # raw value → text, e.g. 0.9336 → "93.36 %"
+    symbol: str  # unit of the raw value in labels ("bytes", "ms"); "" when the label says it
+    scale: float = 1.0  # raw value × scale = the number a table column shows (fraction → %, bytes → MB)
+    column_format: str = "%.2f"  # printf format of that number (e.g. Streamlit's NumberColumn)
+
+
+UNITS: dict[str, Unit] = {
+    "fraction": Unit(formatting.fmt_pct, "", 100.0, "%.2f"),
+    "points": Unit(lambda v: formatting.fmt_num(v, "+.2f", " pts"), "pts", 1.0, "%+.2f"),
+    "bytes": Unit(formatting.fmt_bytes, "bytes", 1e-6, "%.3f"),
+    "ms": Unit(formatting.fmt_ms, "ms", 1.0, "%.3f"),
+    "ratio": Unit(formatting.fmt_ratio, "×", 1.0, "%.2f×"),
+    "dB": Unit(lambda v: formatting.fmt_num(v, ".1f", " dB"), "dB", 1.0, "%.1f"),
+    "seconds": Unit(formatting.fmt_seconds, "s", 1.0, "%.1f"),
+    "count": Unit(lambda v: formatting.fmt_num(v, ",.0f"), "", 1.0, "%d"),
+    "bits": Unit(lambda v: formatting.fmt_num(v, ".2f", " bits"), "", 1.0, "%.2f"),
+}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One number a record carries."""
+
+    key: str  # the record key (or an experiments_frame column)
+    label: str  # words for diffs and cards
+    unit: str  # one of UNITS
+    better: int  # +1: higher is better, -1: lower is better, 0: neither
+    description: str
+    header: str = ""  # table column header in the column's display unit (default: the label)
+
+    def __post_init__(self) -> None:
+        if self.unit not in UNITS:
+            raise ValueError(f"metric {self.key}: unknown unit {self.unit!r}; use one of {', '.join(UNITS)}.")
+        if self.better not in (-1, 0, 1):
+            raise ValueError(f"metric {self.key}: better must be -1, 0 or 1.")
+
+    def format(self, value: Any) -> str:
+        """The value as text with its unit; "n/a" for a missing or non-finite value."""
+        return UNITS[self.unit].format(value)
+
+    @property
+    def label_with_unit(self) -> str:
+        """'artifact size (bytes)': the label of a raw value (the diff shows raw values)."""
+        symbol = UNITS[self.unit].symbol
+        return f"{self.label} ({symbol})" if symbol else self.label
+
+    @property
+    def column_header(self) -> str:
+        return self.header or self.label
+
+    def column_value(self, value: Any) -> float | None:
+        """The value as a table column shows it (fractions in %, bytes in MB); None when missing."""
+        number = formatting.as_number(value)
+        return None if number is None else number * UNITS[self.unit].scale
+
+    @property
+    def column_format(self) -> str:
+        return UNITS[self.unit].column_format
+
+
+METRICS: tuple[Metric, ...] = (
+    # quality
+    Metric(
+        "accuracy_top1",
+        "top-1 accuracy",
+        "fraction",
+        1,
+        "Share of evaluation images whose top prediction is the label.",
+        "top-1 %",
+    ),
+    Metric(
+        "accuracy_top5",
+        "top-5 accuracy",
+        "fraction",
+        1,
+        "Share of evaluation images whose label is among the 5 top predictions.",
+        "top-5 %",
+    ),
+    Metric(
+        "baseline_accuracy_top1",
+        "baseline top-1 accuracy",
+        "fraction",
+        1,
+        "Top-1 accuracy of the uncompressed model on the same images.",
+        "baseline top-1 %",
+    ),
+    Metric(
+        "baseline_accuracy_top5",
+        "baseline top-5 accuracy",
+        "fraction",
+        1,
+        "Top-5 accuracy of the uncompressed model on the same images.",
+        "baseline top-5 %",
+    ),
+    Metric(
+        "accuracy_delta_pts",
+        "accuracy change",
+        "points",
+        1,
+        "Top-1 accuracy change vs the baseline, in percentage points.",
+        "Δ pts",
+    ),
+    Metric(
+        "agreement_top1",
+        "agreement with baseline",
+        "fraction",
+        1,
+        "Share of images where the compressed model predicts the same class as the uncompressed one.",
+        "agreement %",
+    ),
+    Metric(
+        "output_snr_db",
+        "output SNR",
+        "dB",
+        1,
+        "Signal-to-noise ratio of the logits against the uncompressed model's (n/a: identical outputs).",
+        "SNR dB",
+    ),
+    Metric("output_psnr_db", "output PSNR", "dB", 1, "Peak signal-to-noise ratio of the logits.", "PSNR dB"),
+    Metric("flipped", "flipped predictions", "count", -1, "Images whose predicted class changed.", "flipped"),
+    Metric("eval_images", "evaluation images", "count", 0, "Images the accuracy was measured on.", "eval images"),
+    # size
+    Metric("size_bytes", "artifact size", "bytes", -1, "The exported artifact measured on disk.", "size MB"),
+    Metric(
+        "size_fp16_bytes",
+        "fp16 baseline size",
+        "bytes",
+        -1,
+        "The uncompressed fp16 .mlpackage on disk (the baseline of the compression ratio).",
+        "fp16 MB",
+    ),
+    Metric("size_fp32_bytes", "fp32 size", "bytes", -1, "fp32 tensor bytes of the uncompressed model.", "fp32 MB"),
+    Metric(
+        "theoretical_size_bytes",
+        "theoretical size",
+        "bytes",
+        -1,
+        "Bytes computed from the per-layer report (indices, LUTs, scales, masks, uncompressed layers).",
+        "theory MB",
+    ),
+    Metric(
+        "compression_ratio_fp16",
+        "compression vs fp16",
+        "ratio",
+        1,
+        "fp16 .mlpackage bytes ÷ artifact bytes.",
+        "× smaller (fp16)",
+    ),
+    Metric(
+        "compression_ratio_fp32",
+        "compression vs fp32",
+        "ratio",
+        1,
+        "fp32 tensor bytes ÷ artifact bytes.",
+        "× smaller (fp32)",
+    ),
+    Metric(
+        "bits_per_weight",
+        "bits per weight",
+        "bits",
+        -1,
+        "Stored bits per weight, LUTs, scales and masks included.",
+        "bits/weight",
+    ),
+    # speed and memory
+    Metric("latency_ms_p50", "latency p50", "ms", -1, "Median latency at batch 1 on this CPU.", "latency ms"),
+    Metric("latency_ms_p90", "latency p90", "ms", -1, "90th-percentile latency at batch 1 on this CPU.", "p90 ms"),
+    Metric(
+        "baseline_latency_ms_p50",
+        "baseline latency p50",
+        "ms",
+        -1,
+        "Median latency of the uncompressed model, timed interleaved with the compressed one.",
+        "baseline ms",
+    ),
+    Metric(
+        "baseline_latency_ms_p90",
+        "baseline latency p90",
+        "ms",
+        -1,
+        "90th-percentile latency of the uncompressed model.",
+        "baseline p90 ms",
+    ),
+    Metric(
+        "latency_ratio",
+        "latency vs baseline",
+        "ratio",
+        -1,
+        "Candidate median ÷ baseline median, timed interleaved.",
+        "× latency",
+    ),
+    Metric("peak_memory_bytes", "peak memory", "bytes", -1, "Peak CPU memory of one batch-1 inference.", "memory MB"),
+    Metric(
+        "baseline_peak_memory_bytes",
+        "baseline peak memory",
+        "bytes",
+        -1,
+        "Peak CPU memory of one batch-1 inference of the uncompressed model.",
+        "baseline memory MB",
+    ),
+    # time
+    Metric(
+        "compress_seconds", "time to compress", "seconds", -1, "Wall time of the compression step alone.", "compress s"
+    ),
+    Metric("export_seconds", "time to export", "seconds", -1, "Wall time of writing the artifact.", "export s"),
+    Metric("eval_seconds", "time to evaluate", "seconds", -1, "Wall time of evaluating the model.", "eval s"),
+)
+
+_BY_KEY = {m.key: m for m in METRICS}
+
+
+def metric(key: str) -> Metric:
+    """The declaration of one metric; KeyError names the known keys."""
+    try:
+        return _BY_KEY[key]
+    except KeyError:
+        raise KeyError(f"no metric {key!r}; declared: {', '.join(_BY_KEY)}") from None
+
+
+def format_metric(key: str, value: Any) -> str:
+    """`value` written as the metric `key` is written everywhere ("93.36 %", "1.23 MB", "n/a")."""
+    return metric(key).format(value)

@@ -1,0 +1,108 @@
+"""The outcome of one run (the card under the Run button) and the downloads of any experiment."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.formatting import as_number, fmt_bytes, fmt_num, fmt_pct, fmt_pts, fmt_seconds
+from pages._ui.errors import attempt
+from pages._ui.storage import store
+
+
+def _recipe_texts(record: dict) -> tuple[str, str]:
+    """(coremltools config YAML, Python snippet) for a record's spec."""
+    from core import recipe
+    from core.specs import spec_from_dict
+
+    spec = spec_from_dict(record.get("spec") or {})
+    return recipe.recipe_yaml(spec), recipe.python_snippet(spec=spec, source_id=str(record.get("model")))
+
+
+def downloads(record: dict, *, key: str) -> None:
+    """Download buttons for one experiment: the compressed model, the recipe as YAML and as Python."""
+    experiment_id = int(record["id"])
+    cols = st.columns(3)
+    try:
+        _, name, mime = store().artifact_file(experiment_id)
+    except ValueError as exc:
+        cols[0].caption(f":material/block: {exc}")
+    else:
+        label = "Core ML package (.zip)" if record.get("artifact_kind") == "mlpackage" else "TorchScript model"
+        cols[0].download_button(f"{label} · {fmt_bytes(record.get('size_bytes'))}",
+                                lambda: store().artifact_download(experiment_id)[0],  # zipped only when clicked
+                                file_name=name, mime=mime, on_click="ignore",
+                                icon=":material/download:", key=f"{key}.artifact", width="stretch")
+    texts = attempt("Building the recipe", _recipe_texts, record)
+    if texts is not None:
+        yaml_text, snippet = texts
+        cols[1].download_button("Recipe (coremltools YAML)", yaml_text, file_name=f"experiment{experiment_id}_recipe.yaml",
+                                mime="text/yaml", icon=":material/description:", key=f"{key}.yaml", width="stretch",
+                                on_click="ignore")
+        cols[2].download_button("Recipe (Python snippet)", snippet, file_name=f"experiment{experiment_id}_recipe.py",
+                                mime="text/x-python", icon=":material/code:", key=f"{key}.py", width="stretch",
+                                on_click="ignore")
+
+
+def _metrics_row(record: dict) -> None:
+    acc, base = as_number(record.get("accuracy_top1")), as_number(record.get("baseline_accuracy_top1"))
+    meaningful = bool(record.get("accuracy_meaningful")) and acc is not None and base is not None
+    cols = st.columns(5)
+    if meaningful:
+        cols[0].metric("Top-1 accuracy", fmt_pct(acc), delta=f"{fmt_pts(acc - base)} vs {fmt_pct(base)}", border=True,
+                       help=f"on {record.get('eval_images', '?'):,} held-out images ({record.get('dataset_source')})")
+    else:
+        cols[0].metric("Top-1 accuracy", "n/a", border=True, help="Not meaningful for this model (random weights or no dataset).")
+    cols[1].metric("Agreement", fmt_pct(record.get("agreement_top1")), border=True,
+                   delta=f"{record.get('flipped', 0):,} changed", delta_color="off", delta_arrow="off",
+                   help="Share of images where the compressed model predicts the same class as the original; "
+                   "'changed' counts the images whose prediction flipped.")
+    ratio = as_number(record.get("compression_ratio_fp16"))
+    cols[2].metric("Size on disk", fmt_bytes(record.get("size_bytes")), border=True,
+                   delta=f"{ratio:.2f}× smaller" if ratio is not None else None, delta_color="normal",
+                   help=f"The exported {record.get('artifact_kind') or 'artifact'} measured on disk, vs the uncompressed fp16 "
+                   f".mlpackage ({fmt_bytes(record.get('size_fp16_bytes'))}).")
+    lat = as_number(record.get("latency_ratio"))
+    cols[3].metric("Latency p50", fmt_num(record.get("latency_ms_p50"), ".3f", " ms"), border=True,
+                   # A signed percentage, so a faster model shows a green downward arrow.
+                   delta=f"{(lat - 1) * 100:+.0f} % vs baseline" if lat is not None else None,
+                   # Weight-only results run decompressed on the CPU: any difference is noise, so no red/green.
+                   delta_color="inverse" if record.get("runs_int8_kernels") else "off",
+                   help="Batch 1 on this CPU, timed interleaved with the baseline in the same process"
+                   + (f": {lat:.2f}× the baseline's median." if lat is not None else "."))
+    cols[4].metric("Time to compress", fmt_seconds(record.get("compress_seconds")), border=True,
+                   delta=f"{record.get('workflow', '')}".replace("_", "-"), delta_color="off", delta_arrow="off",
+                   help="Wall time of the compression step alone (export and measurement not included).")
+
+
+def _notes(record: dict) -> None:
+    if record.get("latency_note"):
+        st.caption(f":material/speed: {record['latency_note']}")
+    check = record.get("size_check") or {}
+    if check.get("note"):
+        st.caption(f":material/straighten: {check['note']}")
+    layers = record.get("layers") or []
+    skipped = [layer for layer in layers if not layer.get("compressed")]
+    if layers:
+        st.caption(f":material/layers: {len(layers) - len(skipped)} of {len(layers)} weight layers compressed"
+                   + (f"; left as they were: {', '.join(layer['name'] for layer in skipped[:6])}"
+                      + (" …" if len(skipped) > 6 else "") + " (reasons on the Layers page)" if skipped else "."))
+    if record.get("notes"):
+        with st.expander(f"Notes from this run ({len(record['notes'])})"):
+            for note in record["notes"]:
+                st.markdown(f"- {note}")
+
+
+def result_card(record: dict) -> None:
+    """The outcome of one run: accuracy Δ, agreement, real size ratio, latency ratio (with its note), time."""
+    experiment_id = record.get("id")
+    st.success(f"Saved as experiment **#{experiment_id}** — {record.get('spec_summary')}", icon=":material/check_circle:")
+    _metrics_row(record)
+    _notes(record)
+    downloads(record, key=f"result.{experiment_id}")
+    c1, c2, _ = st.columns([1, 1, 2])
+    if c1.button("See it in Compare", icon=":material/monitoring:", key=f"result.{experiment_id}.compare", width="stretch"):
+        st.session_state["selected_experiment"] = experiment_id
+        st.switch_page("pages/3_Compare.py")
+    if c2.button("Open layer histograms", icon=":material/stacked_bar_chart:", key=f"result.{experiment_id}.layers", width="stretch"):
+        st.session_state["selected_experiment"] = experiment_id
+        st.switch_page("pages/4_Layers.py")

@@ -1,0 +1,47 @@
+"""What app.py does after routing: session defaults, the model and dataset, the sidebar, and the page itself."""
+
+from __future__ import annotations
+
+import traceback
+
+import streamlit as st
+
+from core.data import Dataset
+from core.models.sources import LoadedModel
+from core.progress import quiet_libraries
+from pages._ui import menu
+from pages._ui.errors import LOG, friendly_message
+from pages._ui.loading import current_dataset, current_model
+from pages._ui.session import init_session, set_app_context
+from pages._ui.widgets import sidebar
+
+
+def prepare() -> tuple[LoadedModel | None, Dataset | None]:
+    """Session defaults, this session's model and dataset (errors shown, never raised) and the sidebar panel."""
+    quiet_libraries()
+    init_session()
+    model = current_model()
+    dataset = current_dataset(model)
+    sidebar(model, dataset)
+    return model, dataset
+
+
+def prepare_legacy_run() -> tuple[LoadedModel | None, Dataset | None]:
+    """app.py's work for a page file Streamlit ran directly (legacy pages/ mode): route, draw the menu, prepare."""
+    menu.route()
+    return prepare()
+
+
+def run(page: st.Page) -> None:
+    """Load this session's model and dataset once, then run the page with them (pages read them via page_context)."""
+    set_app_context(prepare())
+    try:
+        page.run()
+    except Exception as exc:  # last line of defence: a message, never a traceback on the page
+        LOG.warning("page %s failed:\n%s", page.title, traceback.format_exc())
+        st.error(
+            friendly_message(exc, f"The {page.title} page") + " Reload the page or go back to Home; your experiments are safe.",
+            icon=":material/error:",
+        )
+    finally:
+        set_app_context(None)

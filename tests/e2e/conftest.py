@@ -1,0 +1,134 @@
+"""A real `streamlit run app.py` server and Debian's Chromium for the browser tests.
+
+Chromium missing: the tests are skipped outside CI and fail under CI=true.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ERROR_TEXT = ("Traceback (most recent call last)", "StreamlitAPIException", "Error running app")
+
+
+def require_chromium() -> None:
+    if CHROMIUM.is_file():
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"Chromium is required in CI but {CHROMIUM} is missing (scripts/ensure_system_deps.sh installs it).")
+    pytest.skip(f"Chromium not found at {CHROMIUM}")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def streamlit_server(home: Path, *, log_name: str = "streamlit_server.log") -> Iterator[str]:
+    """A fresh `streamlit run app.py` on a free port with its own data folder; yields its URL once healthy."""
+    log_path = home / "streamlit.log"
+    port = _free_port()
+    env = dict(
+        os.environ,
+        COMPRESSION_STUDIO_HOME=str(home),
+        COMPRESSION_STUDIO_DEFAULT_MODEL="sample:fashion_cnn",  # the quicker of the two samples
+        OMP_NUM_THREADS="2",
+    )
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
+             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+            cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + 90
+            while time.time() < deadline:
+                try:
+                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    time.sleep(0.5)
+                if process.poll() is not None:
+                    pytest.fail("streamlit exited early:\n" + log_path.read_text(errors="replace")[-3000:])
+            else:
+                pytest.fail("streamlit did not become healthy in 90 s:\n" + log_path.read_text(errors="replace")[-3000:])
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            ARTIFACTS.mkdir(exist_ok=True)
+            (ARTIFACTS / log_name).write_text(log_path.read_text(errors="replace"))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One server for a test module (started fresh for it: its first page load is a cold one)."""
+    require_chromium()
+    with streamlit_server(tmp_path_factory.mktemp("studio_home")) as url:
+        yield url
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    require_chromium()
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def wait_idle(page, timeout: float = 120_000) -> None:
+    """Wait until Streamlit has finished the current script run."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
+        timeout=timeout,
+    )
+
+
+def assert_no_exception(page, where: str) -> None:
+    text = page.inner_text("body")
+    for needle in ERROR_TEXT:
+        assert needle not in text, f"{where}: '{needle}' shown on the page"
+    assert page.locator('[data-testid="stException"]').count() == 0, f"{where}: an exception box is shown"
+
+
+def fresh_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], object]:
+    """For tests that need a server of their own (a cold start per test)."""
+    def make(name: str):
+        require_chromium()
+        return streamlit_server(tmp_path_factory.mktemp(name), log_name=f"streamlit_server_{name}.log")
+    return make

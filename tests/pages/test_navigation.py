@@ -1,0 +1,34 @@
+"""The router through app.py: one menu drawn with page links, and pages another change adds (the /Home address
+of the legacy menu is tested in a real browser: tests/e2e/test_navigation.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pages._ui import menu
+from tests.pages.conftest import assert_clean
+
+
+def _menu_links(at) -> list[str]:
+    return [link.proto.label for link in at.sidebar.get("page_link")]
+
+
+def test_sidebar_menu_lists_every_page_once(app) -> None:
+    at = app()
+    assert_clean(at)
+    assert _menu_links(at) == [entry.title for entry in menu.menu_entries()]
+    assert _menu_links(at)[:5] == ["Home", "Model", "Compress", "Compare", "Layers"]
+    assert "app" not in _menu_links(at)
+
+
+def test_optional_page_is_listed_only_when_its_file_exists(monkeypatch, tmp_path: Path) -> None:
+    learn = next(e for e in menu.MENU if e.title == "Learn")
+    assert learn.optional and menu.MENU.index(learn) == len(menu.MENU) - 1  # after Layers
+    (tmp_path / "pages").mkdir()
+    for entry in menu.MENU:
+        if not entry.optional:
+            (tmp_path / entry.file).write_text("")
+    monkeypatch.setattr(menu, "PROJECT_ROOT", tmp_path)
+    assert "Learn" not in [e.title for e in menu.menu_entries()]
+    (tmp_path / learn.file).write_text("")
+    assert [e.title for e in menu.menu_entries()][-1] == "Learn"

@@ -1,0 +1,182 @@
+"""Contract tests for the private coremltools / PyTorch internals the product relies on (core.library_internals).
+
+Each test names the internal symbol it pins; when a library upgrade moves or changes one, the failure says which.
+A tiny real call shows the symbol still does what the engine uses it for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import core.library_internals as internals
+
+CORE = Path(__file__).resolve().parents[1] / "core"
+
+
+def _fail(symbol: str, what: str) -> None:
+    pytest.fail(f"coremltools/torch internal changed — {symbol}: {what}. Update core/library_internals.py.")
+
+
+def _parameters(func) -> set[str]:
+    return set(inspect.signature(func).parameters)
+
+
+def test_compression_metadata_buffers():
+    """coremltools.optimize.torch._utils.metadata_utils: CompressionMetadata, the _COREML_ prefix, type codes."""
+    symbol = "coremltools.optimize.torch._utils.metadata_utils"
+    if internals.METADATA_PREFIX != "_COREML_" or internals.METADATA_SEPARATOR != "/":
+        _fail(f"{symbol}.STATE_DICT_METADATA_BUFFER_PREFIX", f"is {internals.METADATA_PREFIX!r}")
+    if internals.COMPRESSION_TYPES != {1: "pruning", 2: "palettization", 3: "quantization"}:
+        _fail(f"{symbol}.CompressionType", f"codes are {internals.COMPRESSION_TYPES}")
+    layer = nn.Linear(4, 4)
+    metadata = internals.CompressionMetadata("weight")
+    metadata.lut = torch.zeros(1, 1, 4, 1)
+    metadata.compression_type = ["pruning", "palettization"]
+    metadata.register(layer)
+    buffers = internals.metadata_buffers(layer)
+    if set(buffers) != {"lut", "compression_type"}:
+        _fail(f"{symbol}.CompressionMetadata.register", f"registered {sorted(buffers)}")
+    assert buffers["compression_type"].tolist() == [1, 2]
+    model = nn.Sequential(layer)
+    internals.register_metadata_version(model)
+    if "_COREML_/metadata_version" not in dict(model.named_buffers()):
+        _fail(f"{symbol}.register_metadata_version", "no _COREML_/metadata_version buffer")
+
+
+def test_sequential_kmeans_masked_clustering():
+    """coremltools.optimize.torch._utils.k_means: KMeansConfig fields and SequentialKMeans.cluster_weights."""
+    symbol = "coremltools.optimize.torch._utils.k_means"
+    fields = {f.name for f in dataclasses.fields(internals.KMeansConfig)} if dataclasses.is_dataclass(
+        internals.KMeansConfig) else _parameters(internals.KMeansConfig)
+    needed = {"n_bits", "axis", "lut_dtype", "block_size", "cluster_dim", "enable_per_channel_scale", "mask", "importance"}
+    if not needed <= fields:
+        _fail(f"{symbol}.KMeansConfig", f"lacks {sorted(needed - fields)}")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 8))
+    mask = torch.rand(8, 16) > 0.5
+    model[0].weight.data *= mask
+    config = internals.KMeansConfig(n_bits=2, axis=0, mask=mask, importance=None)
+    internals.SequentialKMeans.cluster_weights(model, {"0": {"weight": config}})
+    weight = model[0].weight.detach()
+    if weight.unique().numel() > 4 + 1:  # 4 centroids for the survivors, plus the pruned zeros
+        _fail(f"{symbol}.SequentialKMeans.cluster_weights", f"{weight.unique().numel()} distinct values after 2-bit k-means")
+    assert (weight[~mask] == 0).all(), "masked k-means moved pruned weights off zero"
+
+
+def test_coreml_palettize_routine():
+    """coremltools.optimize.coreml._quantization_passes.palettize_weights: grouped_channelwise_compress / decompress."""
+    symbol = "coremltools.optimize.coreml._quantization_passes.palettize_weights"
+    routine = internals.CoreMLPalettizePass
+    needed = {"original_data", "mode", "nbits", "channel_axis", "channel_group_size", "cluster_dim"}
+    if not needed <= _parameters(routine.grouped_channelwise_compress):
+        _fail(f"{symbol}.grouped_channelwise_compress", f"signature is {inspect.signature(routine.grouped_channelwise_compress)}")
+    weight = np.random.default_rng(0).standard_normal((8, 12)).astype(np.float32)
+    params = routine.grouped_channelwise_compress(weight, "UNIFORM", 2, channel_axis=0, channel_group_size=0, cluster_dim=1)
+    dense = routine.decompress(params)
+    if dense.shape != weight.shape or len(np.unique(dense)) > 4:
+        _fail(f"{symbol}.decompress", f"shape {dense.shape}, {len(np.unique(dense))} distinct values for 2 bits")
+
+
+def test_pruning_masks_and_quantization_arithmetic():
+    """coremltools.optimize.torch.pruning._utils (mask rules) and coremltools.optimize._utils (qparams)."""
+    weight = torch.arange(1.0, 17.0).reshape(2, 8)
+    needed = {"weights", "sparsity_fraction", "block_size", "granularity"}
+    if not needed <= _parameters(internals.magnitude_ranked_mask):
+        _fail("pruning._utils.magnitude_ranked_mask", f"signature is {inspect.signature(internals.magnitude_ranked_mask)}")
+    mask = internals.magnitude_ranked_mask(weight, 0.5, 1, "per_scalar")
+    if int(mask.sum()) != 8 or not bool(mask[1].all()):
+        _fail("pruning._utils.magnitude_ranked_mask", f"kept {mask.tolist()} of 1…16 at 50 %")
+    nm = internals.n_m_mask(weight, (2, 4), dim=1)
+    if int(nm.sum()) != 8:
+        _fail("pruning._utils.n_m_mask", f"kept {int(nm.sum())} of 16 weights for 2:4")
+    if not {"weight", "nbits", "signed", "quantization_mode", "block_sizes"} <= _parameters(internals.compute_qparams):
+        _fail("coremltools.optimize._utils.compute_qparams", f"signature is {inspect.signature(internals.compute_qparams)}")
+    data = np.linspace(-1.0, 1.0, 16, dtype=np.float32).reshape(2, 8)
+    codes, scale, zero_point = internals.compute_qparams(data, 8, True, "LINEAR_SYMMETRIC", None, [1, 0])
+    restored = internals.dequantize_by_scale_and_zp(codes, scale, zero_point)
+    if restored.shape != data.shape or np.abs(restored - data).max() > 1.0 / 127:
+        _fail("coremltools.optimize._utils.dequantize_by_scale_and_zp", "does not invert compute_qparams within one step")
+
+
+@pytest.mark.parametrize(
+    ("symbol", "adapter"),
+    [
+        ("PostTrainingPalettizer._supported_modules", internals.post_training_palettizer_modules),
+        ("palettization._supported_modules.DKMPalettizerModulesRegistry", internals.dkm_palettizer_modules),
+        ("PostTrainingQuantizer._supported_modules", internals.post_training_quantizer_modules),
+        ("pruning.magnitude_pruner._SUPPORTED_MODULES", internals.magnitude_pruner_modules),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_supported_layer_types(symbol, adapter):
+    try:
+        modules = adapter()
+    except (AttributeError, ImportError) as exc:
+        _fail(symbol, f"no longer resolves ({exc})")
+    if not (isinstance(modules, tuple) and {nn.Conv2d, nn.Linear} <= set(modules)):
+        _fail(symbol, f"is {modules!r}, expected a tuple holding Conv2d and Linear")
+
+
+def test_skm_tempdir_is_released():
+    """SKMPalettizer._tempdir: the sensitivities' temporary directory the engine removes after compression."""
+    from coremltools.optimize.torch.palettization import SKMPalettizer, SKMPalettizerConfig
+
+    skm = SKMPalettizer(nn.Sequential(nn.Linear(4, 4)), SKMPalettizerConfig())
+    tempdir = getattr(skm, "_tempdir", None)
+    if tempdir is None or not Path(tempdir.name).is_dir():
+        _fail("SKMPalettizer._tempdir", "missing")
+    internals.release_skm_tempdir(skm)
+    assert not Path(tempdir.name).exists()
+
+
+def test_torch_internals():
+    """torch.nn.modules.batchnorm._BatchNorm and the packed-params state_dict keys of quantized Linear."""
+    if not all(issubclass(cls, internals.BatchNormBase) for cls in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
+        _fail("torch.nn.modules.batchnorm._BatchNorm", "is no longer the base of BatchNorm{1,2,3}d")
+    quantized = torch.ao.quantization.quantize_dynamic(nn.Sequential(nn.Linear(4, 4)), {nn.Linear}, dtype=torch.qint8)
+    keys = list(quantized.state_dict())
+    if not any(key.endswith(internals.PACKED_PARAMS_SUFFIXES) for key in keys):
+        _fail("torch.ao quantized Linear state_dict layout", f"keys are {keys}")
+
+
+def test_profiler_memory_events():
+    """torch.profiler profile.profiler.kineto_results: the ordered allocation stream peak memory is read from."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        torch.ones(256, 256).sum()
+    try:
+        events = list(internals.profiler_memory_events(prof))
+    except AttributeError as exc:
+        _fail("torch.autograd.profiler.profile.kineto_results", str(exc))
+    if not any(nbytes >= 256 * 256 * 4 for _start, nbytes in events):
+        _fail("kineto_results.events() [memory]", f"no allocation of the 256×256 tensor among {len(events)} events")
+
+
+PRIVATE_USES = re.compile(
+    r"(from coremltools[\w.]*\._\w+|import coremltools[\w.]*\._\w+|\._supported_modules|_SUPPORTED_MODULES|"
+    r"\._tempdir|kineto_results|[\"']_COREML_|batchnorm\._BatchNorm|\._packed_params)"
+)
+
+
+def test_nothing_else_touches_private_library_symbols():
+    offenders = [
+        f"{path.relative_to(CORE.parent)}:{number}: {line.strip()}"
+        for path in sorted(CORE.rglob("*.py"))
+        if path.name != "library_internals.py"
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if PRIVATE_USES.search(line)
+    ]
+    assert not offenders, (
+        "private library internals outside core/library_internals.py (import its adapters instead: metadata_buffers, "
+        "METADATA_PREFIX, magnitude_ranked_mask, n_m_mask, compute_qparams, dequantize_by_scale_and_zp, …):\n"
+        + "\n".join(offenders)
+    )

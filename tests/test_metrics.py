@@ -1,0 +1,92 @@
+"""Declared metrics: every number a table, diff, report, CLI or bench shows is declared, and formats as declared."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from core import tables
+from core.metrics import METRICS, UNITS, Metric, format_metric, metric
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_numeric_table_column_is_declared() -> None:
+    numeric = [c for c in tables.TABLE_COLUMNS if c not in tables.TEXT_COLUMNS and c != "id"]
+    assert numeric  # the table has measured columns at all
+    for column in numeric:
+        assert metric(column).key == column
+
+
+def test_diff_and_experiments_table_use_declarations() -> None:
+    assert all(isinstance(m, Metric) for m in (*tables.DIFF_METRICS, *tables.EXPERIMENTS_TABLE_METRICS))
+    assert [m.key for m in tables.DIFF_METRICS][:3] == ["accuracy_top1", "accuracy_top5", "agreement_top1"]
+
+
+def _format_metric_keys(path: Path) -> set[str]:
+    """The metric keys a module passes to format_metric(...) as string literals."""
+    keys = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        called = getattr(node.func, "id", getattr(node.func, "attr", "")) if isinstance(node, ast.Call) else ""
+        if called in ("format_metric", "shown") and node.args and isinstance(node.args[0], ast.Constant):
+            keys.add(str(node.args[0].value))
+    return keys
+
+
+@pytest.mark.parametrize("module", ["core/cli.py", "core/report.py", "bench/fashion_table.py", "bench/torchvision_table.py"])
+def test_cli_report_and_bench_format_declared_metrics(module: str) -> None:
+    keys = _format_metric_keys(ROOT / module)
+    assert keys, f"{module} formats no declared metric"
+    for key in keys:
+        metric(key)  # KeyError names the undeclared one
+
+
+def test_unknown_metric_names_the_known_ones() -> None:
+    with pytest.raises(KeyError, match="declared: accuracy_top1"):
+        metric("accuracy")
+
+
+def test_declarations_are_complete_and_unique() -> None:
+    assert len({m.key for m in METRICS}) == len(METRICS)
+    for declared in METRICS:
+        assert declared.unit in UNITS and declared.better in (-1, 0, 1)
+        assert declared.label and declared.description.endswith((".", ")")), declared.key
+        assert declared.column_header
+
+
+def test_bad_declarations_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown unit 'furlongs'"):
+        Metric("x", "x", "furlongs", 1, "x")
+    with pytest.raises(ValueError, match="better must be"):
+        Metric("x", "x", "ms", 2, "x")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "text"),
+    [
+        ("accuracy_top1", 0.9336, "93.36 %"),
+        ("accuracy_delta_pts", -0.77, "-0.77 pts"),
+        ("size_bytes", 1_234_567, "1.23 MB"),
+        ("latency_ms_p50", 1.2345, "1.23 ms"),
+        ("compression_ratio_fp16", 3.987, "3.99×"),
+        ("output_snr_db", 25.04, "25.0 dB"),
+        ("compress_seconds", 75, "1 min 15 s"),
+        ("flipped", 1234, "1,234"),
+        ("bits_per_weight", 4.1, "4.10 bits"),
+        ("accuracy_top1", None, "n/a"),
+        ("output_snr_db", float("inf"), "n/a"),
+    ],
+)
+def test_formats(key: str, value: object, text: str) -> None:
+    assert format_metric(key, value) == text
+
+
+def test_table_values_and_labels() -> None:
+    size = metric("size_bytes")
+    assert size.column_value(1_500_000) == pytest.approx(1.5) and size.column_format == "%.3f"
+    assert metric("accuracy_top1").column_value(0.9) == pytest.approx(90.0)
+    assert metric("accuracy_top1").column_value("n/a") is None
+    assert size.label_with_unit == "artifact size (bytes)"
+    assert metric("bits_per_weight").label_with_unit == "bits per weight"

@@ -1,0 +1,65 @@
+"""The sample models' accuracy, re-measured from their committed weights on the bundled Fashion-MNIST subset.
+
+The README and manifest.json claim top-1 on the full 10,000-image test set (93.18 % / 93.36 %). The bundled
+subset holds 2,500 of those 10,000 images (250 per class), so its accuracy is an estimate of the 10k number.
+Treating the subset as a simple random sample without replacement, the standard error of that estimate is
+    sqrt(p(1-p)/n · (N-n)/(N-1)) ≈ 0.44 points   (p ≈ 0.93, n = 2,500, N = 10,000),
+and a stratified sample (equal per class, as here) has a smaller one. The test accepts 4 standard errors
+(≈ 1.75 points): a false alarm has probability < 1e-4, while weights that lost even two points of accuracy
+(a wrong file, a broken architecture, a changed normalisation) fail. Measured here: 93.24 % (fashion_cnn) and
+93.32 % (fashion_resnet) on the subset; 93.18 % / 93.36 % on the full 10k set, exactly the manifest's numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from core.data import BUNDLED_SUBSET, DEBIAN_FASHION_MNIST, PROJECT_ROOT, load_bundled_subset, load_fashion_mnist
+from core.models.sources import load_model, sample_manifest
+
+FULL_TEST_SET = 10_000
+STANDARD_ERRORS = 4.0
+
+
+def _top1(name: str) -> tuple[float, int]:
+    dataset = load_bundled_subset()
+    module = load_model(f"sample:{name}").module
+    correct = 0
+    with torch.inference_mode():
+        for images, labels in dataset.batches(dataset.test, batch_size=500):
+            correct += int((module(images).argmax(dim=1) == labels).sum())
+    return correct / len(dataset.test), len(dataset.test)
+
+
+@pytest.mark.parametrize("name", ["fashion_cnn", "fashion_resnet"])
+def test_subset_accuracy_matches_the_claimed_10k_accuracy(name):
+    claimed = sample_manifest()[name]["top1_test_10k"]
+    measured, n = _top1(name)
+    se = math.sqrt(claimed * (1 - claimed) / n * (FULL_TEST_SET - n) / (FULL_TEST_SET - 1))
+    assert abs(measured - claimed) <= STANDARD_ERRORS * se, (
+        f"{name}: {measured:.2%} on the {n:,}-image subset vs {claimed:.2%} claimed on 10k "
+        f"(allowed ±{STANDARD_ERRORS * se:.2%})"
+    )
+
+
+def test_readme_quotes_the_manifest():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    for name, entry in sample_manifest().items():
+        row = re.search(rf"^\| `{name}`.*?\| ([\d.]+) % \|", readme, flags=re.MULTILINE)
+        assert row, f"README has no table row for {name}"
+        assert float(row.group(1)) == pytest.approx(entry["top1_test_10k"] * 100, abs=0.005)
+
+
+@pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="full Fashion-MNIST test set not installed")
+def test_subset_images_are_the_official_test_images_they_claim_to_be():
+    full = load_fashion_mnist(allow_download=False, data_dir=PROJECT_ROOT / "no-such-data-folder")
+    assert len(full.test) == FULL_TEST_SET
+    with np.load(BUNDLED_SUBSET) as npz:
+        indices = torch.from_numpy(npz["test_source_indices"].astype(np.int64))
+        assert torch.equal(full.test.images[indices, 0], torch.from_numpy(npz["test_images"]))
+        assert torch.equal(full.test.labels[indices], torch.from_numpy(npz["test_labels"].astype(np.int64)))
