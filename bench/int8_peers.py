@@ -7,14 +7,19 @@ For resnet18, resnet50, mobilenet_v2 (torchvision, random weights, 224×224) and
 
 - PyTorch fp32 eager (the product's baseline) ;
 - the product's torch_static int8 in its automatic form (core.compress.int8_forms: engine × graph form timed on this
-  machine), and the former default (x86 engine, FX GraphModule) for reference;
-- ONNX Runtime fp32, and int8 as ONNX Runtime recommends for CPUs without VNNI: quantize_static QDQ, per-channel
-  int8 weights, uint8 activations (u8s8), reduce_range, MinMax calibration through a CalibrationDataReader;
+  machine), and every form forced one by one (x86 / onednn / fbgemm × GraphModule / traced + frozen TorchScript; the
+  x86 GraphModule is the former default);
+- ONNX Runtime fp32, and int8 as ONNX Runtime recommends: quantize_static QDQ, per-channel int8 weights, uint8
+  activations (u8s8), MinMax calibration through a CalibrationDataReader, and reduce_range on CPUs without VNNI
+  (7-bit weights keep AVX2's u8×s8 pair sums from saturating);
 - OpenVINO fp32 (f32 precision hint) and int8 through NNCF post-training quantization;
-- torchao PT2E + X86InductorQuantizer + torch.compile, when torchao is importable (not a dependency: see the report).
+- torchao PT2E + X86InductorQuantizer + torch.compile, when torchao is importable. It is not a dependency (coremltools
+  imports torchao whenever it is installed): ``pip install --no-deps --target .torchao torchao==0.18.0`` and pass
+  ``--torchao-path .torchao``.
 
 It prints the CPU's features and, per model, the target line: torch_static ≤ 1.05 × the fastest int8 peer (ONNX
-Runtime / OpenVINO int8), met or not, by how much and why. Results go to bench/results/int8_peers.{csv,txt} and,
+Runtime / OpenVINO int8), met or not, by how much and why. Exit status 1 when a model misses the target, unless the
+hardware rules the comparison out (no x86 int8 engine runs here), which it then says; 2 when a peer is missing. Results go to bench/results/int8_peers.{csv,txt} and,
 for the product's speed-up wording, to ``core.paths.cache_dir()/bench/int8_peers.json``. Peers are benchmark-only
 dependencies (requirements-bench.txt), imported lazily.
 """
@@ -72,8 +77,8 @@ CALIBRATION_SAMPLES = 32
 TIMING_SECONDS = {"resnet18": 14.0, "resnet50": 18.0, "mobilenet_v2": 10.0, "fashion_resnet": 5.0}
 EAGER = "PyTorch fp32 eager"
 PRODUCT = "torch_static int8 (auto form)"
-FORMER_DEFAULT = "torch_static int8 (x86, GraphModule: former default)"
-ORT_FP32, ORT_INT8 = "ONNX Runtime fp32", "ONNX Runtime int8 (u8s8, per-channel, reduce_range)"
+FORCED = "torch_static int8 forced {key}"
+ORT_FP32, ORT_INT8 = "ONNX Runtime fp32", "ONNX Runtime int8 (QDQ u8s8, per-channel)"
 OV_FP32, OV_INT8 = "OpenVINO fp32", "OpenVINO int8 (NNCF PTQ)"
 TORCHAO = "torchao PT2E int8 + X86InductorQuantizer + torch.compile"
 INT8_PEERS = (ORT_INT8, OV_INT8)
@@ -122,7 +127,7 @@ def _static_spec() -> TorchStaticSpec:
     choose_int8_form the product runs (so the former default and the winner come from one calibration)."""
     names = {f.name for f in fields(TorchStaticSpec)}
     extra = {"graph": "graph_module"} if "graph" in names else {}
-    return TorchStaticSpec(calibration_samples=CALIBRATION_SAMPLES, backend="x86", **extra)
+    return TorchStaticSpec(calibration_samples=CALIBRATION_SAMPLES, backend="x86", engine="x86", **extra)
 
 
 def _product_static(model: LoadedModel, dataset: Dataset | None, threads: int, run: ModelRun, notes: list[str]) -> None:
@@ -139,12 +144,21 @@ def _product_static(model: LoadedModel, dataset: Dataset | None, threads: int, r
             prepared=converted, convert=already_converted, example=example, settings=settings, use_cache=False,
             spec={"backend": "x86", "per_channel": True, "calibration_samples": CALIBRATION_SAMPLES},
         )
-        default = build_form(prepared=converted, convert=already_converted, form=DEFAULT_FORM, example=example)
+        # Every form the choice could build, forced one by one: one row each, timed in the same turns as the peers.
+        forced = {
+            t.form: build_form(prepared=converted, convert=already_converted, form=t.form, example=example)
+            for t in choice.timings if t.error is None
+        }
     run.choice = choice
     run.float_ops = _float_islands(converted)
     run.runtimes.append(Runtime(PRODUCT, "int8", bound_runner(choice.module, choice.winner.engine), product=True,
                                 note=choice.winner.label))
-    run.runtimes.append(Runtime(FORMER_DEFAULT, "int8", bound_runner(default, DEFAULT_FORM.engine)))
+    for form, module in forced.items():
+        note = "former default" if form == DEFAULT_FORM else ""
+        run.runtimes.append(Runtime(FORCED.format(key=form.key), "int8", bound_runner(module, form.engine), note=note))
+    for timing in choice.timings:
+        if timing.error is not None:
+            run.skipped[FORCED.format(key=timing.form.key)] = timing.error
 
 
 def _float_islands(graph_module: nn.Module) -> list[str]:
@@ -167,7 +181,10 @@ def _float_islands(graph_module: nn.Module) -> list[str]:
 # --------------------------------------------------------------------------- ONNX Runtime
 
 
-def _ort_runtimes(model: LoadedModel, calibration: torch.Tensor, workdir: Path, threads: int, run: ModelRun, notes: list[str]) -> None:
+def _ort_runtimes(
+    model: LoadedModel, calibration: torch.Tensor, workdir: Path, threads: int, run: ModelRun, notes: list[str],
+    *, reduce_range: bool,
+) -> None:
     import onnxruntime as ort
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -197,7 +214,8 @@ def _ort_runtimes(model: LoadedModel, calibration: torch.Tensor, workdir: Path, 
 
     with captured_library_output(notes):
         quantize_static(
-            str(pre_path), str(int8_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
+            str(pre_path), str(int8_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            reduce_range=reduce_range,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
         )
 
@@ -211,7 +229,8 @@ def _ort_runtimes(model: LoadedModel, calibration: torch.Tensor, workdir: Path, 
         return lambda x: sess.run(None, {name: x.numpy()})[0]
 
     run.runtimes.append(Runtime(ORT_FP32, "fp32", session(fp32_path)))
-    run.runtimes.append(Runtime(ORT_INT8, "int8", session(int8_path), note="QDQ, MinMax"))
+    why = "reduce_range (no VNNI)" if reduce_range else "no reduce_range (VNNI)"
+    run.runtimes.append(Runtime(ORT_INT8, "int8", session(int8_path), note=f"MinMax, {why}"))
 
 
 # --------------------------------------------------------------------------- OpenVINO + NNCF
@@ -280,7 +299,7 @@ def _torchao_runtime(model: LoadedModel, calibration: torch.Tensor, run: ModelRu
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
     except ImportError:
-        run.skipped[TORCHAO] = "torchao is not installed (pip install torchao; benchmark-only, measured separately)"
+        run.skipped[TORCHAO] = "torchao is not importable (see --torchao-path; benchmark-only, never a product dependency)"
         return
     run.versions["torchao"] = torchao.__version__
     example = model.example_input(1)
@@ -358,7 +377,9 @@ def measure_model(name: str, *, threads: int, quick: bool, torchao: bool | str, 
     workdir = Path(tempfile.mkdtemp(prefix=f"cs_int8_peers_{name}_"))
     steps: list[tuple[str, Callable[[], None]]] = [
         ("torch_static (auto form)", lambda: _product_static(model, dataset, threads, run, notes)),
-        ("ONNX Runtime", lambda: _ort_runtimes(model, calibration, workdir, threads, run, notes)),
+        ("ONNX Runtime", lambda: _ort_runtimes(
+            model, calibration, workdir, threads, run, notes, reduce_range=not cpu_int8_features().vnni,
+        )),
         ("OpenVINO + NNCF", lambda: _openvino_runtimes(model, calibration, threads, run, notes)),
     ]
     if torchao is True:
@@ -424,6 +445,16 @@ def target_line(run: ModelRun, features) -> tuple[str, bool | None]:
     if product <= bound:
         return f"{head}: MET" + (f", {fmt_ratio(1 / ratio)} faster than the peer" if ratio < 1 else "") + ".", True
     return f"{head}: NOT MET by {fmt_ms(product - bound)} ({(ratio / TARGET - 1):.0%} over). Why: {_why(run, best_name, features)}", False
+
+
+def hardware_rules_out(features) -> str | None:
+    """Why this machine cannot give PyTorch int8 a fair race (None: it can). The peers bring their own kernels; PyTorch's
+    x86 / fbgemm int8 kernels need an x86-64 CPU with AVX2."""
+    if not features.is_x86:
+        return f"this CPU is {features.machine}: PyTorch's x86 int8 engines do not run on it"
+    if features.known and "avx2" not in features.flags:
+        return "this CPU has no AVX2: PyTorch's x86 / fbgemm int8 kernels do not run, only oneDNN's SSE4.1 path"
+    return None
 
 
 def _why(run: ModelRun, best_peer: str, features) -> str:
@@ -558,6 +589,16 @@ def run_int8_peers(
         text, ok = target_line(run, features)
         targets.append({"model": run.name, "met": ok, "text": text})
         lines.append(text)
+    excuse = hardware_rules_out(features)
+    misses = [t["model"] for t in targets if t["met"] is False]
+    if misses and excuse:
+        lines.append(f"target missed on {', '.join(misses)}, but the hardware rules the race out: {excuse}.")
+    elif misses:
+        lines.append(f"target NOT MET on {', '.join(misses)} (exit status 1).")
+    elif any(t["met"] is None for t in targets):
+        lines.append("target not measurable on every model: a peer is missing (exit status 2).")
+    else:
+        lines.append("target met on every model.")
     lines.append(f"\n(total {time.perf_counter() - started:.0f} s)")
     report = "\n".join(lines)
     _log("\n" + report)
@@ -580,7 +621,7 @@ def run_int8_peers(
             },
         )
         _log(f"results for the speed-up wording: {path}")
-    return {"targets": targets, "report": report, "rows": csv_rows}
+    return {"targets": targets, "report": report, "rows": csv_rows, "hardware_rules_out": excuse}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -592,10 +633,14 @@ def main(argv: list[str] | None = None) -> int:
         "--torchao-models", default=",".join(TORCHAO_DEFAULT),
         help="models that get the torchao PT2E row (its torch.compile takes minutes); empty for none",
     )
+    parser.add_argument("--torchao-path", type=Path, default=None,
+                        help="a folder holding torchao (pip install --no-deps --target DIR torchao), put on sys.path")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "results")
     parser.add_argument("--no-cache", action="store_true", help="do not store results for the product's speed-up wording")
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.torchao_path is not None:
+        sys.path.insert(0, str(args.torchao_path.resolve()))
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
@@ -604,7 +649,9 @@ def main(argv: list[str] | None = None) -> int:
         torchao_models=[m.strip() for m in args.torchao_models.split(",") if m.strip()],
         write_cache=not args.no_cache,
     )
-    return 0 if all(t["met"] is not False for t in result["targets"]) else 1
+    if any(t["met"] is False for t in result["targets"]):
+        return 0 if result["hardware_rules_out"] else 1
+    return 2 if any(t["met"] is None for t in result["targets"]) else 0
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ def run_torchvision_table(*, out_dir: Path, threads: int, quick: bool, log=print
         log(f"  · {arch}: loading, torch_static calibration, ONNX export + quantize_static …", flush=True)
         model = load_model(f"torchvision:{arch}")
         example = model.example_input(1)
-        calibration = synthetic_inputs(input_shape=model.input_shape, count=CALIBRATION_SAMPLES, seed=0)
+        calibration = synthetic_inputs(input_shape=model.input_shape, count=CALIBRATION_SAMPLES, seed=0, purpose="calibration")
         started = time.perf_counter()
         notes: list[str] = []
         with captured_library_output(notes):
@@ -125,7 +125,7 @@ def run_torchvision_table(*, out_dir: Path, threads: int, quick: bool, log=print
                 "ONNX Runtime int8 (QDQ static)": _ort_runner(ort8),
             }
             # Sanity: every int8 runtime computes the same function as fp32 (output SNR on held-out random inputs).
-            probe = synthetic_inputs(input_shape=model.input_shape, count=4, seed=123)
+            probe = synthetic_inputs(input_shape=model.input_shape, count=4, seed=123, purpose="evaluation")
             with quantized_engine(engine), torch.inference_mode():
                 reference = model.module(probe)
                 snr = {

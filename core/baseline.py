@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from core.data import Dataset
+from core.disk import enforce_cap_of_folder, touch
 from core.evaluation import EvalData, evaluate, input_factory, resolve_eval_data
 from core.experiment_options import ExperimentOptions
 from core.measure.latency import measure_interleaved
@@ -44,6 +45,7 @@ _fingerprints: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictio
 _baseline_evals: dict[str, Evaluation] = {}
 _baseline_records: dict[str, dict] = {}
 _fp16_packages: dict[str, tuple[int, str]] = {}
+_baseline_peaks: dict[str, int | None] = {}
 _cache_lock = threading.Lock()
 
 
@@ -81,6 +83,7 @@ def clear_caches() -> None:
         _baseline_evals.clear()
         _baseline_records.clear()
         _fp16_packages.clear()
+        _baseline_peaks.clear()
         _fingerprints.clear()
 
 
@@ -105,7 +108,9 @@ def baseline_evaluation(
             module=model.module, data=data, options=options, progress=progress, label="Evaluating baseline"
         )
         _write_eval_cache(path, evaluation)
+        enforce_cap_of_folder(path.parent, part="baseline_eval", keep=[path])  # least recently used go first
     else:
+        touch(path)  # recently used: the size cap removes other entries first
         progress.update(1.0, "Baseline evaluation (cached on disk)")
     with _cache_lock:
         _baseline_evals[key] = evaluation
@@ -169,6 +174,7 @@ def fp16_baseline_size(
                 export_coreml_baseline(model=model, path=staging, progress=progress)
             if not package.exists():
                 os.replace(staging, package)
+            enforce_cap_of_folder(package.parent, part="baseline_mlpackage", keep=[package])
         except Exception as exc:  # a secondary measurement: whatever Core ML refuses, say so and keep going
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             notes.append(f"fp16 baseline .mlpackage could not be exported ({first}); using fp16 tensor bytes instead.")
@@ -176,11 +182,30 @@ def fp16_baseline_size(
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+    touch(package)
     result = (path_size_bytes(package), f"fp16 .mlpackage on disk ({package.name}, uncompressed Core ML baseline)")
     progress.update(1.0, "fp16 baseline package ready")
     with _cache_lock:
         _fp16_packages[fingerprint] = result
     return result
+
+
+# --------------------------------------------------------------------------- baseline peak memory
+
+
+def baseline_peak_memory(*, model: LoadedModel, options: ExperimentOptions, notes: list[str]) -> int | None:
+    """Peak CPU bytes of one batch-1 inference of the uncompressed model, measured once per (weights, input shape,
+    seed, torch threads) in this process: a series of experiments on one model profiles the baseline once."""
+    key = _cache_key(model_fingerprint(model), model.input_shape, options.seed, torch.get_num_threads())
+    with _cache_lock:
+        if key in _baseline_peaks:
+            return _baseline_peaks[key]
+    make_input = input_factory(model.input_shape, options.seed)
+    with library_notes_into(notes):
+        peak = peak_inference_memory_bytes(run=model.module, inputs=make_input(1), notes=notes)
+    with _cache_lock:
+        _baseline_peaks[key] = peak
+    return peak
 
 
 # --------------------------------------------------------------------------- baseline record
@@ -226,16 +251,16 @@ def _measure_baseline(*, model: LoadedModel, data: EvalData, options: Experiment
     make_input = input_factory(model.input_shape, options.seed)
     latency: dict | None = None
     if options.measure_latency:
-        latency = measure_interleaved(
-            runners={"baseline": model.module},
-            make_input=make_input,
-            settings=settings,
-            progress=progress.sub(0.75, 0.97),
-        )
+        with options.timing_guard() if options.timing_guard else contextlib.nullcontext():
+            latency = measure_interleaved(
+                runners={"baseline": model.module},
+                make_input=make_input,
+                settings=settings,
+                progress=progress.sub(0.75, 0.97),
+            )
     peak = None
     if options.measure_memory:
-        with library_notes_into(notes):
-            peak = peak_inference_memory_bytes(run=model.module, inputs=make_input(1), notes=notes)
+        peak = baseline_peak_memory(model=model, options=options, notes=notes)
     return build_record(
         BASELINE,
         **model_fields(model),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -142,7 +143,10 @@ def accuracy_size_figure(
     data["y_pct"] = data[column] * 100
     fig = _base_figure(title)
 
-    baseline = _baseline_point(data, column)
+    baselines = baseline_points(data, column)
+    # One evaluation set: its baseline. Several: the budget and view are drawn from the lowest baseline, and every
+    # set keeps its own star (each experiment's Δ is against its own set's baseline).
+    baseline = min(((b.x_mb, b.y_pct) for b in baselines), key=lambda p: p[1]) if baselines else None
     points = data.dropna(subset=["x_mb", "y_pct"])
     highlight = {int(i) for i in highlight_ids}
     # Keep the interesting region readable: experiments far below the baseline sit on the bottom edge as ▼.
@@ -177,36 +181,41 @@ def accuracy_size_figure(
                         group.get("latency_ratio", pd.Series(np.nan, index=group.index)).astype(float),
                         group.get("workflow", pd.Series("", index=group.index)).fillna("").astype(str),
                         group["y_pct"].astype(float),
+                        group.get("eval_set_label", pd.Series("", index=group.index)).fillna("").astype(str),
                     ],
                     axis=-1,
                 ),
                 hovertemplate=(
                     "<b>#%{customdata[0]} %{customdata[1]}</b><br>workflow: %{customdata[6]}<br>"
-                    "accuracy: %{customdata[7]:.2f} % (Δ %{customdata[2]:+.2f} pts)<br>"
+                    "accuracy: %{customdata[7]:.2f} % (Δ %{customdata[2]:+.2f} pts vs its baseline on "
+                    "%{customdata[8]})<br>"
                     "size: %{x:.3f} MB (%{customdata[3]:.2f}× smaller than fp16)<br>"
                     "bits/weight: %{customdata[4]:.2f} · latency: %{customdata[5]:.2f}× baseline<extra></extra>"
                 ),
             )
         )
 
-    if baseline is not None:
+    for base in baselines:
+        several = len(baselines) > 1
         fig.add_trace(
             go.Scatter(
-                x=[baseline[0]],
-                y=[baseline[1]],
+                x=[base.x_mb],
+                y=[base.y_pct],
                 mode="markers+text",
-                name=method_label(BASELINE),
-                text=["baseline"],
+                name=method_label(BASELINE) + (f" · {base.label}" if several else ""),
+                text=[f"baseline · {base.label}" if several else "baseline"],
                 textposition="top center",
                 marker={"symbol": "star", "size": 18, "color": BASELINE_COLOR, "line": {"width": 1, "color": "white"}},
-                hovertemplate="<b>Baseline</b> (uncompressed fp16 .mlpackage)<br>accuracy: %{y:.2f} %<br>size: %{x:.3f} MB<extra></extra>",
+                hovertemplate=f"<b>Baseline</b> (uncompressed fp16 .mlpackage) on {base.label}<br>"
+                "accuracy: %{y:.2f} %<br>size: %{x:.3f} MB<extra></extra>",
             )
         )
 
     candidates = points[["id", "x_mb", "y_pct"]].copy()
-    if baseline is not None:
+    if baselines:
         candidates = pd.concat(
-            [candidates, pd.DataFrame([{"id": -1, "x_mb": baseline[0], "y_pct": baseline[1]}])], ignore_index=True
+            [candidates, pd.DataFrame([{"id": -1, "x_mb": b.x_mb, "y_pct": b.y_pct} for b in baselines])],
+            ignore_index=True,
         )
     frontier = pareto_frontier(candidates, x="x_mb", y="y_pct")
     if len(frontier) >= 2:
@@ -223,13 +232,16 @@ def accuracy_size_figure(
 
     if budget_pts is not None and baseline is not None:
         floor = baseline[1] - float(budget_pts)
-        fig.add_hline(
-            y=floor,
-            line={"dash": "dash", "color": ALERT_COLOR, "width": 1.5},
-            annotation_text=f"budget: ≤ {budget_pts:g} pts below baseline ({floor:.1f} %)",
-            annotation_position="bottom right",
-            annotation_font_color=ALERT_COLOR,
-        )
+        for base in baselines:  # one budget line per evaluation set, each below its own baseline
+            own_floor = base.y_pct - float(budget_pts)
+            fig.add_hline(
+                y=own_floor,
+                line={"dash": "dash", "color": ALERT_COLOR, "width": 1.5},
+                annotation_text=f"budget: ≤ {budget_pts:g} pts below baseline ({own_floor:.1f} %"
+                + (f", {base.label})" if len(baselines) > 1 else ")"),
+                annotation_position="bottom right",
+                annotation_font_color=ALERT_COLOR,
+            )
         fig.add_hrect(y0=min(points["y_pct"].min(), floor) - 100, y1=floor, fillcolor=ALERT_COLOR, opacity=0.05,
                       line_width=0, layer="below")
         best = best_within_budget(data, budget_pts=budget_pts, column=column)
@@ -245,7 +257,7 @@ def accuracy_size_figure(
                 font={"size": 12},
             )
 
-    y_values = list(points["y_pct"]) + ([baseline[1]] if baseline else [])
+    y_values = list(points["y_pct"]) + [b.y_pct for b in baselines]
     if view_floor is not None:
         y_values = [max(v, view_floor) for v in y_values]
         hidden = int((points["y_pct"] < view_floor).sum())
@@ -264,15 +276,34 @@ def accuracy_size_figure(
     return fig
 
 
-def _baseline_point(data: pd.DataFrame, column: str) -> tuple[float, float] | None:
-    """(fp16 size MB, baseline accuracy %) from the newest record that has both."""
+@dataclass(frozen=True)
+class BaselinePoint:
+    """The uncompressed model on one evaluation set: where its star goes on the accuracy-size scatter."""
+
+    eval_set: str
+    label: str
+    x_mb: float
+    y_pct: float
+
+
+def baseline_points(data: pd.DataFrame, column: str) -> list[BaselinePoint]:
+    """One baseline per evaluation set (``eval_set`` column; one set when the frame has none), from the newest record
+    of that set that has an fp16 size and a baseline accuracy. An experiment is compared with its own set's baseline:
+    a 500-image subset and the full test set give the same model different accuracies."""
     base_col = "baseline_accuracy_top1" if column == "accuracy_top1" else None
-    for _, row in data.iloc[::-1].iterrows():
+    sets = data["eval_set"] if "eval_set" in data else pd.Series("", index=data.index)
+    labels = data["eval_set_label"] if "eval_set_label" in data else pd.Series("", index=data.index)
+    found: dict[str, BaselinePoint] = {}
+    for index in data.index[::-1]:  # newest first
+        key = str(sets[index])
+        if key in found:
+            continue
+        row = data.loc[index]
         size = _num(row.get("size_fp16_bytes"))
         acc = _num(row.get(base_col)) if base_col else 1.0  # the baseline agrees with itself
         if size and acc is not None:
-            return size / MB, acc * 100
-    return None
+            found[key] = BaselinePoint(key, str(labels[index] or "this evaluation set"), size / MB, acc * 100)
+    return sorted(found.values(), key=lambda b: b.label)
 
 
 def best_within_budget(frame: pd.DataFrame, *, budget_pts: float, column: str = "accuracy_top1") -> pd.Series | None:

@@ -1,14 +1,18 @@
-"""Command line: ``python -m core.cli models | baseline | run | bench``.
+"""Command line: ``python -m core.cli models | baseline | run | jobs | cancel | bench``.
 
     python -m core.cli models
     python -m core.cli baseline --model sample:fashion_resnet --json baseline.json
     python -m core.cli run --model sample:fashion_resnet --spec '{"method": "palettize", "n_bits": 4}' --json run.json
+    python -m core.cli run ... --executor ray      # run the job on a Ray cluster ($COMPRESSION_STUDIO_RAY_ADDRESS)
     python -m core.cli run ... --no-save          # do not add the run to the experiment store
+    python -m core.cli jobs                       # the job queue (the app's sidebar shows the same)
+    python -m core.cli cancel 12                  # cancel job #12 (queued: at once; running: at its next step)
     python -m core.cli bench                      # the benchmark tables (bench/), CSVs in bench/results/
 
-A run is saved in the experiment store of the data folder (``$COMPRESSION_STUDIO_HOME`` or ``studio_data/``), like a
-run started in the app; ``--no-save`` keeps it out of the store (artifacts then go to ``--artifacts``, next to
-``--json`` or under the data folder's ``cli_runs/``). Bad input (unknown model, unreadable file, impossible spec) exits with status 2 and one line on stderr;
+A run is a job in the queue of the data folder (``$COMPRESSION_STUDIO_HOME`` or ``studio_data/``), like a run started
+in the app: a worker process (``--executor local``, the default) or a Ray task (``--executor ray``) computes it and
+saves the experiment, while the CLI shows its progress from the job row. ``--no-save`` runs in this process and keeps
+the run out of the store (artifacts then go to ``--artifacts``, next to ``--json`` or under ``cli_runs/``). Bad input (unknown model, unreadable file, impossible spec) exits with status 2 and one line on stderr;
 Ctrl-C cancels cleanly (status 130) and leaves nothing half-written.
 """
 
@@ -27,9 +31,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.explore.cli import add_explore_commands
+from core.jobs import ExecutorError
 from core.metrics import format_metric
 from core.paths import PROJECT_ROOT, cli_runs_dir
 from core.progress import Cancelled, Progress, captured_library_output, quiet_libraries
+from core.speedup_wording import speedup_text
 
 if TYPE_CHECKING:
     from core.data import Dataset
@@ -239,40 +246,127 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = _read_spec(args)
     if args.artifacts and not args.no_save:
         raise CliError("--artifacts applies only with --no-save: a saved run keeps its artifacts in the experiment store.")
+    if not args.no_save:
+        return _run_as_job(args, spec)
+    if args.executor:
+        raise CliError("--executor applies to saved runs; a --no-save run computes in this process.")
     model = _load_model(args.model, args.weights)
     args.input_shape = model.input_shape
     options = _options(args)
     notes: list[str] = []
     with captured_library_output(notes):
         from core.experiment import run_experiment
-        from core.runs import run_and_save
-        from core.store import ExperimentStore
 
     dataset = _dataset(args, model)
-    if args.no_save:
-        artifacts = _unsaved_artifacts_dir(args, spec.method)
-        record = _run_with_progress(
-            args,
-            lambda progress: run_experiment(
-                model=model, spec=spec, dataset=dataset, artifacts_dir=artifacts, progress=progress, options=options
-            ),
-        )
-        where = f"artifacts in {artifacts} (not saved in the experiment store)"
-    else:
-        store = ExperimentStore()
-        record = _run_with_progress(
-            args,
-            lambda progress: run_and_save(
-                store=store, model=model, spec=spec, dataset=dataset, options=options, progress=progress
-            ),
-        )
-        where = f"saved as experiment #{record['id']} in {store.home}"
+    artifacts = _unsaved_artifacts_dir(args, spec.method)
+    record = _run_with_progress(
+        args,
+        lambda progress: run_experiment(
+            model=model, spec=spec, dataset=dataset, artifacts_dir=artifacts, progress=progress, options=options
+        ),
+    )
     _write_json(args.json, record)
     _print_run(record)
-    print(where)
+    print(f"artifacts in {artifacts} (not saved in the experiment store)")
     if args.json:
         print(f"record written to {args.json}")
     return 0
+
+
+def _job_options(args: argparse.Namespace) -> dict:
+    """The job's options; --threads / --batch-sizes are laid over the model's defaults by the worker."""
+    options: dict = {
+        "eval_limit": args.eval_limit,
+        "measure_latency": not args.no_latency,
+        "measure_memory": not args.no_latency,
+        "export": not args.no_export,
+    }
+    overrides = {}
+    if args.threads is not None:
+        overrides["threads"] = args.threads
+    if args.batch_sizes:
+        overrides["batch_sizes"] = list(args.batch_sizes)
+    if overrides:
+        options["latency_overrides"] = overrides
+    return options
+
+
+def _data_ref(choice: str):  # -> DataRef
+    from core.jobs import DataRef
+
+    if choice in ("auto", "bundled", "full", "none"):
+        return DataRef(kind=choice)
+    path = Path(choice)
+    if not path.exists():
+        raise CliError(f"--data {choice}: no such file or folder; use 'auto', 'bundled' or a dataset path.")
+    return DataRef(kind="path", path=str(path.resolve()))
+
+
+def _model_ref(args: argparse.Namespace):  # -> ModelRef
+    from core.jobs import ModelRef
+
+    ref = ModelRef.from_source_id(args.model, weights=Path(args.weights).resolve() if args.weights else None)
+    if ref.path is not None:
+        path = Path(ref.path)
+        if not path.is_file():
+            raise CliError(f"model file not found: {path}")
+        ref = ModelRef(kind=ref.kind, name=ref.name, path=str(path.resolve()))  # the worker runs elsewhere
+    return ref
+
+
+def _run_as_job(args: argparse.Namespace, spec) -> int:
+    """Queue the run, make sure something runs it, follow its job row with the progress bar; print the record."""
+    from core.jobs import JobQueue, LocalExecutor, get_executor
+
+    executor = get_executor(name=args.executor)
+    job_id = executor.submit(model=_model_ref(args), data=_data_ref(args.data), spec=spec.to_dict(),
+                             options=_job_options(args), label=spec.summary())
+    print(f"job #{job_id} queued ({executor.name} executor)", flush=True)
+    queue: JobQueue = executor.queue
+    job = _follow(args, queue=queue, job_id=job_id,
+                  keep_workers=executor.ensure_workers if isinstance(executor, LocalExecutor) else None)
+    if job.state == "cancelled":
+        raise Cancelled(f"job #{job_id} cancelled")
+    if job.state != "done":
+        raise CliError(f"job #{job_id} failed: {job.error or job.message}")
+    with captured_library_output([]):
+        from core.store import ExperimentStore
+
+    store = ExperimentStore(queue.home)
+    record = store.get(int(job.experiment_id))
+    _write_json(args.json, record)
+    _print_run(record)
+    print(f"saved as experiment #{record['id']} in {store.home}")
+    if args.json:
+        print(f"record written to {args.json}")
+    return 0
+
+
+def _follow(args: argparse.Namespace, *, queue, job_id: int, keep_workers=None, poll: float = 0.2):  # -> Job
+    """Poll the job row until it ends, driving the bar; Ctrl-C cancels the job (a second one stops waiting)."""
+    import time
+
+    bar = _Bar(enabled=not args.quiet)
+    progress = Progress()
+    cancel_sent = False
+    last_ensure = time.monotonic()
+    try:
+        with _cancellable(progress):
+            while True:
+                job = queue.get(job_id=job_id)
+                if job.finished:
+                    return job
+                if progress.cancelled and not cancel_sent:
+                    queue.cancel(job_id=job_id)
+                    cancel_sent = True
+                if job.state == "running":
+                    bar(job.progress, job.message)
+                if keep_workers is not None and time.monotonic() - last_ensure > 2.0:
+                    keep_workers()  # a worker that crashed or idled out is replaced while the job waits
+                    last_ensure = time.monotonic()
+                time.sleep(poll)
+    finally:
+        bar.close()
 
 
 def _unsaved_artifacts_dir(args: argparse.Namespace, method: str) -> Path:
@@ -282,6 +376,9 @@ def _unsaved_artifacts_dir(args: argparse.Namespace, method: str) -> Path:
     elif args.json:
         artifacts = Path(args.json).with_suffix("").with_name(Path(args.json).stem + "_artifacts")
     else:
+        from core.disk import enforce_caps
+
+        enforce_caps(parts=["cli_runs"])  # older unsaved runs beyond the cap go, least recently used first
         artifacts = cli_runs_dir() / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}_{method}"
     if artifacts.exists() and any(artifacts.iterdir()):
         raise CliError(f"the artifacts folder {artifacts} is not empty; pass another --artifacts folder or remove it.")
@@ -310,6 +407,55 @@ def _print_run(record: dict) -> None:
             f"{shown('baseline_latency_ms_p50', record['baseline_latency_ms_p50'])} "
             f"({shown('latency_ratio', record['latency_ratio'])}) — {record['latency_note']}"
         )
+    if speed := speedup_text(record):  # the same wording as the result card, Compare and the report
+        print(f"speed-up         {speed}")
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    import time
+
+    from core.formatting import fmt_seconds
+    from core.jobs import JobQueue
+
+    jobs = JobQueue().list(states=args.state, limit=args.limit)
+    if args.json:
+        _write_json(args.json, {"jobs": [_job_dict(job) for job in jobs]})
+    if not jobs:
+        print("no jobs" + (f" in state {', '.join(args.state)}" if args.state else "") + ".")
+        return 0
+    rows = [("id", "state", "executor", "progress", "time", "run", "model", "result")]
+    for job in jobs:
+        took = ((job.finished_at or time.time()) - job.started_at) if job.started_at else None
+        result = (f"experiment #{job.experiment_id}" if job.state == "done"
+                  else job.error if job.state == "failed" else job.message)
+        rows.append((str(job.id), job.state, job.executor, f"{job.progress * 100:.0f} %",
+                     fmt_seconds(took) if took is not None else "-", job.label or "-", job.model_ref.source_id,
+                     result or ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+    return 0
+
+
+def _job_dict(job) -> dict:
+    data = dataclasses.asdict(job)
+    data["model_ref"], data["data_ref"] = job.model_ref.to_dict(), job.data_ref.to_dict()
+    return data
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from core.jobs import JobQueue
+
+    queue = JobQueue()
+    for job_id in args.ids:
+        state = queue.cancel(job_id=job_id)
+        if state == "cancelled":
+            print(f"job #{job_id} cancelled before it started.")
+        elif state == "running":
+            print(f"job #{job_id}: cancel requested; it stops at its next step and saves nothing.")
+        else:
+            print(f"job #{job_id} has already ended ({state}); nothing to cancel.")
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -332,7 +478,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core.cli", description="Compression Studio from the command line.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{models,baseline,run,bench}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{models,baseline,run,jobs,cancel,bench}")
 
     models = sub.add_parser("models", help="list the model source ids")
     models.add_argument("--json", help="also write the list to this JSON file")
@@ -367,7 +513,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--artifacts", help="with --no-save: folder for the artifact and weights.npz (default: next to --json)"
     )
+    run.add_argument("--executor", choices=("local", "ray"),
+                     help="where the job runs: local worker processes or a Ray cluster "
+                     "(default: $COMPRESSION_STUDIO_EXECUTOR, else local)")
     run.set_defaults(func=cmd_run)
+
+    jobs = sub.add_parser("jobs", help="list the job queue (newest first)")
+    jobs.add_argument("--state", nargs="+", choices=("queued", "running", "done", "failed", "cancelled"),
+                      help="only jobs in these states")
+    jobs.add_argument("--limit", type=int, default=30, help="at most this many jobs (default 30)")
+    jobs.add_argument("--json", help="also write the jobs to this JSON file")
+    jobs.set_defaults(func=cmd_jobs)
+
+    cancel = sub.add_parser("cancel", help="cancel jobs by id (a running one stops at its next step)")
+    cancel.add_argument("ids", type=int, nargs="+", metavar="ID", help="job id(s), as `jobs` lists them")
+    cancel.set_defaults(func=cmd_cancel)
 
     bench = sub.add_parser("bench", help="benchmark tables (seed configs on fashion_resnet; int8 vs fp32 vs ONNX Runtime)")
     bench.add_argument("--out", default=str(PROJECT_ROOT / "bench" / "results"), help="folder for the CSV files")
@@ -377,6 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="fewer repeats and configurations (a smoke run)")
     bench.add_argument("--fashion-model", default="sample:fashion_resnet", help="model of table 1 (default fashion_resnet)")
     bench.set_defaults(func=cmd_bench)
+    add_explore_commands(sub)  # sweep, search (+ sensitivity): core/explore/cli.py
     return parser
 
 
@@ -388,7 +549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse already printed its one-line usage error
         return int(exc.code or 0)
     try:
-        for name in ("eval_limit", "threads"):
+        for name in ("eval_limit", "threads", "limit"):
             value = getattr(args, name, None)
             if value is not None and value < 1:
                 raise CliError(f"--{name.replace('_', '-')} must be at least 1; got {value}.")
@@ -396,7 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (Cancelled, KeyboardInterrupt):
         print("cancelled: no record or artifact was written.", file=sys.stderr)
         return EXIT_CANCELLED
-    except (ValueError, OSError) as exc:  # SpecError, ModelLoadError, DatasetError, CompressionError, StoreError, …
+    except (ValueError, OSError, ExecutorError) as exc:  # SpecError, ModelLoadError, JobError, no Ray cluster, …
         if os.environ.get(DEBUG_ENV):
             raise
         print(f"error: {_one_line(exc)}", file=sys.stderr)

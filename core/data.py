@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from core.formatting import fmt_bytes
+from core.paths import staging_dir
 from core.safe_zip import DEFAULT_LIMITS as DEFAULT_ZIP_LIMITS
 from core.safe_zip import UnsafeZipError, ZipLimits, extract_zip
 
@@ -350,7 +351,8 @@ def load_image_folder(
     evaluated, so the two never overlap.
 
     A .zip is checked (size, entry count, nesting, paths: core.safe_zip) and extracted into `extract_to`, a
-    folder the caller owns and removes; without one it goes to a temporary folder deleted before returning
+    folder the caller owns and removes; without one it goes to a temporary folder in the data folder's staging
+    area (core.paths.staging_dir) deleted before returning
     (every image is decoded into memory, so the files are not needed afterwards).
 
     Images of any size and mode (grayscale, RGBA, palette, 16-bit) are converted the same way (to `channels`
@@ -368,7 +370,9 @@ def load_image_folder(
         if extract_to is not None:
             _extract_zip(path, Path(extract_to), zip_limits)
             return _load_image_dir(Path(extract_to), source=f"user zip ({path.name})", **options)
-        with tempfile.TemporaryDirectory(prefix="cs_imagefolder_") as tmp:
+        scratch = staging_dir()  # the data folder's staging area: stale left-overs are removed when the store opens
+        scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="unzip_imagefolder_", dir=scratch) as tmp:
             _extract_zip(path, Path(tmp), zip_limits)
             return _load_image_dir(Path(tmp), source=f"user zip ({path.name})", **options)
     if not path.is_dir():

@@ -73,7 +73,9 @@ def _steps(spec: AnySpec) -> tuple:
 
 
 def _step_seconds(step: AnySpec, *, mparams: float, per_image: float) -> float:
-    seconds = 1.0 + mparams * (4.0 if step.method == "palettize" else 1.0)  # k-means is the slow one
+    from core.compress.registry import method_descriptor  # the engine is heavy to import: only when estimating
+
+    seconds = 1.0 + mparams * method_descriptor(step.method).seconds_per_mparam  # k-means is the slow one
     workflow = getattr(step, "workflow", "data_free")
     if workflow == "calibration":
         seconds += step.calibration_samples * per_image * 4

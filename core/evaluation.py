@@ -53,10 +53,14 @@ def _labelled(*, model: LoadedModel, dataset: Dataset, explicit: bool, options: 
     split = dataset.eval_split(limit=options.eval_limit)
     meaningful = model.accuracy_meaningful or (explicit and not model.weights_note.startswith("random"))
     notes = list(dataset.notes)
+    subset_note = dataset.eval_subset_note(limit=options.eval_limit)
+    if subset_note:
+        notes.append(subset_note)
     if not meaningful:
         notes.append(f"Accuracy is not meaningful for {model.label} ({model.weights_note}).")
     return EvalData(
-        key=f"{dataset.name}|{dataset.source}|{len(dataset.test)}|{len(split)}",
+        # the images' content hash, not where they came from: a new upload under an old name never hits a stale cache
+        key=f"{dataset.name}|{dataset.fingerprint}|{len(dataset.test)}|{len(split)}",
         source=dataset.source,
         name=dataset.name,
         dataset=dataset,
@@ -70,11 +74,11 @@ def _labelled(*, model: LoadedModel, dataset: Dataset, explicit: bool, options: 
 
 def _synthetic(*, model: LoadedModel, options: ExperimentOptions) -> EvalData:
     count = min(options.eval_limit or options.synthetic_eval_images, options.synthetic_eval_images)
-    inputs = synthetic_inputs(input_shape=model.input_shape, count=count, seed=options.seed)
+    inputs = synthetic_inputs(input_shape=model.input_shape, count=count, seed=options.seed, purpose="evaluation")
     batch = min(options.eval_batch_size, 16 if int(np.prod(model.input_shape)) > 64 * 64 * 3 else 256)
     shape = "×".join(map(str, model.input_shape))
     return EvalData(
-        key=f"synthetic|{shape}|{count}|{options.seed}",
+        key=f"synthetic|evaluation|{shape}|{count}|{options.seed}",  # the evaluation stream (never calibration's)
         source=f"synthetic inputs ({count} standard-normal {shape} tensors, seed {options.seed})",
         name="synthetic",
         dataset=None,
@@ -107,4 +111,4 @@ def evaluate(
 
 def input_factory(input_shape: tuple[int, ...], seed: int) -> Callable[[int], torch.Tensor]:
     """Seeded synthetic inputs of a given batch size, for latency and memory measurements."""
-    return lambda batch: synthetic_inputs(input_shape=tuple(input_shape), count=batch, seed=seed)  # type: ignore[arg-type]
+    return lambda batch: synthetic_inputs(input_shape=tuple(input_shape), count=batch, seed=seed, purpose="timing")  # type: ignore[arg-type]

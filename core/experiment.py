@@ -9,21 +9,41 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from core.baseline import baseline_evaluation, baseline_record, clear_caches, fp16_baseline_size, model_fingerprint
+from core.baseline import (
+    baseline_evaluation,
+    baseline_peak_memory,
+    baseline_record,
+    clear_caches,
+    fp16_baseline_size,
+    model_fingerprint,
+)
 from core.compress.result import CompressionResult
 from core.data import Dataset
 from core.evaluation import EvalData, evaluate, input_factory, resolve_eval_data
 from core.experiment_options import ExperimentOptions, default_latency_settings
 from core.jsonable import to_jsonable
-from core.measure.latency import coreml_latency, latency_ratio, measure_interleaved, quantized_engine
+from core.measure.latency import (
+    CONFIRMATION_REPEATS,
+    CONFIRMATION_TOLERANCE,
+    LatencySettings,
+    confirmation_holds,
+    confirmation_settings,
+    coreml_latency,
+    latency_ratio,
+    measure_interleaved,
+    quantized_engine,
+    same_computation,
+)
 from core.measure.memory import peak_inference_memory_bytes
 from core.measure.quality import Evaluation, agreement_summary
 from core.measure.size import (
@@ -37,7 +57,7 @@ from core.measure.size import (
 )
 from core.measure.weights import write_weights_npz
 from core.models.sources import LoadedModel
-from core.progress import Progress, as_progress, library_notes_into
+from core.progress import Progress, as_progress, library_notes_into, library_version_warnings
 from core.records import (
     EXPERIMENT,
     accuracy_fields,
@@ -84,18 +104,36 @@ def run_experiment(
     progress = as_progress(progress)
     options = options or ExperimentOptions()
     data = resolve_eval_data(model=model, dataset=dataset, options=options)
-    run = _Run(model=model, spec=spec, data=data, options=options, out_dir=Path(artifacts_dir), notes=list(data.notes))
+    run = _Run(model=model, spec=spec, data=data, options=options, out_dir=Path(artifacts_dir),
+               notes=list(data.notes) + library_version_warnings())
     with _cleanup_on_failure(run.out_dir):
         run.out_dir.mkdir(parents=True, exist_ok=True)
         # Compress first: a spec the engine refuses fails at once, before minutes of baseline evaluation.
-        result = _compress(run, progress.sub(0.0, 0.5))
-        base_eval = baseline_evaluation(model=model, data=data, options=options, progress=progress.sub(0.5, 0.55))
-        artifact = _export(run, result, progress.sub(0.55, 0.66))
-        fp16 = fp16_baseline_size(model=model, options=options, progress=progress.sub(0.66, 0.70), notes=run.notes)
-        cand_eval = _evaluate_candidate(run, result, progress.sub(0.70, 0.80))
+        with run.clock("compress"):
+            result = _compress(run, progress.sub(0.0, 0.5))
+        if _export_in_background(run, result):
+            # Core ML conversion is mostly single-threaded Python; evaluation is multi-threaded torch: side by side
+            # they use the cores better. Both end before latency is timed.
+            progress.update(0.5, "Core ML export started on a helper thread")
+            exports = _Background(lambda: _exports(run, result, None, None))
+            try:
+                base_eval = _evaluate_baseline(run, progress.sub(0.5, 0.55))
+                cand_eval = _evaluate_candidate(run, result, progress.sub(0.70, 0.79))
+            except BaseException:
+                exports.wait()  # nothing may still write into the folder the clean-up empties
+                raise
+            progress.update(0.795, "Waiting for the Core ML export")
+            with run.clock("export_wait"):
+                artifact, fp16, export_notes = exports.result()
+        else:
+            base_eval = _evaluate_baseline(run, progress.sub(0.5, 0.55))
+            artifact, fp16, export_notes = _exports(run, result, progress.sub(0.55, 0.66), progress.sub(0.66, 0.70))
+            cand_eval = _evaluate_candidate(run, result, progress.sub(0.70, 0.80))
+        run.notes += [n for n in export_notes if n not in run.notes]
         quality = _compare_outputs(run, base_eval, cand_eval)
         speed, timed_artifact = _measure_speed(run, result, artifact, progress.sub(0.80, 0.97))
-        weights_path = _save_weights(run, result, progress)
+        with run.clock("weights"):
+            weights_path = _save_weights(run, result, progress)
         record = _experiment_record(
             run,
             result=result,
@@ -125,6 +163,67 @@ class _Run:
     options: ExperimentOptions
     out_dir: Path
     notes: list[str]
+    phases: dict[str, float] = field(default_factory=dict)  # wall seconds per phase (the record's phase_seconds)
+
+    @contextlib.contextmanager
+    def clock(self, phase: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[phase] = self.phases.get(phase, 0.0) + time.perf_counter() - started
+
+
+class _Background:
+    """One step on a helper thread: ``wait()`` until it ends, ``result()`` its value (or its exception, re-raised)."""
+
+    def __init__(self, work: Callable[[], object]) -> None:
+        self._work, self._value, self._error = work, None, None
+        self._thread = threading.Thread(target=self._run, name="experiment-export", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._work()
+        except BaseException as exc:  # handed to the main thread by result()
+            self._error = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> Any:
+        self.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _export_in_background(run: _Run, result: CompressionResult) -> bool:
+    """Only float results go to the helper thread: an int8 module's TorchScript trace needs the quantized engine,
+    which is process-wide and set by the evaluation on the main thread."""
+    return run.options.overlap_export and run.options.export and not result.runs_int8_kernels and _engine(run, result) is None
+
+
+def _exports(
+    run: _Run, result: CompressionResult, progress: Progress | None, fp16_progress: Progress | None
+) -> tuple[Artifact, tuple[int, str], list[str]]:
+    """The artifact and the fp16 baseline package size (exported once per model weights); the notes they left.
+
+    Phases "export" (the artifact) and "fp16_baseline" (≈0 once the package is cached); on the helper thread they
+    overlap the evaluation phases.
+    """
+    notes: list[str] = []
+    with run.clock("export"):
+        artifact = _export(run, result, as_progress(progress), notes)
+    with run.clock("fp16_baseline"):
+        fp16 = fp16_baseline_size(model=run.model, options=run.options, progress=fp16_progress, notes=notes)
+    return artifact, fp16, notes
+
+
+def _evaluate_baseline(run: _Run, progress: Progress) -> Evaluation:
+    """The uncompressed model's logits: computed once per (weights, evaluation set), then cached."""
+    with run.clock("baseline"):
+        return baseline_evaluation(model=run.model, data=run.data, options=run.options, progress=progress)
 
 
 @dataclass(frozen=True)
@@ -144,7 +243,7 @@ def _compress(run: _Run, progress: Progress) -> CompressionResult:
     from core.compress import compress  # the engine; imported here so measurement loads without it
 
     result = compress(model=run.model, spec=run.spec, dataset=run.data.dataset, progress=progress)
-    run.notes += [n for n in result.notes if n not in run.notes and "deprecated" not in n]
+    run.notes += [n for n in result.notes if n not in run.notes]  # deprecations kept: the result card lists them
     return result
 
 
@@ -160,19 +259,19 @@ def _engine_for(spec: AnySpec | None) -> str | None:
     )
 
 
-def _export(run: _Run, result: CompressionResult, progress: Progress) -> Artifact:
+def _export(run: _Run, result: CompressionResult, progress: Progress, notes: list[str]) -> Artifact:
     if not run.options.export:
         return Artifact()
     from core.export import artifact_for
 
     start = time.perf_counter()
-    with library_notes_into(run.notes):
+    with library_notes_into(notes):
         path, kind = artifact_for(result, input_shape=run.model.input_shape, out_dir=run.out_dir, progress=progress)
     return Artifact(path=path, kind=kind, seconds=time.perf_counter() - start)
 
 
 def _evaluate_candidate(run: _Run, result: CompressionResult, progress: Progress) -> Evaluation:
-    with quantized_engine(_engine(run, result)):
+    with run.clock("evaluate"), quantized_engine(_engine(run, result)):
         return evaluate(
             module=result.module,
             data=run.data,
@@ -206,6 +305,8 @@ def _size_check(artifact: Artifact, estimate: SizeEstimate) -> dict:
 def _measure_speed(run: _Run, result: CompressionResult, artifact: Artifact, progress: Progress) -> tuple[dict, bool]:
     """A/B latency (baseline and candidate interleaved), peak memory of both, and Core ML latency where it runs.
 
+    A candidate that runs the baseline's exact operations (``same_computation``) gets a short confirmation timing
+    and the baseline's peak memory instead of full measurements (``options.skip_known``; the notes say so).
     Returns the record fields and whether the exported TorchScript (rather than the module) was timed.
     """
     model, options, notes = run.model, run.options, run.notes
@@ -213,23 +314,33 @@ def _measure_speed(run: _Run, result: CompressionResult, artifact: Artifact, pro
     timed_artifact = False
     if options.time_artifact and artifact.kind == "torchscript" and artifact.path is not None:
         candidate, timed_artifact = _load_timed_artifact(artifact.path, result.module, model, notes)
+    known = _known_by_construction(run, result, candidate, timed_artifact)
     settings = options.latency_settings(model.input_shape)
     make_input = input_factory(model.input_shape, options.seed)
-    latency = peak = base_peak = None
+    latency = peak = base_peak = coreml = None
     with quantized_engine(_engine(run, result)):
         if options.measure_latency:
-            runners = {"baseline": model.module, "candidate": candidate}
-            latency = measure_interleaved(runners=runners, make_input=make_input, settings=settings, progress=progress)
-            for entry in latency["batches"].values():
-                entry["ratio"] = entry["candidate"]["p50_ms"] / entry["baseline"]["p50_ms"]
+            with run.clock("latency"), _timing(options):
+                runners = {"baseline": model.module, "candidate": candidate}
+                latency = _time_ab(runners=runners, make_input=make_input, settings=settings, known=known,
+                                   notes=notes, progress=progress)
+                for entry in latency["batches"].values():
+                    entry["ratio"] = entry["candidate"]["p50_ms"] / entry["baseline"]["p50_ms"]
+                if artifact.kind == "mlpackage" and artifact.path is not None:
+                    coreml = coreml_latency(package=artifact.path, input_shape=model.input_shape, settings=settings)
         if options.measure_memory:
             progress.update(1.0, "Peak memory of one inference")
-            with library_notes_into(notes):
-                base_peak = peak_inference_memory_bytes(run=model.module, inputs=make_input(1), notes=notes)
-                peak = peak_inference_memory_bytes(run=candidate, inputs=make_input(1), notes=notes)
-    coreml = None
-    if artifact.kind == "mlpackage" and artifact.path is not None and options.measure_latency:
-        coreml = coreml_latency(package=artifact.path, input_shape=model.input_shape, settings=settings)
+            with run.clock("memory"):
+                base_peak = baseline_peak_memory(model=model, options=options, notes=notes)
+                if known:
+                    peak = base_peak
+                    notes.append(
+                        "Peak memory: the baseline's, not profiled again: the compressed model runs the same "
+                        "operations on tensors of the same shapes (only weight values differ)."
+                    )
+                else:
+                    with library_notes_into(notes):
+                        peak = peak_inference_memory_bytes(run=candidate, inputs=make_input(1), notes=notes)
     return {
         **latency_fields(latency, settings=settings, runner="candidate"),
         **latency_fields(latency, settings=settings, runner="baseline", prefix="baseline_"),
@@ -239,6 +350,56 @@ def _measure_speed(run: _Run, result: CompressionResult, artifact: Artifact, pro
         "peak_memory_bytes": peak,
         "baseline_peak_memory_bytes": base_peak,
     }, timed_artifact
+
+
+def _known_by_construction(run: _Run, result: CompressionResult, candidate: nn.Module, timed_artifact: bool) -> bool:
+    """True when the candidate's latency and peak memory equal the baseline's by construction: it runs the
+    baseline's exact operations, only with other weight values (decompressed palettized / quantized / pruned)."""
+    if not run.options.skip_known or timed_artifact or result.runs_int8_kernels:
+        return False
+    return same_computation(baseline=run.model.module, candidate=candidate) is None
+
+
+def _timing(options: ExperimentOptions) -> contextlib.AbstractContextManager:
+    """The job runner's machine-wide timing lock when there is one (no other job computes while this one times)."""
+    return options.timing_guard() if options.timing_guard is not None else contextlib.nullcontext()
+
+
+def _time_ab(
+    *,
+    runners: dict[str, nn.Module],
+    make_input: Callable[[int], torch.Tensor],
+    settings: LatencySettings,
+    known: bool,
+    notes: list[str],
+    progress: Progress,
+) -> dict:
+    """Interleaved A/B latency: in full, or a short confirmation where the answer is known by construction (and
+    in full after all if the confirmation disagrees). ``latency["mode"]`` says which."""
+    if known:
+        short = confirmation_settings(settings)
+        latency = measure_interleaved(
+            runners=runners, make_input=make_input, settings=short, progress=progress.sub(0.0, 0.25)
+        )
+        if confirmation_holds(latency):
+            latency["mode"] = "confirmation"
+            notes.append(
+                f"Latency: a short confirmation ({CONFIRMATION_REPEATS} interleaved calls per batch size) instead of "
+                "the full measurement: the compressed model runs the baseline's exact operations with decompressed "
+                "weights, so its CPU latency matches the baseline's by construction."
+            )
+            return latency
+        ratios = ", ".join(
+            f"batch {b}: {e['candidate']['p50_ms'] / e['baseline']['p50_ms']:.2f}" for b, e in latency["batches"].items()
+        )
+        notes.append(
+            f"Latency: the short confirmation disagreed with the baseline by more than {CONFIRMATION_TOLERANCE:.0%} "
+            f"({ratios}), so latency was measured in full."
+        )
+        progress = progress.sub(0.25, 1.0)
+    latency = measure_interleaved(runners=runners, make_input=make_input, settings=settings, progress=progress)
+    latency["mode"] = "full"
+    return latency
 
 
 def _save_weights(run: _Run, result: CompressionResult, progress: Progress) -> Path | None:
@@ -291,12 +452,22 @@ def _experiment_record(
         **speed,
         latency_note=_latency_note(spec=spec, result=result, timed_artifact=timed_artifact),
         runs_int8_kernels=result.runs_int8_kernels,
-        **machine_fields(run.options.latency_settings(model.input_shape)),
+        int8_form=result.int8_form,
+        **_machine_fields(run, result),
         layers=layer_rows(result, estimate),
         notes=run.notes,
         calibration_source=result.calibration_source,
         weights_path=weights_path,
+        # this run's own phases; a job runner adds load and save (and the time the job waited for them)
+        phase_seconds={phase: round(seconds, 4) for phase, seconds in run.phases.items()},
     )
+
+
+def _machine_fields(run: _Run, result: CompressionResult) -> dict:
+    """The machine description, read while the result's quantized engine is in force (so it names the engine the
+    int8 result was evaluated and timed on, not the process default)."""
+    with quantized_engine(_engine(run, result)):
+        return machine_fields(run.options.latency_settings(run.model.input_shape))
 
 
 def _latency_note(*, spec: AnySpec, result: CompressionResult, timed_artifact: bool) -> str:

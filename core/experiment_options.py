@@ -6,7 +6,9 @@ The compression itself is fully described by the spec; these say how it is measu
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +44,17 @@ class ExperimentOptions:
     weights_sample: int = 50_000  # weight values per layer kept for histograms
     cache_dir: Path | None = None  # None: core.paths.cache_dir(); baseline logits and fp16 packages are cached there
     seed: int = 0
+    # A candidate that runs the baseline's exact operations (palettized / weight-quantized / pruned weights stored
+    # compressed, run decompressed) times and allocates like the baseline by construction: a short interleaved
+    # confirmation instead of the full latency run (measured in full if it disagrees), the baseline's peak memory
+    # reused. The record's notes say so. False: measure everything in full.
+    skip_known: bool = True
+    # Write the artifact (and a missing fp16 baseline package) on a helper thread while the main thread evaluates;
+    # both are done before latency is timed, so timing never overlaps other work of the run.
+    overlap_export: bool = True
+    # A job runner's machine-wide timing lock: entered around the latency measurement only (other phases may run
+    # beside other jobs). None: no lock (a run started outside the job runner).
+    timing_guard: Callable[[], AbstractContextManager] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.eval_limit is not None and (isinstance(self.eval_limit, bool) or self.eval_limit < 1):

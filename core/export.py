@@ -22,7 +22,8 @@ from core.compress.registry import ARTIFACT_TORCHSCRIPT, METHODS, method_descrip
 from core.compress.result import CompressionResult
 from core.measure.size import path_size_bytes
 from core.models.sources import LoadedModel
-from core.progress import Progress, as_progress, captured_library_output, quiet_libraries
+from core.progress import Progress, as_progress, captured_library_output, is_library_warning, quiet_libraries
+from core.safe_zip import DEFAULT_LIMITS, UnsafeZipError, ZipLimits, extract_zip
 from core.specs import AnySpec, PipelineSpec
 
 INPUT_NAME = "input"
@@ -125,24 +126,30 @@ def artifact_for(
 # --------------------------------------------------------------------------- Core ML-side compression
 
 
-def _open_mlpackage(path: Path) -> tuple[Path, Path | None]:
-    """An .mlpackage directory, or a .zip holding one (extracted to a temp dir that the caller removes)."""
+def _open_mlpackage(
+    path: Path, *, extract_to: Path | None = None, zip_limits: ZipLimits = DEFAULT_LIMITS
+) -> tuple[Path, Path | None]:
+    """An .mlpackage directory, or a .zip holding one, checked and extracted by core.safe_zip (caps on size, entry
+    count, nesting; no traversal, no links). Returns (package folder, folder to remove afterwards or None).
+
+    The zip goes into `extract_to` (a folder the caller owns, e.g. a store staging folder; must be empty or
+    missing) or, without one, into a temporary folder. On failure nothing extracted stays behind.
+    """
     path = Path(path)
     if path.is_dir() and path.suffix == ".mlpackage":
         return path, None
     if path.is_file() and zipfile.is_zipfile(path):
-        tmp = Path(tempfile.mkdtemp(prefix="cs_mlpackage_"))
-        with zipfile.ZipFile(path) as zf:
-            for member in zf.namelist():
-                if member.startswith("/") or ".." in Path(member).parts:
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    raise ExportError(f"{path.name} contains an unsafe path ({member}); re-create the zip.")
-            zf.extractall(tmp)
-        found = sorted(p for p in tmp.rglob("*.mlpackage") if p.is_dir())
+        target = Path(extract_to) if extract_to is not None else Path(tempfile.mkdtemp(prefix="cs_mlpackage_"))
+        try:
+            extract_zip(path, into=target, limits=zip_limits)
+        except UnsafeZipError as exc:
+            shutil.rmtree(target, ignore_errors=True)
+            raise ExportError(str(exc)) from None
+        found = sorted(p for p in target.rglob("*.mlpackage") if p.is_dir())
         if not found:
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(target, ignore_errors=True)
             raise ExportError(f"{path.name} holds no .mlpackage folder; zip the whole <name>.mlpackage directory.")
-        return found[0], tmp
+        return found[0], target
     raise ExportError(f"{path.name} is neither an .mlpackage folder nor a .zip of one.")
 
 
@@ -163,9 +170,18 @@ def _op_config(spec, *, cto):
     return cto.OptimizationConfig.from_dict({"config_type": side.config_type, "global_config": side.op_config(spec)})
 
 
-def compress_mlpackage(*, path: Path, spec: AnySpec, out_path: Path, progress: Progress | None = None) -> dict:
+def compress_mlpackage(
+    *,
+    path: Path,
+    spec: AnySpec,
+    out_path: Path,
+    progress: Progress | None = None,
+    extract_to: Path | None = None,
+    zip_limits: ZipLimits = DEFAULT_LIMITS,
+) -> dict:
     """Compress an uploaded .mlpackage (or .zip of one) with coremltools.optimize.coreml.
 
+    A zip is extracted into `extract_to` (see `_open_mlpackage`) and removed again when done, whatever happens.
     Returns sizes and per-weight metadata. Accuracy is not available: Core ML predictions do not run on Linux.
     """
     import coremltools as ct
@@ -175,7 +191,7 @@ def compress_mlpackage(*, path: Path, spec: AnySpec, out_path: Path, progress: P
     quiet_libraries()
     steps = list(spec.steps) if isinstance(spec, PipelineSpec) else [spec]
     configs = [_op_config(step, cto=cto) for step in steps]
-    source, tmp = _open_mlpackage(Path(path))
+    source, tmp = _open_mlpackage(Path(path), extract_to=extract_to, zip_limits=zip_limits)
     notes: list[str] = []
     try:
         with captured_library_output(notes), capture_library_logs() as log:
@@ -212,7 +228,8 @@ def compress_mlpackage(*, path: Path, spec: AnySpec, out_path: Path, progress: P
                     line
                     for line in notes + log
                     if not line.startswith(("Running MIL", "Implicitly cleaning up"))
-                    and ("kip" in line or "annot" in line or "an't" in line or "arning" in line)
+                    and ("kip" in line or "annot" in line or "an't" in line or "arning" in line
+                         or is_library_warning(line))
                 ),
             ],
         }

@@ -61,6 +61,13 @@ compute_qparams = _optimize_utils.compute_qparams  # (weight, nbits, signed, qua
 dequantize_by_scale_and_zp = _optimize_utils.dequantize_by_scale_and_zp  # (quantized_data, scale, zero_point, axis)
 
 
+# The newest torch version this coremltools release was tested with (private; coremltools only logs a warning once,
+# at import, which the app's log filters would hide): the record's notes say so when torch is newer.
+from coremltools import _deps as _coremltools_deps  # noqa: E402
+
+COREMLTOOLS_TESTED_TORCH: str | None = getattr(_coremltools_deps, "_TORCH_MAX_VERSION", None)
+
+
 # --------------------------------------------------------------------------- which layer types each API handles
 def post_training_palettizer_modules() -> tuple[type[nn.Module], ...]:
     """Layer types PostTrainingPalettizer / SKMPalettizer palettize (a private class attribute)."""

@@ -27,3 +27,23 @@ def cache_dir(home: Path | None = None) -> Path:
 def cli_runs_dir(home: Path | None = None) -> Path:
     """Artifacts of CLI runs that were not saved to the store (``--no-save``)."""
     return (home or studio_home()) / "cli_runs"
+
+
+def experiments_dir(home: Path | None = None) -> Path:
+    """One artifacts folder per saved experiment (core.store)."""
+    return (home or studio_home()) / "experiments"
+
+
+def staging_dir(home: Path | None = None) -> Path:
+    """Staging folders of runs in progress and zips being unpacked; removed when done (stale ones on store open)."""
+    return (home or studio_home()) / "tmp"
+
+
+def uploads_dir(home: Path | None = None) -> Path:
+    """Files uploaded in the dashboard, one sub-folder per browser session."""
+    return (home or studio_home()) / "uploads"
+
+
+def job_logs_dir(home: Path | None = None) -> Path:
+    """Worker logs of the job queue (core.jobs)."""
+    return (home or studio_home()) / "jobs"

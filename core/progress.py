@@ -74,9 +74,52 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
+_UNTESTED = "has not been tested"
+_IMPORTANT_MARKERS = (_UNTESTED, "deprecated")  # library lines that change what a user should trust or expect
+
+
+def is_library_warning(line: str) -> bool:
+    """A captured library line that matters to the user: an untested library version, anything deprecated."""
+    lowered = line.lower()
+    return any(marker in lowered for marker in _IMPORTANT_MARKERS)
+
+
+def library_version_warnings() -> list[str]:
+    """'torch X has not been tested with coremltools (newest tested: Y)' when that is so; coremltools says it only
+    once, in a log line at import, so every run's record restates it here."""
+    import torch
+
+    from core.library_internals import COREMLTOOLS_TESTED_TORCH
+
+    if not COREMLTOOLS_TESTED_TORCH:
+        return []
+    try:
+        from packaging.version import Version
+
+        newer = Version(torch.__version__.split("+")[0]) > Version(COREMLTOOLS_TESTED_TORCH)
+    except Exception:  # an unparsable version string: say nothing rather than guess
+        return []
+    if not newer:
+        return []
+    import coremltools
+
+    return [
+        f"Torch {torch.__version__} has not been tested with coremltools {coremltools.__version__} (newest tested: "
+        f"{COREMLTOOLS_TESTED_TORCH}); results are real, but report odd failures with both versions."
+    ]
+
+
+def split_library_warnings(notes: list[str] | tuple[str, ...] | None) -> tuple[list[str], list[str]]:
+    """(library warnings that matter, every other note), each once and in order, for the result card."""
+    warnings_, others = [], []
+    for note in dict.fromkeys(notes or []):
+        (warnings_ if is_library_warning(note) else others).append(note)
+    return warnings_, others
+
+
 @contextlib.contextmanager
 def captured_library_output(notes: list[str]) -> Iterator[None]:
-    """Run library code with its warnings, stdout/stderr chatter captured into `notes` (deduplicated)."""
+    """Run library code with its warnings, stdout/stderr chatter captured into `notes` (each line once)."""
     out, err = io.StringIO(), io.StringIO()
     with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         warnings.simplefilter("always")
@@ -88,19 +131,20 @@ def captured_library_output(notes: list[str]) -> Iterator[None]:
             for stream in (out, err):
                 lines += [ln.strip() for ln in stream.getvalue().splitlines() if ln.strip() and "it/s]" not in ln and "%|" not in ln]
             for line in lines:
-                if "has not been tested" in line or line in seen:
+                line = line[:300]
+                if line in seen:
                     continue
                 seen.add(line)
-                notes.append(line[:300])
+                notes.append(line)
 
 
 @contextlib.contextmanager
 def library_notes_into(notes: list[str]) -> Iterator[None]:
-    """captured_library_output for a record's notes, minus torch's API deprecation chatter (jit/ao "is deprecated"),
-    which says nothing about the experiment."""
+    """captured_library_output for a record's notes: every line once (deprecation notices included: the result
+    card lists them apart from the other notes)."""
     captured: list[str] = []
     try:
         with captured_library_output(captured):
             yield
     finally:
-        notes.extend(line for line in captured if "deprecated" not in line and line not in notes)
+        notes.extend(line for line in captured if line not in notes)

@@ -115,6 +115,7 @@ EXPERIMENT_FIELDS: dict[str, str] = {
     "latency_note": "what the CPU latency of this method means",
     "latency_coreml": "Core ML prediction latency where Core ML runs (macOS), else why not",
     "runs_int8_kernels": "the compressed module runs real int8 CPU kernels",
+    "int8_form": "torch_static: the int8 engine × graph form it ran in, timed / cached / forced, by how much it won",
     "peak_memory_bytes": "peak CPU memory of one batch-1 inference of the compressed model",
     "baseline_peak_memory_bytes": "the same for the uncompressed model",
     **_MACHINE_FIELDS,
@@ -125,6 +126,7 @@ EXPERIMENT_FIELDS: dict[str, str] = {
     "weights_path": "weights.npz side file for histograms",
     # filled by a job runner (core.jobs) through run_and_save's finalize; None for runs started elsewhere
     "job_id": "the queued job that ran this experiment",
+    "origin": "where the run came from: kind manual / sweep / sensitivity / recipe / search, its id, parent experiment",
     "timing_exclusive": "latency was timed while no other job computed (None when latency was not measured)",
     "phase_seconds": "wall time per phase of the job: load, compress, export, evaluate, latency, memory, save",
 }

@@ -15,6 +15,7 @@ from core import charts
 from core.compress.registry import method_color
 from core.formatting import fmt_mb, fmt_num
 from core.metrics import format_metric
+from core.speedup_wording import speedup_text
 from core.tables import experiments_frame, experiments_table, per_class_frame
 
 _CSS = """
@@ -140,6 +141,8 @@ def build_report(
     if machine:
         desc = ", ".join(f"{k}: {v}" for k, v in machine.items() if isinstance(v, str | int | float))
         parts.append(f"<li>Machine: {html.escape(desc)}</li>")
+    if speed := speedup_text(records):
+        parts.append(f"<li>Speed-up: {html.escape(speed)}</li>")
     parts.extend(f"<li>{html.escape(n)}</li>" for n in notes)
     parts.append("</ul>")
     licences = sorted({"Fashion-MNIST © Zalando SE, MIT licence." for r in records if "Fashion" in str(r.get("dataset"))})

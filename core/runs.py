@@ -72,10 +72,13 @@ def run_mlpackage_and_save(
     progress = as_progress(progress)
     package_path = Path(package_path)
     name = label or package_path.name.removesuffix(".zip")
-    with store.staging() as staging:
+    # A zipped upload is unpacked into a store staging folder of its own: removed when done, and by the store's
+    # clean-up if the process dies meanwhile.
+    with store.staging() as staging, store.staging(prefix="unzip_") as unzipped:
         start = time.perf_counter()
         outcome = compress_mlpackage(
-            path=package_path, spec=spec, out_path=staging / "model.mlpackage", progress=progress.sub(0.0, 0.95)
+            path=package_path, spec=spec, out_path=staging / "model.mlpackage", progress=progress.sub(0.0, 0.95),
+            extract_to=unzipped / "package",
         )
         original = outcome["original_size_bytes"]
         record = build_record(

@@ -321,16 +321,30 @@ class TorchStaticSpec(CompressionSpec):
     help: ClassVar[str] = "PyTorch static int8 (FX graph mode); runs on int8 CPU kernels"
 
     workflow: str = "calibration"
-    backend: str = "x86"
+    backend: str = "x86"  # the qconfig recipe the observers follow (x86's reduce_range activations run on every engine)
     per_channel: bool = True
+    # The int8 form the model runs in (core.compress.int8_forms): "auto" times engine × graph form on this machine
+    # and keeps the fastest; a name forces one (an engine this CPU lacks fails with the reason).
+    engine: str = "auto"
+    graph: str = "auto"
 
     def __post_init__(self) -> None:
         _check_choice("backend", self.backend, ("x86", "fbgemm", "qnnpack", "onednn"))
         _check_choice("per_channel", self.per_channel, (True, False))
+        _check_choice("engine", self.engine, ("auto", "x86", "onednn", "fbgemm"))
+        _check_choice("graph", self.graph, ("auto", "graph_module", "frozen_torchscript"))
+        if self.backend == "qnnpack" and (self.engine, self.graph) != ("auto", "auto"):
+            raise SpecError("engine and graph apply to the x86 int8 engines; backend qnnpack runs on qnnpack only, "
+                            "so leave engine and graph at 'auto'.")
         super().__post_init__()
 
+    @classmethod
+    def layer_fields(cls) -> tuple[str, ...]:
+        return tuple(name for name in super().layer_fields() if name not in ("engine", "graph"))  # whole-model choices
+
     def summary(self) -> str:
-        return f"torch static int8 {self.backend} ({self.workflow}, {self.calibration_samples} samples)"
+        form = "" if (self.engine, self.graph) == ("auto", "auto") else f", form {self.engine}/{self.graph}"
+        return f"torch static int8 {self.backend} ({self.workflow}, {self.calibration_samples} samples{form})"
 
 
 

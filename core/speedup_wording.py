@@ -138,15 +138,18 @@ def _matching_model(bench: Mapping, *, architecture: str | None, input_shape: Se
 # --------------------------------------------------------------------------- the wording
 
 
-def _headline(ratio: float | None, candidate_ms: float | None, eager_ms: float | None) -> str:
+EAGER = "PyTorch fp32 eager"
+
+
+def _headline(ratio: float | None, candidate_ms: float | None, eager_ms: float | None, baseline: str = EAGER) -> str:
     if ratio is None:
-        return "No speed-up measured (latency was not timed against PyTorch fp32 eager)."
-    times = f"({fmt_ms(candidate_ms)} vs {fmt_ms(eager_ms)}, same process, interleaved)"
+        return f"No speed-up measured (latency was not timed against {baseline})."
+    times = f"({fmt_ms(candidate_ms)} vs {fmt_ms(eager_ms)}, batch 1, same process, interleaved)"
     if abs(ratio - 1.0) <= TIE_BAND:
-        return f"As fast as PyTorch fp32 eager within {TIE_BAND:.0%} {times}."
+        return f"As fast as {baseline} within {TIE_BAND:.0%} {times}."
     if ratio > 1.0:
-        return f"{fmt_ratio(ratio)} faster than PyTorch fp32 eager {times}."
-    return f"{fmt_ratio(1.0 / ratio)} slower than PyTorch fp32 eager {times}."
+        return f"{fmt_ratio(ratio)} faster than {baseline} {times}."
+    return f"{fmt_ratio(1.0 / ratio)} slower than {baseline} {times}."
 
 
 def _fastest_fp32_line(
@@ -216,14 +219,16 @@ def speedup_wording(
     cpu: str | None = None,
     cpu_flags: Sequence[str] | None = None,
     bench: Mapping | None = None,
+    baseline: str = EAGER,
 ) -> SpeedupWording:
     """The wording for one speed-up. `bench`: the benchmark's results for this machine (``load_bench_results``);
-    `cpu_flags` as in the record's machine description (only int8 results get the CPU note)."""
+    `cpu_flags` as in the record's machine description (only int8 results get the CPU note); `baseline` names what
+    `eager_fp32_ms` timed (an uploaded TorchScript model's baseline is TorchScript, not eager)."""
     candidate, eager = as_number(candidate_ms), as_number(eager_fp32_ms)
     ratio = eager / candidate if candidate and eager else None
     return SpeedupWording(
         ratio=ratio,
-        headline=_headline(ratio, candidate, eager),
+        headline=_headline(ratio, candidate, eager, baseline),
         fastest_fp32=_fastest_fp32_line(bench=bench, architecture=architecture, input_shape=input_shape, candidate_ms=candidate),
         cpu_note=cpu_int8_note(cpu=cpu, cpu_flags=cpu_flags) if int8 else None,
     )
@@ -243,4 +248,25 @@ def wording_for_record(record: Mapping, *, cache_root: Path | None = None) -> Sp
         cpu=cpu,
         cpu_flags=machine.get("cpu_features"),
         bench=load_bench_results(cpu=cpu, cache_root=cache_root) if cpu else None,
+        baseline="PyTorch fp32 (TorchScript)" if str(record.get("model", "")).startswith("torchscript:") else EAGER,
     )
+
+
+def speedup_text(records: Mapping | Sequence[Mapping], *, cache_root: Path | None = None) -> str | None:
+    """The speed-up wording every surface shows (result card, Compare, HTML report, CLI), as one paragraph.
+
+    One record: its wording. Several (Compare, the report): the wording of the fastest one against its own
+    baseline, named by id and spec. None when no record had its latency measured.
+    """
+    many = not isinstance(records, Mapping)
+    timed = [r for r in ([records] if not many else records) if as_number(r.get("latency_ms_p50")) is not None]
+    timed = [r for r in timed if as_number(r.get("baseline_latency_ms_p50"))]
+    if not timed:
+        return None
+    record = min(timed, key=lambda r: float(r["latency_ms_p50"]) / float(r["baseline_latency_ms_p50"]))
+    text = wording_for_record(record, cache_root=cache_root).text()
+    if many:
+        label = " ".join(str(part) for part in (f"#{record['id']}" if record.get("id") is not None else None,
+                                                 record.get("spec_summary")) if part)
+        text = f"Fastest here{f' ({label})' if label else ''}: {text}"
+    return text

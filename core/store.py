@@ -28,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from core.disk import Cleanup, PartUsage, disk_usage, enforce_caps, free_disk_space
 from core.formatting import as_number
 from core.jsonable import to_jsonable
-from core.paths import HOME_ENV, studio_home
+from core.paths import HOME_ENV, experiments_dir, staging_dir, studio_home, uploads_dir
 from core.tables import (  # noqa: F401  (the tabular views used to live here; kept importable from core.store)
     DIFF_METRICS,
     TABLE_COLUMNS,
@@ -97,15 +98,15 @@ class ExperimentStore:
 
     @property
     def experiments_root(self) -> Path:
-        return self.home / "experiments"
+        return experiments_dir(self.home)
 
     @property
     def staging_root(self) -> Path:
-        return self.home / "tmp"
+        return staging_dir(self.home)
 
     @property
     def uploads_root(self) -> Path:
-        return self.home / "uploads"
+        return uploads_dir(self.home)
 
     def experiment_dir(self, experiment_id: int) -> Path:
         return self.experiments_root / f"{int(experiment_id):06d}"
@@ -316,6 +317,17 @@ class ExperimentStore:
             with contextlib.suppress(OSError):
                 if folder.name not in known and now - folder.stat().st_mtime > _ORPHAN_GRACE_SECONDS:
                     shutil.rmtree(folder, ignore_errors=True)
+        # Caches, uploads and CLI run folders stay under their size caps (least recently used go first).
+        with contextlib.suppress(OSError, ValueError):
+            enforce_caps(home=self.home)
+
+    def disk_usage(self) -> list[PartUsage]:
+        """Bytes used by each part of this data folder (core.disk)."""
+        return disk_usage(home=self.home)
+
+    def free_disk_space(self, *, keep: Sequence[Path] = ()) -> Cleanup:
+        """Empty caches, uploads (except `keep`), CLI run folders and stale staging folders; experiments stay."""
+        return free_disk_space(home=self.home, keep=keep)
 
 
 def zip_directory(path: Path) -> bytes:

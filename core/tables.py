@@ -66,12 +66,37 @@ TEXT_COLUMNS = (
     "model_label",
     "accuracy_meaningful",
     "latency_note",
+    "eval_set",
+    "eval_set_label",
+    "origin",
 )
 
 
 def experiment_label(record: dict) -> str:
     """'#12 palettize 4-bit (data_free)': how one experiment is named in charts and pickers."""
     return f"#{record.get('id', '?')} {record.get('spec_summary') or record.get('method')}"
+
+
+def eval_set_key(record: dict) -> str:
+    """Which evaluation set a record was measured on (dataset, where its images came from, how many): experiments
+    are compared with the baseline of their own set, never with another set's."""
+    return f"{record.get('dataset')}|{record.get('dataset_source')}|{record.get('eval_images')}"
+
+
+def eval_set_label(record: dict) -> str:
+    """'Fashion-MNIST, 500 images' (a short name for an evaluation set in legends)."""
+    images = record.get("eval_images")
+    count = f", {int(images):,} images" if isinstance(images, int | float) and images == images else ""
+    return f"{record.get('dataset') or 'no dataset'}{count}"
+
+
+def origin_label(record: dict) -> str:
+    """Where an experiment came from, for filters: 'manual', 'sweep #3: …', 'search: …' (core.jobs.origins)."""
+    origin = record.get("origin") or {}
+    kind = origin.get("kind") or "manual"
+    if origin.get("label"):
+        return str(origin["label"])
+    return kind if origin.get("id") is None else f"{kind} #{origin['id']}"
 
 
 def experiments_frame(records: Sequence[dict]) -> pd.DataFrame:
@@ -84,12 +109,19 @@ def experiments_frame(records: Sequence[dict]) -> pd.DataFrame:
         row["spec_json"] = json.dumps(rec.get("spec") or {}, sort_keys=True, default=str)
         row["label"] = experiment_label(rec)
         row["model_label"] = rec.get("model_label") or rec.get("model")
+        row["eval_set"] = eval_set_key(rec)
+        row["eval_set_label"] = eval_set_label(rec)
+        row["origin"] = origin_label(rec)
         breakdown = rec.get("size_breakdown") or {}
         for part, value in breakdown.items():
             if isinstance(value, int | float):
                 row[f"breakdown_{part}"] = value
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=[*TABLE_COLUMNS, "label", "model_label"]) if not rows else pd.DataFrame(rows)
+    frame = (
+        pd.DataFrame(rows, columns=[*TABLE_COLUMNS, "label", "model_label", "eval_set", "eval_set_label", "origin"])
+        if not rows
+        else pd.DataFrame(rows)
+    )
     for column in frame.columns:
         if column not in TEXT_COLUMNS:
             frame[column] = pd.to_numeric(frame[column], errors="coerce")

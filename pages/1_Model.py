@@ -15,12 +15,14 @@ from core.formatting import fmt_bytes, fmt_num, fmt_pct, fmt_ratio
 from core.measure.layer_summary import weight_layer_table
 from core.models.architectures import SAMPLE_ARCHITECTURES
 from core.models.sources import TORCHVISION_ARCHITECTURES, list_sources, pretrained_cache_path
+from core.models.torchscript_probe import torchscript_disabled_message
+from core.progress import split_library_warnings
 from core.runs import run_mlpackage_and_save
 from core.specs import PalettizeSpec, PruneSpec, QuantizeWeightsSpec
 from pages._ui.errors import attempt
-from pages._ui.loading import baseline_for, load_choice, load_dataset_choice
+from pages._ui.loading import baseline_for, load_choice, load_dataset_choice, torchscript_allowed
 from pages._ui.session import page_context
-from pages._ui.storage import save_upload, store
+from pages._ui.storage import disk_space_panel, save_upload, store
 from pages._ui.widgets import eval_limit_selector
 
 model, dataset = page_context()
@@ -50,7 +52,7 @@ def _apply_model(choice: dict) -> None:
     if loaded is not None:
         st.session_state["model_choice"] = choice
         st.session_state["dataset_choice"] = {"kind": "auto"}
-        st.session_state.pop("run_job", None)
+        st.session_state.pop("jobs.current", None)  # pages/_ui/run_client.CURRENT_JOB_KEY
         st.toast(f"Loaded {loaded.label}", icon=":material/check_circle:")
         st.rerun()
 
@@ -97,8 +99,11 @@ if model is not None:
         b[3].metric("Latency p90", fmt_num(baseline.get("latency_ms_p90"), ".3f", " ms"))
         b[4].metric("fp16 .mlpackage", fmt_bytes(baseline.get("size_fp16_bytes") or baseline.get("size_bytes")),
                     help="The uncompressed Core ML export, measured on disk: what compression ratios are relative to.")
-        for note in baseline.get("notes") or []:
+        library_warnings, other_notes = split_library_warnings(baseline.get("notes"))
+        for note in other_notes:
             st.caption(f":material/info: {note}")
+        if library_warnings:
+            st.caption(":material/warning: Library warnings: " + " · ".join(library_warnings))
 
 
 choose = st.columns(2)
@@ -136,12 +141,18 @@ with choose[0].container(border=True):
             else:
                 _apply_model({"source_id": f"torchvision:{arch}", "pretrained": weights_kind == "pretrained"})
     elif kind == "torchscript":
-        st.caption("A model saved with `torch.jit.save(torch.jit.script(model))` or a traced model. Pickled whole models "
-                   "(`torch.save(model)`) are refused: loading them would run arbitrary code.")
-        upload = st.file_uploader("TorchScript file", type=["pt", "pth", "ts", "zip"], key="model.ts_upload")
-        if upload is not None and st.button("Load TorchScript", type="primary", key="model.load_ts"):
-            path, digest = save_upload(upload)
-            _apply_model({"source_id": f"torchscript:{path}", "hash": digest})
+        st.warning("**A TorchScript file is a program**, not just weights: loading it runs code from the file on this "
+                   "server. Upload only files you trust. It is loaded first in a separate process with a time and "
+                   "memory limit, which stops runaway files but is not a sandbox.", icon=":material/security:")
+        if not torchscript_allowed():
+            st.info(torchscript_disabled_message(), icon=":material/block:")
+        else:
+            st.caption("A model saved with `torch.jit.save(torch.jit.script(model))` or a traced model. Pickled whole "
+                       "models (`torch.save(model)`) are refused: loading them would run arbitrary code.")
+            upload = st.file_uploader("TorchScript file", type=["pt", "pth", "ts", "zip"], key="model.ts_upload")
+            if upload is not None and st.button("Load TorchScript", type="primary", key="model.load_ts"):
+                path, digest = save_upload(upload)
+                _apply_model({"source_id": f"torchscript:{path}", "hash": digest})
     elif kind == "state_dict":
         archs = list(SAMPLE_ARCHITECTURES) + list(TORCHVISION_ARCHITECTURES)
         arch = st.selectbox("Architecture the weights belong to", archs, key="cfg.model.sd_arch")
@@ -248,20 +259,22 @@ with choose[1].container(border=True):
         if dataset is not None and dataset.license:
             st.caption(dataset.license)
 
-if model is None:
-    st.stop()
-st.markdown("**Layers with weights**")
-DEFAULT_METHOD = method_descriptor("palettize")  # the Home page's suggested first step
-table = weight_layer_table(layers, method=DEFAULT_METHOD)
-st.dataframe(
-    table,
-    hide_index=True,
-    column_config={
-        "weights": st.column_config.NumberColumn(format="localized"),
-        "share of weights": st.column_config.ProgressColumn(format="percent", min_value=0.0, max_value=1.0),
-        "compressed by default?": st.column_config.TextColumn(
-            help=f"With {DEFAULT_METHOD.label}'s default settings; each method has its own rules (Compress page)."),
-    },
-    key="model.layers",
-)
-st.page_link("pages/2_Compress.py", label="Next: compress this model", icon=":material/arrow_forward:")
+if model is not None:
+    st.markdown("**Layers with weights**")
+    DEFAULT_METHOD = method_descriptor("palettize")  # the Home page's suggested first step
+    st.dataframe(
+        weight_layer_table(layers, method=DEFAULT_METHOD),
+        hide_index=True,
+        column_config={
+            "weights": st.column_config.NumberColumn(format="localized"),
+            "share of weights": st.column_config.ProgressColumn(format="percent", min_value=0.0, max_value=1.0),
+            "compressed by default?": st.column_config.TextColumn(
+                help=f"With {DEFAULT_METHOD.label}'s default settings; each method has its own rules (Compress page)."),
+        },
+        key="model.layers",
+    )
+    st.page_link("pages/2_Compress.py", label="Next: compress this model", icon=":material/arrow_forward:")
+
+# --------------------------------------------------------------------------- disk
+with st.expander("Disk space", icon=":material/hard_drive:"):
+    disk_space_panel(key="model.disk")

@@ -1,4 +1,7 @@
-"""Compress: a tab per method with every knob of its spec, per-layer overrides, a live run and its result card."""
+"""Compress: a tab per method with every knob of its spec, per-layer overrides, a run as a job and its result card.
+
+A run is a job (core.jobs): a worker process computes it while this page polls the job row; the result card
+appears when the job ends, also after a page switch (the session remembers its jobs)."""
 
 from __future__ import annotations
 
@@ -8,10 +11,12 @@ from typing import Any
 
 import streamlit as st
 
+from core.compress.int8_forms import AUTO, FORM_CHOICES, form_fields
 from core.compress.layers import weight_layers
 from core.compress.registry import method_descriptor
 from core.estimate import estimate_seconds, eval_image_count
 from core.formatting import fmt_seconds
+from core.jobs import CANCELLED, FAILED, QUEUED
 from core.measure.layer_summary import layers_compressed_by_default
 from core.specs import (
     PalettizeSpec,
@@ -24,12 +29,12 @@ from core.specs import (
     TorchStaticSpec,
     spec_to_yaml,
 )
+from pages._ui import run_client
 from pages._ui.errors import attempt
 from pages._ui.loading import forward_ms_per_image
 from pages._ui.result_card import result_card
-from pages._ui.run_client import RunJob, start_run, wait_for
 from pages._ui.session import PERSISTENT_PREFIX, eval_limit, page_context
-from pages._ui.storage import records
+from pages._ui.storage import records, store
 from pages._ui.widgets import eval_limit_selector
 
 model, dataset = page_context()
@@ -39,8 +44,9 @@ if model is None:
 
 model_layers = weight_layers(model.module)
 layer_names = list(model_layers)
-job: RunJob | None = st.session_state.get("run_job")
-busy = job is not None and job.running
+current_id: int | None = st.session_state.get(run_client.CURRENT_JOB_KEY)
+current_job = run_client.get_job(current_id) if current_id is not None else None
+busy = current_job is not None and not current_job.finished
 
 head = st.columns([2, 1], vertical_alignment="bottom")
 head[0].caption(
@@ -169,14 +175,18 @@ def run_footer(spec: Any, tab: str) -> None:
             st.code(spec_to_yaml(spec), language="yaml")
     with right:
         clicked = st.button("Run compression", type="primary", icon=":material/play_arrow:", key=f"run.{tab}",
-                            disabled=busy, width="stretch", help="Busy with another run" if busy else None)
+                            disabled=busy, width="stretch",
+                            help="Your previous run is still going (see the sidebar)" if busy else
+                            "Runs in a separate worker process; you can switch pages meanwhile.")
     if clicked:
-        started = attempt("Starting the run", start_run, model=model, dataset=dataset, spec=spec, limit=eval_limit())
-        if started is not None:
-            st.session_state["run_job"] = started
+        job_id = attempt("Starting the run", run_client.submit_run, spec=spec, limit=eval_limit())
+        if job_id is not None:
+            st.rerun()  # redraw with the job: the sidebar's queue and the progress below
 
 
-tabs = st.tabs(["Palettize", "Quantize weights", "Activations W8A8", "Prune", "PyTorch int8", "Joint pipeline"])
+# A Learn lesson's "Open Compress" button names the tab to open (core.learn.handoff.COMPRESS_TAB_KEY).
+tabs = st.tabs(["Palettize", "Quantize weights", "Activations W8A8", "Prune", "PyTorch int8", "Joint pipeline"],
+               default=st.session_state.get("learn.compress_tab"))
 
 # --------------------------------------------------------------------------- palettize
 with tabs[0]:
@@ -297,13 +307,18 @@ with tabs[4]:
         d = TorchStaticSpec()
         c = st.columns(3)
         backend = knob(c[0].selectbox, "torch", "backend", "Backend", default=d.backend, options=["x86", "fbgemm", "qnnpack", "onednn"],
-                       help="x86/fbgemm/onednn for Intel and AMD CPUs (onednn was ~10 % faster on resnet18 here); qnnpack for ARM.")
+                       help="x86/fbgemm/onednn for Intel and AMD CPUs; qnnpack for ARM. Which is fastest depends on the CPU "
+                       "and the model: run each and compare their measured latency ratios on the Compare page.")
         with c[1]:
             per_channel = knob(st.toggle, "torch", "per_channel", "Per-channel weight scales", default=d.per_channel,
                                help="One scale per output channel: better accuracy than one per tensor.")
         workflow = workflow_knobs("torch_static", TorchStaticSpec)
         overrides = overrides_knobs("torch_static")
-        torch_spec = build(lambda: TorchStaticSpec(backend=backend, per_channel=per_channel, overrides=overrides, **workflow))
+        form = knob(c[2].selectbox, "torch", "form", "Int8 form", default=AUTO, options=FORM_CHOICES,
+                    help="auto: every engine × graph form (GraphModule / traced + frozen TorchScript) is timed once on "
+                    "this CPU and the fastest kept; the record says which won and by how much. Or force one form.")
+        torch_spec = build(lambda: TorchStaticSpec(backend=backend, per_channel=per_channel, overrides=overrides,
+                                                   **form_fields(form), **workflow))
         run_footer(torch_spec, "torch_static")
     else:
         ddtype = knob(st.radio, "torch", "dtype", "Weight type", default="int8", options=["int8", "fp16"], horizontal=True,
@@ -349,25 +364,45 @@ with tabs[5]:
     run_footer(build(_pipeline), "pipeline")
 
 # --------------------------------------------------------------------------- the run and its result
-job = st.session_state.get("run_job")
-if job is not None:
+
+
+def _record(experiment_id: int) -> dict | None:
+    try:
+        return store().get(experiment_id)
+    except ValueError:  # deleted meanwhile (Compare page)
+        return None
+
+
+def _job_progress() -> None:
+    """Polled every half second while the job runs (a fragment): only this part of the page redraws."""
+    job = run_client.get_job(current_id)
+    if job is None:
+        return
+    if job.finished:
+        if run_client.announce_once(job):
+            st.rerun()  # the whole page: result card, sidebar count, history-based estimates
+        return
+    waiting = job.state == QUEUED
+    label = f"{'Queued' if waiting else 'Running'}: {job.label} (job #{job.id})"
+    with st.status(label, expanded=True, state="running"):
+        elapsed = run_client.elapsed_seconds(job)
+        text = job.message if waiting else f"{job.message} · {fmt_seconds(elapsed)}"
+        st.progress(min(max(job.progress, 0.0), 1.0), text=text)
+        if job.cancel_requested:
+            st.caption("Cancelling… the worker stops at its next step; nothing is saved.")
+        st.button("Cancel run", key="run.cancel", on_click=run_client.cancel, args=(job.id,), icon=":material/stop_circle:",
+                  disabled=job.cancel_requested, help="Stops the job at its next step; nothing of it is saved.")
+
+
+if current_job is not None:
     st.divider()
-    if job.running:
-        with st.status(f"Running: {job.summary}", expanded=True, state="running") as status:
-            bar = st.progress(job.fraction, text=job.message)
-            log = st.empty()
-            st.button("Cancel run", key="run.cancel", on_click=job.cancel, icon=":material/stop_circle:")
-
-            def _tick(j: RunJob) -> None:
-                bar.progress(min(j.fraction, 1.0), text=f"{j.message} · {fmt_seconds(j.elapsed)}")
-                log.caption(" → ".join(j.steps[-6:]))
-
-            wait_for(job, on_tick=_tick)
-            status.update(label=f"Finished: {job.summary}", state="error" if job.error else "complete", expanded=False)
-        st.rerun()  # redraw everything (sidebar count, history-based estimates) with the finished job
-    if job.cancelled:
-        st.warning("Run cancelled — nothing was saved.", icon=":material/cancel:")
-    elif job.error:
-        st.error(job.error, icon=":material/error:")
-    elif job.record is not None:
-        result_card(job.record)
+    if not current_job.finished:
+        st.fragment(run_every=0.5)(_job_progress)()
+    elif current_job.state == CANCELLED:
+        st.warning(f"Run cancelled ({current_job.label}) — nothing was saved.", icon=":material/cancel:")
+    elif current_job.state == FAILED:
+        st.error(f"The run {current_job.label} failed: {current_job.error}", icon=":material/error:")
+    elif (record := _record(int(current_job.experiment_id))) is not None:
+        result_card(record)
+    else:
+        st.info(f"Experiment #{current_job.experiment_id} of this run was deleted.", icon=":material/info:")

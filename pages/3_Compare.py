@@ -9,12 +9,14 @@ import streamlit as st
 from core import charts
 from core.formatting import fmt_bytes, fmt_num, fmt_pct, fmt_ratio
 from core.report import build_report
+from core.speedup_wording import speedup_text
 from core.tables import (
     diff_frame,
     experiments_frame,
     experiments_table,
     experiments_table_formats,
     flipped_frame,
+    origin_label,
     per_class_frame,
 )
 from pages._ui.errors import attempt
@@ -48,6 +50,11 @@ budget = top[1].slider("Accuracy budget: at most this many points below the base
                        "instantly, nothing is recomputed.")
 
 records = stored_records(model=chosen_model)
+origins = sorted({origin_label(r) for r in records})
+if len(origins) > 1:  # lineage: manual runs, each sweep / search / recipe (core.jobs.origins)
+    shown = st.multiselect("Origin", origins, default=origins, key="cfg.compare.origin",
+                           help="Where the experiments came from: manual runs, a sweep, a search, a recipe …")
+    records = [r for r in records if origin_label(r) in shown]
 frame = experiments_frame(records)
 by_id = {r["id"]: r for r in records}
 
@@ -81,7 +88,7 @@ if picked and picked[0] in by_id:
                  "smaller than fp16")
     link.page_link("pages/4_Layers.py", label="Its layers", icon=":material/stacked_bar_chart:")
 st.caption("Dotted line: Pareto frontier (nothing is both smaller and more accurate). ★ the uncompressed fp16 "
-           "baseline. Click a point to highlight it; hover for its settings.")
+           "baseline (one per evaluation set; each experiment is compared with its own set's). Click a point to highlight it; hover for its settings.")
 
 # --------------------------------------------------------------------------- table
 st.subheader("Experiments", anchor=False)
@@ -132,6 +139,8 @@ with tabs[0]:
     notes = sorted({str(n) for n in chart_frame["latency_note"].dropna() if n})
     for note in notes:
         st.caption(f":material/speed: {note}")
+    if speed := speedup_text([by_id[int(i)] for i in chart_frame["id"] if int(i) in by_id]):
+        st.caption(f":material/speed: {speed}")
     st.caption(f"Showing {scope} experiment(s); tick rows in the table to narrow the charts. Each bar pair was timed interleaved (A B A B) in the same process.")
 
 with tabs[1]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -10,12 +11,24 @@ import numpy as np
 import streamlit as st
 
 from core.learn import figures, handoff
+from core.learn.activations import (
+    CALIBRATION_BATCH,
+    OBSERVERS,
+    calibration_counts,
+    calibration_data,
+    study_activations,
+    w8a8_error,
+)
+from core.learn.artifact import where_the_bytes_go
+from core.learn.finetune import FineTuneSetting, fine_tune, straight_through
 from core.learn.lessons import LESSONS, lesson
 from core.learn.palettization import PaletteSetting, check_fits, palettize, vector_pairs
 from core.learn.pruning import PruneSetting, prune, sparsity_curve
 from core.learn.pruning import check_fits as prune_fits
 from core.learn.quantization import LinearSetting, block_sizes_for, engine_for, linear_quantize, staircase, with_outlier
 from core.learn.tensors import TOY_NAME, crop, largest_layer, layer_choices, layer_weight, matrix_view, toy_tensor
+from core.paths import cache_dir
+from core.specs import PalettizeSpec, PruneSpec, QuantizeWeightsSpec
 from pages._ui.session import page_context
 
 model, dataset = page_context()
@@ -28,9 +41,6 @@ if model is None:
 PREFIX = "cfg.learn."  # cfg.* values survive page switches
 TOY = "__toy__"
 CHART_CONFIG = {"displaylogo": False}
-# The Compress page's widget keys for each spec field (pages/2_Compress.py), and its tab per method.
-COMPRESS_PREFIX = {"palettize": "cfg.palettize.", "quantize_weights": "cfg.qw.", "prune": "cfg.prune."}
-COMPRESS_TAB_KEY = "compress.tab"
 
 model_key = f"{model.source_id}#{id(model.module)}"
 choices = layer_choices(model.module)
@@ -117,10 +127,7 @@ def open_in_compress(made: handoff.Handoff, *, key: str) -> None:
     for note in made.notes:
         st.caption(f":material/info: {note}")
     if st.button(label, key=f"learn.open.{key}", icon=":material/compress:", type="primary"):
-        prefix = COMPRESS_PREFIX[made.spec.method]
-        for name, value in made.fields.items():
-            st.session_state[prefix + name] = value
-        st.session_state[COMPRESS_TAB_KEY] = made.tab
+        st.session_state.update(made.session_values())  # the Compress page's cfg.* widget keys, and its tab
         st.switch_page("pages/2_Compress.py")
 
 
@@ -412,6 +419,245 @@ def lesson_prune() -> None:
     open_in_compress(handoff.from_prune(setting), key="prune")
 
 
+# --------------------------------------------------------------------------- lesson 5: activations
+
+
+@st.cache_resource(max_entries=8, show_spinner="Running the calibration images through the model…")
+def _activations(key: str, layer: str, symmetric: bool, _module: Any, _dataset: Any) -> Any:
+    del key
+    counts = calibration_counts(model.input_shape)
+    batches, held_out, source = calibration_data(input_shape=model.input_shape, dataset=_dataset, images=max(counts))
+    return study_activations(module=_module, layer=layer, calibration=batches, held_out=held_out, counts=counts,
+                             symmetric=symmetric, source=source)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _activation_histogram(key: str, layer: str, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
+    study = _activations(key, layer, symmetric, model.module, dataset)
+    return figures.histogram(study.sample, bins=120)
+
+
+@st.cache_resource(max_entries=128, show_spinner=False)
+def _w8a8(key: str, layer: str, symmetric: bool, observer: str, images: int) -> Any:
+    study = _activations(key, layer, symmetric, model.module, dataset)
+    return w8a8_error(module=model.module, study=study, observed=study.range_at(observer, images))
+
+
+def lesson_activations() -> None:
+    left, right = st.columns([2, 3], gap="large")
+    real = layer if layer != TOY else largest_layer(choices)
+    counts = list(calibration_counts(model.input_shape))
+    with left:
+        intro("activations")
+        if layer == TOY:
+            st.caption(f":material/info: Activations need a real layer; showing **{real}**.")
+        images = pick(st.select_slider, "Calibration images (N)", "l5.images", counts, counts[min(2, len(counts) - 1)],
+                      help=f"Fed in batches of {CALIBRATION_BATCH}; the observers update after every batch.")
+        observer = pick(st.radio, "Observer", "l5.observer", list(OBSERVERS), "moving_average",
+                        format_func=OBSERVERS.get, help="How the range is chosen from what the calibration images showed.")
+        mode = pick(st.radio, "Grid", "l5.mode", ["asymmetric", "symmetric"], "asymmetric", horizontal=True,
+                    help="quint8 (0…255) with a zero-point, or centred (zero-point 128) as the symmetric W8A8 recipe.")
+    symmetric = mode == "symmetric"
+    study = compute("Calibrating", _activations, model_key, real, symmetric, model.module, dataset)
+    if study is None:
+        return
+    chosen = study.range_at(observer, int(images))
+    error = compute("Measuring", _w8a8, model_key, real, symmetric, observer, int(images))
+    with right:
+        counts_hist, edges = _activation_histogram(model_key, real, symmetric)
+        ranges = {f"{kind} range": (study.range_at(kind, int(images)).low, study.range_at(kind, int(images)).high)
+                  for kind in OBSERVERS}
+        st.plotly_chart(figures.activation_histogram_figure(
+            counts=counts_hist, edges=edges, ranges=ranges,
+            title=f"Inputs of {real} over {max(study.counts)} images, and each observer's range after N = {images}"),
+            key="learn.l5.histogram", config=CHART_CONFIG)
+        highs = {f"{kind} range": np.array([r.high for r in study.ranges[kind]]) for kind in OBSERVERS}
+        st.plotly_chart(figures.range_settling_figure(
+            counts=np.array(study.counts), highs=highs, batch_max=study.batch_max, batch_size=CALIBRATION_BATCH,
+            current=int(images), title="The range settles as N grows (top of the range)"),
+            key="learn.l5.settling", config=CHART_CONFIG)
+    items = [
+        ("Scale", f"{chosen.scale:.4g}", "Activation units per integer step (quint8, 256 levels)."),
+        ("Zero-point", f"{chosen.zero_point}", "The integer that stands for 0.0."),
+        ("Range", f"{chosen.low:.3g} … {chosen.high:.3g}", "What the quint8 grid covers: (0 − zp)·s … (255 − zp)·s."),
+    ]
+    if error is not None:
+        items += [
+            ("Held-out clipped", f"{error.clipped_fraction:.2%}", "Held-out input values outside the range."),
+            ("Output SNR · W8", fmt_db(error.weights_only_db), "Layer output, int8 weights, float inputs."),
+            ("Output SNR · A8", fmt_db(error.activations_only_db), "Layer output, float weights, int8 inputs."),
+            ("Output SNR · W8A8", fmt_db(error.both_db), "Layer output, int8 weights and inputs, vs float."),
+        ]
+    metrics(items)
+    st.caption(f"Observers: torch.ao {', '.join(OBSERVERS)} (quint8, per tensor), as coremltools' LinearQuantizer "
+               f"configures them; int8 weights from coremltools' compute_qparams (per channel). Data: {study.source}.")
+    open_in_compress(handoff.from_activations(observer=observer, images=int(images), symmetric=symmetric),
+                     key="activations")
+
+
+# --------------------------------------------------------------------------- lesson 6: fake quantization
+
+
+@st.cache_resource(show_spinner=False)
+def _finished_runs() -> dict:
+    """Fine-tuning runs finished in this server process, by setting (a run takes seconds; moving back is instant)."""
+    return {}
+
+
+@st.cache_resource(show_spinner=False)
+def _finetune_subject() -> tuple[Any, Any]:
+    """The sample fashion_cnn and Fashion-MNIST: the fine-tuning run must take seconds whatever model is loaded."""
+    from core.data import load_fashion_mnist
+    from core.models.sources import load_model
+
+    return load_model("sample:fashion_cnn"), load_fashion_mnist()
+
+
+def lesson_finetune() -> None:
+    left, right = st.columns([2, 3], gap="large")
+    with left:
+        intro("finetune")
+        bits = pick(st.select_slider, "Bits", "l6.bits", [2, 3, 4, 8], 2, help="Symmetric per-channel grid of 2ⁿ − 1 levels.")
+        steps = pick(st.select_slider, "Fine-tuning steps", "l6.steps", [10, 20, 40, 80], 40,
+                     help="Adam steps of 32 training images each.")
+        lr = pick(st.select_slider, "Learning rate", "l6.lr", [1e-4, 3e-4, 1e-3], 1e-3, format_func=lambda v: f"{v:g}")
+    setting = FineTuneSetting(bits=int(bits), steps=int(steps), learning_rate=float(lr))
+    with right:
+        matrix = weight.reshape(weight.shape[0], -1)
+        limit = float(np.abs(matrix[0]).max()) or 1.0
+        x = np.linspace(-1.3 * limit, 1.3 * limit, 801, dtype=np.float32)
+        forward, gradient = straight_through(x, bits=int(bits), limit=limit)
+        st.plotly_chart(figures.straight_through_figure(
+            x=x, forward=forward, gradient=gradient, limit=limit,
+            title=f"Fake quantization at {bits} bits on the grid of channel 0 of "
+                  f"{TOY_NAME if layer == TOY else layer}: forward and backward"),
+            key="learn.l6.ste", config=CHART_CONFIG)
+        runs = _finished_runs()
+        run = runs.get(setting)
+        if run is None:
+            st.caption(f"The run fine-tunes the sample fashion_cnn for {steps} steps — seconds on a laptop CPU.")
+            if st.button(f"Fine-tune {bits}-bit fashion_cnn for {steps} steps", key="learn.l6.run",
+                         icon=":material/model_training:"):
+                subject, data = _finetune_subject()
+                with st.status("Fine-tuning…", expanded=True) as status:
+                    bar = st.progress(0.0)
+                    run = compute("Fine-tuning", lambda: fine_tune(
+                        module=subject.module, dataset=data, setting=setting,
+                        progress=lambda f, m: bar.progress(min(f, 1.0), text=m)))
+                    status.update(label="Fine-tuned" if run else "Fine-tuning stopped", state="complete" if run else "error",
+                                  expanded=False)
+                if run is not None:
+                    runs[setting] = run
+        if run is not None:
+            st.plotly_chart(figures.loss_curve_figure(
+                losses=run.losses, float_losses=run.float_losses,
+                title=f"Loss while fine-tuning {bits}-bit fashion_cnn ({run.seconds:.1f} s)"),
+                key="learn.l6.loss", config=CHART_CONFIG)
+    if run is not None:
+        recovered = run.recovered
+        metrics([
+            ("Float accuracy", f"{run.float_accuracy:.1%}", f"Top-1 on {setting.eval_images} held-out test images."),
+            ("Rounded, before", f"{run.before_accuracy:.1%}", "Fake-quantized weights, no fine-tuning (data-free)."),
+            ("After fine-tuning", f"{run.after_accuracy:.1%}", f"After {steps} steps with the straight-through estimator."),
+            ("Loss recovered", "—" if recovered is None else f"{recovered:.0%}",
+             "Share of the accuracy lost to rounding that fine-tuning won back."),
+            ("Layers rounded", f"{len(run.layers)}", "Every layer with more than 2,048 weights, as Compress does."),
+        ])
+    st.caption("Forward and gradient from torch.fake_quantize_per_channel_affine (autograd) with coremltools' "
+               "symmetric per-channel scale max|w| / (2ⁿ⁻¹ − 1).")
+    open_in_compress(handoff.from_finetune(bits=int(bits), steps=int(steps), learning_rate=float(lr),
+                                           batch_size=setting.batch_size), key="finetune")
+
+
+# --------------------------------------------------------------------------- lesson 7: where the bytes go
+
+
+@st.cache_resource(show_spinner=False)
+def _exports() -> dict:
+    """Whole-model exports read back in this server process, by (model, spec): one export per setting."""
+    return {}
+
+
+def _bytes_spec(method: str, level: Any) -> Any:
+    if method == "palettize":
+        return PalettizeSpec(n_bits=int(level))
+    if method == "quantize_weights":
+        return QuantizeWeightsSpec(dtype=str(level))
+    return PruneSpec(target_sparsity=float(level))
+
+
+def lesson_bytes() -> None:
+    left, right = st.columns([2, 3], gap="large")
+    with left:
+        intro("bytes")
+        method = pick(st.radio, "Compress the whole model by", "l7.method", ["palettize", "quantize_weights", "prune"],
+                      "palettize", horizontal=True, format_func={"palettize": "palettization",
+                                                                 "quantize_weights": "integer weights",
+                                                                 "prune": "pruning"}.get)
+        options: dict[str, tuple[list, Any, str, Callable[[Any], str]]] = {
+            "palettize": ([2, 4, 6, 8], 4, "Bits per index", lambda v: f"{v} bits"),
+            "quantize_weights": (["int4", "int8"], "int8", "Integer type", str),
+            "prune": ([0.5, 0.75, 0.9], 0.75, "Sparsity", lambda v: f"{v:.0%}"),
+        }
+        values, default, label, fmt = options[method]
+        level = pick(st.select_slider, label, f"l7.{method}", values, default, format_func=fmt)
+    spec = _bytes_spec(method, level)
+    if method == "palettize":
+        one = compute("Palettizing", _palette, model_key, layer, PaletteSetting(n_bits=int(level)))
+    elif method == "quantize_weights":
+        bits = 4 if level == "int4" else 8
+        one = compute("Quantizing", _linear, model_key, layer, LinearSetting(bits=bits, granularity="per_channel"), None)
+    else:
+        one = compute("Pruning", _prune, model_key, layer, PruneSetting(sparsity=float(level)))
+    exports = _exports()
+    key = (model_key, repr(spec.to_dict()))
+    made = exports.get(key)
+    with right:
+        if one is not None:
+            st.plotly_chart(figures.bits_figure(
+                parts=one.storage_bits(), weights=weight.size,
+                title=f"One layer first — {TOY_NAME if layer == TOY else layer}: bits per weight by part"),
+                key="learn.l7.layer", config=CHART_CONFIG)
+        if made is None:
+            st.caption(f"Compressing and exporting {model.label} takes a few seconds to a minute, depending on its size.")
+            if st.button(f"Compress, export and read back ({spec.summary()})", key="learn.l7.run",
+                         icon=":material/deployed_code:"):
+                folder = cache_dir() / "learn" / hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+                with st.status("Compressing and exporting the whole model…", expanded=True) as status:
+                    bar = st.progress(0.0)
+                    made = compute("Exporting", lambda: where_the_bytes_go(
+                        model=model, spec=spec, dataset=dataset, out_dir=folder,
+                        progress=lambda f, m: bar.progress(min(f, 1.0), text=m)))
+                    status.update(label="Exported" if made else "Export failed", state="complete" if made else "error",
+                                  expanded=False)
+                if made is not None:
+                    exports[key] = made
+        if made is not None:
+            st.plotly_chart(figures.bytes_check_figure(
+                rows=made.rows(), program_bytes=made.artifact.program_bytes,
+                blob_overhead_bytes=made.artifact.blob_overhead_bytes,
+                title=f"{model.label} · {spec.summary()}: the size model vs the exported file"),
+                key="learn.l7.bytes", config=CHART_CONFIG)
+    if made is None:
+        return
+    artifact = made.artifact
+    metrics([
+        ("On disk", f"{artifact.total_bytes / 1e6:.3f} MB", "Every file of the exported .mlpackage."),
+        ("Size model", f"{made.theory.total_bytes / 1e6:.3f} MB", "core.measure.size: indices, LUTs, scales, masks, fp16."),
+        ("Tensor data", f"{artifact.data_bytes / 1e6:.3f} MB", "Sum of the blob sizes recorded in weight.bin's headers."),
+        ("Overhead", f"{(artifact.total_bytes - artifact.data_bytes) / 1e3:.1f} kB",
+         "Blob headers, alignment, the program description and the manifest."),
+        ("vs fp16", f"{artifact.total_bytes / made.fp16_bytes:.2f}×", "File size ÷ every float of the model at 2 bytes."),
+    ])
+    with st.expander(f"The {len(artifact.blobs)} tensors stored in weight.bin"):
+        st.dataframe([{"tensor": b.name, "kind": b.kind, "read by": b.consumer, "bytes": b.data_bytes}
+                      for b in artifact.blobs], hide_index=True, width="stretch")
+    st.caption(f"{made.compressed_layers} of {made.layers} weight layers compressed by core.compress (as the Compress "
+               "page), exported by core.export, read back with coremltools' load_spec and the blob headers.")
+    open_in_compress(handoff.from_spec(spec), key="bytes")
+
+
 LESSON_PAGES = {"scale": lesson_scale, "granularity": lesson_granularity, "palettize": lesson_palettize,
-                "prune": lesson_prune}
+                "prune": lesson_prune, "activations": lesson_activations, "finetune": lesson_finetune,
+                "bytes": lesson_bytes}
 LESSON_PAGES[lesson_key]()

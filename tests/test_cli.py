@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,13 +13,19 @@ import torch
 from torch import nn
 
 from core.cli import build_parser
+from core.jobs import DataRef, JobQueue, ModelRef
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def cli(*args: str, home: Path, timeout: int = 180) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COMPRESSION_STUDIO_HOME": str(home), "PYTHONPATH": str(ROOT)}
-    env.pop("COMPRESSION_STUDIO_DEBUG", None)
+def cli(*args: str, home: Path, timeout: int = 180, **extra_env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COMPRESSION_STUDIO_HOME": str(home), "PYTHONPATH": str(ROOT),
+           # a timing lock of this data folder (other test runs on the machine don't block it); idle workers leave soon
+           "COMPRESSION_STUDIO_TIMING_LOCK": str(Path(home) / "timing.lock"), "COMPRESSION_STUDIO_WORKER_IDLE": "5",
+           **extra_env}
+    for name in ("COMPRESSION_STUDIO_DEBUG", "COMPRESSION_STUDIO_EXECUTOR", "COMPRESSION_STUDIO_RAY_ADDRESS"):
+        if name not in extra_env:
+            env.pop(name, None)
     return subprocess.run(
         [sys.executable, "-m", "core.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -99,6 +106,11 @@ def test_run_writes_record_and_artifacts(tmp_path: Path) -> None:
     assert Path(record["artifact_path"]).parent == store.experiment_dir(1)
     assert store.get(1)["spec_summary"] == record["spec_summary"]
     assert f"saved as experiment #1 in {tmp_path}" in result.stdout
+    # through the job queue: a worker process computed it, with the --threads override laid over the defaults
+    assert "job #1 queued (local executor)" in result.stdout
+    [job] = JobQueue(home=tmp_path).list()
+    assert (job.state, job.experiment_id, record["job_id"]) == ("done", 1, 1) and job.worker_pid != result.returncode
+    assert record["threads"] == 1 and record["timing_exclusive"] is True
 
 
 def test_run_no_save_keeps_the_store_empty(tmp_path: Path) -> None:
@@ -123,7 +135,8 @@ def test_run_no_save_keeps_the_store_empty(tmp_path: Path) -> None:
 
 def test_parser_knows_every_command() -> None:
     parser = build_parser()
-    for argv in (["models"], ["baseline", "--model", "x"], ["run", "--model", "x", "--spec", "{}"], ["bench", "--quick"]):
+    for argv in (["models"], ["baseline", "--model", "x"], ["run", "--model", "x", "--spec", "{}"], ["bench", "--quick"],
+                 ["run", "--model", "x", "--spec", "{}", "--executor", "ray"], ["jobs"], ["cancel", "3"]):
         assert parser.parse_args(argv).func
 
 
@@ -142,3 +155,48 @@ def test_baseline_on_the_bundled_subset(tmp_path: Path) -> None:
 def test_missing_data_path_is_one_line(tmp_path: Path) -> None:
     result = cli("baseline", "--model", "sample:fashion_cnn", "--data", str(tmp_path / "nope"), home=tmp_path)
     assert_one_line_error(result, "no such file or folder")
+
+
+def test_jobs_lists_the_queue_and_cancel_stops_queued_and_running_jobs(tmp_path: Path) -> None:
+    queue = JobQueue(home=tmp_path)
+    cnn, data = ModelRef(kind="sample", name="fashion_cnn"), DataRef(kind="bundled")
+    waiting = queue.submit(model=cnn, data=data, spec={"method": "palettize", "n_bits": 4}, label="palettize 4-bit")
+    busy = queue.submit(model=cnn, data=data, spec={"method": "prune"}, label="prune 50 %")
+    queue.claim(job_id=busy, pid=os.getpid())  # running in a live process (this test's): not reaped
+    result = cli("jobs", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.splitlines()
+    assert header.split()[:4] == ["id", "state", "executor", "progress"]
+    assert [row.split()[:3] for row in rows] == [[str(busy), "running", "local"], [str(waiting), "queued", "local"]]
+    assert "palettize 4-bit" in rows[1] and "sample:fashion_cnn" in rows[1]
+
+    result = cli("cancel", str(waiting), str(busy), home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"job #{waiting} cancelled before it started." in result.stdout
+    assert f"job #{busy}: cancel requested" in result.stdout
+    assert queue.get(job_id=waiting).state == "cancelled" and queue.get(job_id=busy).cancel_requested
+    out = tmp_path / "jobs.json"
+    result = cli("jobs", "--state", "cancelled", "--json", str(out), home=tmp_path)
+    assert [row.split()[0] for row in result.stdout.splitlines()[1:]] == [str(waiting)]
+    assert [job["id"] for job in json.loads(out.read_text())["jobs"]] == [waiting]
+    assert_one_line_error(cli("cancel", "99", home=tmp_path), "job #99 does not exist")
+
+
+def test_a_failed_job_is_one_line_and_the_ray_executor_without_a_cluster_names_the_address(tmp_path: Path) -> None:
+    spec = ("--spec", '{"method": "palettize", "n_bits": 4}', "--eval-limit", "100", "--no-latency", "--quiet")
+    result = cli("run", "--model", "sample:fashion_cnn", "--data", "bundled", "--executor", "local", *spec,
+                 home=tmp_path, COMPRESSION_STUDIO_EXECUTOR="ray")  # the flag wins over the environment
+    assert result.returncode == 0, result.stderr
+    assert "job #1 queued (local executor)" in result.stdout
+    result = cli("run", "--model", "sample:no_such_net", *spec, home=tmp_path)
+    assert_one_line_error(result, "job #2 failed", "no_such_net")
+    assert [j.state for j in JobQueue(home=tmp_path).list()] == ["failed", "done"]
+
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    result = cli("run", "--model", "sample:fashion_cnn", *spec, home=tmp_path, timeout=60,
+                 COMPRESSION_STUDIO_EXECUTOR="ray", COMPRESSION_STUDIO_RAY_ADDRESS=address)
+    assert_one_line_error(result, f"no Ray cluster is reachable at {address}", "ray start --head")
+    assert len(JobQueue(home=tmp_path).list()) == 2  # nothing was queued for a cluster that is not there

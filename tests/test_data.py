@@ -282,14 +282,11 @@ def _zip_folder(folder: Path, archive: Path) -> Path:
 
 
 def test_image_folder_zip_goes_to_the_callers_folder_or_is_cleaned_up(tmp_path, monkeypatch):
-    import tempfile
-
     archive = _zip_folder(_image_folder(tmp_path / "pets", {"cat": 3, "dog": 3}), tmp_path / "pets.zip")
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(tmp_path / "home"))
+    scratch = tmp_path / "home" / "tmp"  # the data folder's staging area (core.paths.staging_dir)
     first = load_image_folder(archive, image_size=(8, 8), channels=3, mean=(0,) * 3, std=(1,) * 3)
-    assert list(scratch.iterdir()) == []  # the temporary extraction is gone
+    assert scratch.is_dir() and list(scratch.iterdir()) == []  # extracted there, and gone again
     assert first.source == "user zip (pets.zip)"
 
     owned = tmp_path / "store" / "extract"

@@ -98,6 +98,17 @@ def test_palettize_record_is_complete_and_round_trips_json(fashion_cnn, subset, 
     assert record["latency"]["batches"]["4"]["candidate"]["repeats"] >= 3
     assert record["latency_ms_p50"] <= record["latency_ms_p90"] and record["threads"] == 1
     assert record["peak_memory_bytes"] > 0
+    # palettized weights run decompressed through the baseline's graph: latency is confirmed briefly, not re-measured
+    # in full (unless the confirmation disagrees), and peak memory is the baseline's by construction
+    confirmed = record["latency"]["mode"] == "confirmation"
+    assert any(n.startswith("Latency: a short confirmation" if confirmed else "Latency: the short confirmation disagreed")
+               for n in record["notes"])
+    assert record["peak_memory_bytes"] == record["baseline_peak_memory_bytes"]
+    assert any(n.startswith("Peak memory: the baseline's") for n in record["notes"])
+    assert "Evaluated on 200 of the" in " ".join(record["notes"])  # a class-balanced sample, said so
+    phases = record["phase_seconds"]
+    assert {"compress", "baseline", "export", "evaluate", "latency", "memory", "weights"} <= set(phases)
+    assert all(v >= 0 for v in phases.values()) and phases["export"] > 0
     # every weight-bearing layer is reported, with its stored bits
     assert len(record["layers"]) == 6
     assert all("bits_per_weight" in layer["extra"] for layer in record["layers"])
@@ -117,6 +128,50 @@ def test_model_without_dataset_uses_synthetic_inputs_and_int8_torchscript(option
     assert Path(record["artifact_path"]).is_file() and record["size_bytes"] > 0
     assert record["size_breakdown"]["quantized_weights"] == 8 * 8 * 8 * 64 + 64 * 5
     assert "Linear" in record["latency_note"] and record["latency_ratio"] > 0
+    # int8 kernels are a different computation: timed in full, memory profiled on its own
+    assert record["latency"]["mode"] == "full" and not any(n.startswith("Latency: a short") for n in record["notes"])
+    assert not any(n.startswith("Peak memory: the baseline's") for n in record["notes"])
+
+
+def test_synthetic_evaluation_inputs_never_repeat_calibration_inputs(options) -> None:
+    from core.compress.context import CompressionContext
+    from core.data import synthetic_inputs
+
+    model = tiny_model()
+    data = resolve_eval_data(model=model, dataset=None, options=options)
+    evaluation = torch.cat(data.batches)
+    context = CompressionContext(model=model, dataset=None, progress=Progress(), original=model.module)
+    calibration = torch.cat([x for x, _ in context.calibration_batches(samples=len(evaluation), seed=options.seed)])
+    assert evaluation.shape == calibration.shape and not torch.isclose(evaluation, calibration).any()
+    timing = synthetic_inputs(input_shape=model.input_shape, count=len(evaluation), seed=options.seed, purpose="timing")
+    assert not torch.isclose(evaluation, timing).any() and not torch.isclose(calibration, timing).any()
+
+
+def test_timing_guard_holds_only_the_latency_phase_and_skip_known_can_be_turned_off(
+    fashion_cnn, subset, options, tmp_path: Path
+) -> None:
+    import contextlib
+
+    events: list[str] = []
+
+    @contextlib.contextmanager
+    def guard():
+        events.append("enter")
+        yield
+        events.append("exit")
+
+    def watch(fraction: float, message: str) -> None:
+        events.append("latency" if message.startswith("Latency") else "other")
+
+    full = dataclasses.replace(options, timing_guard=guard, skip_known=False, overlap_export=False)
+    record = run_experiment(model=fashion_cnn, spec=PalettizeSpec(n_bits=4), dataset=subset,
+                            artifacts_dir=tmp_path / "run", progress=Progress(watch), options=full)
+    assert events.count("enter") == events.count("exit") == 1
+    inside = events[events.index("enter") + 1 : events.index("exit")]
+    assert inside and set(inside) == {"latency"}  # nothing but the timing ran while the lock was held
+    assert record["latency"]["mode"] == "full" and record["peak_memory_bytes"] > 0
+    assert not any(n.startswith(("Latency: a short", "Peak memory: the baseline's")) for n in record["notes"])
+    assert "export_wait" not in record["phase_seconds"]  # the export ran inline
 
 
 def test_cancel_leaves_nothing_half_written(fashion_cnn, subset, options, tmp_path: Path) -> None:

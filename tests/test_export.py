@@ -114,3 +114,18 @@ def test_coreml_side_refuses_data_dependent_workflows(baseline, tmp_path):
     broken.write_bytes(b"not a zip")
     with pytest.raises(ExportError, match=r"neither an \.mlpackage"):
         compress_mlpackage(path=broken, spec=PalettizeSpec(), out_path=tmp_path / "y.mlpackage")
+
+
+def test_uploaded_mlpackage_zip_goes_through_the_safe_extractor(tmp_path):
+    """A zip bomb posing as a package is refused with the extractor's message; nothing stays in the work folder."""
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("m.mlpackage/Data/weights.bin", b"\0" * 1_000_000)
+    from core.safe_zip import ZipLimits
+
+    work = tmp_path / "work"
+    # the default cap is 2 GB; a 100 kB cap shows the same refusal without writing gigabytes here
+    with pytest.raises(ExportError, match="would expand to more than"):
+        compress_mlpackage(path=bomb, spec=PalettizeSpec(), out_path=tmp_path / "z.mlpackage", extract_to=work,
+                           zip_limits=ZipLimits(max_total_bytes=100_000))
+    assert not work.exists() and not (tmp_path / "z.mlpackage").exists()

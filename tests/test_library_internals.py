@@ -180,3 +180,10 @@ def test_nothing_else_touches_private_library_symbols():
         "METADATA_PREFIX, magnitude_ranked_mask, n_m_mask, compute_qparams, dequantize_by_scale_and_zp, …):\n"
         + "\n".join(offenders)
     )
+
+
+def test_coremltools_tested_torch_version():
+    """coremltools._deps._TORCH_MAX_VERSION: the newest torch version this coremltools release was tested with."""
+    value = internals.COREMLTOOLS_TESTED_TORCH
+    if not isinstance(value, str) or not re.match(r"^\d+\.\d+(\.\d+)?$", value):
+        _fail("coremltools._deps._TORCH_MAX_VERSION", f"expected a version string, got {value!r}")

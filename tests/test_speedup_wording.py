@@ -10,6 +10,7 @@ from core.speedup_wording import (
     bench_results_path,
     cpu_int8_note,
     load_bench_results,
+    speedup_text,
     speedup_wording,
     wording_for_record,
     write_bench_results,
@@ -57,7 +58,9 @@ def _record(**overrides) -> dict:
 def test_ratio_against_pytorch_eager_with_the_times():
     wording = speedup_wording(candidate_ms=57.5, eager_fp32_ms=74.4, int8=False)
     assert wording.ratio == pytest.approx(74.4 / 57.5)
-    assert wording.headline == "1.29× faster than PyTorch fp32 eager (57.50 ms vs 74.40 ms, same process, interleaved)."
+    assert wording.headline == (
+        "1.29× faster than PyTorch fp32 eager (57.50 ms vs 74.40 ms, batch 1, same process, interleaved)."
+    )
     assert wording.lines == [wording.headline]
     assert speedup_wording(candidate_ms=100.0, eager_fp32_ms=74.4, int8=False).headline.startswith("1.34× slower")
     assert speedup_wording(candidate_ms=75.0, eager_fp32_ms=74.4, int8=False).headline.startswith("As fast as")
@@ -114,3 +117,37 @@ def test_bench_results_are_validated_when_written(tmp_path):
     _bench(tmp_path)
     stored = json.loads(bench_results_path(cache_root=tmp_path).read_text())
     assert stored["cpu"] == CPU and set(stored["models"]) == {"resnet18", "resnet50"}
+
+
+def test_one_function_words_a_record_or_the_fastest_of_several(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(tmp_path))  # speedup_text reads the benchmark from cache_dir()
+    _bench(tmp_path / "cache")
+    single = speedup_text(_record())
+    assert single == wording_for_record(_record(), cache_root=tmp_path / "cache").text()
+    assert single.startswith("1.29× faster than PyTorch fp32 eager") and "OpenVINO fp32, 50.00 ms" in single
+    assert "no VNNI or AMX" in single
+    slow = _record(id=1, spec_summary="palettize 4-bit", latency_ms_p50=74.0, runs_int8_kernels=False)
+    fast = _record(id=2, spec_summary="torch static int8 x86", latency_ms_p50=40.0)
+    both = speedup_text([slow, fast])
+    assert both.startswith("Fastest here (#2 torch static int8 x86): 1.86× faster than PyTorch fp32 eager")
+    assert speedup_text(_record(latency_ms_p50=None)) is None and speedup_text([]) is None
+    uploaded = speedup_text(_record(model="torchscript:abc"))
+    assert "faster than PyTorch fp32 (TorchScript)" in uploaded
+
+
+def test_the_html_report_and_the_cli_show_the_same_wording(tmp_path, monkeypatch, capsys):
+    from core.cli import _print_run
+    from core.report import build_report
+    from tests.test_store import make_record
+
+    monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(tmp_path))
+    record = make_record(method="torch_static", summary="torch static int8 x86", latency=0.5)
+    record.update(id=7, runs_int8_kernels=True, latency_ms_p50=0.5, baseline_latency_ms_p50=1.0, artifact_kind="torchscript",
+                  latency_note="real int8 kernels", latency_ratio=0.5,
+                  machine={"cpu": CPU, "cpu_features": AVX2})
+    expected = speedup_text(record)
+    assert expected.startswith("2.00× faster than PyTorch fp32 eager")
+    html = build_report(records=[record])
+    assert "Speed-up: Fastest here (#7 torch static int8 x86): 2.00× faster than PyTorch fp32 eager" in html
+    _print_run(record)
+    assert f"speed-up         {expected}" in capsys.readouterr().out

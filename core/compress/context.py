@@ -51,7 +51,7 @@ class CompressionContext:
                 f"{self.dataset.name} training pool ({len(split):,} class-balanced images, seed {seed})"
             )
             return list(self.dataset.batches(split, batch_size=batch_size))
-        inputs = synthetic_inputs(input_shape=self.model.input_shape, count=samples, seed=seed)
+        inputs = synthetic_inputs(input_shape=self.model.input_shape, count=samples, seed=seed, purpose="calibration")
         self.calibration_source = (
             f"synthetic inputs ({samples:,} standard-normal tensors of shape {'×'.join(map(str, self.model.input_shape))}); "
             "the model has no matching dataset, so this run is for size and latency only"

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import platform
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -183,7 +184,9 @@ def candidate_forms(
 
 
 def _frozen_torchscript(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
-    with torch.inference_mode(False), torch.no_grad():
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        # quantized ops read their scale as a Python float: a constant of the trace, which is what freezing wants
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         return torch.jit.freeze(torch.jit.trace(module, example, check_trace=False).eval())
 
 
@@ -302,6 +305,8 @@ class FormChoice:
     measured_at: str | None
     cache_path: Path | None
     key: dict = field(repr=False)
+    # False when the two halves of the repeats disagreed (a busy machine): the choice may then be off by that noise
+    stable: bool | None = None
 
     def timing_of(self, form: Int8Form) -> FormTiming | None:
         return next((t for t in self.timings if t.form == form), None)
@@ -337,7 +342,10 @@ class FormChoice:
         if self.margin_over_runner_up is not None:
             text += f" (runner-up {fmt_ratio(self.margin_over_runner_up)} slower)"
         when = f"timed {self.measured_at}" if self.measured_at else "timed"
-        return text + f"; {when} with {self.threads} threads" + (", reused from the cache." if self.from_cache else ".")
+        text += f"; {when} with {self.threads} threads, batch 1, median of interleaved turns"
+        if self.stable is False:
+            text += " (the machine was busy: medians moved between halves of the repeats, so a close call may be noise)"
+        return text + (", reused from the cache." if self.from_cache else ".")
 
     def to_dict(self) -> dict:
         """For the experiment record: which form won, by how much, and the table."""
@@ -354,6 +362,7 @@ class FormChoice:
             "forced": self.forced,
             "threads": self.threads,
             "measured_at": self.measured_at,
+            "stable": self.stable,
             "cpu": self.key.get("cpu"),
             "cpu_flags": self.key.get("cpu_flags"),
             "timings": [t.to_dict() for t in self.timings],
@@ -364,7 +373,7 @@ class FormChoice:
 def default_form_settings(threads: int) -> LatencySettings:
     """Enough repeats for a stable median, little enough time that a compression is not held up for long."""
     return LatencySettings(
-        threads=threads, batch_sizes=(1,), warmup=2, min_repeats=6, max_repeats=60, seconds_per_batch_size=3.0,
+        threads=threads, batch_sizes=(1,), warmup=2, min_repeats=6, max_repeats=60, seconds_per_batch_size=2.0,
         stability=0.05, calls_per_turn=3,
     )
 
@@ -451,6 +460,7 @@ def choose_int8_form(
         return FormChoice(
             winner=form, module=module, timings=tuple(FormTiming.from_dict(t) for t in cached.get("timings", [])),
             from_cache=True, forced=False, threads=threads, measured_at=cached.get("measured_at"), cache_path=path, key=key,
+            stable=cached.get("stable"),
         )
     choice = _time_candidates(
         prepared=prepared, convert=convert, example=example, candidates=candidates, threads=threads,
@@ -458,7 +468,7 @@ def choose_int8_form(
     )
     if use_cache:
         _write_cache(path, {
-            "key": key, "winner": choice.winner.key, "measured_at": choice.measured_at,
+            "key": key, "winner": choice.winner.key, "measured_at": choice.measured_at, "stable": choice.stable,
             "timings": [t.to_dict() for t in choice.timings],
         })
     return choice
@@ -491,6 +501,7 @@ def _time_candidates(
         raise Int8FormError(f"no int8 form of this model runs here ({reasons}).")
     progress.update(0.4, f"timing {len(built)} int8 forms ({threads} threads, batch 1)")
     stats: dict = {}
+    stable = None
     if len(built) > 1:
         runners = {form.key: bound_runner(module, form.engine) for form, module in built.items()}
         previous = torch.backends.quantized.engine
@@ -502,6 +513,7 @@ def _time_candidates(
         finally:
             torch.backends.quantized.engine = previous
         stats = latency["batches"]["1"]
+        stable = bool(stats.get("stable"))
     timings = []
     for form in candidates:
         if form in failed:
@@ -517,6 +529,7 @@ def _time_candidates(
     return FormChoice(
         winner=winner, module=built[winner], timings=tuple(timings), from_cache=False, forced=False, threads=threads,
         measured_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), cache_path=cache_path, key=key,
+        stable=stable,
     )
 
 
@@ -546,3 +559,17 @@ def _drop_drifting_forms(*, built: dict[Int8Form, nn.Module], failed: dict[Int8F
         if not snr >= MIN_AGREEMENT_SNR_DB:  # NaN and -inf (an all-zero reference) fail too
             failed[form] = f"outputs drift from {reference_form.key}'s (SNR {snr:.1f} dB < {MIN_AGREEMENT_SNR_DB:.0f} dB)"
             del built[form]
+
+
+# --------------------------------------------------------------------------- the spec's choice, as one option
+
+
+FORM_CHOICES = (AUTO, *(f"{engine}/{graph}" for engine in ENGINES for graph in GRAPH_FORMS))
+
+
+def form_fields(choice: str) -> dict[str, str]:
+    """A form choice ("auto" or "engine/graph") as the spec's engine and graph fields."""
+    if choice == AUTO:
+        return {"engine": AUTO, "graph": AUTO}
+    form = Int8Form.from_key(choice)
+    return {"engine": form.engine, "graph": form.graph}

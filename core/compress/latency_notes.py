@@ -11,14 +11,29 @@ def transformed_graph(result) -> bool:
     return isinstance(getattr(result, "module", None), torch.fx.GraphModule)
 
 
+def recomputes_weights(result) -> bool:
+    """True when a layer still carries a parametrization (its weight is recomputed from a mask or fake-quantizer on
+    every call), so the forward pass is not the baseline's."""
+    from torch.nn.utils import parametrize
+
+    module = getattr(result, "module", None)
+    return isinstance(module, torch.nn.Module) and any(parametrize.is_parametrized(m) for m in module.modules())
+
+
 def weight_only(*, spec, result, timed_artifact: bool) -> str:
     """Palettized / weight-quantized / pruned weights: stored compressed, run decompressed in PyTorch."""
     if transformed_graph(result):
         return (
-            f"{spec.summary()} left a rewritten graph (LinearQuantizer traces the model into an FX graph with "
-            "weight fake-quantization for training), so it is not the baseline's graph: the CPU ratio "
+            f"{spec.summary()} left a rewritten graph (quantization-aware training traces the model into an FX graph "
+            "with weight fake-quantization), so it is not the baseline's graph: the CPU ratio "
             "measures that graph with decompressed float weights, not a compressed-weight speed-up, which only "
             "shows on Apple hardware running the .mlpackage."
+        )
+    if recomputes_weights(result):
+        return (
+            f"{spec.summary()} left layers that recompute their weights on every call (a parametrization from "
+            "training), so the CPU ratio includes that extra work; the stored compressed weights only pay off on "
+            "Apple hardware running the .mlpackage."
         )
     return (
         "pruned / palettized / weight-quantized weights run decompressed in PyTorch on the CPU, so CPU latency "

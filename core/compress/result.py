@@ -61,3 +61,5 @@ class CompressionResult:
     # the recipe entry ({"api", "config_class", "config", …}) the handler built its library config from
     library_config: dict | list | None = None
     quantized_engine: str | None = None  # torch.backends.quantized.engine an int8 module was built for (set it before running)
+    # torch_static: the int8 form it runs in (engine × graph form), how it was chosen and the timings (int8_forms)
+    int8_form: dict | None = None

@@ -1,8 +1,14 @@
-"""PyTorch's own int8 paths (torch.ao), the shared part: the quantized engine and the per-layer report.
+"""PyTorch's own int8 paths (torch.ao), the shared part: the quantized engine, the FX API and the per-layer report.
 
-Unlike the coremltools methods these produce modules that run on real int8 CPU kernels (fbgemm / x86 /
+Unlike the coremltools methods these produce modules that run on real int8 CPU kernels (fbgemm / x86 / onednn /
 qnnpack), so their PyTorch latency is meaningful. Their artifact is TorchScript, not an .mlpackage.
 The methods themselves are ``torch_dynamic`` and ``torch_static``.
+
+torch.ao's quantization API is deprecated upstream ("torch.ao.quantization is deprecated and will be removed in
+2.10", printed on first use; the successor is torchao's PT2E flow). Every torch.ao quantization call the studio makes
+goes through this module, so moving to PT2E touches this file only. PT2E stays out for now: measured on this
+project's CPUs it was not faster (see FX_DEPRECATION_NOTE and bench/int8_peers.py, which times it when torchao is
+installed).
 """
 
 from __future__ import annotations
@@ -11,12 +17,36 @@ import torch
 from torch import nn
 from torch.ao.nn import quantized as nnq
 from torch.ao.nn.quantized import dynamic as nnqd
+from torch.ao.quantization import (
+    QConfig,
+    default_dynamic_qconfig,
+    default_per_channel_weight_observer,
+    default_weight_fake_quant,
+    default_weight_observer,
+    disable_observer,
+    float16_dynamic_qconfig,
+    get_default_qat_qconfig_mapping,
+    get_default_qconfig_mapping,
+    quantize_dynamic,
+)
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
 
 from core.compress.context import CompressionContext, CompressionError
 from core.compress.layers import LayerPlan, conv_bn_pairs, folded_weight, locate, sparsity, weight_of, weight_snr_db
 from core.compress.result import LayerReport
 
 QUANTIZED_TYPES = (nnq.Conv1d, nnq.Conv2d, nnq.Conv3d, nnq.Linear, nnqd.Linear)
+__all__ = [
+    "FX_DEPRECATION_NOTE", "QUANTIZED_TYPES", "default_dynamic_qconfig", "float16_dynamic_qconfig", "fx_convert",
+    "fx_disable_observers", "fx_freeze_bn_stats", "fx_prepare", "quantize_dynamic", "set_engine", "torch_reports",
+]
+
+FX_DEPRECATION_NOTE = (
+    "torch.ao FX quantization is deprecated upstream (torch.ao.quantization is announced for removal; its successor "
+    "is torchao PT2E). The studio still uses FX because PT2E (X86InductorQuantizer + torch.compile) was not faster on "
+    "the CPUs measured (resnet18, batch 1, 2 threads: no gain over fp32 eager on an AVX2 CPU); all FX calls live in "
+    "core/compress/torch_ao.py so the move touches one file."
+)
 
 
 def set_engine(backend: str) -> None:
@@ -26,6 +56,47 @@ def set_engine(backend: str) -> None:
             f"(available: {', '.join(torch.backends.quantized.supported_engines)})."
         )
     torch.backends.quantized.engine = backend
+
+
+# --------------------------------------------------------------------------- the FX API (deprecated upstream)
+
+
+def fx_qconfig_mapping(*, backend: str, qat: bool, per_channel: bool, skip_layers: list[str]):
+    """The backend's default (QAT) qconfig mapping with the weight observer chosen explicitly (per output channel
+    or one scale per tensor) and the skipped layers left in float."""
+    mapping = get_default_qat_qconfig_mapping(backend) if qat else get_default_qconfig_mapping(backend)
+    default = mapping.global_qconfig
+    if not qat:
+        weight = default_per_channel_weight_observer if per_channel else default_weight_observer
+        mapping.set_global(QConfig(activation=default.activation, weight=weight))
+    elif not per_channel:
+        mapping.set_global(QConfig(activation=default.activation, weight=default_weight_fake_quant))
+    for name in skip_layers:
+        mapping.set_module_name(name, None)
+    return mapping
+
+
+def fx_prepare(
+    module: nn.Module, *, qat: bool, backend: str, per_channel: bool, skip_layers: list[str], example_inputs: tuple
+) -> torch.fx.GraphModule:
+    """prepare_fx (observers) or prepare_qat_fx (fake quantization for training) on `module` (which FX copies)."""
+    mapping = fx_qconfig_mapping(backend=backend, qat=qat, per_channel=per_channel, skip_layers=skip_layers)
+    if qat:
+        return prepare_qat_fx(module.train(), mapping, example_inputs=example_inputs)
+    return prepare_fx(module.eval(), mapping, example_inputs=example_inputs)
+
+
+def fx_convert(prepared: nn.Module) -> torch.fx.GraphModule:
+    """convert_fx: observers → real int8 modules, weights packed for the quantized engine in force."""
+    return convert_fx(prepared)
+
+
+def fx_freeze_bn_stats(prepared: nn.Module) -> None:
+    prepared.apply(torch.ao.nn.intrinsic.qat.freeze_bn_stats)
+
+
+def fx_disable_observers(prepared: nn.Module) -> None:
+    prepared.apply(disable_observer)
 
 
 # --------------------------------------------------------------------------- report

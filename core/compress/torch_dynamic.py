@@ -7,14 +7,19 @@ import time
 
 import torch
 from torch import nn
-from torch.ao.quantization import default_dynamic_qconfig, float16_dynamic_qconfig, quantize_dynamic
 
 from core.compress.context import CompressionContext, CompressionError
 from core.compress.layers import plan_layers
 from core.compress.library_config import LayerSpecs
 from core.compress.registry import ARTIFACT_TORCHSCRIPT, STORAGE_LINEAR, MethodDescriptor, register_method
 from core.compress.result import CompressionResult
-from core.compress.torch_ao import set_engine, torch_reports
+from core.compress.torch_ao import (
+    default_dynamic_qconfig,
+    float16_dynamic_qconfig,
+    quantize_dynamic,
+    set_engine,
+    torch_reports,
+)
 from core.specs import TorchDynamicSpec
 
 

@@ -3,33 +3,44 @@ Conv+BN(+ReLU), quantized residual adds, real int8 CPU kernels.
 
 * calibration → observers on calibration batches
 * fine_tune   → quantization-aware training in the shared fine-tuning loop (BatchNorm and observers freeze late)
+
+The int8 model then runs in the fastest form on this machine: quantized engine (x86 / onednn / fbgemm) × graph form
+(FX GraphModule / traced + frozen TorchScript), timed once per machine and model and cached
+(core.compress.int8_forms); ``engine`` / ``graph`` in the spec force one. The result's module *is* that form, so the
+evaluation, the latency and the exported TorchScript are all of it, and the record's ``int8_form`` says which won
+and by how much. The torch.ao calls themselves live in core.compress.torch_ao.
 """
 
 from __future__ import annotations
 
+import copy
 import textwrap
 import time
 
 import torch
 from torch import nn
-from torch.ao.quantization import (
-    QConfig,
-    default_per_channel_weight_observer,
-    default_weight_observer,
-    disable_observer,
-    get_default_qat_qconfig_mapping,
-    get_default_qconfig_mapping,
-)
-from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
 
 from core.compress.context import CompressionContext, CompressionError
 from core.compress.finetune import fine_tune, plan_fine_tune
+from core.compress.int8_forms import AUTO, candidate_forms, choose_int8_form
 from core.compress.layers import LayerPlan, plan_layers
 from core.compress.library_config import LayerSpecs, count_fine_tune_steps
 from core.compress.registry import ARTIFACT_TORCHSCRIPT, STORAGE_LINEAR, MethodDescriptor, register_method
 from core.compress.result import CompressionResult
-from core.compress.torch_ao import QUANTIZED_TYPES, set_engine, torch_reports
+from core.compress.torch_ao import (
+    FX_DEPRECATION_NOTE,
+    QUANTIZED_TYPES,
+    fx_convert,
+    fx_disable_observers,
+    fx_freeze_bn_stats,
+    fx_prepare,
+    set_engine,
+    torch_reports,
+)
 from core.specs import TorchStaticSpec
+
+# Engines whose int8 forms are timed against each other; qnnpack (ARM) runs as it always did.
+_TIMED_BACKENDS = ("x86", "fbgemm", "onednn")
 
 
 def _static_check(name: str, layer: nn.Module, layer_spec: TorchStaticSpec) -> str | None:
@@ -59,6 +70,9 @@ def static_library_config(
         "weights": "per_channel" if spec.per_channel else "per_tensor",
         "calibration_samples": spec.calibration_samples,
         "skip_layers": skip,
+        # the int8 form it runs in: "auto" = timed on this machine (core.compress.int8_forms), else forced
+        "engine": spec.engine if spec.backend in _TIMED_BACKENDS else spec.backend,
+        "graph": spec.graph if spec.backend in _TIMED_BACKENDS else "graph_module",
     }
     steps = None
     if qat:
@@ -75,24 +89,18 @@ def static_library_config(
     return out
 
 
-def _qconfig_mapping(config: dict, *, qat: bool):
-    backend = config["backend"]
-    per_channel = config["weights"] == "per_channel"
-    mapping = get_default_qat_qconfig_mapping(backend) if qat else get_default_qconfig_mapping(backend)
-    default = mapping.global_qconfig
-    if not qat:  # choose the weight observer explicitly: per output channel or one scale per tensor
-        weight = default_per_channel_weight_observer if per_channel else default_weight_observer
-        mapping.set_global(QConfig(activation=default.activation, weight=weight))
-    elif not per_channel:
-        from torch.ao.quantization import default_weight_fake_quant
-
-        mapping.set_global(QConfig(activation=default.activation, weight=default_weight_fake_quant))
-    for name in config["skip_layers"]:
-        mapping.set_module_name(name, None)
-    return mapping
-
-
 def _static_snippet(spec: TorchStaticSpec, recipe: dict, var: str) -> str:
+    config = recipe["config"]
+    engine, graph = config["engine"], config["graph"]
+    if engine == AUTO:
+        engine_line = 'engine = "x86"  # the studio times x86 / onednn / fbgemm here and keeps the fastest (record: int8_form)'
+    else:
+        engine_line = f'engine = "{engine}"  # forced by the spec'
+    if graph == "graph_module":
+        graph_lines = "# graph form: the FX GraphModule (forced by the spec)"
+    else:
+        why = "forced by the spec" if graph == "frozen_torchscript" else "often the faster graph form; the studio times both"
+        graph_lines = f"model = torch.jit.freeze(torch.jit.trace(model, example).eval())  # {why}"
     return textwrap.dedent(
         f"""
         from torch.ao.quantization import get_default_qconfig_mapping
@@ -103,49 +111,61 @@ def _static_snippet(spec: TorchStaticSpec, recipe: dict, var: str) -> str:
         with torch.no_grad():
             for images, _ in batches:
                 prepared(images)
-        model = convert_fx(prepared)  # real int8 modules; save with torch.jit.save(torch.jit.trace(model, example), ...)
+        {engine_line}
+        torch.backends.quantized.engine = engine  # the engine in force at convert_fx packs the weights; run under it
+        model = convert_fx(prepared)  # real int8 modules
+        {graph_lines}
         """
     )
 
 
 def _static_latency_note(*, spec: TorchStaticSpec, result, timed_artifact: bool) -> str:
-    where = "the exported TorchScript file" if timed_artifact else "the converted PyTorch module"
+    where = "the exported TorchScript file" if timed_artifact else "the int8 module in its chosen form"
     trained = ", after quantization-aware training," if spec.workflow == "fine_tune" else ""
+    form = (getattr(result, "int8_form", None) or {}).get("label") or f"{spec.backend} engine"
     return (
-        f"torch_static runs on real int8 CPU kernels ({spec.backend} backend){trained}; timed {where} against the "
-        "eager fp32 module: the ratio is a real speed-up on this CPU."
+        f"torch_static runs on real int8 CPU kernels ({form}){trained}; timed {where} against the eager fp32 module: "
+        "the ratio is a real speed-up on this CPU, against PyTorch fp32 eager only (other fp32 runtimes may be faster)."
     )
+
+
+def _calibrated(module: nn.Module, spec: TorchStaticSpec, context: CompressionContext, plans, recipe: dict, plan):
+    """The prepared model after calibration (observers) or QAT (fake quantization), in eval mode."""
+    config = recipe["config"]
+    qat = spec.workflow == "fine_tune"
+    prepared = fx_prepare(
+        module, qat=qat, backend=spec.backend, per_channel=spec.per_channel, skip_layers=config["skip_layers"],
+        example_inputs=(context.example_input(),),
+    )
+    if qat:
+        freeze_bn_at, freeze_observers_at = config["freeze_bn_at"], config["freeze_observers_at"]
+
+        def after_step(step: int) -> None:
+            if step == freeze_bn_at:
+                fx_freeze_bn_stats(prepared)
+            if step == freeze_observers_at:
+                fx_disable_observers(prepared)
+
+        fine_tune(module=prepared, spec=spec, context=context, plan=plan, after_step=after_step, label="int8 QAT (torch.ao)")
+    else:
+        context.run_calibration(prepared, samples=spec.calibration_samples, seed=spec.seed, label="calibrating activation ranges")
+    return prepared.eval()
 
 
 def torch_static(module: nn.Module, spec: TorchStaticSpec, context: CompressionContext) -> CompressionResult:
     started = time.perf_counter()
     set_engine(spec.backend)
+    timed = spec.backend in _TIMED_BACKENDS
+    if timed:
+        candidate_forms(engine=spec.engine, graph=spec.graph)  # a forced engine this CPU lacks fails before any work
     plans = plan_layers(module, spec, _static_check)
     qat = spec.workflow == "fine_tune"
-    example = (context.example_input(),)
     plan = plan_fine_tune(spec=spec, context=context, what="torch_static fine_tune (QAT)") if qat else None
     recipe = static_library_config(spec, layers=_static_layers(plans), fine_tune_steps=plan.total_steps if plan else None)
-    config = recipe["config"]
     with context.library_logging():
         try:
-            if qat:
-                prepared = prepare_qat_fx(module.train(), _qconfig_mapping(config, qat=True), example_inputs=example)
-                freeze_bn_at, freeze_observers_at = config["freeze_bn_at"], config["freeze_observers_at"]
-
-                def after_step(step: int) -> None:
-                    if step == freeze_bn_at:
-                        prepared.apply(torch.ao.nn.intrinsic.qat.freeze_bn_stats)
-                    if step == freeze_observers_at:
-                        prepared.apply(disable_observer)
-
-                fine_tune(module=prepared, spec=spec, context=context, plan=plan, after_step=after_step, label="int8 QAT (torch.ao)")
-            else:
-                prepared = prepare_fx(module.eval(), _qconfig_mapping(config, qat=False), example_inputs=example)
-                context.run_calibration(
-                    prepared, samples=spec.calibration_samples, seed=spec.seed, label="calibrating activation ranges"
-                )
-            prepared.eval()
-            quantized = convert_fx(prepared)
+            prepared = _calibrated(module, spec, context, plans, recipe, plan)
+            quantized = fx_convert(copy.deepcopy(prepared))  # the GraphModule the per-layer report reads
         except (torch.fx.proxy.TraceError, NotImplementedError, RuntimeError) as exc:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise CompressionError(
@@ -158,15 +178,39 @@ def torch_static(module: nn.Module, spec: TorchStaticSpec, context: CompressionC
     layers, weights = torch_reports(context=context, compressed=quantized, plans=plans, method="torch_static")
     adds = sum(1 for node in quantized.graph.nodes if "quantized.add" in str(node.target))
     context.note(
-        f"FX static int8 ({spec.backend}, {'per-channel' if spec.per_channel else 'per-tensor'} weights): "
+        f"FX static int8 ({spec.backend} qconfig, {'per-channel' if spec.per_channel else 'per-tensor'} weights): "
         f"{len(quantized_modules)} int8 modules with Conv+BN(+ReLU) fused, {adds} quantized residual add(s); "
         "runs on real int8 CPU kernels."
     )
+    context.note(FX_DEPRECATION_NOTE)
+    runnable, engine, form = quantized, spec.backend, None
+    if timed:
+        with context.library_logging():
+            choice = choose_int8_form(
+                prepared=prepared, convert=fx_convert, example=context.example_input(1), engine=spec.engine,
+                graph=spec.graph, spec=_form_cache_spec(spec), progress=context.progress.sub(0.85, 1.0),
+            )
+        runnable, engine, form = choice.module, choice.winner.engine, choice.to_dict()
+        form["artifact"] = _artifact_form(choice.winner.graph)
+        context.note(f"int8 form: {choice.summary()}")
+    set_engine(engine)  # ops without packed weights (quantize, add) dispatch on the global engine
     return CompressionResult(
-        module=quantized, spec=spec, seconds=time.perf_counter() - started, layers=layers, weights=weights,
-        runs_int8_kernels=True, calibration_source=context.calibration_source, quantized_engine=spec.backend,
-        library_config=recipe,
+        module=runnable, spec=spec, seconds=time.perf_counter() - started, layers=layers, weights=weights,
+        runs_int8_kernels=True, calibration_source=context.calibration_source, quantized_engine=engine,
+        library_config=recipe, int8_form=form,
     )
+
+
+def _form_cache_spec(spec: TorchStaticSpec) -> dict:
+    """The spec fields that can change which form is fastest (the weights' values cannot)."""
+    return {"backend": spec.backend, "per_channel": spec.per_channel, "workflow": spec.workflow, "skip": sorted(
+        pattern for pattern, partial in spec.overrides.items() if partial is None)}
+
+
+def _artifact_form(graph: str) -> str:
+    if graph == "frozen_torchscript":
+        return "the exported .pt is this traced + frozen TorchScript module as run and timed"
+    return "the exported .pt is the trace of this GraphModule (TorchScript files hold graphs, not Python modules)"
 
 
 DESCRIPTOR = register_method(

@@ -175,8 +175,9 @@ class LocalExecutor:
         self.lock_path = lock_path
 
     def submit(self, *, model: ModelRef, data: DataRef, spec: dict, options: dict | None = None,
-               label: str = "") -> int:
-        job_id = self.queue.submit(model=model, data=data, spec=spec, options=options, executor="local", label=label)
+               label: str = "", origin: dict | None = None) -> int:
+        job_id = self.queue.submit(model=model, data=data, spec=spec, options=options, executor="local", label=label,
+                                   origin=origin)
         self.ensure_workers()
         return job_id
 
@@ -289,13 +290,28 @@ class RayExecutor:
             self._task = ray.remote(num_cpus=1, max_retries=0)(_run_ray_job)
 
     def submit(self, *, model: ModelRef, data: DataRef, spec: dict, options: dict | None = None,
-               label: str = "") -> int:
+               label: str = "", origin: dict | None = None) -> int:
         self.connect()
-        job_id = self.queue.submit(model=model, data=data, spec=spec, options=options, executor="ray", label=label)
+        job_id = self.queue.submit(model=model, data=data, spec=spec, options=options, executor="ray", label=label,
+                                   origin=origin)
         self.pending[job_id] = self._task.remote(
             str(self.queue.home), job_id, str(self.lock_path) if self.lock_path else None
         )
         return job_id
+
+    def resume(self) -> list[int]:
+        """Give a Ray task to every queued ray job without one in this process (what a restarted app finds);
+        returns their ids. A job another process also handed to Ray runs once: the first task claims it."""
+        self.queue.reap()
+        waiting = [job.id for job in self.queue.list(states=[QUEUED]) if job.executor == "ray"]
+        waiting = [job_id for job_id in waiting if job_id not in self.pending]
+        if waiting:
+            self.connect()
+            for job_id in sorted(waiting):
+                self.pending[job_id] = self._task.remote(
+                    str(self.queue.home), job_id, str(self.lock_path) if self.lock_path else None
+                )
+        return waiting
 
     def wait(self, *, job_ids: list[int], timeout: float = 600.0) -> list:
         """Wait for the Ray tasks of `job_ids`, then return their jobs from the queue."""

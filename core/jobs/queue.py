@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.jobs.origins import check_origin, write_origin
 from core.jobs.refs import DataRef, ModelRef
 from core.paths import studio_home
 
@@ -207,14 +208,21 @@ class JobQueue:
         options: dict | None = None,
         executor: str = "local",
         label: str = "",
+        origin: dict | None = None,
     ) -> int:
-        """Queue one experiment; returns the job id. The spec is validated when the job runs (a bad one fails it)."""
+        """Queue one experiment; returns the job id. The spec is validated when the job runs (a bad one fails it).
+
+        `origin` (core.jobs.origins: sweep / sensitivity / recipe / search id, parent experiment) goes into the
+        saved record's ``origin``; None means a manual run.
+        """
         if executor not in EXECUTORS:
             raise JobError(f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}.")
         if not isinstance(model, ModelRef) or not isinstance(data, DataRef):
             raise JobError("submit needs a ModelRef and a DataRef (core.jobs.refs), not loaded objects.")
         if not isinstance(spec, dict):
             raise JobError(f"spec must be a dict (core.specs to_dict), got {type(spec).__name__}.")
+        if origin is not None:
+            origin = check_origin(origin)
         try:
             values = [json.dumps(v, allow_nan=False) for v in (model.to_dict(), data.to_dict(), spec, options or {})]
         except (TypeError, ValueError) as exc:
@@ -225,6 +233,8 @@ class JobQueue:
                 " VALUES (?,?,?,?,?,?,?,?,?)",
                 (QUEUED, executor, label, *values, time.time(), "Waiting for a worker"),
             )
+            if origin is not None:
+                write_origin(conn, job_id=int(cursor.lastrowid), origin=origin)
             return int(cursor.lastrowid)
 
     def get(self, *, job_id: int) -> Job:

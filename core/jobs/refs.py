@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from core.models.sources import LoadedModel
 
 MODEL_KINDS = ("sample", "torchvision", "state_dict", "torchscript")
-DATA_KINDS = ("auto", "bundled", "full", "folder", "none")
+DATA_KINDS = ("auto", "bundled", "full", "folder", "path", "none")
 
 
 class RefError(ValueError):
@@ -114,6 +114,8 @@ class DataRef:
     """What a job evaluates (and calibrates) on: one of core.dataset_choice.DATASET_KINDS.
 
     "folder" needs `path` (an ImageFolder directory or .zip) plus the input size, channels and normalisation.
+    "path" is a dataset path as the CLI's ``--data`` takes it (Fashion-MNIST IDX folder, ImageFolder directory or
+    .zip), read at the model's own input size and normalisation when the job runs.
     """
 
     kind: str = "auto"
@@ -140,8 +142,11 @@ class DataRef:
                 raise RefError("DataRef.image_size must be (height, width) and channels 1 or 3.")
             if len(self.mean) != self.channels or len(self.std) != self.channels:
                 raise RefError(f"DataRef.mean / std need {self.channels} value(s) each (one per channel).")
+        elif self.kind == "path":
+            if not self.path:
+                raise RefError("DataRef.path: a 'path' reference needs the dataset's file or folder.")
         elif self.path is not None:
-            raise RefError(f"DataRef.path is only used by kind 'folder'; got kind {self.kind!r}.")
+            raise RefError(f"DataRef.path is only used by kinds 'folder' and 'path'; got kind {self.kind!r}.")
 
     def cache_key(self) -> str:
         return f"{json.dumps(self.to_dict(), sort_keys=True)}|{_file_stamp(self.path)}"
@@ -173,8 +178,16 @@ def load_data_ref(*, ref: DataRef, model: LoadedModel) -> Dataset | None:
     """The dataset the model is measured on (None: synthetic inputs); a folder / zip that is gone raises RefError."""
     from core.dataset_choice import dataset_for_model, load_dataset_kind
 
-    if ref.kind == "folder" and not Path(ref.path or "").exists():
+    if ref.kind in ("folder", "path") and not Path(ref.path or "").exists():
         raise RefError(f"dataset {Path(ref.path or '').name} is gone ({ref.path}); upload it again and resubmit.")
+    if ref.kind == "path":
+        from core.compatibility import check_dataset_fits
+        from core.data import resolve_dataset
+
+        dataset = resolve_dataset(choice=str(ref.path), input_shape=model.input_shape, mean=model.mean, std=model.std,
+                                  num_classes=model.num_classes)
+        check_dataset_fits(model=model, dataset=dataset)
+        return dataset
 
     def load() -> Dataset:
         return load_dataset_kind(
@@ -231,6 +244,35 @@ def options_from_dict(*, data: dict | None, cache_dir: Path | None = None) -> Ex
         return ExperimentOptions(**data, cache_dir=cache_dir)
     except TypeError as exc:
         raise RefError(f"experiment options: {exc}") from None
+
+
+LATENCY_OVERRIDES_KEY = "latency_overrides"  # LatencySettings fields laid over the model's default settings
+
+
+def split_latency_overrides(*, data: dict | None) -> tuple[dict, dict | None]:
+    """(options without it, the ``latency_overrides`` entry): fields such as ``threads`` / ``batch_sizes`` that
+    change the defaults chosen for the model's input size, applied by the worker once the model is loaded."""
+    data = dict(data or {})
+    overrides = data.pop(LATENCY_OVERRIDES_KEY, None)
+    if overrides is not None and not isinstance(overrides, dict):
+        raise RefError(f"the '{LATENCY_OVERRIDES_KEY}' option must be a dict of LatencySettings fields.")
+    return data, overrides
+
+
+def apply_latency_overrides(*, options: ExperimentOptions, overrides: dict | None,
+                            input_shape: tuple[int, ...]) -> ExperimentOptions:
+    """`options` with latency = the model's default settings (or the given ones) with `overrides` laid over."""
+    if not overrides:
+        return options
+    from core.measure.latency import LatencySettings
+
+    fields = {**options.latency_settings(input_shape).to_dict(), **overrides}
+    if "batch_sizes" in fields:
+        fields["batch_sizes"] = tuple(fields["batch_sizes"])
+    try:
+        return dataclasses.replace(options, latency=LatencySettings(**fields))
+    except TypeError as exc:
+        raise RefError(f"latency overrides: {exc}") from None
 
 
 def options_to_dict(*, options: ExperimentOptions) -> dict:

@@ -15,8 +15,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.jobs.origins import read_origin
 from core.jobs.queue import Job, JobQueue
-from core.jobs.refs import DataRef, ModelRef, load_data_ref, load_model_ref, options_from_dict
+from core.jobs.refs import (
+    DataRef,
+    ModelRef,
+    apply_latency_overrides,
+    load_data_ref,
+    load_model_ref,
+    options_from_dict,
+    split_latency_overrides,
+)
 from core.jobs.timing_lock import TimingLock
 from core.paths import cache_dir
 from core.progress import Cancelled, Progress
@@ -144,7 +153,8 @@ def run_claimed_job(
         from core.specs import spec_from_dict
 
         spec = spec_from_dict(job.spec)
-        options = options_from_dict(data=job.options, cache_dir=cache_dir(queue.home))  # the job's data folder's cache
+        option_values, latency_overrides = split_latency_overrides(data=job.options)
+        options = options_from_dict(data=option_values, cache_dir=cache_dir(queue.home))  # the job's folder's cache
         guard_supported = _options_take_timing_guard()
         # Without the timing hook in run_experiment, a job that times holds the lock exclusively throughout:
         # slower under load, never wrong.
@@ -156,6 +166,8 @@ def run_claimed_job(
             tracker.progress.update(0.0, "Loading the model and data")
             model = cache.model(ref=job.model_ref)
             dataset = cache.dataset(ref=job.data_ref, model=model)
+            options = apply_latency_overrides(options=options, overrides=latency_overrides,
+                                              input_shape=model.input_shape)
             phases["load"] = time.perf_counter() - started
 
             def finalize(record: dict, run_seconds: float) -> None:
@@ -163,6 +175,7 @@ def run_claimed_job(
                 timed = options.measure_latency and (whole_run_exclusive or bool(lock.timed_exclusively))
                 record["timing_exclusive"] = bool(timed) if options.measure_latency else None
                 record["job_id"] = job.id
+                record["origin"] = read_origin(db_path=queue.db_path, job_id=job.id)
                 record["phase_seconds"] = dict(phases)
 
             record = save_experiment(

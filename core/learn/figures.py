@@ -247,3 +247,85 @@ def bits_figure(*, parts: dict[str, float], weights: int, title: str, reference_
     fig.update_yaxes(showticklabels=False)
     fig.update_xaxes(range=[0, reference_bits * 1.15])
     return fig
+
+
+# --------------------------------------------------------------------------- lesson 5: activations
+
+OBSERVER_COLORS = {"moving_average": QUANT, "min_max": PRUNE, "histogram": PALETTE}
+
+
+def activation_histogram_figure(*, counts: np.ndarray, edges: np.ndarray, ranges: dict[str, tuple[float, float]],
+                                title: str, log_y: bool = True) -> go.Figure:
+    """The layer's input values over the calibration images, with each observer's quint8 range as two lines."""
+    fig = _figure(title, x="activation value (the layer's input)", y="values per bin")
+    _bars(fig, counts, edges, name="activations", color=ORIGINAL)
+    top = float(counts.max()) * 1.5
+    for name, (low, high) in ranges.items():
+        _vlines(fig, np.array([low, high]), top=top, name=name, color=OBSERVER_COLORS.get(name.split(" ")[0], ACCENT),
+                width=2, dash="dash")
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def range_settling_figure(*, counts: np.ndarray, highs: dict[str, np.ndarray], batch_max: np.ndarray, batch_size: int,
+                          current: int, title: str) -> go.Figure:
+    """The top of each observer's range after N images, and every batch's own maximum: the range settles."""
+    fig = _figure(title, x="calibration images seen (N)", y="top of the range")
+    seen = np.arange(1, len(batch_max) + 1) * batch_size
+    fig.add_trace(go.Scatter(x=seen, y=batch_max, mode="markers", name="each batch's maximum",
+                             marker={"color": ORIGINAL, "size": 4, "opacity": 0.6}))
+    for name, values in highs.items():
+        fig.add_trace(go.Scatter(x=counts, y=values, mode="lines+markers", name=name,
+                                 line={"color": OBSERVER_COLORS.get(name.split(" ")[0], ACCENT), "width": 2}))
+    fig.add_vline(x=current, line={"color": ACCENT, "dash": "dot"}, annotation_text=f"N = {current}",
+                  annotation_position="top left")
+    fig.update_xaxes(type="log")
+    return fig
+
+
+# --------------------------------------------------------------------------- lesson 6: fake quantization
+
+
+def straight_through_figure(*, x: np.ndarray, forward: np.ndarray, gradient: np.ndarray, limit: float,
+                            title: str) -> go.Figure:
+    """Fake quantization's forward pass (a staircase) and the gradient the backward pass uses (1 inside, 0 outside)."""
+    fig = _figure(title, x="weight value", y="value after fake quantization")
+    fig.add_trace(go.Scatter(x=x, y=forward, mode="lines", name="forward: rounded", line={"color": QUANT, "width": 2, "shape": "hv"}))
+    fig.add_trace(go.Scatter(x=x, y=x, mode="lines", name="no rounding", line={"color": ORIGINAL, "dash": "dot", "width": 1}))
+    fig.add_trace(go.Scatter(x=x, y=gradient, mode="lines", name="backward: gradient used", yaxis="y2",
+                             line={"color": ACCENT, "width": 2, "shape": "hv"}))
+    fig.update_layout(yaxis2={"title": "gradient", "overlaying": "y", "side": "right", "range": [-0.05, 1.3],
+                              "showgrid": False})
+    _shade_outside(fig, -limit, limit, np.asarray([x[0], x[-1]]))
+    return fig
+
+
+def loss_curve_figure(*, losses: np.ndarray, float_losses: np.ndarray, title: str) -> go.Figure:
+    """Training loss of the fake-quantized model per step, and the float model's loss on the same batches."""
+    steps = np.arange(1, len(losses) + 1)
+    fig = _figure(title, x="fine-tuning step", y="cross-entropy loss")
+    fig.add_trace(go.Scatter(x=steps, y=losses, mode="lines+markers", name="fake-quantized model", marker={"size": 4},
+                             line={"color": QUANT, "width": 2}))
+    fig.add_trace(go.Scatter(x=steps, y=float_losses, mode="lines", name="float model, same batches",
+                             line={"color": ORIGINAL, "dash": "dash", "width": 1.5}))
+    return fig
+
+
+# --------------------------------------------------------------------------- lesson 7: where the bytes go
+
+
+def bytes_check_figure(*, rows: list[dict], program_bytes: int, blob_overhead_bytes: int, title: str) -> go.Figure:
+    """Bytes per kind: the product's size model next to what the exported package stores, plus container overhead."""
+    labels = [r["label"] for r in rows] + ["blob headers + alignment", "program + manifest"]
+    theory = [r["theory_bytes"] for r in rows] + [0, 0]
+    stored = [r["artifact_bytes"] for r in rows] + [blob_overhead_bytes, program_bytes]
+    fig = _figure(title, x="bytes", y="", height=110 + 34 * len(labels))
+    fig.add_trace(go.Bar(y=labels, x=theory, orientation="h", name="size model (core.measure.size)", marker_color=PALETTE,
+                         hovertemplate="%{y}: %{x:,} bytes (model)<extra></extra>"))
+    fig.add_trace(go.Bar(y=labels, x=stored, orientation="h", name="in the .mlpackage", marker_color=ACCENT,
+                         hovertemplate="%{y}: %{x:,} bytes (file)<extra></extra>"))
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(type="log")
+    return fig

@@ -92,6 +92,58 @@ LESSONS: tuple[Lesson, ...] = (
             "Then compare 2:4 with unstructured 50 % — same zeros, different SNR."
         ),
     ),
+    Lesson(
+        key="activations",
+        title="5 · Activations and calibration",
+        text=(
+            "Weights are known in advance; activations — the numbers flowing between layers — depend on the "
+            "image. To run a layer in 8-bit integers (**W8A8**) its input needs a fixed scale too, so the model "
+            "first sees N **calibration images** while an **observer** records the input's range. **Min/max** "
+            "keeps the extremes: one bright pixel stretches the grid for every image. A **moving average** of the "
+            "batch extremes (coremltools' default) and a **histogram** observer, which picks the range with the "
+            "least rounding plus clipping error, ignore rare peaks. The range settles as N grows; few images "
+            "under-estimate it and clip later inputs. The error is measured on held-out images at the layer's "
+            "output, with int8 weights, int8 inputs and both."
+        ),
+        try_this=(
+            "Start at 8 images with min/max, then move N up and watch the range line settle. Switch to the "
+            "histogram observer: the range shrinks — does the output SNR rise or fall?"
+        ),
+    ),
+    Lesson(
+        key="finetune",
+        title="6 · Fake quantization and fine-tuning",
+        text=(
+            "At 2 bits rounding changes the weights so much that accuracy collapses. Fine-tuning repairs it: "
+            "the model trains while its forward pass uses **fake-quantized** weights — rounded to the grid, "
+            "then scaled back to floats — so the loss sees exactly the error the compressed model will make. "
+            "Rounding has no useful gradient (it is flat almost everywhere), so the backward pass pretends it "
+            "was the identity: the **straight-through estimator** passes the gradient on unchanged inside the "
+            "grid and blocks it where a weight was clamped. The float weights drift until their rounded copies "
+            "classify well. The run below does this for a few dozen steps on the sample model."
+        ),
+        try_this=(
+            "Run 2 bits and see how much of the lost accuracy returns. Then try 4 bits: is there anything left "
+            "to recover? Compare the loss curve with the float model's dashed line."
+        ),
+    ),
+    Lesson(
+        key="bytes",
+        title="7 · Where the bytes go",
+        text=(
+            "A compressed .mlpackage is a program plus one file of tensors, **weight.bin**. Every compressed "
+            "weight becomes parts: palettized weights store **indices** and **LUTs**, quantized ones "
+            "**integers**, **scales** and maybe **zero-points**, pruned ones a **bitmask** and the "
+            "**non-zero values**; small layers, biases and BatchNorm stay **fp16**. Each tensor in weight.bin "
+            "has a 64-byte header and is aligned to 64 bytes, and the program itself takes a few kilobytes. "
+            "Below, the whole model is compressed and exported as on the Compress page, the package is read "
+            "back blob by blob, and each kind of bytes is set next to the product's size model."
+        ),
+        try_this=(
+            "Export at 4-bit palettization, then prune 75 %: which part dominates now? On a small model, "
+            "how much of the file is container overhead?"
+        ),
+    ),
 )
 
 

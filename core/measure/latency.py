@@ -7,6 +7,7 @@ Interleaving the baseline and the candidate in one process means a noisy neighbo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import platform
 import statistics
@@ -222,3 +223,74 @@ def coreml_latency(*, package: Path, input_shape: tuple[int, ...], settings: Lat
         return results
     except Exception as exc:
         return {"measurable": False, "note": f"Core ML prediction failed: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"}
+
+
+# --------------------------------------------------------------------------- answers known by construction
+
+CONFIRMATION_REPEATS = 6  # interleaved calls per runner and batch size: two halves of 3, so `stable` still means something
+CONFIRMATION_TOLERANCE = 0.25  # a confirmation ratio further than this from 1 is not a confirmation: time in full
+
+
+def confirmation_settings(settings: LatencySettings) -> LatencySettings:
+    """A short A/B run for a candidate whose latency equals the baseline's by construction: the same batch sizes
+    and threads, one warm-up call and `CONFIRMATION_REPEATS` timed calls each, instead of the full repeat count."""
+    return dataclasses.replace(
+        settings,
+        warmup=1,
+        min_repeats=CONFIRMATION_REPEATS,
+        max_repeats=CONFIRMATION_REPEATS,
+        seconds_per_batch_size=min(settings.seconds_per_batch_size, 0.5),
+    )
+
+
+def confirmation_holds(latency: dict, *, tolerance: float = CONFIRMATION_TOLERANCE) -> bool:
+    """Every batch size's candidate ÷ baseline time within `tolerance` of 1 (same speed, as construction says),
+    by the medians or by the fastest calls (interference from other processes only ever adds time, so the
+    fastest of a few interleaved calls compares equal work even on a busy machine)."""
+    for entry in latency.get("batches", {}).values():
+        base, cand = entry["baseline"], entry["candidate"]
+        close = [
+            base[key] > 0 and abs(cand[key] / base[key] - 1.0) <= tolerance
+            for key in ("p50_ms", "min_ms")
+            if key in base and key in cand
+        ]
+        if not any(close):
+            return False
+    return True
+
+
+def _tensor_signature(module: torch.nn.Module) -> dict[str, tuple]:
+    """Shape, dtype and kind of every parameter and buffer the forward pass can read. coremltools' ``_COREML_/…``
+    metadata buffers (LUTs, scales, compression type) describe the stored form and are never read by forward."""
+    signature: dict[str, tuple] = {}
+    tensors = [*module.named_parameters(), *module.named_buffers()]
+    for name, tensor in tensors:
+        if "_COREML_" in name:
+            continue
+        signature[name] = (tuple(tensor.shape), tensor.dtype, tensor.layout, tensor.is_quantized)
+    return signature
+
+
+def same_computation(*, baseline: torch.nn.Module, candidate: torch.nn.Module) -> str | None:
+    """None when `candidate` runs exactly the baseline's operations on tensors of the same shapes and dtypes (only
+    the weight *values* differ: palettized, weight-quantized or pruned weights stored decompressed), so its CPU
+    latency and peak memory equal the baseline's by construction. Otherwise the reason, in words."""
+    from torch.nn.utils import parametrize
+
+    if isinstance(candidate, torch.jit.ScriptModule) or isinstance(baseline, torch.jit.ScriptModule):
+        return "a TorchScript graph"
+    if type(candidate) is not type(baseline):
+        return f"a different module ({type(candidate).__name__}, not {type(baseline).__name__})"
+    base_tree = [(name, type(m)) for name, m in baseline.named_modules()]
+    cand_tree = [(name, type(m)) for name, m in candidate.named_modules()]
+    if base_tree != cand_tree:
+        return "a different module tree (layers replaced, fused or added)"
+    for (name, base), (_, cand) in zip(baseline.named_modules(), candidate.named_modules(), strict=True):
+        hooks = [len(getattr(m, attr, {})) for m in (base, cand) for attr in ("_forward_hooks", "_forward_pre_hooks")]
+        if hooks[:2] != hooks[2:]:
+            return f"forward hooks on {name or 'the model'}"
+        if parametrize.is_parametrized(cand) and not parametrize.is_parametrized(base):
+            return f"a parametrization on {name or 'the model'} (weights recomputed on every call)"
+    if _tensor_signature(baseline) != _tensor_signature(candidate):
+        return "different parameter or buffer shapes / dtypes"
+    return None

@@ -86,12 +86,12 @@ def _float_tensors(module: nn.Module) -> list[torch.Tensor]:
 
 TORCHVISION_ARCHITECTURES: dict[str, str] = {
     "resnet18": "ResNet-18 (11.7 M params)",
-    "resnet34": "ResNet-34 (21.8 M params, seed 002)",
-    "resnet50": "ResNet-50 (25.6 M params, seed 000)",
+    "resnet34": "ResNet-34 (21.8 M params; the model of a PyTorch static/dynamic quantization study)",
+    "resnet50": "ResNet-50 (25.6 M params; the model of coremltools' compression guides)",
     "mobilenet_v2": "MobileNetV2 (3.5 M params)",
     "mobilenet_v3_small": "MobileNetV3-Small (2.5 M params)",
     "mobilenet_v3_large": "MobileNetV3-Large (5.5 M params)",
-    "squeezenet1_1": "SqueezeNet 1.1 (1.2 M params, seed 004)",
+    "squeezenet1_1": "SqueezeNet 1.1 (1.2 M params)",
 }
 
 
@@ -117,7 +117,14 @@ def list_sources() -> list[SourceInfo]:
                 f"{desc}; random weights unless you supply a weights file or they are in the torch hub cache",
             )
         )
-    sources.append(SourceInfo("torchscript:<file>", "TorchScript file", "a scripted or traced model (.pt)", needs_file=True))
+    sources.append(
+        SourceInfo(
+            "torchscript:<file>",
+            "TorchScript file",
+            "a scripted or traced model (.pt); a program, so only files you trust (loaded first in a limited process)",
+            needs_file=True,
+        )
+    )
     sources.append(
         SourceInfo(
             "state_dict:<arch>:<file>",
@@ -129,15 +136,21 @@ def list_sources() -> list[SourceInfo]:
     return sources
 
 
-def load_model(source_id: str, *, weights: Path | None = None, pretrained: bool = False) -> LoadedModel:
-    """Load a model by source id. `weights` gives a torchvision architecture a state_dict file."""
+def load_model(
+    source_id: str, *, weights: Path | None = None, pretrained: bool = False, server_address: str | None = None
+) -> LoadedModel:
+    """Load a model by source id. `weights` gives a torchvision architecture a state_dict file.
+
+    `server_address` is where a dashboard listens (None: library / CLI use); TorchScript files are refused when
+    it reaches beyond localhost unless COMPRESSION_STUDIO_ALLOW_TORCHSCRIPT says otherwise (torchscript_probe).
+    """
     kind, _, rest = source_id.partition(":")
     if kind == "sample":
         return load_sample(rest)
     if kind == "torchvision":
         return load_torchvision(rest, weights=weights, pretrained=pretrained)
     if kind == "torchscript":
-        return load_torchscript(Path(rest))
+        return load_torchscript(Path(rest), server_address=server_address)
     if kind == "state_dict":
         arch, _, path = rest.partition(":")
         if not path:

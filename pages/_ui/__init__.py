@@ -6,7 +6,8 @@ menu (``menu``) before the modules that import torch and coremltools load.
 - ``errors``: failures as friendly messages (``attempt``)
 - ``storage``: the cached experiment store, cached record lists, uploads
 - ``loading``: cached models, datasets and baselines
-- ``run_client``: a compression run in a background thread (``RunJob``, ``start_run``)
+- ``run_client``: a compression run as a job (core.jobs): submit, poll, cancel (``submit_run``)
+- ``queue_panel``: the sidebar's job queue (running job, queued count, cancel) on every page
 - ``widgets``: the evaluation-size selector and the sidebar panel
 - ``result_card``: a run's result card and an experiment's downloads
 - ``shell``: what app.py runs after routing

@@ -12,6 +12,7 @@ from core.data import Dataset
 from core.dataset_choice import dataset_for_model, is_record_dataset, load_dataset_kind, record_dataset_kinds
 from core.estimate import forward_ms_per_image as baseline_ms_per_image
 from core.models.sources import LoadedModel, load_model
+from core.models.torchscript_probe import torchscript_uploads_allowed
 from pages._ui.errors import attempt, friendly_message
 from pages._ui.session import eval_limit
 
@@ -20,15 +21,29 @@ DEFAULT_MODELS = tuple(
 )
 
 
+def server_address() -> str:
+    """Where this dashboard listens; Streamlit's unset address means every interface."""
+    return st.get_option("server.address") or "0.0.0.0"
+
+
+def torchscript_allowed() -> bool:
+    """May this dashboard load TorchScript uploads (core.models.torchscript_probe decides)?"""
+    return torchscript_uploads_allowed(server_address())
+
+
 @st.cache_resource(show_spinner="Loading the model…", max_entries=12)
-def _model(source_id: str, weights: str | None, content_hash: str | None, pretrained: bool) -> LoadedModel:
-    # content_hash is part of the cache key only: the same file name with new content is a new model.
-    del content_hash
-    return load_model(source_id, weights=Path(weights) if weights else None, pretrained=pretrained)
+def _model(source_id: str, weights: str | None, content_hash: str | None, pretrained: bool, address: str,
+           ts_allowed: bool) -> LoadedModel:
+    # content_hash and ts_allowed are part of the cache key only: new content is a new model, and a TorchScript
+    # model loaded while uploads were allowed is not handed out after they were turned off.
+    del content_hash, ts_allowed
+    return load_model(source_id, weights=Path(weights) if weights else None, pretrained=pretrained,
+                      server_address=address)
 
 
 def load_choice(choice: dict) -> LoadedModel:
-    return _model(choice["source_id"], choice.get("weights"), choice.get("hash"), bool(choice.get("pretrained")))
+    return _model(choice["source_id"], choice.get("weights"), choice.get("hash"), bool(choice.get("pretrained")),
+                  server_address(), torchscript_allowed())
 
 
 @st.cache_resource(show_spinner="Loading the dataset…", max_entries=8)

@@ -39,6 +39,7 @@ MENU: tuple[MenuEntry, ...] = (
     MenuEntry("pages/3_Compare.py", "Compare", ":material/monitoring:"),
     MenuEntry("pages/4_Layers.py", "Layers", ":material/stacked_bar_chart:"),
     MenuEntry("pages/5_Learn.py", "Learn", ":material/school:", optional=True),
+    MenuEntry("pages/6_Explore.py", "Explore", ":material/explore:", optional=True),
 )
 
 

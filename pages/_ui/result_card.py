@@ -5,6 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from core.formatting import as_number, fmt_bytes, fmt_num, fmt_pct, fmt_pts, fmt_seconds
+from core.progress import split_library_warnings
+from core.speedup_wording import speedup_text
 from pages._ui.errors import attempt
 from pages._ui.storage import store
 
@@ -77,6 +79,8 @@ def _metrics_row(record: dict) -> None:
 def _notes(record: dict) -> None:
     if record.get("latency_note"):
         st.caption(f":material/speed: {record['latency_note']}")
+    if speed := speedup_text(record):
+        st.caption(f":material/speed: {speed}")
     check = record.get("size_check") or {}
     if check.get("note"):
         st.caption(f":material/straighten: {check['note']}")
@@ -86,10 +90,18 @@ def _notes(record: dict) -> None:
         st.caption(f":material/layers: {len(layers) - len(skipped)} of {len(layers)} weight layers compressed"
                    + (f"; left as they were: {', '.join(layer['name'] for layer in skipped[:6])}"
                       + (" …" if len(skipped) > 6 else "") + " (reasons on the Layers page)" if skipped else "."))
-    if record.get("notes"):
-        with st.expander(f"Notes from this run ({len(record['notes'])})"):
-            for note in record["notes"]:
+    library_warnings, other_notes = split_library_warnings(record.get("notes"))
+    if library_warnings:
+        st.markdown(":material/warning: **Library warnings from this run**\n"
+                    + "\n".join(f"- {_short(line)}" for line in library_warnings))
+    if other_notes:
+        with st.expander(f"Notes from this run ({len(other_notes)})"):
+            for note in other_notes:
                 st.markdown(f"- {note}")
+
+
+def _short(line: str, limit: int = 180) -> str:
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
 
 
 def result_card(record: dict) -> None:

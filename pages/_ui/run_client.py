@@ -1,93 +1,126 @@
-"""A compression run in a background thread, so the page can poll it: reruns never interrupt the work."""
+"""Runs as jobs (core.jobs): the page submits references + spec, a worker process computes, the page polls the row.
+
+The Streamlit process never compresses, exports or times anything for a run: it writes a job row and reads it
+back. The session remembers its job ids (``session_jobs``), so a result appears after a page switch or a reload
+of the session; any other tab sees the same queue in the sidebar.
+"""
 
 from __future__ import annotations
 
-import threading
-import time
-import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from pathlib import Path
 
-from core.data import Dataset
-from core.experiment_options import ExperimentOptions
-from core.models.sources import LoadedModel
-from core.progress import Cancelled, Progress
-from core.runs import run_and_save
+import streamlit as st
+
+from core.jobs import (
+    DataRef,
+    ExecutorError,
+    Job,
+    JobQueue,
+    LocalExecutor,
+    ModelRef,
+    RayExecutor,
+    ensure_workers,
+    executor_name,
+    get_executor,
+)
+from core.paths import studio_home
 from core.specs import AnySpec
-from pages._ui.errors import LOG, friendly_message
-from pages._ui.storage import store
+
+JOB_IDS_KEY = "jobs.mine"  # this session's job ids, oldest first
+CURRENT_JOB_KEY = "jobs.current"  # the job whose progress / result the Compress page shows
+ANNOUNCED_KEY = "jobs.announced"  # finished jobs this session already redrew the app for
 
 
-@dataclass
-class RunJob:
-    """One run's live state: progress, the steps seen so far, and its outcome (record, error or cancelled)."""
-
-    summary: str
-    model_label: str
-    progress: Progress = field(default_factory=Progress)
-    fraction: float = 0.0
-    message: str = "starting…"
-    steps: list[str] = field(default_factory=list)
-    started: float = field(default_factory=time.time)
-    finished: float | None = None
-    experiment_id: int | None = None
-    record: dict | None = None
-    error: str | None = None
-    cancelled: bool = False
-    thread: threading.Thread | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.finished is None
-
-    @property
-    def elapsed(self) -> float:
-        return (self.finished or time.time()) - self.started
-
-    def on_progress(self, fraction: float, message: str) -> None:
-        self.fraction = max(self.fraction, min(max(float(fraction), 0.0), 1.0))
-        if message:
-            self.message = message
-            step = message.split("(")[0].strip()
-            if not self.steps or self.steps[-1] != step:
-                self.steps.append(step)
-
-    def cancel(self) -> None:
-        self.progress.cancel()
-        self.message = "cancelling… (stops at the next step boundary)"
+def queue() -> JobQueue:
+    return JobQueue(home=studio_home())
 
 
-def start_run(*, model: LoadedModel, dataset: Dataset | None, spec: AnySpec, limit: int | None) -> RunJob:
-    """Start compress → export → measure → save (core.runs.run_and_save) in a thread; return its job at once.
+@st.cache_resource(show_spinner=False)
+def _executor(name: str, home: str) -> LocalExecutor | RayExecutor:
+    # One per server: a Ray executor keeps its connection (ray.init) and task handles between reruns.
+    return get_executor(name=name, home=Path(home))
 
-    Nothing is saved unless every step succeeds; a cancel leaves nothing behind.
+
+def executor() -> LocalExecutor | RayExecutor:
+    """The configured executor ($COMPRESSION_STUDIO_EXECUTOR, default local) for this data folder."""
+    return _executor(executor_name(), str(studio_home()))
+
+
+def model_ref(choice: dict) -> ModelRef:
+    """The session's model choice (pages/_ui/loading) as a reference a worker reloads; uploads live in the store."""
+    ref = ModelRef.from_source_id(choice["source_id"], weights=choice.get("weights"))
+    if ref.kind == "torchvision" and choice.get("pretrained"):
+        ref = ModelRef(kind="torchvision", name=ref.name, pretrained=True)
+    return ref
+
+
+def data_ref(choice: dict | None) -> DataRef:
+    """The session's dataset choice as a reference (an uploaded zip stays in the store's uploads folder)."""
+    choice = choice or {"kind": "auto"}
+    if choice.get("kind") != "folder":
+        return DataRef(kind=choice.get("kind", "auto"))
+    return DataRef(kind="folder", path=choice["path"], image_size=tuple(choice["size"]), channels=choice["channels"],
+                   mean=tuple(choice["mean"]), std=tuple(choice["std"]))
+
+
+def submit_run(*, spec: AnySpec, limit: int | None) -> int:
+    """Queue compress → export → measure → save for this session's model and data; returns the job id.
+
+    Nothing is saved unless every step succeeds; a cancel or a crashed worker leaves nothing behind.
     """
-    experiment_store = store()
-    options = ExperimentOptions(eval_limit=limit)
-    job = RunJob(summary=spec.summary(), model_label=model.label)
-    job.progress = Progress(job.on_progress)
+    state = st.session_state
+    job_id = executor().submit(
+        model=model_ref(state["model_choice"]), data=data_ref(state.get("dataset_choice")), spec=spec.to_dict(),
+        options={"eval_limit": limit}, label=spec.summary(),
+    )
+    state.setdefault(JOB_IDS_KEY, []).append(job_id)
+    state[CURRENT_JOB_KEY] = job_id
+    return job_id
 
-    def work() -> None:
+
+def session_job_ids() -> list[int]:
+    return list(st.session_state.get(JOB_IDS_KEY, []))
+
+
+def get_job(job_id: int) -> Job | None:
+    """The job row (None when the data folder no longer has it)."""
+    try:
+        return queue().get(job_id=job_id)
+    except ValueError:
+        return None
+
+
+def cancel(job_id: int) -> None:
+    """Cancel a job of any session: a queued one at once, a running one at its next progress step."""
+    queue().cancel(job_id=job_id)
+
+
+def keep_workers() -> None:
+    """Start local workers for queued jobs (app start, every rerun and poll): a restarted app picks the queue up
+    where it was, and a worker that crashed or idled out is replaced. Orphaned running jobs are failed meanwhile."""
+    if executor_name() == "local":
+        ensure_workers(home=studio_home())
+        return
+    ray = executor()
+    if isinstance(ray, RayExecutor):
         try:
-            job.record = run_and_save(store=experiment_store, model=model, spec=spec, dataset=dataset,
-                                      options=options, progress=job.progress)
-            job.experiment_id = int(job.record["id"])
-        except Cancelled:
-            job.cancelled = True
-        except Exception as exc:  # shown as a message on the page; the traceback goes to the log
-            LOG.warning("compression run failed:\n%s", traceback.format_exc())
-            job.error = friendly_message(exc, "The compression run")
-        finally:
-            job.finished = time.time()
-
-    job.thread = threading.Thread(target=work, name=f"compress-{job.started:.0f}", daemon=True)
-    job.thread.start()
-    return job
+            ray.resume()
+        except ExecutorError:  # shown when the user submits; the sidebar still renders
+            queue().reap()
 
 
-def wait_for(job: RunJob, *, on_tick: Callable[[RunJob], None], interval: float = 0.25) -> None:
-    """Poll a running job, calling on_tick to redraw; a widget click reruns the page, which re-attaches."""
-    while job.running:
-        on_tick(job)
-        time.sleep(interval)
-    on_tick(job)
+def announce_once(job: Job) -> bool:
+    """True the first time this session sees `job` finished (then the whole app reruns to show its result)."""
+    announced = st.session_state.setdefault(ANNOUNCED_KEY, set())
+    if job.id in announced or not job.finished:
+        return False
+    announced.add(job.id)
+    return True
+
+
+def elapsed_seconds(job: Job) -> float | None:
+    import time
+
+    if job.started_at is None:
+        return None
+    return (job.finished_at or time.time()) - job.started_at

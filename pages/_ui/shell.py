@@ -9,7 +9,7 @@ import streamlit as st
 from core.data import Dataset
 from core.models.sources import LoadedModel
 from core.progress import quiet_libraries
-from pages._ui import menu
+from pages._ui import menu, queue_panel
 from pages._ui.errors import LOG, friendly_message
 from pages._ui.loading import current_dataset, current_model
 from pages._ui.session import init_session, set_app_context
@@ -23,6 +23,7 @@ def prepare() -> tuple[LoadedModel | None, Dataset | None]:
     model = current_model()
     dataset = current_dataset(model)
     sidebar(model, dataset)
+    queue_panel.render()  # also starts workers for queued jobs: a restarted app runs the queue it finds
     return model, dataset
 
 

@@ -8,7 +8,6 @@ import streamlit as st
 
 from core.data import Dataset
 from core.models.sources import LoadedModel
-from pages._ui.run_client import RunJob
 from pages._ui.session import EVAL_LIMIT_KEY, EVAL_LIMIT_OPTIONS
 from pages._ui.storage import experiment_count
 
@@ -28,7 +27,7 @@ def eval_limit_selector(dataset: Dataset | None, *, container: Any = None) -> No
 
 
 def sidebar(model: LoadedModel | None, dataset: Dataset | None) -> None:
-    """Below the menu: the current model and dataset, the experiment count and a running job."""
+    """Below the menu: the current model and dataset and the experiment count."""
     with st.sidebar:
         st.markdown("**Current model**")
         if model is None:
@@ -42,7 +41,4 @@ def sidebar(model: LoadedModel | None, dataset: Dataset | None) -> None:
         else:
             st.markdown(f":material/photo_library: {dataset.name}")
             st.caption(f"{len(dataset.test):,} evaluation images · source: {dataset.source}")
-        st.markdown(f"**Experiments:** {experiment_count()}")
-        job = st.session_state.get("run_job")
-        if isinstance(job, RunJob) and job.running:
-            st.info(f"Running: {job.summary} ({int(job.fraction * 100)} %)", icon=":material/hourglass_top:")
+        st.markdown(f"**Experiments:** {experiment_count()}")  # the job queue follows (pages/_ui/queue_panel)

@@ -1,4 +1,5 @@
-"""torch.ao FX static int8: fused Conv+BN(+ReLU), a quantized residual add, real int8 kernels; QAT; refusals."""
+"""torch.ao FX static int8: fused Conv+BN(+ReLU), a quantized residual add, real int8 kernels; QAT; refusals; the
+int8 form it runs in (engine × graph form: timed and cached, or forced)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,21 @@ import pytest
 import torch
 from torch.ao.nn import quantized as nnq
 
+import core.compress.int8_forms as int8_forms
 from core.compress import CompressionError, compress
-from core.specs import TorchStaticSpec
+from core.compress.int8_forms import CpuInt8Features, candidate_forms, cpu_int8_features
+from core.measure.latency import quantized_engine
+from core.models.sources import load_model
+from core.paths import HOME_ENV
+from core.specs import SpecError, TorchStaticSpec
+
+X86 = cpu_int8_features().is_x86
+
+
+@pytest.fixture(autouse=True)
+def _own_home(tmp_path, monkeypatch):
+    """The int8 form cache lives under the data folder: each test gets its own."""
+    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
 
 
 def _by_name(result):
@@ -16,7 +30,9 @@ def _by_name(result):
 
 @pytest.mark.parametrize(("backend", "per_channel"), [("x86", True), ("qnnpack", False), ("onednn", True)])
 def test_static_int8_fuses_and_quantizes_the_residual_add(tiny, fashion, backend, per_channel):
-    spec = TorchStaticSpec(backend=backend, per_channel=per_channel, calibration_samples=64)
+    # the form forced to the backend's engine and the GraphModule, so its modules and nodes can be inspected
+    form = {} if backend == "qnnpack" else {"engine": backend, "graph": "graph_module"}
+    spec = TorchStaticSpec(backend=backend, per_channel=per_channel, calibration_samples=64, **form)
     result = compress(model=tiny, spec=spec, dataset=fashion)
     module = result.module
     assert result.runs_int8_kernels
@@ -30,22 +46,31 @@ def test_static_int8_fuses_and_quantizes_the_residual_add(tiny, fashion, backend
     assert layers["conv4"].granularity == ("per_channel" if per_channel else "per_tensor")
     assert all(r.compressed and r.snr_db > 30.0 for r in result.layers)
     images, _ = next(iter(fashion.batches(fashion.eval_split(limit=64), batch_size=64)))
-    with torch.no_grad():
+    with quantized_engine(result.quantized_engine), torch.no_grad():
         agreement = (module(images).argmax(1) == tiny.module(images).argmax(1)).float().mean()
     assert agreement > 0.8
+    if backend == "qnnpack":
+        assert result.int8_form is None and result.quantized_engine == "qnnpack"
+    else:
+        assert result.int8_form["forced"] and result.int8_form["winner"] == f"{backend}/graph_module"
+        assert result.quantized_engine == backend
 
 
 def test_static_override_keeps_a_layer_float(tiny, fashion):
-    result = compress(model=tiny, spec=TorchStaticSpec(calibration_samples=32, overrides={"fc2": None}), dataset=fashion)
+    spec = TorchStaticSpec(calibration_samples=32, overrides={"fc2": None}, engine="x86", graph="graph_module")
+    result = compress(model=tiny, spec=spec, dataset=fashion)
     layers = _by_name(result)
     assert not layers["fc2"].compressed and "overridden" in layers["fc2"].reason
     assert isinstance(result.module.fc2, torch.nn.Linear)
 
 
 def test_static_fine_tune_qat(tiny, fashion):
-    spec = TorchStaticSpec(workflow="fine_tune", max_steps=3, batch_size=32, train_limit=128)
+    spec = TorchStaticSpec(
+        workflow="fine_tune", max_steps=3, batch_size=32, train_limit=128, engine="onednn", graph="graph_module"
+    )
     result = compress(model=tiny, spec=spec, dataset=fashion)
     assert sum(isinstance(m, nnq.Conv2d | nnq.Linear) for m in result.module.modules()) == 6
+    assert result.int8_form["winner"] == "onednn/graph_module" and result.quantized_engine == "onednn"
 
 
 def test_static_refuses_torchscript(tiny, fashion, tmp_path):
@@ -56,3 +81,60 @@ def test_static_refuses_torchscript(tiny, fashion, tmp_path):
     scripted = load_torchscript(path)
     with pytest.raises(CompressionError, match=r"FX graph mode traces nn\.Module code"):
         compress(model=scripted, spec=TorchStaticSpec(), dataset=fashion)
+
+
+# --------------------------------------------------------------------------- the int8 form
+
+
+@pytest.mark.skipif(not X86, reason="the x86 / onednn / fbgemm int8 engines need an x86-64 CPU")
+def test_automatic_form_is_recorded_run_and_predicts_like_a_forced_one(fashion):
+    model = load_model("sample:fashion_cnn")  # trained: predictions mean something
+    auto = compress(model=model, spec=TorchStaticSpec(calibration_samples=64), dataset=fashion)
+    form = auto.int8_form
+    assert not form["forced"] and not form["from_cache"] and form["winner"] == f"{form['engine']}/{form['graph']}"
+    assert {t["form"] for t in form["timings"]} == {f.key for f in candidate_forms()}
+    assert auto.quantized_engine == form["engine"] == torch.backends.quantized.engine  # the engine actually used
+    assert form["winner_ms"] == min(t["p50_ms"] for t in form["timings"] if t["p50_ms"] is not None)
+    assert "int8 form: fastest of" in " ".join(auto.notes) and "artifact" in form
+    assert isinstance(auto.module, torch.jit.ScriptModule) == (form["graph"] == "frozen_torchscript")
+
+    # Another form, forced, from the same calibration: the same predictions on the bundled subset.
+    other_engine = next(e for e in ("onednn", "x86", "fbgemm") if e != form["engine"])
+    other_graph = "graph_module" if form["graph"] == "frozen_torchscript" else "frozen_torchscript"
+    forced = compress(
+        model=model, spec=TorchStaticSpec(calibration_samples=64, engine=other_engine, graph=other_graph), dataset=fashion
+    )
+    assert forced.int8_form["forced"] and forced.int8_form["winner"] == f"{other_engine}/{other_graph}"
+    images, _ = next(iter(fashion.batches(fashion.eval_split(limit=1000), batch_size=1000)))
+    with torch.inference_mode():
+        with quantized_engine(auto.quantized_engine):
+            auto_predictions = auto.module(images).argmax(1)
+        with quantized_engine(forced.quantized_engine):
+            forced_predictions = forced.module(images).argmax(1)
+    assert (auto_predictions == forced_predictions).float().mean().item() >= 0.995
+
+    # The same model again: the choice comes from the cache, nothing is timed.
+    again = compress(model=model, spec=TorchStaticSpec(calibration_samples=64), dataset=fashion)
+    assert again.int8_form["from_cache"] and again.int8_form["winner"] == form["winner"]
+
+
+def test_forcing_an_engine_this_cpu_lacks_fails_before_calibration(tiny, fashion, monkeypatch):
+    old_cpu = CpuInt8Features(model="an old SSE4 CPU", machine="x86_64", flags=("sse4_1",), known=True)
+    monkeypatch.setattr(int8_forms, "cpu_int8_features", lambda: old_cpu)  # the CPU facts, not the library
+    with pytest.raises(CompressionError, match=r"cannot force the int8 engine: the fbgemm int8 engine needs AVX2, "
+                       r"which this CPU \(an old SSE4 CPU\) does not have\. Use engine='auto' or one of: onednn\."):
+        compress(model=tiny, spec=TorchStaticSpec(engine="fbgemm", calibration_samples=32), dataset=fashion)
+
+
+def test_engine_and_graph_are_validated_spec_fields():
+    with pytest.raises(SpecError, match="engine must be one of auto, x86, onednn, fbgemm; got 'qnnpack'"):
+        TorchStaticSpec(engine="qnnpack")
+    with pytest.raises(SpecError, match="graph must be one of auto, graph_module, frozen_torchscript"):
+        TorchStaticSpec(graph="onnx")
+    with pytest.raises(SpecError, match="backend qnnpack runs on qnnpack only"):
+        TorchStaticSpec(backend="qnnpack", engine="x86")
+    spec = TorchStaticSpec(engine="onednn", graph="frozen_torchscript")
+    assert TorchStaticSpec.from_dict(spec.to_dict()) == spec and "form onednn/frozen_torchscript" in spec.summary()
+    assert "engine" not in TorchStaticSpec.layer_fields()  # one form per model, not per layer
+    with pytest.raises(SpecError, match="unknown key"):
+        TorchStaticSpec(overrides={"fc1": {"engine": "x86"}})

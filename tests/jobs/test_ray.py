@@ -38,12 +38,17 @@ def test_ray_and_local_executors_write_the_same_records(home: Path, tmp_path: Pa
     options = {**FAST_OPTIONS, "export": True}
     local = LocalExecutor(home=home, max_workers=1)
     local_ids = [local.submit(model=CNN, data=BUNDLED, spec=spec, options=options) for spec in CONFIGS]
+    # a ray job queued by an earlier app process that stopped before its task ran: resume() hands it to Ray
+    left = JobQueue(home=home).submit(model=CNN, data=BUNDLED, spec=CONFIGS[0], options=FAST_OPTIONS, executor="ray")
     remote = RayExecutor(home=home, num_cpus=2, lock_path=Path(os.environ["COMPRESSION_STUDIO_TIMING_LOCK"]))
     try:
         ray_ids = [remote.submit(model=CNN, data=BUNDLED, spec=spec, options=options) for spec in CONFIGS]
+        assert remote.resume() == [left] and remote.resume() == []
         ray_jobs = remote.wait(job_ids=ray_ids, timeout=300)
+        [resumed] = remote.wait(job_ids=[left], timeout=120)
     finally:
         ray.shutdown()
+    assert resumed.state == DONE, resumed.error
     local_jobs = local.queue.wait(job_ids=local_ids, timeout=300)
     assert [j.state for j in local_jobs + ray_jobs] == [DONE] * 6, [j.error for j in local_jobs + ray_jobs]
     assert {j.executor for j in ray_jobs} == {"ray"}

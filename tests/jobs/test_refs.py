@@ -73,3 +73,33 @@ def test_gone_files_fail_with_their_name(tmp_path) -> None:
         load_data_ref(ref=gone, model=model)
     assert load_data_ref(ref=DataRef(kind="none"), model=model) is None
     assert len(load_data_ref(ref=DataRef(kind="bundled"), model=model).test) > 0
+
+
+def test_a_path_reference_reads_a_dataset_at_the_models_input_size(tmp_path) -> None:
+    """What the CLI's --data PATH becomes: an ImageFolder read at the model's own size, channels and classes."""
+    from PIL import Image
+
+    for label in range(10):
+        (tmp_path / "images" / f"class{label}").mkdir(parents=True)
+        for n in range(2):
+            Image.new("L", (40, 40), color=20 * label + n).save(tmp_path / "images" / f"class{label}" / f"{n}.png")
+    model = load_model_ref(ref=ModelRef(kind="sample", name="fashion_cnn"))
+    dataset = load_data_ref(ref=DataRef(kind="path", path=str(tmp_path / "images")), model=model)
+    assert tuple(dataset.test.images.shape[1:]) == (1, 28, 28)  # resized to the model's input
+    with pytest.raises(RefError, match=r"DataRef\.path"):
+        DataRef(kind="path")
+    with pytest.raises(RefError, match=r"nope is gone"):
+        load_data_ref(ref=DataRef(kind="path", path=str(tmp_path / "nope")), model=model)
+
+
+def test_latency_overrides_are_laid_over_the_models_defaults() -> None:
+    from core.experiment_options import default_latency_settings
+    from core.jobs.refs import apply_latency_overrides, split_latency_overrides
+
+    values, overrides = split_latency_overrides(data={"eval_limit": 10, "latency_overrides": {"threads": 1}})
+    options = apply_latency_overrides(options=options_from_dict(data=values), overrides=overrides,
+                                      input_shape=(3, 224, 224))
+    assert options.eval_limit == 10 and options.latency.threads == 1
+    assert options.latency.batch_sizes == default_latency_settings((3, 224, 224)).batch_sizes  # (1, 8) at 224 px
+    with pytest.raises(RefError, match="latency_overrides"):
+        split_latency_overrides(data={"latency_overrides": 3})

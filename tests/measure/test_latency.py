@@ -9,13 +9,17 @@ import torch
 from torch import nn
 
 from core.measure.latency import (
+    CONFIRMATION_REPEATS,
     LatencySettings,
+    confirmation_holds,
+    confirmation_settings,
     coreml_latency,
     fixed_threads,
     latency_ratio,
     measure_interleaved,
     percentile,
     quantized_engine,
+    same_computation,
 )
 from core.measure.machine import describe_machine
 
@@ -108,3 +112,61 @@ def test_calls_per_turn_runs_blocks_and_drops_the_switch_call() -> None:
     assert calls[2:8] == ["a", "a", "a", "b", "b", "b"]
     assert result["batches"]["1"]["a"]["repeats"] == 4  # two turns × (3 calls − 1 dropped)
     assert len(calls) == 2 + 2 * 2 * 3
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+
+
+def test_same_computation_ignores_weight_values_and_coreml_metadata_only() -> None:
+    import copy
+
+    from torch.nn.utils import parametrize
+
+    base = _net()
+    candidate = copy.deepcopy(base)
+    with torch.no_grad():
+        candidate[0].weight.mul_(0.0)  # other values (pruned to zero) and a metadata buffer: same computation
+    candidate[0].register_buffer("_COREML_/weight/lut", torch.zeros(16))
+    assert same_computation(baseline=base, candidate=candidate) is None
+
+    replaced = copy.deepcopy(base)
+    replaced[2] = nn.GELU()
+    assert "module tree" in same_computation(baseline=base, candidate=replaced)
+    hooked = copy.deepcopy(base)
+    hooked[4].register_forward_hook(lambda module, args, out: out)
+    assert "hooks" in same_computation(baseline=base, candidate=hooked)
+
+    class Masked(nn.Module):
+        def forward(self, weight: torch.Tensor) -> torch.Tensor:
+            return weight * (weight.abs() > 0.1)
+
+    masked = copy.deepcopy(base)
+    parametrize.register_parametrization(masked[4], "weight", Masked())
+    assert same_computation(baseline=base, candidate=masked) is not None  # recomputes its weight every call
+    half = copy.deepcopy(base).half()
+    assert "dtypes" in same_computation(baseline=base, candidate=half)
+    traced = torch.fx.symbolic_trace(base)
+    assert "different module" in same_computation(baseline=base, candidate=traced)
+
+
+def test_confirmation_is_short_and_checks_the_ratio() -> None:
+    full = LatencySettings(threads=1, batch_sizes=(1, 32), warmup=3, min_repeats=10, seconds_per_batch_size=2.0)
+    short = confirmation_settings(full)
+    assert (short.batch_sizes, short.threads) == (full.batch_sizes, full.threads)
+    assert short.min_repeats == short.max_repeats == CONFIRMATION_REPEATS and short.warmup == 1
+    net = _net()
+    latency = measure_interleaved(runners={"baseline": net, "candidate": net}, make_input=lambda b: torch.randn(b, 1, 8, 8),
+                                  settings=short)
+    assert all(e["baseline"]["repeats"] == CONFIRMATION_REPEATS for e in latency["batches"].values())
+
+    def entry(base: float, cand: float, base_min: float | None = None, cand_min: float | None = None) -> dict:
+        return {"baseline": {"p50_ms": base, "min_ms": base_min or base},
+                "candidate": {"p50_ms": cand, "min_ms": cand_min or cand}}
+
+    assert confirmation_holds({"batches": {"1": entry(1.0, 1.1), "32": entry(10.0, 9.0)}})
+    assert not confirmation_holds({"batches": {"1": entry(1.0, 1.0), "32": entry(10.0, 14.0)}})
+    # a noisy median but equal fastest calls: still the same work
+    assert confirmation_holds({"batches": {"1": entry(1.0, 1.6, base_min=0.9, cand_min=0.95)}})
+    assert not confirmation_holds({"batches": {"1": entry(1.0, 1.6, base_min=0.9, cand_min=1.4)}})

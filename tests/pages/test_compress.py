@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
+from core.jobs import CANCELLED, DONE, FAILED, DataRef, JobQueue, ModelRef
+from core.store import ExperimentStore
 from tests.pages.conftest import assert_clean
 
 
@@ -36,10 +41,16 @@ def test_impossible_setting_is_explained_not_raised(app) -> None:
 
 
 def test_run_from_compress_page_appears_in_compare(app) -> None:
+    """The Run button queues a job; a worker process runs it; the page polls and shows the result card."""
     at = app(page="pages/2_Compress.py")
     at.selectbox(key="cfg.eval_limit").select(500).run()
     at.radio(key="cfg.torch.kind").set_value("dynamic").run()
-    at.button(key="run.torch_dynamic").click().run(timeout=400)
+    at.button(key="run.torch_dynamic").click().run()
+    assert_clean(at)
+    [job_id] = at.session_state["jobs.mine"]
+    assert JobQueue(home=_home()).get(job_id=job_id).label == "torch dynamic int8"
+    assert any(b.key == "run.cancel" for b in at.button)  # progress with a Cancel button while it runs
+    at = _until(at, lambda: at.success, what="the result card")
     assert_clean(at)
     assert "Saved as experiment **#1** — torch dynamic int8" in at.success[0].value
     metrics = {m.label: (m.value, m.delta) for m in at.metric}
@@ -51,6 +62,10 @@ def test_run_from_compress_page_appears_in_compare(app) -> None:
     assert downloads[0].startswith("TorchScript model")
     assert downloads[1:] == ["Recipe (coremltools YAML)", "Recipe (Python snippet)"]
     assert "Experiments:** 1" in " ".join(m.value for m in at.sidebar.markdown)
+    job = JobQueue(home=_home()).get(job_id=job_id)
+    assert job.state == DONE and job.worker_pid != os.getpid()  # computed by a worker process, not the app's
+    record = ExperimentStore(_home()).get(1)
+    assert record["job_id"] == job_id and record["timing_exclusive"] is True
 
     at.switch_page("pages/3_Compare.py").run()
     assert_clean(at)
@@ -59,25 +74,76 @@ def test_run_from_compress_page_appears_in_compare(app) -> None:
     assert table.loc[0, "method"] == "PyTorch dynamic"
     assert table.loc[0, "eval images"] == 500
 
+    at.switch_page("pages/2_Compress.py").run()  # back again: the session still shows its run's result
+    assert "Saved as experiment **#1**" in at.success[0].value
+    other_tab = app(page="pages/4_Layers.py")  # another session sees the finished job in the sidebar queue
+    assert any(f"#{job_id} torch dynamic int8 — experiment #1" in c.value for c in other_tab.sidebar.caption)
 
-def test_cancelled_run_saves_nothing(app, studio_home) -> None:
-    """The Cancel button's effect (job.cancel → Progress.cancel) on a real run: no row, no files."""
-    from core.models.sources import load_model
-    from core.specs import PalettizeSpec
-    from core.store import ExperimentStore
-    from pages._ui.run_client import start_run
 
-    app()  # sets the data folder for this session
-    store = ExperimentStore(studio_home)
+def test_cancel_button_stops_the_job_and_saves_nothing(app) -> None:
+    """Cancel on the page while the worker times latency: the job ends cancelled, no row, no staging files."""
+    at = app(page="pages/2_Compress.py")
+    store = ExperimentStore(_home())
     before = store.count()
-    job = start_run(model=load_model("sample:fashion_cnn"), dataset=None, spec=PalettizeSpec(n_bits=2), limit=500)
-    deadline = time.time() + 300
-    while job.running and job.fraction < 0.68 and time.time() < deadline:  # after the export wrote its artifact
-        time.sleep(0.05)
-    written = [p for p in store.staging_root.rglob("*") if p.is_file()]
-    job.cancel()
-    job.thread.join(timeout=300)
-    assert written, "the run should have written its artifact before it was cancelled"
-    assert not job.running and job.cancelled and job.error is None and job.record is None
+    at.radio(key="cfg.torch.kind").set_value("dynamic").run()  # int8 kernels: latency is timed in full (seconds)
+    at.button(key="run.torch_dynamic").click().run()
+    [*_, job_id] = at.session_state["jobs.mine"]
+    queue = JobQueue(home=_home())
+    _wait(lambda: queue.get(job_id=job_id).message.startswith("Latency"), timeout=300, what="the latency phase")
+    at.run()
+    at.button(key="run.cancel").click().run()
+    _wait(lambda: queue.get(job_id=job_id).finished, timeout=60, what="the cancel")
+    at.run()
+    assert queue.get(job_id=job_id).state == CANCELLED
+    assert any("Run cancelled" in w.value for w in at.warning)
     assert store.count() == before
-    assert list(store.staging_root.iterdir()) == []
+    assert [p.name for p in store.staging_root.iterdir()] == []
+
+
+def test_a_restarted_app_runs_the_queue_it_finds(app, monkeypatch, tmp_path) -> None:
+    """What an app restart finds: a queued job runs (the app starts a worker), an orphaned running one fails."""
+    home = tmp_path / "restarted"
+    monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(home))
+    queue = JobQueue(home=home)
+    options = {"eval_limit": 100, "measure_latency": False, "measure_memory": False, "export": False}
+    cnn = ModelRef(kind="sample", name="fashion_cnn")
+    orphan = queue.submit(model=cnn, data=DataRef(kind="bundled"), spec={"method": "palettize"}, options=options)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    queue.claim(pid=dead.pid)  # "running" in a worker that is gone (the machine rebooted, say)
+    waiting = queue.submit(model=cnn, data=DataRef(kind="bundled"), spec={"method": "palettize"}, options=options,
+                           label="left in the queue")
+    at = app()  # the app starts: no click, no submit
+    assert_clean(at)
+    [done] = queue.wait(job_ids=[waiting], timeout=240)
+    assert done.state == DONE and ExperimentStore(home).get(done.experiment_id)["job_id"] == waiting
+    failed = queue.get(job_id=orphan)
+    assert failed.state == FAILED and failed.error.startswith("worker stopped")
+
+
+@pytest.fixture(autouse=True)
+def _private_jobs(tmp_path, monkeypatch) -> None:
+    """A timing lock private to the test (other runs on the machine don't block it); idle workers leave soon."""
+    monkeypatch.setenv("COMPRESSION_STUDIO_TIMING_LOCK", str(tmp_path / "timing.lock"))
+    monkeypatch.setenv("COMPRESSION_STUDIO_WORKER_IDLE", "15")
+
+
+def _home() -> Path:
+    return Path(os.environ["COMPRESSION_STUDIO_HOME"])
+
+
+def _wait(predicate, *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _until(at, predicate, *, what: str, timeout: float = 300):
+    """Rerun the session (what the page's polling does in a browser) until `predicate` holds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+        at.run()
+    return at

@@ -13,6 +13,17 @@ def _metrics(at) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
 
+def _values(array) -> list[float]:
+    """A Plotly array from a chart's JSON: a plain list, or plotly's base64 typed-array form."""
+    if isinstance(array, dict):
+        import base64
+
+        import numpy as np
+
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=np.dtype(array["dtype"])).tolist()
+    return list(array)
+
+
 def _db(value: str) -> float:
     return float(value.split()[0])
 
@@ -104,7 +115,58 @@ def test_every_lesson_offers_the_compress_button(app):
     deliver button clicks on a page it reached with switch_page (the same holds for the Home button)."""
     at = app(page=PAGE)
     for lesson, label in (("scale", "quantize weights"), ("granularity", "quantize weights"),
-                          ("palettize", "palettize"), ("prune", "prune")):
+                          ("palettize", "palettize"), ("prune", "prune"), ("activations", "activations w8a8"),
+                          ("finetune", "palettize")):
         at.radio(key="cfg.learn.lesson").set_value(lesson).run()
         assert_clean(at)
         assert at.button(key=f"learn.open.{lesson}").label == f"Open Compress with this setting ({label})"
+
+
+def test_activations_lesson_sliders(app):
+    at = _open(app, "activations", layer="features.10")
+    assert at.select_slider(key="cfg.learn.l5.images").value == 32
+    few = _metrics(at)
+    names = [t.get("name") for t in json.loads(plotly_specs(at)[0])["data"]]
+    assert names == ["activations", "moving_average range", "min_max range", "histogram range"]
+    at.select_slider(key="cfg.learn.l5.images").set_value(256).run()
+    assert_clean(at)
+    many = _metrics(at)
+    assert many["Range"] != few["Range"]  # the moving average keeps moving as batches arrive
+    at.radio(key="cfg.learn.l5.observer").set_value("min_max").run()
+    minmax = _metrics(at)
+    at.radio(key="cfg.learn.l5.observer").set_value("histogram").run()
+    assert_clean(at)
+    histogram = _metrics(at)
+    # the histogram observer trades clipping for finer steps: a smaller scale than min/max over the same images
+    assert float(histogram["Scale"]) < float(minmax["Scale"])
+    assert _db(histogram["Output SNR · W8"]) == _db(minmax["Output SNR · W8"])  # weights do not depend on the observer
+    assert at.button(key="learn.open.activations").label == "Open Compress with this setting (activations w8a8)"
+
+
+def test_finetune_lesson_runs_and_plots_the_loss(app):
+    at = _open(app, "finetune", layer="features.10")
+    ste = json.loads(plotly_specs(at)[0])
+    assert [t.get("name") for t in ste["data"]] == ["forward: rounded", "no rounding", "backward: gradient used"]
+    at.select_slider(key="cfg.learn.l6.steps").set_value(10).run()
+    at.button(key="learn.l6.run").click().run()
+    assert_clean(at)
+    loss = json.loads(plotly_specs(at)[1])
+    assert len(_values(loss["data"][0]["y"])) == 10
+    values = _metrics(at)
+    assert float(values["Rounded, before"].rstrip("%")) < float(values["Float accuracy"].rstrip("%"))
+    at.select_slider(key="cfg.learn.l6.bits").set_value(8).run()  # not run yet at 8 bits: the button is back
+    assert at.button(key="learn.l6.run").label == "Fine-tune 8-bit fashion_cnn for 10 steps"
+
+
+def test_bytes_lesson_exports_and_reads_back(app):
+    at = _open(app, "bytes")
+    at.radio(key="cfg.learn.l7.method").set_value("quantize_weights").run()
+    layer_bits = json.loads(plotly_specs(at)[0])  # one layer first, before anything is exported
+    assert [t.get("name") for t in layer_bits["data"]] == ["quantized weights", "scales"]
+    at.button(key="learn.l7.run").click().run()
+    assert_clean(at)
+    names = [t.get("name") for t in json.loads(plotly_specs(at)[1])["data"]]
+    assert names == ["size model (core.measure.size)", "in the .mlpackage"]
+    values = _metrics(at)
+    assert float(values["On disk"].split()[0]) > float(values["Tensor data"].split()[0])
+    assert at.button(key="learn.open.bytes").label == "Open Compress with this setting (quantize weights)"

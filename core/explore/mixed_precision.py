@@ -1,0 +1,369 @@
+"""Mixed-precision recipes: per-layer settings chosen from the sensitivity table to meet a size or accuracy target.
+
+The candidates form one greedy path. It starts with every layer uncompressed (fp16) and, at each step, moves
+the one layer to the smaller setting that adds the least output noise per byte saved (jumps over intermediate
+settings allowed). Output noise powers of independently compressed layers add up, so the path predicts the
+combined output SNR as −10·log10(Σ 10^(−SNR_i/10)). Noise is used for ranking rather than each probe's top-1
+change because on ≤ 1,000 images one probe's top-1 change is a handful of images — too coarse to rank 6-bit
+against 8-bit — while the SNR moves smoothly. With labels, the predicted accuracy drop is read off a monotone
+(isotonic) fit of every probe's top-1 drop against its output SNR, evaluated at the combined SNR.
+
+Sizes come from the size model (core.measure.size): each layer's stored bytes under its setting as probed, every
+other float (biases, BatchNorm) as fp16. A recipe is one spec of a single method with per-layer overrides
+(``"^<layer>$": {"n_bits": 3}`` or ``None`` = leave uncompressed); ``run_recipe`` runs it as a real experiment
+(real .mlpackage) and reports predicted against measured.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.data import Dataset
+from core.experiment_options import ExperimentOptions
+from core.explore.sensitivity import SETTINGS, SensitivityResult
+from core.models.sources import LoadedModel
+from core.progress import Progress
+from core.recipe import python_snippet, recipe_yaml
+from core.specs import CompressionSpec, spec_from_dict
+
+TARGET_KINDS = {
+    "size_mb": "model size at most this many MB (10^6 bytes, theoretical)",
+    "bits_per_weight": "average stored bits per weight at most this (LUTs and scales included)",
+    "max_drop": "top-1 accuracy at most this many points below the baseline (predicted)",
+}
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be built as asked; the message says why and what to try."""
+
+
+@dataclass(frozen=True)
+class RecipeTarget:
+    """What the recipe must meet: a size (MB or bits per weight) or a maximum accuracy drop in points."""
+
+    kind: str
+    value: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in TARGET_KINDS:
+            raise RecipeError(f"target kind must be one of {', '.join(TARGET_KINDS)}; got {self.kind!r}.")
+        if isinstance(self.value, bool) or not isinstance(self.value, int | float) or not math.isfinite(self.value):
+            raise RecipeError(f"target value must be a number; got {self.value!r}.")
+        if self.kind == "size_mb" and self.value <= 0:
+            raise RecipeError(f"size_mb must be positive; got {self.value}.")
+        if self.kind == "bits_per_weight" and not 0 < self.value <= 16:
+            raise RecipeError(f"bits_per_weight must be in (0, 16]; got {self.value}.")
+        if self.kind == "max_drop" and not 0 <= self.value <= 100:
+            raise RecipeError(f"max_drop is in accuracy points, between 0 and 100; got {self.value}.")
+
+    def describe(self) -> str:
+        return {"size_mb": f"≤ {self.value:g} MB", "bits_per_weight": f"≤ {self.value:g} bits/weight",
+                "max_drop": f"≤ {self.value:g} points below the baseline"}[self.kind]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the greedy path: per-layer settings, their spec and what the size model / fit predict."""
+
+    step: int
+    choices: tuple[tuple[str, str | None], ...]  # (layer, setting key or None = fp16), network order
+    spec: CompressionSpec
+    predicted_bytes: float  # whole model, theoretical (core.measure.size)
+    predicted_bits_per_weight: float  # stored bits of the weight layers ÷ their weights
+    predicted_snr_db: float  # combined output SNR (inf: nothing compressed)
+    predicted_drop: float | None  # fraction (0.004 = 0.4 points); None without labels
+
+    @property
+    def layer_settings(self) -> dict[str, str | None]:
+        return dict(self.choices)
+
+    def row(self) -> dict:
+        counts = Counter(SETTINGS[s].label if s else "fp16" for _, s in self.choices)
+        return {
+            "step": self.step, "predicted_mb": self.predicted_bytes / 1e6, "predicted_bits_per_weight": self.predicted_bits_per_weight,
+            "predicted_snr_db": self.predicted_snr_db,
+            "predicted_drop_pts": None if self.predicted_drop is None else self.predicted_drop * 100,
+            "layers": ", ".join(f"{n}× {label}" for label, n in counts.most_common()),
+        }
+
+
+# --------------------------------------------------------------------------- the greedy path
+
+
+def recipe_methods(sensitivity: SensitivityResult) -> list[str]:
+    """Methods a recipe can be built from (one method per recipe: a spec's overrides stay within its method)."""
+    return list(dict.fromkeys(SETTINGS[s].method for s in sensitivity.frame["setting"].unique()))
+
+
+def _noise(snr: float) -> float:
+    return 0.0 if snr == math.inf or (isinstance(snr, float) and math.isnan(snr)) else 10.0 ** (-snr / 10.0)
+
+
+def _isotonic_drop(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+    """(SNR, drop) knots of a non-increasing fit of top-1 drop against output SNR, or None without labels."""
+    data = frame[np.isfinite(frame["snr_db"].astype(float)) & frame["top1_change"].notna()]
+    if data.empty:
+        return None
+    data = data.sort_values("snr_db")
+    x = data["snr_db"].to_numpy(float)
+    y = -data["top1_change"].to_numpy(float)
+    # pool adjacent violators for a non-increasing sequence in x
+    blocks: list[list[float]] = []  # [sum, count, x_sum]
+    for xi, yi in zip(x, y, strict=True):
+        blocks.append([yi, 1.0, xi])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] < blocks[-1][0] / blocks[-1][1]:
+            s, c, xs = blocks.pop()
+            blocks[-1][0] += s
+            blocks[-1][1] += c
+            blocks[-1][2] += xs
+    knots_x = np.array([b[2] / b[1] for b in blocks])
+    knots_y = np.maximum(np.array([b[0] / b[1] for b in blocks]), 0.0)
+    return knots_x, knots_y
+
+
+def _predict_drop(fit: tuple[np.ndarray, np.ndarray] | None, snr: float) -> float | None:
+    if fit is None:
+        return None
+    if snr == math.inf:
+        return 0.0
+    x, y = fit
+    return float(np.interp(snr, x, y, left=y[0], right=y[-1]))
+
+
+def build_spec(*, method: str, choices: dict[str, str | None]) -> CompressionSpec:
+    """One spec of `method`: the most common setting as its base, the rest as per-layer overrides (exact names)."""
+    used = Counter(s for s in choices.values() if s is not None)
+    base_key = used.most_common(1)[0][0] if used else next(k for k, s in SETTINGS.items() if s.method == method)
+    overrides: dict[str, dict | None] = {}
+    for layer, key in choices.items():
+        if key != base_key:
+            overrides[f"^{re.escape(layer)}$"] = None if key is None else SETTINGS[key].layer_values
+    spec = spec_from_dict({**SETTINGS[base_key].spec, "workflow": "data_free", "weight_threshold": 0, "overrides": overrides})
+    assert isinstance(spec, CompressionSpec)
+    return spec
+
+
+def mixed_precision_candidates(
+    *, sensitivity: SensitivityResult, method: str | None = None, settings: tuple[str, ...] | None = None
+) -> list[Candidate]:
+    """The greedy path from all-fp16 to every layer at its smallest setting, one layer move per candidate.
+
+    `method` picks the family (default: palettize when probed, else the first probed method); `settings` limits
+    the settings used (default: every probed setting of that method).
+    """
+    frame = sensitivity.frame
+    methods = recipe_methods(sensitivity)
+    method = method or ("palettize" if "palettize" in methods else methods[0])
+    if method not in methods:
+        raise RecipeError(f"no probes of {method!r} in this sensitivity table; probed: {', '.join(methods)}.")
+    keys = [k for k in (settings or tuple(frame["setting"].unique())) if k in SETTINGS and SETTINGS[k].method == method]
+    probes = frame[frame["setting"].isin(keys) & frame["compressed"].astype(bool)]
+    if probes.empty:
+        raise RecipeError(f"no layer could be compressed with the chosen {method} settings.")
+    layers = frame.drop_duplicates("layer").sort_values("order")
+    fp16_bytes = dict(zip(layers["layer"], layers["layer_bytes_fp16"].astype(float), strict=True))
+    options: dict[str, list[tuple[str, float, float]]] = {}  # layer → [(setting, bytes, noise)]
+    for row in probes.itertuples(index=False):
+        options.setdefault(row.layer, []).append((row.setting, float(row.layer_bytes), _noise(float(row.snr_db))))
+    meta = sensitivity.meta
+    weight_params = float(meta["weight_params"])
+    other_bytes = (float(meta["float_params"]) - weight_params) * 2.0
+    fit = _isotonic_drop(frame[frame["setting"].isin(keys)]) if sensitivity.has_labels else None
+
+    current: dict[str, tuple[str | None, float, float]] = {name: (None, b, 0.0) for name, b in fp16_bytes.items()}
+    candidates: list[Candidate] = []
+
+    def snapshot() -> None:
+        layer_bytes = sum(b for _, b, _ in current.values())
+        noise = sum(n for _, _, n in current.values())
+        snr = math.inf if noise == 0 else -10.0 * math.log10(noise)
+        choices = {name: s for name, (s, _, _) in current.items()}
+        candidates.append(Candidate(
+            step=len(candidates), choices=tuple(choices.items()), spec=build_spec(method=method, choices=choices),
+            predicted_bytes=layer_bytes + other_bytes, predicted_bits_per_weight=layer_bytes * 8.0 / weight_params,
+            predicted_snr_db=snr, predicted_drop=_predict_drop(fit, snr),
+        ))
+
+    snapshot()
+    while True:
+        best: tuple[float, float, str, tuple[str, float, float]] | None = None
+        for name, opts in options.items():
+            _, now_bytes, now_noise = current[name]
+            for option in opts:
+                saved = now_bytes - option[1]
+                if saved <= 0:
+                    continue
+                cost = max(option[2] - now_noise, 0.0) / saved
+                if best is None or (cost, -saved) < (best[0], best[1]):
+                    best = (cost, -saved, name, option)
+        if best is None:
+            break
+        _, _, name, (key, size, noise) = best
+        current[name] = (key, size, noise)
+        snapshot()
+    return candidates
+
+
+def choose(*, candidates: list[Candidate], target: RecipeTarget) -> Candidate:
+    """The least-compressed candidate that meets a size target, or the smallest one within an accuracy drop."""
+    if not candidates:
+        raise RecipeError("no candidates: run the sensitivity analysis first.")
+    if target.kind == "max_drop":
+        if candidates[-1].predicted_drop is None:
+            raise RecipeError("a maximum accuracy drop needs labelled data; this sensitivity used synthetic inputs. "
+                              "Use a size target (MB or bits per weight) instead.")
+        within = [c for c in candidates[1:] if c.predicted_drop is not None and c.predicted_drop * 100 <= target.value]
+        if not within:
+            raise RecipeError(f"even the first step is predicted to lose more than {target.value:g} points; "
+                              "allow a larger drop or probe gentler settings (6 / 8 bits).")
+        return min(within, key=lambda c: (c.predicted_bytes, c.step))
+    if target.kind == "size_mb":
+        meets = [c for c in candidates if c.predicted_bytes <= target.value * 1e6]
+        smallest = f"{candidates[-1].predicted_bytes / 1e6:.3f} MB"
+    else:
+        meets = [c for c in candidates if c.predicted_bits_per_weight <= target.value]
+        smallest = f"{candidates[-1].predicted_bits_per_weight:.2f} bits/weight"
+    if not meets:
+        raise RecipeError(f"the target {target.describe()} is out of reach with these settings: the smallest "
+                          f"candidate is {smallest}. Add smaller settings (2-bit) or relax the target.")
+    return meets[0]
+
+
+def candidates_frame(candidates: list[Candidate]) -> pd.DataFrame:
+    return pd.DataFrame([c.row() for c in candidates])
+
+
+def recipe_layers_frame(candidate: Candidate, sensitivity: SensitivityResult) -> pd.DataFrame:
+    """Per layer: the chosen setting, its bytes and its probe SNR (network order)."""
+    frame = sensitivity.frame
+    rows = []
+    for layer, key in candidate.choices:
+        probe = frame[(frame["layer"] == layer) & (frame["setting"] == key)] if key else frame.iloc[0:0]
+        first = frame[frame["layer"] == layer].iloc[0]
+        rows.append({
+            "layer": layer, "setting": SETTINGS[key].label if key else "fp16 (uncompressed)", "params": int(first["params"]),
+            "bytes": float(probe["layer_bytes"].iloc[0]) if len(probe) else float(first["layer_bytes_fp16"]),
+            "probe_snr_db": float(probe["snr_db"].iloc[0]) if len(probe) else math.inf,
+        })
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- export and the real run
+
+
+def recipe_exports(*, candidate: Candidate, model: LoadedModel) -> dict[str, str]:
+    """The recipe three ways: the spec (YAML with per-layer overrides), the coremltools config, a Python snippet."""
+    from core.specs import spec_to_yaml
+
+    return {
+        "spec_yaml": spec_to_yaml(candidate.spec),
+        "coremltools_yaml": recipe_yaml(candidate.spec, module=model.module),
+        "python": python_snippet(spec=candidate.spec, source_id=model.source_id),
+    }
+
+
+def run_recipe(
+    *,
+    store,
+    model: LoadedModel,
+    dataset: Dataset | None,
+    candidate: Candidate,
+    sensitivity: SensitivityResult,
+    options: ExperimentOptions | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Run the recipe as a real experiment (real .mlpackage) and save it; returns predicted vs measured."""
+    from core.runs import run_and_save
+
+    origin = recipe_origin(candidate=candidate, sensitivity=sensitivity)
+
+    def finalize(record: dict, _seconds: float) -> None:
+        record["origin"] = origin
+
+    record = run_and_save(store=store, model=model, spec=candidate.spec, dataset=dataset, options=options,
+                          progress=progress, staging_prefix="recipe_", finalize=finalize)
+    return compare_prediction(candidate=candidate, record=record)
+
+
+def recipe_origin(*, candidate: Candidate, sensitivity: SensitivityResult) -> dict:
+    """The lineage of a recipe run (core.jobs.origins): the sensitivity table it came from and its step."""
+    return {"kind": "recipe", "id": str(sensitivity.meta.get("key")), "parent_experiment_id": None,
+            "label": f"mixed precision step {candidate.step}"}
+
+
+def search_candidates(
+    *, model_source_id: str, max_drop_pts: float, objective: str = "size", records: list | None = None, home=None,
+    limit: int = 3,
+) -> list[dict]:
+    """Spec dicts for the budget search: the smallest candidates predicted within `max_drop_pts`, from the newest
+    labelled sensitivity table cached for this model. Raises RecipeError when there is none."""
+    del objective, records  # the recipe minimises size; the search measures what it runs
+    from core.explore.sensitivity import cached_results
+
+    tables = [r for r in cached_results(cache_root=home_cache(home)) if r.meta.get("model") == model_source_id and r.has_labels]
+    if not tables:
+        raise RecipeError(f"no labelled sensitivity table for {model_source_id}; run `sensitivity --model {model_source_id}` first.")
+    candidates = mixed_precision_candidates(sensitivity=tables[0])
+    within = [c for c in candidates[1:] if c.predicted_drop is not None and c.predicted_drop * 100 <= max_drop_pts]
+    within.sort(key=lambda c: c.predicted_bytes)
+    return [c.spec.to_dict() for c in within[:limit]]
+
+
+def home_cache(home) -> Path | None:
+    from core.paths import cache_dir
+
+    return None if home is None else cache_dir(Path(home))
+
+
+def compare_prediction(*, candidate: Candidate, record: dict) -> dict:
+    """Predicted (size model, SNR fit) against what the real experiment measured."""
+    size = record.get("size_bytes")
+    top1, base = record.get("accuracy_top1"), record.get("baseline_accuracy_top1")
+    measured_drop = (base - top1) if isinstance(top1, int | float) and isinstance(base, int | float) else None
+    return {
+        "experiment_id": record.get("id"),
+        "step": candidate.step,
+        "predicted_bytes": candidate.predicted_bytes,
+        "measured_bytes": size,
+        "size_ratio": (size / candidate.predicted_bytes) if size else None,
+        "theoretical_bytes": record.get("theoretical_size_bytes"),
+        "predicted_snr_db": candidate.predicted_snr_db,
+        "measured_snr_db": record.get("output_snr_db"),
+        "predicted_drop": candidate.predicted_drop,
+        "measured_drop": measured_drop,
+        "bits_per_weight": record.get("bits_per_weight"),
+        "artifact_path": record.get("artifact_path"),
+    }
+
+
+def candidate_by_step(candidates: list[Candidate], step: int) -> Candidate:
+    for c in candidates:
+        if c.step == step:
+            return c
+    raise RecipeError(f"no candidate at step {step}.")
+
+
+__all__ = [
+    "TARGET_KINDS",
+    "Candidate",
+    "RecipeError",
+    "RecipeTarget",
+    "build_spec",
+    "candidates_frame",
+    "choose",
+    "compare_prediction",
+    "mixed_precision_candidates",
+    "recipe_exports",
+    "recipe_layers_frame",
+    "recipe_methods",
+    "recipe_origin",
+    "run_recipe",
+    "search_candidates",
+]

@@ -1,0 +1,46 @@
+"""`python -m core.cli sweep | search`: plans, clear refusals, a real one-config sweep and a search that reuses it."""
+
+from __future__ import annotations
+
+from core.cli import main
+from core.store import ExperimentStore
+
+
+def test_dry_run_prints_the_plan_with_layer_limits(home, capsys) -> None:
+    grid = '{"methods": ["palettize"], "palettize_bits": [4], "palettize_group_sizes": [16]}'
+    assert main(["sweep", "--model", "sample:fashion_cnn", "--grid", grid, "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert "custom grid: 2 config(s), 2 runnable on fashion_cnn" in err and "estimated" in err
+    assert "layer classifier.4 stays uncompressed — output channels (10) not divisible by group_size 16" in err
+
+
+def test_bad_input_exits_2_naming_the_field(home, capsys) -> None:
+    assert main(["sweep", "--model", "sample:fashion_cnn", "--grid", '{"methods": ["palettize"], '
+                 '"palettize_bits": [5]}']) == 2
+    assert "error: palettize_bits: 5 bits is not a palettization width" in capsys.readouterr().err
+    assert main(["sweep", "--model", "sample:fashion_cnn", "--preset", "all of them"]) == 2
+    assert "error: preset: unknown preset 'all of them'" in capsys.readouterr().err
+    assert main(["sweep", "--model", "sample:fashion_cnn"]) == 2
+    assert "--preset / --grid: give exactly one" in capsys.readouterr().err
+    assert main(["search", "--model", "sample:fashion_cnn", "--max-drop", "-3"]) == 2
+    assert "error: max_drop_pts must be" in capsys.readouterr().err
+
+
+def test_sweep_then_search_write_to_the_store_and_print_tables(home, capsys) -> None:
+    fast = ["--eval-limit", "100", "--no-latency", "--no-export", "--data", "bundled", "--quiet", "--workers", "1"]
+    grid = '[{"method": "quantize_weights"}]'
+    assert main(["sweep", "--model", "sample:fashion_cnn", "--grid", grid, *fast]) == 0
+    out = capsys.readouterr().out
+    assert "sweep #1" in out and "weights int8 per-channel symmetric" in out and " done " in out
+    [record] = ExperimentStore(home).list()
+    assert record["origin"]["kind"] == "sweep" and record["origin"]["id"] == 1
+
+    # The search runs only the config the model lacks (palettize 8-bit), tagged as the search's, then answers.
+    grid = '[{"method": "quantize_weights"}, {"method": "palettize", "n_bits": 8}]'
+    assert main(["search", "--model", "sample:fashion_cnn", "--max-drop", "5", "--no-refine", "--grid", grid,
+                 *fast]) == 0
+    out = capsys.readouterr().out
+    assert "smallest within 5 points" in out and "smaller than fp32 (theoretical size)" in out
+    searched = [r for r in ExperimentStore(home).list() if r["origin"]["kind"] == "search"]
+    assert [r["spec_summary"] for r in searched] == ["palettize 8-bit (data_free)"]
+    assert "#1" in out and "#2" in out  # both candidates in the printed table
