@@ -126,22 +126,28 @@ RUN_BUTTONS = ("Fine-tune ", "Compress, export and read back")
 
 
 def run_if_offered(page, *, timeout: float = 600_000) -> float | None:
-    """Click a lesson's run button (fine-tuning, export) when it is shown; seconds until its chart is drawn."""
+    """Click a lesson's run button (fine-tuning, export) when it is shown; seconds until the run has finished
+    (its button gives way to the result)."""
     for prefix in RUN_BUTTONS:
         button = page.get_by_role("button").filter(has_text=prefix)
         if button.count():
-            charts = page.locator(".js-plotly-plot").count()
             started = time.perf_counter()
             button.first.click()
-            page.wait_for_function("n => document.querySelectorAll('.js-plotly-plot').length > n", arg=charts,
-                                   timeout=timeout)
+            page.wait_for_function(
+                "p => { const busy = document.querySelector('[data-testid=\"stStatusWidget\"]');"
+                " if (busy && busy.innerText.includes('Running')) return false;"
+                " const shown = Array.from(document.querySelectorAll('[data-testid=\"stButton\"] button'))"
+                ".some(b => b.innerText.includes(p));"
+                " return !shown; }",
+                arg=prefix, timeout=timeout, polling=250,
+            )
             wait_idle(page, timeout)
             return time.perf_counter() - started
     return None
 
 
 def timed_move(page, label: str, key: str, *, timeout: float = 180_000) -> float:
-    """Press `key` on a slider; seconds until the metric row shows new values and the run has finished."""
+    """Press `key` on a slider; seconds until the page shows new numbers or charts and the run has finished."""
     thumb = slider_thumb(page, label)
     thumb.focus()
     before = metrics_text(page)
@@ -149,7 +155,10 @@ def timed_move(page, label: str, key: str, *, timeout: float = 180_000) -> float
     thumb.press(key)
     page.wait_for_function(
         "b => { const m = Array.from(document.querySelectorAll('[data-testid=\"stMetricValue\"]'))"
-        ".map(e => e.innerText).join('|'); const s = document.querySelector('[data-testid=\"stStatusWidget\"]');"
+        ".map(e => e.innerText).join('|') + '#' + Array.from(document.querySelectorAll('.js-plotly-plot'))"
+        ".map(p => (p.layout && p.layout.title && p.layout.title.text) || '').join('|') + '#'"
+        " + Array.from(document.querySelectorAll('[data-testid=\"stButton\"] button')).map(b => b.innerText).join('|');"
+        " const s = document.querySelector('[data-testid=\"stStatusWidget\"]');"
         " return m !== b && (!s || !s.innerText.includes('Running')); }",
         arg=before, timeout=timeout, polling="raf",
     )

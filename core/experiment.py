@@ -111,25 +111,7 @@ def run_experiment(
         # Compress first: a spec the engine refuses fails at once, before minutes of baseline evaluation.
         with run.clock("compress"):
             result = _compress(run, progress.sub(0.0, 0.5))
-        if _export_in_background(run, result):
-            # Core ML conversion is mostly single-threaded Python; evaluation is multi-threaded torch: side by side
-            # they use the cores better. Both end before latency is timed.
-            progress.update(0.5, "Core ML export started on a helper thread")
-            exports = _Background(lambda: _exports(run, result, None, None))
-            try:
-                base_eval = _evaluate_baseline(run, progress.sub(0.5, 0.55))
-                cand_eval = _evaluate_candidate(run, result, progress.sub(0.70, 0.79))
-            except BaseException:
-                exports.wait()  # nothing may still write into the folder the clean-up empties
-                raise
-            progress.update(0.795, "Waiting for the Core ML export")
-            with run.clock("export_wait"):
-                artifact, fp16, export_notes = exports.result()
-        else:
-            base_eval = _evaluate_baseline(run, progress.sub(0.5, 0.55))
-            artifact, fp16, export_notes = _exports(run, result, progress.sub(0.55, 0.66), progress.sub(0.66, 0.70))
-            cand_eval = _evaluate_candidate(run, result, progress.sub(0.70, 0.80))
-        run.notes += [n for n in export_notes if n not in run.notes]
+        artifact, fp16, base_eval, cand_eval = _export_and_evaluate(run, result, progress)
         quality = _compare_outputs(run, base_eval, cand_eval)
         speed, timed_artifact = _measure_speed(run, result, artifact, progress.sub(0.80, 0.97))
         with run.clock("weights"):
@@ -198,26 +180,71 @@ class _Background:
         return self._value
 
 
-def _export_in_background(run: _Run, result: CompressionResult) -> bool:
-    """Only float results go to the helper thread: an int8 module's TorchScript trace needs the quantized engine,
-    which is process-wide and set by the evaluation on the main thread."""
-    return run.options.overlap_export and run.options.export and not result.runs_int8_kernels and _engine(run, result) is None
+def _export_and_evaluate(
+    run: _Run, result: CompressionResult, progress: Progress
+) -> tuple[Artifact, tuple[int, str], Evaluation, Evaluation]:
+    """The artifact, the fp16 baseline package size, and the logits of the baseline and the candidate.
+
+    Core ML conversion is mostly single-threaded Python and evaluation multi-threaded torch, so by default the
+    exports run on a helper thread beside the evaluations (``options.overlap_export``); both are over before the
+    caller times latency.
+    """
+    options = run.options
+    if not (options.overlap_export and options.export):
+        base_eval = _evaluate_baseline(run, progress.sub(0.5, 0.55))
+        artifact, fp16, notes = _exports(run, result, progress.sub(0.55, 0.66), progress.sub(0.66, 0.70))
+        cand_eval = _evaluate_candidate(run, result, progress.sub(0.70, 0.80))
+    else:
+        in_background = _artifact_in_background(run, result)
+        early = None if in_background else _exports(run, result, None, None, fp16=False)
+        what = "Core ML export" if in_background else "fp16 baseline package"
+        progress.update(0.5, f"{what} started on a helper thread")
+        exports = _Background(lambda: _exports(run, result, None, None, artifact=in_background))
+        try:
+            base_eval = _evaluate_baseline(run, progress.sub(0.5, 0.55))
+            cand_eval = _evaluate_candidate(run, result, progress.sub(0.70, 0.79))
+        except BaseException:
+            exports.wait()  # nothing may still write into the folder the clean-up empties
+            raise
+        progress.update(0.795, f"Waiting for the {what}")
+        with run.clock("export_wait"):
+            artifact, fp16, notes = exports.result()
+        if early is not None:
+            artifact, notes = early[0], early[2] + notes
+    run.notes += [n for n in notes if n not in run.notes]
+    return artifact, fp16, base_eval, cand_eval
+
+
+def _artifact_in_background(run: _Run, result: CompressionResult) -> bool:
+    """Only a float result's artifact is written on the helper thread: an int8 module's TorchScript trace needs the
+    quantized engine, which is process-wide and switched by the candidate's evaluation on the main thread (so it is
+    traced first, before the helper starts; the fp16 baseline package is a float model and goes to the helper)."""
+    return not result.runs_int8_kernels and _engine(run, result) is None
 
 
 def _exports(
-    run: _Run, result: CompressionResult, progress: Progress | None, fp16_progress: Progress | None
-) -> tuple[Artifact, tuple[int, str], list[str]]:
+    run: _Run,
+    result: CompressionResult,
+    progress: Progress | None,
+    fp16_progress: Progress | None,
+    *,
+    artifact: bool = True,
+    fp16: bool = True,
+) -> tuple[Artifact, tuple[int, str] | None, list[str]]:
     """The artifact and the fp16 baseline package size (exported once per model weights); the notes they left.
 
     Phases "export" (the artifact) and "fp16_baseline" (≈0 once the package is cached); on the helper thread they
-    overlap the evaluation phases.
+    overlap the evaluation phases. Never two at once: both capture the process-wide stdout / warnings.
     """
     notes: list[str] = []
-    with run.clock("export"):
-        artifact = _export(run, result, as_progress(progress), notes)
-    with run.clock("fp16_baseline"):
-        fp16 = fp16_baseline_size(model=run.model, options=run.options, progress=fp16_progress, notes=notes)
-    return artifact, fp16, notes
+    exported, size = Artifact(), None
+    if artifact:
+        with run.clock("export"):
+            exported = _export(run, result, as_progress(progress), notes)
+    if fp16:
+        with run.clock("fp16_baseline"):
+            size = fp16_baseline_size(model=run.model, options=run.options, progress=fp16_progress, notes=notes)
+    return exported, size, notes
 
 
 def _evaluate_baseline(run: _Run, progress: Progress) -> Evaluation:

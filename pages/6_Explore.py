@@ -30,7 +30,7 @@ def _other_helper_tab(name: str) -> None:
     if render is None:
         st.info("Coming soon.", icon=":material/construction:")
         return
-    render()
+    render(model=model, dataset=dataset)
 
 
 sweep_tab, sensitivity_tab, mixed_tab, search_tab, lineage_tab = st.tabs(

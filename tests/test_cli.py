@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -200,3 +202,27 @@ def test_a_failed_job_is_one_line_and_the_ray_executor_without_a_cluster_names_t
                  COMPRESSION_STUDIO_EXECUTOR="ray", COMPRESSION_STUDIO_RAY_ADDRESS=address)
     assert_one_line_error(result, f"no Ray cluster is reachable at {address}", "ray start --head")
     assert len(JobQueue(home=tmp_path).list()) == 2  # nothing was queued for a cluster that is not there
+
+
+def test_ctrl_c_cancels_the_running_job_and_saves_nothing(tmp_path: Path) -> None:
+    from core.store import ExperimentStore
+
+    command = [sys.executable, "-m", "core.cli", "run", "--model", "sample:fashion_cnn", "--spec",
+               '{"method": "torch_dynamic"}', "--eval-limit", "100"]  # int8 kernels: latency timed in full (seconds)
+    env = {**os.environ, "COMPRESSION_STUDIO_HOME": str(tmp_path), "PYTHONPATH": str(ROOT),
+           "COMPRESSION_STUDIO_TIMING_LOCK": str(tmp_path / "timing.lock"), "COMPRESSION_STUDIO_WORKER_IDLE": "5"}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        queue = JobQueue(home=tmp_path)
+        deadline = time.monotonic() + 180
+        while not any(j.message.startswith("Latency") for j in queue.list()):
+            assert time.monotonic() < deadline and process.poll() is None, "the job never reached its latency phase"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "cancelled: no record or artifact was written." in stderr and "Traceback" not in stderr
+    [job] = queue.list()
+    assert job.state == "cancelled" and ExperimentStore(tmp_path).count() == 0

@@ -109,3 +109,31 @@ def test_finalize_fills_fields_before_the_save_and_staging_is_named(store: Exper
                           options=_options(store), staging_prefix="job7_", finalize=finalize)
     assert len(folders) == 1 and folders[0].startswith("job7_")
     assert record["job_id"] == 7 and store.get(record["id"])["phase_seconds"]["run"] > 0
+
+
+def test_an_export_that_fails_on_the_helper_thread_fails_the_run_and_saves_nothing(store: ExperimentStore) -> None:
+    import torch
+    from torch import nn
+
+    from core.export import ExportError
+    from core.models.sources import LoadedModel
+
+    class Unconvertible(nn.Module):  # Core ML has no conversion for this op: the export (helper thread) fails
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(64, 64)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.special.bessel_j0(self.fc(x.flatten(1)))
+
+    model = LoadedModel(
+        source_id="test:unconvertible", label="unconvertible (random)", module=Unconvertible().eval(),
+        architecture="unconvertible", input_shape=(1, 8, 8), mean=(0.5,), std=(0.5,), num_classes=64, dataset=None,
+        accuracy_meaningful=False, weights_note="random initialisation — accuracy numbers are meaningless",
+    )
+    seen: list[str] = []
+    with pytest.raises(ExportError, match="special_bessel_j0"):
+        run_and_save(store=store, model=model, spec=PalettizeSpec(n_bits=4), dataset=None, options=_options(store),
+                     progress=Progress(lambda f, m: seen.append(m)))
+    assert "Core ML export started on a helper thread" in seen  # it really ran beside the evaluation
+    _nothing_left(store)

@@ -507,14 +507,6 @@ def run_sensitivity(
     return SensitivityResult(frame=frame, meta=meta, folder=folder)
 
 
-def sorted_table(frame: pd.DataFrame, *, by: str = "snr_db") -> pd.DataFrame:
-    """The probes, most damaging first: lowest output SNR (or largest top-1 loss) at the top."""
-    if frame.empty:
-        return frame
-    ascending = True
-    return frame.sort_values([by, "order"], ascending=[ascending, True], kind="stable").reset_index(drop=True)
-
-
 def parse_settings(text: str | None) -> tuple[str, ...]:
     """'pal2,pal4,int8' → ('pal2', 'pal4', 'int8'); the CLI's --settings."""
     if not text:

@@ -31,18 +31,19 @@ METRICS = {
 
 
 def _cell_values(frame: pd.DataFrame, metric: str) -> pd.Series:
+    """Colour values: top-1 change in points; SNR / PSNR clipped to [0, SNR_CAP_DB] (∞ = unchanged → the cap)."""
     values = frame[metric].astype(float)
     if metric == "top1_change":
         return values * 100.0
-    return values.clip(upper=SNR_CAP_DB).where(np.isfinite(values) | (values > 0), np.nan).fillna(SNR_CAP_DB)
+    return values.clip(lower=0.0, upper=SNR_CAP_DB)
 
 
 def _cell_text(value: float, metric: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or math.isnan(value):
         return ""
     if metric == "top1_change":
-        return f"{value:+.1f}"
-    return "∞" if value >= SNR_CAP_DB else f"{value:.0f}"
+        return f"{value * 100:+.1f}"
+    return "∞" if math.isinf(value) and value > 0 else f"{value:.0f}"
 
 
 def sensitivity_heatmap_figure(frame: pd.DataFrame, *, metric: str = "snr_db", title: str | None = None) -> go.Figure:
@@ -57,23 +58,28 @@ def sensitivity_heatmap_figure(frame: pd.DataFrame, *, metric: str = "snr_db", t
     settings = list(dict.fromkeys(frame["setting"]))
     labels = dict(zip(frame["setting"], frame["setting_label"], strict=False))
     x_labels = [labels[s] for s in settings]
-    grid = frame.assign(value=_cell_values(frame, metric)).pivot(index="layer", columns="setting", values="value")
-    grid = grid.reindex(index=layer_names, columns=settings)
-    z = grid.to_numpy(dtype=float)
-    text = [[_cell_text(v, metric) for v in row] for row in z]
+    def grid(values: pd.Series) -> np.ndarray:
+        table = frame.assign(value=values).pivot(index="layer", columns="setting", values="value")
+        return table.reindex(index=layer_names, columns=settings).to_numpy(dtype=float)
+
+    z = grid(_cell_values(frame, metric))
+    text = [[_cell_text(v, metric) for v in row] for row in grid(frame[metric].astype(float))]
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, column_widths=[0.78, 0.22], horizontal_spacing=0.02)
     heat = {"colorscale": "RdBu", "zmid": 0.0} if metric == "top1_change" else {"colorscale": "Viridis", "zmin": 0.0, "zmax": SNR_CAP_DB}
     fig.add_trace(go.Heatmap(
         z=z, x=x_labels, y=layer_names, text=text, texttemplate="%{text}", name=metric,
         colorbar={"title": {"text": "pts" if metric == "top1_change" else "dB"}, "x": -0.12, "len": 0.8}, **heat,
-        hovertemplate="%{y}<br>%{x}: %{text}<extra></extra>",
+        hoverinfo="skip",  # the markers on top carry the hover text and the clicks
     ), row=1, col=1)
     xs = [labels[s] for s in settings for _ in layer_names]
     ys = [name for _ in settings for name in layer_names]
     custom = [[name, s] for s in settings for name in layer_names]
+    cell_text = [text[layer_names.index(name)][settings.index(s)] for s in settings for name in layer_names]
+    # transparent but present: "skip" would also swallow the click events the selection needs
     fig.add_trace(go.Scatter(
-        x=xs, y=ys, customdata=custom, mode="markers", name="select a cell", showlegend=False,
-        marker={"symbol": "square", "size": 18, "color": "rgba(0,0,0,0)"}, hoverinfo="skip",
+        x=xs, y=ys, customdata=custom, text=cell_text, mode="markers", name="select a cell", showlegend=False,
+        marker={"symbol": "square", "size": 22, "color": "rgba(0,0,0,0)"},
+        hovertemplate="%{y}<br>%{x}: %{text}<br>click for the weight histogram<extra></extra>",
     ), row=1, col=1)
     fig.add_trace(go.Bar(
         x=layers["layer_share"].astype(float) * 100.0, y=layer_names, orientation="h", name="share of model bytes",
@@ -81,7 +87,7 @@ def sensitivity_heatmap_figure(frame: pd.DataFrame, *, metric: str = "snr_db", t
         hovertemplate="%{y}: %{x:.1f} % of the fp16 model's bytes<extra></extra>",
     ), row=1, col=2)
     fig.update_layout(template=charts.NEUTRAL_TEMPLATE, title=charts._title(title),
-                      height=max(320, 120 + 28 * len(layer_names)), clickmode="event+select", dragmode=False)
+                      height=max(320, 120 + 28 * len(layer_names)), clickmode="event+select")
     fig.update_yaxes(autorange="reversed", row=1, col=1)
     fig.update_xaxes(title_text="setting (this layer only)", side="bottom", row=1, col=1)
     fig.update_xaxes(title_text="% of model bytes", row=1, col=2)

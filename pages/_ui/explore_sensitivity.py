@@ -10,10 +10,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from core.data import Dataset
 from core.explore import mixed_precision as mp
 from core.explore import sensitivity as sens
 from core.explore import sensitivity_charts as charts
-from core.data import Dataset
 from core.formatting import fmt_mb, fmt_num
 from core.models.sources import LoadedModel
 from pages._ui import run_client

@@ -192,6 +192,7 @@ def _live_results(*, sweep_id: int, model: LoadedModel, was_running: bool) -> No
         st.caption("Sizes of configs run without an exported artifact are the per-layer theoretical bytes.")
     table = frame[list(RESULT_COLUMNS)].rename(columns=RESULT_COLUMNS)
     table["size"] = table["size"].map(fmt_bytes)
+    table["note"] = table["note"].fillna("")
     st.dataframe(table, hide_index=True, key="explore.results", column_config={
         "progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0),
         "top-1": st.column_config.NumberColumn(format="percent"),

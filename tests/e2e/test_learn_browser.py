@@ -40,6 +40,9 @@ LESSONS = (  # title, a slider that changes numbers or a chart title, the key th
 )
 
 
+MAIN = '[data-testid="stMain"]'
+
+
 def _chart_names(page) -> list[list[str]]:
     return page.evaluate(
         "() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(p => (p.data || []).map(t => t.name))"
@@ -58,7 +61,9 @@ def _walk(page, where: str) -> None:
         names = _chart_names(page)
         assert names and all(names), f"{where} {title}: empty chart"
         assert page.get_by_text("Try this:").count() == 1, f"{where} {title}: no prompt"
-        assert page.get_by_role("button").filter(has_text="Open Compress with this setting").count() == 1
+        shown = page.inner_text(MAIN)[-1500:]
+        assert page.get_by_role("button").filter(has_text="Open Compress with this setting").count() == 1, (
+            f"{where} {title}: no Compress button; the page ends with: {shown}")
         _assert_no_exception(page, f"{where} {title}")
 
 
