@@ -1,4 +1,4 @@
-"""Table 1: fashion_resnet under seed 000's configurations plus PyTorch int8, every number measured end to end.
+"""Table 1: fashion_resnet under the configurations of coremltools' ResNet50 guide plus PyTorch int8, every number measured end to end.
 
 Each row is one `run_experiment` (compress → real artifact → full test set → A/B latency vs fp32 in one process).
 """
@@ -21,7 +21,7 @@ from core.specs import spec_from_dict
 
 MODEL = "sample:fashion_resnet"
 
-# Seed 000 (ResNet50 scenarios 1 and 2), on our own ResNet-style sample; then the PyTorch int8 paths (seed 002).
+# coremltools' ResNet50 guide (scenarios 1 and 2) on our own ResNet-style sample; then the PyTorch int8 paths.
 CONFIGS: list[tuple[str, dict]] = [
     ("palettize 8-bit", {"method": "palettize", "n_bits": 8}),
     ("palettize 6-bit", {"method": "palettize", "n_bits": 6}),

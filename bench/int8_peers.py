@@ -427,7 +427,7 @@ def _p50(run: ModelRun, name: str) -> float | None:
     return row["p50_ms"] if isinstance(row, dict) else None
 
 
-def target_line(run: ModelRun, features) -> tuple[str, bool | None]:
+def target_line(run: ModelRun, features, *, load: float | None = None) -> tuple[str, bool | None]:
     """'target <model>: …' with met / not met, by how much and why."""
     product = _p50(run, PRODUCT)
     peers = {name: _p50(run, name) for name in INT8_PEERS if _p50(run, name) is not None}
@@ -444,7 +444,7 @@ def target_line(run: ModelRun, features) -> tuple[str, bool | None]:
     )
     if product <= bound:
         return f"{head}: MET" + (f", {fmt_ratio(1 / ratio)} faster than the peer" if ratio < 1 else "") + ".", True
-    return f"{head}: NOT MET by {fmt_ms(product - bound)} ({(ratio / TARGET - 1):.0%} over). Why: {_why(run, best_name, features)}", False
+    return f"{head}: NOT MET by {fmt_ms(product - bound)} ({(ratio / TARGET - 1):.0%} over). Why: {_why(run, best_name, features, load)}", False
 
 
 def hardware_rules_out(features) -> str | None:
@@ -457,9 +457,16 @@ def hardware_rules_out(features) -> str | None:
     return None
 
 
-def _why(run: ModelRun, best_peer: str, features) -> str:
+def _why(run: ModelRun, best_peer: str, features, load: float | None = None) -> str:
     """Reasons read off this run's own numbers: how much of the gap is the runtime, how much int8, and the graph."""
     reasons = []
+    cores = os.cpu_count() or 1
+    if load is not None and load > cores:
+        reasons.append(
+            f"the machine was oversubscribed (load average {load:.1f} on {cores} cores): PyTorch's OpenMP threads wait "
+            "at a barrier whenever one of them is descheduled, which inflates PyTorch's times (fp32 and int8) far more "
+            "than ONNX Runtime's or OpenVINO's own thread pools; rerun on a quiet machine before reading the gap"
+        )
     eager, product = _p50(run, EAGER), _p50(run, PRODUCT)
     family_fp32 = OV_FP32 if best_peer == OV_INT8 else ORT_FP32
     peer_fp32, peer_int8 = _p50(run, family_fp32), _p50(run, best_peer)
@@ -579,14 +586,22 @@ def run_int8_peers(
         ("vs_eager", "vs PyTorch fp32 eager"), ("snr", "SNR vs fp32"), ("n", "repeats"), ("note", "note"),
     ]
     title = f"Table 2 — int8 peers, batch 1, {threads} threads, one process, interleaved turns, median"
-    lines = [cpu_line(features), ", ".join(f"{k} {v}" for k, v in versions.items()), "", format_table(rows, columns, title=title), ""]
+    end_load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    busy = (
+        f"load average {load:.1f} at start, {end_load:.1f} at the end, on {os.cpu_count()} cores"
+        if load is not None and end_load is not None else "load average unknown"
+    )
+    lines = [
+        cpu_line(features), ", ".join(f"{k} {v}" for k, v in versions.items()) + f"; {busy}", "",
+        format_table(rows, columns, title=title), "",
+    ]
     lines.append("  ◀ = the product's torch_static (automatic int8 form). SNR = output SNR against PyTorch fp32 eager "
                  "(random-weight models give near-zero logits, so a low SNR there says little).")
     for run in runs:
         lines.append(_forms_table(run))
     lines.append("")
     for run in runs:
-        text, ok = target_line(run, features)
+        text, ok = target_line(run, features, load=load)
         targets.append({"model": run.name, "met": ok, "text": text})
         lines.append(text)
     excuse = hardware_rules_out(features)

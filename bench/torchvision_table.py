@@ -100,7 +100,7 @@ def run_torchvision_table(*, out_dir: Path, threads: int, quick: bool, log=print
         notes: list[str] = []
         with captured_library_output(notes):
             result = compress(
-                model=model, spec=TorchStaticSpec(calibration_samples=CALIBRATION_SAMPLES, backend="x86"), dataset=None
+                model=model, spec=TorchStaticSpec(calibration_samples=CALIBRATION_SAMPLES, backend="x86", engine="x86", graph="graph_module"), dataset=None
             )
         engine = getattr(result, "quantized_engine", None) or "x86"
         workdir = Path(tempfile.mkdtemp(prefix=f"cs_bench_{arch}_"))

@@ -317,7 +317,7 @@ def _compare_outputs(run: _Run, baseline: Evaluation, candidate: Evaluation) -> 
 
 def _theoretical(*, model: LoadedModel, result: CompressionResult, artifact_kind: str | None) -> SizeEstimate:
     if result.runs_int8_kernels or artifact_kind == "torchscript":
-        return module_payload_size(result.module)
+        return module_payload_size(result.payload_module or result.module)  # a frozen form keeps no state_dict
     return theoretical_size(layers=result.layers, total_float_params=float_param_count(model.module), fmt=COREML_FORMAT)
 
 

@@ -44,7 +44,7 @@ if model is None:
 
 model_layers = weight_layers(model.module)
 layer_names = list(model_layers)
-current_id: int | None = st.session_state.get(run_client.CURRENT_JOB_KEY)
+current_id: int | None = run_client.current_job_id()
 current_job = run_client.get_job(current_id) if current_id is not None else None
 busy = current_job is not None and not current_job.finished
 

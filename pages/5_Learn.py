@@ -548,6 +548,7 @@ def lesson_finetune() -> None:
                                   expanded=False)
                 if run is not None:
                     runs[setting] = run
+                    st.rerun()  # redraw without the button, with the loss curve
         if run is not None:
             st.plotly_chart(figures.loss_curve_figure(
                 losses=run.losses, float_losses=run.float_losses,
@@ -584,6 +585,24 @@ def _bytes_spec(method: str, level: Any) -> Any:
     if method == "quantize_weights":
         return QuantizeWeightsSpec(dtype=str(level))
     return PruneSpec(target_sparsity=float(level))
+
+
+def _bytes_numbers(made: Any) -> None:
+    """The exported package's numbers and its list of stored tensors."""
+    artifact = made.artifact
+    metrics([
+        ("On disk", f"{artifact.total_bytes / 1e6:.3f} MB", "Every file of the exported .mlpackage."),
+        ("Size model", f"{made.theory.total_bytes / 1e6:.3f} MB", "core.measure.size: indices, LUTs, scales, masks, fp16."),
+        ("Tensor data", f"{artifact.data_bytes / 1e6:.3f} MB", "Sum of the blob sizes recorded in weight.bin's headers."),
+        ("Overhead", f"{(artifact.total_bytes - artifact.data_bytes) / 1e3:.1f} kB",
+         "Blob headers, alignment, the program description and the manifest."),
+        ("vs fp16", f"{artifact.total_bytes / made.fp16_bytes:.2f}×", "File size ÷ every float of the model at 2 bytes."),
+    ])
+    with st.expander(f"The {len(artifact.blobs)} tensors stored in weight.bin"):
+        st.dataframe([{"tensor": b.name, "kind": b.kind, "read by": b.consumer, "bytes": b.data_bytes}
+                      for b in artifact.blobs], hide_index=True, width="stretch")
+    st.caption(f"{made.compressed_layers} of {made.layers} weight layers compressed by core.compress (as the Compress "
+               "page), exported by core.export, read back with coremltools' load_spec and the blob headers.")
 
 
 def lesson_bytes() -> None:
@@ -632,28 +651,15 @@ def lesson_bytes() -> None:
                                   expanded=False)
                 if made is not None:
                     exports[key] = made
+                    st.rerun()  # redraw without the button, with the check
         if made is not None:
             st.plotly_chart(figures.bytes_check_figure(
                 rows=made.rows(), program_bytes=made.artifact.program_bytes,
                 blob_overhead_bytes=made.artifact.blob_overhead_bytes,
                 title=f"{model.label} · {spec.summary()}: the size model vs the exported file"),
                 key="learn.l7.bytes", config=CHART_CONFIG)
-    if made is None:
-        return
-    artifact = made.artifact
-    metrics([
-        ("On disk", f"{artifact.total_bytes / 1e6:.3f} MB", "Every file of the exported .mlpackage."),
-        ("Size model", f"{made.theory.total_bytes / 1e6:.3f} MB", "core.measure.size: indices, LUTs, scales, masks, fp16."),
-        ("Tensor data", f"{artifact.data_bytes / 1e6:.3f} MB", "Sum of the blob sizes recorded in weight.bin's headers."),
-        ("Overhead", f"{(artifact.total_bytes - artifact.data_bytes) / 1e3:.1f} kB",
-         "Blob headers, alignment, the program description and the manifest."),
-        ("vs fp16", f"{artifact.total_bytes / made.fp16_bytes:.2f}×", "File size ÷ every float of the model at 2 bytes."),
-    ])
-    with st.expander(f"The {len(artifact.blobs)} tensors stored in weight.bin"):
-        st.dataframe([{"tensor": b.name, "kind": b.kind, "read by": b.consumer, "bytes": b.data_bytes}
-                      for b in artifact.blobs], hide_index=True, width="stretch")
-    st.caption(f"{made.compressed_layers} of {made.layers} weight layers compressed by core.compress (as the Compress "
-               "page), exported by core.export, read back with coremltools' load_spec and the blob headers.")
+    if made is not None:
+        _bytes_numbers(made)
     open_in_compress(handoff.from_spec(spec), key="bytes")
 
 

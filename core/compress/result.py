@@ -63,3 +63,6 @@ class CompressionResult:
     quantized_engine: str | None = None  # torch.backends.quantized.engine an int8 module was built for (set it before running)
     # torch_static: the int8 form it runs in (engine × graph form), how it was chosen and the timings (int8_forms)
     int8_form: dict | None = None
+    # when `module` is a frozen TorchScript form (its tensors folded into the graph): the converted GraphModule whose
+    # state_dict holds the same int8 tensors, for size accounting
+    payload_module: nn.Module | None = None

@@ -43,9 +43,11 @@ __all__ = [
 
 FX_DEPRECATION_NOTE = (
     "torch.ao FX quantization is deprecated upstream (torch.ao.quantization is announced for removal; its successor "
-    "is torchao PT2E). The studio still uses FX because PT2E (X86InductorQuantizer + torch.compile) was not faster on "
-    "the CPUs measured (resnet18, batch 1, 2 threads: no gain over fp32 eager on an AVX2 CPU); all FX calls live in "
-    "core/compress/torch_ao.py so the move touches one file."
+    "is torchao PT2E). The studio keeps FX because PT2E (X86InductorQuantizer + torch.compile, torchao 0.18) was not "
+    "faster where measured: resnet18, batch 1, 2 threads, 73–75 ms vs 74 ms fp32 eager on an AVX2 CPU (no gain), and "
+    "about 2× slower than FX int8 in its fastest form on an AMX Xeon (291 vs 140 ms resnet18, 334 vs 0.9 ms "
+    "fashion_resnet, bench/int8_peers.py on a busy shared machine). All FX calls live in core/compress/torch_ao.py, "
+    "so the move touches one file."
 )
 
 

@@ -198,6 +198,7 @@ def torch_static(module: nn.Module, spec: TorchStaticSpec, context: CompressionC
         module=runnable, spec=spec, seconds=time.perf_counter() - started, layers=layers, weights=weights,
         runs_int8_kernels=True, calibration_source=context.calibration_source, quantized_engine=engine,
         library_config=recipe, int8_form=form,
+        payload_module=quantized if isinstance(runnable, torch.jit.ScriptModule) else None,
     )
 
 

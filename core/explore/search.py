@@ -57,6 +57,13 @@ CANDIDATE_COLUMNS = ("id", "spec_summary", "method", "origin", "accuracy_top1", 
                      "size_bytes", "compression_ratio_fp16", "latency_ms_p50", "latency_ratio", "within_budget")
 
 
+def config_label(record: dict) -> str:
+    """The spec summary, saying when layers have their own settings (a recipe or a refinement)."""
+    summary = str(record.get("spec_summary") or record.get("method"))
+    overrides = (record.get("spec") or {}).get("overrides") or {}
+    return f"{summary} + {len(overrides)} per-layer override(s)" if overrides else summary
+
+
 def _drop_pts(record: dict) -> float | None:
     """Points lost against the baseline on the same images (top-1 agreement when accuracy is meaningless)."""
     acc, base = as_number(record.get("accuracy_top1")), as_number(record.get("baseline_accuracy_top1"))
@@ -80,7 +87,7 @@ def candidates_frame(records: Sequence[dict], *, goal: SearchGoal) -> pd.DataFra
         drop = _drop_pts(record)
         origin = (record.get("origin") or {}).get("kind") or "manual"
         rows.append({
-            "id": record.get("id"), "spec_summary": record.get("spec_summary"), "method": record.get("method"),
+            "id": record.get("id"), "spec_summary": config_label(record), "method": record.get("method"),
             "origin": origin, "accuracy_top1": record.get("accuracy_top1"),
             "baseline_accuracy_top1": record.get("baseline_accuracy_top1"), "drop_pts": drop,
             "size_bytes": _size(record), "compression_ratio_fp16": record.get("compression_ratio_fp16"),
@@ -129,7 +136,7 @@ class SearchResult:
         if self.winner is None:
             return f"Nothing is within {self.goal.max_drop_pts:g} points of the baseline yet."
         verb = OBJECTIVES[self.goal.objective][1]
-        return (f"#{self.winner['id']} {self.winner.get('spec_summary')}: {verb} within {self.goal.max_drop_pts:g} "
+        return (f"#{self.winner['id']} {config_label(self.winner)}: {verb} within {self.goal.max_drop_pts:g} "
                 f"points — {stakeholder_sentence(self.winner, objective=self.goal.objective)}.")
 
 

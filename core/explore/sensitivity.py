@@ -27,6 +27,8 @@ import math
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +46,7 @@ from core.measure.quality import collect_logits, output_psnr_db, snr_db, top1_ag
 from core.measure.size import float_param_count, layer_storage_bits
 from core.measure.weights import weight_arrays
 from core.models.sources import LoadedModel
-from core.paths import cache_dir
+from core.paths import PROJECT_ROOT, cache_dir
 from core.progress import Progress, as_progress, quiet_libraries
 from core.specs import CompressionSpec, SpecError, spec_from_dict
 
@@ -534,24 +536,26 @@ def cached_results(*, cache_root: Path | None = None) -> list[SensitivityResult]
 
 @dataclass
 class SensitivityProcess:
-    """A sensitivity analysis running in its own (spawned) process; the dashboard polls `status()`.
+    """A sensitivity analysis running in a process of its own; the dashboard polls `status()`.
 
     The process writes ``status.json`` (state, fraction, message, key, error) into `folder`; `cancel()` drops a
     flag file there that the process turns into a cancel at its next progress update. The table lands in the cache.
     """
 
     folder: Path
-    process: object  # multiprocessing.Process
+    process: subprocess.Popen
 
     def status(self) -> dict:
         try:
             status = json.loads((self.folder / "status.json").read_text())
         except (OSError, ValueError):
             status = {"state": "starting", "fraction": 0.0, "message": "starting the worker process…"}
-        if status.get("state") in ("starting", "running") and not self.process.is_alive():  # type: ignore[attr-defined]
-            code = self.process.exitcode  # type: ignore[attr-defined]
+        code = self.process.poll()
+        if status.get("state") in ("starting", "running") and code is not None:
+            log = (self.folder / "worker.log").read_text(errors="replace").strip().splitlines() if (self.folder / "worker.log").is_file() else []
             status = {"state": "failed", "fraction": status.get("fraction", 0.0),
-                      "error": f"the sensitivity worker process stopped (exit code {code}) before finishing."}
+                      "error": f"the sensitivity worker process stopped (exit code {code}) before finishing"
+                      + (f": {log[-1][:200]}" if log else ".")}
         return status
 
     def cancel(self) -> None:
@@ -564,19 +568,22 @@ class SensitivityProcess:
 
 def start_sensitivity_process(*, model_ref: dict, data_ref: dict, config: SensitivityConfig,
                               cache_root: Path | None = None) -> SensitivityProcess:
-    """Run `run_sensitivity` in a spawned process (never in the dashboard's own process)."""
-    import multiprocessing
+    """Run `run_sensitivity` in a new Python process (never in the dashboard's own process).
 
+    A plain subprocess rather than multiprocessing's spawn: spawn re-imports the parent's ``__main__``, which under
+    ``streamlit run`` is app.py itself.
+    """
     root = sensitivity_root(cache_root) / "runs"
     root.mkdir(parents=True, exist_ok=True)
     folder = root / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.time_ns() % 10**6}"
     folder.mkdir()
-    context = multiprocessing.get_context("spawn")
-    process = context.Process(
-        target=_process_main, args=(model_ref, data_ref, config.to_dict(), str(cache_root) if cache_root else None, str(folder)),
-        name="sensitivity", daemon=True,
-    )
-    process.start()
+    job = {"model_ref": model_ref, "data_ref": data_ref, "config": config.to_dict(),
+           "cache_root": str(cache_root) if cache_root else None, "folder": str(folder)}
+    (folder / "job.json").write_text(json.dumps(job))
+    code = "import sys; from core.explore.sensitivity import process_main; process_main(sys.argv[1])"
+    with open(folder / "worker.log", "wb") as log:
+        process = subprocess.Popen([sys.executable, "-c", code, str(folder / "job.json")], cwd=PROJECT_ROOT,
+                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     return SensitivityProcess(folder=folder, process=process)
 
 
@@ -586,11 +593,14 @@ def _write_status(folder: Path, status: dict) -> None:
     os.replace(tmp, folder / "status.json")
 
 
-def _process_main(model_ref: dict, data_ref: dict, config: dict, cache_root: str | None, folder_text: str) -> None:
+def process_main(job_file: str) -> None:
+    """The worker process's entry point: the job is a JSON file written by `start_sensitivity_process`."""
     from core.jobs.refs import DataRef, ModelRef, load_data_ref, load_model_ref
     from core.progress import Cancelled
 
-    folder = Path(folder_text)
+    job = json.loads(Path(job_file).read_text())
+    model_ref, data_ref, config, cache_root = job["model_ref"], job["data_ref"], job["config"], job["cache_root"]
+    folder = Path(job["folder"])
     last = [0.0]
     progress = Progress()
 

@@ -55,7 +55,7 @@ class BasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        # The skip-connection add: static int8 quantization must quantize it too (seed 002).
+        # The skip-connection add: static int8 quantization must quantize it too (the PyTorch ResNet-34 quantization study).
         return self.relu2(out + identity)
 
 

@@ -29,6 +29,7 @@ from core.specs import AnySpec
 JOB_IDS_KEY = "jobs.mine"  # this session's job ids, oldest first
 CURRENT_JOB_KEY = "jobs.current"  # the job whose progress / result the Compress page shows
 ANNOUNCED_KEY = "jobs.announced"  # finished jobs this session already redrew the app for
+JOB_PARAM = "job"  # the URL query parameter naming the Compress page's current job
 
 
 def queue() -> JobQueue:
@@ -75,7 +76,19 @@ def submit_run(*, spec: AnySpec, limit: int | None) -> int:
     )
     state.setdefault(JOB_IDS_KEY, []).append(job_id)
     state[CURRENT_JOB_KEY] = job_id
+    st.query_params[JOB_PARAM] = str(job_id)  # in the URL: a reload (a new session) finds the run again
     return job_id
+
+
+def current_job_id() -> int | None:
+    """The job the Compress page shows: this session's last run, else the one named in the URL (?job=N)."""
+    state = st.session_state
+    if state.get(CURRENT_JOB_KEY) is None:
+        raw = st.query_params.get(JOB_PARAM, "")
+        if raw.isdigit() and get_job(int(raw)) is not None:
+            state[CURRENT_JOB_KEY] = int(raw)
+            state.setdefault(ANNOUNCED_KEY, set())
+    return state.get(CURRENT_JOB_KEY)
 
 
 def session_job_ids() -> list[int]:

@@ -138,3 +138,20 @@ def test_engine_and_graph_are_validated_spec_fields():
     assert "engine" not in TorchStaticSpec.layer_fields()  # one form per model, not per layer
     with pytest.raises(SpecError, match="unknown key"):
         TorchStaticSpec(overrides={"fc1": {"engine": "x86"}})
+
+
+@pytest.mark.skipif(not X86, reason="the x86 int8 engine needs an x86-64 CPU")
+def test_a_frozen_form_is_the_exported_artifact_and_keeps_its_size_accounting(tiny, fashion, tmp_path):
+    from core.export import artifact_for
+    from core.measure.size import module_payload_size
+
+    spec = TorchStaticSpec(calibration_samples=32, engine="x86", graph="frozen_torchscript")
+    result = compress(model=tiny, spec=spec, dataset=fashion)
+    assert isinstance(result.module, torch.jit.ScriptModule) and isinstance(result.payload_module, torch.fx.GraphModule)
+    assert module_payload_size(result.module).total_bytes == 0  # frozen: the tensors live in the graph
+    assert module_payload_size(result.payload_module).total_bytes > 0
+    path, kind = artifact_for(result, input_shape=tiny.input_shape, out_dir=tmp_path)
+    assert kind == "torchscript"
+    images = tiny.example_input(4)
+    with quantized_engine("x86"), torch.inference_mode():
+        assert torch.equal(torch.jit.load(str(path))(images), result.module(images))

@@ -77,6 +77,11 @@ def test_three_sessions_submitting_at_once_get_three_complete_records(tmp_path: 
                 _assert_clean(page, f"{tab} with its result")
             elapsed = time.monotonic() - started
             pages["Palettize"].screenshot(path=str(ARTIFACTS / "concurrency_result.png"))
+            reloaded = pages["Palettize"]  # a reload is a new session: the URL (?job=N) brings the result back
+            reloaded.reload()
+            expect(reloaded.get_by_text("Saved as experiment")).to_be_visible()
+            expect(reloaded.get_by_text("palettize 4-bit (data_free)").first).to_be_visible()
+            _assert_clean(reloaded, "Palettize after a reload")
         finally:
             browser.close()
 

@@ -58,11 +58,14 @@ def _walk(page, where: str) -> None:
     for title, slider, key in LESSONS:
         choose_lesson(page, title)
         timed_move(page, slider, key)
+        compress_button = page.get_by_role("button").filter(has_text="Open Compress with this setting")
+        compress_button.first.wait_for()  # the lesson's last element: the whole lesson is drawn
+        wait_idle(page)
         names = _chart_names(page)
         assert names and all(names), f"{where} {title}: empty chart"
         assert page.get_by_text("Try this:").count() == 1, f"{where} {title}: no prompt"
         shown = page.inner_text(MAIN)[-1500:]
-        assert page.get_by_role("button").filter(has_text="Open Compress with this setting").count() == 1, (
+        assert compress_button.count() == 1, (
             f"{where} {title}: no Compress button; the page ends with: {shown}")
         _assert_no_exception(page, f"{where} {title}")
 
@@ -128,8 +131,8 @@ def test_learn_walks_every_lesson_on_fashion_cnn() -> None:
             expect(page.get_by_role("heading", name="Compress", exact=True)).to_be_visible()
             wait_idle(page)
             expect(page.get_by_role("tab", name="Prune", selected=True)).to_be_visible()
-            pattern = page.locator('[data-testid="stRadio"]').filter(has_text="Pattern").get_by_role("radio", checked=True)
-            assert "n:m" in pattern.locator("..").inner_text()
+            pattern = page.locator('[data-testid="stRadio"]').filter(has_text="Pattern").locator("label:has(input:checked)")
+            assert "n:m" in pattern.first.inner_text()
             _assert_no_exception(page, "compress after the pruning lesson")
         finally:
             browser.close()

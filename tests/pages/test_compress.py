@@ -78,6 +78,11 @@ def test_run_from_compress_page_appears_in_compare(app) -> None:
     assert "Saved as experiment **#1**" in at.success[0].value
     other_tab = app(page="pages/4_Layers.py")  # another session sees the finished job in the sidebar queue
     assert any(f"#{job_id} torch dynamic int8 — experiment #1" in c.value for c in other_tab.sidebar.caption)
+    reloaded = app()  # a reload is a new session: the URL's ?job=N brings the run's result back
+    assert at.query_params["job"] == str(job_id)
+    reloaded.query_params["job"] = str(job_id)
+    reloaded.switch_page("pages/2_Compress.py").run()
+    assert "Saved as experiment **#1** — torch dynamic int8" in reloaded.success[0].value
 
 
 def test_cancel_button_stops_the_job_and_saves_nothing(app) -> None:
@@ -98,6 +103,31 @@ def test_cancel_button_stops_the_job_and_saves_nothing(app) -> None:
     assert any("Run cancelled" in w.value for w in at.warning)
     assert store.count() == before
     assert [p.name for p in store.staging_root.iterdir()] == []
+
+
+def test_a_run_whose_upload_was_deleted_fails_with_its_reason_on_the_page(app) -> None:
+    """The session's uploaded weights vanish from the uploads folder before the worker loads them."""
+    import torch
+
+    from core.models.sources import load_model
+
+    at = app()
+    upload = ExperimentStore(_home()).uploads_dir(at.session_state["session_id"]) / "0123_cnn_weights.pt"
+    torch.save(load_model("sample:fashion_cnn").module.state_dict(), upload)
+    at.session_state["model_choice"] = {"source_id": f"state_dict:fashion_cnn:{upload}", "hash": "0123"}
+    at.switch_page("pages/2_Compress.py").run()
+    assert_clean(at)
+    before = ExperimentStore(_home()).count()
+    upload.unlink()  # e.g. the uploads folder was cleaned; the page still has the model in its cache
+    at.button(key="run.palettize").click().run()
+    [*_, job_id] = at.session_state["jobs.mine"]
+    _until(at, lambda: at.error, what="the failure message")
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        f"The run palettize 4-bit (data_free) failed: model file {upload.name} is gone ({upload}); "
+        "upload it again and resubmit."]
+    assert JobQueue(home=_home()).get(job_id=job_id).state == FAILED
+    assert ExperimentStore(_home()).count() == before
 
 
 def test_a_restarted_app_runs_the_queue_it_finds(app, monkeypatch, tmp_path) -> None:
