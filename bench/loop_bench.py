@@ -208,7 +208,7 @@ def _print_case(name: str, cold: Measurement, warm: Measurement) -> None:
         print(f"  {phase:<16}{fmt_seconds(c):>12}{fmt_seconds(w):>12}")
     for phase in OVERLAPPED:
         print(f"  {'(' + phase + ')':<16}{fmt_seconds(cold.phases.get(phase, 0.0)):>12}"
-              f"{fmt_seconds(warm.phases.get(phase, 0.0)):>12}   on the helper thread, beside the evaluation")
+              f"{fmt_seconds(warm.phases.get(phase, 0.0)):>12}   beside the evaluation (helper thread; int8 TorchScript inline)")
     print(f"  {'end to end':<16}{fmt_seconds(cold.seconds):>12}{fmt_seconds(warm.seconds):>12}")
     if warm.cpu_seconds is not None:
         print(f"  {'CPU-s (process)':<16}{cold.cpu_seconds:>12.1f}{warm.cpu_seconds:>12.1f}"

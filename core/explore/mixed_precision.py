@@ -247,10 +247,12 @@ def recipe_layers_frame(candidate: Candidate, sensitivity: SensitivityResult) ->
     for layer, key in candidate.choices:
         probe = frame[(frame["layer"] == layer) & (frame["setting"] == key)] if key else frame.iloc[0:0]
         first = frame[frame["layer"] == layer].iloc[0]
+        snr = float(probe["snr_db"].iloc[0]) if len(probe) else math.inf
         rows.append({
             "layer": layer, "setting": SETTINGS[key].label if key else "fp16 (uncompressed)", "params": int(first["params"]),
             "bytes": float(probe["layer_bytes"].iloc[0]) if len(probe) else float(first["layer_bytes_fp16"]),
-            "probe_snr_db": float(probe["snr_db"].iloc[0]) if len(probe) else math.inf,
+            # output SNR with this layer alone at its setting (None: unchanged)
+            "probe_snr_db": round(snr, 1) if math.isfinite(snr) else None,
         })
     return pd.DataFrame(rows)
 

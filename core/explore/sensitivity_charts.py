@@ -68,7 +68,7 @@ def sensitivity_heatmap_figure(frame: pd.DataFrame, *, metric: str = "snr_db", t
     heat = {"colorscale": "RdBu", "zmid": 0.0} if metric == "top1_change" else {"colorscale": "Viridis", "zmin": 0.0, "zmax": SNR_CAP_DB}
     fig.add_trace(go.Heatmap(
         z=z, x=x_labels, y=layer_names, text=text, texttemplate="%{text}", name=metric,
-        colorbar={"title": {"text": "pts" if metric == "top1_change" else "dB"}, "x": -0.12, "len": 0.8}, **heat,
+        colorbar={"title": {"text": "pts" if metric == "top1_change" else "dB"}, "x": 1.02, "len": 0.8}, **heat,
         hoverinfo="skip",  # the markers on top carry the hover text and the clicks
     ), row=1, col=1)
     xs = [labels[s] for s in settings for _ in layer_names]

@@ -77,3 +77,23 @@ def test_pruning_figures(conv_weight):
                                         current=(0.5, 10.0), title="t")
     assert _names(curve) == ["unstructured", "this setting"]
     json.loads(curve.to_json())
+
+
+def test_activation_straight_through_loss_and_bytes_figures():
+    values = np.random.default_rng(0).exponential(1.0, size=20_000).astype(np.float32)
+    counts, edges = figures.histogram(values, bins=60)
+    fig = figures.activation_histogram_figure(counts=counts, edges=edges, title="t",
+                                              ranges={"min_max range": (0.0, 9.0), "histogram range": (0.0, 4.0)})
+    assert _names(fig) == ["activations", "min_max range", "histogram range"] and fig.layout.yaxis.type == "log"
+    settle = figures.range_settling_figure(counts=np.array([8, 16]), highs={"min_max range": np.array([3.0, 4.0])},
+                                           batch_max=np.array([3.0, 4.0]), batch_size=8, current=16, title="t")
+    assert _names(settle) == ["each batch's maximum", "min_max range"] and settle.layout.xaxis.type == "log"
+    x = np.linspace(-2, 2, 9, dtype=np.float32)
+    ste = figures.straight_through_figure(x=x, forward=np.round(x), gradient=(np.abs(x) <= 1).astype(float), limit=1.0,
+                                          title="t")
+    assert _names(ste) == ["forward: rounded", "no rounding", "backward: gradient used"] and ste.data[2].yaxis == "y2"
+    loss = figures.loss_curve_figure(losses=np.array([2.0, 1.0]), float_losses=np.array([0.3, 0.3]), title="t")
+    assert list(loss.data[0].x) == [1, 2]
+    rows = [{"kind": "indices", "label": "LUT indices", "theory_bytes": 100, "artifact_bytes": 100, "difference_bytes": 0}]
+    check = figures.bytes_check_figure(rows=rows, program_bytes=5000, blob_overhead_bytes=128, title="t")
+    assert list(check.data[1].x) == [100, 128, 5000] and list(check.data[0].x) == [100, 0, 0]
