@@ -56,7 +56,10 @@ def take(url: str, *, layer: str, page_factory, finetune_presses: int) -> list[t
         if title.startswith("6 "):
             _fewer_steps(page, finetune_presses)
         run_if_offered(page)
-        page.wait_for_timeout(800)  # let Plotly finish its transitions
+        # the lesson's last element: once it is drawn, no element of the previous lesson is left over
+        page.get_by_role("button").filter(has_text="Open Compress with this setting").first.wait_for(timeout=600_000)
+        wait_idle(page, 600_000)
+        page.wait_for_timeout(1500)  # let Plotly finish drawing
         path = OUT / name
         page.screenshot(path=str(path), full_page=True)
         saved.append((path, time.perf_counter() - started))

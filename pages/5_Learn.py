@@ -525,10 +525,11 @@ def lesson_finetune() -> None:
     with right:
         matrix = weight.reshape(weight.shape[0], -1)
         limit = float(np.abs(matrix[0]).max()) or 1.0
-        x = np.linspace(-1.3 * limit, 1.3 * limit, 801, dtype=np.float32)
+        clamp = limit * (1 + 0.5 / (2 ** (int(bits) - 1) - 1))  # beyond half a step past the last level: clamped
+        x = np.linspace(-1.25 * clamp, 1.25 * clamp, 801, dtype=np.float32)
         forward, gradient = straight_through(x, bits=int(bits), limit=limit)
         st.plotly_chart(figures.straight_through_figure(
-            x=x, forward=forward, gradient=gradient, limit=limit,
+            x=x, forward=forward, gradient=gradient, limit=clamp,
             title=f"Fake quantization at {bits} bits on the grid of channel 0 of "
                   f"{TOY_NAME if layer == TOY else layer}: forward and backward"),
             key="learn.l6.ste", config=CHART_CONFIG)

@@ -27,9 +27,10 @@ def _figure(title: str, *, x: str, y: str, height: int = HEIGHT) -> go.Figure:
     fig = go.Figure()
     fig.update_layout(
         title={"text": title, "x": 0.0, "xanchor": "left", "font": {"size": 15}},
-        height=height, margin={"l": 10, "r": 10, "t": 46, "b": 10},
+        height=height, margin={"l": 10, "r": 10, "t": 46, "b": 60},
         paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)", font={"color": _FONT},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
+        # below the plot: long titles and a legend both at the top would overlap
+        legend={"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0.0},
         xaxis={"title": x, "gridcolor": _GRID, "zeroline": False},
         yaxis={"title": y, "gridcolor": _GRID, "zeroline": False},
         hovermode="closest",
@@ -296,7 +297,7 @@ def straight_through_figure(*, x: np.ndarray, forward: np.ndarray, gradient: np.
     fig.add_trace(go.Scatter(x=x, y=gradient, mode="lines", name="backward: gradient used", yaxis="y2",
                              line={"color": ACCENT, "width": 2, "shape": "hv"}))
     fig.update_layout(yaxis2={"title": "gradient", "overlaying": "y", "side": "right", "range": [-0.05, 1.3],
-                              "showgrid": False})
+                              "showgrid": False, "tickvals": [0, 1]})
     _shade_outside(fig, -limit, limit, np.asarray([x[0], x[-1]]))
     return fig
 

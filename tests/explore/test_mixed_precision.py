@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from core.data import load_bundled_subset
@@ -50,9 +52,9 @@ def test_greedy_path_goes_from_fp16_to_all_2_bit(candidates, sensitivity) -> Non
     assert all(s is None for _, s in first.choices) and all(s == "pal2" for _, s in last.choices)
     assert first.predicted_bytes == pytest.approx(sensitivity.meta["fp16_bytes"])
     sizes = [c.predicted_bytes for c in candidates]
-    assert all(a > b for a, b in zip(sizes, sizes[1:], strict=False))
+    assert all(a > b for a, b in itertools.pairwise(sizes))
     snrs = [c.predicted_snr_db for c in candidates]
-    assert all(a >= b for a, b in zip(snrs, snrs[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(snrs))
     assert all(c.predicted_drop is not None and c.predicted_drop >= 0 for c in candidates)
     frame = candidates_frame(candidates)
     assert len(candidate_curve_figure(frame).data[0].x) == len(candidates)
