@@ -667,4 +667,5 @@ def lesson_bytes() -> None:
 LESSON_PAGES = {"scale": lesson_scale, "granularity": lesson_granularity, "palettize": lesson_palettize,
                 "prune": lesson_prune, "activations": lesson_activations, "finetune": lesson_finetune,
                 "bytes": lesson_bytes}
-LESSON_PAGES[lesson_key]()
+with st.container(key=f"learn-lesson-{lesson_key}"):  # a new container per lesson: nothing of the last one lingers
+    LESSON_PAGES[lesson_key]()

@@ -16,6 +16,7 @@ from torch import nn
 
 from core.cli import build_parser
 from core.jobs import DataRef, JobQueue, ModelRef
+from core.jobs.runner import Heartbeat
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -164,7 +165,17 @@ def test_jobs_lists_the_queue_and_cancel_stops_queued_and_running_jobs(tmp_path:
     cnn, data = ModelRef(kind="sample", name="fashion_cnn"), DataRef(kind="bundled")
     waiting = queue.submit(model=cnn, data=data, spec={"method": "palettize", "n_bits": 4}, label="palettize 4-bit")
     busy = queue.submit(model=cnn, data=data, spec={"method": "prune"}, label="prune 50 %")
-    queue.claim(job_id=busy, pid=os.getpid())  # running in a live process (this test's): not reaped
+    queue.claim(job_id=busy, pid=os.getpid())  # running in a live process (this test's) that keeps beating
+    heartbeat = Heartbeat(queue=queue)
+    heartbeat.job_id = busy
+    heartbeat.start()
+    try:
+        _list_and_cancel(tmp_path, queue=queue, waiting=waiting, busy=busy)
+    finally:
+        heartbeat.stop()
+
+
+def _list_and_cancel(tmp_path: Path, *, queue: JobQueue, waiting: int, busy: int) -> None:
     result = cli("jobs", home=tmp_path)
     assert result.returncode == 0, result.stderr
     header, *rows = result.stdout.splitlines()

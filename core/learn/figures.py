@@ -279,7 +279,8 @@ def range_settling_figure(*, counts: np.ndarray, highs: dict[str, np.ndarray], b
     for name, values in highs.items():
         fig.add_trace(go.Scatter(x=counts, y=values, mode="lines+markers", name=name,
                                  line={"color": OBSERVER_COLORS.get(name.split(" ")[0], ACCENT), "width": 2}))
-    fig.add_vline(x=current, line={"color": ACCENT, "dash": "dot"}, annotation_text=f"N = {current}",
+    # shapes on a log axis take log10 of the value
+    fig.add_vline(x=math.log10(current), line={"color": ACCENT, "dash": "dot"}, annotation_text=f"N = {current}",
                   annotation_position="top left")
     fig.update_xaxes(type="log")
     return fig
