@@ -20,7 +20,7 @@ from typing import Any
 
 from core.jobs.queue import QUEUED, JobQueue, _exit_probes, note_child_exit
 from core.jobs.refs import DataRef, ModelRef
-from core.paths import PROJECT_ROOT, studio_home
+from core.paths import PROJECT_ROOT, job_logs_dir, studio_home
 
 EXECUTOR_ENV = "COMPRESSION_STUDIO_EXECUTOR"
 WORKERS_ENV = "COMPRESSION_STUDIO_WORKERS"
@@ -136,7 +136,7 @@ def ensure_workers(
     registered = queue.worker_pids()
     starting = [pid for pid in starting if pid not in registered]
     wanted = min(queued, max_workers) - queue.live_workers() - len(starting)
-    log_dir = home / "jobs"
+    log_dir = job_logs_dir(home)
     log_dir.mkdir(parents=True, exist_ok=True)
     started = []
     for _ in range(max(0, wanted)):

@@ -171,7 +171,10 @@ def run_claimed_job(
             phases["load"] = time.perf_counter() - started
 
             def finalize(record: dict, run_seconds: float) -> None:
-                phases.update(_phases_from(record=record, tracker=tracker, run_seconds=run_seconds))
+                # the run's own per-phase clock is exact; progress events are only a fallback for older runners
+                measured = record.get("phase_seconds") or _phases_from(record=record, tracker=tracker,
+                                                                        run_seconds=run_seconds)
+                phases.update({**measured, "run": run_seconds})
                 timed = options.measure_latency and (whole_run_exclusive or bool(lock.timed_exclusively))
                 record["timing_exclusive"] = bool(timed) if options.measure_latency else None
                 record["job_id"] = job.id
