@@ -478,7 +478,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core.cli", description="Compression Studio from the command line.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{models,baseline,run,jobs,cancel,bench}")
+    sub = parser.add_subparsers(dest="command", required=True)
 
     models = sub.add_parser("models", help="list the model source ids")
     models.add_argument("--json", help="also write the list to this JSON file")

@@ -38,8 +38,8 @@ MENU: tuple[MenuEntry, ...] = (
     MenuEntry("pages/2_Compress.py", "Compress", ":material/compress:"),
     MenuEntry("pages/3_Compare.py", "Compare", ":material/monitoring:"),
     MenuEntry("pages/4_Layers.py", "Layers", ":material/stacked_bar_chart:"),
-    MenuEntry("pages/5_Learn.py", "Learn", ":material/school:", optional=True),
-    MenuEntry("pages/6_Explore.py", "Explore", ":material/explore:", optional=True),
+    MenuEntry("pages/5_Learn.py", "Learn", ":material/school:"),
+    MenuEntry("pages/6_Explore.py", "Explore", ":material/explore:"),
 )
 
 
