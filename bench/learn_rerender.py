@@ -31,6 +31,7 @@ CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking", "--disable-quic",
                  "--no-first-run", "--disable-component-update", "--disable-sync"]
 TARGET_S = 0.3
+MOVE_TIMEOUT_MS = 60_000
 RESULTS = PROJECT_ROOT / "bench" / "results"
 
 
@@ -224,6 +225,8 @@ def prepare_runs(page, label: str, keys: list[str]) -> list[float]:
 
 
 def measure(url: str, *, layer_prefix: str, rounds: int, page_factory) -> list[dict]:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     """Every move of MOVES, `rounds` times: the first visit of a setting is cold, the later ones warm."""
     page = page_factory()
     open_learn(page, url, layer_prefix=layer_prefix)
@@ -238,7 +241,14 @@ def measure(url: str, *, layer_prefix: str, rounds: int, page_factory) -> list[d
         timings: list[tuple[str, float]] = []
         for round_index in range(rounds):
             for key in keys:
-                seconds = timed_move(page, label, key)
+                try:
+                    seconds = timed_move(page, label, key, timeout=MOVE_TIMEOUT_MS)
+                except PlaywrightTimeout:  # no visible change: counted as a miss, the walk goes on
+                    page.screenshot(path=str(RESULTS / f"learn_timeout_{lesson[0]}_{round_index}_{key}.png"))
+                    print(f"  {lesson[:28]:28} {label:16} {key:10} no change within {MOVE_TIMEOUT_MS / 1000:.0f} s",
+                          flush=True)
+                    wait_idle(page, 180_000)
+                    seconds = MOVE_TIMEOUT_MS / 1000
                 print(f"  {lesson[:28]:28} {label:16} {key:10} {seconds:7.3f} s", flush=True)
                 cold = round_index == 0 and key == keys[0] and not runs
                 timings.append(("cold" if cold else "warm", seconds))

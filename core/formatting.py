@@ -56,6 +56,12 @@ def fmt_num(value: Any, spec: str = ".2f", suffix: str = "") -> str:
     return NA if number is None else f"{number:{spec}}{suffix}"
 
 
+def fmt_params(value: Any, digits: int = 2) -> str:
+    """A parameter count in millions: 2,390,000 → '2.39 M'."""
+    number = as_number(value)
+    return NA if number is None else f"{number / 1e6:.{digits}f} M"
+
+
 def fmt_ms(value: Any, digits: int = 2) -> str:
     return fmt_num(value, f".{digits}f", " ms")
 

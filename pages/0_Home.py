@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.compress.registry import method_color, method_label
-from core.formatting import fmt_bytes, fmt_num, fmt_pct, fmt_pts
+from core.formatting import fmt_bytes, fmt_num, fmt_params, fmt_pct, fmt_pts
 from pages._ui.session import page_context
 from pages._ui.storage import records
 
@@ -33,7 +33,7 @@ with st.container(border=True):
         data_text = f"{dataset.name}: {len(dataset.test):,} evaluation images ({dataset.source})" if dataset else "no dataset (synthetic inputs)"
         st.caption(f":material/photo_library: {data_text}")
         cols = st.columns(3)
-        cols[0].metric("Parameters", f"{model.params / 1e6:.2f} M")
+        cols[0].metric("Parameters", fmt_params(model.params))
         cols[1].metric("Size as fp32", fmt_bytes(model.size_fp32_bytes))
         cols[2].metric("Size as fp16", fmt_bytes(model.size_fp16_bytes))
     with right:

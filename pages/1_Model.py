@@ -8,10 +8,10 @@ import pandas as pd
 import streamlit as st
 
 from core.compress.layers import weight_layers
-from core.compress.registry import method_descriptor
+from core.compress.registry import METHODS, method_descriptor, method_label
 from core.dataset_choice import DATASET_KINDS
 from core.estimate import baseline_is_quick
-from core.formatting import fmt_bytes, fmt_num, fmt_pct, fmt_ratio
+from core.formatting import fmt_bytes, fmt_num, fmt_params, fmt_pct, fmt_ratio
 from core.measure.layer_summary import weight_layer_table
 from core.models.architectures import SAMPLE_ARCHITECTURES
 from core.models.sources import TORCHVISION_ARCHITECTURES, list_sources, pretrained_cache_path
@@ -68,7 +68,7 @@ if model is not None:
         )
     layers = weight_layers(model.module)
     cols = st.columns(5)
-    cols[0].metric("Parameters", f"{model.params / 1e6:.2f} M", border=True)
+    cols[0].metric("Parameters", fmt_params(model.params), border=True)
     cols[1].metric("Weight layers", len(layers), border=True)
     cols[2].metric("fp32 size", fmt_bytes(model.size_fp32_bytes), border=True, help="4 bytes per float parameter or buffer.")
     cols[3].metric("fp16 size", fmt_bytes(model.size_fp16_bytes), border=True, help="2 bytes per float: what an uncompressed .mlpackage stores.")
@@ -84,7 +84,7 @@ if model is not None:
             baseline = attempt("Measuring the baseline", baseline_for, model, dataset)
     else:
         baseline = None
-        st.caption(f"{model.params / 1e6:.1f} M parameters: measuring the baseline (fp16 Core ML export, accuracy, "
+        st.caption(f"{fmt_params(model.params, 1)} parameters: measuring the baseline (fp16 Core ML export, accuracy, "
                    "latency) takes a minute or more, so it starts when you ask. Every compression run measures it anyway.")
         if st.button("Measure baseline", icon=":material/speed:", key="model.baseline"):
             requested.add(model.source_id)
@@ -168,8 +168,8 @@ with choose[0].container(border=True):
             "the result is saved as an experiment of its own."
         )
         upload = st.file_uploader("Core ML package (.mlpackage folder, zipped)", type=["zip"], key="model.ml_upload")
-        ml_method = st.radio("Method", ["palettize", "quantize_weights", "prune"], horizontal=True, key="cfg.ml.method",
-                             format_func={"palettize": "palettize", "quantize_weights": "quantize weights", "prune": "prune"}.get)
+        coreml_methods = [name for name, d in METHODS.items() if d.coreml_side is not None]  # data-free on Core ML
+        ml_method = st.radio("Method", coreml_methods, horizontal=True, key="cfg.ml.method", format_func=method_label)
         if ml_method == "palettize":
             st.session_state.setdefault("cfg.ml.bits", 4)
             ml_value = st.select_slider("Bits", [1, 2, 3, 4, 6, 8], key="cfg.ml.bits", help="LUT of 2ⁿ values per tensor.")

@@ -476,19 +476,18 @@ def lesson_activations() -> None:
             counts=np.array(study.counts), highs=highs, batch_max=study.batch_max, batch_size=CALIBRATION_BATCH,
             current=int(images), title="The range settles as N grows (top of the range)"),
             key="learn.l5.settling", config=CHART_CONFIG)
-    items = [
+    metrics([
         ("Scale", f"{chosen.scale:.4g}", "Activation units per integer step (quint8, 256 levels)."),
         ("Zero-point", f"{chosen.zero_point}", "The integer that stands for 0.0."),
         ("Range", f"{chosen.low:.3g} … {chosen.high:.3g}", "What the quint8 grid covers: (0 − zp)·s … (255 − zp)·s."),
-    ]
+    ])
     if error is not None:
-        items += [
+        metrics([
             ("Held-out clipped", f"{error.clipped_fraction:.2%}", "Held-out input values outside the range."),
             ("Output SNR · W8", fmt_db(error.weights_only_db), "Layer output, int8 weights, float inputs."),
             ("Output SNR · A8", fmt_db(error.activations_only_db), "Layer output, float weights, int8 inputs."),
             ("Output SNR · W8A8", fmt_db(error.both_db), "Layer output, int8 weights and inputs, vs float."),
-        ]
-    metrics(items)
+        ])
     st.caption(f"Observers: torch.ao {', '.join(OBSERVERS)} (quint8, per tensor), as coremltools' LinearQuantizer "
                f"configures them; int8 weights from coremltools' compute_qparams (per channel). Data: {study.source}.")
     open_in_compress(handoff.from_activations(observer=observer, images=int(images), symmetric=symmetric),

@@ -279,9 +279,9 @@ def range_settling_figure(*, counts: np.ndarray, highs: dict[str, np.ndarray], b
     for name, values in highs.items():
         fig.add_trace(go.Scatter(x=counts, y=values, mode="lines+markers", name=name,
                                  line={"color": OBSERVER_COLORS.get(name.split(" ")[0], ACCENT), "width": 2}))
-    # shapes on a log axis take log10 of the value
-    fig.add_vline(x=math.log10(current), line={"color": ACCENT, "dash": "dot"}, annotation_text=f"N = {current}",
-                  annotation_position="top left")
+    values = np.concatenate([np.asarray(batch_max, dtype=float)] + [np.asarray(v, dtype=float) for v in highs.values()])
+    fig.add_trace(go.Scatter(x=[current, current], y=[float(np.nanmin(values)), float(np.nanmax(values))], mode="lines",
+                             name=f"N = {current}", line={"color": ACCENT, "dash": "dot", "width": 1.5}))
     fig.update_xaxes(type="log")
     return fig
 

@@ -7,6 +7,7 @@ from typing import Any
 import streamlit as st
 
 from core.data import Dataset
+from core.formatting import fmt_params
 from core.models.sources import LoadedModel
 from pages._ui.session import EVAL_LIMIT_KEY, EVAL_LIMIT_OPTIONS
 from pages._ui.storage import experiment_count
@@ -34,7 +35,7 @@ def sidebar(model: LoadedModel | None, dataset: Dataset | None) -> None:
             st.caption("none loaded — open the Model page")
         else:
             st.markdown(f":material/deployed_code: {model.label}")
-            st.caption(f"{model.params / 1e6:.2f} M parameters · {model.weights_note}")
+            st.caption(f"{fmt_params(model.params)} parameters · {model.weights_note}")
         st.markdown("**Dataset**")
         if dataset is None:
             st.caption("synthetic inputs — accuracy is not measured")

@@ -87,7 +87,7 @@ def test_activation_straight_through_loss_and_bytes_figures():
     assert _names(fig) == ["activations", "min_max range", "histogram range"] and fig.layout.yaxis.type == "log"
     settle = figures.range_settling_figure(counts=np.array([8, 16]), highs={"min_max range": np.array([3.0, 4.0])},
                                            batch_max=np.array([3.0, 4.0]), batch_size=8, current=16, title="t")
-    assert _names(settle) == ["each batch's maximum", "min_max range"] and settle.layout.xaxis.type == "log"
+    assert _names(settle) == ["each batch's maximum", "min_max range", "N = 16"] and settle.layout.xaxis.type == "log"
     x = np.linspace(-2, 2, 9, dtype=np.float32)
     ste = figures.straight_through_figure(x=x, forward=np.round(x), gradient=(np.abs(x) <= 1).astype(float), limit=1.0,
                                           title="t")
