@@ -339,14 +339,14 @@ def _calibration(model: LoadedModel, dataset: Dataset | None) -> torch.Tensor:
     if dataset is not None:
         images, _ = next(iter(dataset.batches(dataset.calibration_split(size=CALIBRATION_SAMPLES), batch_size=CALIBRATION_SAMPLES)))
         return images
-    return synthetic_inputs(input_shape=model.input_shape, count=CALIBRATION_SAMPLES, seed=0)
+    return synthetic_inputs(input_shape=model.input_shape, count=CALIBRATION_SAMPLES, seed=0, purpose="calibration")
 
 
 def _probe(model: LoadedModel, dataset: Dataset | None) -> torch.Tensor:
     if dataset is not None:
         images, _ = next(iter(dataset.batches(dataset.eval_split(limit=8), batch_size=8)))
         return images
-    return synthetic_inputs(input_shape=model.input_shape, count=4, seed=123)
+    return synthetic_inputs(input_shape=model.input_shape, count=4, seed=123, purpose="evaluation")
 
 
 def _check_outputs(run: ModelRun, model: LoadedModel, probe: torch.Tensor) -> None:

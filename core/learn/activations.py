@@ -106,9 +106,11 @@ def calibration_data(*, input_shape: tuple[int, ...], dataset: Dataset | None, i
         test = dataset.eval_split(limit=held_out, seed=seed)
         held = dataset.normalize(test.images)
         return batches, held, f"{dataset.name}: {images} class-balanced training images, {len(test)} held-out test images"
-    inputs = synthetic_inputs(input_shape=input_shape, count=images + held_out, seed=seed)
+    # calibration and held-out inputs come from separate streams, as in the engine: they never overlap
+    inputs = synthetic_inputs(input_shape=input_shape, count=images, seed=seed, purpose="calibration")
+    held = synthetic_inputs(input_shape=input_shape, count=held_out, seed=seed, purpose="evaluation")
     batches = [inputs[i : i + CALIBRATION_BATCH] for i in range(0, images, CALIBRATION_BATCH)]
-    return batches, inputs[images:], f"synthetic standard-normal inputs ({images} + {held_out}); the model has no dataset"
+    return batches, held, f"synthetic standard-normal inputs ({images} + {held_out}); the model has no dataset"
 
 
 def capture_inputs(module: nn.Module, *, layer: str, batches: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -262,10 +262,12 @@ def confirmation_holds(latency: dict, *, tolerance: float = CONFIRMATION_TOLERAN
 def _tensor_signature(module: torch.nn.Module) -> dict[str, tuple]:
     """Shape, dtype and kind of every parameter and buffer the forward pass can read. coremltools' ``_COREML_/…``
     metadata buffers (LUTs, scales, compression type) describe the stored form and are never read by forward."""
+    from core.library_internals import METADATA_PREFIX  # imports coremltools: only when comparing modules
+
     signature: dict[str, tuple] = {}
     tensors = [*module.named_parameters(), *module.named_buffers()]
     for name, tensor in tensors:
-        if "_COREML_" in name:
+        if METADATA_PREFIX in name:
             continue
         signature[name] = (tuple(tensor.shape), tensor.dtype, tensor.layout, tensor.is_quantized)
     return signature
