@@ -6,30 +6,16 @@ Chromium missing: the tests are skipped outside CI and fail under CI=true.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from bench.browser import CHROMIUM, CHROMIUM_ARGS, ServerError, serve
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
-CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ERROR_TEXT = ("Traceback (most recent call last)", "StreamlitAPIException", "Error running app")
 
 
@@ -41,51 +27,18 @@ def require_chromium() -> None:
     pytest.skip(f"Chromium not found at {CHROMIUM}")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def streamlit_server(home: Path, *, log_name: str = "streamlit_server.log") -> Iterator[str]:
     """A fresh `streamlit run app.py` on a free port with its own data folder; yields its URL once healthy."""
     log_path = home / "streamlit.log"
-    port = _free_port()
-    env = dict(
-        os.environ,
-        COMPRESSION_STUDIO_HOME=str(home),
-        COMPRESSION_STUDIO_DEFAULT_MODEL="sample:fashion_cnn",  # the quicker of the two samples
-        OMP_NUM_THREADS="2",
-    )
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-            cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.time() + 90
-            while time.time() < deadline:
-                try:
-                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                        if response.status == 200:
-                            break
-                except OSError:
-                    time.sleep(0.5)
-                if process.poll() is not None:
-                    pytest.fail("streamlit exited early:\n" + log_path.read_text(errors="replace")[-3000:])
-            else:
-                pytest.fail("streamlit did not become healthy in 90 s:\n" + log_path.read_text(errors="replace")[-3000:])
+    try:
+        with serve(model="sample:fashion_cnn", home=home, log_path=log_path) as url:  # the quicker sample
             yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-            ARTIFACTS.mkdir(exist_ok=True)
+    except ServerError as exc:
+        pytest.fail(str(exc))
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        if log_path.is_file():
             (ARTIFACTS / log_name).write_text(log_path.read_text(errors="replace"))
 
 
