@@ -2,15 +2,26 @@
 
 Run with ``streamlit run app.py`` (or ``make run``). The menu is ``pages/_ui/menu.MENU``; what pages compute
 comes from ``core``.
+
+``streamlit run`` finds the ``app = st.App(...)`` below and serves it: Streamlit plus one route that streams
+uploads to disk (core.uploads). That import runs the else-branch; each page view (and AppTest) runs this file
+as ``__main__``: the router and the page.
 """
 
 from __future__ import annotations
 
-from pages._ui import menu
+if __name__ == "__main__":
+    from pages._ui import menu
 
-# First, before torch and coremltools are imported: the final menu is on screen from the first paint.
-page = menu.route()
+    # First, before torch and coremltools are imported: the final menu is on screen from the first paint.
+    page = menu.route()
 
-from pages._ui import shell  # noqa: E402 — deliberately after routing (slow imports)
+    from pages._ui import shell  # deliberately after routing (slow imports)
 
-shell.run(page)
+    shell.run(page)
+else:
+    import streamlit as st
+
+    from core.uploads import upload_routes
+
+    app = st.App(__file__, routes=upload_routes())

@@ -3,11 +3,14 @@
     .venv/bin/python -m bench.loop_bench              # the three loop targets + a warm job in a real worker process
     .venv/bin/python -m bench.loop_bench --quick      # the fashion_resnet 2,000-image case only
     .venv/bin/python -m bench.loop_bench --no-worker  # skip the worker-process case
+    .venv/bin/python -m bench.loop_bench --only resnet18 --no-worker   # the cases whose name contains "resnet18"
 
 Each case is submitted to a fresh queue (its own data folder: nothing cached from earlier runs) and run by the job
 runner in this process twice: cold (baseline logits, fp16 baseline package and int8 form computed) and warm
 (model loaded, those cached), exactly as a warm worker runs a queue of jobs on one model. The target is judged on
-the warm run. The worker case submits two jobs to a real ``python -m core.jobs.worker`` process and reads the
+the warm run. Each case's folder is also the studio home while it runs, so caches kept under the home rather than
+the job's options (the int8 form choice) start empty too: the cold run times the int8 forms, the warm one reuses
+the choice (printed under the case). The worker case submits two jobs to a real ``python -m core.jobs.worker`` process and reads the
 second job's claim → done time off the queue.
 
 Phase times are the record's own ``phase_seconds`` (``core.experiment`` clocks every step; the Core ML export runs
@@ -120,7 +123,7 @@ def record_phases() -> Iterator[list[dict]]:
 
 
 def run_case(case: Case, *, home: Path, cache: object) -> Measurement:
-    """One job of `case` through the job runner in this process."""
+    """One job of `case` through the job runner in this process (with `home` as the studio home meanwhile)."""
     from core.jobs.queue import JobQueue
     from core.jobs.refs import DataRef, ModelRef
     from core.jobs.runner import run_claimed_job
@@ -133,8 +136,16 @@ def run_case(case: Case, *, home: Path, cache: object) -> Measurement:
     load_before = load_average()
     cpu_before = time.process_time()
     start = time.perf_counter()
-    with record_phases() as seen:
-        run_claimed_job(queue=queue, job=job, cache=cache)
+    previous_home = os.environ.get("COMPRESSION_STUDIO_HOME")
+    os.environ["COMPRESSION_STUDIO_HOME"] = str(home)  # core.paths.cache_dir() users (int8 form choice) start empty
+    try:
+        with record_phases() as seen:
+            run_claimed_job(queue=queue, job=job, cache=cache)
+    finally:
+        if previous_home is None:
+            os.environ.pop("COMPRESSION_STUDIO_HOME", None)
+        else:
+            os.environ["COMPRESSION_STUDIO_HOME"] = previous_home
     total = time.perf_counter() - start
     cpu = time.process_time() - cpu_before
     done = queue.get(job_id=job_id)
@@ -210,6 +221,16 @@ def _print_case(name: str, cold: Measurement, warm: Measurement) -> None:
         print(f"  {'(' + phase + ')':<16}{fmt_seconds(cold.phases.get(phase, 0.0)):>12}"
               f"{fmt_seconds(warm.phases.get(phase, 0.0)):>12}   beside the evaluation (helper thread; int8 TorchScript inline)")
     print(f"  {'end to end':<16}{fmt_seconds(cold.seconds):>12}{fmt_seconds(warm.seconds):>12}")
+    for label, run in (("cold", cold), ("warm", warm)):
+        form = (run.record or {}).get("int8_form")
+        if form:
+            how = "reused from the cache" if form.get("from_cache") else ("forced" if form.get("forced") else
+                                                                           "timed in this run (inside compress)")
+            print(f"  int8 form ({label}): {form.get('label')}, {how}")
+        latency = (run.record or {}).get("latency") or {}
+        if latency.get("batches"):
+            print(f"  latency ({label}): batch sizes {', '.join(map(str, latency['batches']))}; "
+                  f"mode {latency.get('mode')}")
     if warm.cpu_seconds is not None:
         print(f"  {'CPU-s (process)':<16}{cold.cpu_seconds:>12.1f}{warm.cpu_seconds:>12.1f}"
               f"   load average {cold.load:.1f} / {warm.load:.1f}")
@@ -220,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="only the fashion_resnet 2,000-image case")
     parser.add_argument("--no-worker", action="store_true", help="skip the case through a real worker process")
     parser.add_argument("--json", type=Path, default=None, help="also write the measurements here")
+    parser.add_argument("--only", default=None, help="only the cases whose name contains this text (e.g. resnet18)")
     args = parser.parse_args(argv)
 
     import torch
@@ -232,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     cores, features, threads = os.cpu_count() or 1, cpu_features(), torch.get_num_threads()
     print(f"CPU: {cpu_model()}; {cores} cores; torch threads {threads}; features: {', '.join(features) or 'none'}")
     cases = CASES[:1] if args.quick else CASES
+    if args.only:
+        cases = tuple(case for case in cases if args.only.lower() in case.name.lower())
+        if not cases:
+            parser.error(f"no case name contains {args.only!r}; cases: {'; '.join(c.name for c in CASES)}")
     rows, results, missed = [], [], False
     with tempfile.TemporaryDirectory(prefix="loop_bench_") as tmp:
         os.environ.setdefault("COMPRESSION_STUDIO_TIMING_LOCK", str(Path(tmp) / "timing.lock"))

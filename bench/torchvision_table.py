@@ -40,6 +40,8 @@ TUNING = [
     "ONNX Runtime: legacy TorchScript ONNX exporter (opset 17), graph optimisations ORT_ENABLE_ALL; int8 = "
     "quantize_static QDQ, per-channel QInt8 weights, QUInt8 activations, MinMax calibration",
     "turns of 3 calls per runner (first dropped) so one runtime's spinning thread pool does not bill the next",
+    "tried and not adopted (bench/int8_peers.py TRIED): oneDNN conv+add+relu fusion (~7 % on resnet18, onednn "
+    "engine only), optimize_for_inference (no gain), torchao PT2E + Inductor (1.3–1.7× slower than frozen FX int8)",
 ]
 
 

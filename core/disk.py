@@ -8,15 +8,20 @@ the experiment database are never removed here (the Compare page deletes experim
 
 Entries modified within `grace_s` (default 10 minutes) are never removed: they may belong to a run in progress
 or a job still waiting for its upload.
+
+Every cap can be set by an environment variable, ``COMPRESSION_STUDIO_CAP_<PART>`` (e.g.
+``COMPRESSION_STUDIO_CAP_UPLOADS=20GB``); `current_caps()` reads them, and every function here that takes
+``caps`` uses it when none is given.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -65,6 +70,50 @@ class DiskCaps:
 
 
 DEFAULT_CAPS = DiskCaps()
+CAP_ENV_PREFIX = "COMPRESSION_STUDIO_CAP_"
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 1_000,
+    "MB": 1_000_000,
+    "GB": GB,
+    "TB": 1_000 * GB,
+    "KIB": 1 << 10,
+    "MIB": 1 << 20,
+    "GIB": 1 << 30,
+    "TIB": 1 << 40,
+}
+
+
+def parse_size(text: str, *, setting: str) -> int:
+    """'20GB', '500 MB', '1.5GiB' or a plain number of bytes → bytes; a ValueError names `setting` otherwise."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(text))
+    unit = match.group(2).upper() if match else ""
+    if match is None or unit not in _UNITS:
+        raise ValueError(f"{setting}={text!r} is not a size; write e.g. 20GB, 500MB or a number of bytes.")
+    value = int(float(match.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise ValueError(f"{setting}={text!r} must be more than 0 bytes.")
+    return value
+
+
+def caps_env_names() -> dict[str, str]:
+    """Cap field → the environment variable that sets it (``uploads`` → ``COMPRESSION_STUDIO_CAP_UPLOADS``)."""
+    return {f.name: CAP_ENV_PREFIX + f.name.upper() for f in fields(DiskCaps)}
+
+
+def current_caps(*, environ: Mapping[str, str] | None = None) -> DiskCaps:
+    """The default caps, each replaced by its ``COMPRESSION_STUDIO_CAP_<PART>`` variable when that is set.
+
+    A malformed value raises a ValueError naming the variable and an example, rather than silently falling
+    back to the default (a typo must not leave the disk unbounded or empty a cache at every run).
+    """
+    env = os.environ if environ is None else environ
+    values = DEFAULT_CAPS.to_dict()
+    for name, variable in caps_env_names().items():
+        if env.get(variable, "").strip():
+            values[name] = parse_size(env[variable], setting=variable)
+    return DiskCaps(**values)
 
 
 @dataclass(frozen=True)
@@ -104,28 +153,69 @@ class Cleanup:
     kept_in_use: int  # entries left alone because they were used within the grace period or asked to be kept
 
 
-def disk_parts(*, home: Path | None = None, caps: DiskCaps = DEFAULT_CAPS) -> list[DiskPart]:
-    """Every part of the data folder, from core.paths."""
+def disk_parts(*, home: Path | None = None, caps: DiskCaps | None = None) -> list[DiskPart]:
+    """Every part of the data folder, from core.paths; `caps` defaults to `current_caps()`."""
+    caps = caps or current_caps()
     home = Path(home) if home is not None else studio_home()
     cache = cache_dir(home)
     return [
-        DiskPart("experiments", "Saved experiments", experiments_dir(home),
-                 "compressed models and weights of every saved experiment (delete them on the Compare page)", None),
-        DiskPart("baseline_eval", "Baseline logits cache", cache / "baseline_eval",
-                 "outputs of uncompressed models on evaluation sets; recomputed when needed", caps.baseline_eval),
-        DiskPart("baseline_mlpackage", "fp16 baseline packages", cache / "baseline_mlpackage",
-                 "uncompressed Core ML exports every size ratio is measured against; re-exported when needed",
-                 caps.baseline_mlpackage),
-        DiskPart("other_cache", "Other caches", cache, "int8 form choices and similar; re-measured when needed",
-                 caps.other_cache, excludes=("baseline_eval", "baseline_mlpackage", "bench")),
-        DiskPart("bench", "Benchmark results", cache / "bench",
-                 "results of `python -m core.cli bench` the speed-up wording relies on (kept)", None),
-        DiskPart("uploads", "Uploads", uploads_dir(home),
-                 "models, weights and datasets uploaded in the dashboard (upload again to reuse)", caps.uploads),
-        DiskPart("cli_runs", "CLI runs not saved", cli_runs_dir(home),
-                 "artifacts of `python -m core.cli run --no-save`", caps.cli_runs),
-        DiskPart("staging", "Runs in progress", staging_dir(home),
-                 "staging folders of running experiments; left-overs of crashed runs", caps.staging),
+        DiskPart(
+            "experiments",
+            "Saved experiments",
+            experiments_dir(home),
+            "compressed models and weights of every saved experiment (delete them on the Compare page)",
+            None,
+        ),
+        DiskPart(
+            "baseline_eval",
+            "Baseline logits cache",
+            cache / "baseline_eval",
+            "outputs of uncompressed models on evaluation sets; recomputed when needed",
+            caps.baseline_eval,
+        ),
+        DiskPart(
+            "baseline_mlpackage",
+            "fp16 baseline packages",
+            cache / "baseline_mlpackage",
+            "uncompressed Core ML exports every size ratio is measured against; re-exported when needed",
+            caps.baseline_mlpackage,
+        ),
+        DiskPart(
+            "other_cache",
+            "Other caches",
+            cache,
+            "int8 form choices and similar; re-measured when needed",
+            caps.other_cache,
+            excludes=("baseline_eval", "baseline_mlpackage", "bench"),
+        ),
+        DiskPart(
+            "bench",
+            "Benchmark results",
+            cache / "bench",
+            "results of `python -m core.cli bench` the speed-up wording relies on (kept)",
+            None,
+        ),
+        DiskPart(
+            "uploads",
+            "Uploads",
+            uploads_dir(home),
+            "models, weights and datasets uploaded in the dashboard (upload again to reuse)",
+            caps.uploads,
+        ),
+        DiskPart(
+            "cli_runs",
+            "CLI runs not saved",
+            cli_runs_dir(home),
+            "artifacts of `python -m core.cli run --no-save`",
+            caps.cli_runs,
+        ),
+        DiskPart(
+            "staging",
+            "Runs in progress",
+            staging_dir(home),
+            "staging folders of running experiments; left-overs of crashed runs",
+            caps.staging,
+        ),
         DiskPart("job_logs", "Job logs", job_logs_dir(home), "worker logs of queued runs", caps.job_logs),
     ]
 
@@ -164,13 +254,16 @@ def _entries(part: DiskPart) -> list[Path]:
     return [p for p in part.path.iterdir() if p.name not in part.excludes]
 
 
-def disk_usage(*, home: Path | None = None, caps: DiskCaps = DEFAULT_CAPS) -> list[PartUsage]:
+def disk_usage(*, home: Path | None = None, caps: DiskCaps | None = None) -> list[PartUsage]:
     """Bytes and entry count of every part (nothing is removed)."""
     usage = []
     for part in disk_parts(home=home, caps=caps):
         entries = _entries(part)
-        usage.append(PartUsage(part.key, part.label, part.path, part.what, sum(_size(e) for e in entries), len(entries),
-                               part.cap_bytes))
+        usage.append(
+            PartUsage(
+                part.key, part.label, part.path, part.what, sum(_size(e) for e in entries), len(entries), part.cap_bytes
+            )
+        )
     return usage
 
 
@@ -207,7 +300,12 @@ def _trim(part: DiskPart, *, target_bytes: int, keep: set[Path], grace_s: float,
 
 
 def _run(
-    *, home: Path | None, caps: DiskCaps, part_keys: Iterable[str] | None, keep: Sequence[Path], grace_s: float,
+    *,
+    home: Path | None,
+    caps: DiskCaps | None,
+    part_keys: Iterable[str] | None,
+    keep: Sequence[Path],
+    grace_s: float,
     empty: bool,
 ) -> Cleanup:
     if grace_s < 0:
@@ -217,8 +315,10 @@ def _run(
         wanted = set(part_keys)
         unknown = wanted - {p.key for p in parts}
         if unknown:
-            raise ValueError(f"unknown or protected disk part(s): {', '.join(sorted(unknown))}; "
-                             f"clean-able: {', '.join(p.key for p in parts)}")
+            raise ValueError(
+                f"unknown or protected disk part(s): {', '.join(sorted(unknown))}; "
+                f"clean-able: {', '.join(p.key for p in parts)}"
+            )
         parts = [p for p in parts if p.key in wanted]
     keep_set = {Path(k).resolve() for k in keep}
     now = time.time()
@@ -237,7 +337,7 @@ def _run(
 def enforce_caps(
     *,
     home: Path | None = None,
-    caps: DiskCaps = DEFAULT_CAPS,
+    caps: DiskCaps | None = None,
     parts: Iterable[str] | None = None,
     keep: Sequence[Path] = (),
     grace_s: float = DEFAULT_GRACE_S,
@@ -257,13 +357,19 @@ def free_disk_space(
 
     Entries in `keep` (e.g. the current session's uploads) and entries used within `grace_s` stay too.
     """
-    return _run(home=home, caps=DEFAULT_CAPS, part_keys=parts, keep=keep, grace_s=grace_s, empty=True)
+    return _run(home=home, caps=None, part_keys=parts, keep=keep, grace_s=grace_s, empty=True)
 
 
-def enforce_cap_of_folder(folder: Path, *, part: str, keep: Sequence[Path] = (), grace_s: float = DEFAULT_GRACE_S,
-                          caps: DiskCaps = DEFAULT_CAPS) -> Cleanup:
+def enforce_cap_of_folder(
+    folder: Path,
+    *,
+    part: str,
+    keep: Sequence[Path] = (),
+    grace_s: float = DEFAULT_GRACE_S,
+    caps: DiskCaps | None = None,
+) -> Cleanup:
     """Cap one cache folder that may live outside the data folder (ExperimentOptions.cache_dir): `part` names its cap."""
-    cap = getattr(caps, part, None)
+    cap = getattr(caps or current_caps(), part, None)
     if not isinstance(cap, int):
         raise ValueError(f"unknown disk part {part!r}; known: {', '.join(f.name for f in fields(DiskCaps))}")
     target = DiskPart(part, part, Path(folder), "", cap)
@@ -282,8 +388,9 @@ def usage_rows(usage: Sequence[PartUsage]) -> list[dict]:
             "bytes": u.bytes,
             "entries": u.entries,
             "cap": fmt_bytes(u.cap_bytes) if u.cap_bytes is not None else "none (kept)",
-            "freed by the button": "yes" if u.cleanable and u.key != "staging" else (
-                "only left-overs of crashed runs" if u.key == "staging" else "no"),
+            "freed by the button": "yes"
+            if u.cleanable and u.key != "staging"
+            else ("only left-overs of crashed runs" if u.key == "staging" else "no"),
             "what it holds": u.what,
             "folder": str(u.path),
         }

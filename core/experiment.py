@@ -269,7 +269,8 @@ class Artifact:
 def _compress(run: _Run, progress: Progress) -> CompressionResult:
     from core.compress import compress  # the engine; imported here so measurement loads without it
 
-    result = compress(model=run.model, spec=run.spec, dataset=run.data.dataset, progress=progress)
+    result = compress(model=run.model, spec=run.spec, dataset=run.data.dataset, progress=progress,
+                      timing_guard=run.options.timing_guard, cache_root=run.options.cache_root())
     run.notes += [n for n in result.notes if n not in run.notes]  # deprecations kept: the result card lists them
     return result
 

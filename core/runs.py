@@ -59,13 +59,16 @@ def run_mlpackage_and_save(
     spec: AnySpec,
     progress: Progress | None = None,
     label: str | None = None,
+    staging_prefix: str = "run_",
+    finalize: Callable[[dict, float], None] | None = None,
 ) -> dict:
     """Compress an uploaded .mlpackage (or a .zip of one) on the Core ML side and save it as an experiment.
 
     Data-free methods only (``core.export.compress_mlpackage`` says which). The record has artifact_kind
     "mlpackage", the size against the uploaded package, the per-weight metadata in ``coreml_weights`` and no
     accuracy or latency (Core ML predictions do not run on Linux; the notes say so). `label` names the model
-    (default: the package's file name).
+    (default: the package's file name). `staging_prefix` and `finalize` as in ``run_and_save`` (a job runner names
+    the staging folders after its job and adds ``job_id`` / ``phase_seconds``).
     """
     from core.export import compress_mlpackage
 
@@ -74,7 +77,7 @@ def run_mlpackage_and_save(
     name = label or package_path.name.removesuffix(".zip")
     # A zipped upload is unpacked into a store staging folder of its own: removed when done, and by the store's
     # clean-up if the process dies meanwhile.
-    with store.staging() as staging, store.staging(prefix="unzip_") as unzipped:
+    with store.staging(prefix=staging_prefix) as staging, store.staging(prefix=f"{staging_prefix}unzip_") as unzipped:
         start = time.perf_counter()
         outcome = compress_mlpackage(
             path=package_path, spec=spec, out_path=staging / "model.mlpackage", progress=progress.sub(0.0, 0.95),
@@ -106,6 +109,8 @@ def run_mlpackage_and_save(
                 *(n for n in outcome.get("notes") or [] if not n.startswith("Accuracy is not")),
             ],
         )
+        if finalize is not None:
+            finalize(record, time.perf_counter() - start)
         return _save(store=store, record=record, staging=staging, progress=progress)
 
 

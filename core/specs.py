@@ -203,7 +203,8 @@ class PalettizeSpec(CompressionSpec):
         vec = f" vec{self.cluster_dim}" if self.cluster_dim > 1 else ""
         lut = " int8-LUT" if self.lut_dtype == "int8" else ""
         mode = "" if self.mode == "kmeans" else f" {self.mode}"
-        return f"palettize {self.n_bits}-bit{gran}{vec}{lut}{mode} ({self.workflow})"
+        scale = " per-channel scale" if self.enable_per_channel_scale else ""  # else it reads like plain per-tensor
+        return f"palettize {self.n_bits}-bit{gran}{vec}{lut}{scale}{mode} ({self.workflow})"
 
 
 @dataclass(frozen=True)

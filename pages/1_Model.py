@@ -11,18 +11,26 @@ from core.compress.layers import weight_layers
 from core.compress.registry import METHODS, method_descriptor, method_label
 from core.dataset_choice import DATASET_KINDS
 from core.estimate import baseline_is_quick
-from core.formatting import fmt_bytes, fmt_num, fmt_params, fmt_pct, fmt_ratio
+from core.formatting import fmt_bytes, fmt_num, fmt_params, fmt_pct, fmt_ratio, fmt_seconds
+from core.jobs import CANCELLED, DONE, FAILED, QUEUED, Job
 from core.measure.layer_summary import weight_layer_table
 from core.models.architectures import SAMPLE_ARCHITECTURES
 from core.models.sources import TORCHVISION_ARCHITECTURES, list_sources, pretrained_cache_path
 from core.models.torchscript_probe import torchscript_disabled_message
 from core.progress import split_library_warnings
-from core.runs import run_mlpackage_and_save
 from core.specs import PalettizeSpec, PruneSpec, QuantizeWeightsSpec
+from pages._ui import run_client
 from pages._ui.errors import attempt
-from pages._ui.loading import baseline_for, load_choice, load_dataset_choice, torchscript_allowed
-from pages._ui.session import page_context
+from pages._ui.loading import (
+    baseline_for,
+    load_choice,
+    load_dataset_choice,
+    remember_forward_time,
+    torchscript_allowed,
+)
+from pages._ui.session import eval_limit, page_context
 from pages._ui.storage import disk_space_panel, save_upload, store
+from pages._ui.uploads import upload_field
 from pages._ui.widgets import eval_limit_selector
 
 model, dataset = page_context()
@@ -44,6 +52,45 @@ def by_id_or_none(experiment_id: int) -> dict | None:
         return store().get(experiment_id)
     except ValueError:
         return None
+
+
+def _job_progress(job_id: int, *, what: str, cancel_key: str) -> None:
+    """Polled while a job of this page runs (a fragment): its progress and Cancel; the app reruns when it ends."""
+    job = run_client.get_job(job_id)
+    if job is None:
+        return
+    if job.finished:
+        if run_client.announce_once(job):
+            st.rerun()  # the whole page: the result, the sidebar's experiment count
+        return
+    waiting = job.state == QUEUED
+    detail = job.message if waiting else f"{job.message} · {fmt_seconds(run_client.elapsed_seconds(job))}"
+    st.progress(min(max(job.progress, 0.0), 1.0), text=f"{what} in a worker (job #{job.id}): {detail}")
+    st.button("Cancel", key=cancel_key, on_click=run_client.cancel, args=(job.id,), icon=":material/stop_circle:",
+              disabled=job.cancel_requested, help="Stops the job at its next step; nothing of it is kept.")
+
+
+def _baseline_from_job(*, start: bool) -> tuple[Job | None, dict | None]:
+    """No cached baseline yet: follow (or, if `start`, queue) the job that measures it: (the job, its record once
+    done). No job: (None, None)."""
+    job: Job | None = attempt("Starting the baseline", run_client.baseline_job, limit=eval_limit(), label=model.label,
+                              start=start)
+    if job is None:
+        return None, None
+    if not job.finished:
+        st.fragment(run_every=0.5)(_job_progress)(job.id, what="Measuring the baseline", cancel_key="model.baseline_cancel")
+        return job, None
+    if job.state == DONE:
+        return job, (job.result or {}).get("record")  # the cache has it too; this covers a cache emptied meanwhile
+    if job.state == FAILED:
+        st.error(f"Measuring the baseline failed: {job.error}", icon=":material/error:")
+    elif job.state == CANCELLED:
+        st.info("Baseline measurement cancelled.", icon=":material/cancel:")
+    if st.button("Measure again", icon=":material/refresh:", key="model.baseline_retry"):
+        run_client.forget_baseline_job(limit=eval_limit())
+        st.session_state.setdefault("baseline_requested", set()).add(model.source_id)
+        st.rerun()
+    return job, None
 
 
 def _apply_model(choice: dict) -> None:
@@ -77,18 +124,26 @@ if model is not None:
     base_head = st.columns([3, 1], vertical_alignment="bottom")
     base_head[0].markdown("**Baseline** — the uncompressed model, measured on this machine")
     eval_limit_selector(dataset, container=base_head[1])
+    if len(model.input_shape) >= 2 and model.input_shape[-1] * model.input_shape[-2] > 64 * 64:
+        st.checkbox("Also time a batch of 8 images", key=run_client.LARGE_BATCH_KEY,
+                    help="Latency is timed at batch 1; this adds batch 8 to the baseline and every run (about "
+                    "twice as long a latency phase).")
+    # A worker process measures the baseline (a job); this page reads the cached record or follows the job.
     # Small models are measured at once; big ones (Core ML export of a ResNet-50 takes minutes) on request.
     requested = st.session_state.setdefault("baseline_requested", set())
-    if baseline_is_quick(model.params) or model.source_id in requested:
-        with st.spinner("Measuring the baseline: accuracy, fp16 Core ML export and latency…"):
-            baseline = attempt("Measuring the baseline", baseline_for, model, dataset)
-    else:
-        baseline = None
-        st.caption(f"{fmt_params(model.params, 1)} parameters: measuring the baseline (fp16 Core ML export, accuracy, "
-                   "latency) takes a minute or more, so it starts when you ask. Every compression run measures it anyway.")
-        if st.button("Measure baseline", icon=":material/speed:", key="model.baseline"):
-            requested.add(model.source_id)
-            st.rerun()
+    baseline = attempt("Reading the baseline", baseline_for, model, dataset)
+    if baseline is None:
+        quick = baseline_is_quick(model.params) or model.source_id in requested
+        job, baseline = _baseline_from_job(start=quick)
+        if baseline is not None:
+            remember_forward_time(model, baseline)
+        elif job is None:
+            st.caption(f"{fmt_params(model.params, 1)} parameters: measuring the baseline (fp16 Core ML export, "
+                       "accuracy, latency) takes a minute or more, so it starts when you ask. Every compression run "
+                       "measures it anyway.")
+            if st.button("Measure baseline", icon=":material/speed:", key="model.baseline"):
+                requested.add(model.source_id)
+                st.rerun()
     if baseline:
         b = st.columns(5)
         b[0].metric("Top-1 accuracy", fmt_pct(baseline.get("accuracy_top1")) if model.accuracy_meaningful else "n/a",
@@ -107,6 +162,8 @@ if model is not None:
 
 
 choose = st.columns(2)
+if run_client.mlpackage_job_id() is not None:  # a reload with ?mljob=N: show that job's package section again
+    st.session_state.setdefault("cfg.model.kind", "mlpackage")
 # --------------------------------------------------------------------------- source
 with choose[0].container(border=True):
     st.subheader("Load another model", anchor=False)
@@ -131,7 +188,7 @@ with choose[0].container(border=True):
             st.caption(f"Looked up at `{pretrained_cache_path(arch)}` — this app never downloads weights.")
         upload = None
         if weights_kind == "file":
-            upload = st.file_uploader("state_dict (.pt / .pth) or .safetensors", type=["pt", "pth", "safetensors"], key="model.tv_upload")
+            upload = upload_field("state_dict (.pt / .pth) or .safetensors", type=["pt", "pth", "safetensors"], key="model.tv_upload")
         if st.button("Load architecture", type="primary", key="model.load_tv"):
             if weights_kind == "file" and upload is None:
                 st.error("Choose a weights file first.", icon=":material/error:")
@@ -149,15 +206,15 @@ with choose[0].container(border=True):
         else:
             st.caption("A model saved with `torch.jit.save(torch.jit.script(model))` or a traced model. Pickled whole "
                        "models (`torch.save(model)`) are refused: loading them would run arbitrary code.")
-            upload = st.file_uploader("TorchScript file", type=["pt", "pth", "ts", "zip"], key="model.ts_upload")
+            upload = upload_field("TorchScript file", type=["pt", "pth", "ts", "zip"], key="model.ts_upload")
             if upload is not None and st.button("Load TorchScript", type="primary", key="model.load_ts"):
                 path, digest = save_upload(upload)
                 _apply_model({"source_id": f"torchscript:{path}", "hash": digest})
     elif kind == "state_dict":
         archs = list(SAMPLE_ARCHITECTURES) + list(TORCHVISION_ARCHITECTURES)
         arch = st.selectbox("Architecture the weights belong to", archs, key="cfg.model.sd_arch")
-        upload = st.file_uploader("state_dict (.pt / .pth, read with weights_only=True) or .safetensors",
-                                  type=["pt", "pth", "safetensors"], key="model.sd_upload")
+        upload = upload_field("state_dict (.pt / .pth, read with weights_only=True) or .safetensors",
+                              type=["pt", "pth", "safetensors"], key="model.sd_upload")
         if upload is not None and st.button("Load weights", type="primary", key="model.load_sd"):
             path, digest = save_upload(upload)
             _apply_model({"source_id": f"state_dict:{arch}:{path}", "hash": digest})
@@ -167,7 +224,7 @@ with choose[0].container(border=True):
             "Core ML predictions do not run on Linux, so this measures size and per-weight statistics, not accuracy; "
             "the result is saved as an experiment of its own."
         )
-        upload = st.file_uploader("Core ML package (.mlpackage folder, zipped)", type=["zip"], key="model.ml_upload")
+        upload = upload_field("Core ML package (.mlpackage folder, zipped)", type=["zip"], key="model.ml_upload")
         coreml_methods = [name for name, d in METHODS.items() if d.coreml_side is not None]  # data-free on Core ML
         ml_method = st.radio("Method", coreml_methods, horizontal=True, key="cfg.ml.method", format_func=method_label)
         if ml_method == "palettize":
@@ -185,17 +242,25 @@ with choose[0].container(border=True):
                        "quantize_weights": lambda: QuantizeWeightsSpec(dtype=ml_value),
                        "prune": lambda: PruneSpec(target_sparsity=float(ml_value))}[ml_method]()
             path, _ = save_upload(upload)
-            with st.spinner("Compressing the Core ML package…"):
-                saved = attempt("Compressing the Core ML package", run_mlpackage_and_save, store=store(),
-                                package_path=path, spec=ml_spec, label=Path(upload.name).stem)
-            if saved is not None:
-                st.session_state["mlpackage_result"] = {"id": saved["id"], "upload": upload.name}
-                st.rerun()  # redraw the sidebar's experiment count with the new experiment
-        outcome = st.session_state.get("mlpackage_result")
-        record = by_id_or_none(outcome["id"]) if outcome is not None else None
+            # A worker compresses it (a job in the shared queue): progress and Cancel here and in the sidebar.
+            if attempt("Compressing the Core ML package", run_client.submit_mlpackage, path=path, spec=ml_spec,
+                       name=Path(upload.name).stem) is not None:
+                st.rerun()  # redraw with the job: the sidebar's queue and the progress below
+        ml_id = run_client.mlpackage_job_id()
+        ml_job = run_client.get_job(ml_id) if ml_id is not None else None
+        record = None
+        if ml_job is not None and not ml_job.finished:
+            st.fragment(run_every=0.5)(_job_progress)(ml_job.id, what="Compressing the Core ML package",
+                                                      cancel_key="model.ml_cancel")
+        elif ml_job is not None and ml_job.state == FAILED:
+            st.error(f"Compressing the Core ML package failed: {ml_job.error}", icon=":material/error:")
+        elif ml_job is not None and ml_job.state == CANCELLED:
+            st.warning("Compressing the Core ML package was cancelled — nothing was saved.", icon=":material/cancel:")
+        elif ml_job is not None and ml_job.experiment_id is not None:
+            record = by_id_or_none(int(ml_job.experiment_id))
         if record is not None:
-            st.success(f"{outcome['upload']}: {record.get('spec_summary')} — saved as experiment **#{record['id']}**",
-                       icon=":material/check_circle:")
+            st.success(f"{ml_job.model_ref.name}: {record.get('spec_summary')} — saved as experiment "
+                       f"**#{record['id']}**", icon=":material/check_circle:")
             m = st.columns(3)
             m[0].metric("Original", fmt_bytes(record.get("size_fp16_bytes")))
             m[1].metric("Compressed", fmt_bytes(record.get("size_bytes")))
@@ -223,7 +288,7 @@ with choose[1].container(border=True):
         if data_kind == "folder":
             st.caption("A .zip of `<class name>/<image files>` folders (optionally inside `train/` and `val/`). "
                        f"It needs {model.num_classes} class folders, in the order of the model's outputs (sorted names).")
-            upload = st.file_uploader("ImageFolder .zip", type=["zip"], key="data.upload")
+            upload = upload_field("ImageFolder .zip", type=["zip"], key="data.upload")
             c1, c2, c3 = st.columns(3)
             channels, height, width = model.input_shape
             height = c1.number_input("Image height", 8, 1024, int(height), key="cfg.data.h")

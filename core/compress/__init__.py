@@ -12,6 +12,9 @@ import copy
 import importlib
 import pkgutil
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
 
 import torch
 
@@ -42,15 +45,26 @@ __all__ = [
 
 
 def compress(
-    *, model: LoadedModel, spec: AnySpec, dataset: Dataset | None, progress: Progress | None = None
+    *,
+    model: LoadedModel,
+    spec: AnySpec,
+    dataset: Dataset | None,
+    progress: Progress | None = None,
+    timing_guard: Callable[[], AbstractContextManager] | None = None,
+    cache_root: Path | None = None,
 ) -> CompressionResult:
-    """Compress a copy of `model` as `spec` says. Raises CompressionError / SpecError with a clear reason."""
+    """Compress a copy of `model` as `spec` says. Raises CompressionError / SpecError with a clear reason.
+
+    `timing_guard` is held while a method times something on this machine (the int8 form race); `cache_root` is
+    where such machine-specific choices are cached (default: ``core.paths.cache_dir()``).
+    """
     progress = as_progress(progress)
     quiet_libraries()
     _check_inputs(model=model, spec=spec, dataset=dataset)
     progress.update(0.0, f"compressing: {spec.summary()}")
     working = copy.deepcopy(model.module).eval()
-    context = CompressionContext(model=model, dataset=dataset, progress=progress, original=model.module)
+    context = CompressionContext(model=model, dataset=dataset, progress=progress, original=model.module,
+                                 timing_guard=timing_guard, cache_root=cache_root)
     started = time.perf_counter()
     captured: list[str] = []
     seed = spec.steps[0].seed if isinstance(spec, PipelineSpec) else spec.seed

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -34,6 +36,9 @@ class CompressionContext:
     # Compression kinds a previous pipeline step left in the metadata; they do not count as this step's work.
     inherited_kinds: frozenset[str] = frozenset()
     library_log: list[str] = field(default_factory=list)
+    # A job's machine-wide timing lock (held only while something is timed) and its cache folder; None: none / default.
+    timing_guard: Callable[[], AbstractContextManager] | None = None
+    cache_root: Path | None = None
 
     def note(self, text: str) -> None:
         if text not in self.notes:

@@ -15,6 +15,7 @@ parameter and buffer shapes), the example input shape and the spec's options.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 import hashlib
@@ -23,6 +24,7 @@ import os
 import platform
 import warnings
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -419,6 +421,7 @@ def choose_int8_form(
     use_cache: bool = True,
     features: CpuInt8Features | None = None,
     progress: Progress | None = None,
+    timing_guard: Callable[[], AbstractContextManager] | None = None,
 ) -> FormChoice:
     """The fastest int8 form of a calibrated (prepared) model on this machine, with the measured table.
 
@@ -428,7 +431,8 @@ def choose_int8_form(
     is ignored when `settings` is given. The first call for a machine, model and spec times every candidate
     (interleaved, fixed threads, median) and writes the choice to ``cache_dir()/int8_choice/``; later calls with the
     same key convert only the winner. Forms that fail to build or whose outputs drift from the reference form are
-    listed with the reason and never win.
+    listed with the reason and never win. `timing_guard` (a job's machine-wide timing lock) is held only while the
+    candidates are timed, so other jobs' compute never skews the race.
     """
     progress = as_progress(progress)
     settings = settings or default_form_settings(threads or max(1, min(2, os.cpu_count() or 1)))
@@ -464,7 +468,7 @@ def choose_int8_form(
         )
     choice = _time_candidates(
         prepared=prepared, convert=convert, example=example, candidates=candidates, threads=threads,
-        settings=settings, progress=progress, key=key, cache_path=path,
+        settings=settings, progress=progress, key=key, cache_path=path, timing_guard=timing_guard,
     )
     if use_cache:
         _write_cache(path, {
@@ -485,6 +489,7 @@ def _time_candidates(
     progress: Progress,
     key: dict,
     cache_path: Path,
+    timing_guard: Callable[[], AbstractContextManager] | None = None,
 ) -> FormChoice:
     built: dict[Int8Form, nn.Module] = {}
     failed: dict[Int8Form, str] = {}
@@ -506,10 +511,12 @@ def _time_candidates(
         runners = {form.key: bound_runner(module, form.engine) for form, module in built.items()}
         previous = torch.backends.quantized.engine
         try:
-            latency = measure_interleaved(
-                runners=runners, make_input=lambda batch: example[:1].expand(batch, *example.shape[1:]).contiguous(),
-                settings=settings, progress=progress.sub(0.4, 1.0),
-            )
+            with timing_guard() if timing_guard is not None else contextlib.nullcontext():
+                latency = measure_interleaved(
+                    runners=runners,
+                    make_input=lambda batch: example[:1].expand(batch, *example.shape[1:]).contiguous(),
+                    settings=settings, progress=progress.sub(0.4, 1.0),
+                )
         finally:
             torch.backends.quantized.engine = previous
         stats = latency["batches"]["1"]

@@ -9,6 +9,9 @@ torch.ao's quantization API is deprecated upstream ("torch.ao.quantization is de
 goes through this module, so moving to PT2E touches this file only. PT2E stays out for now: measured on this
 project's CPUs it was not faster (see FX_DEPRECATION_NOTE and bench/int8_peers.py, which times it when torchao is
 installed).
+Also measured and left out (bench/int8_peers.py, TRIED): preparing with torch.ao's oneDNN backend config, which
+fuses Conv+BN+add+ReLU into one quantized::conv2d_add_relu kernel (with a channels_last input: ~7 % on resnet18,
+nothing on mobilenet_v2) but runs only under the onednn engine and needs a calibration of its own.
 """
 
 from __future__ import annotations
@@ -43,11 +46,12 @@ __all__ = [
 
 FX_DEPRECATION_NOTE = (
     "torch.ao FX quantization is deprecated upstream (torch.ao.quantization is announced for removal; its successor "
-    "is torchao PT2E). The studio keeps FX because PT2E (X86InductorQuantizer + torch.compile, torchao 0.18) was not "
-    "faster where measured: resnet18, batch 1, 2 threads, 73–75 ms vs 74 ms fp32 eager on an AVX2 CPU (no gain), and "
-    "about 2× slower than FX int8 in its fastest form on an AMX Xeon (291 vs 140 ms resnet18, 334 vs 0.9 ms "
-    "fashion_resnet, bench/int8_peers.py on a busy shared machine). All FX calls live in core/compress/torch_ao.py, "
-    "so the move touches one file."
+    "is torchao PT2E). The studio keeps FX because PT2E (X86InductorQuantizer + torch.compile with inductor freezing, "
+    "torchao 0.18) was not faster where measured: resnet18, batch 1, 2 threads, 73–75 ms vs 74 ms fp32 eager on an "
+    "AVX2 CPU (no gain); on an AMX Xeon, same process, interleaved, its int8 lowering worked (conv+add+relu fused) "
+    "yet it ran 1.3–1.7× slower than FX int8 in its fastest form on resnet18 and 1.4–1.5× on mobilenet_v2, and "
+    "without freezing nothing is lowered to int8 (fp32 speed). All FX calls live in core/compress/torch_ao.py, so the "
+    "move touches one file."
 )
 
 

@@ -189,6 +189,7 @@ def torch_static(module: nn.Module, spec: TorchStaticSpec, context: CompressionC
             choice = choose_int8_form(
                 prepared=prepared, convert=fx_convert, example=context.example_input(1), engine=spec.engine,
                 graph=spec.graph, spec=_form_cache_spec(spec), progress=context.progress.sub(0.85, 1.0),
+                timing_guard=context.timing_guard, cache_root=context.cache_root,
             )
         runnable, engine, form = choice.module, choice.winner.engine, choice.to_dict()
         form["artifact"] = _artifact_form(choice.winner.graph)

@@ -6,7 +6,9 @@
     python -m core.cli search --model sample:fashion_resnet --max-drop 1.0 --objective size
 
 Runs are jobs (core.jobs): they end up as experiments in the store, tagged with their sweep / search. Ctrl-C
-stops the sweep (its unfinished jobs are cancelled) and prints how to resume it.
+stops the sweep (its unfinished jobs are cancelled) and prints how to resume it. ``search`` works on a clean store:
+it runs the preset's missing configs, the sensitivity table when none is cached (size objective), mixed-precision
+candidates from it and refinements, then prints the candidates and the winner.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def _refs(args: argparse.Namespace) -> tuple[Any, Any]:
 def _executor(args: argparse.Namespace) -> Any:
     from core.jobs import get_executor
 
-    return get_executor(max_workers=args.workers)
+    return get_executor(name=getattr(args, "executor", None), max_workers=args.workers)
 
 
 def _delta_pts(row: dict) -> float | None:
@@ -179,7 +181,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from core.explore.search import SearchGoal, run_search
+    from core.explore.search import SearchCancelled, SearchGoal, run_search
     from core.explore.sweeps import grid_from_json, preset_grid
 
     goal = SearchGoal(max_drop_pts=args.max_drop, objective=args.objective, refine=not args.no_refine)
@@ -188,15 +190,24 @@ def cmd_search(args: argparse.Namespace) -> int:
     bar = _Bar(total=100, enabled=not args.quiet, what="search")
     configs = grid_from_json(text=args.grid).configs if args.grid else preset_grid(name=args.preset).configs
     try:
+        # Runs what it needs: the grid's missing configs, the sensitivity table (size objective) when none is
+        # cached, mixed-precision candidates from it, refinements — all but the sensitivity probes as jobs.
         result = run_search(executor=executor, model=model_ref, data=data_ref, goal=goal, options=_options(args),
-                            configs=configs, timeout=args.timeout,
+                            configs=configs, timeout=args.timeout, mixed_precision=not args.no_mixed,
                             on_progress=lambda f, m: bar.set(done=round(f * 100), message=m))
+    except SearchCancelled as exc:
+        bar.close()
+        print(f"{exc}; its unfinished runs were cancelled.", file=sys.stderr)
+        return 130
     finally:
         bar.close()
     frame = result.candidates.head(args.top)
+    print(f"search #{result.search_id}")
     print(results_table(frame.assign(state=frame["within_budget"].map({True: "within", False: "over budget"}))))
     for reason in result.failed_jobs:
         print(f"  failed: {reason}", file=sys.stderr)
+    for note in result.notes:
+        print(f"  note: {note}", file=sys.stderr)
     print(result.sentence)
     if result.winner is not None:
         print(f"winner: experiment #{result.winner['id']} ({fmt_mb(result.winner.get('size_bytes'))}); artifact: "
@@ -212,6 +223,8 @@ def _common(p: argparse.ArgumentParser, *, model_required: bool) -> None:
     p.add_argument("--no-latency", action="store_true", help="skip latency and memory measurements")
     p.add_argument("--no-export", action="store_true", help="skip the .mlpackage / TorchScript artifacts")
     p.add_argument("--workers", type=int, help="worker processes (default: $COMPRESSION_STUDIO_WORKERS or cores)")
+    p.add_argument("--executor", choices=("local", "ray"),
+                   help="where the jobs compute (default: $COMPRESSION_STUDIO_EXECUTOR or local)")
     p.add_argument("--timeout", type=float, default=3600.0, help="give up waiting after this many seconds")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -235,6 +248,8 @@ def add_explore_commands(subparsers: Any) -> None:
     search.add_argument("--preset", default="weight-only", help="the uniform settings to try first (a sweep preset)")
     search.add_argument("--grid", help="JSON grid of uniform settings to try first instead of --preset")
     search.add_argument("--no-refine", action="store_true", help="skip the layer-skip refinement runs")
+    search.add_argument("--no-mixed", action="store_true",
+                        help="skip the sensitivity analysis and the mixed-precision candidates built from it")
     search.add_argument("--top", type=int, default=15, help="candidates to print (default 15)")
     search.set_defaults(func=cmd_search)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +27,44 @@ import pandas as pd
 
 from core.data import Dataset
 from core.experiment_options import ExperimentOptions
-from core.explore.sensitivity import SETTINGS, SensitivityResult
+from core.explore.sensitivity import SETTINGS, ProbeSetting, SensitivityResult
 from core.models.sources import LoadedModel
 from core.progress import Progress
 from core.recipe import python_snippet, recipe_yaml
 from core.specs import CompressionSpec, spec_from_dict
+
+# Per-layer palettization settings a recipe may use beyond the sensitivity probes (coremltools takes n_bits 1, 2, 3,
+# 4, 6, 8; a per-channel scale or grouped-channel LUTs cost a few bytes per channel / group and can recover accuracy
+# at 2–3 bits). Every field a palettize override sets is listed so that an override never inherits the base's
+# granularity or scale by accident.
+RECIPE_SETTINGS: dict[str, ProbeSetting] = {
+    **SETTINGS,
+    **{
+        s.key: s
+        for s in (
+            ProbeSetting("pal1", "palettize 1-bit", {"method": "palettize", "n_bits": 1}),
+            *(ProbeSetting(f"pal{b}_pcs", f"palettize {b}-bit + channel scale",
+                           {"method": "palettize", "n_bits": b, "enable_per_channel_scale": True}) for b in (1, 2, 3, 4)),
+            *(ProbeSetting(f"pal{b}_g{g}", f"palettize {b}-bit grouped {g}",
+                           {"method": "palettize", "n_bits": b, "granularity": "per_grouped_channel", "group_size": g})
+              for b in (1, 2, 3, 4) for g in (16, 8)),
+        )
+    },
+}
+_PALETTIZE_LAYER_DEFAULTS = {"n_bits": 4, "granularity": "per_tensor", "group_size": 16, "enable_per_channel_scale": False}
+
+
+def setting_of(key: str) -> ProbeSetting:
+    """The recipe setting under `key` (a sensitivity probe or one of RECIPE_SETTINGS); RecipeError when unknown."""
+    try:
+        return RECIPE_SETTINGS[key]
+    except KeyError:
+        raise RecipeError(f"unknown recipe setting {key!r}; known: {', '.join(RECIPE_SETTINGS)}.") from None
+
+
+def setting_label(key: str | None) -> str:
+    return "fp16" if key is None else setting_of(key).label
+
 
 TARGET_KINDS = {
     "size_mb": "model size at most this many MB (10^6 bytes, theoretical)",
@@ -79,17 +112,21 @@ class Candidate:
     predicted_bits_per_weight: float  # stored bits of the weight layers ÷ their weights
     predicted_snr_db: float  # combined output SNR (inf: nothing compressed)
     predicted_drop: float | None  # fraction (0.004 = 0.4 points); None without labels
+    # measured on a calibration slice by core.explore.mp_search (kl, top1_drop, agreement, images); None: not measured
+    calibration: dict | None = field(default=None, compare=False)
 
     @property
     def layer_settings(self) -> dict[str, str | None]:
         return dict(self.choices)
 
     def row(self) -> dict:
-        counts = Counter(SETTINGS[s].label if s else "fp16" for _, s in self.choices)
+        counts = Counter(setting_label(s) for _, s in self.choices)
         return {
             "step": self.step, "predicted_mb": self.predicted_bytes / 1e6, "predicted_bits_per_weight": self.predicted_bits_per_weight,
             "predicted_snr_db": self.predicted_snr_db,
             "predicted_drop_pts": None if self.predicted_drop is None else self.predicted_drop * 100,
+            "calibration_drop_pts": None if not self.calibration or self.calibration.get("top1_drop") is None
+            else self.calibration["top1_drop"] * 100,
             "layers": ", ".join(f"{n}× {label}" for label, n in counts.most_common()),
         }
 
@@ -99,7 +136,7 @@ class Candidate:
 
 def recipe_methods(sensitivity: SensitivityResult) -> list[str]:
     """Methods a recipe can be built from (one method per recipe: a spec's overrides stay within its method)."""
-    return list(dict.fromkeys(SETTINGS[s].method for s in sensitivity.frame["setting"].unique()))
+    return list(dict.fromkeys(setting_of(s).method for s in sensitivity.frame["setting"].unique()))
 
 
 def _noise(snr: float) -> float:
@@ -137,15 +174,28 @@ def _predict_drop(fit: tuple[np.ndarray, np.ndarray] | None, snr: float) -> floa
     return float(np.interp(snr, x, y, left=y[0], right=y[-1]))
 
 
-def build_spec(*, method: str, choices: dict[str, str | None]) -> CompressionSpec:
-    """One spec of `method`: the most common setting as its base, the rest as per-layer overrides (exact names)."""
+def _layer_values(key: str, fields: set[str]) -> dict:
+    """The override of setting `key`, with every field any chosen setting sets (palettize defaults filled in)."""
+    setting = setting_of(key)
+    values = dict(setting.layer_values)
+    if setting.method == "palettize":
+        for name in fields:
+            values.setdefault(name, _PALETTIZE_LAYER_DEFAULTS.get(name))
+    return values
+
+
+def build_spec(*, method: str, choices: dict[str, str | None], workflow: str = "data_free") -> CompressionSpec:
+    """One spec of `method`: the most common setting as its base, the rest as per-layer overrides (exact names);
+    `workflow` is the whole spec's (data_free, or calibration: SKM's Fisher-weighted k-means for every layer)."""
     used = Counter(s for s in choices.values() if s is not None)
     base_key = used.most_common(1)[0][0] if used else next(k for k, s in SETTINGS.items() if s.method == method)
+    fields = {name for key in used for name in setting_of(key).layer_values}
     overrides: dict[str, dict | None] = {}
     for layer, key in choices.items():
         if key != base_key:
-            overrides[f"^{re.escape(layer)}$"] = None if key is None else SETTINGS[key].layer_values
-    spec = spec_from_dict({**SETTINGS[base_key].spec, "workflow": "data_free", "weight_threshold": 0, "overrides": overrides})
+            overrides[f"^{re.escape(layer)}$"] = None if key is None else _layer_values(key, fields)
+    base = {"method": method, **_layer_values(base_key, fields)}
+    spec = spec_from_dict({**base, "workflow": workflow, "weight_threshold": 0, "overrides": overrides})
     assert isinstance(spec, CompressionSpec)
     return spec
 
@@ -163,7 +213,7 @@ def mixed_precision_candidates(
     method = method or ("palettize" if "palettize" in methods else methods[0])
     if method not in methods:
         raise RecipeError(f"no probes of {method!r} in this sensitivity table; probed: {', '.join(methods)}.")
-    keys = [k for k in (settings or tuple(frame["setting"].unique())) if k in SETTINGS and SETTINGS[k].method == method]
+    keys = [k for k in (settings or tuple(frame["setting"].unique())) if k in RECIPE_SETTINGS and RECIPE_SETTINGS[k].method == method]
     probes = frame[frame["setting"].isin(keys) & frame["compressed"].astype(bool)]
     if probes.empty:
         raise RecipeError(f"no layer could be compressed with the chosen {method} settings.")
@@ -249,7 +299,7 @@ def recipe_layers_frame(candidate: Candidate, sensitivity: SensitivityResult) ->
         first = frame[frame["layer"] == layer].iloc[0]
         snr = float(probe["snr_db"].iloc[0]) if len(probe) else math.inf
         rows.append({
-            "layer": layer, "setting": SETTINGS[key].label if key else "fp16 (uncompressed)", "params": int(first["params"]),
+            "layer": layer, "setting": setting_label(key) if key else "fp16 (uncompressed)", "params": int(first["params"]),
             "bytes": float(probe["layer_bytes"].iloc[0]) if len(probe) else float(first["layer_bytes_fp16"]),
             # output SNR with this layer alone at its setting (None: unchanged)
             "probe_snr_db": round(snr, 1) if math.isfinite(snr) else None,
@@ -277,14 +327,18 @@ def run_recipe(
     model: LoadedModel,
     dataset: Dataset | None,
     candidate: Candidate,
-    sensitivity: SensitivityResult,
+    sensitivity: SensitivityResult | None = None,
+    recipe_id: str | None = None,
     options: ExperimentOptions | None = None,
     progress: Progress | None = None,
 ) -> dict:
-    """Run the recipe as a real experiment (real .mlpackage) and save it; returns predicted vs measured."""
+    """Run the recipe as a real experiment (real .mlpackage) and save it; returns predicted vs measured.
+
+    Its origin (core.jobs.origins shape) names the sensitivity table the recipe came from, or `recipe_id` (a
+    measured search, core.explore.mp_search)."""
     from core.runs import run_and_save
 
-    origin = recipe_origin(candidate=candidate, sensitivity=sensitivity)
+    origin = recipe_origin(candidate=candidate, sensitivity=sensitivity, recipe_id=recipe_id)
 
     def finalize(record: dict, _seconds: float) -> None:
         record["origin"] = origin
@@ -294,10 +348,16 @@ def run_recipe(
     return compare_prediction(candidate=candidate, record=record)
 
 
-def recipe_origin(*, candidate: Candidate, sensitivity: SensitivityResult) -> dict:
-    """The lineage of a recipe run (core.jobs.origins): the sensitivity table it came from and its step."""
-    return {"kind": "recipe", "id": str(sensitivity.meta.get("key")), "parent_experiment_id": None,
-            "label": f"mixed precision step {candidate.step}"}
+def recipe_origin(*, candidate: Candidate, sensitivity: SensitivityResult | None = None, recipe_id: str | None = None) -> dict:
+    """The lineage of a recipe run in core.jobs.origins' shape {kind, id, parent_experiment_id, label}: the
+    sensitivity table (or search) it came from and its step."""
+    from core.jobs.origins import check_origin
+
+    if recipe_id is None and sensitivity is None:
+        raise RecipeError("a recipe's origin needs the sensitivity table or the search id it came from.")
+    identifier = recipe_id if recipe_id is not None else str(sensitivity.meta.get("key"))  # type: ignore[union-attr]
+    label = f"mixed precision step {candidate.step}" if candidate.calibration is None else "mixed precision (measured search)"
+    return check_origin({"kind": "recipe", "id": identifier, "parent_experiment_id": None, "label": label})
 
 
 def search_candidates(
@@ -353,6 +413,7 @@ def candidate_by_step(candidates: list[Candidate], step: int) -> Candidate:
 
 
 __all__ = [
+    "RECIPE_SETTINGS",
     "TARGET_KINDS",
     "Candidate",
     "RecipeError",
@@ -368,4 +429,6 @@ __all__ = [
     "recipe_origin",
     "run_recipe",
     "search_candidates",
+    "setting_label",
+    "setting_of",
 ]

@@ -106,13 +106,15 @@ def _guide_table() -> list[dict]:
 
 
 def _weight_only() -> list[dict]:
-    """Apple's model-compression-exploration protocol, weight-only part: int8/int4 × symmetric/asymmetric per
-    channel; int4 per block 16/32/128 (both modes); palettize 8/6/4/3/2 bits × per tensor / grouped 16 / per-channel
-    scale."""
+    """Issue 10's weight-only list, from Apple's model-compression-exploration protocol, config for config:
+    int8 and int4 × symmetric / asymmetric, per channel (4); int4 per block 16 / 32 / 128 × symmetric / asymmetric
+    (6: the mode axis applies to blocks too, and asymmetric blocks are where int4 differs most); palettize 8/6/4/3/2
+    bits × per tensor / grouped 16 / per-channel scale (15). 25 configs."""
     configs = [{"method": "quantize_weights", "dtype": dtype, "mode": mode}
                for dtype, mode in itertools.product(("int8", "int4"), ("symmetric", "asymmetric"))]
-    configs += [{"method": "quantize_weights", "dtype": "int4", "granularity": "per_block", "block_size": size,
-                 "mode": mode} for size, mode in itertools.product((16, 32, 128), ("symmetric", "asymmetric"))]
+    configs += [{"method": "quantize_weights", "dtype": "int4", "mode": mode, "granularity": "per_block",
+                 "block_size": size}
+                for size, mode in itertools.product((16, 32, 128), ("symmetric", "asymmetric"))]
     for bits in (8, 6, 4, 3, 2):
         configs += [
             {"method": "palettize", "n_bits": bits},
@@ -125,8 +127,8 @@ def _weight_only() -> list[dict]:
 PRESETS: dict[str, str] = {
     "coremltools ResNet50 guide table": "palettize 8/6/4/3-bit, 4-bit grouped 16/8/4, prune 50/75/90 %, W8A8, "
     "PyTorch int8 static and dynamic (13 configs)",
-    "weight-only exploration": "int8/int4 sym/asym per channel, int4 per block 16/32/128, palettize 8/6/4/3/2-bit "
-    "per tensor / grouped 16 / per-channel scale (25 configs)",
+    "weight-only exploration": "int8/int4 × symmetric/asymmetric per channel (4), int4 per block 16/32/128 × "
+    "symmetric/asymmetric (6), palettize 8/6/4/3/2-bit × per tensor / grouped 16 / per-channel scale (15): 25 configs",
 }
 _PRESET_BUILDERS = {"coremltools ResNet50 guide table": _guide_table, "weight-only exploration": _weight_only}
 PRESET_ALIASES = {"guide": "coremltools ResNet50 guide table", "weight-only": "weight-only exploration"}

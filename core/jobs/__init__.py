@@ -21,15 +21,32 @@ from core.jobs.executors import (
     executor_name,
     get_executor,
 )
-from core.jobs.queue import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job, JobError, JobQueue
+from core.jobs.queue import (
+    BASELINE_JOB,
+    CANCELLED,
+    DONE,
+    EXPERIMENT_JOB,
+    FAILED,
+    JOB_KINDS,
+    MLPACKAGE_JOB,
+    QUEUED,
+    RUNNING,
+    Job,
+    JobError,
+    JobQueue,
+)
 from core.jobs.refs import DataRef, ModelRef, RefError, options_from_dict, options_to_dict
 from core.jobs.timing_lock import TimingLock
 
 __all__ = [
+    "BASELINE_JOB",
     "CANCELLED",
     "DONE",
     "EXECUTOR_ENV",
+    "EXPERIMENT_JOB",
     "FAILED",
+    "JOB_KINDS",
+    "MLPACKAGE_JOB",
     "QUEUED",
     "RAY_ADDRESS_ENV",
     "RUNNING",

@@ -15,16 +15,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.jobs.queue import QUEUED, JobQueue, _exit_probes, note_child_exit
+from core.jobs.queue import EXPERIMENT_JOB, QUEUED, JobQueue, _exit_probes, note_child_exit
 from core.jobs.refs import DataRef, ModelRef
 from core.paths import PROJECT_ROOT, job_logs_dir, studio_home
 
 EXECUTOR_ENV = "COMPRESSION_STUDIO_EXECUTOR"
 WORKERS_ENV = "COMPRESSION_STUDIO_WORKERS"
 RAY_ADDRESS_ENV = "COMPRESSION_STUDIO_RAY_ADDRESS"
+RAY_CPUS_ENV = "COMPRESSION_STUDIO_RAY_CPUS"  # CPUs of a Ray instance started on this machine (no address given)
 IDLE_TIMEOUT_ENV = "COMPRESSION_STUDIO_WORKER_IDLE"
 EXECUTOR_NAMES = ("local", "ray")
 RAY_CONNECT_TIMEOUT = 5.0
@@ -175,9 +177,9 @@ class LocalExecutor:
         self.lock_path = lock_path
 
     def submit(self, *, model: ModelRef, data: DataRef, spec: dict, options: dict | None = None,
-               label: str = "", origin: dict | None = None) -> int:
+               label: str = "", origin: dict | None = None, kind: str = EXPERIMENT_JOB) -> int:
         job_id = self.queue.submit(model=model, data=data, spec=spec, options=options, executor="local", label=label,
-                                   origin=origin)
+                                   origin=origin, kind=kind)
         self.ensure_workers()
         return job_id
 
@@ -255,6 +257,53 @@ def _run_ray_job(home: str, job_id: int, lock_path: str | None) -> str:
 _RAY_STATE: Any = None
 
 
+_lasting_threads: list[threading.Thread] = []
+
+
+def _on_lasting_thread(start: Callable[[], object]) -> None:
+    """Run `start` (ray.init of a local instance) on a thread that lives as long as this process.
+
+    On Linux Ray ties the processes of a local instance to the *thread* that started them (a parent-death signal,
+    SIGKILL): started from a Streamlit script run, whose thread ends after every rerun, the instance would die
+    seconds later. From the main thread (the CLI, a notebook) it runs in place.
+    """
+    if threading.current_thread() is threading.main_thread():
+        start()
+        return
+    started, errors = threading.Event(), []
+
+    def hold() -> None:
+        try:
+            start()
+        except BaseException as exc:  # handed to the caller below
+            errors.append(exc)
+        finally:
+            started.set()
+        if not errors:
+            threading.Event().wait()  # never set: the instance's processes live as long as this thread
+
+    thread = threading.Thread(target=hold, name="ray-local-instance", daemon=True)
+    thread.start()
+    started.wait()
+    if errors:
+        raise errors[0]
+    _lasting_threads.append(thread)
+
+
+def _env_cpus() -> int | None:
+    """``$COMPRESSION_STUDIO_RAY_CPUS`` (None: Ray counts the cores itself)."""
+    env = os.environ.get(RAY_CPUS_ENV)
+    if not env:
+        return None
+    try:
+        count = int(env)
+    except ValueError:
+        raise ExecutorError(f"${RAY_CPUS_ENV} must be a whole number of CPUs; got {env!r}.") from None
+    if count < 1:
+        raise ExecutorError(f"${RAY_CPUS_ENV} must be at least 1; got {count}.")
+    return count
+
+
 class RayExecutor:
     """Jobs run as Ray tasks; results land in the same store (the workers must see the same data folder)."""
 
@@ -264,7 +313,7 @@ class RayExecutor:
                  lock_path: Path | None = None) -> None:
         self.queue = JobQueue(home=home)
         self.address = address if address is not None else os.environ.get(RAY_ADDRESS_ENV) or None
-        self.num_cpus = num_cpus
+        self.num_cpus = num_cpus if num_cpus is not None else _env_cpus()
         self.lock_path = lock_path
         self._task: Any = None
         self.pending: dict[int, Any] = {}  # job id → Ray ObjectRef (the task's final state)
@@ -281,8 +330,8 @@ class RayExecutor:
                 if self.address:
                     ray.init(address=self.address, runtime_env=runtime_env, log_to_driver=False)
                 else:
-                    ray.init(num_cpus=self.num_cpus, runtime_env=runtime_env, log_to_driver=False,
-                             include_dashboard=False)
+                    _on_lasting_thread(lambda: ray.init(num_cpus=self.num_cpus, runtime_env=runtime_env,
+                                                        log_to_driver=False, include_dashboard=False))
             except Exception as exc:
                 where = self.address or "a local Ray instance"
                 raise ExecutorError(f"cannot connect to Ray at {where}: {str(exc).strip().splitlines()[0]}") from None
@@ -290,10 +339,10 @@ class RayExecutor:
             self._task = ray.remote(num_cpus=1, max_retries=0)(_run_ray_job)
 
     def submit(self, *, model: ModelRef, data: DataRef, spec: dict, options: dict | None = None,
-               label: str = "", origin: dict | None = None) -> int:
+               label: str = "", origin: dict | None = None, kind: str = EXPERIMENT_JOB) -> int:
         self.connect()
         job_id = self.queue.submit(model=model, data=data, spec=spec, options=options, executor="ray", label=label,
-                                   origin=origin)
+                                   origin=origin, kind=kind)
         self.pending[job_id] = self._task.remote(
             str(self.queue.home), job_id, str(self.lock_path) if self.lock_path else None
         )

@@ -29,6 +29,11 @@ QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed"
 STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
 FINISHED_STATES = (DONE, FAILED, CANCELLED)
 EXECUTORS = ("local", "ray")
+# What a job computes (core.jobs.runner.JOB_RUNNERS runs each): an experiment saved in the store, the baseline
+# measurement of a model (its record goes to the baseline cache and the job's ``result``), or the Core ML-side
+# compression of an uploaded .mlpackage (saved as an experiment).
+EXPERIMENT_JOB, BASELINE_JOB, MLPACKAGE_JOB = "experiment", "baseline", "mlpackage"
+JOB_KINDS = (EXPERIMENT_JOB, BASELINE_JOB, MLPACKAGE_JOB)
 DEFAULT_STALE_AFTER = 15.0  # seconds without a heartbeat before a running job counts as orphaned
 STORE_DB_NAME = "experiments.sqlite"  # = core.store.DB_NAME
 STORE_STAGING_FOLDER = "tmp"  # = ExperimentStore.staging_root's name
@@ -55,7 +60,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     experiment_id INTEGER,
-    phase_seconds TEXT
+    phase_seconds TEXT,
+    kind TEXT NOT NULL DEFAULT 'experiment',
+    result TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, executor, id);
 CREATE TABLE IF NOT EXISTS job_workers (
@@ -96,6 +103,8 @@ class Job:
     error: str | None
     experiment_id: int | None
     phase_seconds: dict | None
+    kind: str = EXPERIMENT_JOB
+    result: dict | None = None  # what a job that saves no experiment produced (a baseline job: its record)
 
     @property
     def finished(self) -> bool:
@@ -104,13 +113,16 @@ class Job:
 
 _COLUMNS = (
     "id, state, executor, label, model_ref, data_ref, spec, options, progress, message, created_at, started_at,"
-    " finished_at, heartbeat_at, worker_pid, worker_host, cancel_requested, error, experiment_id, phase_seconds"
+    " finished_at, heartbeat_at, worker_pid, worker_host, cancel_requested, error, experiment_id, phase_seconds,"
+    " kind, result"
 )
+# Columns added after the first release: a data folder made by an older version gets them on first open.
+_ADDED_COLUMNS = {"kind": "TEXT NOT NULL DEFAULT 'experiment'", "result": "TEXT"}
 
 
 def _job(row: Sequence) -> Job:
     (job_id, state, executor, label, model_ref, data_ref, spec, options, progress, message, created, started,
-     finished, heartbeat, pid, host, cancel, error, experiment_id, phases) = row
+     finished, heartbeat, pid, host, cancel, error, experiment_id, phases, kind, result) = row
     return Job(
         id=int(job_id), state=state, executor=executor, label=label or "",
         model_ref=ModelRef.from_dict(json.loads(model_ref)), data_ref=DataRef.from_dict(json.loads(data_ref)),
@@ -118,6 +130,7 @@ def _job(row: Sequence) -> Job:
         created_at=float(created), started_at=started, finished_at=finished, heartbeat_at=heartbeat,
         worker_pid=pid, worker_host=host, cancel_requested=bool(cancel), error=error,
         experiment_id=experiment_id, phase_seconds=json.loads(phases) if phases else None,
+        kind=kind or EXPERIMENT_JOB, result=json.loads(result) if result else None,
     )
 
 
@@ -175,6 +188,11 @@ class JobQueue:
         self.stale_after = float(stale_after)
         with self._connection() as conn:
             conn.executescript(_SCHEMA)
+            present = {row[1] for row in conn.execute("PRAGMA table_info(jobs)").fetchall()}
+            for name, declaration in _ADDED_COLUMNS.items():
+                if name not in present:
+                    with contextlib.suppress(sqlite3.OperationalError):  # another process added it just now
+                        conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}")
 
     # ---- plumbing
     @contextlib.contextmanager
@@ -209,12 +227,15 @@ class JobQueue:
         executor: str = "local",
         label: str = "",
         origin: dict | None = None,
+        kind: str = EXPERIMENT_JOB,
     ) -> int:
-        """Queue one experiment; returns the job id. The spec is validated when the job runs (a bad one fails it).
+        """Queue one job; returns the job id. The spec is validated when the job runs (a bad one fails it).
 
         `origin` (core.jobs.origins: sweep / sensitivity / recipe / search id, parent experiment) goes into the
-        saved record's ``origin``; None means a manual run.
+        saved record's ``origin``; None means a manual run. `kind` says what the job computes (``JOB_KINDS``).
         """
+        if kind not in JOB_KINDS:
+            raise JobError(f"job kind must be one of {', '.join(JOB_KINDS)}; got {kind!r}.")
         if executor not in EXECUTORS:
             raise JobError(f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}.")
         if not isinstance(model, ModelRef) or not isinstance(data, DataRef):
@@ -229,9 +250,9 @@ class JobQueue:
             raise JobError(f"the job cannot be stored as JSON ({exc}).") from None
         with self._transaction() as conn:
             cursor = conn.execute(
-                "INSERT INTO jobs (state, executor, label, model_ref, data_ref, spec, options, created_at, message)"
-                " VALUES (?,?,?,?,?,?,?,?,?)",
-                (QUEUED, executor, label, *values, time.time(), "Waiting for a worker"),
+                "INSERT INTO jobs (state, executor, label, model_ref, data_ref, spec, options, created_at, message,"
+                " kind) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (QUEUED, executor, label, *values, time.time(), "Waiting for a worker", kind),
             )
             if origin is not None:
                 write_origin(conn, job_id=int(cursor.lastrowid), origin=origin)
@@ -259,6 +280,22 @@ class JobQueue:
         query += " ORDER BY id DESC LIMIT ?"
         with self._connection() as conn:
             return [_job(row) for row in conn.execute(query, [*params, int(limit)]).fetchall()]
+
+    def find_active(self, *, kind: str, model: ModelRef, data: DataRef, spec: dict | None = None,
+                    options: dict | None = None) -> Job | None:
+        """The newest queued or running job of `kind` on exactly these references, spec and options (None: none).
+
+        A page that would submit the same work again (another tab, a reload) follows this job instead.
+        """
+        self.reap()
+        values = [json.dumps(v, allow_nan=False) for v in (model.to_dict(), data.to_dict(), spec or {}, options or {})]
+        with self._connection() as conn:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE state IN (?,?) AND kind=? AND model_ref=? AND data_ref=?"
+                " AND spec=? AND options=? ORDER BY id DESC LIMIT 1",
+                (QUEUED, RUNNING, kind, *values),
+            ).fetchone()
+        return _job(row) if row is not None else None
 
     def counts(self) -> dict[str, int]:
         """Number of jobs per state (every state present, 0 when none)."""
@@ -341,13 +378,16 @@ class JobQueue:
             row = conn.execute("SELECT cancel_requested FROM jobs WHERE id=?", (int(job_id),)).fetchone()
         return bool(row and row[0])
 
-    def finish(self, *, job_id: int, experiment_id: int, phase_seconds: dict | None = None) -> None:
-        """The job saved experiment `experiment_id`: done (even if a reaper wrongly gave up on it meanwhile)."""
+    def finish(self, *, job_id: int, experiment_id: int | None, phase_seconds: dict | None = None,
+               result: dict | None = None, message: str = "Done") -> None:
+        """The job saved experiment `experiment_id` (or produced `result`): done (even if a reaper wrongly gave up
+        on it meanwhile)."""
         with self._connection() as conn:
             conn.execute(
                 "UPDATE jobs SET state=?, experiment_id=?, progress=1, message=?, finished_at=?, error=NULL,"
-                " phase_seconds=? WHERE id=?",
-                (DONE, int(experiment_id), "Done", time.time(), json.dumps(phase_seconds or {}), int(job_id)),
+                " phase_seconds=?, result=? WHERE id=?",
+                (DONE, int(experiment_id) if experiment_id is not None else None, message[:300], time.time(),
+                 json.dumps(phase_seconds or {}), json.dumps(result) if result is not None else None, int(job_id)),
             )
 
     def fail(self, *, job_id: int, reason: str, phase_seconds: dict | None = None) -> None:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from core.experiment_options import ExperimentOptions
     from core.models.sources import LoadedModel
 
-MODEL_KINDS = ("sample", "torchvision", "state_dict", "torchscript")
+MODEL_KINDS = ("sample", "torchvision", "state_dict", "torchscript", "mlpackage")
 DATA_KINDS = ("auto", "bundled", "full", "folder", "path", "none")
 
 
@@ -53,7 +53,9 @@ class ModelRef:
 
     kind "sample" (name = sample architecture), "torchvision" (name = architecture; optional `path` to a
     state_dict file, or `pretrained` weights from the local hub cache), "state_dict" (name = architecture,
-    `path` = weights file) or "torchscript" (`path` = a TorchScript file, e.g. in the store's uploads folder).
+    `path` = weights file), "torchscript" (`path` = a TorchScript file, e.g. in the store's uploads folder) or
+    "mlpackage" (`path` = an uploaded .mlpackage or a .zip of one: compressed on the Core ML side, never loaded
+    into PyTorch; `name` = how the package is labelled).
     """
 
     kind: str
@@ -66,7 +68,7 @@ class ModelRef:
             raise RefError(f"ModelRef.kind must be one of {', '.join(MODEL_KINDS)}; got {self.kind!r}.")
         if self.kind in ("sample", "torchvision", "state_dict") and not self.name:
             raise RefError(f"ModelRef.name: a {self.kind} model needs its architecture name.")
-        if self.kind in ("state_dict", "torchscript") and not self.path:
+        if self.kind in ("state_dict", "torchscript", "mlpackage") and not self.path:
             raise RefError(f"ModelRef.path: a {self.kind} model needs the file it is loaded from.")
         if self.kind == "sample" and self.path:
             raise RefError("ModelRef.path: sample models use their bundled weights; use kind 'state_dict' instead.")
@@ -94,8 +96,8 @@ class ModelRef:
     def source_id(self) -> str:
         if self.kind == "state_dict":
             return f"state_dict:{self.name}:{self.path}"
-        if self.kind == "torchscript":
-            return f"torchscript:{self.path}"
+        if self.kind in ("torchscript", "mlpackage"):
+            return f"{self.kind}:{self.path}"
         return f"{self.kind}:{self.name}"
 
     def cache_key(self) -> str:
@@ -167,6 +169,9 @@ def load_model_ref(*, ref: ModelRef) -> LoadedModel:
     """Load the referenced model; a file that is gone raises RefError naming it."""
     from core.models.sources import load_model
 
+    if ref.kind == "mlpackage":
+        raise RefError("a Core ML package is compressed on the Core ML side (job kind 'mlpackage'); it cannot be "
+                       "loaded as a PyTorch model for this job.")
     if ref.path is not None and not Path(ref.path).is_file():
         raise RefError(f"model file {Path(ref.path).name} is gone ({ref.path}); upload it again and resubmit.")
     if ref.kind == "torchvision":
@@ -212,6 +217,7 @@ _OPTION_KEYS = (
     "latency",
     "measure_latency",
     "measure_memory",
+    "large_batch",
     "export",
     "time_artifact",
     "flipped_limit",

@@ -1,4 +1,4 @@
-"""Run one claimed job: reload its references, run the experiment, save it, and write the outcome to the queue.
+"""Run one claimed job: reload its references, run what its kind says, and write the outcome to the queue.
 
 ``run_claimed_job`` is the one function both executors run: the local worker process calls it in its loop, the
 Ray executor calls it inside a Ray task. It never raises for a job's own failure: the job row says what happened.
@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.jobs.origins import read_origin
-from core.jobs.queue import Job, JobQueue
+from core.jobs.queue import BASELINE_JOB, EXPERIMENT_JOB, MLPACKAGE_JOB, Job, JobError, JobQueue
 from core.jobs.refs import (
     DataRef,
     ModelRef,
+    RefError,
     apply_latency_overrides,
     load_data_ref,
     load_model_ref,
@@ -137,6 +138,15 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
 
 
+@dataclasses.dataclass(frozen=True)
+class JobOutcome:
+    """What a finished job produced: a saved experiment and/or a result for the job row, and its last message."""
+
+    experiment_id: int | None = None
+    result: dict | None = None
+    message: str = "Done"
+
+
 def run_claimed_job(
     *, queue: JobQueue, job: Job, cache: WarmCache | None = None, lock: TimingLock | None = None,
     heartbeat: Heartbeat | None = None,
@@ -150,43 +160,13 @@ def run_claimed_job(
     phases: dict[str, float | None] = {}
     lock.reset()
     try:
-        from core.specs import spec_from_dict
-
-        spec = spec_from_dict(job.spec)
-        option_values, latency_overrides = split_latency_overrides(data=job.options)
-        options = options_from_dict(data=option_values, cache_dir=cache_dir(queue.home))  # the job's folder's cache
-        guard_supported = _options_take_timing_guard()
-        # Without the timing hook in run_experiment, a job that times holds the lock exclusively throughout:
-        # slower under load, never wrong.
-        whole_run_exclusive = options.measure_latency and not guard_supported
-        if guard_supported:
-            options = dataclasses.replace(options, timing_guard=lock.timing)
-        with lock.timing() if whole_run_exclusive else lock.compute():
-            started = time.perf_counter()
-            tracker.progress.update(0.0, "Loading the model and data")
-            model = cache.model(ref=job.model_ref)
-            dataset = cache.dataset(ref=job.data_ref, model=model)
-            options = apply_latency_overrides(options=options, overrides=latency_overrides,
-                                              input_shape=model.input_shape)
-            phases["load"] = time.perf_counter() - started
-
-            def finalize(record: dict, run_seconds: float) -> None:
-                # the run's own per-phase clock is exact; progress events are only a fallback for older runners
-                measured = record.get("phase_seconds") or _phases_from(record=record, tracker=tracker,
-                                                                        run_seconds=run_seconds)
-                phases.update({**measured, "run": run_seconds})
-                timed = options.measure_latency and (whole_run_exclusive or bool(lock.timed_exclusively))
-                record["timing_exclusive"] = bool(timed) if options.measure_latency else None
-                record["job_id"] = job.id
-                record["origin"] = read_origin(db_path=queue.db_path, job_id=job.id)
-                record["phase_seconds"] = dict(phases)
-
-            record = save_experiment(
-                store=_store(queue), model=model, spec=spec, dataset=dataset, options=options,
-                progress=tracker.progress, staging_prefix=queue.staging_prefix(job_id=job.id), finalize=finalize,
-                phases=phases,
-            )
-        queue.finish(job_id=job.id, experiment_id=int(record["id"]), phase_seconds=phases)
+        run = JOB_RUNNERS.get(job.kind)
+        if run is None:
+            raise JobError(f"this worker cannot run jobs of kind {job.kind!r} (known: {', '.join(JOB_RUNNERS)}); "
+                           "update the studio on the worker machines.")
+        outcome = run(queue=queue, job=job, cache=cache, lock=lock, tracker=tracker, phases=phases)
+        queue.finish(job_id=job.id, experiment_id=outcome.experiment_id, phase_seconds=phases, result=outcome.result,
+                     message=outcome.message)
         return "done"
     except Cancelled:
         queue.mark_cancelled(job_id=job.id)
@@ -198,6 +178,106 @@ def run_claimed_job(
         queue.remove_staging(job_id=job.id)
         if heartbeat is not None:
             heartbeat.job_id, heartbeat.progress = None, None
+
+
+def _run_experiment_job(
+    *, queue: JobQueue, job: Job, cache: WarmCache, lock: TimingLock, tracker: JobProgress, phases: dict
+) -> JobOutcome:
+    """Kind "experiment": compress → export → measure → save, the record landing in the store."""
+    from core.specs import spec_from_dict
+
+    spec = spec_from_dict(job.spec)
+    option_values, latency_overrides = split_latency_overrides(data=job.options)
+    options = options_from_dict(data=option_values, cache_dir=cache_dir(queue.home))  # the job's folder's cache
+    guard_supported = _options_take_timing_guard()
+    # Without the timing hook in run_experiment, a job that times holds the lock exclusively throughout:
+    # slower under load, never wrong.
+    whole_run_exclusive = options.measure_latency and not guard_supported
+    if guard_supported:
+        options = dataclasses.replace(options, timing_guard=lock.timing)
+    with lock.timing() if whole_run_exclusive else lock.compute():
+        started = time.perf_counter()
+        tracker.progress.update(0.0, "Loading the model and data")
+        model = cache.model(ref=job.model_ref)
+        dataset = cache.dataset(ref=job.data_ref, model=model)
+        options = apply_latency_overrides(options=options, overrides=latency_overrides,
+                                          input_shape=model.input_shape)
+        phases["load"] = time.perf_counter() - started
+
+        def finalize(record: dict, run_seconds: float) -> None:
+            # the run's own per-phase clock is exact; progress events are only a fallback for older runners
+            measured = record.get("phase_seconds") or _phases_from(record=record, tracker=tracker,
+                                                                    run_seconds=run_seconds)
+            phases.update({**measured, "run": run_seconds})
+            timed = options.measure_latency and (whole_run_exclusive or bool(lock.timed_exclusively))
+            record["timing_exclusive"] = bool(timed) if options.measure_latency else None
+            record["job_id"] = job.id
+            record["origin"] = read_origin(db_path=queue.db_path, job_id=job.id)
+            record["phase_seconds"] = dict(phases)
+
+        record = save_experiment(
+            store=_store(queue), model=model, spec=spec, dataset=dataset, options=options,
+            progress=tracker.progress, staging_prefix=queue.staging_prefix(job_id=job.id), finalize=finalize,
+            phases=phases,
+        )
+    return JobOutcome(experiment_id=int(record["id"]))
+
+
+def _run_baseline_job(
+    *, queue: JobQueue, job: Job, cache: WarmCache, lock: TimingLock, tracker: JobProgress, phases: dict
+) -> JobOutcome:
+    """Kind "baseline": the uncompressed model's record (accuracy, fp16 package, latency, memory), written to the
+    data folder's baseline cache (``core.jobs.baselines``) so every page and process reads it from there."""
+    from core.jobs.baselines import measure_baseline, resolve_options
+
+    with lock.compute():
+        started = time.perf_counter()
+        tracker.progress.update(0.0, "Loading the model and data")
+        model = cache.model(ref=job.model_ref)
+        dataset = cache.dataset(ref=job.data_ref, model=model)
+        options = resolve_options(options=job.options, input_shape=model.input_shape, cache_dir=cache_dir(queue.home))
+        options = dataclasses.replace(options, timing_guard=lock.timing)  # latency alone on the machine
+        phases["load"] = time.perf_counter() - started
+        started = time.perf_counter()
+        key, record = measure_baseline(model=model, dataset=dataset, options=options,
+                                       progress=tracker.progress.sub(0.02, 1.0),
+                                       timed_exclusively=lambda: lock.timed_exclusively)
+        phases["baseline"] = time.perf_counter() - started
+    return JobOutcome(result={"cache_key": key, "record": record}, message="Baseline measured")
+
+
+def _run_mlpackage_job(
+    *, queue: JobQueue, job: Job, cache: WarmCache, lock: TimingLock, tracker: JobProgress, phases: dict
+) -> JobOutcome:
+    """Kind "mlpackage": compress an uploaded .mlpackage on the Core ML side and save it as an experiment."""
+    from core.runs import run_mlpackage_and_save
+    from core.specs import spec_from_dict
+
+    path = Path(job.model_ref.path or "")
+    if not path.exists():
+        raise RefError(f"Core ML package {path.name} is gone ({path}); upload it again and resubmit.")
+    spec = spec_from_dict(job.spec)
+
+    def finalize(record: dict, run_seconds: float) -> None:
+        phases.update({"compress": record.get("compress_seconds"), "run": run_seconds})
+        record["job_id"] = job.id
+        record["origin"] = read_origin(db_path=queue.db_path, job_id=job.id)
+        record["phase_seconds"] = dict(phases)
+
+    with lock.compute():  # nothing is timed: Core ML predictions do not run here
+        record = run_mlpackage_and_save(
+            store=_store(queue), package_path=path, spec=spec, progress=tracker.progress,
+            label=job.model_ref.name or None, staging_prefix=queue.staging_prefix(job_id=job.id), finalize=finalize,
+        )
+    return JobOutcome(experiment_id=int(record["id"]))
+
+
+# What each job kind (core.jobs.queue.JOB_KINDS) runs; every runner returns a JobOutcome or raises.
+JOB_RUNNERS: dict[str, Callable[..., JobOutcome]] = {
+    EXPERIMENT_JOB: _run_experiment_job,
+    BASELINE_JOB: _run_baseline_job,
+    MLPACKAGE_JOB: _run_mlpackage_job,
+}
 
 
 def save_experiment(

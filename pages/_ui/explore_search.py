@@ -1,14 +1,20 @@
-"""Explore → Budget search ("smallest / fastest within X points") and Lineage (where each experiment came from)."""
+"""Explore → Budget search ("smallest / fastest within X points") and Lineage (where each experiment came from).
+
+The search runs in a process of its own (core.explore.search.start_search_process); this tab only starts it, reads
+its progress from the search book and the job queue, and answers from the store.
+"""
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from core.explore.charts import lineage_figure, lineage_frame
-from core.explore.search import SearchGoal, pick_winner, run_search
+from core.explore.search import SearchBook, SearchGoal, SearchRun, pick_winner, start_search_process
 from core.explore.sweeps import PRESETS, preset_grid
 from core.formatting import fmt_bytes, fmt_ms, fmt_pct
 from core.models.sources import LoadedModel
+from core.paths import studio_home
 from pages._ui import run_client
 from pages._ui.errors import attempt
 from pages._ui.result_card import downloads
@@ -20,10 +26,23 @@ CANDIDATE_HEADERS = {"id": "#", "spec_summary": "config", "origin": "origin", "a
                      "latency_ms_p50": "latency p50 (ms)", "within_budget": "within budget"}
 
 
-def _goal() -> SearchGoal | None:
+SEARCH_POLL_SECONDS = 1.0
+JOB_HEADERS = {"id": "job", "label": "run", "state": "state", "progress": "progress", "message": "now"}
+
+
+def book() -> SearchBook:
+    return SearchBook(home=studio_home())
+
+
+def _goal(latest: SearchRun | None) -> SearchGoal | None:
+    # The widgets start at the last search's goal, so after a reload or a page switch the answer below is its answer.
+    defaults = {"cfg.explore.max_drop": 1.0, "cfg.explore.objective": "size", "cfg.explore.refine": True}
+    if latest is not None:
+        defaults = {"cfg.explore.max_drop": float(latest.goal.max_drop_pts),
+                    "cfg.explore.objective": latest.goal.objective, "cfg.explore.refine": bool(latest.goal.refine)}
+    for key, value in defaults.items():
+        st.session_state.setdefault(key, value)
     c = st.columns([2, 1, 1], vertical_alignment="bottom")
-    st.session_state.setdefault("cfg.explore.max_drop", 1.0)
-    st.session_state.setdefault("cfg.explore.refine", True)
     drop = c[0].slider("Accuracy budget: at most this many points below the baseline", 0.0, 10.0, step=0.1,
                        key="cfg.explore.max_drop", format="%.1f pts",
                        help="Top-1 points the model may lose against the uncompressed baseline on the same images.")
@@ -38,11 +57,78 @@ def _goal() -> SearchGoal | None:
 
 def render_search_tab(*, model: LoadedModel) -> None:
     st.caption("The best experiment of this model within the budget, from every sweep, recipe and manual run. "
-               "'Run what is missing' runs the uniform settings the model has no result for yet (as jobs), "
-               "mixed-precision candidates when available, and refinements — then answers again.")
-    goal = _goal()
+               "'Run what is missing' starts a search in a process of its own: the uniform settings the model has "
+               "no result for (as jobs), the per-layer sensitivity when none is cached, mixed-precision candidates "
+               "built from it, and refinements — then answers again. It goes on if you leave this page.")
+    latest = attempt("Reading the searches", book().latest, model=model.source_id)
+    goal = _goal(latest)
     if goal is None:
         return
+    if latest is not None and not latest.finished:
+        _search_panel(latest.id)
+    else:
+        if latest is not None:
+            _last_search(latest)
+        _start_controls(model=model, goal=goal)
+    _answer(model=model, goal=goal)
+
+
+def _start_controls(*, model: LoadedModel, goal: SearchGoal) -> None:
+    c = st.columns([2, 1], vertical_alignment="bottom")
+    st.session_state.setdefault("cfg.explore.search_preset", "weight-only exploration")
+    preset = c[0].selectbox("Uniform settings to try", list(PRESETS), key="cfg.explore.search_preset",
+                            help="The sweep preset whose configs the search runs when the model lacks them.")
+    if c[1].button("Run what is missing", icon=":material/travel_explore:", key="explore.search.run",
+                   type="primary"):
+        state = st.session_state
+        started = attempt(
+            "Starting the search", start_search_process, home=studio_home(),
+            model=run_client.model_ref(state["model_choice"]), data=run_client.data_ref(state.get("dataset_choice")),
+            goal=goal, configs=preset_grid(name=preset).configs,
+            options={"eval_limit": eval_limit(), "measure_latency": goal.objective == "latency",
+                     "measure_memory": False})
+        if started is not None:
+            st.rerun()
+
+
+@st.fragment(run_every=SEARCH_POLL_SECONDS)
+def _search_panel(search_id: int) -> None:
+    """A running search, read from the search book and the job queue (the search runs in its own process)."""
+    run = book().get(search_id=search_id)
+    if run.finished:
+        st.rerun()  # the whole app: the answer below includes the new experiments now
+    verb = {"size": "smallest", "latency": "fastest"}[run.goal.objective]
+    st.markdown(f"**Search #{run.id}**: {verb} within {run.goal.max_drop_pts:g} points — running")
+    c = st.columns([5, 1], vertical_alignment="bottom")
+    c[0].progress(min(1.0, float(run.progress)), text=run.message or "working…")
+    if c[1].button("Cancel", icon=":material/cancel:", key="explore.search.cancel", disabled=run.cancel_requested):
+        book().request_cancel(search_id=run.id)
+    jobs = [job for job in (run_client.get_job(i) for i in run.job_ids) if job is not None]
+    if jobs:
+        table = pd.DataFrame([{"id": j.id, "label": j.label.split(" · ", 1)[-1], "state": j.state,
+                               "progress": j.progress, "message": j.message} for j in jobs])
+        st.dataframe(table.rename(columns=JOB_HEADERS), hide_index=True, key="explore.search.jobs",
+                     column_config={"progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0)})
+
+
+def _last_search(run: SearchRun) -> None:
+    verb = {"size": "smallest", "latency": "fastest"}[run.goal.objective]
+    what = f"Search #{run.id} ({verb} within {run.goal.max_drop_pts:g} points)"
+    if run.state == "done":
+        st.caption(f"{what} finished: {len(run.ran)} new experiment(s). {run.sentence or ''}")
+    elif run.state == "cancelled":
+        st.warning(f"{what}: {run.message}", icon=":material/cancel:")
+    else:
+        st.error(f"{what} failed: {run.error}", icon=":material/error:")
+    for note in run.notes:
+        st.caption(f"Note: {note}")
+    if run.failed:
+        with st.expander(f"{len(run.failed)} run(s) of this search failed", icon=":material/warning:"):
+            for line in run.failed:
+                st.markdown(f"- {line}")
+
+
+def _answer(*, model: LoadedModel, goal: SearchGoal) -> None:
     model_records = records(model=model.source_id)
     result = pick_winner(model_records, goal=goal)
     if result.winner is not None:
@@ -55,14 +141,7 @@ def render_search_tab(*, model: LoadedModel) -> None:
         m[3].metric("Came from", (winner.get("origin") or {}).get("label") or "manual run")
         downloads(winner, key=f"explore.search.dl{winner['id']}")
     else:
-        st.info(result.sentence + " Run what is missing below, or widen the budget.", icon=":material/info:")
-    c = st.columns([2, 1], vertical_alignment="bottom")
-    st.session_state.setdefault("cfg.explore.search_preset", "weight-only exploration")
-    preset = c[0].selectbox("Uniform settings to try", list(PRESETS), key="cfg.explore.search_preset",
-                            help="The sweep preset whose configs the search runs when the model lacks them.")
-    if c[1].button("Run what is missing", icon=":material/travel_explore:", key="explore.search.run",
-                   type="primary"):
-        _run(model=model, goal=goal, preset=preset)
+        st.info(result.sentence + " Run what is missing, or widen the budget.", icon=":material/info:")
     if len(result.candidates):
         table = result.candidates[list(CANDIDATE_HEADERS)].rename(columns=CANDIDATE_HEADERS)
         table["size"] = table["size"].map(fmt_bytes)
@@ -70,26 +149,6 @@ def render_search_tab(*, model: LoadedModel) -> None:
             "top-1": st.column_config.NumberColumn(format="percent"),
             "drop (pts)": st.column_config.NumberColumn(format="%.2f"),
             "× smaller (fp16)": st.column_config.NumberColumn(format="%.2f×")})
-
-
-def _run(*, model: LoadedModel, goal: SearchGoal, preset: str) -> None:
-    state = st.session_state
-    with st.status("Searching: runs go through the job queue", expanded=True) as status:
-        bar = st.progress(0.0, text="Submitting")
-        outcome = attempt(
-            "The search", run_search, executor=run_client.executor(), model=run_client.model_ref(state["model_choice"]),
-            data=run_client.data_ref(state.get("dataset_choice")), goal=goal,
-            options={"eval_limit": eval_limit(), "measure_latency": goal.objective == "latency",
-                     "measure_memory": False},
-            configs=preset_grid(name=preset).configs, on_progress=lambda f, m: bar.progress(min(1.0, f), text=m))
-        if outcome is None:
-            status.update(label="The search failed", state="error")
-            return
-        for reason in outcome.failed_jobs:
-            st.warning(f"A run failed: {reason}", icon=":material/warning:")
-        status.update(label=f"Done: {len(outcome.ran_experiments)} new experiment(s). {outcome.sentence}",
-                      state="complete")
-    st.rerun()
 
 
 def render_lineage_tab(*, model: LoadedModel) -> None:

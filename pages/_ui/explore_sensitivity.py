@@ -69,6 +69,8 @@ def render_sensitivity_tab(*, model: LoadedModel | None = None, dataset: Dataset
     if process is not None:
         status = process.status()
         st.session_state.pop(PROCESS_KEY)
+        if result is not None and status.get("state") == "done":
+            result.from_cache = False  # computed just now by this session's run, read back from where it cached it
         if status.get("state") == "failed":
             st.error(f"The sensitivity analysis failed: {status.get('error')}", icon=":material/error:")
         elif status.get("state") == "cancelled":

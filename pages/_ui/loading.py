@@ -98,25 +98,25 @@ def current_dataset(model: LoadedModel | None) -> Dataset | None:
         return None
 
 
-def _dataset_key(dataset: Dataset | None) -> str:
-    return "none" if dataset is None else f"{dataset.name}|{dataset.source}|{len(dataset.test)}"
+def baseline_for(model: LoadedModel, dataset: Dataset | None) -> dict | None:
+    """The baseline record a worker measured earlier for this model, data and options (core.jobs.baselines), or None
+    when a baseline job still has to measure it: this process never evaluates, exports or times. Also remembers
+    the per-image forward time for run-time estimates."""
+    from core.jobs.baselines import cached_baseline, resolve_options
+    from pages._ui.run_client import measure_options
+
+    options = resolve_options(options=measure_options(limit=eval_limit()), input_shape=model.input_shape,
+                              cache_dir=None)
+    record = cached_baseline(model=model, dataset=dataset, options=options)
+    if record is not None:
+        remember_forward_time(model, record)
+    return record
 
 
-@st.cache_resource(show_spinner=False, max_entries=32)
-def _baseline(_model: LoadedModel, _dataset: Dataset | None, model_key: str, data_key: str, limit: int | None) -> dict:
-    from core.experiment import baseline_record
-
-    return baseline_record(model=_model, dataset=_dataset, eval_limit=limit)
-
-
-def baseline_for(model: LoadedModel, dataset: Dataset | None) -> dict:
-    """The cached baseline record; also remembers the per-image forward time for run-time estimates."""
-    choice = st.session_state.get("model_choice") or {}
-    record = _baseline(model, dataset, f"{model.source_id}|{choice.get('hash')}", _dataset_key(dataset), eval_limit())
+def remember_forward_time(model: LoadedModel, record: dict) -> None:
     per_image = baseline_ms_per_image(record)
     if per_image is not None:
         st.session_state.setdefault("forward_ms_per_image", {})[model.source_id] = per_image
-    return record
 
 
 def forward_ms_per_image(model: LoadedModel) -> float | None:

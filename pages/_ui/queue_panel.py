@@ -43,7 +43,8 @@ def _panel() -> None:
         return
     st.markdown("**Jobs**")
     if not running and not queued:
-        st.caption("Nothing running — runs you start on Compress (or with the CLI) appear here.")
+        st.caption("Nothing running — runs you start on Compress, baselines and Core ML packages measured on Model "
+                   "(or jobs from the CLI) appear here.")
     for job in running:
         _running(job)
     if queued:
@@ -52,7 +53,10 @@ def _panel() -> None:
     recent = run_client.queue().list(states=[DONE, FAILED, CANCELLED], limit=RECENT)
     mine = set(run_client.session_job_ids())
     for job in recent:
-        detail = f"experiment #{job.experiment_id}" if job.state == DONE else (job.error or job.message)
+        if job.state == DONE:  # a baseline job saves no experiment: its last message says what it did
+            detail = f"experiment #{job.experiment_id}" if job.experiment_id is not None else job.message
+        else:
+            detail = job.error or job.message
         st.caption(f"{STATE_ICONS[job.state]} #{job.id} {job.label}{' (yours)' if job.id in mine else ''} — {detail}")
     watched = [j for j in (run_client.get_job(i) for i in _watched()) if j is not None]
     if any(run_client.announce_once(j) for j in watched if j.finished):

@@ -53,6 +53,10 @@ def save_upload(uploaded: Any) -> tuple[Path, str]:
     Never copies the whole upload into one bytes object. Afterwards the uploads of all sessions are brought
     back under their size cap (core.disk: least recently used sessions first; this session's folder stays).
     """
+    from pages._ui.uploads import StoredUpload
+
+    if isinstance(uploaded, StoredUpload):  # streamed to disk by core.uploads: already in place and hashed
+        return uploaded.path, uploaded.digest
     saved = st.session_state.setdefault("saved_uploads", {})  # the page saves on every rerun: hash each file once
     file_id = getattr(uploaded, "file_id", None)
     if file_id in saved and Path(saved[file_id][0]).is_file():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import warnings
@@ -227,3 +228,27 @@ def test_an_already_converted_model_is_repacked_for_each_engine(fashion):
     repacked = build_form(prepared=converted_for_x86, convert=already_converted, form=onednn, example=calibration[:1])
     with quantized_engine("onednn"), torch.inference_mode():
         assert torch.equal(repacked(calibration), from_prepared(calibration))
+
+
+@pytest.mark.skipif(not cpu_int8_features().is_x86, reason="the x86 / onednn / fbgemm int8 engines need an x86-64 CPU")
+def test_the_race_runs_under_the_jobs_timing_lock_and_a_cached_choice_takes_none(fashion, tmp_path):
+    from core.jobs.timing_lock import TimingLock
+
+    calibration, _ = next(iter(fashion.batches(fashion.calibration_split(size=32), batch_size=32)))
+    tiny = tiny_model()
+    prepared = _prepared(tiny.module, calibration)
+    lock = TimingLock(path=tmp_path / "timing.lock")
+    held: list[bool] = []
+
+    @contextlib.contextmanager
+    def guard():
+        with lock.timing():
+            held.append(True)
+            yield
+
+    kwargs = dict(prepared=prepared, convert=_quiet_convert, example=tiny.example_input(1), settings=QUICK,
+                  cache_root=tmp_path, spec={"per_channel": True}, timing_guard=guard)
+    first = choose_int8_form(**kwargs)
+    assert not first.from_cache and held == [True] and lock.timed_exclusively
+    again = choose_int8_form(**kwargs)
+    assert again.from_cache and held == [True]  # reused: nothing timed, the lock not taken again

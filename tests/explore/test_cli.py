@@ -37,10 +37,22 @@ def test_sweep_then_search_write_to_the_store_and_print_tables(home, capsys) -> 
 
     # The search runs only the config the model lacks (palettize 8-bit), tagged as the search's, then answers.
     grid = '[{"method": "quantize_weights"}, {"method": "palettize", "n_bits": 8}]'
-    assert main(["search", "--model", "sample:fashion_cnn", "--max-drop", "5", "--no-refine", "--grid", grid,
-                 *fast]) == 0
+    assert main(["search", "--model", "sample:fashion_cnn", "--max-drop", "5", "--no-refine", "--no-mixed", "--grid",
+                 grid, *fast]) == 0
     out = capsys.readouterr().out
-    assert "smallest within 5 points" in out and "smaller than fp32 (theoretical size)" in out
+    assert out.startswith("search #1\n") and "smallest within 5 points" in out and "smaller than fp32 (theoretical size)" in out
     searched = [r for r in ExperimentStore(home).list() if r["origin"]["kind"] == "search"]
     assert [r["spec_summary"] for r in searched] == ["palettize 8-bit (data_free)"]
+    assert searched[0]["origin"] == {"kind": "search", "id": 1, "parent_experiment_id": None,
+                                     "label": "search #1: smallest within 5 pts"}
     assert "#1" in out and "#2" in out  # both candidates in the printed table
+
+
+def test_sweep_executor_flag_reaches_the_executor(home, capsys, monkeypatch) -> None:
+    """`sweep --executor ray` asks Ray (here: no cluster at the address) instead of the local workers."""
+    monkeypatch.setenv("COMPRESSION_STUDIO_RAY_ADDRESS", "127.0.0.1:9")
+    grid = '[{"method": "quantize_weights"}]'
+    code = main(["sweep", "--model", "sample:fashion_cnn", "--grid", grid, "--executor", "ray", "--quiet",
+                 "--no-latency", "--no-export", "--data", "bundled"])
+    assert code == 2
+    assert "no Ray cluster is reachable at 127.0.0.1:9" in capsys.readouterr().err

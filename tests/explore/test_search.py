@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 import pytest
 
 from core.explore.search import (
@@ -81,3 +85,81 @@ def test_missing_configs_skips_what_the_model_already_has() -> None:
     wanted = [{"method": "palettize", "n_bits": 4}, {"method": "palettize", "n_bits": 3}]
     assert missing_configs(configs=wanted, records=RECORDS) == [{"method": "palettize", "n_bits": 3}]
     assert candidates_frame([], goal=SearchGoal()).empty
+
+
+# --------------------------------------------------------------------------- the search as a process of its own
+
+
+def test_a_search_on_a_clean_store_runs_sensitivity_and_mixed_precision_in_its_own_process(home) -> None:
+    """What the page starts: a process that runs the missing uniform config, computes the sensitivity table (none is
+    cached), runs mixed-precision candidates from it, and records its progress, jobs and winner in the book."""
+    from core.explore.charts import lineage_figure, lineage_frame
+    from core.explore.search import SearchBook, start_search_process, wait_for_search
+    from core.explore.sensitivity import cached_results
+    from core.jobs import DataRef, ModelRef
+    from core.paths import cache_dir
+    from core.store import ExperimentStore
+    from core.tables import origin_label
+    from tests.explore.conftest import FAST_OPTIONS
+
+    assert cached_results(cache_root=cache_dir(home)) == []
+    search_id = start_search_process(
+        home=home, model=ModelRef(kind="sample", name="fashion_cnn"), data=DataRef(kind="bundled"),
+        goal=SearchGoal(max_drop_pts=2.0, refine=False), options=FAST_OPTIONS,
+        configs=[{"method": "palettize", "n_bits": 8}])
+    run = wait_for_search(search_id=search_id, home=home, timeout=600)
+    assert run.state == "done", (run.state, run.error, run.message)
+    assert run.progress == 1.0 and run.pid is not None and run.failed == ()
+    [table] = cached_results(cache_root=cache_dir(home))  # computed by the search, cached for the page
+    assert table.meta["model"] == "sample:fashion_cnn" and table.has_labels
+    records = ExperimentStore(home).list()
+    assert sorted(r["id"] for r in records) == sorted(run.ran) and len(run.job_ids) == len(records)
+    assert all(r["origin"] == {"kind": "search", "id": search_id, "parent_experiment_id": None,
+                               "label": f"search #{search_id}: smallest within 2 pts"} for r in records)
+    mixed = [r for r in records if (r.get("spec") or {}).get("overrides")]
+    assert mixed, [r["spec_summary"] for r in records]  # mixed-precision candidates ran as real experiments
+    assert run.winner_id in {r["id"] for r in records} and "smaller" in run.sentence
+    assert SearchBook(home=home).latest(model="sample:fashion_cnn").id == search_id
+    # lineage: Compare's origin filter and the map both hang these under the search
+    label = f"search #{search_id}: smallest within 2 pts"
+    assert {origin_label(r) for r in records} == {label}
+    tree = lineage_figure(lineage_frame(records)).data[0]
+    parents = dict(zip(tree.ids, tree.parents, strict=True))
+    assert {parents[f"exp:{r['id']}"] for r in records} == {f"origin:{label}"} and parents[f"origin:{label}"] == "root"
+
+
+def test_cancelling_a_search_stops_its_process_and_its_runs(home) -> None:
+    from core.explore.search import SearchBook, start_search_process, wait_for_search
+    from core.jobs import DataRef, JobQueue, ModelRef
+    from tests.explore.conftest import FAST_OPTIONS
+
+    configs = [{"method": "palettize", "n_bits": bits} for bits in (2, 3, 4, 6, 8)]
+    search_id = start_search_process(
+        home=home, model=ModelRef(kind="sample", name="fashion_cnn"), data=DataRef(kind="bundled"),
+        goal=SearchGoal(), options=FAST_OPTIONS, configs=configs)
+    book = SearchBook(home=home)
+    deadline = time.monotonic() + 120
+    while not book.get(search_id=search_id).job_ids:  # its runs are queued
+        assert time.monotonic() < deadline, book.get(search_id=search_id)
+        time.sleep(0.3)
+    book.request_cancel(search_id=search_id)
+    run = wait_for_search(search_id=search_id, home=home, timeout=120)
+    assert run.state == "cancelled" and "Cancelled" in run.message
+    queue = JobQueue(home=home)
+    assert all(queue.get(job_id=j).finished for j in run.job_ids)
+    assert any(queue.get(job_id=j).state == "cancelled" for j in run.job_ids)
+
+
+def test_a_search_whose_process_died_is_marked_failed(home) -> None:
+    from core.explore.search import SearchBook
+    from core.jobs import DataRef, ModelRef
+    from core.jobs.queue import this_host
+
+    book = SearchBook(home=home)
+    search_id = book.create(model=ModelRef(kind="sample", name="fashion_cnn"), data=DataRef(kind="bundled"),
+                            goal=SearchGoal(), options={}, configs=None)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    book.update(search_id=search_id, state="running", pid=child.pid, host=this_host())
+    run = book.get(search_id=search_id)
+    assert run.state == "failed" and "the search process stopped before finishing" in run.error

@@ -38,6 +38,19 @@ def test_presets_expand_to_valid_distinct_specs() -> None:
     assert {c["method"] for c in weight_only.configs} == {"palettize", "quantize_weights"}
     assert len({str(sorted(c.items())) for c in weight_only.configs}) == 25  # no duplicates
     assert "palettize 2-bit g16 (data_free)" in weight_only.summaries()
+    assert len(set(weight_only.summaries())) == 25  # per-channel scale is named, not read as per-tensor
+    assert "25 configs" in PRESETS[weight_only.name]
+    # issue 10's list: int8/int4 × sym/asym per channel; int4 per block 16/32/128 × sym/asym; palettize 8/6/4/3/2 × 3 forms
+    quantized = [c for c in weight_only.configs if c["method"] == "quantize_weights"]
+    assert sorted((c["dtype"], c["mode"]) for c in quantized if c["granularity"] == "per_channel") == [
+        ("int4", "asymmetric"), ("int4", "symmetric"), ("int8", "asymmetric"), ("int8", "symmetric")]
+    assert sorted((c["block_size"], c["mode"]) for c in quantized if c["granularity"] == "per_block") == [
+        (16, "asymmetric"), (16, "symmetric"), (32, "asymmetric"), (32, "symmetric"), (128, "asymmetric"),
+        (128, "symmetric")]
+    palettized = [c for c in weight_only.configs if c["method"] == "palettize"]
+    assert sorted({c["n_bits"] for c in palettized}) == [2, 3, 4, 6, 8] and len(palettized) == 15
+    assert sum(c["enable_per_channel_scale"] for c in palettized) == 5
+    assert sum(c["granularity"] == "per_grouped_channel" for c in palettized) == 5
 
 
 def test_custom_grid_is_methods_times_ranges() -> None:

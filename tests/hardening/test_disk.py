@@ -101,3 +101,42 @@ def test_caps_are_validated_and_unknown_parts_refused(tmp_path):
     assert DiskCaps.from_dict(DiskCaps().to_dict()) == DiskCaps()
     with pytest.raises(ValueError, match="unknown or protected disk part"):
         free_disk_space(home=tmp_path, parts=["experiments"])
+
+
+def test_caps_follow_their_environment_variables(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.disk import DEFAULT_CAPS, caps_env_names, current_caps, parse_size
+
+    for variable in caps_env_names().values():
+        monkeypatch.delenv(variable, raising=False)
+    assert current_caps() == DEFAULT_CAPS
+    assert caps_env_names()["uploads"] == "COMPRESSION_STUDIO_CAP_UPLOADS"
+    monkeypatch.setenv("COMPRESSION_STUDIO_CAP_UPLOADS", "20GB")
+    monkeypatch.setenv("COMPRESSION_STUDIO_CAP_BASELINE_EVAL", "1.5 GiB")
+    monkeypatch.setenv("COMPRESSION_STUDIO_CAP_JOB_LOGS", "")  # empty: the default
+    caps = current_caps()
+    assert caps.uploads == 20_000_000_000 and caps.baseline_eval == int(1.5 * (1 << 30))
+    assert caps.job_logs == DEFAULT_CAPS.job_logs and caps.cli_runs == DEFAULT_CAPS.cli_runs
+    assert parse_size("500MB", setting="x") == 500_000_000 and parse_size("1234", setting="x") == 1234
+    assert {u.key: u.cap_bytes for u in disk_usage(home=tmp_path)}["uploads"] == 20_000_000_000
+
+    for bad, why in (("lots", "is not a size"), ("5 parsecs", "is not a size"), ("0MB", "must be more than 0")):
+        monkeypatch.setenv("COMPRESSION_STUDIO_CAP_UPLOADS", bad)
+        with pytest.raises(ValueError, match=f"COMPRESSION_STUDIO_CAP_UPLOADS='{bad}' {why}"):
+            current_caps()
+
+
+def test_clean_up_uses_the_environment_caps(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """enforce_caps without explicit caps reads the variables: a small uploads cap removes the older session."""
+    folder = uploads_dir(tmp_path)
+    _file(folder / "old" / "a.pt", 600)
+    _file(folder / "new" / "b.pt", 600)
+    _age(folder / "old", 3600)
+    _age(folder / "new", 1800)
+    monkeypatch.setenv("COMPRESSION_STUDIO_CAP_UPLOADS", "1000")
+    cleanup = enforce_caps(home=tmp_path, parts=["uploads"], grace_s=0)
+    assert cleanup.removed_entries == 1 and not (folder / "old").exists() and (folder / "new" / "b.pt").exists()
+    monkeypatch.setenv("COMPRESSION_STUDIO_CAP_BASELINE_EVAL", "500")
+    outside = tmp_path / "elsewhere"
+    _file(outside / "x.npz", 400, age_s=3600)
+    _file(outside / "y.npz", 400, age_s=1800)
+    assert enforce_cap_of_folder(outside, part="baseline_eval", grace_s=0).removed_entries == 1

@@ -100,6 +100,22 @@ def test_latency_overrides_are_laid_over_the_models_defaults() -> None:
     options = apply_latency_overrides(options=options_from_dict(data=values), overrides=overrides,
                                       input_shape=(3, 224, 224))
     assert options.eval_limit == 10 and options.latency.threads == 1
-    assert options.latency.batch_sizes == default_latency_settings((3, 224, 224)).batch_sizes  # (1, 8) at 224 px
+    assert options.latency.batch_sizes == default_latency_settings((3, 224, 224)).batch_sizes == (1,)  # 224 px
+    # the large batch is opt-in for 224 px models: the option carries through the job's JSON to the settings
+    values, overrides = split_latency_overrides(data={"large_batch": True, "latency_overrides": {"threads": 1}})
+    options = apply_latency_overrides(options=options_from_dict(data=values), overrides=overrides,
+                                      input_shape=(3, 224, 224))
+    assert options.large_batch and options.latency.batch_sizes == (1, 8) and options.latency.threads == 1
     with pytest.raises(RefError, match="latency_overrides"):
         split_latency_overrides(data={"latency_overrides": 3})
+
+
+def test_default_latency_times_batch_one_honestly_and_the_large_batch_on_request() -> None:
+    from core.experiment_options import ExperimentOptions, default_latency_settings
+
+    big = default_latency_settings((3, 224, 224))
+    assert big.batch_sizes == (1,) and big.seconds_per_batch_size >= 2.0 and big.min_repeats >= 5 and big.warmup >= 1
+    assert default_latency_settings((3, 224, 224), large_batch=True).batch_sizes == (1, 8)
+    assert default_latency_settings((1, 28, 28)).batch_sizes == (1, 32)  # small inputs: the large batch is cheap
+    assert ExperimentOptions(large_batch=True).latency_settings((3, 224, 224)).batch_sizes == (1, 8)
+    assert ExperimentOptions().latency_settings((3, 224, 224)).batch_sizes == (1,)

@@ -42,7 +42,13 @@ def test_scales_and_channel_snr(conv_weight):
     fig = figures.scales_figure(per_tensor=float(runs["per_tensor"].scale[0, 0]), per_channel=runs["per_channel"].scale.ravel(),
                                 per_block=runs["per_block"].scale, highlight=3, title="t")
     assert _names(fig) == ["per channel", "per block", "per tensor"]
-    assert len(fig.data[0].y) == 64 and len(fig.data[1].y) == 64 * 4
+    assert len(fig.data[0].y) == 64
+    # every block's scale is one step of a single line (one SVG path, whatever the number of blocks), in order
+    blocks = runs["per_block"].scale
+    assert fig.data[1].mode == "lines" and fig.data[1].line.shape == "hv"
+    np.testing.assert_array_equal(np.asarray(fig.data[1].y, dtype=float)[:-1], blocks.ravel())
+    x = np.asarray(fig.data[1].x, dtype=float)
+    assert np.all(np.diff(x) > 0) and np.array_equal(np.round(x[:-1]).astype(int), np.repeat(np.arange(64), blocks.shape[1]))
     assert fig.data[0].marker.color[3] == figures.ACCENT
     snr = figures.channel_snr_figure(snr={g: r.channel_snr_db(conv_weight) for g, r in runs.items()}, title="t")
     assert _names(snr) == ["per tensor", "per channel", "per block"]

@@ -101,3 +101,28 @@ def test_a_tiny_sweep_fills_the_table_and_the_scatter(app) -> None:
     at.switch_page("pages/3_Compare.py").run()
     assert_clean(at)
     assert len(at.dataframe[0].value) == 2
+
+
+def test_the_search_runs_in_its_own_process_and_a_new_session_follows_it(app) -> None:
+    """Issue 9's rule: the Streamlit process never compresses; the search is a process of its own whose progress any
+    session (a reload, a page switch) reads from the search book, and can cancel."""
+    from core.explore.search import SearchBook, wait_for_search
+
+    at = app(page=PAGE)
+    at.session_state["cfg.eval_limit"] = 100
+    at.slider(key="cfg.explore.max_drop").set_value(0.5).run()
+    at.button(key="explore.search.run").click().run()
+    assert_clean(at)
+    [run] = SearchBook(home=_home()).list()
+    assert run.pid is not None and run.pid != os.getpid() and run.goal.max_drop_pts == 0.5
+    assert any(b.key == "explore.search.cancel" for b in at.button)  # the progress panel replaced the start button
+    assert "explore.search.run" not in [b.key for b in at.button]
+
+    again = app(page=PAGE)  # a reload: a new session finds the running search and its goal
+    assert again.slider(key="cfg.explore.max_drop").value == 0.5
+    again.button(key="explore.search.cancel").click().run()
+    run = wait_for_search(search_id=run.id, home=_home(), timeout=180)
+    assert run.state == "cancelled", (run.state, run.error)
+    again.run()
+    assert any(f"Search #{run.id}" in w.value and "Cancelled" in w.value for w in again.warning)
+    assert any(b.key == "explore.search.run" for b in again.button)

@@ -1,17 +1,62 @@
-"""Model page: summary and baseline of the sample, and clear errors for bad uploads (never a traceback)."""
+"""Model page: summary and baseline of the sample, and clear errors for bad uploads (never a traceback).
+
+The baseline and the Core ML package compression are jobs: a worker process measures, the page follows the job.
+"""
 
 from __future__ import annotations
 
 import io
+import os
+import time
 import zipfile
+from pathlib import Path
 
+import pytest
+
+from core.jobs import BASELINE_JOB, DONE, MLPACKAGE_JOB, JobQueue
 from tests.pages.conftest import assert_clean
 
 
+@pytest.fixture(autouse=True)
+def _private_jobs(tmp_path, monkeypatch) -> None:
+    """A timing lock private to the test (other runs on the machine don't block it); idle workers leave soon."""
+    monkeypatch.setenv("COMPRESSION_STUDIO_TIMING_LOCK", str(tmp_path / "timing.lock"))
+    monkeypatch.setenv("COMPRESSION_STUDIO_WORKER_IDLE", "15")
+
+
+def _queue() -> JobQueue:
+    return JobQueue(home=Path(os.environ["COMPRESSION_STUDIO_HOME"]))
+
+
+def _until(at, predicate, *, what: str, timeout: float = 300):
+    """Rerun the session (what the page's polling does in a browser) until `predicate` holds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+        at.run()
+    return at
+
+
+def _has_baseline(at) -> bool:
+    return any(m.label == "Top-1 accuracy" for m in at.metric)
+
+
 def test_summary_and_baseline(app) -> None:
+    from core import baseline
+
+    baseline.clear_caches()  # whatever earlier tests of this process measured
     at = app(page="pages/1_Model.py")
     at.selectbox(key="cfg.eval_limit").select(500).run()
     assert_clean(at)
+    # No cached baseline yet: the page queued a baseline job (progress + Cancel) instead of measuring itself.
+    jobs = [j for j in _queue().list() if j.kind == BASELINE_JOB and j.options.get("eval_limit") == 500]
+    assert len(jobs) == 1 and jobs[0].label == "Baseline · fashion_cnn (sample)"
+    at = _until(at, lambda: _has_baseline(at), what="the baseline job")
+    assert_clean(at)
+    job = _queue().get(job_id=jobs[0].id)
+    assert job.state == DONE and job.worker_pid != os.getpid()  # measured by a worker process
+    assert not baseline._baseline_records and not baseline._baseline_evals  # … and never in the app's process
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Parameters"] == "0.87 M"
     assert metrics["Weight layers"] == "6"
@@ -22,6 +67,12 @@ def test_summary_and_baseline(app) -> None:
     assert list(layers["layer"]) == ["features.0", "features.3", "features.7", "features.10", "classifier.1", "classifier.4"]
     assert layers.loc[0, "compressed by default?"].startswith("no")
     assert not at.warning  # trained weights: no random-weights warning
+    # Another tab (or a reload) shows the cached baseline at once: no second job.
+    other = app(page="pages/1_Model.py")
+    other.selectbox(key="cfg.eval_limit").select(500).run()
+    assert _has_baseline(other)
+    assert {m.label: m.value for m in other.metric}["Top-1 accuracy"] == metrics["Top-1 accuracy"]
+    assert [j.id for j in _queue().list() if j.kind == BASELINE_JOB and j.options.get("eval_limit") == 500] == [job.id]
 
 
 def test_bad_weights_upload_shows_an_error(app) -> None:
@@ -84,6 +135,8 @@ def test_image_folder_dataset_is_used(app) -> None:
     at.file_uploader(key="data.upload").set_value(("fashion.zip", _image_folder_zip(), "application/zip")).run()
     at.button(key="data.apply").click().run()
     assert_clean(at)
+    at = _until(at, lambda: _has_baseline(at), what="the baseline job on the uploaded images")
+    assert_clean(at)
     sidebar = " ".join(m.value + " " for m in at.sidebar.markdown) + " ".join(c.value for c in at.sidebar.caption)
     assert "ImageFolder fashion" in sidebar
     assert "50 evaluation images" in sidebar  # 6 per class, of which round(20 %) = 1 is kept for calibration
@@ -101,17 +154,30 @@ def test_mlpackage_upload_is_compressed_on_the_core_ml_side(app, tmp_path) -> No
     at.file_uploader(key="model.ml_upload").set_value(("notapackage.zip", _image_folder_zip(), "application/zip")).run()
     at.button(key="model.ml_run").click().run()
     assert not at.exception
+    at = _until(at, lambda: at.error, what="the failed package job")
     assert "holds no .mlpackage folder" in at.error[0].value
 
+    # A fresh session: AppTest drops a file field's value on the st.rerun() that follows a submit (a browser keeps it).
+    at = app(page="pages/1_Model.py")
+    at.radio(key="cfg.model.kind").set_value("mlpackage").run()
     at.file_uploader(key="model.ml_upload").set_value(("cnn.zip", zip_directory(package), "application/zip")).run()
     at.button(key="model.ml_run").click().run()
+    assert not at.exception
+    [job] = [j for j in _queue().list(limit=1) if j.kind == MLPACKAGE_JOB]  # queued for a worker, not run here
+    at = _until(at, lambda: at.success, what="the package job")
     assert_clean(at)
+    assert _queue().get(job_id=job.id).worker_pid != os.getpid()
     metrics = {m.label: m.value for m in at.metric}
     assert float(metrics["Smaller by"].rstrip("×")) > 3  # 4-bit LUT indices replace fp16 weights
     assert any(d.label == "Compressed package (.zip)" for d in at.get("download_button"))
     # Saved as an experiment through the engine's own transaction (core.runs), not a side path.
     assert "saved as experiment **#1**" in at.success[0].value
     assert "Experiments:** 1" in " ".join(m.value for m in at.sidebar.markdown)
+    reloaded = app()  # a reload is a new session: the URL's ?mljob=N brings the package's result back
+    assert at.query_params["mljob"] == str(job.id)
+    reloaded.query_params["mljob"] = str(job.id)
+    reloaded.switch_page("pages/1_Model.py").run()
+    assert "cnn: " in reloaded.success[0].value and "saved as experiment **#1**" in reloaded.success[0].value
 
 
 def test_random_weight_architecture_is_flagged(app) -> None:
@@ -125,4 +191,12 @@ def test_random_weight_architecture_is_flagged(app) -> None:
     assert {m.label: m.value for m in at.metric}["Input"] == "3×224×224"
     # 11.7 M parameters: the slow baseline (Core ML export) waits for a click instead of blocking the page.
     assert at.button(key="model.baseline").label == "Measure baseline"
+    assert not [j for j in _queue().list() if j.kind == BASELINE_JOB and "resnet18" in j.label]
+    at.run()  # AppTest drops the first click after the st.rerun() that loaded the model (a browser does not)
+    at.button(key="model.baseline").click().run()  # queued for a worker; Cancel stops it, nothing is kept
+    [job] = [j for j in _queue().list() if j.kind == BASELINE_JOB and "resnet18" in j.label]
+    at.button(key="model.baseline_cancel").click().run()
+    at = _until(at, lambda: any("cancelled" in i.value for i in at.info), what="the cancelled baseline", timeout=120)
+    assert _queue().get(job_id=job.id).state == "cancelled"
+    assert at.button(key="model.baseline_retry").label == "Measure again"
     assert "synthetic inputs" in " ".join(c.value for c in at.sidebar.caption)

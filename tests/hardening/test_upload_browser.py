@@ -1,0 +1,49 @@
+"""A weights file streamed from a real browser to `streamlit run app.py`, then loaded on the Model page.
+
+The upload field is the streamed one (core.uploads route + pages/_ui/uploads component), not Streamlit's
+in-memory uploader: the file appears in the session's uploads folder and the model loads from it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.conftest import ARTIFACTS, assert_no_exception, browser, server, wait_idle  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.browser
+
+
+def test_weights_streamed_from_the_browser_load_on_the_model_page(server, browser, tmp_path) -> None:  # noqa: F811
+    import torch
+
+    from core.models.sources import load_model
+
+    weights = tmp_path / "fashion cnn weights.pt"
+    torch.save(load_model("sample:fashion_cnn").module.state_dict(), weights)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(f"{server}/Model")
+        wait_idle(page)
+        choice = page.get_by_text("Upload weights", exact=True)
+        choice.wait_for(timeout=300_000)  # below the baseline, which a loaded machine measures slowly
+        choice.click()
+        wait_idle(page)
+        field = page.locator("input.su-input")  # inside the component's shadow root (Playwright pierces it)
+        field.wait_for(state="attached", timeout=60_000)
+        assert page.locator("st-file-uploader, [data-testid='stFileUploader']").count() == 0
+        field.set_input_files(str(weights))
+        page.get_by_text("Uploaded fashion_cnn_weights.pt").wait_for(timeout=60_000)
+        wait_idle(page)
+        page.get_by_role("button", name="Load weights").click()
+        # The toast of _apply_model: the weights were read back from the streamed file and the model switched.
+        page.locator('[data-testid="stToast"]', has_text="Loaded").first.wait_for(timeout=180_000)
+        wait_idle(page)
+        assert_no_exception(page, "Model page after a streamed upload")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "streamed_upload.png"), full_page=True)
+    except Exception:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "streamed_upload_failure.png"), full_page=True)
+        raise
+    finally:
+        page.close()
