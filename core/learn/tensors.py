@@ -80,7 +80,16 @@ def crop(matrix: np.ndarray, *, rows: int = 32, cols: int = 64) -> np.ndarray:
     return matrix[:rows, :cols]
 
 
+def crop_note(matrix: np.ndarray, shown: np.ndarray) -> str:
+    """' (top-left 32 × 64 of 256 × 256)' when a heatmap shows only a corner of the matrix, else ''."""
+    if shown.shape == matrix.shape:
+        return ""
+    return f" (top-left {shown.shape[0]} × {shown.shape[1]} of {matrix.shape[0]} × {matrix.shape[1]})"
+
+
 def weight_snr_db(original: np.ndarray, approximation: np.ndarray) -> float:
     """The product's one SNR (core.measure.quality.snr_db) of an approximation of a weight array, in dB."""
-    return snr_db(reference=torch.from_numpy(np.ascontiguousarray(original)),
-                  candidate=torch.from_numpy(np.ascontiguousarray(approximation)))
+    return snr_db(
+        reference=torch.from_numpy(np.ascontiguousarray(original)),
+        candidate=torch.from_numpy(np.ascontiguousarray(approximation)),
+    )

@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.learn import figures, handoff
 from core.learn.palettization import PaletteSetting, check_fits, vector_pairs
-from core.learn.tensors import crop, matrix_view
+from core.learn.tensors import crop, crop_note, matrix_view
 from pages._ui.learn_common import (
     LessonContext,
     Metric,
@@ -61,7 +61,8 @@ def _view(key: str, layer: str, setting: PaletteSetting, lut_index: int, _ctx: L
                 "learn.l3.indices",
                 figures.index_heatmap_figure(
                     indices=crop(matrix),
-                    title=f"Index map: the {setting.n_bits}-bit index stored for each weight",
+                    title=f"Index map: the {setting.n_bits}-bit index stored for each weight"
+                    + crop_note(matrix, crop(matrix)),
                     x_title=what,
                 ),
             ),

@@ -11,7 +11,7 @@ import streamlit as st
 from core.learn import figures, handoff
 from core.learn.pruning import PruneSetting
 from core.learn.pruning import check_fits as prune_fits
-from core.learn.tensors import crop, matrix_view
+from core.learn.tensors import crop, crop_note, matrix_view
 from pages._ui.learn_common import (
     LessonContext,
     Metric,
@@ -58,7 +58,10 @@ def _view(
     matrix, what = matrix_view(result.pruned)
     mask, _ = matrix_view(result.mask)
     mask_figure = figures.mask_heatmap_figure(
-        mask=crop(mask), values=crop(matrix), title="The mask on a corner of the weights (blank = zero)", x_title=what
+        mask=crop(mask),
+        values=crop(matrix),
+        title="The mask on a corner of the weights" + crop_note(mask, crop(mask)) + ": blank = zero",
+        x_title=what,
     )
     curve = figures.sparsity_snr_figure(
         curves=_curves, current=(sparsity, result.snr_db), title="Weight SNR falls as sparsity rises"

@@ -70,7 +70,7 @@ def test_granularity_lesson_outlier(app):
     after = _metrics(at)
     assert _db(after["SNR · tensor"]) < _db(before["SNR · tensor"])
     scales = json.loads(plotly_specs(at)[0])
-    assert [t.get("name") for t in scales["data"]] == ["per channel", "per block", "per tensor"]
+    assert [t.get("name") for t in scales["data"]] == ["per channel", "per block", "per tensor", "outlier channel 5"]
     at.select_slider(key="cfg.learn.l2.block").set_value(4).run()
     assert _db(_metrics(at)["Scale cost · block"]) > _db(after["Scale cost · block"])
 
@@ -114,9 +114,14 @@ def test_every_lesson_offers_the_compress_button(app):
     """The button's effect (Compress opens with the setting) is checked in the browser test: AppTest does not
     deliver button clicks on a page it reached with switch_page (the same holds for the Home button)."""
     at = app(page=PAGE)
-    for lesson, label in (("scale", "quantize weights"), ("granularity", "quantize weights"),
-                          ("palettize", "palettize"), ("prune", "prune"), ("activations", "activations w8a8"),
-                          ("finetune", "palettize")):
+    for lesson, label in (
+        ("scale", "quantize weights"),
+        ("granularity", "quantize weights"),
+        ("palettize", "palettize"),
+        ("prune", "prune"),
+        ("activations", "activations w8a8"),
+        ("finetune", "palettize"),
+    ):
         at.radio(key="cfg.learn.lesson").set_value(lesson).run()
         assert_clean(at)
         assert at.button(key=f"learn.open.{lesson}").label == f"Open Compress with this setting ({label})"
