@@ -172,6 +172,8 @@ def test_mlpackage_upload_is_compressed_on_the_core_ml_side(app, tmp_path) -> No
     assert any(d.label == "Compressed package (.zip)" for d in at.get("download_button"))
     # Saved as an experiment through the engine's own transaction (core.runs), not a side path.
     assert "saved as experiment **#1**" in at.success[0].value
+    # the sidebar is drawn before the page body: the run that first shows the result may predate the save
+    at.run()
     assert "Experiments:** 1" in " ".join(m.value for m in at.sidebar.markdown)
     reloaded = app()  # a reload is a new session: the URL's ?mljob=N brings the package's result back
     assert at.query_params["mljob"] == str(job.id)
