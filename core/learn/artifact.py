@@ -186,3 +186,15 @@ def where_the_bytes_go(*, model: LoadedModel, spec: AnySpec, dataset: Dataset | 
     return BytesLesson(spec=spec, theory=theory, artifact=artifact, baseline_params=float_param_count(model.module),
                        compressed_layers=sum(1 for layer in result.layers if layer.compressed),
                        layers=len(result.layers), notes=list(result.notes))
+
+
+def where_the_bytes_go_by_reference(*, model_ref: dict, data_ref: dict, spec: dict, out_dir: str,
+                                    progress: Progress | None = None) -> BytesLesson:
+    """`where_the_bytes_go` for a child process (core.isolated): model and data named by reference, spec as a dict."""
+    from core.jobs.refs import DataRef, ModelRef, load_data_ref, load_model_ref  # references: the job layer's own
+    from core.specs import spec_from_dict
+
+    model = load_model_ref(ref=ModelRef.from_dict(model_ref))
+    dataset = load_data_ref(ref=DataRef.from_dict(data_ref), model=model)
+    return where_the_bytes_go(model=model, spec=spec_from_dict(spec), dataset=dataset, out_dir=Path(out_dir),
+                              progress=progress)

@@ -160,3 +160,13 @@ def fine_tune(*, module: nn.Module, dataset: Dataset, setting: FineTuneSetting,
     return FineTuneRun(setting=setting, losses=np.asarray(losses), float_losses=np.asarray(float_losses),
                        float_accuracy=float_accuracy, before_accuracy=before, after_accuracy=after, layers=tuple(names),
                        seconds=time.perf_counter() - started)
+
+
+def fine_tune_sample(*, setting: FineTuneSetting, progress: Progress | None = None) -> FineTuneRun:
+    """`fine_tune` on the sample fashion_cnn and Fashion-MNIST (what lesson 6 runs, whatever model is loaded): the
+    run must take seconds. Loads both itself, so it can run in a child process (core.isolated)."""
+    from core.data import load_fashion_mnist
+    from core.models.sources import load_model
+
+    return fine_tune(module=load_model("sample:fashion_cnn").module, dataset=load_fashion_mnist(), setting=setting,
+                     progress=progress)

@@ -9,13 +9,15 @@ from typing import Any
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.isolated import run_isolated
 from core.learn import figures, handoff
-from core.learn.artifact import where_the_bytes_go
+from core.learn.artifact import where_the_bytes_go_by_reference
 from core.learn.palettization import PaletteSetting
 from core.learn.pruning import PruneSetting
 from core.learn.quantization import LinearSetting
 from core.paths import cache_dir
 from core.specs import PalettizeSpec, PruneSpec, QuantizeWeightsSpec
+from pages._ui import run_client
 from pages._ui.learn_common import (
     LessonContext,
     chart,
@@ -162,11 +164,15 @@ def render(ctx: LessonContext) -> None:
                     bar = st.progress(0.0)
                     made = compute(
                         "Exporting",
-                        lambda: where_the_bytes_go(
-                            model=model,
-                            spec=spec,
-                            dataset=ctx.dataset,
-                            out_dir=folder,
+                        # in a child process: coremltools conversion must not run inside Streamlit's threads
+                        lambda: run_isolated(
+                            where_the_bytes_go_by_reference,
+                            kwargs={
+                                "model_ref": run_client.model_ref(st.session_state["model_choice"]).to_dict(),
+                                "data_ref": run_client.data_ref(st.session_state.get("dataset_choice")).to_dict(),
+                                "spec": spec.to_dict(),
+                                "out_dir": str(folder),
+                            },
                             progress=lambda f, m: bar.progress(min(f, 1.0), text=m),
                         ),
                     )

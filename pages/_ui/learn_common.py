@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.data import Dataset
+from core.isolated import IsolatedError
 from core.learn import figures, handoff
 from core.learn.lessons import lesson
 from core.learn.palettization import PaletteSetting, palettize
@@ -126,6 +127,9 @@ def compute(action: str, fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
     except ValueError as exc:
         st.warning(f"{action}: {exc}", icon=":material/info:")
+        return None
+    except IsolatedError as exc:  # the child process running it failed or died
+        st.error(f"{action} failed: {exc}", icon=":material/error:")
         return None
 
 

@@ -8,8 +8,9 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.isolated import run_isolated
 from core.learn import figures, handoff
-from core.learn.finetune import FineTuneSetting, fine_tune, straight_through
+from core.learn.finetune import FineTuneSetting, fine_tune_sample, straight_through
 from pages._ui.learn_common import LessonContext, chart, compute, intro, metrics, open_in_compress, pick
 
 
@@ -20,14 +21,6 @@ def _finished_runs() -> dict:
 
 
 @st.cache_resource(show_spinner=False)
-def _finetune_subject() -> tuple[Any, Any]:
-    """The sample fashion_cnn and Fashion-MNIST: the fine-tuning run must take seconds whatever model is loaded."""
-    from core.data import load_fashion_mnist
-    from core.models.sources import load_model
-
-    return load_model("sample:fashion_cnn"), load_fashion_mnist()
-
-
 @st.cache_resource(max_entries=64, show_spinner=False)
 def _ste_figure(key: str, layer: str, bits: int, _ctx: LessonContext) -> go.Figure:
     del key, layer  # cache key only (the context carries them)
@@ -85,15 +78,14 @@ def render(ctx: LessonContext) -> None:
                 key="learn.l6.run",
                 icon=":material/model_training:",
             ):
-                subject, data = _finetune_subject()
                 with st.status("Fine-tuning…", expanded=True) as status:
                     bar = st.progress(0.0)
                     run = compute(
                         "Fine-tuning",
-                        lambda: fine_tune(
-                            module=subject.module,
-                            dataset=data,
-                            setting=setting,
+                        # in a child process: the Streamlit process never trains or compresses itself
+                        lambda: run_isolated(
+                            fine_tune_sample,
+                            kwargs={"setting": setting},
                             progress=lambda f, m: bar.progress(min(f, 1.0), text=m),
                         ),
                     )
