@@ -29,6 +29,7 @@ TARGET_S = 0.3
 # perf_counter() of every message the page sent on Streamlit's websocket: the first one after a key press is the
 # rerun request, so (that time - press) is what the browser waits before asking (the slider's own debounce).
 SENT: list[float] = []
+RECEIVED: list[float] = []  # the same for messages from the server: the first after the request is its first answer
 MOVE_TIMEOUT_MS = 30_000
 RESULTS = PROJECT_ROOT / "bench" / "results"
 
@@ -141,12 +142,14 @@ def why_not_done(page, before: str) -> str:
 
 
 def timed_move(
-    page, label: str, key: str, *, timeout: float = 180_000, split: list | None = None, sent: list | None = None
+    page, label: str, key: str, *, timeout: float = 180_000, split: list | None = None, sent: list | None = None,
+    answered: list | None = None,
 ) -> float:
     """Press `key` on a slider; seconds until the page shows new numbers or charts and the run has finished
     (see _MOVE_DONE); a PlaywrightTimeout after `timeout` ms (the caller records it as a timeout).
     `split` gets the seconds (browser clock) until new numbers or titles first showed, before the run had finished;
-    `sent` the seconds until the browser sent its rerun request to the server (see SENT)."""
+    `sent` the seconds until the browser sent its rerun request to the server (see SENT), `answered` until the
+    server's first message after that request arrived (RECEIVED)."""
     # settle first (outside the timed window): a press while a late message of the previous run is still
     # arriving can be overwritten by it, and the move then shows nothing new
     # and until the numbers and titles hold still (a chart still mounting would otherwise end the move at once)
@@ -179,6 +182,10 @@ def timed_move(
         after = [t for t in SENT if t >= started]
         if after:
             sent.append(after[0] - started)
+            if answered is not None:
+                replies = [t for t in RECEIVED if t >= after[0]]
+                if replies:
+                    answered.append(replies[0] - started)
     return seconds
 
 
@@ -262,12 +269,13 @@ def measure(
         timeouts = 0
         shown: list[float] = []  # warm moves: until new numbers first showed
         requested: list[float] = []  # warm moves: until the browser sent the rerun request
+        answered: list[float] = []  # warm moves: until the server's first answer arrived
         for round_index in range(rounds):
             for key in keys:
                 try:
                     cold = round_index == 0 and key == keys[0] and not runs
                     seconds = timed_move(page, label, key, timeout=MOVE_TIMEOUT_MS, split=None if cold else shown,
-                                         sent=None if cold else requested)
+                                         sent=None if cold else requested, answered=None if cold else answered)
                 except PlaywrightTimeout:  # no visible change: counted as a miss, the walk goes on
                     page.screenshot(path=str(shots / f"learn_timeout_{lesson[0]}_{round_index}_{key}.png"))
                     print(
@@ -291,6 +299,7 @@ def measure(
                 "warm_max_s": round(max(warm), 3) if warm else None,
                 "warm_median_shown_s": round(statistics.median(shown), 3) if shown else None,
                 "warm_median_request_sent_s": round(statistics.median(requested), 3) if requested else None,
+                "warm_median_first_answer_s": round(statistics.median(answered), 3) if answered else None,
                 "timeouts": timeouts,
                 "meets_target": bool(warm) and max(warm) <= TARGET_S and not timeouts,
             }
@@ -306,7 +315,8 @@ def print_table(rows: list[dict], *, model: str, layer: str) -> None:
     )
     header = (
         f"{'lesson':38} {'slider':22} {'moves':>5} {'first (s)':>10} {'warm median (s)':>16} {'warm max (s)':>13} "
-        f"{'target (s)':>10} {'timeouts':>8} {'request sent (s)':>16} {'numbers shown (s)':>17}  met?"
+        f"{'target (s)':>10} {'timeouts':>8} {'request sent (s)':>16} {'first answer (s)':>16} "
+        f"{'numbers shown (s)':>17}  met?"
     )
     print(header)
     print("-" * len(header))
@@ -314,14 +324,19 @@ def print_table(rows: list[dict], *, model: str, layer: str) -> None:
         print(
             f"{r['lesson']:38} {r['slider']:22} {r['moves']:>5} {r['first_move_s']:>10.3f} "
             f"{r['warm_median_s']:>16.3f} {r['warm_max_s']:>13.3f} {TARGET_S:>10.1f} {r['timeouts']:>8} "
-            f"{r['warm_median_request_sent_s'] or 0:>16.3f} {r['warm_median_shown_s'] or 0:>17.3f}  "
+            f"{r['warm_median_request_sent_s'] or 0:>16.3f} {r['warm_median_first_answer_s'] or 0:>16.3f} "
+            f"{r['warm_median_shown_s'] or 0:>17.3f}  "
             f"{'met' if r['meets_target'] else 'not met'}"
         )
 
 
 def _recording_page(browser):
     page = browser.new_page(viewport={"width": 1440, "height": 1000})
-    page.on("websocket", lambda ws: ws.on("framesent", lambda _payload: SENT.append(time.perf_counter())))
+    def watch(ws) -> None:
+        ws.on("framesent", lambda _payload: SENT.append(time.perf_counter()))
+        ws.on("framereceived", lambda _payload: RECEIVED.append(time.perf_counter()))
+
+    page.on("websocket", watch)
     return page
 
 
