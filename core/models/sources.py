@@ -327,7 +327,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise ModelLoadError(f"{path.name} is not a PyTorch weights file ({msg[:160]}).") from None
     except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError, zipfile.BadZipFile) as exc:
         raise ModelLoadError(
-            f"{path.name} is corrupt or truncated ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})."
+            f"{path.name} is corrupt or truncated, or not a file written by torch.save "
+            f"({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}). Upload it again, or save a "
+            "plain state_dict (torch.save(model.state_dict(), path)) or a .safetensors file."
         ) from None
     if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
         for key in ("state_dict", "model_state_dict", "model"):

@@ -47,3 +47,33 @@ def test_weights_streamed_from_the_browser_load_on_the_model_page(server, browse
         raise
     finally:
         page.close()
+
+
+def test_a_bad_file_streamed_from_the_browser_gets_a_clear_message(server, browser, tmp_path) -> None:  # noqa: F811
+    """Not a checkpoint at all (text named .pt): the user reads what is wrong, no traceback, the page goes on."""
+    bad = tmp_path / "garbage.pt"
+    bad.write_text("this is not a PyTorch checkpoint\n" * 100)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(f"{server}/Model")
+        wait_idle(page)
+        choice = page.get_by_text("Upload weights", exact=True)
+        choice.wait_for(timeout=300_000)
+        choice.click()
+        wait_idle(page)
+        field = page.locator("input.su-input")
+        field.wait_for(state="attached", timeout=60_000)
+        field.set_input_files(str(bad))
+        page.get_by_text("Uploaded garbage.pt").wait_for(timeout=60_000)
+        wait_idle(page)
+        page.get_by_role("button", name="Load weights").click()
+        alert = page.locator('[data-testid="stAlert"]', has_text="garbage.pt").first
+        alert.wait_for(timeout=180_000)
+        wait_idle(page)
+        assert "corrupt or truncated" in alert.inner_text() and "Upload it again" in alert.inner_text()
+        assert_no_exception(page, "Model page after a bad streamed upload")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "streamed_upload_bad_file.png"), full_page=True)
+        print("message shown:", alert.inner_text())
+    finally:
+        page.close()
