@@ -16,22 +16,21 @@ reloads and page switches; the CLI runs ``run_search`` in its own process.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from core.explore.books import StoreBook
 from core.explore.sweeps import keep_workers, preset_grid
 from core.formatting import as_number, fmt_num
 from core.jobs.refs import DataRef, ModelRef
@@ -387,25 +386,10 @@ def goal_to_dict(goal: SearchGoal) -> dict:
     return {"max_drop_pts": float(goal.max_drop_pts), "objective": goal.objective, "refine": bool(goal.refine)}
 
 
-class SearchBook:
+class SearchBook(StoreBook):
     """Searches of the data folder `home`, in the store's SQLite file next to the job queue and the sweeps."""
 
-    def __init__(self, *, home: Path | str | None = None) -> None:
-        from core.jobs.queue import JobQueue
-
-        self.queue = JobQueue(home=home)
-        self.home = self.queue.home
-        with self._connection() as conn:
-            conn.executescript(_SCHEMA)
-
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.queue.db_path, timeout=30, isolation_level=None)
-        try:
-            conn.execute("PRAGMA busy_timeout=30000")
-            yield conn
-        finally:
-            conn.close()
+    SCHEMA = _SCHEMA
 
     def create(self, *, model: ModelRef, data: DataRef, goal: SearchGoal, options: dict,
                configs: Sequence[dict] | None, state: str = "starting") -> int:

@@ -11,19 +11,17 @@ tagged with the sweep id (``origin = {"kind": "sweep", "id": …}``); ``stop_swe
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
-import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from core.jobs.queue import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobQueue
+from core.explore.books import StoreBook
+from core.jobs.queue import CANCELLED, DONE, FAILED, QUEUED, RUNNING
 from core.jobs.refs import DataRef, ModelRef
 from core.specs import SpecError, spec_from_dict
 
@@ -361,23 +359,10 @@ class Sweep:
         return {"kind": SWEEP_KIND, "id": self.id, "parent_experiment_id": None, "label": f"sweep #{self.id}: {self.name}"}
 
 
-class SweepBook:
+class SweepBook(StoreBook):
     """Sweeps of the data folder `home`, in the store's SQLite file next to the job queue."""
 
-    def __init__(self, *, home: Path | str | None = None) -> None:
-        self.queue = JobQueue(home=home)
-        self.home = self.queue.home
-        with self._connection() as conn:
-            conn.executescript(_SCHEMA)
-
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.queue.db_path, timeout=30, isolation_level=None)
-        try:
-            conn.execute("PRAGMA busy_timeout=30000")
-            yield conn
-        finally:
-            conn.close()
+    SCHEMA = _SCHEMA
 
     def create(self, *, name: str, model: ModelRef, data: DataRef, options: dict, configs: Sequence[dict],
                skipped: Sequence[dict] = ()) -> int:
