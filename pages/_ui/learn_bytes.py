@@ -9,7 +9,6 @@ from typing import Any
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.isolated import run_isolated
 from core.learn import figures, handoff
 from core.learn.artifact import where_the_bytes_go_by_reference
 from core.learn.palettization import PaletteSetting
@@ -29,6 +28,7 @@ from pages._ui.learn_common import (
     palette_of,
     pick,
     prune_of,
+    run_in_child,
 )
 
 METHOD_LABELS = {"palettize": "palettization", "quantize_weights": "integer weights", "prune": "pruning"}
@@ -160,27 +160,16 @@ def render(ctx: LessonContext) -> None:
                 icon=":material/deployed_code:",
             ):
                 folder = cache_dir() / "learn" / hashlib.sha256(repr(key).encode()).hexdigest()[:16]
-                with st.status("Compressing and exporting the whole model…", expanded=True) as status:
-                    bar = st.progress(0.0)
-                    made = compute(
-                        "Exporting",
-                        # in a child process: coremltools conversion must not run inside Streamlit's threads
-                        lambda: run_isolated(
-                            where_the_bytes_go_by_reference,
-                            kwargs={
-                                "model_ref": run_client.model_ref(st.session_state["model_choice"]).to_dict(),
-                                "data_ref": run_client.data_ref(st.session_state.get("dataset_choice")).to_dict(),
-                                "spec": spec.to_dict(),
-                                "out_dir": str(folder),
-                            },
-                            progress=lambda f, m: bar.progress(min(f, 1.0), text=m),
-                        ),
-                    )
-                    status.update(
-                        label="Exported" if made else "Export failed",
-                        state="complete" if made else "error",
-                        expanded=False,
-                    )
+                made = run_in_child(
+                    action="Exporting", running="Compressing and exporting the whole model…", done="Exported",
+                    failed="Export failed", target=where_the_bytes_go_by_reference,
+                    kwargs={
+                        "model_ref": run_client.model_ref(st.session_state["model_choice"]).to_dict(),
+                        "data_ref": run_client.data_ref(st.session_state.get("dataset_choice")).to_dict(),
+                        "spec": spec.to_dict(),
+                        "out_dir": str(folder),
+                    },
+                )
                 if made is not None:
                     exports[key] = made
                     st.rerun()  # redraw without the button, with the check

@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.data import Dataset
-from core.isolated import IsolatedError
+from core.isolated import IsolatedError, run_isolated
 from core.learn import figures, handoff
 from core.learn.lessons import lesson
 from core.learn.palettization import PaletteSetting, palettize
@@ -131,6 +131,20 @@ def compute(action: str, fn: Callable[..., Any], *args: Any) -> Any:
     except IsolatedError as exc:  # the child process running it failed or died
         st.error(f"{action} failed: {exc}", icon=":material/error:")
         return None
+
+
+def run_in_child(*, action: str, running: str, done: str, failed: str, target: Callable[..., Any],
+                 kwargs: dict[str, Any]) -> Any:
+    """A whole-model step in a child process (core.isolated: the Streamlit process never compresses, exports or
+    trains itself) under a status box with a progress bar; its result, or None after a message."""
+    with st.status(running, expanded=True) as status:
+        bar = st.progress(0.0)
+        result = compute(
+            action,
+            lambda: run_isolated(target, kwargs=kwargs, progress=lambda f, m: bar.progress(min(f, 1.0), text=m)),
+        )
+        status.update(label=done if result else failed, state="complete" if result else "error", expanded=False)
+    return result
 
 
 # --------------------------------------------------------------------------- widgets

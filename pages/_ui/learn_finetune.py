@@ -8,10 +8,9 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.isolated import run_isolated
 from core.learn import figures, handoff
 from core.learn.finetune import FineTuneSetting, fine_tune_sample, straight_through
-from pages._ui.learn_common import LessonContext, chart, compute, intro, metrics, open_in_compress, pick
+from pages._ui.learn_common import LessonContext, chart, intro, metrics, open_in_compress, pick, run_in_child
 
 
 @st.cache_resource(show_spinner=False)
@@ -78,22 +77,10 @@ def render(ctx: LessonContext) -> None:
                 key="learn.l6.run",
                 icon=":material/model_training:",
             ):
-                with st.status("Fine-tuning…", expanded=True) as status:
-                    bar = st.progress(0.0)
-                    run = compute(
-                        "Fine-tuning",
-                        # in a child process: the Streamlit process never trains or compresses itself
-                        lambda: run_isolated(
-                            fine_tune_sample,
-                            kwargs={"setting": setting},
-                            progress=lambda f, m: bar.progress(min(f, 1.0), text=m),
-                        ),
-                    )
-                    status.update(
-                        label="Fine-tuned" if run else "Fine-tuning stopped",
-                        state="complete" if run else "error",
-                        expanded=False,
-                    )
+                run = run_in_child(
+                    action="Fine-tuning", running="Fine-tuning…", done="Fine-tuned", failed="Fine-tuning stopped",
+                    target=fine_tune_sample, kwargs={"setting": setting},
+                )
                 if run is not None:
                     runs[setting] = run
                     st.rerun()  # redraw without the button, with the loss curve
