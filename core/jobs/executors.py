@@ -47,16 +47,22 @@ def executor_name(*, name: str | None = None) -> str:
 
 def default_worker_count() -> int:
     """``$COMPRESSION_STUDIO_WORKERS`` if set, else one worker per core, at most 4 (2 cores → 2 workers)."""
-    env = os.environ.get(WORKERS_ENV)
-    if env:
-        try:
-            count = int(env)
-        except ValueError:
-            raise ExecutorError(f"${WORKERS_ENV} must be a whole number of workers; got {env!r}.") from None
-        if count < 1:
-            raise ExecutorError(f"${WORKERS_ENV} must be at least 1; got {count}.")
-        return count
-    return max(1, min(4, os.cpu_count() or 1))
+    count = _positive_int_env(WORKERS_ENV, unit="workers")
+    return count if count is not None else max(1, min(4, os.cpu_count() or 1))
+
+
+def _positive_int_env(name: str, *, unit: str) -> int | None:
+    """The whole number ≥ 1 in environment variable `name`; None when unset; ExecutorError naming it otherwise."""
+    env = os.environ.get(name)
+    if not env:
+        return None
+    try:
+        count = int(env)
+    except ValueError:
+        raise ExecutorError(f"${name} must be a whole number of {unit}; got {env!r}.") from None
+    if count < 1:
+        raise ExecutorError(f"${name} must be at least 1; got {count}.")
+    return count
 
 
 # --------------------------------------------------------------------------- local worker processes
@@ -292,16 +298,7 @@ def _on_lasting_thread(start: Callable[[], object]) -> None:
 
 def _env_cpus() -> int | None:
     """``$COMPRESSION_STUDIO_RAY_CPUS`` (None: Ray counts the cores itself)."""
-    env = os.environ.get(RAY_CPUS_ENV)
-    if not env:
-        return None
-    try:
-        count = int(env)
-    except ValueError:
-        raise ExecutorError(f"${RAY_CPUS_ENV} must be a whole number of CPUs; got {env!r}.") from None
-    if count < 1:
-        raise ExecutorError(f"${RAY_CPUS_ENV} must be at least 1; got {count}.")
-    return count
+    return _positive_int_env(RAY_CPUS_ENV, unit="CPUs")
 
 
 class RayExecutor:
