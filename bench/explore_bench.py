@@ -14,7 +14,7 @@
 3. Mixed precision beats uniform per-tensor palettization on ``fashion_resnet``, all 10,000 test images, real
    .mlpackage artifacts: (a) a recipe no larger than uniform 3-bit loses ≤ 0.3 points; (b) a recipe no larger than
    uniform 2-bit is ≥ 5 points more accurate than uniform 2-bit. The recipe comes from the measured search
-   (``core.explore.mp_search``) on 1,000 class-balanced *training-pool* images; the test images only score it.
+   (``core.explore.mp_search``) on 500 class-balanced *training-pool* images; the test images only score it.
 
 Numbers taken while other processes share the CPU are noisy: the table prints the machine's CPU count.
 """

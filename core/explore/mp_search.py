@@ -5,10 +5,10 @@ for the page). This module measures instead, in three stages on a fixed class-ba
 training pool** (never the evaluation images, so the reported accuracy is not tuned on):
 
 1. ``prepare_search``: every weight layer × every setting of ``RecipeSearchConfig.settings`` (palettize 1–8 bits
-   per tensor, with a per-channel scale, with grouped-channel LUTs) is compressed once by the same handler the
-   real run uses (``sensitivity.compress_one_layer``) and kept in memory; its stored bytes come from the size
-   model (LUTs and scales counted), and its effect alone is measured as the KL divergence of the model's output
-   distribution from the baseline's (a smooth stand-in for top-1 on a small slice).
+   per tensor, with a per-channel scale, with a LUT per output channel or channel group) is compressed once by the
+   same handler the real run uses (``sensitivity.compress_one_layer``) and kept in memory; its stored bytes come
+   from the size model (LUTs and scales counted), and its effect alone is measured as the KL divergence of the
+   model's output distribution from the baseline's (a smooth stand-in for top-1 on a small slice).
 2. ``path``: for a byte budget, the settings minimising the summed single-layer KL exactly (a multiple-choice
    knapsack solved by dynamic programming over bytes); at a series of budgets this is the candidate curve.
 3. ``search_recipe``: from the knapsack answer at a slightly larger budget, layers are moved down greedily by
@@ -49,7 +49,11 @@ from core.measure.size import float_param_count, layer_storage_bits
 from core.models.sources import LoadedModel
 from core.progress import Progress, as_progress, quiet_libraries
 
-DEFAULT_SEARCH_SETTINGS = ("pal1", "pal2", "pal3", "pal4", "pal6", "pal8", "pal2_pcs", "pal3_pcs")
+# Per-tensor LUTs at every width, plus the cheap refinements that matter at 1–3 bits: a LUT per output channel
+# (group size 1) or per 4 channels, and a per-channel scale. At uniform-2-bit size on fashion_resnet the 1-bit LUT per
+# channel is what lets a recipe pay for wider layers elsewhere (per-tensor 1-bit costs far more accuracy).
+DEFAULT_SEARCH_SETTINGS = ("pal1", "pal2", "pal3", "pal4", "pal6", "pal8", "pal1_pcs", "pal2_pcs", "pal3_pcs",
+                           "pal1_g1", "pal2_g1", "pal3_g1", "pal2_g4")
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,13 @@
     python -m core.cli sensitivity --model sample:fashion_resnet [--data auto] [--settings pal2,pal4,pal8,int8]
     python -m core.cli recipe --model sample:fashion_resnet --target-bits 3 [--run]
     python -m core.cli recipe --model sample:fashion_resnet --max-drop 1.0 --run --spec-out recipe.yaml
+    python -m core.cli recipe --model sample:fashion_resnet --target-bits 3 --measured [--calibration-images 500]
 
 ``sensitivity`` prints the probes sorted most damaging first (a progress bar on stderr); ``recipe`` picks per-layer
 settings from the (cached) sensitivity table and, with ``--run``, runs the recipe as a real experiment saved to the
-store, printing predicted against measured.
+store, printing predicted against measured. ``recipe --measured`` runs the measured search instead
+(core.explore.recipe_runs: every layer × setting compressed and combinations measured on a calibration slice of
+the training pool; minutes) and prints its candidate curve as a table.
 """
 
 from __future__ import annotations
@@ -54,6 +57,15 @@ def add_sensitivity_command(subparsers: Any) -> None:
     recipe.add_argument("--run", action="store_true", help="run the recipe as a real experiment and save it to the store")
     recipe.add_argument("--run-eval-limit", type=int, help="evaluation images of the real run (default: all)")
     recipe.add_argument("--spec-out", help="write the recipe spec (YAML, with per-layer overrides) to this file")
+    measured = recipe.add_argument_group("measured search (--measured)")
+    measured.add_argument("--measured", action="store_true",
+                          help="measured search instead of the estimate from the sensitivity table: compresses every "
+                          "layer × setting and measures combinations on a calibration slice (minutes); --settings, --method and "
+                          "--eval-limit (the sensitivity table's) do not apply to it")
+    measured.add_argument("--search-settings", help="comma-separated settings of one method for the measured search "
+                          "(default: the search's own defaults)")
+    measured.add_argument("--calibration-images", type=int, help="class-balanced training-pool images the measured "
+                          "search measures on (default: the search's own default)")
     recipe.set_defaults(func=cmd_recipe)
 
 
@@ -118,6 +130,8 @@ def cmd_recipe(args: argparse.Namespace) -> int:
         target = RecipeTarget(kind="size_mb", value=args.target_mb)
     else:
         target = RecipeTarget(kind="max_drop", value=args.max_drop)
+    if args.measured:
+        return _cmd_recipe_measured(args, target)
     model, dataset, sensitivity = _sensitivity(args)
     candidates = mixed_precision_candidates(sensitivity=sensitivity, method=args.method)
     chosen = choose(candidates=candidates, target=target)
@@ -144,4 +158,77 @@ def cmd_recipe(args: argparse.Namespace) -> int:
               f"(predicted {fmt_mb(outcome['predicted_bytes'])}, ×{fmt_num(outcome['size_ratio'], '.3f')}); "
               f"top-1 change {fmt_pts(-outcome['measured_drop'] if outcome['measured_drop'] is not None else None)} "
               f"(predicted {fmt_pts(-chosen.predicted_drop if chosen.predicted_drop is not None else None)})")
+    return 0
+
+
+def _search_request(args: argparse.Namespace, target: Any):  # -> MeasuredSearchRequest
+    from core.explore.mixed_precision import RECIPE_SETTINGS
+    from core.explore.mp_search import DEFAULT_SEARCH_SETTINGS, RecipeSearchConfig
+    from core.explore.recipe_runs import MeasuredSearchRequest
+
+    values: dict[str, Any] = {}
+    if args.search_settings:
+        values["settings"] = tuple(s.strip() for s in args.search_settings.split(",") if s.strip())
+    else:  # the search's defaults that this version knows
+        values["settings"] = tuple(s for s in DEFAULT_SEARCH_SETTINGS if s in RECIPE_SETTINGS)
+    if args.calibration_images is not None:
+        values["calibration_images"] = args.calibration_images
+    return MeasuredSearchRequest(target=target, config=RecipeSearchConfig(**values))
+
+
+def measured_text(result: Any) -> str:
+    """The measured search's candidate curve as plain text, largest first (the chosen recipe marked with *)."""
+    from core.explore.mixed_precision import candidates_frame
+
+    chosen = result.chosen
+    candidates = list(result.candidates)
+    if not any(c.choices == chosen.choices for c in candidates):  # the greedy's answer is off the knapsack path
+        candidates.append(chosen)
+    candidates.sort(key=lambda c: -c.predicted_bytes)
+    marks = ["*" if c.choices == chosen.choices else " " for c in candidates]
+    header = f"  {'step':>4} {'MB':>8} {'bits/w':>6} {'pred. drop':>10} {'calib. drop':>11}  layers"
+    lines = [header, "  " + "-" * (len(header) - 2)]
+    for mark, row in zip(marks, candidates_frame(candidates).itertuples(index=False), strict=True):
+        lines.append(f"{mark} {row.step:>4} {row.predicted_mb:8.4f} {row.predicted_bits_per_weight:6.2f} "
+                     f"{fmt_num(row.predicted_drop_pts, '.2f'):>10} {fmt_num(row.calibration_drop_pts, '.2f'):>11}  {row.layers}")
+    return "\n".join(lines)
+
+
+def _cmd_recipe_measured(args: argparse.Namespace, target: Any) -> int:
+    from core.cli import _load_model, _run_with_progress
+    from core.explore.mixed_precision import run_recipe
+    from core.explore.recipe_runs import measured_recipe
+    from core.jobs.refs import DataRef, load_data_ref
+    from core.specs import spec_to_yaml
+
+    request = _search_request(args, target)
+    model = _load_model(args.model, args.weights)
+    dataset = load_data_ref(ref=DataRef(kind=args.data), model=model)
+    result = _run_with_progress(args, lambda progress: measured_recipe(model=model, dataset=dataset, request=request,
+                                                                       progress=progress))
+    chosen = result.chosen
+    drop = result.calibration_drop_pts()
+    print(f"measured search ({result.seconds:.0f} s, {result.evaluations} recipes measured) on {result.calibration}")
+    print(f"target {target.describe()}: {fmt_mb(chosen.predicted_bytes)}, {chosen.predicted_bits_per_weight:.2f} bits/weight, "
+          f"calibration drop {fmt_num(drop, '.2f', ' points')}")
+    print(measured_text(result))
+    for layer in result.layers_frame().itertuples(index=False):
+        print(f"  {layer.layer:<24} {layer.setting:<28} {layer.bytes / 1e3:9.1f} kB")
+    if args.spec_out:
+        Path(args.spec_out).write_text(spec_to_yaml(chosen.spec))
+        print(f"spec written to {args.spec_out}")
+    if args.run:
+        import time
+
+        from core.experiment_options import ExperimentOptions
+        from core.store import ExperimentStore
+
+        options = ExperimentOptions(eval_limit=args.run_eval_limit, measure_latency=False, measure_memory=False)
+        outcome = _run_with_progress(args, lambda progress: run_recipe(
+            store=ExperimentStore(), model=model, dataset=dataset, candidate=chosen,
+            recipe_id=f"recipe-search-cli-{time.strftime('%Y%m%d-%H%M%S')}", options=options, progress=progress))
+        print(f"experiment #{outcome['experiment_id']}: size {fmt_mb(outcome['measured_bytes'])} "
+              f"(predicted {fmt_mb(outcome['predicted_bytes'])}, ×{fmt_num(outcome['size_ratio'], '.3f')}); "
+              f"top-1 change {fmt_pts(-outcome['measured_drop'] if outcome['measured_drop'] is not None else None)} "
+              f"(calibration slice {fmt_pts(-drop if drop is not None else None)})")
     return 0

@@ -31,9 +31,11 @@ FINISHED_STATES = (DONE, FAILED, CANCELLED)
 EXECUTORS = ("local", "ray")
 # What a job computes (core.jobs.runner.JOB_RUNNERS runs each): an experiment saved in the store, the baseline
 # measurement of a model (its record goes to the baseline cache and the job's ``result``), or the Core ML-side
-# compression of an uploaded .mlpackage (saved as an experiment).
+# compression of an uploaded .mlpackage (saved as an experiment), or a measured mixed-precision recipe search
+# (core.explore.recipe_runs: its curve and recipe go to ``result``, its optional real run to the store).
 EXPERIMENT_JOB, BASELINE_JOB, MLPACKAGE_JOB = "experiment", "baseline", "mlpackage"
-JOB_KINDS = (EXPERIMENT_JOB, BASELINE_JOB, MLPACKAGE_JOB)
+RECIPE_SEARCH_JOB = "recipe_search"
+JOB_KINDS = (EXPERIMENT_JOB, BASELINE_JOB, MLPACKAGE_JOB, RECIPE_SEARCH_JOB)
 DEFAULT_STALE_AFTER = 15.0  # seconds without a heartbeat before a running job counts as orphaned
 STORE_DB_NAME = "experiments.sqlite"  # = core.store.DB_NAME
 STORE_STAGING_FOLDER = "tmp"  # = ExperimentStore.staging_root's name

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.jobs.origins import read_origin
-from core.jobs.queue import BASELINE_JOB, EXPERIMENT_JOB, MLPACKAGE_JOB, Job, JobError, JobQueue
+from core.jobs.queue import BASELINE_JOB, EXPERIMENT_JOB, MLPACKAGE_JOB, RECIPE_SEARCH_JOB, Job, JobError, JobQueue
 from core.jobs.refs import (
     DataRef,
     ModelRef,
@@ -272,11 +272,22 @@ def _run_mlpackage_job(
     return JobOutcome(experiment_id=int(record["id"]))
 
 
+def _run_recipe_search_job(
+    *, queue: JobQueue, job: Job, cache: WarmCache, lock: TimingLock, tracker: JobProgress, phases: dict
+) -> JobOutcome:
+    """Kind "recipe_search": the measured mixed-precision search (core.explore.recipe_runs owns it; imported
+    here only when such a job runs), then, when asked, the chosen recipe as an experiment."""
+    from core.explore.recipe_runs import run_search_job
+
+    return run_search_job(queue=queue, job=job, cache=cache, lock=lock, tracker=tracker, phases=phases)
+
+
 # What each job kind (core.jobs.queue.JOB_KINDS) runs; every runner returns a JobOutcome or raises.
 JOB_RUNNERS: dict[str, Callable[..., JobOutcome]] = {
     EXPERIMENT_JOB: _run_experiment_job,
     BASELINE_JOB: _run_baseline_job,
     MLPACKAGE_JOB: _run_mlpackage_job,
+    RECIPE_SEARCH_JOB: _run_recipe_search_job,
 }
 
 

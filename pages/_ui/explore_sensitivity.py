@@ -2,7 +2,8 @@
 
 Thin: widgets → config → core call → render. The analysis runs in a spawned worker process
 (core.explore.sensitivity.start_sensitivity_process) and the recipe's real run is a job in the queue; the
-Streamlit process only reads cached tables and builds candidates (arithmetic, no compression).
+Streamlit process only reads cached tables and builds candidates (arithmetic, no compression). The measured
+recipe search is a job too (pages/_ui/explore_recipe_search.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from core.formatting import fmt_mb, fmt_num
 from core.models.sources import LoadedModel
 from pages._ui import run_client
 from pages._ui.errors import attempt
+from pages._ui.explore_recipe_search import render_measured_search
 from pages._ui.loading import current_dataset, current_model
 from pages._ui.storage import store
 
@@ -163,11 +165,22 @@ def _bits(setting: str) -> float | None:
 _TARGETS = {"bits_per_weight": "Bits per weight", "size_mb": "Size (MB)", "max_drop": "Max accuracy drop (points)"}
 
 
+_ENGINES = {"fast": "Fast estimate (from the sensitivity table, seconds)",
+            "measured": "Measured search (compresses every layer × setting and measures combinations, minutes)"}
+
+
 def render_mixed_precision_tab(*, model: LoadedModel | None = None, dataset: Dataset | None = None) -> None:
-    model, _dataset = _context(model, dataset)
+    model, dataset = _context(model, dataset)
+    if model is None:
+        st.info("Load a model on the Model page first.", icon=":material/info:")
+        return
+    engine = st.radio("How to choose the recipe", list(_ENGINES), format_func=_ENGINES.get, key="cfg.explore.mp.engine")
+    if engine == "measured":
+        render_measured_search(model=model, dataset=dataset)
+        return
     key = st.session_state.get(RESULT_KEY)
     result = sens.load_cached(key=key) if key else None
-    if model is None or result is None or result.meta.get("model") != model.source_id:
+    if result is None or result.meta.get("model") != model.source_id:
         st.info("Run (or open) a sensitivity analysis of this model in the Sensitivity tab first.", icon=":material/info:")
         return
     st.caption("Per-layer settings chosen greedily by output noise added per byte saved; sizes from the size model. "

@@ -56,3 +56,22 @@ def test_sweep_executor_flag_reaches_the_executor(home, capsys, monkeypatch) -> 
                  "--no-latency", "--no-export", "--data", "bundled"])
     assert code == 2
     assert "no Ray cluster is reachable at 127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_recipe_measured_prints_the_curve_and_runs_the_chosen_recipe(home, tmp_path, capsys) -> None:
+    spec_out = tmp_path / "recipe.yaml"
+    assert main(["recipe", "--model", "sample:fashion_cnn", "--data", "bundled", "--target-bits", "4", "--measured",
+                 "--search-settings", "pal2,pal4,pal8", "--calibration-images", "60", "--quiet", "--run",
+                 "--run-eval-limit", "100", "--spec-out", str(spec_out)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("measured search (") and "on Fashion-MNIST: 60 class-balanced training-pool images" in out
+    assert "target ≤ 4 bits/weight" in out and "calib. drop" in out
+    assert sum(line.startswith("*") for line in out.splitlines()) == 1  # the chosen recipe, marked once
+    assert "features.0" in out and "spec written to" in out and "overrides" in spec_out.read_text()
+    [record] = ExperimentStore(home).list()
+    assert f"experiment #{record['id']}" in out and record["bits_per_weight"] <= 4.0
+    assert record["origin"]["kind"] == "recipe" and record["origin"]["id"].startswith("recipe-search-cli-")
+
+    assert main(["recipe", "--model", "sample:fashion_cnn", "--target-bits", "4", "--measured",
+                 "--search-settings", "pal4,int8"]) == 2
+    assert "error: settings: a recipe is one method" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Explore page (through app.py): the Sensitivity and Mixed precision tabs on a real cached sensitivity table."""
+"""Explore page (through app.py): the Sensitivity and Mixed precision tabs (a cached table; the measured search job)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from core.data import load_fashion_mnist
 from core.explore.sensitivity import SensitivityConfig, run_sensitivity
+from core.formatting import NA
 from core.models.sources import load_model
 from core.paths import cache_dir
 from tests.pages.conftest import assert_clean, plotly_specs
@@ -71,3 +72,51 @@ def test_mixed_precision_tab_builds_a_recipe_with_exports(app) -> None:
         b.proto.label for b in at.get("download_button")}
     at.number_input(key="explore.mp.value.bits_per_weight").set_value(0.5).run()
     assert any("out of reach" in e.value for e in at.error)
+
+
+def test_measured_search_runs_as_a_job_and_shows_its_recipe(app) -> None:
+    """The measured engine: started from the page, computed by a worker, found again by a fresh session."""
+    from core.explore.recipe_runs import latest_search_job
+    from core.jobs import DONE, RECIPE_SEARCH_JOB, JobQueue
+    from core.store import ExperimentStore
+
+    home = Path(os.environ["COMPRESSION_STUDIO_HOME"])
+    at = app(page=PAGE)
+    at.radio(key="cfg.explore.mp.engine").set_value("measured").run()
+    at.multiselect(key="cfg.explore.mps.settings").set_value(["pal2", "pal4", "pal8"]).run()
+    at.select_slider(key="cfg.explore.mps.images").set_value(60).run()
+    at.toggle(key="cfg.explore.mps.run").set_value(False).run()
+    at.number_input(key="explore.mps.value.bits_per_weight").set_value(4.0).run()
+    at.button(key="explore.mps.start").click().run()
+    assert_clean(at)
+    job = latest_search_job(queue=JobQueue(home=home), model="sample:fashion_cnn")
+    assert job is not None and job.kind == RECIPE_SEARCH_JOB
+    assert job.options["config"]["settings"] == ["pal2", "pal4", "pal8"] and job.options["run"] is False
+    assert job.finished or any(b.key == "explore.mps.cancel" for b in at.button)  # the progress panel
+    [done] = JobQueue(home=home).wait(job_ids=[job.id], timeout=240)
+    assert done.state == DONE, done.error
+
+    at = app(page=PAGE)  # a new session (a reload): the search is found in the queue
+    at.radio(key="cfg.explore.mp.engine").set_value("measured").run()
+    assert_clean(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert float(metrics["Bits / weight"]) <= 4.0 and metrics["Size"].endswith("MB")
+    assert metrics["Real run drop"] == NA  # not run yet
+    curve = next(s for s in plotly_specs(at) if "knapsack path" in s)
+    assert "measured (calibration slice)" in curve and "chosen recipe (measured)" in curve
+    assert {"recipe_spec.yaml", "coremltools_config.yaml", "recipe.py"} <= {
+        b.proto.label for b in at.get("download_button")}
+    layers = next(d.value for d in at.dataframe if "kl_alone" in d.value.columns)
+    assert len(layers) == 6
+
+    at.session_state["cfg.eval_limit"] = 100
+    at.button(key="explore.mps.run_recipe").click().run()  # the chosen recipe as a real experiment job
+    assert_clean(at)
+    run = next(j for j in JobQueue(home=home).list() if j.kind == "experiment")
+    [ran] = JobQueue(home=home).wait(job_ids=[run.id], timeout=240)
+    assert ran.state == DONE, ran.error
+    assert ExperimentStore(home).get(ran.experiment_id)["origin"]["id"] == f"recipe-search-{job.id}"
+    at.run()
+    assert_clean(at)
+    assert any("measured (real .mlpackage)" in s for s in plotly_specs(at))
+    assert any(f"Experiment #{ran.experiment_id}" in c.value for c in at.caption)
