@@ -44,7 +44,8 @@ ENGINES = ("x86", "onednn", "fbgemm")
 GRAPH_FORMS = ("graph_module", "frozen_torchscript")
 AUTO = "auto"
 CACHE_FOLDER = "int8_choice"
-CACHE_VERSION = 1
+# 2: torch_static runs Conv(+BN)+ReLU6 as one fused kernel (a different graph: choices made before do not carry over)
+CACHE_VERSION = 2
 # A form whose outputs drift further than this from the reference form's is broken (e.g. saturating int8 products),
 # not merely rounded differently: engines that agree differ by one quantization step here and there (> 30 dB).
 MIN_AGREEMENT_SNR_DB = 20.0
@@ -422,6 +423,7 @@ def choose_int8_form(
     features: CpuInt8Features | None = None,
     progress: Progress | None = None,
     timing_guard: Callable[[], AbstractContextManager] | None = None,
+    leave_out: Mapping[str, str] | None = None,
 ) -> FormChoice:
     """The fastest int8 form of a calibrated (prepared) model on this machine, with the measured table.
 
@@ -432,13 +434,22 @@ def choose_int8_form(
     (interleaved, fixed threads, median) and writes the choice to ``cache_dir()/int8_choice/``; later calls with the
     same key convert only the winner. Forms that fail to build or whose outputs drift from the reference form are
     listed with the reason and never win. `timing_guard` (a job's machine-wide timing lock) is held only while the
-    candidates are timed, so other jobs' compute never skews the race.
+    candidates are timed, so other jobs' compute never skews the race. `leave_out` maps engines the model must not
+    run on to the reason (e.g. a kernel that would saturate on its inputs): their forms are neither built nor timed,
+    and the table lists them with that reason.
     """
     progress = as_progress(progress)
     settings = settings or default_form_settings(threads or max(1, min(2, os.cpu_count() or 1)))
     threads = settings.threads
     candidates = candidate_forms(engine=engine, graph=graph, features=features)
-    if len(candidates) == 1:
+    left_out = tuple(
+        FormTiming(form=form, error=f"left out: {leave_out[form.engine]}") for form in candidates
+        if form.engine in (leave_out or {})
+    )
+    candidates = tuple(form for form in candidates if form.engine not in (leave_out or {}))
+    if not candidates:
+        raise Int8FormError("no int8 form is left: " + "; ".join(t.error or "" for t in left_out))
+    if len(candidates) == 1 and not left_out:  # forced by the caller: nothing to time or to explain
         form = candidates[0]
         progress.update(1.0, f"int8 form: {form.label} (forced)")
         return FormChoice(
@@ -468,7 +479,7 @@ def choose_int8_form(
         )
     choice = _time_candidates(
         prepared=prepared, convert=convert, example=example, candidates=candidates, threads=threads,
-        settings=settings, progress=progress, key=key, cache_path=path, timing_guard=timing_guard,
+        settings=settings, progress=progress, key=key, cache_path=path, timing_guard=timing_guard, left_out=left_out,
     )
     if use_cache:
         _write_cache(path, {
@@ -490,6 +501,7 @@ def _time_candidates(
     key: dict,
     cache_path: Path,
     timing_guard: Callable[[], AbstractContextManager] | None = None,
+    left_out: tuple[FormTiming, ...] = (),
 ) -> FormChoice:
     built: dict[Int8Form, nn.Module] = {}
     failed: dict[Int8Form, str] = {}
@@ -530,6 +542,7 @@ def _time_candidates(
             timings.append(FormTiming(form=form, p50_ms=row["p50_ms"], p90_ms=row["p90_ms"], repeats=row["repeats"]))
         else:  # the only form left: nothing to race against
             timings.append(FormTiming(form=form))
+    timings += left_out
     timed = [t for t in timings if t.p50_ms is not None]
     winner = min(timed, key=lambda t: t.p50_ms).form if timed else next(iter(built))
     progress.update(1.0, f"int8 form: {winner.label}")

@@ -1,6 +1,13 @@
 """PyTorch FX graph-mode static int8 (torch.ao ``prepare_fx`` / ``prepare_qat_fx`` → ``convert_fx``): fused
 Conv+BN(+ReLU), quantized residual adds, real int8 CPU kernels.
 
+Conv(+BN)+ReLU6 (and hardtanh(0, 6)), which torch.ao's backend configs do not fuse, runs as one fused Conv+ReLU
+kernel too: its output is quantized with fixed parameters (scale 6/255, zero point 0), so the kernel's clamp to
+0..255 is exactly the ReLU6 (core.compress.torch_ao, ``fuse_relu6``); in QAT a fake-quantize with the same fixed
+parameters clamps at 6 during training. The fbgemm engine is then left out of the timed forms (its depthwise kernel
+can saturate on those full-range inputs); no fusion when the spec forces fbgemm or the CPU lacks VNNI/AMX
+(relu6_fusion_blocker says why).
+
 * calibration → observers on calibration batches
 * fine_tune   → quantization-aware training in the shared fine-tuning loop (BatchNorm and observers freeze late)
 
@@ -22,7 +29,7 @@ from torch import nn
 
 from core.compress.context import CompressionContext, CompressionError
 from core.compress.finetune import fine_tune, plan_fine_tune
-from core.compress.int8_forms import AUTO, candidate_forms, choose_int8_form
+from core.compress.int8_forms import AUTO, candidate_forms, choose_int8_form, cpu_int8_features
 from core.compress.layers import LayerPlan, plan_layers
 from core.compress.library_config import LayerSpecs, count_fine_tune_steps
 from core.compress.registry import ARTIFACT_TORCHSCRIPT, STORAGE_LINEAR, MethodDescriptor, register_method
@@ -34,6 +41,7 @@ from core.compress.torch_ao import (
     fx_disable_observers,
     fx_freeze_bn_stats,
     fx_prepare,
+    fx_relu6_fused,
     set_engine,
     torch_reports,
 )
@@ -107,6 +115,8 @@ def _static_snippet(spec: TorchStaticSpec, recipe: dict, var: str) -> str:
         from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
         torch.backends.quantized.engine = "{spec.backend}"
+        # (the studio also runs each Conv(+BN)→ReLU6 as one fused Conv+ReLU kernel whose output is quantized with the
+        # fixed scale 6/255, zero point 0 — the kernel's clamp is the ReLU6; core.compress.torch_ao, fuse_relu6)
         prepared = prepare_fx(model.eval(), get_default_qconfig_mapping("{spec.backend}"), example_inputs=(example,))
         with torch.no_grad():
             for images, _ in batches:
@@ -129,13 +139,45 @@ def _static_latency_note(*, spec: TorchStaticSpec, result, timed_artifact: bool)
     )
 
 
+# fbgemm's depthwise int8 convolution sums u8×s8 pairs in int16 (AVX2 vpmaddubsw) even on VNNI/AMX CPUs: inputs
+# above 127 (what a fused ReLU6 writes: 0..255 for 0..6) can saturate it (measured: 49 quantization steps off on a
+# 3×3 depthwise conv with inputs at 6 and extreme weights; the x86 and onednn engines exact). The x86 and fbgemm
+# qconfigs keep activations in 0..127 for this reason.
+FBGEMM_SATURATES = (
+    "its depthwise int8 kernel sums u8×s8 pairs in int16 and can saturate on the full-range uint8 output of a "
+    "conv with ReLU6 fused (0..255 for 0..6)"
+)
+
+
+def relu6_fusion_blocker(spec: TorchStaticSpec) -> str | None:
+    """Why ReLU6 cannot run inside the fused conv kernel for this spec on this CPU (None: it can).
+
+    The fused output spans the full quint8 range and is the next layer's input. fbgemm's depthwise kernel (and,
+    without VNNI/AMX, the x86 engine's fbgemm path) can saturate on such inputs; with fusion on, torch_static leaves
+    the fbgemm engine out of the timed forms (qnnpack and onednn quantize activations in the full range anyway)."""
+    if spec.backend == "qnnpack":
+        return None
+    if spec.engine == "fbgemm":
+        return f"ReLU6 left as separate int8 kernels: the spec forces the fbgemm engine, and {FBGEMM_SATURATES}"
+    features = cpu_int8_features()
+    if features.is_x86 and not (features.vnni or features.amx):
+        return (
+            f"ReLU6 left as separate int8 kernels: this CPU ({features.model}) has no VNNI/AMX, so int8 dot products "
+            "go through int16 pair sums that can saturate on a fused conv's full-range uint8 output"
+        )
+    return None
+
+
 def _calibrated(module: nn.Module, spec: TorchStaticSpec, context: CompressionContext, plans, recipe: dict, plan):
     """The prepared model after calibration (observers) or QAT (fake quantization), in eval mode."""
     config = recipe["config"]
     qat = spec.workflow == "fine_tune"
+    blocker = relu6_fusion_blocker(spec)
+    if blocker is not None and any(isinstance(m, nn.Hardtanh) for m in module.modules()):  # ReLU6 is a Hardtanh
+        context.note(blocker + ".")
     prepared = fx_prepare(
         module, qat=qat, backend=spec.backend, per_channel=spec.per_channel, skip_layers=config["skip_layers"],
-        example_inputs=(context.example_input(),),
+        example_inputs=(context.example_input(),), fuse_relu6=blocker is None,
     )
     if qat:
         freeze_bn_at, freeze_observers_at = config["freeze_bn_at"], config["freeze_observers_at"]
@@ -177,10 +219,15 @@ def torch_static(module: nn.Module, spec: TorchStaticSpec, context: CompressionC
         raise CompressionError("FX static quantization produced no int8 modules; nothing runs on int8 kernels.")
     layers, weights = torch_reports(context=context, compressed=quantized, plans=plans, method="torch_static")
     adds = sum(1 for node in quantized.graph.nodes if "quantized.add" in str(node.target))
+    relu6 = len(fx_relu6_fused(prepared))
+    relu6_text = (
+        f", {relu6} ReLU6 inside their conv's kernel (output quantized to 0..6 in 1/255-ths of 6, so the kernel's "
+        "clamp is the ReLU6)" if relu6 else ""
+    )
     context.note(
         f"FX static int8 ({spec.backend} qconfig, {'per-channel' if spec.per_channel else 'per-tensor'} weights): "
-        f"{len(quantized_modules)} int8 modules with Conv+BN(+ReLU) fused, {adds} quantized residual add(s); "
-        "runs on real int8 CPU kernels."
+        f"{len(quantized_modules)} int8 modules with Conv+BN(+ReLU) fused{relu6_text}, {adds} quantized residual "
+        "add(s); runs on real int8 CPU kernels."
     )
     context.note(FX_DEPRECATION_NOTE)
     runnable, engine, form = quantized, spec.backend, None
@@ -190,6 +237,7 @@ def torch_static(module: nn.Module, spec: TorchStaticSpec, context: CompressionC
                 prepared=prepared, convert=fx_convert, example=context.example_input(1), engine=spec.engine,
                 graph=spec.graph, spec=_form_cache_spec(spec), progress=context.progress.sub(0.85, 1.0),
                 timing_guard=context.timing_guard, cache_root=context.cache_root,
+                leave_out={"fbgemm": FBGEMM_SATURATES} if relu6 else None,
             )
         runnable, engine, form = choice.module, choice.winner.engine, choice.to_dict()
         form["artifact"] = _artifact_form(choice.winner.graph)
