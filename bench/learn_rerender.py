@@ -35,11 +35,13 @@ RESULTS = PROJECT_ROOT / "bench" / "results"
 
 # The page has drawn a move: new numbers or chart titles (`b`: the text before), no script run in progress or
 # requested, no element left over from the previous run (data-stale), and the status widget not saying Running.
+# Polled every animation frame, so it reads textContent: innerText would force a layout of the page in every frame
+# and the measurement would add work the user's browser never does.
 _MOVE_DONE = (
     "b => { const m = Array.from(document.querySelectorAll('[data-testid=\"stMetricValue\"]'))"
-    ".map(e => e.innerText).join('|') + '#' + Array.from(document.querySelectorAll('.js-plotly-plot'))"
+    ".map(e => e.textContent).join('|') + '#' + Array.from(document.querySelectorAll('.js-plotly-plot'))"
     ".map(p => (p.layout && p.layout.title && p.layout.title.text) || '').join('|') + '#'"
-    " + Array.from(document.querySelectorAll('[data-testid=\"stButton\"] button')).map(b => b.innerText).join('|');"
+    " + Array.from(document.querySelectorAll('[data-testid=\"stButton\"] button')).map(b => b.textContent).join('|');"
     " if (m === b) return false;"
     " if (window.__firstChange === null) window.__firstChange = performance.now();"
     " const app = document.querySelector('[data-testid=\"stApp\"]');"
@@ -47,7 +49,7 @@ _MOVE_DONE = (
     " if (state === 'running' || state === 'rerunRequested') return false;"
     " if (document.querySelector('[data-stale=\"true\"]')) return false;"
     " const s = document.querySelector('[data-testid=\"stStatusWidget\"]');"
-    " return !s || !s.innerText.includes('Running'); }"
+    " return !s || !s.textContent.includes('Running'); }"
 )
 
 
@@ -63,10 +65,10 @@ def wait_idle(page, timeout: float = 120_000) -> None:
 def metrics_text(page) -> str:
     """What a slider move changes: the lesson's metric values, its charts' titles and its buttons' labels."""
     return page.evaluate(
-        "() => Array.from(document.querySelectorAll('[data-testid=\"stMetricValue\"]')).map(e => e.innerText).join('|')"
+        "() => Array.from(document.querySelectorAll('[data-testid=\"stMetricValue\"]')).map(e => e.textContent).join('|')"
         " + '#' + Array.from(document.querySelectorAll('.js-plotly-plot'))"
         ".map(p => (p.layout && p.layout.title && p.layout.title.text) || '').join('|')"
-        " + '#' + Array.from(document.querySelectorAll('[data-testid=\"stButton\"] button')).map(b => b.innerText).join('|')"
+        " + '#' + Array.from(document.querySelectorAll('[data-testid=\"stButton\"] button')).map(b => b.textContent).join('|')"
     )
 
 

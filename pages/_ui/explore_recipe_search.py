@@ -19,12 +19,14 @@ from core.measure.size import float_param_count
 from core.models.sources import LoadedModel
 from pages._ui import run_client
 from pages._ui.errors import attempt
+from pages._ui.queue_panel import follow_runs
 from pages._ui.session import eval_limit
 from pages._ui.storage import records
 
 _TARGETS = {"bits_per_weight": "Bits per weight", "size_mb": "Size (MB)", "max_drop": "Max accuracy drop (points)"}
 _IMAGES = [60, 100, 250, 500, 1000]
 _SETTINGS = [key for key, setting in mp.RECIPE_SETTINGS.items() if setting.method == "palettize"]
+_RUNS_KEY = "explore.mps.runs"  # search job id → the "Run this recipe" job ids this session queued for it
 
 
 def _request(model: LoadedModel) -> rr.MeasuredSearchRequest | None:
@@ -131,8 +133,12 @@ def _finished(job: Job, *, model: LoadedModel) -> None:
                          origin=rr.search_origin(job_id=job.id, chosen=chosen))
         if run_id is not None:
             state.setdefault(run_client.JOB_IDS_KEY, []).append(int(run_id))
+            state.setdefault(_RUNS_KEY, {}).setdefault(job.id, []).append(int(run_id))
             st.toast(f"Recipe queued as job #{run_id}; its measured point appears on the curve when it finishes.",
                      icon=":material/queue:")
+    # The sidebar rendered before the button above and polls only when it saw a job: follow the run here, so the
+    # page redraws (its measured point on the curve) when it ends.
+    follow_runs(st.session_state.get(_RUNS_KEY, {}).get(job.id, []), what="Recipe run", key="explore.mps.run")
     for record in runs:
         st.caption(f"Experiment #{record['id']}: {fmt_mb(record.get('size_bytes'))} on disk, top-1 "
                    f"{fmt_num((record.get('accuracy_top1') or 0) * 100, '.2f', ' %')} "

@@ -21,6 +21,7 @@ from pages._ui import run_client
 from pages._ui.errors import attempt
 from pages._ui.explore_recipe_search import render_measured_search
 from pages._ui.loading import current_dataset, current_model
+from pages._ui.queue_panel import follow_runs
 from pages._ui.storage import store
 
 PROCESS_KEY = "explore.sens.process"
@@ -218,6 +219,9 @@ def render_mixed_precision_tab(*, model: LoadedModel | None = None, dataset: Dat
             col.download_button(file, exports[name], file_name=file, mime=mime, icon=":material/download:", key=f"explore.mp.{name}")
     if d[3].button("Run this recipe", type="primary", icon=":material/play_arrow:", key="explore.mp.run"):
         _submit(chosen, result)
+    # followed here, so the page redraws with the run's measured point when it ends
+    follow_runs([job_id for job_id, _, key in st.session_state.get(RECIPE_JOBS_KEY, []) if key == result.meta["key"]],
+                what="Recipe run", key="explore.mp.run")
 
 
 def _submit(chosen: mp.Candidate, result: sens.SensitivityResult) -> None:

@@ -82,3 +82,26 @@ def _watched() -> set[int]:
 def _remember_watched(jobs: list[Job], *, mine: set[int]) -> None:
     """Unfinished jobs of this session that the panel saw: when one ends, the app reruns once."""
     st.session_state["jobs.watched"] = {j.id for j in jobs if j.id in mine and not j.finished}
+
+
+def follow_runs(job_ids: list[int], *, what: str, key: str) -> None:
+    """Progress and Cancel for the newest unfinished job of `job_ids` (queued by a button on this page), refreshed
+    every second; the whole page reruns when it ends, so its result shows. Needed because the sidebar rendered before
+    the button was pressed and polls only when it saw a job. Failed ones are shown as errors."""
+    jobs = [job for job in map(run_client.get_job, job_ids) if job is not None]
+    for failed in (job for job in jobs if job.state == FAILED):
+        st.error(f"{what} #{failed.id} failed: {failed.error}", icon=":material/error:")
+    if pending := [job.id for job in jobs if not job.finished]:
+        st.fragment(run_every=1.0)(_follow)(pending[-1], what=what, key=key)
+
+
+def _follow(job_id: int, *, what: str, key: str) -> None:
+    job = run_client.get_job(job_id)
+    if job is None or job.finished:
+        st.rerun()  # the whole app: the page draws the finished run's result
+        return
+    columns = st.columns([5, 1], vertical_alignment="bottom")
+    columns[0].progress(min(1.0, float(job.progress)), text=f"{what} #{job.id}: {job.message or 'queued…'}")
+    if columns[1].button("Cancel", icon=":material/cancel:", key=f"{key}.cancel", disabled=job.cancel_requested):
+        run_client.cancel(job.id)
+
