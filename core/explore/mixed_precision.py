@@ -120,6 +120,13 @@ class Candidate:
     def layer_settings(self) -> dict[str, str | None]:
         return dict(self.choices)
 
+    @property
+    def summary(self) -> str:
+        """A label for the run of this recipe (its spec's own summary names only the base setting)."""
+        kinds = len({key for _, key in self.choices})
+        return (f"mixed {self.spec.method}, {self.predicted_bits_per_weight:.2f} bits/weight "
+                f"({kinds} setting{'s' if kinds != 1 else ''} over {len(self.choices)} layers)")
+
     def row(self) -> dict:
         counts = Counter(setting_label(s) for _, s in self.choices)
         return {

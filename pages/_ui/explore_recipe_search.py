@@ -129,7 +129,7 @@ def _finished(job: Job, *, model: LoadedModel) -> None:
         run_id = attempt("Queuing the recipe run", run_client.executor().submit,
                          model=run_client.model_ref(state["model_choice"]),
                          data=run_client.data_ref(state.get("dataset_choice")), spec=chosen.spec.to_dict(),
-                         options={**rr.RUN_OPTIONS, "eval_limit": eval_limit()}, label=f"recipe · {chosen.spec.summary()}",
+                         options={**rr.RUN_OPTIONS, "eval_limit": eval_limit()}, label=f"recipe · {chosen.summary}",
                          origin=rr.search_origin(job_id=job.id, chosen=chosen))
         if run_id is not None:
             state.setdefault(run_client.JOB_IDS_KEY, []).append(int(run_id))

@@ -229,7 +229,7 @@ def _submit(chosen: mp.Candidate, result: sens.SensitivityResult) -> None:
     job_id = attempt("Queuing the recipe run", run_client.executor().submit,
                      model=run_client.model_ref(state["model_choice"]), data=run_client.data_ref(state.get("dataset_choice")),
                      spec=chosen.spec.to_dict(), options={"measure_latency": False, "measure_memory": False},
-                     label=f"recipe · {chosen.spec.summary()}", origin=mp.recipe_origin(candidate=chosen, sensitivity=result))
+                     label=f"recipe · {chosen.summary}", origin=mp.recipe_origin(candidate=chosen, sensitivity=result))
     if job_id is not None:
         state.setdefault(RECIPE_JOBS_KEY, []).append((int(job_id), chosen.step, result.meta["key"]))
         state.setdefault(run_client.JOB_IDS_KEY, []).append(int(job_id))

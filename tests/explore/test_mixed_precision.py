@@ -73,6 +73,13 @@ def test_overrides_round_trip_through_the_spec(candidates) -> None:
                 assert resolved.n_bits == SETTINGS[key].spec["n_bits"], layer
 
 
+def test_run_label_says_the_recipe_is_mixed(candidates) -> None:
+    mixed = next(c for c in candidates if len({key for _, key in c.choices}) > 1)
+    label = mixed.summary
+    assert label.startswith("mixed palettize, ") and f"{mixed.predicted_bits_per_weight:.2f} bits/weight" in label
+    assert f"over {len(mixed.choices)} layers" in label and mixed.spec.summary() not in label
+
+
 def test_targets_pick_the_least_compressed_candidate_that_meets_them(candidates) -> None:
     by_bits = choose(candidates=candidates, target=RecipeTarget(kind="bits_per_weight", value=4.5))
     assert by_bits.predicted_bits_per_weight <= 4.5
