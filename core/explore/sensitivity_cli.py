@@ -15,6 +15,7 @@ the training pool; minutes) and prints its candidate curve as a table.
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import Any
 
@@ -120,9 +121,7 @@ def cmd_recipe(args: argparse.Namespace) -> int:
         choose,
         mixed_precision_candidates,
         recipe_layers_frame,
-        run_recipe,
     )
-    from core.specs import spec_to_yaml
 
     if args.target_bits is not None:
         target = RecipeTarget(kind="bits_per_weight", value=args.target_bits)
@@ -142,23 +141,36 @@ def cmd_recipe(args: argparse.Namespace) -> int:
           f"drop {drop}")
     for layer in recipe_layers_frame(chosen, sensitivity).itertuples(index=False):
         print(f"  {layer.layer:<24} {layer.setting:<20} {layer.bytes / 1e3:9.1f} kB")
+    _write_and_run(args, chosen=chosen, model=model, dataset=dataset, recipe={"sensitivity": sensitivity},
+                   compared_with=("predicted", chosen.predicted_drop))
+    return 0
+
+
+def _write_and_run(args: argparse.Namespace, *, chosen: Any, model: Any, dataset: Any, recipe: dict,
+                   compared_with: tuple[str, float | None]) -> None:
+    """--spec-out and --run for either recipe engine; `recipe`: run_recipe's engine-specific arguments (its
+    sensitivity table or recipe id), `compared_with`: what the measured top-1 change is printed against."""
+    from core.specs import spec_to_yaml
+
     if args.spec_out:
         Path(args.spec_out).write_text(spec_to_yaml(chosen.spec))
         print(f"spec written to {args.spec_out}")
-    if args.run:
-        from core.cli import _run_with_progress
-        from core.experiment_options import ExperimentOptions
-        from core.store import ExperimentStore
+    if not args.run:
+        return
+    from core.cli import _run_with_progress
+    from core.experiment_options import ExperimentOptions
+    from core.explore.mixed_precision import run_recipe
+    from core.store import ExperimentStore
 
-        options = ExperimentOptions(eval_limit=args.run_eval_limit, measure_latency=False, measure_memory=False)
-        outcome = _run_with_progress(args, lambda progress: run_recipe(
-            store=ExperimentStore(), model=model, dataset=dataset, candidate=chosen, sensitivity=sensitivity,
-            options=options, progress=progress))
-        print(f"experiment #{outcome['experiment_id']}: size {fmt_mb(outcome['measured_bytes'])} "
-              f"(predicted {fmt_mb(outcome['predicted_bytes'])}, ×{fmt_num(outcome['size_ratio'], '.3f')}); "
-              f"top-1 change {fmt_pts(-outcome['measured_drop'] if outcome['measured_drop'] is not None else None)} "
-              f"(predicted {fmt_pts(-chosen.predicted_drop if chosen.predicted_drop is not None else None)})")
-    return 0
+    options = ExperimentOptions(eval_limit=args.run_eval_limit, measure_latency=False, measure_memory=False)
+    outcome = _run_with_progress(args, lambda progress: run_recipe(
+        store=ExperimentStore(), model=model, dataset=dataset, candidate=chosen, options=options, progress=progress,
+        **recipe))
+    label, drop = compared_with
+    print(f"experiment #{outcome['experiment_id']}: size {fmt_mb(outcome['measured_bytes'])} "
+          f"(predicted {fmt_mb(outcome['predicted_bytes'])}, ×{fmt_num(outcome['size_ratio'], '.3f')}); "
+          f"top-1 change {fmt_pts(-outcome['measured_drop'] if outcome['measured_drop'] is not None else None)} "
+          f"({label} {fmt_pts(-drop if drop is not None else None)})")
 
 
 def _search_request(args: argparse.Namespace, target: Any):  # -> MeasuredSearchRequest
@@ -196,10 +208,8 @@ def measured_text(result: Any) -> str:
 
 def _cmd_recipe_measured(args: argparse.Namespace, target: Any) -> int:
     from core.cli import _load_model, _run_with_progress
-    from core.explore.mixed_precision import run_recipe
     from core.explore.recipe_runs import measured_recipe
     from core.jobs.refs import DataRef, load_data_ref
-    from core.specs import spec_to_yaml
 
     request = _search_request(args, target)
     model = _load_model(args.model, args.weights)
@@ -214,21 +224,7 @@ def _cmd_recipe_measured(args: argparse.Namespace, target: Any) -> int:
     print(measured_text(result))
     for layer in result.layers_frame().itertuples(index=False):
         print(f"  {layer.layer:<24} {layer.setting:<28} {layer.bytes / 1e3:9.1f} kB")
-    if args.spec_out:
-        Path(args.spec_out).write_text(spec_to_yaml(chosen.spec))
-        print(f"spec written to {args.spec_out}")
-    if args.run:
-        import time
-
-        from core.experiment_options import ExperimentOptions
-        from core.store import ExperimentStore
-
-        options = ExperimentOptions(eval_limit=args.run_eval_limit, measure_latency=False, measure_memory=False)
-        outcome = _run_with_progress(args, lambda progress: run_recipe(
-            store=ExperimentStore(), model=model, dataset=dataset, candidate=chosen,
-            recipe_id=f"recipe-search-cli-{time.strftime('%Y%m%d-%H%M%S')}", options=options, progress=progress))
-        print(f"experiment #{outcome['experiment_id']}: size {fmt_mb(outcome['measured_bytes'])} "
-              f"(predicted {fmt_mb(outcome['predicted_bytes'])}, ×{fmt_num(outcome['size_ratio'], '.3f')}); "
-              f"top-1 change {fmt_pts(-outcome['measured_drop'] if outcome['measured_drop'] is not None else None)} "
-              f"(calibration slice {fmt_pts(-drop if drop is not None else None)})")
+    _write_and_run(args, chosen=chosen, model=model, dataset=dataset,
+                   recipe={"recipe_id": f"recipe-search-cli-{time.strftime('%Y%m%d-%H%M%S')}"},
+                   compared_with=("calibration slice", drop))
     return 0

@@ -91,6 +91,20 @@ def _progress_panel(job_id: int) -> None:
         run_client.cancel(job.id)
 
 
+def recipe_downloads(chosen: mp.Candidate, *, model: LoadedModel, key: str) -> list:
+    """The recipe as spec YAML, coremltools YAML and Python in the first three of four columns (returned: the
+    fourth is for the caller's run button)."""
+    exports = attempt("Writing the recipe", mp.recipe_exports, candidate=chosen, model=model) or {}
+    columns = st.columns(4)
+    for col, (name, file, mime) in zip(columns, (("spec_yaml", "recipe_spec.yaml", "text/yaml"),
+                                                 ("coremltools_yaml", "coremltools_config.yaml", "text/yaml"),
+                                                 ("python", "recipe.py", "text/x-python")), strict=False):
+        if name in exports:
+            col.download_button(file, exports[name], file_name=file, mime=mime, icon=":material/download:",
+                                key=f"{key}.{name}")
+    return columns
+
+
 def _finished(job: Job, *, model: LoadedModel) -> None:
     what = f"Measured search #{job.id}"
     if job.state == FAILED:
@@ -116,14 +130,7 @@ def _finished(job: Job, *, model: LoadedModel) -> None:
                                          ".2f", " pts"), help="Top-1 points lost on the evaluation images by the real .mlpackage run.")
     st.plotly_chart(rr.curve_figure(result, records=runs), key="explore.mps.curve", config={"displaylogo": False})
     st.dataframe(result.layers_frame(), hide_index=True, key="explore.mps.layers")
-    exports = attempt("Writing the recipe", mp.recipe_exports, candidate=chosen, model=model) or {}
-    d = st.columns(4)
-    for col, (name, file, mime) in zip(d, (("spec_yaml", "recipe_spec.yaml", "text/yaml"),
-                                           ("coremltools_yaml", "coremltools_config.yaml", "text/yaml"),
-                                           ("python", "recipe.py", "text/x-python")), strict=False):
-        if name in exports:
-            col.download_button(file, exports[name], file_name=file, mime=mime, icon=":material/download:",
-                                key=f"explore.mps.{name}")
+    d = recipe_downloads(chosen, model=model, key="explore.mps")
     if d[3].button("Run this recipe", icon=":material/play_arrow:", key="explore.mps.run_recipe"):
         state = st.session_state
         run_id = attempt("Queuing the recipe run", run_client.executor().submit,

@@ -19,7 +19,7 @@ from core.formatting import fmt_mb, fmt_num
 from core.models.sources import LoadedModel
 from pages._ui import run_client
 from pages._ui.errors import attempt
-from pages._ui.explore_recipe_search import render_measured_search
+from pages._ui.explore_recipe_search import recipe_downloads, render_measured_search
 from pages._ui.loading import current_dataset, current_model
 from pages._ui.queue_panel import follow_runs
 from pages._ui.storage import store
@@ -210,13 +210,7 @@ def render_mixed_precision_tab(*, model: LoadedModel | None = None, dataset: Dat
     m[3].metric("Accuracy drop", fmt_num(None if chosen.predicted_drop is None else chosen.predicted_drop * 100, ".2f", " pts"),
                 help="Predicted from a monotone fit of the probes' top-1 drop against output SNR.")
     st.dataframe(mp.recipe_layers_frame(chosen, result), hide_index=True, key="explore.mp.layers")
-    exports = attempt("Writing the recipe", mp.recipe_exports, candidate=chosen, model=model) or {}
-    d = st.columns(4)
-    for col, (name, file, mime) in zip(d, (("spec_yaml", "recipe_spec.yaml", "text/yaml"),
-                                           ("coremltools_yaml", "coremltools_config.yaml", "text/yaml"),
-                                           ("python", "recipe.py", "text/x-python")), strict=False):
-        if name in exports:
-            col.download_button(file, exports[name], file_name=file, mime=mime, icon=":material/download:", key=f"explore.mp.{name}")
+    d = recipe_downloads(chosen, model=model, key="explore.mp")
     if d[3].button("Run this recipe", type="primary", icon=":material/play_arrow:", key="explore.mp.run"):
         _submit(chosen, result)
     # followed here, so the page redraws with the run's measured point when it ends

@@ -85,3 +85,31 @@ def fresh_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[[
         require_chromium()
         return streamlit_server(tmp_path_factory.mktemp(name), log_name=f"streamlit_server_{name}.log")
     return make
+
+
+@contextmanager
+def explore_tab(server: str, tab: str) -> Iterator[object]:
+    """A fresh Chromium page on Explore with `tab` open (Playwright's expect waits a minute); closed afterwards."""
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    expect.set_options(timeout=60_000)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1400})
+            page.set_default_timeout(60_000)
+            page.goto(f"{server}/Explore")
+            expect(page.get_by_role("heading", name="Explore", exact=True)).to_be_visible(timeout=180_000)
+            wait_idle(page)
+            page.get_by_role("tab", name=tab).click()
+            yield page
+        finally:
+            browser.close()
+
+
+def settle(page) -> None:
+    """Let the rerun a widget change triggers start, then wait for it to end (no stale copies of widgets left)."""
+    page.wait_for_timeout(700)
+    wait_idle(page)
+

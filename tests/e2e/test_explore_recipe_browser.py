@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.e2e.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, assert_no_exception, wait_idle
+from tests.e2e.conftest import ARTIFACTS, assert_no_exception, explore_tab, settle, wait_idle
 from tests.e2e.test_browser import _screenshot
 
 pytestmark = pytest.mark.browser
@@ -20,11 +20,6 @@ SETTINGS = ("palettize 2-bit", "palettize 8-bit")
 CURVE_JS = ("() => [...document.querySelectorAll('.js-plotly-plot')]"
             ".find(p => p.data && p.data.some(t => t.name === 'predicted (knapsack path)'))")
 
-
-def _settle(page) -> None:
-    """Let the rerun a widget change triggers start, then wait for it to end (no stale copies of widgets left)."""
-    page.wait_for_timeout(700)
-    wait_idle(page)
 
 
 def _traces(page) -> dict[str, int]:
@@ -49,93 +44,81 @@ LAYERS_JS = ("() => { const t = [...document.querySelectorAll('[data-testid=\"st
 
 
 def test_measured_search_shows_its_recipe_and_runs_it(server: str) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    expect.set_options(timeout=60_000)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with explore_tab(server, "Mixed precision") as page:
+        page.get_by_text(re.compile(r"^Measured search \(")).click()
+        settle(page)
+        start = page.get_by_role("button", name="Start measured search")
+        expect(start).to_be_visible()
+
+        # A small search: two settings, the fewest calibration images, no real run inside the job.
+        settings = page.get_by_test_id("stMultiSelect").filter(has_text="Settings each layer may take")
+        settings.get_by_role("button", name="Clear all").click()
+        settle(page)
+        for label in SETTINGS:
+            page.get_by_role("combobox", name="Settings each layer may take").first.click()
+            page.get_by_role("option", name=label, exact=True).click()
+            settle(page)
+        page.keyboard.press("Escape")
+        images = page.get_by_test_id("stSlider").filter(has_text="Calibration images")
+        images.get_by_role("slider").first.focus()
+        page.keyboard.press("Home")
+        settle(page)
+        expect(images.get_by_test_id("stSliderThumbValue")).to_have_text("60")
+        toggle = page.get_by_role("switch", name="Then run it")
+        expect(toggle).to_be_checked()
+        page.get_by_text("Then run it", exact=True).click()
+        settle(page)
+        expect(toggle).not_to_be_checked()
+
+        start.click()
+        panel = page.get_by_text(re.compile(r"Measured search #\d+"))
+        expect(panel.first).to_be_visible()
+        expect(page.get_by_text("palettize 2-bit, palettize 8-bit · 60 calibration images").first).to_be_visible()
+        expect(page.get_by_test_id("stTabs").get_by_role("button", name="Cancel")).to_be_visible()
+        expect(page.get_by_test_id("stTabs").get_by_test_id("stProgress").first).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "explore_recipe_running.png"))
         try:
-            page = browser.new_page(viewport={"width": 1440, "height": 1400})
-            page.set_default_timeout(60_000)
-            page.goto(f"{server}/Explore")
-            expect(page.get_by_role("heading", name="Explore", exact=True)).to_be_visible(timeout=180_000)
-            wait_idle(page)
-            page.get_by_role("tab", name="Mixed precision").click()
-            page.get_by_text(re.compile(r"^Measured search \(")).click()
-            _settle(page)
-            start = page.get_by_role("button", name="Start measured search")
-            expect(start).to_be_visible()
+            page.wait_for_function(f"() => !!({CURVE_JS})()", timeout=SEARCH_TIMEOUT_MS)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "explore_recipe_timeout.png"), full_page=True)
+            raise
+        wait_idle(page)
+        assert_no_exception(page, "measured search result")
+        expect(page.get_by_test_id("stTabs").get_by_role("button", name="Cancel")).to_have_count(0)
 
-            # A small search: two settings, the fewest calibration images, no real run inside the job.
-            settings = page.get_by_test_id("stMultiSelect").filter(has_text="Settings each layer may take")
-            settings.get_by_role("button", name="Clear all").click()
-            _settle(page)
-            for label in SETTINGS:
-                page.get_by_role("combobox", name="Settings each layer may take").first.click()
-                page.get_by_role("option", name=label, exact=True).click()
-                _settle(page)
-            page.keyboard.press("Escape")
-            images = page.get_by_test_id("stSlider").filter(has_text="Calibration images")
-            images.get_by_role("slider").first.focus()
-            page.keyboard.press("Home")
-            _settle(page)
-            expect(images.get_by_test_id("stSliderThumbValue")).to_have_text("60")
-            toggle = page.get_by_role("switch", name="Then run it")
-            expect(toggle).to_be_checked()
-            page.get_by_text("Then run it", exact=True).click()
-            _settle(page)
-            expect(toggle).not_to_be_checked()
+        traces = _traces(page)
+        assert traces.get("predicted (knapsack path)", 0) >= 2, traces
+        assert traces.get("measured (calibration slice)", 0) >= 2, traces
+        assert traces.get("chosen recipe (measured)") == 1, traces
+        assert "measured (real .mlpackage)" not in traces, traces  # nothing run yet
+        assert _drawn_markers(page) >= 2 * 2 + 1
+        expect(page.get_by_test_id("stMetric").filter(has_text="Real run drop")).to_contain_text("n/a")
+        bits = page.get_by_test_id("stMetric").filter(has_text="Bits / weight").get_by_test_id("stMetricValue")
+        assert float(bits.inner_text()) <= 3.0  # the default target: 3 bits per weight
 
-            start.click()
-            panel = page.get_by_text(re.compile(r"Measured search #\d+"))
-            expect(panel.first).to_be_visible()
-            expect(page.get_by_text("palettize 2-bit, palettize 8-bit · 60 calibration images").first).to_be_visible()
-            expect(page.get_by_test_id("stTabs").get_by_role("button", name="Cancel")).to_be_visible()
-            expect(page.get_by_test_id("stTabs").get_by_test_id("stProgress").first).to_be_visible()
-            page.screenshot(path=str(ARTIFACTS / "explore_recipe_running.png"))
-            try:
-                page.wait_for_function(f"() => !!({CURVE_JS})()", timeout=SEARCH_TIMEOUT_MS)
-            except Exception:
-                page.screenshot(path=str(ARTIFACTS / "explore_recipe_timeout.png"), full_page=True)
-                raise
-            wait_idle(page)
-            assert_no_exception(page, "measured search result")
-            expect(page.get_by_test_id("stTabs").get_by_role("button", name="Cancel")).to_have_count(0)
+        layers = page.evaluate(LAYERS_JS)
+        assert layers is not None, "no per-layer table with a kl_alone column"
+        assert layers["rows"] == FASHION_CNN_LAYERS + 1, layers  # aria-rowcount counts the header row
+        assert len(set(layers["layers"])) == FASHION_CNN_LAYERS, layers  # one row per weight layer
+        for name in ("recipe_spec.yaml", "coremltools_config.yaml", "recipe.py"):
+            expect(page.get_by_test_id("stDownloadButton").filter(has_text=name)).to_have_count(1)
 
-            traces = _traces(page)
-            assert traces.get("predicted (knapsack path)", 0) >= 2, traces
-            assert traces.get("measured (calibration slice)", 0) >= 2, traces
-            assert traces.get("chosen recipe (measured)") == 1, traces
-            assert "measured (real .mlpackage)" not in traces, traces  # nothing run yet
-            assert _drawn_markers(page) >= 2 * 2 + 1
-            expect(page.get_by_test_id("stMetric").filter(has_text="Real run drop")).to_contain_text("n/a")
-            bits = page.get_by_test_id("stMetric").filter(has_text="Bits / weight").get_by_test_id("stMetricValue")
-            assert float(bits.inner_text()) <= 3.0  # the default target: 3 bits per weight
-
-            layers = page.evaluate(LAYERS_JS)
-            assert layers is not None, "no per-layer table with a kl_alone column"
-            assert layers["rows"] == FASHION_CNN_LAYERS + 1, layers  # aria-rowcount counts the header row
-            assert len(set(layers["layers"])) == FASHION_CNN_LAYERS, layers  # one row per weight layer
-            for name in ("recipe_spec.yaml", "coremltools_config.yaml", "recipe.py"):
-                expect(page.get_by_test_id("stDownloadButton").filter(has_text=name)).to_have_count(1)
-
-            page.get_by_role("button", name="Run this recipe").click()
-            expect(page.get_by_text(re.compile(r"Recipe queued as job #\d+")).first).to_be_visible()
-            expect(page.get_by_text(re.compile(r"Recipe run #\d+")).first).to_be_visible()  # followed on the page
-            try:
-                page.wait_for_function(
-                    f"() => {{ const p = ({CURVE_JS})(); return p && p.data.some(t => t.name === 'measured (real .mlpackage)'); }}",
-                    timeout=RUN_TIMEOUT_MS)
-            except Exception:
-                page.screenshot(path=str(ARTIFACTS / "explore_recipe_run_timeout.png"), full_page=True)
-                raise
-            wait_idle(page)
-            assert _traces(page)["measured (real .mlpackage)"] == 1
-            expect(page.get_by_text(re.compile(r"Experiment #\d+: .* on disk, top-1 .* %")).first).to_be_visible()
-            real = page.get_by_test_id("stMetric").filter(has_text="Real run drop").get_by_test_id("stMetricValue")
-            assert re.fullmatch(r"-?\d+\.\d\d pts", real.inner_text().strip()), real.inner_text()
-            _screenshot(page, "explore_recipe_measured.png")
-            assert_no_exception(page, "measured search run")
-        finally:
-            browser.close()
+        page.get_by_role("button", name="Run this recipe").click()
+        expect(page.get_by_text(re.compile(r"Recipe queued as job #\d+")).first).to_be_visible()
+        expect(page.get_by_text(re.compile(r"Recipe run #\d+")).first).to_be_visible()  # followed on the page
+        try:
+            page.wait_for_function(
+                f"() => {{ const p = ({CURVE_JS})(); return p && p.data.some(t => t.name === 'measured (real .mlpackage)'); }}",
+                timeout=RUN_TIMEOUT_MS)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "explore_recipe_run_timeout.png"), full_page=True)
+            raise
+        wait_idle(page)
+        assert _traces(page)["measured (real .mlpackage)"] == 1
+        expect(page.get_by_text(re.compile(r"Experiment #\d+: .* on disk, top-1 .* %")).first).to_be_visible()
+        real = page.get_by_test_id("stMetric").filter(has_text="Real run drop").get_by_test_id("stMetricValue")
+        assert re.fullmatch(r"-?\d+\.\d\d pts", real.inner_text().strip()), real.inner_text()
+        _screenshot(page, "explore_recipe_measured.png")
+        assert_no_exception(page, "measured search run")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, assert_no_exception, wait_idle
+from tests.e2e.conftest import ARTIFACTS, assert_no_exception, explore_tab, settle, wait_idle
 
 pytestmark = pytest.mark.browser
 
@@ -14,11 +14,6 @@ FASHION_CNN_LAYERS = 6  # weight layers of the sample: 4 convolutions, 2 linear 
 HEATMAP_JS = ("() => [...document.querySelectorAll('.js-plotly-plot')]"
               ".find(p => p.data && p.data.length && p.data[0].type === 'heatmap')")
 
-
-def _settle(page) -> None:
-    """Let the rerun a widget change triggers start, then wait for it to end (no stale copies of widgets left)."""
-    page.wait_for_timeout(700)
-    wait_idle(page)
 
 
 def _heatmap_rows(page) -> int:
@@ -41,57 +36,45 @@ def _cell(page, *, layer_index: int, setting_index: int) -> dict:
 
 
 def test_sensitivity_heatmap_and_a_clicked_cell_opens_its_histogram(server: str) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    expect.set_options(timeout=60_000)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with explore_tab(server, "Sensitivity") as page:
+
+        # Fewer probes keep it short: palettize 2 and 8 bits, 100 evaluation images.
+        settings = page.get_by_test_id("stMultiSelect").filter(has_text="Settings to probe")
+        settings.get_by_role("button", name="Clear all").click()
+        settle(page)
+        for label in ("palettize 2-bit", "palettize 8-bit"):
+            page.get_by_role("combobox", name="Settings to probe (each layer alone)").first.click()
+            page.get_by_role("option", name=label, exact=True).click()
+            settle(page)
+        page.keyboard.press("Escape")
+        slider = page.get_by_test_id("stSlider").filter(has_text="Evaluation images").get_by_role("slider")
+        slider.first.focus()
+        page.keyboard.press("Home")
+        settle(page)
+        expect(page.get_by_text(f"{FASHION_CNN_LAYERS * 2} probes")).to_be_visible()
+
+        page.get_by_role("button", name="Run sensitivity analysis").click()
         try:
-            page = browser.new_page(viewport={"width": 1440, "height": 1400})
-            page.set_default_timeout(60_000)
-            page.goto(f"{server}/Explore")
-            expect(page.get_by_role("heading", name="Explore", exact=True)).to_be_visible(timeout=180_000)
-            wait_idle(page)
-            page.get_by_role("tab", name="Sensitivity").click()
+            page.wait_for_function(f"() => !!({HEATMAP_JS})()", timeout=RUN_TIMEOUT_MS)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "explore_sensitivity_timeout.png"), full_page=True)
+            raise
+        wait_idle(page)
+        assert _heatmap_rows(page) == FASHION_CNN_LAYERS
 
-            # Fewer probes keep it short: palettize 2 and 8 bits, 100 evaluation images.
-            settings = page.get_by_test_id("stMultiSelect").filter(has_text="Settings to probe")
-            settings.get_by_role("button", name="Clear all").click()
-            _settle(page)
-            for label in ("palettize 2-bit", "palettize 8-bit"):
-                page.get_by_role("combobox", name="Settings to probe (each layer alone)").first.click()
-                page.get_by_role("option", name=label, exact=True).click()
-                _settle(page)
-            page.keyboard.press("Escape")
-            slider = page.get_by_test_id("stSlider").filter(has_text="Evaluation images").get_by_role("slider")
-            slider.first.focus()
-            page.keyboard.press("Home")
-            _settle(page)
-            expect(page.get_by_text(f"{FASHION_CNN_LAYERS * 2} probes")).to_be_visible()
-
-            page.get_by_role("button", name="Run sensitivity analysis").click()
-            try:
-                page.wait_for_function(f"() => !!({HEATMAP_JS})()", timeout=RUN_TIMEOUT_MS)
-            except Exception:
-                page.screenshot(path=str(ARTIFACTS / "explore_sensitivity_timeout.png"), full_page=True)
-                raise
-            wait_idle(page)
-            assert _heatmap_rows(page) == FASHION_CNN_LAYERS
-
-            # Click the last layer's 8-bit cell: the pickers follow and the histogram is that layer's.
-            target = _cell(page, layer_index=FASHION_CNN_LAYERS - 1, setting_index=1)
-            layer, setting = target["cell"]
-            assert setting == "pal8"
-            expect(page.get_by_text(f"Weights of {layer} with palettize 8-bit")).to_have_count(0)
-            page.mouse.click(target["x"], target["y"])
-            expect(page.get_by_text(f"Weights of {layer} with palettize 8-bit")).to_be_visible()
-            wait_idle(page)
-            histogram = page.evaluate(
-                "() => [...document.querySelectorAll('.js-plotly-plot')].map(p => p.layout.title && p.layout.title.text)"
-                ".filter(t => t && t.includes('palettize 8-bit'))")
-            assert any(layer in title for title in histogram), histogram
-            page.screenshot(path=str(ARTIFACTS / "explore_sensitivity_heatmap.png"), full_page=True)
-            assert_no_exception(page, "explore sensitivity")
-        finally:
-            browser.close()
+        # Click the last layer's 8-bit cell: the pickers follow and the histogram is that layer's.
+        target = _cell(page, layer_index=FASHION_CNN_LAYERS - 1, setting_index=1)
+        layer, setting = target["cell"]
+        assert setting == "pal8"
+        expect(page.get_by_text(f"Weights of {layer} with palettize 8-bit")).to_have_count(0)
+        page.mouse.click(target["x"], target["y"])
+        expect(page.get_by_text(f"Weights of {layer} with palettize 8-bit")).to_be_visible()
+        wait_idle(page)
+        histogram = page.evaluate(
+            "() => [...document.querySelectorAll('.js-plotly-plot')].map(p => p.layout.title && p.layout.title.text)"
+            ".filter(t => t && t.includes('palettize 8-bit'))")
+        assert any(layer in title for title in histogram), histogram
+        page.screenshot(path=str(ARTIFACTS / "explore_sensitivity_heatmap.png"), full_page=True)
+        assert_no_exception(page, "explore sensitivity")
