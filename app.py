@@ -3,8 +3,9 @@
 Run with ``streamlit run app.py`` (or ``make run``). The menu is ``pages/_ui/menu.MENU``; what pages compute
 comes from ``core``.
 
-``streamlit run`` finds the ``app = st.App(...)`` below and serves it: Streamlit plus one route that streams
-uploads to disk (core.uploads). That import runs the else-branch; each page view (and AppTest) runs this file
+``streamlit run`` finds the ``app = st.App(...)`` below and serves it: Streamlit plus a route that streams
+uploads to disk (core.uploads) and one that serves Plotly.js to the Learn page's live charts
+(pages/_ui/live_chart.py). That import runs the else-branch; each page view (and AppTest) runs this file
 as ``__main__``: the router and the page.
 """
 
@@ -23,5 +24,6 @@ else:
     import streamlit as st
 
     from core.uploads import upload_routes
+    from pages._ui.live_chart import script_routes
 
-    app = st.App(__file__, routes=upload_routes())
+    app = st.App(__file__, routes=upload_routes() + script_routes())

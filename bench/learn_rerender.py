@@ -33,14 +33,15 @@ RECEIVED: list[float] = []  # the same for messages from the server: the first a
 MOVE_TIMEOUT_MS = 30_000
 RESULTS = PROJECT_ROOT / "bench" / "results"
 
-# The page has drawn a move: new numbers or chart titles (`b`: the text before), no script run in progress or
+# The page has drawn a move: new numbers or chart titles (`b`: the text before; a title as Plotly drew it in the
+# chart's SVG, not the figure object it was handed), no script run in progress or
 # requested, no element left over from the previous run (data-stale), and the status widget not saying Running.
 # Polled every animation frame, so it reads textContent: innerText would force a layout of the page in every frame
 # and the measurement would add work the user's browser never does.
 _MOVE_DONE = (
     "b => { const m = Array.from(document.querySelectorAll('[data-testid=\"stMetricValue\"]'))"
     ".map(e => e.textContent).join('|') + '#' + Array.from(document.querySelectorAll('.js-plotly-plot'))"
-    ".map(p => (p.layout && p.layout.title && p.layout.title.text) || '').join('|') + '#'"
+    ".map(p => { const t = p.querySelector('.gtitle'); return t ? t.textContent : ''; }).join('|') + '#'"
     " + Array.from(document.querySelectorAll('[data-testid=\"stButton\"] button')).map(b => b.textContent).join('|');"
     " if (m === b) return false;"
     " if (window.__firstChange === null) window.__firstChange = performance.now();"
@@ -49,8 +50,21 @@ _MOVE_DONE = (
     " if (state === 'running' || state === 'rerunRequested') return false;"
     " if (document.querySelector('[data-stale=\"true\"]')) return false;"
     " const s = document.querySelector('[data-testid=\"stStatusWidget\"]');"
-    " return !s || !s.textContent.includes('Running'); }"
+    " if (s && s.textContent.includes('Running')) return false;"
+    " window.__moveDoneAt = performance.now(); return true; }"
 )
+# Streamlit mounts a new chart element for a new figure and then draws it a second time (its theme effect re-sets
+# the figure), so new numbers on the page do not yet mean the charts are finished: every change inside a Plotly
+# chart is stamped, and a move ends with the last of them (see _settled_after).
+_WATCH_CHARTS = (
+    "() => { if (window.__chartWatch) return; window.__chartWatch = true; window.__lastChartChange = 0;"
+    " new MutationObserver(records => { for (const r of records) {"
+    " const node = r.target.nodeType === 1 ? r.target : r.target.parentElement;"
+    " if (node && node.closest && node.closest('.js-plotly-plot, [data-testid=\"stPlotlyChart\"]')) {"
+    " window.__lastChartChange = performance.now(); return; } } })"
+    ".observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true}); }"
+)
+CHARTS_QUIET_MS = 300  # no chart changed for this long: the charts are finished
 
 
 def wait_idle(page, timeout: float = 120_000) -> None:
@@ -67,7 +81,7 @@ def metrics_text(page) -> str:
     return page.evaluate(
         "() => Array.from(document.querySelectorAll('[data-testid=\"stMetricValue\"]')).map(e => e.textContent).join('|')"
         " + '#' + Array.from(document.querySelectorAll('.js-plotly-plot'))"
-        ".map(p => (p.layout && p.layout.title && p.layout.title.text) || '').join('|')"
+        ".map(p => { const t = p.querySelector('.gtitle'); return t ? t.textContent : ''; }).join('|')"
         " + '#' + Array.from(document.querySelectorAll('[data-testid=\"stButton\"] button')).map(b => b.textContent).join('|')"
     )
 
@@ -165,7 +179,8 @@ def timed_move(
     thumb = slider_thumb(page, label)
     thumb.focus()
     value = thumb.get_attribute("aria-valuetext")
-    page.evaluate("() => { window.__firstChange = null; window.__moveStart = performance.now(); }")
+    page.evaluate(_WATCH_CHARTS)
+    page.evaluate("() => { window.__firstChange = null; window.__moveDoneAt = null; window.__moveStart = performance.now(); }")
     started = time.perf_counter()
     thumb.press(key)
     try:
@@ -177,7 +192,7 @@ def timed_move(
             flush=True,
         )
         raise
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started + _settled_after(page)
     if split is not None:
         split.append(page.evaluate("() => (window.__firstChange - window.__moveStart) / 1000"))
     if sent is not None:
@@ -189,6 +204,17 @@ def timed_move(
                 if replies:
                     answered.append(replies[0] - started)
     return seconds
+
+
+def _settled_after(page) -> float:
+    """Seconds from the moment the page showed the move (_MOVE_DONE) until its charts last changed, once they have
+    been still for CHARTS_QUIET_MS (0 when they were already finished)."""
+    page.wait_for_function(
+        f"() => performance.now() - Math.max(window.__lastChartChange, window.__moveDoneAt) > {CHARTS_QUIET_MS}",
+        polling=50,
+        timeout=60_000,
+    )
+    return page.evaluate("() => Math.max(0, window.__lastChartChange - window.__moveDoneAt) / 1000")
 
 
 MOVES = (

@@ -4,7 +4,10 @@ Speed (issue 12: a slider move re-renders in ≤ 0.3 s on a 590k-weight layer): 
 so a slider move reruns only that lesson, not the router, the sidebar and the page head; everything a lesson
 computes from a setting — the library's result, its figures and its numbers — is cached under small keys
 (model key, layer name, a frozen setting), so a setting seen before is drawn without touching the 590k weights
-or building a Plotly figure again. Cached objects are shared, never mutated.
+or building a Plotly figure again. Cached objects are shared, never mutated. The charts are live charts
+(pages/_ui/live_chart.py: redrawn in place, once, instead of a new chart element drawn twice), and the server no
+longer holds the GIL for a full garbage collection after every run (.streamlit/config.toml, shell.settle_heap).
+Measured by ``python -m bench.learn_rerender`` in a real browser, until the charts have finished drawing.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from core.learn.pruning import PruneSetting, prune, sparsity_curve
 from core.learn.quantization import LinearSetting, linear_quantize, with_outlier
 from core.learn.tensors import TOY_NAME, LayerChoice, layer_weight, toy_tensor
 from core.models.sources import LoadedModel
+from pages._ui.live_chart import live_chart
 
 PREFIX = "cfg.learn."  # cfg.* values survive page switches
 TOY = "__toy__"
@@ -182,7 +186,8 @@ Metric = tuple[str, str, str | None]
 
 
 def chart(figure: go.Figure, key: str) -> None:
-    st.plotly_chart(figure, key=key, config=CHART_CONFIG)
+    """A lesson's chart, redrawn in place when a slider moves (pages/_ui/live_chart.py says why not st.plotly_chart)."""
+    live_chart(figure, key=key, config=CHART_CONFIG)
 
 
 def metrics(items: list[Metric] | tuple[Metric, ...]) -> None:

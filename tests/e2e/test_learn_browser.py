@@ -35,7 +35,7 @@ LESSONS = (  # title, a slider that changes numbers or a chart title, the key th
     ("2 · Granularity: how many scales", "Bits", "ArrowLeft"),
     ("3 · Palettization: a look-up table", "Bits per index", "ArrowLeft"),
     ("4 · Pruning and sparsity", "Target sparsity", "ArrowLeft"),
-    ("5 · Activations and calibration", "Calibration images (N)", "ArrowRight"),
+    ("5 · Activations and calibration", "Calibration images (N)", "ArrowLeft"),  # its default may be the largest N
     ("6 · Fake quantization and fine-tuning", "Bits", "ArrowRight"),
     ("7 · Where the bytes go", "Bits per index", "ArrowLeft"),
 )
@@ -54,11 +54,44 @@ def _browser(pw):
     return pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
 
 
+# Marks every chart element, then counts the marked ones still on the page and how many now draw other data.
+_MARK_CHARTS = (
+    "() => [...document.querySelectorAll('.js-plotly-plot')].map((p, i) => {"
+    " p.dataset.studioMark = String(i); p.__studioBefore = JSON.stringify(p.data); return i; }).length"
+)
+_MARKED_CHARTS = (
+    "() => { const marked = [...document.querySelectorAll('.js-plotly-plot')].filter(p => p.dataset.studioMark);"
+    " return [marked.length, marked.filter(p => JSON.stringify(p.data) !== p.__studioBefore).length]; }"
+)
+
+
+def _mark_settled_charts(page) -> int:
+    """Mark the lesson's charts once the run has finished, nothing stale is left and every chart has been drawn
+    (the same charts with the same data twice in a row)."""
+    shown = None
+    for _ in range(300):
+        page.wait_for_timeout(200)
+        now = page.evaluate(
+            "() => { const app = document.querySelector('[data-testid=\"stApp\"]');"
+            " const state = app && app.getAttribute('data-test-script-state');"
+            " if (state === 'running' || state === 'rerunRequested' || document.querySelector('[data-stale=\"true\"]'))"
+            " return null; return [...document.querySelectorAll('.js-plotly-plot')].map(p => JSON.stringify(p.data)); }"
+        )
+        if now and now == shown:
+            break
+        shown = now
+    return page.evaluate(_MARK_CHARTS)
+
+
 def _walk(page, where: str) -> None:
-    """Every lesson: its charts are drawn, its prompt shows and a slider move re-renders it."""
+    """Every lesson: its charts are drawn, its prompt shows and a slider move re-renders it — in place: the
+    charts on the page are the same elements, now drawing the new data (pages/_ui/live_chart.py)."""
     for title, slider, key in LESSONS:
         choose_lesson(page, title)
+        charts = _mark_settled_charts(page)
         timed_move(page, slider, key)
+        kept, redrawn = page.evaluate(_MARKED_CHARTS)
+        assert kept == charts and redrawn >= 1, f"{where} {title}: {charts} charts, {kept} kept, {redrawn} redrawn"
         compress_button = page.get_by_role("button").filter(has_text="Open Compress with this setting")
         compress_button.first.wait_for()  # the lesson's last element: the whole lesson is drawn
         wait_idle(page)

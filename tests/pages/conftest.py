@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.models.sources import SAMPLE_MODELS_DIR
+from pages._ui.live_chart import COMPONENT_NAME
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 APP = str(PROJECT_ROOT / "app.py")
@@ -62,8 +64,14 @@ def assert_clean(at: AppTest) -> None:
 
 
 def plotly_specs(at: AppTest) -> list[str]:
-    """The JSON of every Plotly chart on the page, in order."""
-    return [node.proto.spec for node in at.get("plotly_chart")]
+    """The JSON of every Plotly chart on the page, in order: st.plotly_chart's, then the live charts' (a page uses
+    one kind; pages/_ui/live_chart.py)."""
+    live = [
+        json.loads(node.proto.json)["figure"]
+        for node in at.get("bidi_component")
+        if node.proto.component_name == COMPONENT_NAME
+    ]
+    return [node.proto.spec for node in at.get("plotly_chart")] + live
 
 
 def run_real_experiment(home: Path, spec_dict: dict) -> int:
