@@ -5,7 +5,8 @@ opens the Learn page in Debian's Chromium (Playwright), picks the largest layer 
 lesson's main slider with the keyboard. A move counts from the key press until the page shows the new numbers
 and charts (the metric values or a chart title changed), the app says its script run finished (stApp's
 ``data-test-script-state``, set as soon as the run state changes; the status widget's "Running" appears only after
-a delay, so it alone could end a move before the fragment had drawn) and no element is still marked stale. The first
+a delay, so it alone could end a move before the fragment had drawn), no element is still marked stale and
+the charts have finished drawing (the last change inside any chart, once all have been still for 0.3 s). The first
 move of a new setting runs the computation (k-means in lesson 3, calibration in lesson 5: cold); lessons 6 and 7
 first press their run button at both settings (fine-tuning, whole-model export: reported separately); moving
 back and forth is then served from the cache (warm). Prints a table per lesson with the target and whether it is
