@@ -300,9 +300,10 @@ def measure(
         requested: list[float] = []  # warm moves: until the browser sent the rerun request
         answered: list[float] = []  # warm moves: until the server's first answer arrived
         for round_index in range(rounds):
-            for key in keys:
+            for index, key in enumerate(keys):
+                # the first round's outward half visits settings not computed yet (cold), unless prepare_runs did
+                cold = round_index == 0 and index < len(keys) // 2 and not runs
                 try:
-                    cold = round_index == 0 and key == keys[0] and not runs
                     seconds = timed_move(page, label, key, timeout=MOVE_TIMEOUT_MS, split=None if cold else shown,
                                          sent=None if cold else requested, answered=None if cold else answered)
                 except PlaywrightTimeout:  # no visible change: counted as a miss, the walk goes on
@@ -314,8 +315,7 @@ def measure(
                     wait_idle(page, 180_000)
                     seconds = MOVE_TIMEOUT_MS / 1000
                     timeouts += 1
-                print(f"  {lesson[:28]:28} {label:16} {key:10} {seconds:7.3f} s", flush=True)
-                cold = round_index == 0 and key == keys[0] and not runs
+                print(f"  {lesson[:28]:28} {label:16} {key:10} {seconds:7.3f} s{' (cold)' if cold else ''}", flush=True)
                 timings.append(("cold" if cold else "warm", seconds))
         warm = [s for kind, s in timings if kind == "warm"]
         rows.append(
