@@ -107,6 +107,15 @@ def select_layer(page, prefix: str) -> None:
     page.wait_for_timeout(300)
 
 
+# The script run has finished and nothing of the previous run is left (the status widget says "Running" only after
+# a delay, so a lesson whose first run computes for a while could otherwise look finished while it is not).
+_RUN_FINISHED = (
+    "() => { const app = document.querySelector('[data-testid=\"stApp\"]');"
+    " const state = app && app.getAttribute('data-test-script-state');"
+    " return state !== 'running' && state !== 'rerunRequested' && !document.querySelector('[data-stale=\"true\"]'); }"
+)
+
+
 def choose_lesson(page, title: str) -> None:
     page.locator('[data-testid="stRadio"]').filter(has_text="Lesson").get_by_text(title, exact=True).first.click()
     page.wait_for_function(
@@ -116,7 +125,18 @@ def choose_lesson(page, title: str) -> None:
     )
     page.locator(".js-plotly-plot .main-svg").locator("visible=true").first.wait_for(timeout=180_000)
     wait_idle(page, 180_000)
+    page.wait_for_function(_RUN_FINISHED, timeout=180_000, polling=100)
     page.wait_for_timeout(300)
+
+
+def keys_with_room(page, label: str, keys: list[str]) -> list[str]:
+    """`keys`, mirrored when the slider starts at the end they would first push against (a lesson's default can be
+    its largest value on one model and not on another)."""
+    thumb = slider_thumb(page, label)
+    now, low, high = (thumb.get_attribute(a) for a in ("aria-valuenow", "aria-valuemin", "aria-valuemax"))
+    if (keys[0] == "ArrowRight" and now == high) or (keys[0] == "ArrowLeft" and now == low):
+        return [{"ArrowRight": "ArrowLeft", "ArrowLeft": "ArrowRight"}[k] for k in keys]
+    return keys
 
 
 RUN_BUTTONS = ("Fine-tune ", "Compress, export and read back")
@@ -291,6 +311,7 @@ def measure(
         choose_lesson(page, lesson)
         if lesson in SETUP:
             SETUP[lesson](page)
+        keys = keys_with_room(page, label, keys)
         runs = prepare_runs(page, label, keys)
         if runs:
             print(f"  {lesson[:28]:28} run button(s): {', '.join(f'{s:.1f} s' for s in runs)} (cold, first time)")
