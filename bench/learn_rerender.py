@@ -132,8 +132,12 @@ def choose_lesson(page, title: str) -> None:
 def keys_with_room(page, label: str, keys: list[str]) -> list[str]:
     """`keys`, mirrored when the slider starts at the end they would first push against (a lesson's default can be
     its largest value on one model and not on another)."""
-    thumb = slider_thumb(page, label)
-    now, low, high = (thumb.get_attribute(a) for a in ("aria-valuenow", "aria-valuemin", "aria-valuemax"))
+    slider = page.locator('[data-testid="stSlider"]').filter(has_text=label).first
+    ends = slider.get_by_test_id("stSliderTickBar").get_by_test_id("stMarkdownContainer")  # the first and last value
+    if ends.count() < 2:
+        return keys
+    low, high = ends.first.text_content(), ends.last.text_content()
+    now = slider.get_by_test_id("stSliderThumbValue").first.text_content()
     if (keys[0] == "ArrowRight" and now == high) or (keys[0] == "ArrowLeft" and now == low):
         return [{"ArrowRight": "ArrowLeft", "ArrowLeft": "ArrowRight"}[k] for k in keys]
     return keys
