@@ -109,7 +109,7 @@ def select_layer(page, prefix: str) -> None:
 
 # The script run has finished and nothing of the previous run is left (the status widget says "Running" only after
 # a delay, so a lesson whose first run computes for a while could otherwise look finished while it is not).
-_RUN_FINISHED = (
+RUN_FINISHED = (
     "() => { const app = document.querySelector('[data-testid=\"stApp\"]');"
     " const state = app && app.getAttribute('data-test-script-state');"
     " return state !== 'running' && state !== 'rerunRequested' && !document.querySelector('[data-stale=\"true\"]'); }"
@@ -125,7 +125,7 @@ def choose_lesson(page, title: str) -> None:
     )
     page.locator(".js-plotly-plot .main-svg").locator("visible=true").first.wait_for(timeout=180_000)
     wait_idle(page, 180_000)
-    page.wait_for_function(_RUN_FINISHED, timeout=180_000, polling=100)
+    page.wait_for_function(RUN_FINISHED, timeout=180_000, polling=100)
     page.wait_for_timeout(300)
 
 

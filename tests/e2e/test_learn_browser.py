@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench.learn_rerender import (
+    RUN_FINISHED,
     choose_lesson,
     choose_radio,
     open_learn,
@@ -71,12 +72,8 @@ def _mark_settled_charts(page) -> int:
     shown = None
     for _ in range(300):
         page.wait_for_timeout(200)
-        now = page.evaluate(
-            "() => { const app = document.querySelector('[data-testid=\"stApp\"]');"
-            " const state = app && app.getAttribute('data-test-script-state');"
-            " if (state === 'running' || state === 'rerunRequested' || document.querySelector('[data-stale=\"true\"]'))"
-            " return null; return [...document.querySelectorAll('.js-plotly-plot')].map(p => JSON.stringify(p.data)); }"
-        )
+        finished = page.evaluate(RUN_FINISHED)  # bench.learn_rerender's check: run over, nothing stale
+        now = finished and page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot')].map(p => JSON.stringify(p.data))")
         if now and now == shown:
             break
         shown = now
