@@ -61,6 +61,10 @@ class LoadedModel:
     class_names: tuple[str, ...] | None = None
     is_torchscript: bool = False
     manifest: dict = field(default_factory=dict)
+    # How the model arrived: "module" (Python nn.Module: sample, torchvision, timm, state_dict), "torchscript",
+    # "exported" (a torch.export ExportedProgram) or "onnx". Graph forms are lifted to an nn.Module with real
+    # Conv2d / Linear layers where possible (core.models.lifting); the form still decides which methods apply.
+    form: str = "module"
 
     @property
     def params(self) -> int:
