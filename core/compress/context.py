@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -83,9 +84,19 @@ class CompressionContext:
 
     # ------------------------------------------------------------------ library logging
     @contextlib.contextmanager
-    def library_logging(self) -> Iterator[list[str]]:
-        """Collect coremltools' per-layer log messages (why a layer was skipped) without printing them."""
-        with capture_library_logs() as records:
+    def library_logging(self, *, layers: int | None = None) -> Iterator[list[str]]:
+        """Collect coremltools' per-layer log messages (why a layer was skipped) without printing them.
+
+        With `layers` (how many the library works on), the library's own "Progress: N %" lines — k-means logs one
+        as each layer finishes — move this run's progress bar instead, so a large model shows progress per layer."""
+        forward = None
+        if layers:
+            done = [0]
+
+            def forward(_library_fraction: float) -> None:
+                done[0] += 1
+                self.progress.update(0.05 + 0.9 * done[0] / layers, f"k-means: {done[0]:,} of {layers:,} layers done")
+        with capture_library_logs(on_progress=forward) as records:
             try:
                 yield records
             finally:
@@ -93,16 +104,27 @@ class CompressionContext:
 
 
 @contextlib.contextmanager
-def capture_library_logs(prefix: str = "coremltools") -> Iterator[list[str]]:
+def capture_library_logs(
+    prefix: str = "coremltools", *, on_progress: Callable[[float], None] | None = None
+) -> Iterator[list[str]]:
     """Route every `prefix*` logger (some, like coremltools.optimize.torch, carry their own stderr handler and do
-    not propagate) into a list for the duration, INFO and up; restore them afterwards."""
+    not propagate) into a list for the duration, INFO and up; restore them afterwards. With `on_progress`, the
+    library's "Progress: N %" lines go to it as a fraction instead of into the list."""
     records: list[str] = []
-    handler = _ListHandler(records)
+    handler = _ListHandler(records, on_progress=on_progress)
     loggers = [logging.getLogger(prefix)] + [
         logger
         for name, logger in logging.root.manager.loggerDict.items()
         if name.startswith(prefix + ".") and isinstance(logger, logging.Logger) and (logger.handlers or not logger.propagate)
     ]
+    if on_progress is not None:
+        # quiet_libraries() put every library logger at ERROR; the progress lines come from one of them at INFO
+        loggers += [
+            logger
+            for name, logger in logging.root.manager.loggerDict.items()
+            if name.startswith(prefix + ".") and isinstance(logger, logging.Logger) and logger not in loggers
+            and logger.name.endswith("k_means")
+        ]
     saved = [(logger, logger.level, logger.propagate, list(logger.handlers)) for logger in loggers]
     for logger in loggers:
         logger.handlers = [handler]
@@ -117,13 +139,22 @@ def capture_library_logs(prefix: str = "coremltools") -> Iterator[list[str]]:
             logger.propagate = propagate
 
 
+_LIBRARY_PROGRESS = re.compile(r"^Progress:\s*([\d.]+)\s*%")
+
+
 class _ListHandler(logging.Handler):
-    def __init__(self, sink: list[str]) -> None:
+    def __init__(self, sink: list[str], *, on_progress: Callable[[float], None] | None = None) -> None:
         super().__init__(level=logging.INFO)
         self.sink = sink
+        self.on_progress = on_progress
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.sink.append(record.getMessage())
+            message = record.getMessage()
         except Exception:  # a badly formatted library log line must not break compression
-            self.sink.append(str(record.msg))
+            message = str(record.msg)
+        found = _LIBRARY_PROGRESS.match(message) if self.on_progress is not None else None
+        if found:
+            self.on_progress(min(1.0, float(found.group(1)) / 100))
+        else:
+            self.sink.append(message)

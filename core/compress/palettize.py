@@ -277,7 +277,7 @@ def _post_training_kmeans(
     unmasked = [n for n, p in eligible.items() if not _uses_mask(p, context)]
     masked = [n for n, p in eligible.items() if _uses_mask(p, context)]
     context.progress.update(0.05, f"k-means palettization of {len(eligible)} layers")
-    with context.library_logging():
+    with context.library_logging(layers=len(unmasked)):
         if unmasked:
             # the same per-layer configs; layers with a pruning mask go through the masked k-means below
             subset = PostTrainingPalettizerConfig(

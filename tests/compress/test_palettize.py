@@ -134,3 +134,14 @@ def test_override_leaves_a_layer_uncompressed_and_changes_bits(tiny, fashion):
     assert not fc1.compressed and fc1.reason == "overridden: left uncompressed by override '^fc1$'"
     assert torch.equal(_weight(result, "fc1"), tiny.module.fc1.weight)
     assert _layer(result, "conv4").bits == 2 and _layer(result, "conv3").bits == 4
+
+
+def test_kmeans_progress_moves_layer_by_layer(tiny, fashion):
+    seen: list[tuple[float, str]] = []
+    compress(model=tiny, spec=PalettizeSpec(n_bits=2, weight_threshold=1000), dataset=fashion,
+             progress=lambda fraction, message: seen.append((fraction, message)))
+    per_layer = [(f, m) for f, m in seen if "layers done" in m]
+    # conv2, conv3, conv4, fc1: one line per finished layer, driven by the library's own log
+    assert [m for _, m in per_layer] == [f"k-means: {i} of 4 layers done" for i in range(1, 5)]
+    fractions = [f for f, _ in per_layer]
+    assert fractions == sorted(fractions) and 0.05 < fractions[0] < fractions[-1] < 0.96
