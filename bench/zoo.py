@@ -170,19 +170,39 @@ def run_cell(cell: Cell, source: str, *, workdir: Path, timeout_s: float, eval_l
 
 
 def _wait(child: subprocess.Popen, timeout_s: float) -> tuple[int | None, int]:
-    """(exit status or None on timeout, peak resident KB of the child)."""
+    """(exit status or None on timeout, peak resident KB of the child with every process it started).
+
+    The child's own maximum comes from ``wait4``; k-means and the loaders may start worker processes, so the sum
+    over the process tree is sampled every 0.2 s too and the larger of the two is the peak."""
     deadline = time.monotonic() + timeout_s
+    peak_tree_kb = 0
     while True:
         pid, status, usage = os.wait4(child.pid, os.WNOHANG)
         if pid:
             child.returncode = os.waitstatus_to_exitcode(status)
-            return child.returncode, int(usage.ru_maxrss)
+            return child.returncode, max(int(usage.ru_maxrss), peak_tree_kb)
         if time.monotonic() > deadline:
             child.kill()
             _, status, usage = os.wait4(child.pid, 0)
             child.returncode = -9
-            return None, int(usage.ru_maxrss)
+            return None, max(int(usage.ru_maxrss), peak_tree_kb)
+        peak_tree_kb = max(peak_tree_kb, _tree_rss_kb(child.pid))
         time.sleep(0.2)
+
+
+def _tree_rss_kb(root: int) -> int:
+    """Resident KB of `root` and its descendants (Linux /proc; 0 where it cannot be read)."""
+    total, todo = 0, [root]
+    page_kb = os.sysconf("SC_PAGE_SIZE") // 1024
+    while todo:
+        pid = todo.pop()
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page_kb
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
 
 
 def _record_fields(record: dict) -> dict:
