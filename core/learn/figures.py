@@ -162,12 +162,13 @@ def grid_histogram_figure(
     title: str,
     log_y: bool = False,
 ) -> go.Figure:
-    """The weight histogram with every representable value as a line, and the clipped tails shaded."""
+    """The weight histogram with every representable value as a line (also those beyond the weights: a symmetric
+    grid spends levels where a lopsided layer has no weights, and the legend's count must match the lines drawn),
+    and the clipped tails shaded."""
     fig = _figure(title, x="weight value", y="weights per bin")
     _bars(fig, counts, edges, name="weights", color=ORIGINAL)
-    visible = grid[(grid >= edges[0]) & (grid <= edges[-1])]
     _vlines(
-        fig, visible, top=float(counts.max()) * 1.05, name=f"integer grid ({len(grid)} levels)", color=QUANT, width=0.8
+        fig, grid, top=float(counts.max()) * 1.05, name=f"integer grid ({len(grid)} levels)", color=QUANT, width=0.8
     )
     _shade_outside(fig, clip_low, clip_high, edges)
     if log_y:
