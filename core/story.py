@@ -156,11 +156,20 @@ def budget_words(budget_pts: float) -> str:
     return f"≤ {budget_pts:g} point{'' if budget_pts == 1 else 's'} below the baseline"
 
 
+def within_words(record: dict, budget_pts: float) -> str:
+    """' — this result is within it' / ' — this result is outside it' (a story may be told about any experiment)."""
+    acc, base = as_number(record.get("accuracy_top1")), as_number(record.get("baseline_accuracy_top1"))
+    if acc is None or base is None:
+        return ""
+    inside = (base - acc) * 100 <= budget_pts + 1e-9
+    return " — this result is " + ("within it" if inside else "outside it")
+
+
 def story_scatter(records: Sequence[dict], *, record_id: int, budget_pts: float) -> go.Figure:
     """Accuracy vs size of every experiment of the model, the budget, and the story's point ringed and named."""
     frame = experiments_frame(records)
     fig = charts.accuracy_size_figure(frame, budget_pts=budget_pts, highlight_ids={record_id})
-    fig.update_layout(title=_title("Accuracy vs size: every experiment, the budget, and this result"))
+    fig.update_layout(title=_title("Accuracy vs size, with the budget"))
     row = frame[frame["id"] == record_id]
     column = charts.accuracy_metric(frame)[0]
     best = charts.best_within_budget(frame, budget_pts=budget_pts, column=column)
@@ -168,7 +177,7 @@ def story_scatter(records: Sequence[dict], *, record_id: int, budget_pts: float)
     if not row.empty and not already_named and as_number(row.iloc[0]["size_bytes"]) and as_number(row.iloc[0][column]) is not None:
         x_mb, y_pct = float(row.iloc[0]["size_bytes"]) / charts.MB, float(row.iloc[0][column]) * 100
         fig.add_annotation(x=math.log10(x_mb), y=y_pct, text=f"<b>this result: #{record_id}</b>", showarrow=True,
-                           arrowhead=2, ax=-60, ay=50, font={"size": 14})
+                           arrowhead=2, ax=80, ay=-45, font={"size": 14})
     fig.update_layout(width=CHART_WIDTH, height=CHART_HEIGHT, margin={"l": 60, "r": 20, "t": 90, "b": 50})
     return fig
 
@@ -176,7 +185,7 @@ def story_scatter(records: Sequence[dict], *, record_id: int, budget_pts: float)
 def before_after_figure(record: dict) -> go.Figure:
     """Two stacked bars: the uncompressed fp16 model, and the compressed one by part (indices, LUTs, …)."""
     fig = go.Figure()
-    fig.update_layout(template=charts.NEUTRAL_TEMPLATE, title=_title("Before and after: what the bytes are spent on"))
+    fig.update_layout(template=charts.NEUTRAL_TEMPLATE, title=_title("Before and after, by part"))
     before = as_number(record.get("size_fp16_bytes"))
     after = as_number(record.get("size_bytes"))
     rows = ["before: fp16", "after: " + setting_words(record)]
@@ -197,7 +206,7 @@ def before_after_figure(record: dict) -> go.Figure:
     top = max(v for v in (before, after, 1.0) if v) / charts.MB
     fig.update_layout(barmode="stack", width=CHART_WIDTH, height=CHART_HEIGHT, bargap=0.35,
                       margin={"l": 60, "r": 20, "t": 90, "b": 50})
-    fig.update_xaxes(title_text="Size (MB; bars: computed from the layer report, label: the real file)",
+    fig.update_xaxes(title_text="MB (bars: computed per part · labels: the file on disk)",
                      range=[0, top * 1.45], rangemode="tozero")
     fig.update_yaxes(autorange="reversed")
     return fig
@@ -233,7 +242,7 @@ def build_story(*, record: dict, records: Sequence[dict], budget_pts: float,
         ("Size", f"{fmt_mb(record.get('size_fp16_bytes'), 2)} → {fmt_mb(record.get('size_bytes'), 2)}"),
         ("Top-1 accuracy", f"{fmt_pct(base, 1)} → {fmt_pct(acc, 1)}"),
         ("Predictions changed", f"{int(as_number(record.get('flipped')) or 0):,} of {int(as_number(record.get('eval_images')) or 0):,}"),
-        ("Budget", budget_words(budget_pts)),
+        ("Budget", budget_words(budget_pts) + within_words(record, budget_pts)),
     )
     return Story(
         record=record,
@@ -250,6 +259,7 @@ def build_story(*, record: dict, records: Sequence[dict], budget_pts: float,
 
 # --------------------------------------------------------------------------- one page of HTML
 
+_PRINT_TEXT = "#2b303b"
 _CSS = f"""
 @page {{ size: {PAGE_WIDTH}px {PAGE_HEIGHT}px; margin: 0; }}
 * {{ box-sizing: border-box; }}
@@ -275,6 +285,8 @@ pre {{ margin: 0; font-size: 11.5px; line-height: 1.3; background: #f1f3f7; padd
 
 
 def _figure_div(fig: go.Figure, *, div_id: str, include_js: bool) -> str:
+    # darker words than the app's theme-neutral grey: this page is printed on white and shown on a projector
+    fig = go.Figure(fig).update_layout(font_color=_PRINT_TEXT, title_font_color=_PRINT_TEXT, title_font_size=19)
     return fig.to_html(full_html=False, include_plotlyjs=include_js, div_id=div_id,
                        config={"displaylogo": False, "staticPlot": True, "responsive": False})
 

@@ -17,7 +17,8 @@ from pages._ui.storage import records as stored_records
 from pages._ui.storage import store
 
 AUTO = 0  # the experiment picker's first option: the smallest within the budget (follows the slider)
-EXPORT_KEY = "story.export"  # session_state: (record id, budget) → the exported files' bytes
+EXPORT_KEY = "story.export"
+CHART_CONFIG = {"displaylogo": False, "displayModeBar": False}  # a projector page: no toolbar over the titles  # session_state: (record id, budget) → the exported files' bytes
 
 
 def stretched(figure: go.Figure) -> go.Figure:
@@ -27,11 +28,10 @@ def stretched(figure: go.Figure) -> go.Figure:
 
 def render_story(story: Story) -> None:
     st.markdown(f"### {story.sentence}")
-    for column, (label, value) in zip(st.columns(len(story.facts)), story.facts, strict=True):
-        column.metric(label, value)
+    st.markdown("   ·   ".join(f"{label} **{value}**" for label, value in story.facts))
     left, right = st.columns(2)
-    left.plotly_chart(stretched(story.scatter), key="story.scatter", config={"displaylogo": False})
-    right.plotly_chart(stretched(story.sizes), key="story.sizes", config={"displaylogo": False})
+    left.plotly_chart(stretched(story.scatter), key="story.scatter", config=CHART_CONFIG)
+    right.plotly_chart(stretched(story.sizes), key="story.sizes", config=CHART_CONFIG)
     left, right = st.columns([5, 4])
     with left:
         st.markdown("**Predictions it changed** (✓→✗ newly wrong, ✗→✓ newly right)")
@@ -43,7 +43,7 @@ def render_story(story: Story) -> None:
             st.caption("No changed prediction to show (none changed, or the evaluation images are not on this machine).")
     with right:
         st.markdown("**Recipe** (the coremltools config of this run)")
-        st.code(story.recipe, language="yaml")
+        st.code(story.recipe, language="yaml", wrap_lines=True)
     st.caption(story.data_note)
 
 

@@ -69,6 +69,17 @@ def test_plain_words_for_sizes_and_int8_speed(records: list[dict]) -> None:
     assert latency_words(same).startswith("CPU latency unchanged here")
 
 
+def test_the_budget_fact_says_whether_the_story_is_inside_it(records: list[dict]) -> None:
+    two = records[1]
+    inside = build_story(record=two, records=records, budget_pts=_drop(two) + 0.5)
+    outside = build_story(record=two, records=records, budget_pts=max(_drop(two) - 0.5, 0.0))
+    assert dict(inside.facts)["Budget"].endswith("this result is within it")
+    if _drop(two) > 0.5:
+        assert dict(outside.facts)["Budget"].endswith("this result is outside it")
+        annotations = [a["text"] for a in outside.scatter.to_dict()["layout"]["annotations"]]
+        assert f"<b>this result: #{two['id']}</b>" in annotations  # not the chart's own pick: named on the chart
+
+
 def test_the_charts_mark_the_story_and_the_budget(records: list[dict]) -> None:
     four = records[0]
     story = build_story(record=four, records=records, budget_pts=2.0)
