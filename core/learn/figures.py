@@ -539,7 +539,8 @@ def range_settling_figure(
     current: int,
     title: str,
 ) -> go.Figure:
-    """The top of each observer's range after N images, and every batch's own maximum: the range settles."""
+    """The top of each observer's range after N images, and every batch's own maximum (the title says whether the
+    chosen observer's range settles: core.learn.findings.settling_title)."""
     fig = _figure(title, x="calibration images seen (N)", y="top of the range")
     seen = np.arange(1, len(batch_max) + 1) * batch_size
     fig.add_trace(
@@ -572,6 +573,8 @@ def range_settling_figure(
         )
     )
     fig.update_xaxes(type="log")
+    # a log axis has a second row of tick labels: the legend goes lower, or it covers the axis title
+    fig.update_layout(legend={"y": -0.34}, margin={"b": 96})
     return fig
 
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.formatting import fmt_pct
-from core.learn.activations import OBSERVERS, ActivationStudy, ObservedRange
+from core.learn.activations import ActivationStudy, ObservedRange
 from core.learn.quantization import LinearSetting
 
 SETTLED_CHANGE = 0.05  # the top of the range "has settled" once no later N moves it by more than 5 %
 SMALL_DB = 0.5  # SNR differences below this are "little" (a few tenths of a dB)
 
+SHORT_NAMES = {"moving_average": "moving average", "min_max": "min/max", "histogram": "histogram"}
 _SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
@@ -41,8 +42,8 @@ def levels_finding(setting: LinearSetting, *, beyond: int = 0) -> str:
             f"{levels} ({low} … {high}), shifted by the zero-point."
         )
     if beyond:
-        text += (f" {beyond} of the {levels} level{'s' if levels != 1 else ''} lie beyond the smallest or largest "
-                 "weight: no weight rounds to " + ("it." if beyond == 1 else "them."))
+        text += (f" {beyond} of the {levels} levels {'lies' if beyond == 1 else 'lie'} beyond the smallest or "
+                 "largest weight: no weight rounds to " + ("it." if beyond == 1 else "them."))
     return text
 
 
@@ -79,12 +80,12 @@ def settling(study: ActivationStudy, observer: str) -> Settling:
 def settling_title(study: ActivationStudy, observer: str) -> str:
     """The settling chart's title: what the chosen observer's line does, not what it is expected to do."""
     found = settling(study, observer)
-    name = OBSERVERS[observer].split(" (")[0]
+    name = SHORT_NAMES.get(observer, observer)
     if found.settled_at is None:
-        return f"Top of the range vs N: the {name} range is still moving at N = {found.counts[-1]}"
+        return f"Top of the range vs N · {name}: still moving at N = {found.counts[-1]}"
     if found.settled_at == found.counts[0]:
-        return f"Top of the range vs N: the {name} range hardly moves from N = {found.counts[0]} on"
-    return f"Top of the range vs N: the {name} range settles from N = {found.settled_at}"
+        return f"Top of the range vs N · {name}: hardly moves from N = {found.counts[0]}"
+    return f"Top of the range vs N · {name}: settles from N = {found.settled_at}"
 
 
 def outside_count(study: ActivationStudy, observed: ObservedRange) -> tuple[int, int]:

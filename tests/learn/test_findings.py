@@ -12,7 +12,7 @@ def test_levels_follow_the_grid_mode() -> None:
     asymmetric = levels_finding(LinearSetting(bits=4, symmetric=False))
     assert "uses all 16 (-8 … 7)" in asymmetric
     assert "lie beyond" not in symmetric
-    assert "1 of the 255 levels lie beyond" in levels_finding(LinearSetting(bits=8), beyond=1)
+    assert "1 of the 255 levels lies beyond" in levels_finding(LinearSetting(bits=8), beyond=1)
 
 
 def test_palette_words_follow_the_measured_snr() -> None:
