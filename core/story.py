@@ -91,6 +91,8 @@ def accuracy_words(record: dict) -> str:
     acc, base = as_number(record.get("accuracy_top1")), as_number(record.get("baseline_accuracy_top1"))
     images = as_number(record.get("eval_images"))
     where = f" on {int(images):,} test images" if images else ""
+    if record.get("accuracy_meaningful") is False:  # random weights: only agreement with the baseline means anything
+        return f"{fmt_pct(record.get('agreement_top1'), 1)} of predictions agree with the uncompressed model{where}"
     if acc is None or base is None:
         return "accuracy not measured" + where
     delta = round((acc - base) * 100, 1)

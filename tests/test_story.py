@@ -15,6 +15,7 @@ from core.store import ExperimentStore
 from core.story import (
     PAGE_HEIGHT,
     PAGE_WIDTH,
+    accuracy_words,
     build_story,
     latency_words,
     size_words,
@@ -65,6 +66,8 @@ def test_plain_words_for_sizes_and_int8_speed(records: list[dict]) -> None:
     assert size_words(3.87) == "3.9× smaller" and size_words(0.5) == "2.0× larger"
     timed = {**records[0], "runs_int8_kernels": True, "latency_ms_p50": 1.0, "baseline_latency_ms_p50": 1.5}
     assert latency_words(timed).startswith("1.5× faster on this CPU")
+    random_weights = {**records[0], "accuracy_meaningful": False, "agreement_top1": 0.9}
+    assert accuracy_words(random_weights) == f"90.0 % of predictions agree with the uncompressed model on {records[0]['eval_images']:,} test images"
     same = {**timed, "latency_ms_p50": 1.49}
     assert latency_words(same).startswith("CPU latency unchanged here")
 

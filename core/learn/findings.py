@@ -117,13 +117,14 @@ def calibration_finding(study: ActivationStudy, observer: str, images: int) -> s
         if images != last:
             clip_text += f" At N = {last}: {_clipped_words(study, study.range_at(observer, last))}."
     move = found.growth
+    moved = f"{move * 100:+.0f} %".replace("-", "−")
     if abs(move) <= SETTLED_CHANGE:
-        range_text = f"The top of the range moves by {move:+.0%} from N = {first} to {last}: it barely depends on N here."
+        range_text = f"The top of the range moves by {moved} from N = {first} to {last}: it barely depends on N here."
     elif found.settled_at is None:
-        range_text = (f"The top of the range moves by {move:+.0%} from N = {first} to {last} and is still moving "
+        range_text = (f"The top of the range moves by {moved} from N = {first} to {last} and is still moving "
                       f"at N = {last}: rarer, larger inputs keep turning up.")
     else:
-        range_text = f"The top of the range moves by {move:+.0%} from N = {first} to {last}, and settles from N = {found.settled_at}."
+        range_text = f"The top of the range moves by {moved} from N = {first} to {last}, and settles from N = {found.settled_at}."
     return f"{clip_text} {range_text}"
 
 
