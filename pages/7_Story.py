@@ -8,6 +8,7 @@ import tempfile
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.report import build_report
 from core.story import Story, build_story, story_choice, story_flipped, story_html
 from core.story_export import StoryExportError, export_story
 from core.tables import experiment_label
@@ -47,13 +48,17 @@ def render_story(story: Story) -> None:
     st.caption(story.data_note)
 
 
-def render_exports(story: Story, budget: float) -> None:
+def render_exports(story: Story, budget: float, records: list[dict]) -> None:
     key = (story.record["id"], budget)
     made = st.session_state.get(EXPORT_KEY)
-    columns = st.columns(4)
+    columns = st.columns(5)
     columns[0].download_button("HTML story", story_html(story), file_name=f"story_{key[0]}.html", mime="text/html",
                                on_click="ignore", icon=":material/html:", key="story.html",
-                               help="One self-contained file; opens offline.")
+                               help="This page as one self-contained file; opens offline.")
+    columns[4].download_button("HTML report", lambda: build_report(records=records, budget_pts=budget),
+                               file_name="compression_report.html", mime="text/html", on_click="ignore",
+                               icon=":material/summarize:", key="story.report",
+                               help="The Compare page's report of every experiment of this model (self-contained).")
     if columns[1].button("Make PDF and PNG", icon=":material/picture_as_pdf:", key="story.make",
                          help="Headless Chromium prints this page: one landscape PDF page and a 1600 × 900 PNG."):
         with st.spinner("Printing the story with headless Chromium…"), tempfile.TemporaryDirectory() as folder:
@@ -109,4 +114,4 @@ flipped = story_flipped(record, image_of=lambda index: thumbnail(source, index))
 story = build_story(record=record, records=records, budget_pts=budget, flipped=flipped)
 render_story(story)
 st.divider()
-render_exports(story, budget)
+render_exports(story, budget, records)

@@ -64,7 +64,7 @@ def test_export_offers_the_pdf_and_the_png(app, studio_home: Path) -> None:
     at = app(page=PAGE)
     at.slider(key="cfg.story.budget").set_value(20.0).run()
     labels = [d.label for d in at.get("download_button")]
-    assert labels == ["HTML story"]
+    assert labels == ["HTML story", "HTML report"]
     at.button(key="story.make").click().run()
     assert_clean(at)
-    assert [d.label for d in at.get("download_button")] == ["HTML story", "Story PDF", "Story PNG"]
+    assert [d.label for d in at.get("download_button")] == ["HTML story", "Story PDF", "Story PNG", "HTML report"]
