@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 
@@ -248,3 +249,27 @@ def test_palettize_lesson_explains_what_the_lut_and_the_groups_change(app):
     said = re.search(r"LUTs instead of one change the SNR by (only )?([+-]\d+\.\d) dB", finding)
     assert said and abs(float(said.group(2)) - (grouped - one)) <= 0.11  # the metrics are rounded to 0.1 dB too
     assert bool(said.group(1)) == ("share one shape" in finding) == (abs(float(said.group(2))) < 0.5)
+
+
+def test_granularity_try_this_matches_the_channel_lines(app):
+    """'Turn on the outlier channel: … every other channel's SNR falls, while per-channel SNR barely moves.'"""
+    at = _open(app, "granularity", layer="features.10")
+    before = {t["name"]: _values(t["y"]) for t in json.loads(plotly_specs(at)[1])["data"]}
+    at.toggle(key="cfg.learn.l2.outlier").set_value(True).run()
+    channel = at.select_slider(key="cfg.learn.l2.channel").value
+    after = {t["name"]: _values(t["y"]) for t in json.loads(plotly_specs(at)[1])["data"]}
+    others = [i for i in range(len(before["per tensor"])) if i != channel]
+    assert all(after["per tensor"][i] < before["per tensor"][i] for i in others)
+    assert max(abs(after["per channel"][i] - before["per channel"][i]) for i in range(len(others) + 1)) < 0.5
+
+
+def test_prune_lesson_storage_claims_match_its_numbers(app):
+    """'… saves bytes only beyond about 6 % sparsity and halves the size only at about 56 %', and the curve falls."""
+    at = _open(app, "prune", layer="features.10")
+    for sparsity, low, high in ((0.5, 8.0, 16.0), (0.6, 0.0, 8.0)):
+        at.select_slider(key="cfg.learn.l4.sparsity").set_value(sparsity).run()
+        bits = float(_metrics(at)["Bits per weight"])
+        assert low < bits < high, (sparsity, bits)  # 50 %: not yet half of 16 bits; 60 %: below half
+    curve = next(t for t in json.loads(plotly_specs(at)[-1])["data"] if t.get("name") == "unstructured")
+    snr = [v for v in _values(curve["y"]) if v is not None]
+    assert all(b <= a + 1e-6 for a, b in itertools.pairwise(snr))  # "SNR falls as sparsity rises"
