@@ -162,12 +162,13 @@ def grid_histogram_figure(
     title: str,
     log_y: bool = False,
 ) -> go.Figure:
-    """The weight histogram with every representable value as a line, and the clipped tails shaded."""
+    """The weight histogram with every representable value as a line (also those beyond the weights: a symmetric
+    grid spends levels where a lopsided layer has no weights, and the legend's count must match the lines drawn),
+    and the clipped tails shaded."""
     fig = _figure(title, x="weight value", y="weights per bin")
     _bars(fig, counts, edges, name="weights", color=ORIGINAL)
-    visible = grid[(grid >= edges[0]) & (grid <= edges[-1])]
     _vlines(
-        fig, visible, top=float(counts.max()) * 1.05, name=f"integer grid ({len(grid)} levels)", color=QUANT, width=0.8
+        fig, grid, top=float(counts.max()) * 1.05, name=f"integer grid ({len(grid)} levels)", color=QUANT, width=0.8
     )
     _shade_outside(fig, clip_low, clip_high, edges)
     if log_y:
@@ -538,7 +539,8 @@ def range_settling_figure(
     current: int,
     title: str,
 ) -> go.Figure:
-    """The top of each observer's range after N images, and every batch's own maximum: the range settles."""
+    """The top of each observer's range after N images, and every batch's own maximum (the title says whether the
+    chosen observer's range settles: core.learn.findings.settling_title)."""
     fig = _figure(title, x="calibration images seen (N)", y="top of the range")
     seen = np.arange(1, len(batch_max) + 1) * batch_size
     fig.add_trace(
@@ -571,6 +573,8 @@ def range_settling_figure(
         )
     )
     fig.update_xaxes(type="log")
+    # a log axis has a second row of tick labels: the legend goes lower, or it covers the axis title
+    fig.update_layout(legend={"y": -0.34}, margin={"b": 96})
     return fig
 
 

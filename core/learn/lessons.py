@@ -26,7 +26,7 @@ LESSONS: tuple[Lesson, ...] = (
         text=(
             "Linear quantization stores each weight as a small integer q and rebuilds it as "
             "(q − zero-point) × scale. The scale is the range divided by the number of integer steps: "
-            "with n bits there are 2ⁿ levels, so every bit halves the step. **Symmetric** grids are centred on "
+            "n bits give 2ⁿ integer codes (a symmetric grid uses 2ⁿ − 1: see below the chart), so every bit about halves the step. **Symmetric** grids are centred on "
             "zero (zero-point 0); **asymmetric** grids shift by a zero-point to cover a lopsided range. "
             "Two errors compete. Inside the range each weight is *rounded* to the nearest level (error at most "
             "half a step). Outside it weights are *clipped* to the end level. The range usually comes from the "
@@ -71,8 +71,9 @@ LESSONS: tuple[Lesson, ...] = (
             "indices, LUTs and scales."
         ),
         try_this=(
-            "Compare the SNR at 4 bits with the linear grid of lesson 1 at 4 bits. Then try 2 bits with groups "
-            "of 4 channels, and vector palettization on the hand-made tensor."
+            "At 4 bits, compare the LUT with lesson 1's linear grid at 4 bits (the line below the charts does). "
+            "Go to 2 bits: what does each bit removed cost? Then give each group of 4 channels its own LUT, on "
+            "this layer and on the hand-made tensor: where do separate tables help?"
         ),
     ),
     Lesson(
@@ -101,13 +102,14 @@ LESSONS: tuple[Lesson, ...] = (
             "first sees N **calibration images** while an **observer** records the input's range. **Min/max** "
             "keeps the extremes: one bright pixel stretches the grid for every image. A **moving average** of the "
             "batch extremes (coremltools' default) and a **histogram** observer, which picks the range with the "
-            "least rounding plus clipping error, ignore rare peaks. The range settles as N grows; few images "
-            "under-estimate it and clip later inputs. The error is measured on held-out images at the layer's "
+            "least rounding plus clipping error, ignore rare peaks. Too few images may under-estimate the range, "
+            "so later inputs beyond it are clipped — whether they do depends on the layer: the line below says. The error is measured on held-out images at the layer's "
             "output, with int8 weights, int8 inputs and both."
         ),
         try_this=(
-            "Start at 8 images with min/max, then move N up and watch the range line settle. Switch to the "
-            "histogram observer: the range shrinks — does the output SNR rise or fall?"
+            "Start at 8 images with min/max and read the held-out clipping, then move N up: does the range line "
+            "settle, or keep growing? Switch to the histogram observer: the range shrinks — does the output SNR "
+            "rise or fall?"
         ),
     ),
     Lesson(

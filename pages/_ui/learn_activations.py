@@ -9,6 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.formatting import fmt_pct
 from core.learn import figures, handoff
 from core.learn.activations import (
     CALIBRATION_BATCH,
@@ -18,6 +19,7 @@ from core.learn.activations import (
     study_activations,
     w8a8_error,
 )
+from core.learn.findings import calibration_finding, settling_title
 from core.learn.tensors import largest_layer
 from pages._ui.learn_common import (
     TOY,
@@ -91,7 +93,7 @@ def _view(key: str, layer: str, symmetric: bool, images: int, observer: str, _ct
         batch_max=study.batch_max,
         batch_size=CALIBRATION_BATCH,
         current=images,
-        title="The range settles as N grows (top of the range)",
+        title=settling_title(study, observer),
     )
     numbers = (
         ("Scale", f"{chosen.scale:.4g}", "Activation units per integer step (quint8, 256 levels)."),
@@ -145,11 +147,12 @@ def render(ctx: LessonContext) -> None:
     with right:
         chart(view.histogram, "learn.l5.histogram")
         chart(view.settling, "learn.l5.settling")
+        st.caption(f":material/info: {calibration_finding(study, observer, int(images))}")
     metrics(view.numbers)
     if error is not None:
         metrics(
             [
-                ("Held-out clipped", f"{error.clipped_fraction:.2%}", "Held-out input values outside the range."),
+                ("Held-out clipped", fmt_pct(error.clipped_fraction), "Held-out input values outside the range."),
                 ("Output SNR · W8", fmt_db(error.weights_only_db), "Layer output, int8 weights, float inputs."),
                 ("Output SNR · A8", fmt_db(error.activations_only_db), "Layer output, float weights, int8 inputs."),
                 ("Output SNR · W8A8", fmt_db(error.both_db), "Layer output, int8 weights and inputs, vs float."),

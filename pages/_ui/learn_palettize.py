@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import plotly.graph_objects as go
 import streamlit as st
 
 from core.learn import figures, handoff
-from core.learn.palettization import PaletteSetting, check_fits, vector_pairs
+from core.learn.findings import palette_finding
+from core.learn.palettization import PaletteResult, PaletteSetting, check_fits, vector_pairs
+from core.learn.quantization import LinearSetting
 from core.learn.tensors import crop, crop_note, matrix_view
 from pages._ui.learn_common import (
     LessonContext,
@@ -17,6 +19,7 @@ from pages._ui.learn_common import (
     compute,
     fmt_db,
     intro,
+    linear_of,
     metrics,
     open_in_compress,
     palette_of,
@@ -109,6 +112,19 @@ def _view(key: str, layer: str, setting: PaletteSetting, lut_index: int, _ctx: L
     return PaletteView(charts=charts, numbers=numbers, bits=bits)
 
 
+def compare_finding(ctx: LessonContext, setting: PaletteSetting, result: PaletteResult) -> str | None:
+    """The LUT against lesson 1's linear grid at the same bits, and grouped LUTs against one LUT (scalar LUTs of
+    2–8 bits: the widths both lessons offer)."""
+    if setting.cluster_dim != 1 or not 2 <= setting.n_bits <= 8:
+        return None
+    linear = linear_of(ctx, LinearSetting(bits=setting.n_bits, symmetric=True))
+    single = None
+    if setting.granularity == "per_grouped_channel":
+        single = compute("Palettizing", palette_of, ctx, replace(setting, granularity="per_tensor"))
+    return palette_finding(n_bits=setting.n_bits, snr_db=result.snr_db, linear_snr_db=linear.snr_db,
+                           single_lut_snr_db=single.snr_db if single is not None else None, groups=result.n_luts)
+
+
 @st.fragment
 def render(ctx: LessonContext) -> None:
     weight = ctx.weight
@@ -178,6 +194,8 @@ def render(ctx: LessonContext) -> None:
         for key, figure in view.charts:
             chart(figure, key)
     metrics(view.numbers)
+    if finding := compare_finding(ctx, setting, result):
+        st.caption(f":material/info: {finding}")
     chart(view.bits, "learn.l3.bits")
     st.caption(
         "Computed by coremltools' PostTrainingPalettizer (k-means), as the Compress page's data-free palettization."

@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.learn import figures, handoff
+from core.learn.findings import levels_finding
 from core.learn.quantization import LinearSetting, engine_for, staircase
 from pages._ui.learn_common import (
     LessonContext,
@@ -31,6 +32,7 @@ class ScaleView:
     histogram: go.Figure
     staircase: go.Figure
     numbers: tuple[Metric, ...]
+    levels_beyond: int  # grid levels outside the weights' min … max (drawn, but no weight rounds to them)
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)
@@ -64,7 +66,9 @@ def _view(key: str, layer: str, setting: LinearSetting, show_log: bool, _ctx: Le
         ("Clipped weights", f"{int(result.clipped.sum()):,}", "Weights beyond the range, saturated at the end levels."),
         ("Weight SNR", fmt_db(result.snr_db), "10·log10(Σw² / Σ(w − ŵ)²): higher is closer to the original."),
     )
-    return ScaleView(histogram=histogram, staircase=stairs, numbers=numbers)
+    grid = result.grid()
+    beyond = int(((grid < float(edges[0])) | (grid > float(edges[-1]))).sum())
+    return ScaleView(histogram=histogram, staircase=stairs, numbers=numbers, levels_beyond=beyond)
 
 
 @st.fragment
@@ -115,6 +119,7 @@ def render(ctx: LessonContext) -> None:
         return
     with right:
         chart(view.histogram, "learn.l1.histogram")
+        st.caption(f":material/info: {levels_finding(setting, beyond=view.levels_beyond)}")
         chart(view.staircase, "learn.l1.staircase")
     metrics(view.numbers)
     engine = engine_for(setting.bits)

@@ -40,6 +40,7 @@ MENU: tuple[MenuEntry, ...] = (
     MenuEntry("pages/4_Layers.py", "Layers", ":material/stacked_bar_chart:"),
     MenuEntry("pages/5_Learn.py", "Learn", ":material/school:"),
     MenuEntry("pages/6_Explore.py", "Explore", ":material/explore:"),
+    MenuEntry("pages/7_Story.py", "Story", ":material/slideshow:"),
 )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 
 from tests.pages.conftest import assert_clean, plotly_specs
 
@@ -175,3 +177,99 @@ def test_bytes_lesson_exports_and_reads_back(app):
     values = _metrics(at)
     assert float(values["On disk"].split()[0]) > float(values["Tensor data"].split()[0])
     assert at.button(key="learn.open.bytes").label == "Open Compress with this setting (quantize weights)"
+
+
+# --------------------------------------------------------------------------- the words agree with the charts
+
+
+def _finding(at) -> str:
+    return next(c.value for c in at.caption if c.value.startswith(":material/info:"))
+
+
+def _trace(spec: str, name: str) -> dict:
+    return next(t for t in json.loads(spec)["data"] if t.get("name") == name)
+
+
+def test_scale_lesson_says_how_many_levels_its_chart_draws(app):
+    at = app(page=PAGE)
+    assert "there are 2ⁿ levels" not in at.markdown[0].value + "".join(m.value for m in at.markdown)
+    for mode, levels in (("symmetric", 15), ("asymmetric", 16)):
+        at.radio(key="cfg.learn.l1.mode").set_value(mode).run()
+        assert_clean(at)
+        histogram = json.loads(plotly_specs(at)[0])
+        grid = next(t for t in histogram["data"] if t.get("name", "").startswith("integer grid"))
+        assert grid["name"] == f"integer grid ({levels} levels)"
+        assert len({x for x in _values(grid["x"]) if x is not None}) == levels  # one vertical line per level
+        assert f"uses {levels}" in _finding(at) or f"uses all {levels}" in _finding(at)
+        assert "2⁴ = 16 codes" in _finding(at)
+
+
+def _last_step_moves(highs: list[float]) -> bool:
+    """The chart's line still moves by more than 5 % between its last two points."""
+    return abs(highs[-1] - highs[-2]) / abs(highs[-2]) > 0.05
+
+
+def test_activations_lesson_words_follow_the_numbers(app):
+    at = _open(app, "activations")
+    counts = at.select_slider(key="cfg.learn.l5.images").options
+    at.select_slider(key="cfg.learn.l5.images").set_value(counts[0]).run()
+    for observer in ("min_max", "moving_average", "histogram"):
+        at.radio(key="cfg.learn.l5.observer").set_value(observer).run()
+        assert_clean(at)
+        finding = _finding(at)
+        clipped = _metrics(at)["Held-out clipped"]
+        outside = re.match(rf":material/info: At N = {counts[0]}, (.+?) \(([\d,]+) of ([\d,]+)\) held-out values", finding)
+        assert outside and outside.group(1) == clipped, finding  # the same share as the number beside it
+        if outside.group(2) == "0":
+            assert "already wide enough" in finding and "are clipped" not in finding
+        else:
+            assert "are clipped" in finding and "already wide enough" not in finding
+        settling = json.loads(plotly_specs(at)[1])
+        title = settling["layout"]["title"]["text"]
+        assert "settles as N grows" not in title
+        highs = _values(_trace(plotly_specs(at)[1], f"{observer} range")["y"])
+        if _last_step_moves(highs):
+            assert f"still moving at N = {counts[-1]}" in title and "still moving" in finding
+        else:
+            assert "still moving" not in title and "still moving" not in finding
+
+
+def test_palettize_lesson_explains_what_the_lut_and_the_groups_change(app):
+    at = _open(app, "palettize", layer="features.10")
+    finding = _finding(at)
+    snr = _db(_metrics(at)["Weight SNR"])
+    assert f"At 4 bits this LUT reaches {snr:.1f} dB" in finding
+    at.select_slider(key="cfg.learn.l3.bits").set_value(2).run()
+    one = _db(_metrics(at)["Weight SNR"])
+    at.radio(key="cfg.learn.l3.granularity").set_value("per_grouped_channel").run()
+    at.select_slider(key="cfg.learn.l3.group").set_value(4).run()
+    assert_clean(at)
+    grouped = _db(_metrics(at)["Weight SNR"])
+    finding = _finding(at)
+    said = re.search(r"LUTs instead of one change the SNR by (only )?([+-]\d+\.\d) dB", finding)
+    assert said and abs(float(said.group(2)) - (grouped - one)) <= 0.11  # the metrics are rounded to 0.1 dB too
+    assert bool(said.group(1)) == ("share one shape" in finding) == (abs(float(said.group(2))) < 0.5)
+
+
+def test_granularity_try_this_matches_the_channel_lines(app):
+    """'Turn on the outlier channel: … every other channel's SNR falls, while per-channel SNR barely moves.'"""
+    at = _open(app, "granularity", layer="features.10")
+    before = {t["name"]: _values(t["y"]) for t in json.loads(plotly_specs(at)[1])["data"]}
+    at.toggle(key="cfg.learn.l2.outlier").set_value(True).run()
+    channel = at.select_slider(key="cfg.learn.l2.channel").value
+    after = {t["name"]: _values(t["y"]) for t in json.loads(plotly_specs(at)[1])["data"]}
+    others = [i for i in range(len(before["per tensor"])) if i != channel]
+    assert all(after["per tensor"][i] < before["per tensor"][i] for i in others)
+    assert max(abs(after["per channel"][i] - before["per channel"][i]) for i in range(len(others) + 1)) < 0.5
+
+
+def test_prune_lesson_storage_claims_match_its_numbers(app):
+    """'… saves bytes only beyond about 6 % sparsity and halves the size only at about 56 %', and the curve falls."""
+    at = _open(app, "prune", layer="features.10")
+    for sparsity, low, high in ((0.5, 8.0, 16.0), (0.6, 0.0, 8.0)):
+        at.select_slider(key="cfg.learn.l4.sparsity").set_value(sparsity).run()
+        bits = float(_metrics(at)["Bits per weight"])
+        assert low < bits < high, (sparsity, bits)  # 50 %: not yet half of 16 bits; 60 %: below half
+    curve = next(t for t in json.loads(plotly_specs(at)[-1])["data"] if t.get("name") == "unstructured")
+    snr = [v for v in _values(curve["y"]) if v is not None]
+    assert all(b <= a + 1e-6 for a, b in itertools.pairwise(snr))  # "SNR falls as sparsity rises"
