@@ -119,9 +119,16 @@ class Dataset:
         """
         if limit is None or limit >= len(self.test):
             return self.test
+        return self.test.subset(self.eval_indices(limit=limit, seed=seed))
+
+    def eval_indices(self, *, limit: int | None = None, seed: int = 0) -> torch.Tensor:
+        """Where each image of `eval_split(limit=…, seed=…)` sits in `test`: position i of the split is image
+        `eval_indices(…)[i]` of the dataset. Records store these dataset positions, never split positions."""
+        if limit is None or limit >= len(self.test):
+            return torch.arange(len(self.test))
         if limit <= 0:
             raise DatasetError(f"evaluation limit must be positive, got {limit}")
-        return self.test.subset(torch.sort(_balanced_indices(self.test.labels, limit, seed)).values)
+        return torch.sort(_balanced_indices(self.test.labels, limit, seed)).values
 
     def eval_subset_note(self, *, limit: int | None = None, seed: int = 0) -> str | None:
         """A sentence for the record when `eval_split(limit=…)` evaluates a sample rather than every image."""

@@ -30,6 +30,8 @@ class EvalData:
     accuracy_meaningful: bool
     class_names: list[str]
     notes: list[str] = field(default_factory=list)
+    # where each evaluated image sits in dataset.test (None: synthetic inputs, positions are their own)
+    dataset_indices: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -69,6 +71,7 @@ def _labelled(*, model: LoadedModel, dataset: Dataset, explicit: bool, options: 
         accuracy_meaningful=meaningful,
         class_names=list(dataset.class_names),
         notes=notes,
+        dataset_indices=dataset.eval_indices(limit=options.eval_limit),
     )
 
 

@@ -310,7 +310,8 @@ def _evaluate_candidate(run: _Run, result: CompressionResult, progress: Progress
 
 
 def _compare_outputs(run: _Run, baseline: Evaluation, candidate: Evaluation) -> dict:
-    quality = agreement_summary(baseline=baseline, candidate=candidate, flipped_limit=run.options.flipped_limit)
+    quality = agreement_summary(baseline=baseline, candidate=candidate, flipped_limit=run.options.flipped_limit,
+                                dataset_indices=run.data.dataset_indices)
     if quality["outputs_identical"]:
         run.notes.append("The compressed model's outputs are identical to the baseline's (output SNR is infinite).")
     return quality

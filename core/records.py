@@ -90,7 +90,9 @@ EXPERIMENT_FIELDS: dict[str, str] = {
     "output_psnr_db": "logit PSNR against the uncompressed model (None when identical)",
     "outputs_identical": "the compressed model's outputs equal the baseline's",
     "flipped": "number of images whose prediction changed",
-    "flipped_images": "the changed predictions: index, true, before, after",
+    "flipped_images": "the changed predictions: index (see flipped_index_base), true, before, after",
+    "flipped_index_base": "'dataset': flipped_images' index is the image's position in the dataset's evaluation split "
+    "(None in older records: its position among the evaluated images)",
     "flipped_images_truncated": "flipped_images lists only the first flipped_limit",
     "size_bytes": "the exported artifact on disk",
     "artifact_path": "the exported artifact (.mlpackage folder or TorchScript file)",
