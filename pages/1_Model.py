@@ -17,7 +17,7 @@ from core.measure.layer_summary import weight_layer_table
 from core.models.architectures import SAMPLE_ARCHITECTURES
 from core.models.sources import TORCHVISION_ARCHITECTURES, list_sources, pretrained_cache_path
 from core.models.torchscript_probe import torchscript_disabled_message
-from core.progress import split_library_warnings
+from core.progress import is_version_warning, library_version_warnings, split_library_warnings
 from core.specs import PalettizeSpec, PruneSpec, QuantizeWeightsSpec
 from pages._ui import run_client
 from pages._ui.errors import attempt
@@ -35,6 +35,8 @@ from pages._ui.widgets import eval_limit_selector
 
 model, dataset = page_context()
 st.title("Model", anchor=False)
+for line in library_version_warnings():  # the same on every run here: said once, kept in each record's notes
+    st.caption(f":material/warning: {line} (Said once here; every record keeps it in its notes.)")
 st.caption("Pick a model and the images it is judged on. Everything you compress afterwards uses this pair.")
 
 SOURCE_KINDS = {
@@ -154,9 +156,10 @@ if model is not None:
         b[3].metric("Latency p90", fmt_num(baseline.get("latency_ms_p90"), ".3f", " ms"))
         b[4].metric("fp16 .mlpackage", fmt_bytes(baseline.get("size_fp16_bytes") or baseline.get("size_bytes")),
                     help="The uncompressed Core ML export, measured on disk: what compression ratios are relative to.")
-        library_warnings, other_notes = split_library_warnings(baseline.get("notes"))
+        library_warnings, other_notes = split_library_warnings(baseline.get("notes"), versions=False)
         for note in other_notes:
-            st.caption(f":material/info: {note}")
+            if not is_version_warning(note):  # said once below the page title
+                st.caption(f":material/info: {note}")
         if library_warnings:
             st.caption(":material/warning: Library warnings: " + " · ".join(library_warnings))
 

@@ -90,7 +90,8 @@ def _notes(record: dict) -> None:
         st.caption(f":material/layers: {len(layers) - len(skipped)} of {len(layers)} weight layers compressed"
                    + (f"; left as they were: {', '.join(layer['name'] for layer in skipped[:6])}"
                       + (" …" if len(skipped) > 6 else "") + " (reasons on the Layers page)" if skipped else "."))
-    library_warnings, other_notes = split_library_warnings(record.get("notes"))
+    # untested library versions are said once on the Model page; the record keeps them among its notes
+    library_warnings, other_notes = split_library_warnings(record.get("notes"), versions=False)
     if library_warnings:
         st.markdown(":material/warning: **Library warnings from this run**\n"
                     + "\n".join(f"- {_short(line)}" for line in library_warnings))
