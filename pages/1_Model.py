@@ -11,6 +11,7 @@ from core.compress.layers import weight_layers
 from core.compress.registry import METHODS, method_descriptor, method_label
 from core.dataset_choice import DATASET_KINDS
 from core.estimate import baseline_is_quick
+from core.evaluation import baseline_words
 from core.formatting import fmt_bytes, fmt_num, fmt_params, fmt_pct, fmt_ratio, fmt_seconds
 from core.jobs import CANCELLED, DONE, FAILED, QUEUED, Job
 from core.measure.layer_summary import weight_layer_table
@@ -156,6 +157,9 @@ if model is not None:
         b[3].metric("Latency p90", fmt_num(baseline.get("latency_ms_p90"), ".3f", " ms"))
         b[4].metric("fp16 .mlpackage", fmt_bytes(baseline.get("size_fp16_bytes") or baseline.get("size_bytes")),
                     help="The uncompressed Core ML export, measured on disk: what compression ratios are relative to.")
+        if words := baseline_words(baseline):
+            st.caption(f":material/target: {words[0].upper()}{words[1:]} — every result measured on these images is "
+                       "compared with it (Compress, Compare); other pages say which images their baseline used.")
         library_warnings, other_notes = split_library_warnings(baseline.get("notes"), versions=False)
         for note in other_notes:
             if not is_version_warning(note):  # said once below the page title
@@ -174,8 +178,14 @@ with choose[0].container(border=True):
                     horizontal=True, key="cfg.model.kind")
     if kind == "sample":
         samples = {s.source_id: s for s in list_sources() if s.source_id.startswith("sample:")}
-        source_id = st.selectbox("Sample model", list(samples), format_func=lambda s: f"{samples[s].label} — {samples[s].description}",
-                                 key="cfg.model.sample")
+        loaded_id = model.source_id if model is not None else None
+        # the picker starts on the loaded model (and follows it when another page or a reload changes it)
+        if loaded_id in samples and st.session_state.get("model.sample_shown_for") != loaded_id:
+            st.session_state["cfg.model.sample"] = loaded_id
+            st.session_state["model.sample_shown_for"] = loaded_id
+        source_id = st.selectbox("Sample model", list(samples), key="cfg.model.sample",
+                                 format_func=lambda s: f"{samples[s].label} — {samples[s].description}"
+                                 + (" (loaded)" if s == loaded_id else ""))
         if st.button("Load sample", type="primary", key="model.load_sample"):
             _apply_model({"source_id": source_id})
     elif kind == "torchvision":

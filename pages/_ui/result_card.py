@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.evaluation import baseline_words
 from core.formatting import as_number, fmt_bytes, fmt_num, fmt_pct, fmt_pts, fmt_seconds
 from core.progress import split_library_warnings
 from core.speedup_wording import speedup_text
@@ -77,6 +78,8 @@ def _metrics_row(record: dict) -> None:
 
 
 def _notes(record: dict) -> None:
+    if words := baseline_words(record):
+        st.caption(f":material/target: Compared with the {words} — the same images as this result.")
     if record.get("latency_note"):
         st.caption(f":material/speed: {record['latency_note']}")
     if speed := speedup_text(record):

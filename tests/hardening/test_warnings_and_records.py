@@ -138,3 +138,7 @@ def test_result_card_lists_library_warnings_apart_from_other_notes(tmp_path, mon
     assert not any("has not been tested" in text for text in outside + [c.value for c in at.caption])
     notes = [m.value for m in at.expander[0].markdown]
     assert any("has not been tested" in n for n in notes) and any("Evaluated on 500" in n for n in notes)
+    # the baseline beside the result says which images both were measured on
+    base = record["baseline_accuracy_top1"] * 100
+    assert any(f"Compared with the baseline {base:.2f} % on 2,000 Fashion-MNIST test images (bundled subset)" in c.value
+               for c in at.caption)
