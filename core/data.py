@@ -56,6 +56,9 @@ _IDX_FILES = {
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
+VALIDATION_SEED = 7919  # the validation slice's sample of the training pool (calibration uses seed 0 by default)
+
+
 class DatasetError(ValueError):
     """A dataset could not be found or read; the message says what is wrong and what to do."""
 
@@ -157,6 +160,12 @@ class Dataset:
     def calibration_split(self, *, size: int, seed: int = 0) -> Split:
         """`size` images drawn from the training pool under `seed`, class-balanced; never from the evaluation split."""
         return self.train.subset(_balanced_indices(self.train.labels, size, seed))
+
+    def validation_split(self, *, size: int, seed: int = VALIDATION_SEED) -> Split:
+        """`size` class-balanced images of the training pool for choosing between candidates (a search's winner):
+        never evaluation images, so the evaluation split can confirm the choice without having made it. Its own
+        seed gives another sample than calibration's default one."""
+        return self.train.subset(_balanced_indices(self.train.labels, min(size, len(self.train)), seed))
 
     def training_split(self, *, limit: int | None = None, seed: int = 0) -> Split:
         """A shuffled slice of the training pool for fine-tuning."""

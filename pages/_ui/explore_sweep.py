@@ -36,7 +36,8 @@ from pages._ui.storage import records
 SWEEP_KEY = "explore.sweep_id"  # the sweep this session shows
 POLL_SECONDS = 2.0
 RESULT_COLUMNS = {"config": "#", "spec_summary": "config", "state": "state", "progress": "progress",
-                  "accuracy_top1": "top-1", "accuracy_delta_pts": "Δ pts", "size_bytes": "size",
+                  "accuracy_top1": "top-1", "validation_delta_pts": "Δ pts, validation",
+                  "accuracy_delta_pts": "Δ pts, test", "size_bytes": "size",
                   "compression_ratio_fp16": "× smaller (fp16)", "latency_ms_p50": "latency p50 (ms)",
                   "experiment_id": "experiment", "error": "note"}
 
@@ -196,6 +197,9 @@ def _live_results(*, sweep_id: int, model: LoadedModel, was_running: bool) -> No
     st.dataframe(table, hide_index=True, key="explore.results", column_config={
         "progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0),
         "top-1": st.column_config.NumberColumn(format="percent"),
-        "Δ pts": st.column_config.NumberColumn(format="%+.2f"),
+        "Δ pts, validation": st.column_config.NumberColumn(
+            format="%+.2f", help="On a class-balanced slice of the training pool (never test images): what a winner "
+            "among these configs is chosen by."),
+        "Δ pts, test": st.column_config.NumberColumn(format="%+.2f", help="On the test images: confirms the choice."),
         "× smaller (fp16)": st.column_config.NumberColumn(format="%.2f×"),
         "experiment": st.column_config.NumberColumn(format="#%d")})
