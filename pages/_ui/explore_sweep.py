@@ -8,6 +8,7 @@ import streamlit as st
 
 from core.data import Dataset
 from core.estimate import eval_image_count
+from core.evaluation import baseline_words
 from core.explore.charts import pareto_scatter_figure
 from core.explore.sweeps import (
     CUSTOM_METHODS,
@@ -164,7 +165,8 @@ def _live_results(*, sweep_id: int, model: LoadedModel, was_running: bool) -> No
     """The live part: progress, stop / resume, the table and the two scatters (polled while jobs run)."""
     run_client.keep_workers()
     sweep_book = book()
-    frame = sweep_results_frame(sweep_id=sweep_id, book=sweep_book, records=records(model=model.source_id))
+    model_records = records(model=model.source_id)
+    frame = sweep_results_frame(sweep_id=sweep_id, book=sweep_book, records=model_records)
     status = sweep_status(frame)
     if was_running and status.finished:
         st.rerun()  # stop polling: the whole tab redraws once with the final results
@@ -189,6 +191,10 @@ def _live_results(*, sweep_id: int, model: LoadedModel, was_running: bool) -> No
     right.plotly_chart(pareto_scatter_figure(frame, against="latency",
                                              baseline_accuracy=baseline.iloc[0] if len(baseline) else None),
                        key="explore.scatter_latency", config={"displaylogo": False})
+    finished = set(frame["experiment_id"].dropna().astype(int))
+    done = [r for r in model_records if r.get("id") in finished]
+    if done and (words := baseline_words(done[0])):
+        st.caption(f"Dashed line: the {words} — the same images every config of this sweep was measured on.")
     if (frame["size_source"] == "theoretical").any():
         st.caption("Sizes of configs run without an exported artifact are the per-layer theoretical bytes.")
     table = frame[list(RESULT_COLUMNS)].rename(columns=RESULT_COLUMNS)
