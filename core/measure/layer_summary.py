@@ -95,5 +95,10 @@ def storage_bits_words(row: Mapping[str, Any]) -> tuple[str, str]:
         return value, (f"{per_weight:.2f} bits / weight = {kept:.0%} of the weights kept × {value_bits:g}-bit values "
                        f"({kept * value_bits:.2f}) + a 1-bit mask for every weight{tables}.")
     extra = per_weight - value_bits
-    tables = f" + {extra:.2f} for look-up tables and scales shared by the layer" if extra > 0.005 else ""
+    shared = (_number(row.get("n_luts")) or 0) + (_number(row.get("n_scales")) or 0)
+    tables = ""
+    if extra > 0.005:
+        tables = f" + {extra:.2f} for look-up tables and scales shared by the layer"
+    elif shared:
+        tables = " + its look-up tables and scales (under 0.01 bits per weight: shared by many weights)"
     return value, f"{per_weight:.2f} bits / weight = {value_bits:g}-bit values{tables}."

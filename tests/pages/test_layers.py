@@ -28,7 +28,7 @@ def test_palettized_layer_histogram_and_coverage(app, experiments_home) -> None:
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Bits per stored value"] == "4" and metrics["Weights"] == "802,816"
     how = next(c.value for c in at.caption if "bits / weight =" in c.value)
-    assert f"{metrics['Bits / weight']} bits / weight = 4-bit values + " in how  # the LUT's share, said in words
+    assert f"{metrics['Bits / weight']} bits / weight = 4-bit values + " in how and "look-up tables" in how
     assert coverage["data"][0]["x"] == ["features.0", "features.3", "features.7", "features.10", "classifier.1", "classifier.4"]
     table = at.dataframe[0].value
     first = table.set_index("name").loc["features.0"]
