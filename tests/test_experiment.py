@@ -197,6 +197,9 @@ def test_baseline_record_fields_and_cache(fashion_cnn, subset, options) -> None:
                 "size_fp16_bytes", "latency_ms_p50", "peak_memory_bytes", "threads", "machine"):
         assert record[key] is not None, key
     assert record["eval_images"] == 300 and record["params"] == fashion_cnn.params
+    from core.progress import library_version_warnings
+
+    assert all(line in record["notes"] for line in library_version_warnings())  # kept in the record, said once on screen
     assert record["size_fp32_bytes"] == 4 * sum(t.numel() for t in fashion_cnn.module.state_dict().values() if t.is_floating_point())
     assert ".mlpackage" in record["size_fp16_source"]
     assert 0.45 * record["size_fp32_bytes"] < record["size_fp16_bytes"] < 0.55 * record["size_fp32_bytes"]
