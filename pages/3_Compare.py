@@ -174,8 +174,10 @@ with tabs[3]:
             kind = st.radio("Show", ["all", "broken", "fixed"], horizontal=True, key="compare.flip_kind",
                             format_func={"all": "all changes", "broken": "✓→✗ newly wrong", "fixed": "✗→✓ newly right"}.get)
             rows = flipped_frame(record, kind=kind)
-            grid = st.columns(8)
-            for n, item in enumerate(rows.head(32).to_dict("records")):
+            shown_rows = rows.head(32).to_dict("records")
+            for n, item in enumerate(shown_rows):
+                if n % 8 == 0:  # a row of columns per 8 images: captions of different lengths keep the rows aligned
+                    grid = st.columns(8)
                 position = flipped_image_position(record, dataset=source, index=item["index"])
                 # PNG: lossless, so the thumbnail shows the evaluated pixels exactly (JPEG would smear them)
                 grid[n % 8].image(thumbnail(source, position), width="stretch", output_format="PNG",

@@ -29,7 +29,6 @@ from core.tables import flipped_frame
 from tests.pages.conftest import SAMPLE, assert_clean
 
 THUMBNAIL_PIXELS = 112  # pages/_ui/loading.thumbnail's default size
-GRID_COLUMNS = 8  # thumbnails per row on the page
 FOLDER_CHOICE = {"kind": "folder", "size": [28, 28], "channels": 1, "mean": [0.2860], "std": [0.3530]}
 
 
@@ -82,8 +81,6 @@ def _check_thumbnails(at, record: dict, dataset: Dataset, sent: dict[str, bytes]
     rows = flipped_frame(record).head(32).to_dict("records")
     images = list(at.image)
     assert len(images) == len(rows) > 0
-    # the page fills a grid of 8 columns row by row; the element tree lists column by column
-    rows = [rows[n] for column in range(GRID_COLUMNS) for n in range(column, len(rows), GRID_COLUMNS)]
     model = load_model(SAMPLE).module.eval()
     for row, element in zip(rows, images, strict=True):
         caption = element.captions[0]
