@@ -12,6 +12,8 @@ from core.charts import ALERT_COLOR, BASELINE_COLOR, MB, _base_figure, _empty
 from core.compress.registry import method_color, method_label
 from core.explore.sweeps import pareto_mask
 
+ROOT_COLOR = "#e9ecf1"  # the lineage map's model box: light, so its label stays readable in dark text
+
 X_AXES = {
     "size": ("size_bytes", "Model size on disk (MB)", MB),
     "latency": ("latency_ms_p50", "Median latency, batch 1 (ms)", 1.0),
@@ -94,7 +96,7 @@ def lineage_figure(lineage: pd.DataFrame, *, model_label: str = "baseline",
     an experiment with a parent experiment hangs under that parent instead. Pure function of lineage_frame."""
     if lineage.empty:
         return _empty(title, "No experiments yet.")
-    ids, labels, parents, colors, hovers = ["root"], [model_label], [""], [BASELINE_COLOR], [model_label]
+    ids, labels, parents, colors, hovers = ["root"], [model_label], [""], [ROOT_COLOR], [model_label]
     values = [0]  # an experiment weighs 1, so a group's box is as large as the number of experiments in it
     known = {int(i) for i in lineage["id"].dropna()}
     for label, group in lineage.groupby("origin_label", sort=False):

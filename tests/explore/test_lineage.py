@@ -54,6 +54,7 @@ def test_the_map_and_the_compare_filter_read_the_origin() -> None:
     values = dict(zip(tree.ids, tree.values, strict=True))
     assert [values[f"exp:{i}"] for i in (1, 2, 3)] == [1, 1, 1] and values["origin:manual"] == 0
     figure = lineage_figure(lineage)
+    assert figure.data[0].marker.colors[0] == "#e9ecf1"  # the model's box is light: its dark label stays readable
     assert "Each box is one experiment" in figure.layout.title.text
     assert figure.layout.uniformtext.minsize >= 12 and figure.layout.uniformtext.mode == "hide"
     labels = dict(zip(tree.ids, tree.labels, strict=True))
