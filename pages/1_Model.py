@@ -184,8 +184,8 @@ with choose[0].container(border=True):
             st.session_state["cfg.model.sample"] = loaded_id
             st.session_state["model.sample_shown_for"] = loaded_id
         source_id = st.selectbox("Sample model", list(samples), key="cfg.model.sample",
-                                 format_func=lambda s: f"{samples[s].label} — {samples[s].description}"
-                                 + (" (loaded)" if s == loaded_id else ""))
+                                 format_func=lambda s: samples[s].label + (" (loaded)" if s == loaded_id else "")
+                                 + f" — {samples[s].description}")
         if st.button("Load sample", type="primary", key="model.load_sample"):
             _apply_model({"source_id": source_id})
     elif kind == "torchvision":

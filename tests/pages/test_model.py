@@ -90,7 +90,7 @@ def test_sample_picker_shows_the_loaded_model(app) -> None:
     at.switch_page("pages/1_Model.py").run()
     assert_clean(at)
     picker = at.selectbox(key="cfg.model.sample")
-    assert picker.value == "sample:fashion_resnet" and picker.format_func(picker.value).endswith("(loaded)")
+    assert picker.value == "sample:fashion_resnet" and "fashion_resnet (loaded) — " in picker.format_func(picker.value)
     picker.select("sample:fashion_cnn").run()  # the user's own pick stays until a model is loaded
     assert at.selectbox(key="cfg.model.sample").value == "sample:fashion_cnn"
     for job in _queue().list():  # the page queued fashion_resnet's baseline: not needed here
