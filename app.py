@@ -17,9 +17,15 @@ if __name__ == "__main__":
     # First, before torch and coremltools are imported: the final menu is on screen from the first paint.
     page = menu.route()
 
-    from pages._ui import shell  # deliberately after routing (slow imports)
+    import streamlit as st
 
-    shell.run(page)
+    # A cold start imports torch and coremltools and loads the model (seconds): say so in the main area instead of
+    # leaving it blank. The spinner appears only when this takes over half a second, so warm reruns never flash it.
+    with st.spinner(menu.STARTING_TEXT, show_time=True):
+        from pages._ui import shell  # deliberately after routing (slow imports)
+
+        context = shell.prepare()
+    shell.run(page, context=context)
 else:
     import streamlit as st
 

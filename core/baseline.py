@@ -30,7 +30,7 @@ from core.measure.memory import peak_inference_memory_bytes
 from core.measure.quality import Evaluation
 from core.measure.size import path_size_bytes
 from core.models.sources import LoadedModel
-from core.progress import Progress, as_progress, library_notes_into
+from core.progress import Progress, as_progress, library_notes_into, library_version_warnings
 from core.records import (
     BASELINE,
     accuracy_fields,
@@ -242,7 +242,7 @@ def baseline_record(
 
 
 def _measure_baseline(*, model: LoadedModel, data: EvalData, options: ExperimentOptions, progress: Progress) -> dict:
-    notes = list(data.notes)
+    notes = list(data.notes) + library_version_warnings()  # the Model page says it once; the record keeps it
     evaluation = baseline_evaluation(model=model, data=data, options=options, progress=progress.sub(0.0, 0.5))
     size_fp16, size_fp16_source = fp16_baseline_size(
         model=model, options=options, progress=progress.sub(0.5, 0.75), notes=notes

@@ -56,6 +56,9 @@ _IDX_FILES = {
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
+VALIDATION_SEED = 7919  # the validation slice's sample of the training pool (calibration uses seed 0 by default)
+
+
 class DatasetError(ValueError):
     """A dataset could not be found or read; the message says what is wrong and what to do."""
 
@@ -119,9 +122,16 @@ class Dataset:
         """
         if limit is None or limit >= len(self.test):
             return self.test
+        return self.test.subset(self.eval_indices(limit=limit, seed=seed))
+
+    def eval_indices(self, *, limit: int | None = None, seed: int = 0) -> torch.Tensor:
+        """Where each image of `eval_split(limit=…, seed=…)` sits in `test`: position i of the split is image
+        `eval_indices(…)[i]` of the dataset. Records store these dataset positions, never split positions."""
+        if limit is None or limit >= len(self.test):
+            return torch.arange(len(self.test))
         if limit <= 0:
             raise DatasetError(f"evaluation limit must be positive, got {limit}")
-        return self.test.subset(torch.sort(_balanced_indices(self.test.labels, limit, seed)).values)
+        return torch.sort(_balanced_indices(self.test.labels, limit, seed)).values
 
     def eval_subset_note(self, *, limit: int | None = None, seed: int = 0) -> str | None:
         """A sentence for the record when `eval_split(limit=…)` evaluates a sample rather than every image."""
@@ -150,6 +160,12 @@ class Dataset:
     def calibration_split(self, *, size: int, seed: int = 0) -> Split:
         """`size` images drawn from the training pool under `seed`, class-balanced; never from the evaluation split."""
         return self.train.subset(_balanced_indices(self.train.labels, size, seed))
+
+    def validation_split(self, *, size: int, seed: int = VALIDATION_SEED) -> Split:
+        """`size` class-balanced images of the training pool for choosing between candidates (a search's winner):
+        never evaluation images, so the evaluation split can confirm the choice without having made it. Its own
+        seed gives another sample than calibration's default one."""
+        return self.train.subset(_balanced_indices(self.train.labels, min(size, len(self.train)), seed))
 
     def training_split(self, *, limit: int | None = None, seed: int = 0) -> Split:
         """A shuffled slice of the training pool for fine-tuning."""

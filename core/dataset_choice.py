@@ -79,3 +79,13 @@ def record_dataset_kinds(record: dict) -> tuple[str, ...]:
 def is_record_dataset(dataset: Dataset | None, record: dict) -> bool:
     """Is `dataset` exactly the one the record was evaluated on? Its source must match, not only its name."""
     return dataset is not None and dataset.source == record.get("dataset_source")
+
+
+def flipped_image_position(record: dict, *, dataset: Dataset, index: int) -> int:
+    """Where a flipped image of `record` sits in `dataset.test`. Records store dataset positions
+    (``flipped_index_base == 'dataset'``); older records stored the position among the evaluated images, which
+    were a seeded sample of the dataset when fewer than all of them were evaluated."""
+    if record.get("flipped_index_base") == "dataset":
+        return int(index)
+    evaluated = record.get("eval_images")
+    return int(dataset.eval_indices(limit=int(evaluated) if evaluated else None)[int(index)])

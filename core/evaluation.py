@@ -30,6 +30,8 @@ class EvalData:
     accuracy_meaningful: bool
     class_names: list[str]
     notes: list[str] = field(default_factory=list)
+    # where each evaluated image sits in dataset.test (None: synthetic inputs, positions are their own)
+    dataset_indices: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -69,6 +71,7 @@ def _labelled(*, model: LoadedModel, dataset: Dataset, explicit: bool, options: 
         accuracy_meaningful=meaningful,
         class_names=list(dataset.class_names),
         notes=notes,
+        dataset_indices=dataset.eval_indices(limit=options.eval_limit),
     )
 
 
@@ -112,3 +115,25 @@ def evaluate(
 def input_factory(input_shape: tuple[int, ...], seed: int) -> Callable[[int], torch.Tensor]:
     """Seeded synthetic inputs of a given batch size, for latency and memory measurements."""
     return lambda batch: synthetic_inputs(input_shape=tuple(input_shape), count=batch, seed=seed, purpose="timing")  # type: ignore[arg-type]
+
+
+def eval_set_words(*, images: int | None, dataset: str | None, source: str | None) -> str:
+    """The images a number was measured on, in words: '10,000 Fashion-MNIST test images (Debian package …)'.
+    `source` is a dataset's or record's ``dataset_source``; its folder in parentheses is left out."""
+    count = f"{int(images):,}" if images else "the"
+    where = (source or "").split(" (", 1)[0].strip()
+    if not dataset or dataset == "synthetic":
+        return f"{count} synthetic inputs"
+    return f"{count} {dataset} test images" + (f" ({where})" if where else "")
+
+
+def baseline_words(record: dict) -> str | None:
+    """'baseline 93.36 % on 10,000 Fashion-MNIST test images (…)' for a baseline or experiment record: the
+    uncompressed model's top-1 on the record's own evaluation images (None when accuracy is not reported)."""
+    key = "accuracy_top1" if record.get("kind") == "baseline" else "baseline_accuracy_top1"
+    value = record.get(key)
+    if value is None or not record.get("accuracy_meaningful", True):
+        return None
+    where = eval_set_words(images=record.get("eval_images"), dataset=record.get("dataset"),
+                           source=record.get("dataset_source"))
+    return f"baseline {float(value) * 100:.2f} % on {where}"

@@ -45,7 +45,7 @@ from core.measure.latency import (
     same_computation,
 )
 from core.measure.memory import peak_inference_memory_bytes
-from core.measure.quality import Evaluation, agreement_summary
+from core.measure.quality import Evaluation, agreement_summary, collect_logits, topk_accuracy
 from core.measure.size import (
     COREML_FORMAT,
     SizeEstimate,
@@ -113,6 +113,7 @@ def run_experiment(
             result = _compress(run, progress.sub(0.0, 0.5))
         artifact, fp16, base_eval, cand_eval = _export_and_evaluate(run, result, progress)
         quality = _compare_outputs(run, base_eval, cand_eval)
+        validation = _validate(run, result)
         speed, timed_artifact = _measure_speed(run, result, artifact, progress.sub(0.80, 0.97))
         with run.clock("weights"):
             weights_path = _save_weights(run, result, progress)
@@ -121,7 +122,7 @@ def run_experiment(
             result=result,
             base_eval=base_eval,
             cand_eval=cand_eval,
-            quality=quality,
+            quality={**quality, **validation},
             artifact=artifact,
             fp16=fp16,
             speed=speed,
@@ -309,8 +310,32 @@ def _evaluate_candidate(run: _Run, result: CompressionResult, progress: Progress
         )
 
 
+def _validate(run: _Run, result: CompressionResult) -> dict:
+    """Top-1 of both models on a class-balanced slice of the training pool (options.validation_images), for
+    choosing between candidates without looking at the test images; {} when not asked for or without labels."""
+    size, dataset = run.options.validation_images, run.data.dataset
+    if not size or dataset is None or not run.data.accuracy_meaningful or not len(dataset.train):
+        return {}
+    split = dataset.validation_split(size=size)
+    with run.clock("validate"):
+        base = collect_logits(module=run.model.module, dataset=dataset, split=split,
+                              batch_size=run.options.eval_batch_size, label="Validating the baseline")
+        with quantized_engine(_engine(run, result)):
+            cand = collect_logits(module=result.module, dataset=dataset, split=split,
+                                  batch_size=run.options.eval_batch_size, label="Validating the compressed model")
+    source = dataset.source.split(" (", 1)[0]
+    return {
+        "validation_images": len(split),
+        "validation_source": f"{len(split):,} class-balanced images of the {dataset.name} training pool ({source}); "
+        "never test images",
+        "validation_accuracy_top1": topk_accuracy(logits=cand.logits, labels=cand.labels, k=1),
+        "baseline_validation_accuracy_top1": topk_accuracy(logits=base.logits, labels=base.labels, k=1),
+    }
+
+
 def _compare_outputs(run: _Run, baseline: Evaluation, candidate: Evaluation) -> dict:
-    quality = agreement_summary(baseline=baseline, candidate=candidate, flipped_limit=run.options.flipped_limit)
+    quality = agreement_summary(baseline=baseline, candidate=candidate, flipped_limit=run.options.flipped_limit,
+                                dataset_indices=run.data.dataset_indices)
     if quality["outputs_identical"]:
         run.notes.append("The compressed model's outputs are identical to the baseline's (output SNR is infinite).")
     return quality

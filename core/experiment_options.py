@@ -54,6 +54,9 @@ class ExperimentOptions:
     # A/B compares like with like (both Python-dispatched modules); the benchmark shows the frozen forms side by side.
     time_artifact: bool = False
     flipped_limit: int = 1000  # at most this many flipped images are listed (the count is always exact)
+    # Also measure baseline and candidate on this many class-balanced images of the training pool (never test
+    # images): what a search chooses its winner by, so the test images only confirm the choice. None: not measured.
+    validation_images: int | None = None
     weights_sample: int = 50_000  # weight values per layer kept for histograms
     cache_dir: Path | None = None  # None: core.paths.cache_dir(); baseline logits and fp16 packages are cached there
     seed: int = 0
@@ -74,6 +77,10 @@ class ExperimentOptions:
             raise ValueError(f"eval_limit must be a positive number of images; got {self.eval_limit!r}.")
         if self.eval_batch_size < 1 or self.synthetic_eval_images < 1:
             raise ValueError("eval_batch_size and synthetic_eval_images must be positive.")
+        if self.validation_images is not None and (isinstance(self.validation_images, bool)
+                                                   or not isinstance(self.validation_images, int)
+                                                   or self.validation_images < 1):
+            raise ValueError(f"validation_images must be a positive number of images; got {self.validation_images!r}.")
 
     def latency_settings(self, input_shape: tuple[int, ...]) -> LatencySettings:
         return self.latency or default_latency_settings(input_shape, large_batch=self.large_batch)

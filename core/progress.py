@@ -112,11 +112,21 @@ def library_version_warnings() -> list[str]:
     ]
 
 
-def split_library_warnings(notes: list[str] | tuple[str, ...] | None) -> tuple[list[str], list[str]]:
-    """(library warnings that matter, every other note), each once and in order, for the result card."""
+def is_version_warning(line: str) -> bool:
+    """A library's 'version X has not been tested with …' line: the same for every run on this machine, so the
+    Model page says it once and result cards keep it among the notes instead of repeating it as a warning."""
+    return _UNTESTED in line.lower()
+
+
+def split_library_warnings(
+    notes: list[str] | tuple[str, ...] | None, *, versions: bool = True
+) -> tuple[list[str], list[str]]:
+    """(library warnings that matter, every other note), each once and in order, for the result card.
+    `versions=False` counts untested-version lines (is_version_warning) among the other notes."""
     warnings_, others = [], []
     for note in dict.fromkeys(notes or []):
-        (warnings_ if is_library_warning(note) else others).append(note)
+        warning = is_library_warning(note) and (versions or not is_version_warning(note))
+        (warnings_ if warning else others).append(note)
     return warnings_, others
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.compress.registry import method_color, method_label
+from core.evaluation import baseline_words
 from core.formatting import fmt_bytes, fmt_num, fmt_params, fmt_pct, fmt_pts
 from pages._ui.session import page_context
 from pages._ui.storage import records
@@ -70,8 +71,9 @@ if recent:
         acc = record.get("accuracy_top1")
         base = record.get("baseline_accuracy_top1")
         delta = fmt_pts(acc - base) if isinstance(acc, float) and isinstance(base, float) else "n/a"
+        against = f" vs the {words}" if (words := baseline_words(record)) else ""
         st.markdown(
-            f"- **#{record['id']} {record.get('spec_summary')}** — {fmt_pct(acc)} ({delta}), "
+            f"- **#{record['id']} {record.get('spec_summary')}** — {fmt_pct(acc)} ({delta}{against}), "
             f"{fmt_bytes(record.get('size_bytes'))} ({fmt_num(record.get('compression_ratio_fp16'), '.1f', '×')} smaller than fp16)"
         )
     st.page_link("pages/3_Compare.py", label="Compare them all", icon=":material/monitoring:")

@@ -11,13 +11,14 @@ from core.compress.layers import weight_layers
 from core.compress.registry import METHODS, method_descriptor, method_label
 from core.dataset_choice import DATASET_KINDS
 from core.estimate import baseline_is_quick
+from core.evaluation import baseline_words
 from core.formatting import fmt_bytes, fmt_num, fmt_params, fmt_pct, fmt_ratio, fmt_seconds
 from core.jobs import CANCELLED, DONE, FAILED, QUEUED, Job
 from core.measure.layer_summary import weight_layer_table
 from core.models.architectures import SAMPLE_ARCHITECTURES
 from core.models.sources import TORCHVISION_ARCHITECTURES, list_sources, pretrained_cache_path
 from core.models.torchscript_probe import torchscript_disabled_message
-from core.progress import split_library_warnings
+from core.progress import is_version_warning, library_version_warnings, split_library_warnings
 from core.specs import PalettizeSpec, PruneSpec, QuantizeWeightsSpec
 from pages._ui import run_client
 from pages._ui.errors import attempt
@@ -35,6 +36,8 @@ from pages._ui.widgets import eval_limit_selector
 
 model, dataset = page_context()
 st.title("Model", anchor=False)
+for line in library_version_warnings():  # the same on every run here: said once, kept in each record's notes
+    st.caption(f":material/warning: {line} (Said once here; every record keeps it in its notes.)")
 st.caption("Pick a model and the images it is judged on. Everything you compress afterwards uses this pair.")
 
 SOURCE_KINDS = {
@@ -154,9 +157,13 @@ if model is not None:
         b[3].metric("Latency p90", fmt_num(baseline.get("latency_ms_p90"), ".3f", " ms"))
         b[4].metric("fp16 .mlpackage", fmt_bytes(baseline.get("size_fp16_bytes") or baseline.get("size_bytes")),
                     help="The uncompressed Core ML export, measured on disk: what compression ratios are relative to.")
-        library_warnings, other_notes = split_library_warnings(baseline.get("notes"))
+        if words := baseline_words(baseline):
+            st.caption(f":material/target: {words[0].upper()}{words[1:]} — every result measured on these images is "
+                       "compared with it (Compress, Compare); other pages say which images their baseline used.")
+        library_warnings, other_notes = split_library_warnings(baseline.get("notes"), versions=False)
         for note in other_notes:
-            st.caption(f":material/info: {note}")
+            if not is_version_warning(note):  # said once below the page title
+                st.caption(f":material/info: {note}")
         if library_warnings:
             st.caption(":material/warning: Library warnings: " + " · ".join(library_warnings))
 
@@ -171,8 +178,14 @@ with choose[0].container(border=True):
                     horizontal=True, key="cfg.model.kind")
     if kind == "sample":
         samples = {s.source_id: s for s in list_sources() if s.source_id.startswith("sample:")}
-        source_id = st.selectbox("Sample model", list(samples), format_func=lambda s: f"{samples[s].label} — {samples[s].description}",
-                                 key="cfg.model.sample")
+        loaded_id = model.source_id if model is not None else None
+        # the picker starts on the loaded model (and follows it when another page or a reload changes it)
+        if loaded_id in samples and st.session_state.get("model.sample_shown_for") != loaded_id:
+            st.session_state["cfg.model.sample"] = loaded_id
+            st.session_state["model.sample_shown_for"] = loaded_id
+        source_id = st.selectbox("Sample model", list(samples), key="cfg.model.sample",
+                                 format_func=lambda s: samples[s].label + (" (loaded)" if s == loaded_id else "")
+                                 + f" — {samples[s].description}")
         if st.button("Load sample", type="primary", key="model.load_sample"):
             _apply_model({"source_id": source_id})
     elif kind == "torchvision":

@@ -7,6 +7,7 @@ import time
 import streamlit as st
 
 from core import charts
+from core.dataset_choice import flipped_image_position
 from core.formatting import fmt_bytes, fmt_num, fmt_pct, fmt_ratio
 from core.report import build_report
 from core.speedup_wording import speedup_text
@@ -173,9 +174,13 @@ with tabs[3]:
             kind = st.radio("Show", ["all", "broken", "fixed"], horizontal=True, key="compare.flip_kind",
                             format_func={"all": "all changes", "broken": "✓→✗ newly wrong", "fixed": "✗→✓ newly right"}.get)
             rows = flipped_frame(record, kind=kind)
-            grid = st.columns(8)
-            for n, item in enumerate(rows.head(32).to_dict("records")):
-                grid[n % 8].image(thumbnail(source, item["index"]), width="stretch",
+            shown_rows = rows.head(32).to_dict("records")
+            for n, item in enumerate(shown_rows):
+                if n % 8 == 0:  # a row of columns per 8 images: captions of different lengths keep the rows aligned
+                    grid = st.columns(8)
+                position = flipped_image_position(record, dataset=source, index=item["index"])
+                # PNG: lossless, so the thumbnail shows the evaluated pixels exactly (JPEG would smear them)
+                grid[n % 8].image(thumbnail(source, position), width="stretch", output_format="PNG",
                                   caption=f"{item['mark']} {item['before_name']} → {item['after_name']} (true: {item['true_name']})")
             if len(rows) > 32:
                 st.caption(f"First 32 of {len(rows)} shown.")

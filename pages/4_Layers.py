@@ -8,7 +8,7 @@ import streamlit as st
 from core import charts
 from core.formatting import fmt_num, fmt_pct
 from core.measure.grid import histogram_overlays, layer_arrays
-from core.measure.layer_summary import coverage, default_layer
+from core.measure.layer_summary import coverage, default_layer, storage_bits_words
 from core.store import layers_frame
 from pages._ui.errors import attempt
 from pages._ui.session import page_context
@@ -65,11 +65,14 @@ else:
     st.plotly_chart(figure, key="layers.histogram", config={"displaylogo": False})
     facts = st.columns(6)
     facts[0].metric("Weights", f"{int(row['params']):,}")
-    facts[1].metric("Bits", fmt_num(row.get("bits"), "g") if row.get("compressed") else "16 (fp16)")
-    facts[2].metric("Bits / weight", fmt_num(row.get("bits_per_weight"), ".2f"), help="Stored bits including LUTs, scales and masks.")
+    value_bits, how = storage_bits_words(row)
+    facts[1].metric("Bits per stored value", value_bits, help="The bit width of each value the layer stores "
+                    "(an index into the look-up table, an integer, or a kept fp16 weight).")
+    facts[2].metric("Bits / weight", fmt_num(row.get("bits_per_weight"), ".2f"), help=how)
     facts[3].metric("Sparsity", fmt_pct(row.get("sparsity"), 1))
     facts[4].metric("Weight SNR", fmt_num(row.get("snr_db"), ".1f", " dB"), help="Signal-to-noise of the compressed weights vs the originals: higher is closer.")
     facts[5].metric("LUTs / scales", f"{int(row.get('n_luts') or 0)} / {int(row.get('n_scales') or 0)}")
+    st.caption(f":material/calculate: {how}")
     if not row.get("compressed"):
         st.warning(f"Not compressed: {row.get('reason')}", icon=":material/info:")
     for note in overlays.notes:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 
 from core.data import DatasetError
 from core.dataset_choice import (
     DATASET_KINDS,
     dataset_for_model,
+    flipped_image_position,
     is_record_dataset,
     load_dataset_kind,
     record_dataset_kinds,
@@ -60,3 +62,13 @@ def test_finding_a_record_dataset_again(bundled) -> None:
     assert is_record_dataset(bundled, record)
     assert not is_record_dataset(bundled, {**record, "dataset_source": "user zip (x.zip)"})
     assert record_dataset_kinds({"dataset": "ImageFolder fashion"}) == ()
+
+
+def test_flipped_image_position_in_new_and_older_records(bundled) -> None:
+    sample = bundled.eval_indices(limit=300)
+    assert torch.equal(bundled.test.images[sample], bundled.eval_split(limit=300).images)
+    new = {"flipped_index_base": "dataset", "eval_images": 300}
+    assert flipped_image_position(new, dataset=bundled, index=17) == 17
+    older = {"eval_images": 300}  # its index counted the evaluated images only
+    assert flipped_image_position(older, dataset=bundled, index=17) == int(sample[17])
+    assert flipped_image_position({"eval_images": len(bundled.test)}, dataset=bundled, index=17) == 17

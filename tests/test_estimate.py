@@ -57,3 +57,20 @@ def test_a_pipeline_sums_its_steps() -> None:
 
 def test_quick_baseline_threshold() -> None:
     assert baseline_is_quick(870_000) and not baseline_is_quick(11_700_000)
+
+
+def test_sensitivity_estimate_grows_with_probes_and_images() -> None:
+    from core.estimate import estimate_sensitivity_seconds
+
+    layers = [800, 20_000, 600_000]
+    small, basis = estimate_sensitivity_seconds(layer_params=layers, methods=["quantize_weights"], eval_images=100,
+                                                params=900_000, forward_ms_per_image=0.2)
+    assert basis.startswith("3 probes × 100 images") and "measured by this model's baseline" in basis
+    more_probes, _ = estimate_sensitivity_seconds(layer_params=layers, methods=["quantize_weights", "palettize"],
+                                                  eval_images=100, params=900_000, forward_ms_per_image=0.2)
+    more_images, _ = estimate_sensitivity_seconds(layer_params=layers, methods=["quantize_weights"], eval_images=1000,
+                                                  params=900_000, forward_ms_per_image=0.2)
+    assert small < more_probes and small < more_images
+    guessed, basis = estimate_sensitivity_seconds(layer_params=layers, methods=["palettize"], eval_images=100,
+                                                  params=900_000, forward_ms_per_image=None)
+    assert guessed > 0 and "rough guess" in basis

@@ -197,6 +197,9 @@ def test_baseline_record_fields_and_cache(fashion_cnn, subset, options) -> None:
                 "size_fp16_bytes", "latency_ms_p50", "peak_memory_bytes", "threads", "machine"):
         assert record[key] is not None, key
     assert record["eval_images"] == 300 and record["params"] == fashion_cnn.params
+    from core.progress import library_version_warnings
+
+    assert all(line in record["notes"] for line in library_version_warnings())  # kept in the record, said once on screen
     assert record["size_fp32_bytes"] == 4 * sum(t.numel() for t in fashion_cnn.module.state_dict().values() if t.is_floating_point())
     assert ".mlpackage" in record["size_fp16_source"]
     assert 0.45 * record["size_fp32_bytes"] < record["size_fp16_bytes"] < 0.55 * record["size_fp32_bytes"]
@@ -222,3 +225,32 @@ def test_to_jsonable_makes_plain_json() -> None:
     assert to_jsonable(value) == {"a": None, "b": 1.5, "c": [1, 2], "d": "/x", "e": 3}
     more = {1: np.array([1.0, np.nan]), "s": {3}, "t": torch.tensor([1, 2]), "n": np.int64(7), "o": object}
     assert to_jsonable(more) == {"1": [1.0, None], "s": [3], "t": [1, 2], "n": 7, "o": "<class 'object'>"}
+
+
+def test_validation_images_come_from_the_training_pool_and_are_reported_beside_the_test_numbers(tmp_path) -> None:
+    """A search chooses on validation images: they never overlap the evaluation images, and the record carries
+    both the validation and the test numbers of both models."""
+    from core.measure.quality import topk_accuracy
+
+    dataset = load_bundled_subset()
+    model = load_model("sample:fashion_cnn")
+    options = ExperimentOptions(eval_limit=400, validation_images=300, measure_latency=False, measure_memory=False,
+                                export=False, cache_dir=tmp_path / "cache")
+    record = run_experiment(model=model, spec=PalettizeSpec(n_bits=2), dataset=dataset, artifacts_dir=tmp_path / "run",
+                            options=options)
+    validation = dataset.validation_split(size=300)
+    test = dataset.eval_split(limit=400)
+    as_bytes = lambda split: {image.numpy().tobytes() for image in split.images}  # noqa: E731
+    assert not as_bytes(validation) & as_bytes(dataset.test)  # no validation image is a test image
+    assert torch.bincount(validation.labels).tolist() == [30] * 10  # class-balanced
+    assert record["validation_images"] == 300 and record["eval_images"] == len(test) == 400
+    assert "training pool" in record["validation_source"] and "never test images" in record["validation_source"]
+    with torch.no_grad():
+        logits = model.module(dataset.normalize(validation.images))
+    assert record["baseline_validation_accuracy_top1"] == pytest.approx(topk_accuracy(logits=logits,
+                                                                                       labels=validation.labels, k=1))
+    for key in ("validation_accuracy_top1", "accuracy_top1", "baseline_accuracy_top1"):
+        assert 0.0 < record[key] <= 1.0
+    assert record["validation_accuracy_top1"] != record["accuracy_top1"]  # two different image sets
+    with pytest.raises(ValueError, match="validation_images must be a positive number"):
+        ExperimentOptions(validation_images=0)

@@ -12,6 +12,8 @@ from core.charts import ALERT_COLOR, BASELINE_COLOR, MB, _base_figure, _empty
 from core.compress.registry import method_color, method_label
 from core.explore.sweeps import pareto_mask
 
+ROOT_COLOR = "#e9ecf1"  # the lineage map's model box: light, so its label stays readable in dark text
+
 X_AXES = {
     "size": ("size_bytes", "Model size on disk (MB)", MB),
     "latency": ("latency_ms_p50", "Median latency, batch 1 (ms)", 1.0),
@@ -94,7 +96,8 @@ def lineage_figure(lineage: pd.DataFrame, *, model_label: str = "baseline",
     an experiment with a parent experiment hangs under that parent instead. Pure function of lineage_frame."""
     if lineage.empty:
         return _empty(title, "No experiments yet.")
-    ids, labels, parents, colors, hovers = ["root"], [model_label], [""], [BASELINE_COLOR], [model_label]
+    ids, labels, parents, colors, hovers = ["root"], [model_label], [""], [ROOT_COLOR], [model_label]
+    values = [0]  # an experiment weighs 1, so a group's box is as large as the number of experiments in it
     known = {int(i) for i in lineage["id"].dropna()}
     for label, group in lineage.groupby("origin_label", sort=False):
         node = f"origin:{label}"
@@ -102,19 +105,31 @@ def lineage_figure(lineage: pd.DataFrame, *, model_label: str = "baseline",
         labels.append(str(label))
         parents.append("root")
         colors.append("#b0b7c3")
+        values.append(0)
         hovers.append(f"{label}: {len(group)} experiment(s)")
     for row in lineage.itertuples():
         parent = row.parent_experiment_id
         parent_node = (f"exp:{int(parent)}" if parent is not None and not pd.isna(parent) and int(parent) in known
                        else f"origin:{row.origin_label}")
         ids.append(f"exp:{int(row.id)}")
-        labels.append(f"#{int(row.id)} {row.spec_summary}")
+        labels.append(f"#{int(row.id)}<br>{_short(str(row.spec_summary))}")  # the full summary is in the hover
         parents.append(parent_node)
+        values.append(1)
         colors.append(method_color(str(row.method)))
         accuracy = "n/a" if row.accuracy_top1 is None or pd.isna(row.accuracy_top1) else f"{row.accuracy_top1:.2%}"
         size = "n/a" if row.size_bytes is None or pd.isna(row.size_bytes) else f"{row.size_bytes / MB:.3f} MB"
         hovers.append(f"#{int(row.id)} {row.spec_summary}<br>{accuracy} · {size}<br>from {row.origin_label}")
-    fig = go.Figure(go.Treemap(ids=ids, labels=labels, parents=parents, marker={"colors": colors},
-                               hovertext=hovers, hoverinfo="text", branchvalues="remainder", root_color="white"))
-    fig.update_layout(title={"text": title, "x": 0.0}, margin={"l": 8, "r": 8, "t": 48, "b": 8}, height=520)
+    fig = go.Figure(go.Treemap(ids=ids, labels=labels, parents=parents, values=values, marker={"colors": colors},
+                               hovertext=hovers, hoverinfo="text", branchvalues="remainder", root_color="white",
+                               textfont={"size": 14}, textposition="middle center",
+                               pathbar={"visible": True, "textfont": {"size": 13}}))
+    # a label that does not fit its box at a readable size is hidden (hover or click the box) instead of shrunk
+    fig.update_layout(title={"text": f"{title}<br><sup>Each box is one experiment; a group's box is as large as "
+                             "the number of experiments in it. Click a box to zoom in.</sup>", "x": 0.0},
+                      uniformtext={"minsize": 12, "mode": "hide"}, margin={"l": 8, "r": 8, "t": 64, "b": 8},
+                      height=520)
     return fig
+
+
+def _short(text: str, limit: int = 28) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"

@@ -77,6 +77,14 @@ def _delta_pts(row: dict) -> float | None:
     return None if drop is None or math.isnan(drop) else -drop
 
 
+def _validation_delta_pts(row: dict) -> float | None:
+    """Δ points on the validation images (training pool): what a winner is chosen by."""
+    if "validation_delta_pts" in row:
+        return row["validation_delta_pts"]
+    drop = row.get("validation_drop_pts")
+    return None if drop is None or math.isnan(drop) else -drop
+
+
 def results_table(frame: pd.DataFrame) -> str:
     """The sweep / search results as plain text: one line per config."""
     import pandas as pd
@@ -92,7 +100,8 @@ def results_table(frame: pd.DataFrame) -> str:
             "exp": "" if pd.isna(row.get("experiment_id", row.get("id"))) else
             f"#{int(row.get('experiment_id', row.get('id')))}",
             "top-1": fmt_pct(row.get("accuracy_top1")),
-            "Δ pts": fmt_num(_delta_pts(row), "+.2f"),
+            "Δ pts (test)": fmt_num(_delta_pts(row), "+.2f"),
+            "Δ pts (validation)": fmt_num(_validation_delta_pts(row), "+.2f"),
             "size": fmt_bytes(row.get("size_bytes")),
             "× fp16": fmt_num(row.get("compression_ratio_fp16"), ".2f", "×"),
             "latency": fmt_ms(row.get("latency_ms_p50")),

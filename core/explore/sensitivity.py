@@ -42,6 +42,7 @@ from core.baseline import model_fingerprint
 from core.compress import compress
 from core.compress.layers import weight_layers
 from core.data import Dataset, synthetic_inputs
+from core.evaluation import eval_set_words
 from core.measure.quality import collect_logits, output_psnr_db, snr_db, top1_agreement, topk_accuracy
 from core.measure.size import float_param_count, layer_storage_bits
 from core.measure.weights import weight_arrays
@@ -190,7 +191,8 @@ def _eval_slice(*, model: LoadedModel, dataset: Dataset | None, config: Sensitiv
         note = dataset.eval_subset_note(limit=config.eval_limit, seed=config.seed)
         return _Slice(
             batches=[(x, y) for x, y in batches], labels=split.labels.clone(), images=len(split),
-            description=f"{dataset.name}: {len(split):,} class-balanced evaluation images (seed {config.seed})",
+            description=eval_set_words(images=len(split), dataset=dataset.name, source=dataset.source)
+            + f", a class-balanced sample (seed {config.seed})",
             key=f"{dataset.fingerprint}|{len(split)}|{config.seed}", notes=[note] if note else [],
         )
     inputs = synthetic_inputs(input_shape=model.input_shape, count=config.synthetic_images, seed=config.seed, purpose="evaluation")

@@ -106,7 +106,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     cached = " (from the cache)" if result.from_cache else f" in {meta.get('seconds', 0):.0f} s"
     print(f"{meta['model_label']}: {meta['data']}{cached}")
     if meta.get("baseline_top1") is not None:
-        print(f"baseline top-1 {meta['baseline_top1'] * 100:.2f} %; top-1 change is in points vs that")
+        print(f"baseline {meta['baseline_top1'] * 100:.2f} % on these same images; top-1 change is in points vs that")
     print(sensitivity_text(result.frame, by=args.sort, top=args.top))
     if args.csv:
         result.frame.to_csv(args.csv, index=False)

@@ -421,7 +421,9 @@ def start_sweep(
     if not plan.runnable:
         raise SweepError("configs: no config of this grid can run on this model (see the skipped list).")
     book = book or SweepBook(home=executor.queue.home)
-    options = dict(options or {})
+    # every config is also measured on a training-pool slice, so that a winner picked among them (a search reusing
+    # them, "best within budget") is chosen there and only confirmed on the test images
+    options = {"validation_images": SELECTION_IMAGES, **(options or {})}
     sweep_id = book.create(name=plan.grid.name, model=model, data=data, options=options,
                            configs=plan.grid.configs, skipped=plan.skipped)
     sweep = book.get(sweep_id=sweep_id)
@@ -468,9 +470,11 @@ def resume_sweep(*, sweep_id: int, executor: Any, book: SweepBook | None = None)
     return new_jobs
 
 
+SELECTION_IMAGES = 2000  # training-pool images (never test images) a winner among sweep / search results is chosen on
+
 RESULT_COLUMNS = (
     "config", "spec_summary", "method", "state", "progress", "message", "job_id", "experiment_id", "accuracy_top1",
-    "baseline_accuracy_top1", "accuracy_delta_pts", "agreement_top1", "output_snr_db", "size_bytes",
+    "baseline_accuracy_top1", "accuracy_delta_pts", "validation_delta_pts", "validation_images", "agreement_top1", "output_snr_db", "size_bytes",
     "compression_ratio_fp16", "bits_per_weight", "latency_ms_p50", "latency_ratio", "accuracy_meaningful", "size_source", "error",
 )
 
@@ -513,9 +517,13 @@ def sweep_results_frame(*, sweep_id: int, book: SweepBook, records: Sequence[dic
                     row["size_bytes"] = record.get("theoretical_size_bytes")
                 acc, base = record.get("accuracy_top1"), record.get("baseline_accuracy_top1")
                 row["accuracy_delta_pts"] = (acc - base) * 100 if acc is not None and base is not None else None
+                val, val_base = record.get("validation_accuracy_top1"), record.get("baseline_validation_accuracy_top1")
+                row["validation_delta_pts"] = (val - val_base) * 100 if val is not None and val_base is not None else None
+                row["validation_images"] = record.get("validation_images")
         rows.append(row)
     frame = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
-    for column in ("progress", "accuracy_top1", "baseline_accuracy_top1", "accuracy_delta_pts", "agreement_top1",
+    for column in ("progress", "accuracy_top1", "baseline_accuracy_top1", "accuracy_delta_pts", "validation_delta_pts",
+                   "validation_images", "agreement_top1",
                    "output_snr_db", "size_bytes", "compression_ratio_fp16", "bits_per_weight", "latency_ms_p50",
                    "latency_ratio", "experiment_id", "job_id"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")

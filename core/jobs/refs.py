@@ -221,6 +221,7 @@ _OPTION_KEYS = (
     "export",
     "time_artifact",
     "flipped_limit",
+    "validation_images",
     "weights_sample",
     "seed",
 )

@@ -115,6 +115,8 @@ class FineTuneRun:
     after_accuracy: float
     layers: tuple[str, ...]
     seconds: float
+    model_label: str = ""  # which model was fine-tuned
+    eval_set: str = ""  # what the three accuracies were measured on, e.g. "300 Fashion-MNIST test images (…)"
 
     @property
     def recovered(self) -> float | None:
@@ -123,7 +125,14 @@ class FineTuneRun:
         return None if lost <= 0 else (self.after_accuracy - self.before_accuracy) / lost
 
 
-def fine_tune(*, module: nn.Module, dataset: Dataset, setting: FineTuneSetting,
+def eval_set_description(dataset: Dataset, *, images: int) -> str:
+    """The images `accuracy(…, images=…)` measures, in words: count, dataset and where it came from."""
+    count = min(images, len(dataset.test))
+    sample = "every" if count == len(dataset.test) else "a seeded, class-balanced sample of the"
+    return f"{count:,} {dataset.name} test images ({sample} {len(dataset.test):,} of {dataset.source})"
+
+
+def fine_tune(*, module: nn.Module, dataset: Dataset, setting: FineTuneSetting, model_label: str = "",
               progress: Progress | None = None) -> FineTuneRun:
     """Fake-quantize a copy of the model and train it for `setting.steps` Adam steps; the input is not changed."""
     progress = as_progress(progress)
@@ -159,14 +168,32 @@ def fine_tune(*, module: nn.Module, dataset: Dataset, setting: FineTuneSetting,
     progress.update(1.0, f"{setting.steps} steps")
     return FineTuneRun(setting=setting, losses=np.asarray(losses), float_losses=np.asarray(float_losses),
                        float_accuracy=float_accuracy, before_accuracy=before, after_accuracy=after, layers=tuple(names),
-                       seconds=time.perf_counter() - started)
+                       seconds=time.perf_counter() - started, model_label=model_label,
+                       eval_set=eval_set_description(dataset, images=setting.eval_images))
+
+
+SAMPLE_FOR_FINE_TUNING = "sample:fashion_cnn"  # lesson 6's model when the loaded one has no labelled images here
 
 
 def fine_tune_sample(*, setting: FineTuneSetting, progress: Progress | None = None) -> FineTuneRun:
-    """`fine_tune` on the sample fashion_cnn and Fashion-MNIST (what lesson 6 runs, whatever model is loaded): the
-    run must take seconds. Loads both itself, so it can run in a child process (core.isolated)."""
+    """`fine_tune` on the sample fashion_cnn and Fashion-MNIST: lesson 6's run when the loaded model has no
+    labelled images to train on. Loads both itself, so it can run in a child process (core.isolated)."""
     from core.data import load_fashion_mnist
     from core.models.sources import load_model
 
-    return fine_tune(module=load_model("sample:fashion_cnn").module, dataset=load_fashion_mnist(), setting=setting,
+    model = load_model(SAMPLE_FOR_FINE_TUNING)
+    return fine_tune(module=model.module, dataset=load_fashion_mnist(), setting=setting, model_label=model.label,
                      progress=progress)
+
+
+def fine_tune_by_reference(*, model_ref: dict, data_ref: dict, setting: FineTuneSetting,
+                           progress: Progress | None = None) -> FineTuneRun:
+    """`fine_tune` on the loaded model and its dataset, named by reference (core.jobs.refs) so that it runs in a
+    child process (core.isolated): lesson 6 fine-tunes the model the page shows, not another one."""
+    from core.jobs.refs import DataRef, ModelRef, load_data_ref, load_model_ref
+
+    model = load_model_ref(ref=ModelRef.from_dict(model_ref))
+    dataset = load_data_ref(ref=DataRef.from_dict(data_ref), model=model)
+    if dataset is None:
+        raise ValueError(f"{model.label} has no labelled images here to fine-tune on; choose a dataset on the Model page.")
+    return fine_tune(module=model.module, dataset=dataset, setting=setting, model_label=model.label, progress=progress)

@@ -63,3 +63,42 @@ def layers_compressed_by_default(layers: Mapping[str, Any], *, method: Any, spec
         name for name, layer in layers.items()
         if method.compressed_by_default(int(layer.weight.numel()), spec, layer=layer, name=name)[0]
     ]
+
+
+def _number(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if number != number else number  # NaN: not recorded
+
+
+def storage_bits_words(row: Mapping[str, Any]) -> tuple[str, str]:
+    """(bits of each stored value, how that becomes the layer's bits per weight) for one row of a record's layer
+    table, so that 'Bits' and 'Bits / weight' never seem to contradict each other: a 50 %-pruned fp16 layer stores
+    16-bit values for half of its weights plus a 1-bit mask for every weight, 9 bits per weight."""
+    per_weight = _number(row.get("bits_per_weight"))
+    bits = _number(row.get("bits"))
+    if not row.get("compressed"):
+        return "16 (fp16)", "Not compressed: every weight is stored as a 16-bit float."
+    sparsity = _number(row.get("sparsity")) or 0.0
+    value_bits = bits if bits is not None else 16.0
+    value = f"{value_bits:g}" + (" (fp16)" if bits is None or (value_bits == 16 and sparsity) else "")
+    if per_weight is None:
+        return value, f"Each stored value takes {value_bits:g} bits."
+    if sparsity > 0:
+        kept = 1.0 - sparsity
+        extra = per_weight - kept * value_bits - 1.0
+        tables = f" + {extra:.2f} for look-up tables and scales" if extra > 0.005 else ""
+        return value, (f"{per_weight:.2f} bits / weight = {kept:.0%} of the weights kept × {value_bits:g}-bit values "
+                       f"({kept * value_bits:.2f}) + a 1-bit mask for every weight{tables}.")
+    extra = per_weight - value_bits
+    shared = (_number(row.get("n_luts")) or 0) + (_number(row.get("n_scales")) or 0)
+    tables = ""
+    if extra > 0.005:
+        tables = f" + {extra:.2f} for look-up tables and scales shared by the layer"
+    elif shared:
+        tables = " + its look-up tables and scales (under 0.01 bits per weight: shared by many weights)"
+    return value, f"{per_weight:.2f} bits / weight = {value_bits:g}-bit values{tables}."

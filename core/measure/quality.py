@@ -165,16 +165,23 @@ def flipped_images(
     candidate_logits: torch.Tensor,
     labels: torch.Tensor | None,
     limit: int | None = None,
+    dataset_indices: torch.Tensor | None = None,
 ) -> tuple[int, list[dict]]:
-    """Images whose top-1 prediction changed: (count, [{index, true, before, after}, …] up to `limit`)."""
+    """Images whose top-1 prediction changed: (count, [{index, true, before, after}, …] up to `limit`).
+
+    `index` is the image's position in the dataset: `dataset_indices[i]` for row i of the logits when the
+    evaluation used a subset of the dataset (a seeded sample of it), else i itself.
+    """
     _check_same_shape(reference_logits, candidate_logits)
     before = reference_logits.argmax(1)
     after = candidate_logits.argmax(1)
     changed = torch.nonzero(before != after).flatten()
     listed = changed if limit is None else changed[:limit]
+    if dataset_indices is not None and len(dataset_indices) != len(before):
+        raise ValueError(f"{len(dataset_indices)} dataset indices for {len(before)} evaluated images")
     rows = [
         {
-            "index": int(i),
+            "index": int(i) if dataset_indices is None else int(dataset_indices[i]),
             "true": None if labels is None else int(labels[i]),
             "before": int(before[i]),
             "after": int(after[i]),
@@ -205,8 +212,15 @@ def accuracy_summary(*, evaluation: Evaluation, num_classes: int) -> dict:
     }
 
 
-def agreement_summary(*, baseline: Evaluation, candidate: Evaluation, flipped_limit: int | None = 1000) -> dict:
-    """Agreement, output SNR / PSNR (dB; None when the outputs are identical) and the flipped images."""
+def agreement_summary(
+    *,
+    baseline: Evaluation,
+    candidate: Evaluation,
+    flipped_limit: int | None = 1000,
+    dataset_indices: torch.Tensor | None = None,
+) -> dict:
+    """Agreement, output SNR / PSNR (dB; None when the outputs are identical) and the flipped images (indexed
+    by their position in the dataset: see `flipped_images`)."""
     snr = output_snr_db(reference=baseline.logits, candidate=candidate.logits)
     psnr = output_psnr_db(reference=baseline.logits, candidate=candidate.logits)
     count, rows = flipped_images(
@@ -214,6 +228,7 @@ def agreement_summary(*, baseline: Evaluation, candidate: Evaluation, flipped_li
         candidate_logits=candidate.logits,
         labels=baseline.labels,
         limit=flipped_limit,
+        dataset_indices=dataset_indices,
     )
     return {
         "agreement_top1": top1_agreement(reference_logits=baseline.logits, candidate_logits=candidate.logits),
@@ -223,6 +238,7 @@ def agreement_summary(*, baseline: Evaluation, candidate: Evaluation, flipped_li
         "flipped": count,
         "flipped_images": rows,
         "flipped_images_truncated": count > len(rows),
+        "flipped_index_base": "evaluated" if dataset_indices is None else "dataset",
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.data import Dataset
+from core.evaluation import baseline_words
 from core.explore import mixed_precision as mp
 from core.explore import recipe_runs as rr
 from core.explore.mp_search import DEFAULT_SEARCH_SETTINGS, RecipeSearchConfig
@@ -149,4 +150,4 @@ def _finished(job: Job, *, model: LoadedModel) -> None:
     for record in runs:
         st.caption(f"Experiment #{record['id']}: {fmt_mb(record.get('size_bytes'))} on disk, top-1 "
                    f"{fmt_num((record.get('accuracy_top1') or 0) * 100, '.2f', ' %')} "
-                   f"(baseline {fmt_num((record.get('baseline_accuracy_top1') or 0) * 100, '.2f', ' %')}).")
+                   f"({baseline_words(record) or 'baseline not measured'}).")

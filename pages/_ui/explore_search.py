@@ -10,7 +10,14 @@ import pandas as pd
 import streamlit as st
 
 from core.explore.charts import lineage_figure, lineage_frame
-from core.explore.search import SearchBook, SearchGoal, SearchRun, pick_winner, start_search_process
+from core.explore.search import (
+    SearchBook,
+    SearchGoal,
+    SearchRun,
+    chosen_and_confirmed,
+    pick_winner,
+    start_search_process,
+)
 from core.explore.sweeps import PRESETS, preset_grid
 from core.formatting import fmt_bytes, fmt_ms, fmt_pct
 from core.models.sources import LoadedModel
@@ -22,7 +29,8 @@ from pages._ui.session import eval_limit
 from pages._ui.storage import records
 
 CANDIDATE_HEADERS = {"id": "#", "spec_summary": "config", "origin": "origin", "accuracy_top1": "top-1",
-                     "drop_pts": "drop (pts)", "size_bytes": "size", "compression_ratio_fp16": "× smaller (fp16)",
+                     "validation_drop_pts": "drop, validation (pts)", "drop_pts": "drop, test (pts)",
+                     "size_bytes": "size", "compression_ratio_fp16": "× smaller (fp16)",
                      "latency_ms_p50": "latency p50 (ms)", "within_budget": "within budget"}
 
 
@@ -134,8 +142,11 @@ def _answer(*, model: LoadedModel, goal: SearchGoal) -> None:
     if result.winner is not None:
         winner = result.winner
         st.success(result.sentence, icon=":material/emoji_events:")
+        st.caption(f":material/rule: {chosen_and_confirmed(winner).capitalize()}. The winner is chosen on "
+                   f"{winner.get('validation_source') or 'validation images of the training pool'}, then confirmed on "
+                   "the test images: the test images never pick it, so its test number is not flattered.")
         m = st.columns(4)
-        m[0].metric("Top-1", fmt_pct(winner.get("accuracy_top1")))
+        m[0].metric("Top-1", fmt_pct(winner.get("accuracy_top1")), help="On the test images (confirmation).")
         m[1].metric("Size", fmt_bytes(winner.get("size_bytes")))
         m[2].metric("Latency p50", fmt_ms(winner.get("latency_ms_p50")))
         m[3].metric("Came from", (winner.get("origin") or {}).get("label") or "manual run")
@@ -147,7 +158,8 @@ def _answer(*, model: LoadedModel, goal: SearchGoal) -> None:
         table["size"] = table["size"].map(fmt_bytes)
         st.dataframe(table, hide_index=True, key="explore.search.table", column_config={
             "top-1": st.column_config.NumberColumn(format="percent"),
-            "drop (pts)": st.column_config.NumberColumn(format="%.2f"),
+            "drop, validation (pts)": st.column_config.NumberColumn(format="%.2f"),
+            "drop, test (pts)": st.column_config.NumberColumn(format="%.2f"),
             "× smaller (fp16)": st.column_config.NumberColumn(format="%.2f×")})
 
 

@@ -12,15 +12,16 @@ import pandas as pd
 import streamlit as st
 
 from core.data import Dataset
+from core.estimate import estimate_sensitivity_seconds
 from core.explore import mixed_precision as mp
 from core.explore import sensitivity as sens
 from core.explore import sensitivity_charts as charts
-from core.formatting import fmt_mb, fmt_num
+from core.formatting import fmt_mb, fmt_num, fmt_seconds
 from core.models.sources import LoadedModel
 from pages._ui import run_client
 from pages._ui.errors import attempt
 from pages._ui.explore_recipe_search import recipe_downloads, render_measured_search
-from pages._ui.loading import current_dataset, current_model
+from pages._ui.loading import current_dataset, current_model, forward_ms_per_image
 from pages._ui.queue_panel import follow_runs
 from pages._ui.storage import store
 
@@ -80,8 +81,13 @@ def render_sensitivity_tab(*, model: LoadedModel | None = None, dataset: Dataset
             st.warning("Sensitivity analysis cancelled; nothing was cached.", icon=":material/cancel:")
     if result is None:
         probes = len(sens.weight_layers(model.module)) * len(config.settings)
-        st.info(f"{probes} probes ({len(config.settings)} settings × each weight layer); no package is exported per probe.",
-                icon=":material/info:")
+        seconds, basis = estimate_sensitivity_seconds(
+            layer_params=[layer.weight.numel() for layer in sens.weight_layers(model.module).values()],
+            methods=[sens.SETTINGS[key].method for key in config.settings],
+            eval_images=min(config.eval_limit, len(dataset.test)) if dataset is not None else config.synthetic_images,
+            params=model.params, forward_ms_per_image=forward_ms_per_image(model))
+        st.info(f"{probes} probes ({len(config.settings)} settings × each weight layer); no package is exported per "
+                f"probe. Estimated time: about {fmt_seconds(seconds)} ({basis}).", icon=":material/schedule:")
         if st.button("Run sensitivity analysis", type="primary", icon=":material/play_arrow:", key="explore.sens.run"):
             state = st.session_state
             state[PROCESS_KEY] = attempt(
@@ -111,7 +117,8 @@ def _progress_panel() -> None:
 def _show_result(result: sens.SensitivityResult) -> None:
     meta = result.meta
     top1 = meta.get("baseline_top1")
-    st.caption(f"Measured on {meta['data']}" + (f"; baseline top-1 {top1 * 100:.2f} %." if top1 is not None else ".")
+    st.caption(f"Measured on {meta['data']}" + (f"; baseline {top1 * 100:.2f} % on these same images (every top-1 "
+               "change is against it; the Model page's baseline may use more images)." if top1 is not None else ".")
                + (" (cached)" if result.from_cache else f" ({meta.get('seconds', 0):.0f} s)"))
     metrics = ["snr_db", "top1_change"] if result.has_labels else ["snr_db"]
     metric = st.radio("Colour by", metrics, format_func=lambda m: charts.METRICS[m], horizontal=True, key="cfg.explore.sens.metric")

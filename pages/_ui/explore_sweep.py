@@ -8,6 +8,7 @@ import streamlit as st
 
 from core.data import Dataset
 from core.estimate import eval_image_count
+from core.evaluation import baseline_words
 from core.explore.charts import pareto_scatter_figure
 from core.explore.sweeps import (
     CUSTOM_METHODS,
@@ -36,7 +37,8 @@ from pages._ui.storage import records
 SWEEP_KEY = "explore.sweep_id"  # the sweep this session shows
 POLL_SECONDS = 2.0
 RESULT_COLUMNS = {"config": "#", "spec_summary": "config", "state": "state", "progress": "progress",
-                  "accuracy_top1": "top-1", "accuracy_delta_pts": "Δ pts", "size_bytes": "size",
+                  "accuracy_top1": "top-1", "validation_delta_pts": "Δ pts, validation",
+                  "accuracy_delta_pts": "Δ pts, test", "size_bytes": "size",
                   "compression_ratio_fp16": "× smaller (fp16)", "latency_ms_p50": "latency p50 (ms)",
                   "experiment_id": "experiment", "error": "note"}
 
@@ -163,7 +165,8 @@ def _live_results(*, sweep_id: int, model: LoadedModel, was_running: bool) -> No
     """The live part: progress, stop / resume, the table and the two scatters (polled while jobs run)."""
     run_client.keep_workers()
     sweep_book = book()
-    frame = sweep_results_frame(sweep_id=sweep_id, book=sweep_book, records=records(model=model.source_id))
+    model_records = records(model=model.source_id)
+    frame = sweep_results_frame(sweep_id=sweep_id, book=sweep_book, records=model_records)
     status = sweep_status(frame)
     if was_running and status.finished:
         st.rerun()  # stop polling: the whole tab redraws once with the final results
@@ -188,6 +191,10 @@ def _live_results(*, sweep_id: int, model: LoadedModel, was_running: bool) -> No
     right.plotly_chart(pareto_scatter_figure(frame, against="latency",
                                              baseline_accuracy=baseline.iloc[0] if len(baseline) else None),
                        key="explore.scatter_latency", config={"displaylogo": False})
+    finished = set(frame["experiment_id"].dropna().astype(int))
+    done = [r for r in model_records if r.get("id") in finished]
+    if done and (words := baseline_words(done[0])):
+        st.caption(f"Dashed line: the {words} — the same images every config of this sweep was measured on.")
     if (frame["size_source"] == "theoretical").any():
         st.caption("Sizes of configs run without an exported artifact are the per-layer theoretical bytes.")
     table = frame[list(RESULT_COLUMNS)].rename(columns=RESULT_COLUMNS)
@@ -196,6 +203,9 @@ def _live_results(*, sweep_id: int, model: LoadedModel, was_running: bool) -> No
     st.dataframe(table, hide_index=True, key="explore.results", column_config={
         "progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0),
         "top-1": st.column_config.NumberColumn(format="percent"),
-        "Δ pts": st.column_config.NumberColumn(format="%+.2f"),
+        "Δ pts, validation": st.column_config.NumberColumn(
+            format="%+.2f", help="On a class-balanced slice of the training pool (never test images): what a winner "
+            "among these configs is chosen by."),
+        "Δ pts, test": st.column_config.NumberColumn(format="%+.2f", help="On the test images: confirms the choice."),
         "× smaller (fp16)": st.column_config.NumberColumn(format="%.2f×"),
         "experiment": st.column_config.NumberColumn(format="#%d")})

@@ -9,7 +9,14 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.learn import figures, handoff
-from core.learn.finetune import FineTuneSetting, fine_tune_sample, straight_through
+from core.learn.finetune import (
+    SAMPLE_FOR_FINE_TUNING,
+    FineTuneSetting,
+    fine_tune_by_reference,
+    fine_tune_sample,
+    straight_through,
+)
+from pages._ui import run_client
 from pages._ui.learn_common import LessonContext, chart, intro, metrics, open_in_compress, pick, run_in_child
 
 
@@ -19,7 +26,20 @@ def _finished_runs() -> dict:
     return {}
 
 
-@st.cache_resource(show_spinner=False)
+def fine_tuning_plan(ctx: LessonContext) -> tuple[str, str | None]:
+    """(the model lesson 6 fine-tunes, why it is not the loaded one — None when it is)."""
+    model = ctx.model
+    if ctx.dataset is None:
+        why = "it has no labelled images here (choose a dataset on the Model page)"
+    elif not model.accuracy_meaningful:
+        why = f"its weights are {model.weights_note}, so its accuracy means nothing"
+    elif model.form != "module":
+        why = f"it was loaded as a {model.form} program, whose weights cannot be trained here"
+    else:
+        return model.label, None
+    return SAMPLE_FOR_FINE_TUNING.split(":", 1)[1], f"{model.label} is not fine-tuned: {why}"
+
+
 @st.cache_resource(max_entries=64, show_spinner=False)
 def _ste_figure(key: str, layer: str, bits: int, _ctx: LessonContext) -> go.Figure:
     del key, layer  # cache key only (the context carries them)
@@ -39,13 +59,24 @@ def _ste_figure(key: str, layer: str, bits: int, _ctx: LessonContext) -> go.Figu
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)
-def _loss_figure(setting: FineTuneSetting, _run: Any) -> go.Figure:
-    """`_run` is the finished run of `setting` (one per setting in _finished_runs)."""
+def _loss_figure(key: tuple, _run: Any) -> go.Figure:
+    """`_run` is the finished run of `key` (one per model and setting in _finished_runs)."""
     return figures.loss_curve_figure(
         losses=_run.losses,
         float_losses=_run.float_losses,
-        title=f"Loss while fine-tuning {setting.bits}-bit fashion_cnn ({_run.seconds:.1f} s)",
+        title=f"Loss while fine-tuning {_run.setting.bits}-bit {_run.model_label} ({_run.seconds:.1f} s)",
     )
+
+
+def _start(ctx: LessonContext, setting: FineTuneSetting, sample_instead: bool) -> Any:
+    if sample_instead:
+        target, kwargs = fine_tune_sample, {"setting": setting}
+    else:
+        target = fine_tune_by_reference
+        kwargs = {"model_ref": run_client.model_ref(st.session_state["model_choice"]).to_dict(),
+                  "data_ref": run_client.data_ref(st.session_state.get("dataset_choice")).to_dict(), "setting": setting}
+    return run_in_child(action="Fine-tuning", running="Fine-tuning…", done="Fine-tuned", failed="Fine-tuning stopped",
+                        target=target, kwargs=kwargs)
 
 
 @st.fragment
@@ -66,34 +97,35 @@ def render(ctx: LessonContext) -> None:
         )
         lr = pick(st.select_slider, "Learning rate", "l6.lr", [1e-4, 3e-4, 1e-3], 1e-3, format_func=lambda v: f"{v:g}")
     setting = FineTuneSetting(bits=int(bits), steps=int(steps), learning_rate=float(lr))
+    tuned, why_not_loaded = fine_tuning_plan(ctx)
+    key = (ctx.model_key if why_not_loaded is None else SAMPLE_FOR_FINE_TUNING, setting)
     with right:
         chart(_ste_figure(ctx.model_key, ctx.layer, int(bits), ctx), "learn.l6.ste")
+        if why_not_loaded:
+            st.info(f"{why_not_loaded}. This lesson fine-tunes the sample {tuned} on Fashion-MNIST instead.",
+                    icon=":material/info:")
         runs = _finished_runs()
-        run = runs.get(setting)
+        run = runs.get(key)
         if run is None:
-            st.caption(f"The run fine-tunes the sample fashion_cnn for {steps} steps — seconds on a laptop CPU.")
-            if st.button(
-                f"Fine-tune {bits}-bit fashion_cnn for {steps} steps",
-                key="learn.l6.run",
-                icon=":material/model_training:",
-            ):
-                run = run_in_child(
-                    action="Fine-tuning", running="Fine-tuning…", done="Fine-tuned", failed="Fine-tuning stopped",
-                    target=fine_tune_sample, kwargs={"setting": setting},
-                )
+            st.caption(f"The run fine-tunes {tuned} for {steps} steps of 32 training images, in a separate process.")
+            if st.button(f"Fine-tune {bits}-bit {tuned} for {steps} steps", key="learn.l6.run",
+                         icon=":material/model_training:"):
+                run = _start(ctx, setting, sample_instead=why_not_loaded is not None)
                 if run is not None:
-                    runs[setting] = run
+                    runs[key] = run
                     st.rerun()  # redraw without the button, with the loss curve
         if run is not None:
-            chart(_loss_figure(setting, run), "learn.l6.loss")
+            chart(_loss_figure(key, run), "learn.l6.loss")
     if run is not None:
         recovered = run.recovered
+        st.caption(f"{run.model_label}, accuracies on {run.eval_set} — a smaller set than the Model page's baseline, "
+                   "so its float accuracy differs from that one by sampling.")
         metrics(
             [
                 (
                     "Float accuracy",
                     f"{run.float_accuracy:.1%}",
-                    f"Top-1 on {setting.eval_images} held-out test images.",
+                    f"Top-1 of the uncompressed {run.model_label} on {run.eval_set}.",
                 ),
                 (
                     "Rounded, before",

@@ -22,6 +22,7 @@ import streamlit as st
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 HOME_ALIAS = "Home"  # the legacy menu's URL of the home page
+STARTING_TEXT = "Starting up: loading PyTorch, coremltools and the model…"  # the main area's first words on a cold start
 
 
 @dataclass(frozen=True)

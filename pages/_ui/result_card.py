@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.evaluation import baseline_words
 from core.formatting import as_number, fmt_bytes, fmt_num, fmt_pct, fmt_pts, fmt_seconds
 from core.progress import split_library_warnings
 from core.speedup_wording import speedup_text
@@ -77,6 +78,8 @@ def _metrics_row(record: dict) -> None:
 
 
 def _notes(record: dict) -> None:
+    if words := baseline_words(record):
+        st.caption(f":material/target: Compared with the {words} — the same images as this result.")
     if record.get("latency_note"):
         st.caption(f":material/speed: {record['latency_note']}")
     if speed := speedup_text(record):
@@ -90,7 +93,8 @@ def _notes(record: dict) -> None:
         st.caption(f":material/layers: {len(layers) - len(skipped)} of {len(layers)} weight layers compressed"
                    + (f"; left as they were: {', '.join(layer['name'] for layer in skipped[:6])}"
                       + (" …" if len(skipped) > 6 else "") + " (reasons on the Layers page)" if skipped else "."))
-    library_warnings, other_notes = split_library_warnings(record.get("notes"))
+    # untested library versions are said once on the Model page; the record keeps them among its notes
+    library_warnings, other_notes = split_library_warnings(record.get("notes"), versions=False)
     if library_warnings:
         st.markdown(":material/warning: **Library warnings from this run**\n"
                     + "\n".join(f"- {_short(line)}" for line in library_warnings))

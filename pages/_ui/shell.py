@@ -32,7 +32,8 @@ def prepare() -> tuple[LoadedModel | None, Dataset | None]:
 def prepare_legacy_run() -> tuple[LoadedModel | None, Dataset | None]:
     """app.py's work for a page file Streamlit ran directly (legacy pages/ mode): route, draw the menu, prepare."""
     menu.route()
-    return prepare()
+    with st.spinner(menu.STARTING_TEXT, show_time=True):
+        return prepare()
 
 
 _SETTLED_PAGES: set[str] = set()
@@ -55,9 +56,10 @@ def settle_heap(page_title: str) -> None:
         gc.freeze()
 
 
-def run(page: st.Page) -> None:
-    """Load this session's model and dataset once, then run the page with them (pages read them via page_context)."""
-    set_app_context(prepare())
+def run(page: st.Page, *, context: tuple[LoadedModel | None, Dataset | None] | None = None) -> None:
+    """Run the page with this session's model and dataset (`context`: already prepared; else loaded here), which
+    pages read via page_context."""
+    set_app_context(context if context is not None else prepare())
     try:
         page.run()
         settle_heap(page.title)

@@ -67,6 +67,35 @@ def test_cold_load_shows_the_final_menu_from_the_first_paint(new_server, browser
         assert_no_exception(page, "cold load")
 
 
+RECORD_MAIN = """
+window.__mainTexts = [];
+new MutationObserver(() => {
+  const main = document.querySelector('[data-testid="stMain"]');
+  const text = main ? main.innerText.trim() : '';
+  if (text && window.__mainTexts[window.__mainTexts.length - 1] !== text) window.__mainTexts.push(text);
+}).observe(document, {childList: true, subtree: true, characterData: true});
+"""
+
+
+def test_cold_load_says_what_it_is_doing_before_the_page_appears(new_server, browser) -> None:
+    """A fresh server spends seconds importing torch and coremltools and loading the model: the main area shows a
+    spinner with what is happening (and the seconds so far) instead of staying blank, and it is gone afterwards."""
+    from pages._ui.menu import STARTING_TEXT
+
+    with new_server("cold_status") as url:
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        page.add_init_script(RECORD_MAIN)
+        page.goto(url)
+        _expect_heading(page, "Home")
+        wait_idle(page)
+        texts = page.evaluate("window.__mainTexts")
+        first = next((n for n, text in enumerate(texts) if STARTING_TEXT in text), None)
+        heading = next(n for n, text in enumerate(texts) if "Compression Studio" in text)
+        assert first is not None and first < heading, f"main area before the page: {texts[:5]}"
+        assert STARTING_TEXT not in page.inner_text('[data-testid="stMain"]')
+        assert_no_exception(page, "cold load")
+
+
 def _open(browser, address: str):
     page = browser.new_page(viewport={"width": 1440, "height": 900})
     page.goto(address)

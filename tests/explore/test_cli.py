@@ -34,6 +34,10 @@ def test_sweep_then_search_write_to_the_store_and_print_tables(home, capsys) -> 
     assert "sweep #1" in out and "weights int8 per-channel symmetric" in out and " done " in out
     [record] = ExperimentStore(home).list()
     assert record["origin"]["kind"] == "sweep" and record["origin"]["id"] == 1
+    # measured on a class-balanced training-pool slice too (the bundled pool has 2,000 images): a winner among
+    # sweep results is chosen there, never on the test images it is reported on
+    assert record["validation_images"] == 2000 and record["eval_images"] == 100
+    assert "Δ pts (validation)" in out and "Δ pts (test)" in out
 
     # The search runs only the config the model lacks (palettize 8-bit), tagged as the search's, then answers.
     grid = '[{"method": "quantize_weights"}, {"method": "palettize", "n_bits": 8}]'
@@ -46,6 +50,13 @@ def test_sweep_then_search_write_to_the_store_and_print_tables(home, capsys) -> 
     assert searched[0]["origin"] == {"kind": "search", "id": 1, "parent_experiment_id": None,
                                      "label": "search #1: smallest within 5 pts"}
     assert "#1" in out and "#2" in out  # both candidates in the printed table
+    winner_id = int(out.split("winner: experiment #", 1)[1].split(" ", 1)[0])
+    winner = ExperimentStore(home).get(winner_id)
+    chosen = (winner["baseline_validation_accuracy_top1"] - winner["validation_accuracy_top1"]) * 100
+    confirmed = (winner["baseline_accuracy_top1"] - winner["accuracy_top1"]) * 100
+    points = lambda drop: "no accuracy lost (±0.0 points)" if abs(drop) < 0.05 else f"{-drop:+.1f} points".replace("-", "−")  # noqa: E731
+    assert (f"chosen on 2,000 validation images: {points(chosen)}; confirmed on 100 test images: {points(confirmed)}"
+            in out)
 
 
 def test_sweep_executor_flag_reaches_the_executor(home, capsys, monkeypatch) -> None:

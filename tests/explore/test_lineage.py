@@ -49,3 +49,15 @@ def test_the_map_and_the_compare_filter_read_the_origin() -> None:
     assert parents["exp:2"] == "origin:sweep #3: weight-only exploration"
     assert parents["exp:3"] == "exp:2"  # a refinement hangs under the experiment it refines
     assert parents["origin:manual"] == "root"
+    # readable and explained: one unit per experiment (a group's box = its number of experiments, said in the
+    # title), short two-line labels at a readable size (labels that do not fit are hidden, not shrunk)
+    values = dict(zip(tree.ids, tree.values, strict=True))
+    assert [values[f"exp:{i}"] for i in (1, 2, 3)] == [1, 1, 1] and values["origin:manual"] == 0
+    figure = lineage_figure(lineage)
+    assert figure.data[0].marker.colors[0] == "#e9ecf1"  # the model's box is light: its dark label stays readable
+    assert "Each box is one experiment" in figure.layout.title.text
+    assert figure.layout.uniformtext.minsize >= 12 and figure.layout.uniformtext.mode == "hide"
+    labels = dict(zip(tree.ids, tree.labels, strict=True))
+    assert labels["exp:3"] == "#3<br>palettize 2-bit + 1 override"
+    long = lineage_figure(lineage_frame([{**records[0], "spec_summary": "palettize 4-bit per-grouped-channel " * 3}]))
+    assert len(long.data[0].labels[-1].split("<br>")[1]) <= 28

@@ -20,10 +20,16 @@ from core.explore.search import (
 from core.specs import spec_from_dict
 
 
-def _record(id_: int, spec: dict, *, acc: float, size: int, latency: float | None = None, layers=None) -> dict:
+def _record(id_: int, spec: dict, *, acc: float, size: int, latency: float | None = None, layers=None,
+            validation_acc: float | None = -1.0) -> dict:
+    """A record as a search's run leaves it: test numbers, and validation numbers (the same drop by default)."""
     normalised = spec_from_dict(spec)
+    validation = acc if validation_acc == -1.0 else validation_acc
     return {
         "id": id_, "kind": "experiment", "spec": normalised.to_dict(), "spec_summary": normalised.summary(),
+        "eval_images": 10_000, "accuracy_meaningful": True,
+        "validation_images": None if validation is None else 2000, "validation_accuracy_top1": validation,
+        "baseline_validation_accuracy_top1": None if validation is None else 0.92,
         "method": spec["method"], "accuracy_top1": acc, "baseline_accuracy_top1": 0.92, "size_bytes": size,
         "compression_ratio_fp16": 4_000_000 / size, "latency_ms_p50": latency,
         "latency_ratio": None if latency is None else latency / 2.0, "layers": layers or [],
@@ -74,11 +80,29 @@ def test_refinement_keeps_the_sensitive_small_layers_at_the_safe_setting() -> No
     assert [list(s["overrides"]) for s in specs] == [["^stem$"], ["^stem$", "^fc$"]]
     assert all(s["n_bits"] == 2 for s in specs)
     assert specs[0]["overrides"]["^stem$"]["n_bits"] == 4
-    refined = {**RECORDS[2], "id": 9, "spec": specs[1], "accuracy_top1": 0.912, "size_bytes": 400_000}
+    refined = {**RECORDS[2], "id": 9, "spec": specs[1], "accuracy_top1": 0.912, "validation_accuracy_top1": 0.912,
+               "size_bytes": 400_000}
     assert "palettize 2-bit (data_free) + 2 per-layer override(s)" in pick_winner(
         [*RECORDS, refined], goal=SearchGoal(max_drop_pts=1.0)).sentence
     spec = spec_from_dict(specs[1])
     assert spec.resolve("stem").n_bits == 4 and spec.resolve("body").n_bits == 2  # overrides round-trip
+
+
+def test_the_winner_is_chosen_on_validation_images_and_confirmed_on_the_test_images() -> None:
+    """A setting that looks fine on the test images but not on the validation images is not chosen; the sentence
+    gives both numbers."""
+    lucky = _record(5, {"method": "palettize", "n_bits": 3}, acc=0.918, size=450_000, validation_acc=0.89)
+    honest = _record(2, {"method": "palettize", "n_bits": 4}, acc=0.912, size=600_000, validation_acc=0.914)
+    result = pick_winner([lucky, honest], goal=SearchGoal(max_drop_pts=1.0))
+    assert result.winner["id"] == 2  # the lucky one is 0.2 points down on test, but 3 points on validation
+    assert ("chosen on 2,000 validation images: −0.6 points; confirmed on 10,000 test images: −0.8 points"
+            in result.sentence)
+    frame = result.candidates.set_index("id")
+    assert frame.loc[5, "drop_pts"] == pytest.approx(0.2) and not frame.loc[5, "within_budget"]
+    # experiments without validation numbers (manual runs) are never judged on their test images
+    manual = [_record(6, {"method": "palettize", "n_bits": 8}, acc=0.919, size=1_000_000, validation_acc=None)]
+    none = pick_winner(manual, goal=SearchGoal(max_drop_pts=1.0))
+    assert none.winner is None and "never chosen on the test images" in none.sentence
 
 
 def test_missing_configs_skips_what_the_model_already_has() -> None:

@@ -130,6 +130,15 @@ def test_result_card_lists_library_warnings_apart_from_other_notes(tmp_path, mon
     assert not at.exception, [e.value for e in at.exception]
     listing = next(m.value for m in at.markdown if "Library warnings from this run" in m.value)
     lines = [line for line in listing.splitlines() if line.startswith("- ")]
-    assert len(lines) == 2 and lines[0].startswith("- `torch.jit.trace` is deprecated") and lines[0].endswith("…")
-    assert len(lines[0]) <= 182 and "has not been tested" in lines[1]
-    assert [e.label for e in at.expander] == ["Notes from this run (1)"]  # the other note, not the warnings again
+    assert len(lines) == 1 and lines[0].startswith("- `torch.jit.trace` is deprecated") and lines[0].endswith("…")
+    assert len(lines[0]) <= 182
+    # the untested-version line is said once on the Model page: on the card it stays among the notes only
+    assert [e.label for e in at.expander] == ["Notes from this run (2)"]
+    outside = [m.value for m in at.markdown if "Notes from this run" not in m.value and m.value.startswith(":material")]
+    assert not any("has not been tested" in text for text in outside + [c.value for c in at.caption])
+    notes = [m.value for m in at.expander[0].markdown]
+    assert any("has not been tested" in n for n in notes) and any("Evaluated on 500" in n for n in notes)
+    # the baseline beside the result says which images both were measured on
+    base = record["baseline_accuracy_top1"] * 100
+    assert any(f"Compared with the baseline {base:.2f} % on 2,000 Fashion-MNIST test images (bundled subset)" in c.value
+               for c in at.caption)

@@ -49,3 +49,19 @@ def test_weight_layer_table_says_why_not(cnn_layers: dict) -> None:
     assert table["share of weights"].sum() == pytest.approx(1.0)
     first = table.set_index("layer").loc["features.0", "compressed by default?"]
     assert first.startswith("no — ") and "weight_threshold" in first
+
+
+def test_storage_bits_words_reconcile_value_bits_and_bits_per_weight() -> None:
+    from core.measure.layer_summary import storage_bits_words
+
+    pruned = {"compressed": True, "bits": 16, "bits_per_weight": 9.0, "sparsity": 0.5, "n_luts": 0, "n_scales": 0}
+    assert storage_bits_words(pruned) == (
+        "16 (fp16)", "9.00 bits / weight = 50% of the weights kept × 16-bit values (8.00) + a 1-bit mask for every weight.")
+    both = {**pruned, "bits": 4, "bits_per_weight": 3.2, "n_luts": 1}  # pruned, then the kept values palettized
+    assert storage_bits_words(both)[1].endswith("× 4-bit values (2.00) + a 1-bit mask for every weight + 0.20 for "
+                                                "look-up tables and scales.")
+    assert storage_bits_words({"compressed": False, "bits_per_weight": 16.0}) == (
+        "16 (fp16)", "Not compressed: every weight is stored as a 16-bit float.")
+    palettized = {"compressed": True, "bits": 2, "bits_per_weight": 2.25, "sparsity": 0.0, "n_luts": 8}
+    assert storage_bits_words(palettized) == (
+        "2", "2.25 bits / weight = 2-bit values + 0.25 for look-up tables and scales shared by the layer.")

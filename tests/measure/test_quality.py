@@ -48,6 +48,12 @@ def test_agreement_of_known_predictions() -> None:
     assert rows == [{"index": 4, "true": 0, "before": 0, "after": 1}, {"index": 6, "true": 2, "before": 2, "after": 3}]
     count, rows = flipped_images(reference_logits=ref, candidate_logits=cand, labels=None, limit=1)
     assert count == 2 and len(rows) == 1 and rows[0]["true"] is None
+    # a sample of a dataset: the rows name each image's position in the dataset, not in the sample
+    sample = torch.tensor([3, 8, 9, 20, 31, 40, 52, 77])
+    _, rows = flipped_images(reference_logits=ref, candidate_logits=cand, labels=None, dataset_indices=sample)
+    assert [r["index"] for r in rows] == [31, 52]
+    with pytest.raises(ValueError, match="7 dataset indices for 8 evaluated images"):
+        flipped_images(reference_logits=ref, candidate_logits=cand, labels=None, dataset_indices=sample[:7])
 
 
 def test_snr_of_known_noise() -> None:

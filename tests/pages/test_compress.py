@@ -66,6 +66,9 @@ def test_run_from_compress_page_appears_in_compare(app) -> None:
     assert job.state == DONE and job.worker_pid != os.getpid()  # computed by a worker process, not the app's
     record = ExperimentStore(_home()).get(1)
     assert record["job_id"] == job_id and record["timing_exclusive"] is True
+    base = record["baseline_accuracy_top1"] * 100  # the card names the images its baseline was measured on
+    assert any(f"Compared with the baseline {base:.2f} % on 500 Fashion-MNIST test images (" in c.value
+               for c in at.caption)
 
     at.switch_page("pages/3_Compare.py").run()
     assert_clean(at)

@@ -90,10 +90,17 @@ def test_a_tiny_sweep_fills_the_table_and_the_scatter(app) -> None:
     records = ExperimentStore(_home()).list()
     assert [r["origin"]["id"] for r in records] == [sweep_id, sweep_id]
     assert SweepBook(home=_home()).get(sweep_id=sweep_id).name == "custom grid"
+    # every config also measured on training-pool images (what a winner is chosen by) beside the test images
+    table = _results(at)
+    assert table["Δ pts, validation"].notna().all() and table["Δ pts, test"].notna().all()
+    assert any(c.value.startswith("Dashed line: the baseline ") and " on 500 Fashion-MNIST test images (" in c.value
+               for c in at.caption)
 
     # The budget search answers from these two, with a sentence; the lineage map hangs both under the sweep.
     at.slider(key="cfg.explore.max_drop").set_value(10.0).run()
-    assert any("smaller" in s.value and "points" in s.value for s in at.success)
+    sentence = next(s.value for s in at.success if "smaller" in s.value and "points" in s.value)
+    # chosen on the validation images, confirmed on the test images: both numbers on the page
+    assert "chosen on 2,000 validation images: " in sentence and "; confirmed on 500 test images: " in sentence
     tree = json.loads(plotly_specs(at)[-1])["data"][0]
     assert tree["type"] == "treemap" and tree["parents"].count(f"origin:sweep #{sweep_id}: custom grid") == 2
 

@@ -26,7 +26,9 @@ def test_palettized_layer_histogram_and_coverage(app, experiments_home) -> None:
     assert names[:2] == ["original", "compressed"]
     assert "LUT centroids (16)" in names
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Bits"] == "4" and metrics["Weights"] == "802,816"
+    assert metrics["Bits per stored value"] == "4" and metrics["Weights"] == "802,816"
+    how = next(c.value for c in at.caption if "bits / weight =" in c.value)
+    assert f"{metrics['Bits / weight']} bits / weight = 4-bit values + " in how and "look-up tables" in how
     assert coverage["data"][0]["x"] == ["features.0", "features.3", "features.7", "features.10", "classifier.1", "classifier.4"]
     table = at.dataframe[0].value
     first = table.set_index("name").loc["features.0"]
@@ -42,3 +44,11 @@ def test_pruned_layer_shows_threshold(app, experiments_home) -> None:
     assert any((t.get("name") or "").startswith("pruning threshold") for t in histogram["data"])
     sparsity = float(next(m for m in at.metric if m.label == "Sparsity").value.split()[0])
     assert sparsity == pytest.approx(50.0, abs=1.0)
+    # "16" next to "9.00" is explained: half of the weights kept as fp16 values, plus a 1-bit mask per weight
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Bits per stored value"] == "16 (fp16)"
+    per_weight = float(metrics["Bits / weight"])
+    assert per_weight == pytest.approx(16 * (1 - sparsity / 100) + 1, abs=0.01)
+    how = next(c.value for c in at.caption if "bits / weight =" in c.value)
+    assert f"{per_weight:.2f} bits / weight = 50% of the weights kept × 16-bit values" in how
+    assert "+ a 1-bit mask for every weight." in how

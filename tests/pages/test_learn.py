@@ -162,7 +162,25 @@ def test_finetune_lesson_runs_and_plots_the_loss(app):
     values = _metrics(at)
     assert float(values["Rounded, before"].rstrip("%")) < float(values["Float accuracy"].rstrip("%"))
     at.select_slider(key="cfg.learn.l6.bits").set_value(8).run()  # not run yet at 8 bits: the button is back
-    assert at.button(key="learn.l6.run").label == "Fine-tune 8-bit fashion_cnn for 10 steps"
+    assert at.button(key="learn.l6.run").label == "Fine-tune 8-bit fashion_cnn (sample) for 10 steps"
+
+
+def test_finetune_lesson_trains_the_loaded_model_and_names_its_images(app):
+    """With fashion_resnet loaded, lesson 6 fine-tunes fashion_resnet (not the sample CNN) and says which images
+    its accuracies come from."""
+    at = app()
+    at.session_state["model_choice"] = {"source_id": "sample:fashion_resnet"}
+    at.switch_page(PAGE).run()
+    at.radio(key="cfg.learn.lesson").set_value("finetune").run()
+    assert_clean(at)
+    assert not any("instead" in i.value for i in at.info)  # the loaded model is the one trained
+    at.select_slider(key="cfg.learn.l6.steps").set_value(10).run()
+    assert at.button(key="learn.l6.run").label == "Fine-tune 2-bit fashion_resnet (sample) for 10 steps"
+    at.button(key="learn.l6.run").click().run()
+    assert_clean(at)
+    assert "fashion_resnet (sample)" in json.loads(plotly_specs(at)[1])["layout"]["title"]["text"]
+    caption = next(c.value for c in at.caption if c.value.startswith("fashion_resnet (sample), accuracies on 300 "))
+    assert "Fashion-MNIST test images" in caption and "class-balanced sample" in caption
 
 
 def test_bytes_lesson_exports_and_reads_back(app):

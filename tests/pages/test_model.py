@@ -67,12 +67,34 @@ def test_summary_and_baseline(app) -> None:
     assert list(layers["layer"]) == ["features.0", "features.3", "features.7", "features.10", "classifier.1", "classifier.4"]
     assert layers.loc[0, "compressed by default?"].startswith("no")
     assert not at.warning  # trained weights: no random-weights warning
+    # the baseline says which images it was measured on: the 500 chosen, from the dataset the sidebar names
+    label = next(c.value for c in at.caption if "Baseline " in c.value and "test images" in c.value)
+    assert f"Baseline {metrics['Top-1 accuracy']} on 500 Fashion-MNIST test images (" in label
+    # the untested-library-version line is said once on the page (and kept in the record's notes)
+    from core.progress import library_version_warnings
+
+    said = [c.value for c in [*at.caption, *at.markdown] if "has not been tested" in c.value]
+    assert len(said) == len(library_version_warnings()) <= 1
+    assert at.selectbox(key="cfg.model.sample").value == "sample:fashion_cnn"  # the picker shows the loaded model
     # Another tab (or a reload) shows the cached baseline at once: no second job.
     other = app(page="pages/1_Model.py")
     other.selectbox(key="cfg.eval_limit").select(500).run()
     assert _has_baseline(other)
     assert {m.label: m.value for m in other.metric}["Top-1 accuracy"] == metrics["Top-1 accuracy"]
     assert [j.id for j in _queue().list() if j.kind == BASELINE_JOB and j.options.get("eval_limit") == 500] == [job.id]
+
+
+def test_sample_picker_shows_the_loaded_model(app) -> None:
+    at = app()
+    at.session_state["model_choice"] = {"source_id": "sample:fashion_resnet"}  # loaded earlier in this session
+    at.switch_page("pages/1_Model.py").run()
+    assert_clean(at)
+    picker = at.selectbox(key="cfg.model.sample")
+    assert picker.value == "sample:fashion_resnet" and "fashion_resnet (loaded) — " in picker.format_func(picker.value)
+    picker.select("sample:fashion_cnn").run()  # the user's own pick stays until a model is loaded
+    assert at.selectbox(key="cfg.model.sample").value == "sample:fashion_cnn"
+    for job in _queue().list():  # the page queued fashion_resnet's baseline: not needed here
+        _queue().cancel(job_id=job.id)
 
 
 def test_bad_weights_upload_shows_an_error(app) -> None:
