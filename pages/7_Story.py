@@ -8,6 +8,7 @@ import tempfile
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.dataset_choice import flipped_image_position
 from core.report import build_report
 from core.story import Story, build_story, story_choice, story_flipped, story_html
 from core.story_export import StoryExportError, export_story
@@ -110,7 +111,10 @@ if record is None:
     st.stop()
 
 source = dataset_for_record(record, current=dataset)
-flipped = story_flipped(record, image_of=lambda index: thumbnail(source, index)) if source is not None else ()
+# a record's flipped indices are dataset positions (older records: positions among the evaluated sample)
+flipped = story_flipped(
+    record, image_of=lambda index: thumbnail(source, flipped_image_position(record, dataset=source, index=index))
+) if source is not None else ()
 story = build_story(record=record, records=records, budget_pts=budget, flipped=flipped)
 render_story(story)
 st.divider()

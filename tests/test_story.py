@@ -99,11 +99,13 @@ def test_the_charts_mark_the_story_and_the_budget(records: list[dict]) -> None:
 
 
 def _flipped(record: dict):
+    from core.dataset_choice import flipped_image_position
     from pages._ui.loading import dataset_for_record, thumbnail
 
     source = dataset_for_record(record, current=None)
     assert source is not None, "the evaluation images must be on this machine for this test"
-    return story_flipped(record, image_of=lambda index: thumbnail(source, index)), source
+    position = lambda index: flipped_image_position(record, dataset=source, index=index)  # noqa: E731
+    return story_flipped(record, image_of=lambda index: thumbnail(source, position(index))), source
 
 
 def test_flipped_images_come_first_newly_wrong_with_the_compare_captions(records: list[dict]) -> None:
