@@ -68,6 +68,22 @@ from coremltools import _deps as _coremltools_deps  # noqa: E402
 COREMLTOOLS_TESTED_TORCH: str | None = getattr(_coremltools_deps, "_TORCH_MAX_VERSION", None)
 
 
+# --------------------------------------------------------------------------- reading a saved ML program back
+def load_mil_program(package: Any) -> Any:
+    """The MIL program (coremltools' Python ``Program``) of a saved .mlpackage, its weights read from weight.bin.
+
+    ``coremltools.converters.mil.frontend.milproto.load`` is undocumented (it is what ``optimize.coreml`` uses to
+    edit a saved model). Every ``const`` op's value is a numpy array; ``constexpr_*`` ops keep their inputs and
+    expose ``decompress`` (a static method per op) to materialise the dense weight.
+    """
+    import coremltools as ct
+    from coremltools.converters.mil.frontend.milproto.load import load as load_milproto
+
+    mlmodel = ct.models.MLModel(str(package), skip_model_load=True)
+    spec = mlmodel.get_spec()
+    return load_milproto(spec, specification_version=spec.specificationVersion, file_weights_dir=mlmodel.weights_dir)
+
+
 # --------------------------------------------------------------------------- which layer types each API handles
 def post_training_palettizer_modules() -> tuple[type[nn.Module], ...]:
     """Layer types PostTrainingPalettizer / SKMPalettizer palettize (a private class attribute)."""
