@@ -372,11 +372,12 @@ def _compare(layer: str, name: str, expected: np.ndarray, stored: StoredWeight, 
         diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
         worst = float(diff.max()) if diff.size else 0.0
         return LayerComparison(layer, name, paired_by, worst, None, worst == 0.0)
-    want = expected.astype(np.float16)
-    diff = np.abs(got.astype(np.float32) - want.astype(np.float32))
-    # fp16 spacing at the larger magnitude of the pair: a unit in the last place where the value lives
-    unit = np.spacing(np.maximum(np.abs(want), np.abs(got.astype(np.float16)))).astype(np.float32)
-    ulps = float((diff / unit).max()) if diff.size else 0.0
+    with np.errstate(over="ignore", invalid="ignore"):  # a damaged weight may decode to inf / nan: a mismatch
+        want = expected.astype(np.float16)
+        diff = np.abs(got.astype(np.float32) - want.astype(np.float32))
+        # fp16 spacing at the larger magnitude of the pair: a unit in the last place where the value lives
+        unit = np.spacing(np.maximum(np.abs(want), np.abs(got.astype(np.float16)))).astype(np.float32)
+        ulps = float((diff / unit).max()) if diff.size else 0.0
     worst = float(diff.max()) if diff.size else 0.0
     limit = SCALED_ULPS if stored.scaled else 0.0
     return LayerComparison(layer, name, paired_by, worst, round(ulps, 3), bool(np.isfinite(ulps) and ulps <= limit))
