@@ -349,17 +349,32 @@ def _best(
         if tried[-1].ok:
             return tried[-1]
     if fp16:
-        for bn_name, factor in batchnorms.items():
-            if factor.shape[0] != expected.shape[0]:
+        for name, weight in candidates.items():
+            bn_name = _folded_batchnorm(expected, weight.value, batchnorms)
+            if bn_name is None:
                 continue
-            folded = expected * factor.reshape((-1,) + (1,) * (expected.ndim - 1))
-            for name, weight in candidates.items():
-                fold = StoredWeight(weight.value, scaled=True)  # fold arithmetic order differs: the scaled tolerance
-                result = _compare(layer, name, folded, fold, fp16=True,
-                                  paired_by=f"BatchNorm {bn_name} folded in by the converter")
-                if result.ok:
-                    return replace(result, folded_batchnorm=bn_name)
+            folded = expected * batchnorms[bn_name].reshape((-1,) + (1,) * (expected.ndim - 1))
+            fold = StoredWeight(weight.value, scaled=True)  # fold arithmetic order differs: the scaled tolerance
+            result = _compare(layer, name, folded, fold, fp16=True,
+                              paired_by=f"BatchNorm {bn_name} folded in by the converter")
+            if result.ok:
+                return replace(result, folded_batchnorm=bn_name)
     return min(tried, key=lambda c: c.max_abs_diff if c.max_abs_diff is not None else np.inf)
+
+
+def _folded_batchnorm(expected: np.ndarray, stored: np.ndarray, batchnorms: dict[str, np.ndarray]) -> str | None:
+    """The BatchNorm whose per-channel factor turns `expected` into `stored`, if one does: each output channel's
+    least-squares ratio is compared with every BatchNorm's factor (a vector per layer, so this stays cheap)."""
+    flat_expected = expected.reshape(expected.shape[0], -1).astype(np.float64)
+    flat_stored = stored.reshape(stored.shape[0], -1).astype(np.float64)
+    energy = (flat_expected * flat_expected).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = (flat_expected * flat_stored).sum(axis=1) / energy
+    live = energy > 0  # an all-zero channel (pruned) says nothing about its factor
+    for name, factor in batchnorms.items():
+        if factor.shape[0] == expected.shape[0] and np.allclose(ratio[live], factor[live], rtol=1e-2, atol=1e-6):
+            return name
+    return None
 
 
 def _compare(layer: str, name: str, expected: np.ndarray, stored: StoredWeight, *, fp16: bool, paired_by: str
