@@ -123,6 +123,15 @@ BatchNormBase: type[nn.Module] = nn.modules.batchnorm._BatchNorm  # every BatchN
 
 # state_dict keys of torch.ao quantized Linear weights: "<layer>._packed_params._packed_params" (a private layout)
 PACKED_PARAMS_SUFFIXES: tuple[str, ...] = ("._packed_params._packed_params", "._packed_params")
+# the attribute a (scripted) torch.ao quantized layer keeps its packed int8 weight in (a ScriptObject, or a
+# LinearPackedParams module holding one under the same name)
+PACKED_PARAMS_ATTRIBUTE = "_packed_params"
+
+
+def packed_params_class(packed: torch.ScriptObject) -> str:
+    """'Conv2dPackedParamsBase', 'LinearPackedParamsBase' …: the class of a packed-weight object (its private
+    ``_type()``), which says which ``torch.ops.quantized.*_unpack`` routine reads it."""
+    return packed._type().qualified_name().rsplit(".", 1)[-1]
 
 
 def profiler_memory_events(prof: Any) -> Iterator[tuple[int, int]]:

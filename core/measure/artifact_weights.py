@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.library_internals import BatchNormBase, load_mil_program
+from core.library_internals import PACKED_PARAMS_ATTRIBUTE, BatchNormBase, load_mil_program, packed_params_class
 
 SCALED_ULPS = 4.0  # up to three fp16 roundings (LUT entry, scale, product), each ≤ 1 unit at the value, and the cast of the evaluated weight (½)
 _SCALING_OPS = ("constexpr_blockwise_shift_scale", "constexpr_sparse_blockwise_shift_scale")
@@ -236,7 +236,7 @@ def _load_torchscript(path: Path) -> torch.jit.ScriptModule:
 
 def _unpack(packed) -> torch.Tensor:
     """The weight of a packed int8 parameter object, dequantized (fp16 dynamic-quantized weights as float)."""
-    class_name = packed._type().qualified_name().rsplit(".", 1)[-1]
+    class_name = packed_params_class(packed)
     for op_name in _UNPACK.get(class_name, ()):
         try:
             weight = getattr(torch.ops.quantized, op_name)(packed)[0]
@@ -251,9 +251,9 @@ def torchscript_weights(program: nn.Module) -> dict[str, StoredWeight]:
     constants (frozen: unnamed, numbered) and float ≥ 2-D weights by parameter's module name."""
     weights: dict[str, StoredWeight] = {}
     for name, sub in program.named_modules():
-        packed = getattr(sub, "_packed_params", None)
-        if isinstance(packed, torch.ScriptObject):
-            owner = name.removesuffix("._packed_params") if name.endswith("._packed_params") else name
+        packed = getattr(sub, PACKED_PARAMS_ATTRIBUTE, None)
+        if isinstance(packed, torch.ScriptObject):  # a Linear's sits one level down, in a LinearPackedParams module
+            owner = name.removesuffix(f".{PACKED_PARAMS_ATTRIBUTE}")
             weights[owner] = StoredWeight(_unpack(packed).numpy())
     for name, param in program.named_parameters():
         if name.endswith(".weight") and param.dim() >= 2 and param.is_floating_point():

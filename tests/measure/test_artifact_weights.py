@@ -135,7 +135,7 @@ def test_a_corrupted_weight_blob_is_caught_and_named(op_name, param, layer, fash
 
 def test_other_weights_swapped_in_before_export_are_caught(fashion, tmp_path):
     """The module that was evaluated is not the one exported: every compressed layer differs."""
-    result, path, kind = _exported(QuantizeWeightsSpec(dtype="int8"), fashion, tmp_path / "a")
+    _evaluated, path, kind = _exported(QuantizeWeightsSpec(dtype="int8"), fashion, tmp_path / "a")
     other = compress(model=tiny_model(seed=1), spec=QuantizeWeightsSpec(dtype="int8"), dataset=fashion)
     check = check_artifact_weights(module=other.module, artifact_path=path, artifact_kind=kind)
     assert not check.match and set(check.mismatched) == set(WEIGHT_LAYERS)
@@ -146,12 +146,13 @@ def test_a_corrupted_torchscript_int8_weight_is_caught(fashion, tmp_path):
     program = torch.jit.load(str(path))
     packed = program.fc1._packed_params._packed_params
     weight, bias = torch.ops.quantized.linear_unpack(packed)
-    ints = weight.int_repr().clone()
-    ints[0, 0] = 127 if ints[0, 0] != 127 else -127
-    changed = torch._make_per_channel_quantized_tensor(ints, weight.q_per_channel_scales(),
-                                                       weight.q_per_channel_zero_points(), 0) \
-        if weight.qscheme() == torch.per_channel_affine else \
-        torch._make_per_tensor_quantized_tensor(ints, weight.q_scale(), weight.q_zero_point())
+    values = weight.dequantize()
+    values[0, 0] += 20 * float(values.abs().max())  # one weight moved far off its value (clamped to the int8 range)
+    if weight.qscheme() == torch.per_channel_affine:
+        changed = torch.quantize_per_channel(values, weight.q_per_channel_scales(), weight.q_per_channel_zero_points(),
+                                             weight.q_per_channel_axis(), torch.qint8)
+    else:
+        changed = torch.quantize_per_tensor(values, weight.q_scale(), weight.q_zero_point(), torch.qint8)
     program.fc1._packed_params._packed_params = torch.ops.quantized.linear_prepack(changed, bias)
     torch.jit.save(program, str(path))
     check = _check(result, path, kind)
@@ -162,7 +163,7 @@ def test_a_corrupted_torchscript_int8_weight_is_caught(fashion, tmp_path):
 def test_an_unreadable_artifact_is_a_clear_error(tmp_path):
     broken = tmp_path / "model.pt"
     broken.write_bytes(b"not a TorchScript archive")
-    with pytest.raises(ArtifactReadError, match="model.pt is not a loadable TorchScript file"):
+    with pytest.raises(ArtifactReadError, match=r"model\.pt is not a loadable TorchScript file"):
         check_artifact_weights(module=torch.nn.Linear(2, 2), artifact_path=broken, artifact_kind="torchscript")
 
 
