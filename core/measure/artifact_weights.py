@@ -318,12 +318,22 @@ def _pair(
             continue
         candidates = {n: w for n, w in stored.items() if n not in claimed and w.value.shape == expected.shape}
         if not candidates:
-            comparisons[layer] = LayerComparison(layer, None, "not found", None, None, False)
+            comparisons[layer] = _shared_weight(layer, expected, evaluated, comparisons)
             continue
         comparisons[layer] = _best(layer, expected, candidates, batchnorms, fp16, "shape and values")
         claimed.add(comparisons[layer].artifact_name)
     ordered = [comparisons[layer] for layer in evaluated]
     return ordered, sorted(set(stored) - claimed)
+
+
+def _shared_weight(layer: str, expected: np.ndarray, evaluated: dict[str, np.ndarray],
+                   comparisons: dict[str, LayerComparison]) -> LayerComparison:
+    """A layer whose weight is another compared layer's (tied weights are stored once), else 'not found'."""
+    for other, comparison in comparisons.items():
+        if comparison.artifact_name is not None and np.array_equal(evaluated[other], expected):
+            return replace(comparison, layer=layer, paired_by=f"the weight it shares with {other}",
+                           folded_batchnorm=None)
+    return LayerComparison(layer, None, "not found", None, None, False)
 
 
 def _named(layer: str, stored: dict[str, StoredWeight], claimed: set[str]) -> str | None:

@@ -183,3 +183,26 @@ def test_a_run_records_the_verdict_and_clocks_it(fashion, tmp_path):
     phases = record["phase_seconds"]
     assert "artifact_check" in phases and phases["artifact_check"] < max(phases["export"], 0.5)
     assert np.isfinite(check["max_abs_diff"])
+
+
+def test_tied_weights_stored_once_are_compared_once_and_a_missing_layer_is_named(tmp_path):
+    from core.export import export_coreml
+
+    class Tied(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.first, self.second = torch.nn.Linear(32, 32), torch.nn.Linear(32, 32)
+            self.second.weight = self.first.weight  # one parameter, two layers
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.second(torch.relu(self.first(x)))
+
+    torch.manual_seed(0)
+    module = Tied().eval()
+    path = export_coreml(module=module, input_shape=(32,), path=tmp_path / "tied.mlpackage")
+    check = check_artifact_weights(module=module, artifact_path=path, artifact_kind="mlpackage")
+    assert check.match, check.summary()
+    assert [c.paired_by for c in check.layers] == ["name", "the weight it shares with first"]
+    extra = torch.nn.Sequential(module, torch.nn.Linear(32, 7)).eval()  # a layer the artifact does not hold
+    check = check_artifact_weights(module=extra, artifact_path=path, artifact_kind="mlpackage")
+    assert check.mismatched == ["1"] and [c.paired_by for c in check.layers if not c.ok] == ["not found"]
