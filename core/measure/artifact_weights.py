@@ -148,7 +148,7 @@ def check_artifact_weights(
                      "artifact multiplies integers by an fp16 scale")
     elif artifact_kind == "torchscript":
         stored = torchscript_weights(_load_torchscript(Path(artifact_path)))
-        layers, unpaired = _pair(evaluated_int8_weights(module, payload_module), stored, batchnorms={}, fp16=False)
+        layers, unpaired = _pair(evaluated_int8_weights(module, payload_module), stored, batchnorms=_BatchNorms(), fp16=False)
         tolerance = "exact: the same int8 values and scales (and float weights) as the evaluated module"
     else:
         raise ArtifactReadError(f"cannot read weights back from a {artifact_kind!r} artifact (mlpackage or torchscript).")
@@ -214,14 +214,29 @@ def evaluated_float_weights(module: nn.Module) -> dict[str, np.ndarray]:
     return weights
 
 
-def _batchnorms(module: nn.Module) -> dict[str, np.ndarray]:
-    """Per BatchNorm layer, the per-channel factor a converter multiplies a preceding conv's weight by."""
-    factors = {}
-    for name, layer in module.named_modules():
+@dataclass(frozen=True)
+class _BatchNorms:
+    """Per BatchNorm layer, the per-channel factor a converter multiplies a preceding conv's weight by, and where
+    every layer sits in the module (a fold is named after the first matching BatchNorm that follows the conv:
+    with default statistics every BatchNorm of a width has the same factor)."""
+
+    factors: dict[str, np.ndarray] = field(default_factory=dict)
+    positions: dict[str, int] = field(default_factory=dict)
+
+    def after(self, layer: str) -> list[str]:
+        """BatchNorm names, those after `layer` first (nearest first), then the others."""
+        here = self.positions.get(layer, -1)
+        return sorted(self.factors, key=lambda bn: (self.positions[bn] < here, abs(self.positions[bn] - here)))
+
+
+def _batchnorms(module: nn.Module) -> _BatchNorms:
+    factors, positions = {}, {}
+    for position, (name, layer) in enumerate(module.named_modules()):
+        positions[name] = position
         if isinstance(layer, BatchNormBase) and layer.running_var is not None:
             gamma = layer.weight.detach() if layer.weight is not None else torch.ones_like(layer.running_var)
             factors[name] = (gamma / torch.sqrt(layer.running_var + layer.eps)).float().cpu().numpy()
-    return factors
+    return _BatchNorms(factors=factors, positions=positions)
 
 
 # --------------------------------------------------------------------------- TorchScript: unpack int8 parameters
@@ -302,7 +317,7 @@ def _same_values_name(name: str, value: np.ndarray, named: dict[str, np.ndarray]
 
 
 def _pair(
-    evaluated: dict[str, np.ndarray], stored: dict[str, StoredWeight], *, batchnorms: dict[str, np.ndarray], fp16: bool
+    evaluated: dict[str, np.ndarray], stored: dict[str, StoredWeight], *, batchnorms: _BatchNorms, fp16: bool
 ) -> tuple[list[LayerComparison], list[str]]:
     """Each evaluated layer with the artifact weight named after it, else the same-shaped one closest in value
     (directly, or after a BatchNorm fold); a layer with no same-shaped weight left is 'not found'."""
@@ -349,7 +364,7 @@ def _named(layer: str, stored: dict[str, StoredWeight], claimed: set[str]) -> st
 
 
 def _best(
-    layer: str, expected: np.ndarray, candidates: dict[str, StoredWeight], batchnorms: dict[str, np.ndarray],
+    layer: str, expected: np.ndarray, candidates: dict[str, StoredWeight], batchnorms: _BatchNorms,
     fp16: bool, paired_by: str,
 ) -> LayerComparison:
     """The candidate that matches (as is, else as a BatchNorm fold); if none does, the closest one, as a mismatch."""
@@ -360,10 +375,10 @@ def _best(
             return tried[-1]
     if fp16:
         for name, weight in candidates.items():
-            bn_name = _folded_batchnorm(expected, weight.value, batchnorms)
+            bn_name = _folded_batchnorm(layer, expected, weight.value, batchnorms)
             if bn_name is None:
                 continue
-            folded = expected * batchnorms[bn_name].reshape((-1,) + (1,) * (expected.ndim - 1))
+            folded = expected * batchnorms.factors[bn_name].reshape((-1,) + (1,) * (expected.ndim - 1))
             fold = StoredWeight(weight.value, scaled=True)  # fold arithmetic order differs: the scaled tolerance
             result = _compare(layer, name, folded, fold, fp16=True,
                               paired_by=f"BatchNorm {bn_name} folded in by the converter")
@@ -372,7 +387,7 @@ def _best(
     return min(tried, key=lambda c: c.max_abs_diff if c.max_abs_diff is not None else np.inf)
 
 
-def _folded_batchnorm(expected: np.ndarray, stored: np.ndarray, batchnorms: dict[str, np.ndarray]) -> str | None:
+def _folded_batchnorm(layer: str, expected: np.ndarray, stored: np.ndarray, batchnorms: _BatchNorms) -> str | None:
     """The BatchNorm whose per-channel factor turns `expected` into `stored`, if one does: each output channel's
     least-squares ratio is compared with every BatchNorm's factor (a vector per layer, so this stays cheap)."""
     flat_expected = expected.reshape(expected.shape[0], -1).astype(np.float64)
@@ -381,7 +396,8 @@ def _folded_batchnorm(expected: np.ndarray, stored: np.ndarray, batchnorms: dict
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = (flat_expected * flat_stored).sum(axis=1) / energy
     live = energy > 0  # an all-zero channel (pruned) says nothing about its factor
-    for name, factor in batchnorms.items():
+    for name in batchnorms.after(layer):
+        factor = batchnorms.factors[name]
         if factor.shape[0] == expected.shape[0] and np.allclose(ratio[live], factor[live], rtol=1e-2, atol=1e-6):
             return name
     return None
