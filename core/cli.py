@@ -401,6 +401,9 @@ def _print_run(record: dict) -> None:
     if record.get("bits_per_weight") is not None:
         size_line += f", {shown('bits_per_weight', record['bits_per_weight'])} per weight"
     print(size_line)
+    if (check := record.get("artifact_weights_check")) is not None:
+        verdict = {True: "match", False: "MISMATCH", None: "not checked"}[record.get("artifact_weights_match")]
+        print(f"artifact weights {verdict}: {check.get('summary')}")
     if record.get("latency_ms_p50") is not None:
         print(
             f"latency (b=1)    {shown('latency_ms_p50', record['latency_ms_p50'])} vs baseline "

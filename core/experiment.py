@@ -112,6 +112,8 @@ def run_experiment(
         with run.clock("compress"):
             result = _compress(run, progress.sub(0.0, 0.5))
         artifact, fp16, base_eval, cand_eval = _export_and_evaluate(run, result, progress)
+        with run.clock("artifact_check"):
+            artifact_check = _check_artifact(run, result, artifact, progress)
         quality = _compare_outputs(run, base_eval, cand_eval)
         validation = _validate(run, result)
         speed, timed_artifact = _measure_speed(run, result, artifact, progress.sub(0.80, 0.97))
@@ -124,6 +126,7 @@ def run_experiment(
             cand_eval=cand_eval,
             quality={**quality, **validation},
             artifact=artifact,
+            artifact_check=artifact_check,
             fp16=fp16,
             speed=speed,
             timed_artifact=timed_artifact,
@@ -299,6 +302,27 @@ def _export(run: _Run, result: CompressionResult, progress: Progress, notes: lis
     return Artifact(path=path, kind=kind, seconds=time.perf_counter() - start)
 
 
+def _check_artifact(run: _Run, result: CompressionResult, artifact: Artifact, progress: Progress) -> dict | None:
+    """The artifact's weights decoded and compared with the evaluated module's (core.measure.artifact_weights).
+
+    None when nothing was exported. An artifact that cannot be read back does not match; a check that fails for
+    another reason is reported as not checked (match None), with the reason."""
+    if artifact.path is None or artifact.kind is None:
+        return None
+    from core.measure.artifact_weights import ArtifactReadError, check_artifact_weights
+
+    progress.update(0.8, f"Reading the {artifact.kind}'s weights back")
+    try:
+        with quantized_engine(_engine(run, result)):  # a TorchScript int8 file re-packs its weights for the engine
+            return check_artifact_weights(module=result.module, artifact_path=artifact.path,
+                                          artifact_kind=artifact.kind, payload_module=result.payload_module).to_dict()
+    except ArtifactReadError as exc:
+        return {"match": False, "summary": f"the artifact could not be read back: {exc}", "mismatched": []}
+    except Exception as exc:  # a failed check must not lose the run; the record says it was not checked, and why
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        return {"match": None, "summary": f"the artifact's weights could not be checked ({reason}).", "mismatched": []}
+
+
 def _evaluate_candidate(run: _Run, result: CompressionResult, progress: Progress) -> Evaluation:
     with run.clock("evaluate"), quantized_engine(_engine(run, result)):
         return evaluate(
@@ -470,6 +494,7 @@ def _experiment_record(
     cand_eval: Evaluation,
     quality: dict,
     artifact: Artifact,
+    artifact_check: dict | None,
     fp16: tuple[int, str],
     speed: dict,
     timed_artifact: bool,
@@ -492,6 +517,8 @@ def _experiment_record(
         **quality,
         artifact_path=artifact.path,
         artifact_kind=artifact.kind,
+        artifact_weights_match=artifact_check["match"] if artifact_check else None,
+        artifact_weights_check=artifact_check,
         size_fp32_bytes=model.size_fp32_bytes,
         size_fp16_bytes=size_fp16,
         size_fp16_source=size_fp16_source,

@@ -68,6 +68,22 @@ from coremltools import _deps as _coremltools_deps  # noqa: E402
 COREMLTOOLS_TESTED_TORCH: str | None = getattr(_coremltools_deps, "_TORCH_MAX_VERSION", None)
 
 
+# --------------------------------------------------------------------------- reading a saved ML program back
+def load_mil_program(package: Any) -> Any:
+    """The MIL program (coremltools' Python ``Program``) of a saved .mlpackage, its weights read from weight.bin.
+
+    ``coremltools.converters.mil.frontend.milproto.load`` is undocumented (it is what ``optimize.coreml`` uses to
+    edit a saved model). Every ``const`` op's value is a numpy array; ``constexpr_*`` ops keep their inputs and
+    expose ``decompress`` (a static method per op) to materialise the dense weight.
+    """
+    import coremltools as ct
+    from coremltools.converters.mil.frontend.milproto.load import load as load_milproto
+
+    mlmodel = ct.models.MLModel(str(package), skip_model_load=True)
+    spec = mlmodel.get_spec()
+    return load_milproto(spec, specification_version=spec.specificationVersion, file_weights_dir=mlmodel.weights_dir)
+
+
 # --------------------------------------------------------------------------- which layer types each API handles
 def post_training_palettizer_modules() -> tuple[type[nn.Module], ...]:
     """Layer types PostTrainingPalettizer / SKMPalettizer palettize (a private class attribute)."""
@@ -107,6 +123,15 @@ BatchNormBase: type[nn.Module] = nn.modules.batchnorm._BatchNorm  # every BatchN
 
 # state_dict keys of torch.ao quantized Linear weights: "<layer>._packed_params._packed_params" (a private layout)
 PACKED_PARAMS_SUFFIXES: tuple[str, ...] = ("._packed_params._packed_params", "._packed_params")
+# the attribute a (scripted) torch.ao quantized layer keeps its packed int8 weight in (a ScriptObject, or a
+# LinearPackedParams module holding one under the same name)
+PACKED_PARAMS_ATTRIBUTE = "_packed_params"
+
+
+def packed_params_class(packed: torch.ScriptObject) -> str:
+    """'Conv2dPackedParamsBase', 'LinearPackedParamsBase' …: the class of a packed-weight object (its private
+    ``_type()``), which says which ``torch.ops.quantized.*_unpack`` routine reads it."""
+    return packed._type().qualified_name().rsplit(".", 1)[-1]
 
 
 def profiler_memory_events(prof: Any) -> Iterator[tuple[int, int]]:

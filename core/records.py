@@ -101,6 +101,11 @@ EXPERIMENT_FIELDS: dict[str, str] = {
     "size_bytes": "the exported artifact on disk",
     "artifact_path": "the exported artifact (.mlpackage folder or TorchScript file)",
     "artifact_kind": "'mlpackage' or 'torchscript'",
+    "artifact_weights_match": "the artifact's decoded weights equal the evaluated module's (fp16-exact for Core ML, "
+    "within a few fp16 units where it multiplies integers by an fp16 scale; exact for TorchScript int8); "
+    "None when nothing was exported or the check could not run",
+    "artifact_weights_check": "that comparison: summary, layers compared, max abs difference (and in fp16 units), "
+    "mismatching layers, BatchNorm folds, tolerance, per-layer rows",
     "size_fp32_bytes": BASELINE_FIELDS["size_fp32_bytes"],
     "size_fp16_bytes": BASELINE_FIELDS["size_fp16_bytes"],
     "size_fp16_source": BASELINE_FIELDS["size_fp16_source"],
@@ -134,7 +139,7 @@ EXPERIMENT_FIELDS: dict[str, str] = {
     "job_id": "the queued job that ran this experiment",
     "origin": "where the run came from: kind manual / sweep / sensitivity / recipe / search, its id, parent experiment",
     "timing_exclusive": "latency was timed while no other job computed (None when latency was not measured)",
-    "phase_seconds": "wall time per phase of the job: load, compress, export, evaluate, latency, memory, save",
+    "phase_seconds": "wall time per phase of the job: load, compress, export, evaluate, artifact_check, latency, memory, save",
 }
 
 SCHEMAS: dict[str, dict[str, str]] = {BASELINE: BASELINE_FIELDS, EXPERIMENT: EXPERIMENT_FIELDS}

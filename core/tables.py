@@ -51,6 +51,7 @@ TABLE_COLUMNS = (
     "dataset",
     "accuracy_meaningful",
     "artifact_kind",
+    "artifact_weights_match",
     "spec_json",
 )
 TEXT_COLUMNS = (
@@ -61,6 +62,7 @@ TEXT_COLUMNS = (
     "spec_summary",
     "dataset",
     "artifact_kind",
+    "artifact_weights_match",
     "spec_json",
     "label",
     "model_label",
@@ -156,6 +158,18 @@ EXPERIMENTS_TABLE_METRICS: tuple[Metric, ...] = tuple(
 )
 
 
+ARTIFACT_MATCH_HEADER = "artifact = evaluated"
+ARTIFACT_MATCH_HELP = ("Do the exported artifact's decoded weights equal the weights the accuracy was measured with? "
+                       "(fp16-exact for Core ML; exact int8 for TorchScript). MISMATCH: the file is not what was measured.")
+
+
+def artifact_match_text(value: object) -> str:
+    """'yes', 'MISMATCH' or 'not checked' for a record's artifact_weights_match."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "not checked"
+    return "yes" if bool(value) else "MISMATCH"
+
+
 def experiments_table(frame: pd.DataFrame, *, formatted: bool = False) -> pd.DataFrame:
     """The experiments table (Compare page, HTML report): #, method, setting, the declared metrics, created.
 
@@ -179,6 +193,7 @@ def experiments_table(frame: pd.DataFrame, *, formatted: bool = False) -> pd.Dat
         else:
             table[declared.column_header] = [declared.column_value(v) for v in values]
             table[declared.column_header] = pd.to_numeric(table[declared.column_header], errors="coerce")
+    table[ARTIFACT_MATCH_HEADER] = [artifact_match_text(v) for v in frame.get("artifact_weights_match", [None] * len(frame))]
     table["created"] = frame["created_at"].astype(str).str.slice(0, 19).str.replace("T", " ")
     return table
 

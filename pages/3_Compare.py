@@ -12,6 +12,8 @@ from core.formatting import fmt_bytes, fmt_num, fmt_pct, fmt_ratio
 from core.report import build_report
 from core.speedup_wording import speedup_text
 from core.tables import (
+    ARTIFACT_MATCH_HEADER,
+    ARTIFACT_MATCH_HELP,
     diff_frame,
     experiments_frame,
     experiments_table,
@@ -96,8 +98,9 @@ st.subheader("Experiments", anchor=False)
 display = experiments_table(frame)
 table = st.dataframe(
     display, hide_index=True, key="compare.table", on_select="rerun", selection_mode="multi-row",
-    column_config={header: st.column_config.NumberColumn(format=number_format, help=text)
-                   for header, (number_format, text) in experiments_table_formats().items()},
+    column_config={**{header: st.column_config.NumberColumn(format=number_format, help=text)
+                      for header, (number_format, text) in experiments_table_formats().items()},
+                   ARTIFACT_MATCH_HEADER: st.column_config.TextColumn(help=ARTIFACT_MATCH_HELP)},
 )
 table_rows = list(table.selection.rows) if table is not None else []
 ticked = {int(display.iloc[i]["#"]) for i in table_rows if i < len(display)}

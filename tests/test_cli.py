@@ -100,6 +100,9 @@ def test_run_writes_record_and_artifacts(tmp_path: Path) -> None:
     assert Path(record["artifact_path"]).is_file() and record["size_bytes"] == Path(record["artifact_path"]).stat().st_size
     assert abs(record["accuracy_top1"] - record["baseline_accuracy_top1"]) < 0.03
     assert record["layers"] and record["compress_seconds"] > 0
+    # the saved TorchScript's int8 weights, unpacked, are the evaluated ones; the CLI says so
+    assert record["artifact_weights_match"] is True and record["artifact_weights_check"]["max_abs_diff"] == 0.0
+    assert "artifact weights match: " in result.stdout
     assert "Traceback" not in result.stderr and "%" in result.stderr  # the progress bar went to stderr
     # saved in the store of the data folder, like a run started in the app
     from core.store import ExperimentStore

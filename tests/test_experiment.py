@@ -108,7 +108,10 @@ def test_palettize_record_is_complete_and_round_trips_json(fashion_cnn, subset, 
     assert "Evaluated on 200 of the" in " ".join(record["notes"])  # a class-balanced sample, said so
     phases = record["phase_seconds"]
     phases_run = {"compress", "baseline", "export", "fp16_baseline", "evaluate", "export_wait", "latency", "memory"}
-    assert phases_run | {"weights"} <= set(phases)  # export_wait: the export ran on the helper thread
+    assert phases_run | {"weights", "artifact_check"} <= set(phases)  # export_wait: the export ran on the helper thread
+    # the shipped package holds the evaluated weights (decoded from its LUTs), read back in less than the export took
+    assert record["artifact_weights_match"] is True and record["artifact_weights_check"]["max_ulps"] == 0.0
+    assert phases["artifact_check"] < phases["export"]
     assert all(v >= 0 for v in phases.values()) and phases["export"] > 0
     # every weight-bearing layer is reported, with its stored bits
     assert len(record["layers"]) == 6
@@ -128,6 +131,8 @@ def test_model_without_dataset_uses_synthetic_inputs_and_int8_torchscript(option
     assert record["agreement_top1"] > 0.8 and record["artifact_kind"] == "torchscript"
     assert Path(record["artifact_path"]).is_file() and record["size_bytes"] > 0
     assert record["size_breakdown"]["quantized_weights"] == 8 * 8 * 8 * 64 + 64 * 5
+    assert record["artifact_weights_match"] is True  # int8 Linear weights unpacked from the saved TorchScript
+    assert record["artifact_weights_check"]["layers_compared"] == 3 and record["artifact_weights_check"]["max_abs_diff"] == 0
     assert "Linear" in record["latency_note"] and record["latency_ratio"] > 0
     # int8 kernels are a different computation: timed in full, memory profiled on its own
     assert record["latency"]["mode"] == "full" and not any(n.startswith("Latency: a short") for n in record["notes"])

@@ -187,3 +187,35 @@ def test_coremltools_tested_torch_version():
     value = internals.COREMLTOOLS_TESTED_TORCH
     if not isinstance(value, str) or not re.match(r"^\d+\.\d+(\.\d+)?$", value):
         _fail("coremltools._deps._TORCH_MAX_VERSION", f"expected a version string, got {value!r}")
+
+
+def test_mil_program_loader_and_constexpr_decompress(tmp_path):
+    """coremltools.converters.mil.frontend.milproto.load (undocumented): a saved .mlpackage read back as a MIL
+    program whose constexpr ops decompress with their static ``decompress`` (core.measure.artifact_weights)."""
+    import coremltools as ct
+    import coremltools.optimize.coreml as cto
+
+    symbol = "coremltools.converters.mil.frontend.milproto.load.load"
+    traced = torch.jit.trace(nn.Sequential(nn.Linear(64, 32)).eval(), torch.randn(1, 64))
+    mlmodel = ct.convert(traced, inputs=[ct.TensorType(shape=(1, 64))], convert_to="mlprogram",
+                         minimum_deployment_target=ct.target.iOS18, skip_model_load=True)
+    config = cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(nbits=2, weight_threshold=0))
+    cto.palettize_weights(mlmodel, config).save(str(tmp_path / "m.mlpackage"))
+    program = internals.load_mil_program(tmp_path / "m.mlpackage")
+    luts = [op for f in program.functions.values() for op in f.operations if op.op_type == "constexpr_lut_to_dense"]
+    if len(luts) != 1:
+        _fail(symbol, f"found {len(luts)} constexpr_lut_to_dense ops in a palettized Linear")
+    op = luts[0]
+    dense = type(op).decompress(op.inputs["indices"].val, op.inputs["lut"].val, None)
+    if dense.shape != (32, 64) or len(np.unique(dense)) > 4:
+        _fail(f"{symbol} / constexpr_lut_to_dense.decompress", f"decoded {dense.shape}, {len(np.unique(dense))} values")
+
+
+def test_packed_params_class():
+    """torch ScriptObject._type() (private): the class name of a packed int8 weight."""
+    layer = torch.ao.nn.quantized.Linear(4, 4)
+    packed = getattr(getattr(layer, internals.PACKED_PARAMS_ATTRIBUTE), internals.PACKED_PARAMS_ATTRIBUTE)
+    if internals.packed_params_class(packed) != "LinearPackedParamsBase":
+        _fail("ScriptObject._type().qualified_name()", internals.packed_params_class(packed))
+    weight, _bias = torch.ops.quantized.linear_unpack(packed)
+    assert weight.shape == (4, 4)

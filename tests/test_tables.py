@@ -8,6 +8,7 @@ import pytest
 from core.compress.registry import method_label
 from core.metrics import metric
 from core.tables import (
+    ARTIFACT_MATCH_HEADER,
     EXPERIMENTS_TABLE_METRICS,
     diff_frame,
     diff_verdict,
@@ -80,6 +81,14 @@ def test_experiments_table_numbers_and_text() -> None:
     formats = experiments_table_formats()
     assert set(formats) == {m.column_header for m in EXPERIMENTS_TABLE_METRICS} <= set(table.columns)
     assert formats["size MB"] == ("%.3f", metric("size_bytes").description)
+
+
+def test_experiments_table_says_whether_the_artifact_holds_the_evaluated_weights() -> None:
+    records = [dict(make_record(), id=i, artifact_weights_match=match) for i, match in enumerate((True, False, None))]
+    for formatted in (False, True):
+        table = experiments_table(experiments_frame(records), formatted=formatted)
+        assert list(table[ARTIFACT_MATCH_HEADER]) == ["yes", "MISMATCH", "not checked"]
+        assert table.columns[-1] == "created"
 
 
 def test_experiments_table_of_nothing_and_of_missing_numbers() -> None:

@@ -77,6 +77,17 @@ def _metrics_row(record: dict) -> None:
                    help="Wall time of the compression step alone (export and measurement not included).")
 
 
+def artifact_weights_alert(record: dict) -> None:
+    """An error when the exported artifact does not hold the weights the accuracy was measured with."""
+    check = record.get("artifact_weights_check") or {}
+    if record.get("artifact_weights_match") is False:
+        st.error("**The exported artifact's weights differ from the weights that were evaluated** — the accuracy "
+                 f"shown is not the accuracy of the file you would ship. {check.get('summary', '')}",
+                 icon=":material/error:")
+    elif record.get("artifact_weights_match") is None and check:
+        st.warning(check.get("summary") or "The artifact's weights were not checked.", icon=":material/warning:")
+
+
 def _notes(record: dict) -> None:
     if words := baseline_words(record):
         st.caption(f":material/target: Compared with the {words} — the same images as this result.")
@@ -87,6 +98,8 @@ def _notes(record: dict) -> None:
     check = record.get("size_check") or {}
     if check.get("note"):
         st.caption(f":material/straighten: {check['note']}")
+    if record.get("artifact_weights_match"):
+        st.caption(f":material/verified: Artifact = evaluated weights: {record['artifact_weights_check']['summary']}")
     layers = record.get("layers") or []
     skipped = [layer for layer in layers if not layer.get("compressed")]
     if layers:
@@ -112,6 +125,7 @@ def result_card(record: dict) -> None:
     """The outcome of one run: accuracy Δ, agreement, real size ratio, latency ratio (with its note), time."""
     experiment_id = record.get("id")
     st.success(f"Saved as experiment **#{experiment_id}** — {record.get('spec_summary')}", icon=":material/check_circle:")
+    artifact_weights_alert(record)
     _metrics_row(record)
     _notes(record)
     downloads(record, key=f"result.{experiment_id}")

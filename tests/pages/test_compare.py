@@ -25,6 +25,7 @@ def test_table_and_scatter(app, studio_home: Path) -> None:
     assert list(table["#"]) == [1, 2]
     assert list(table["method"]) == ["Palettize", "Prune"]
     assert table.loc[0, "× smaller (fp16)"] > 3  # 4-bit LUT indices vs fp16
+    assert list(table["artifact = evaluated"]) == ["yes", "yes"]  # both packages hold the weights that were evaluated
 
     scatter = json.loads(plotly_specs(at)[0])
     names = [trace.get("name") for trace in scatter["data"]]
