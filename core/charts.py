@@ -343,7 +343,7 @@ def latency_figure(frame: pd.DataFrame, *, title: str = "Latency, batch 1 (media
         go.Bar(
             x=labels,
             y=base_p50,
-            name="baseline (same run)",
+            name="baseline (timed beside each run)",
             marker_color=BASELINE_COLOR,
             error_y={"type": "data", "symmetric": False, "array": (base_p90 - base_p50).clip(lower=0), "arrayminus": [0] * len(data),
                      "color": _AXIS, "thickness": 1.5, "width": 5},
@@ -381,6 +381,46 @@ def latency_figure(frame: pd.DataFrame, *, title: str = "Latency, batch 1 (media
                            font={"size": 11})
     fig.update_yaxes(title_text="Latency per inference (ms)", rangemode="tozero")
     fig.update_xaxes(title_text="Experiment · compressed ÷ baseline latency", tickangle=-20)
+    return fig
+
+
+def latency_ratio_figure(frame: pd.DataFrame, *, title: str = "Latency vs its own baseline (95 % interval)") -> go.Figure:
+    """Per experiment: compressed ÷ baseline median latency with its bootstrap interval over the interleaved pairs
+    as error bars, and the line at 1.0 (no difference). An interval that crosses the line is no measurable change."""
+    if "latency_ratio" not in frame:
+        return _empty(title, "No latency measurements yet.")
+    data = frame.dropna(subset=["latency_ratio"])
+    if data.empty:
+        return _empty(title, "No latency measurements yet.")
+    ratio = data["latency_ratio"].astype(float)
+    low = data.get("latency_ratio_low", pd.Series(np.nan, index=data.index)).astype(float)
+    high = data.get("latency_ratio_high", pd.Series(np.nan, index=data.index)).astype(float)
+    verdicts = [
+        "no interval recorded" if not (math.isfinite(lo) and math.isfinite(hi))
+        else "no measurable difference" if lo <= 1.0 <= hi
+        else ("slower" if r > 1 else "faster")
+        for r, lo, hi in zip(ratio, low, high, strict=True)
+    ]
+    fig = _base_figure(title)
+    fig.add_trace(
+        go.Scatter(
+            x=ratio, y=[str(v) for v in data["label"]], mode="markers", name="compressed ÷ baseline",
+            marker={"color": [method_color(m) for m in data["method"]], "size": 12, "line": {"width": 1, "color": "white"}},
+            error_x={"type": "data", "symmetric": False, "array": (high - ratio).clip(lower=0).fillna(0),
+                     "arrayminus": (ratio - low).clip(lower=0).fillna(0), "color": _AXIS, "thickness": 2, "width": 6},
+            customdata=np.stack([low, high, verdicts], axis=-1),
+            hovertemplate="%{y}<br>%{x:.2f}× the baseline's median<br>95 % interval %{customdata[0]:.2f}–"
+                          "%{customdata[1]:.2f}×: %{customdata[2]}<extra></extra>",
+        )
+    )
+    fig.add_vline(x=1.0, line={"dash": "dash", "color": BASELINE_COLOR, "width": 1.5},
+                  annotation_text="same as baseline", annotation_position="top")
+    finite = [v for v in [*ratio, *low, *high] if math.isfinite(v)] + [1.0]
+    reach = max(abs(v - 1.0) for v in finite) * 1.15 + 0.05
+    fig.update_xaxes(title_text="Compressed ÷ baseline median latency (× ; bars: 95 % interval)",
+                     range=[max(0.0, 1.0 - reach), 1.0 + reach])
+    fig.update_yaxes(title_text="", autorange="reversed", showgrid=False)
+    fig.update_layout(height=max(240, 120 + 36 * len(data)), showlegend=False)
     return fig
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from core.formatting import as_number
+from core.measure.latency import recorded_interval
 from core.measure.size import layer_bits_per_weight
 from core.metrics import Metric, metric
 
@@ -112,6 +113,10 @@ def experiments_frame(records: Sequence[dict]) -> pd.DataFrame:
         row["eval_set"] = eval_set_key(rec)
         row["eval_set_label"] = eval_set_label(rec)
         row["origin"] = origin_label(rec)
+        interval = recorded_interval(rec.get("latency")) if isinstance(rec.get("latency"), dict) else None
+        row["latency_ratio_low"] = interval.low if interval else None
+        row["latency_ratio_high"] = interval.high if interval else None
+        row["latency_by_construction"] = (rec.get("latency") or {}).get("mode") == "confirmation"
         breakdown = rec.get("size_breakdown") or {}
         for part, value in breakdown.items():
             if isinstance(value, int | float):

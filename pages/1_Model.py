@@ -19,6 +19,7 @@ from core.models.sources import TORCHVISION_ARCHITECTURES, list_sources, pretrai
 from core.models.torchscript_probe import torchscript_disabled_message
 from core.progress import split_library_warnings
 from core.specs import PalettizeSpec, PruneSpec, QuantizeWeightsSpec
+from core.speedup_wording import spread_note
 from pages._ui import run_client
 from pages._ui.errors import attempt
 from pages._ui.loading import (
@@ -151,9 +152,13 @@ if model is not None:
         b[1].metric("Top-5 accuracy", fmt_pct(baseline.get("accuracy_top5")) if model.accuracy_meaningful else "n/a")
         b[2].metric("Latency p50", fmt_num(baseline.get("latency_ms_p50"), ".3f", " ms"),
                     help=f"batch 1, {baseline.get('threads', '?')} CPU threads, PyTorch")
-        b[3].metric("Latency p90", fmt_num(baseline.get("latency_ms_p90"), ".3f", " ms"))
+        b[3].metric("Latency p90", fmt_num(baseline.get("latency_ms_p90"), ".3f", " ms"),
+                    help="9 in 10 calls finished within this time; far above the p50 means other work interrupted "
+                    "some calls.")
         b[4].metric("fp16 .mlpackage", fmt_bytes(baseline.get("size_fp16_bytes") or baseline.get("size_bytes")),
                     help="The uncompressed Core ML export, measured on disk: what compression ratios are relative to.")
+        if busy := spread_note(baseline.get("latency")):
+            st.caption(f":material/speed: {busy}")
         library_warnings, other_notes = split_library_warnings(baseline.get("notes"))
         for note in other_notes:
             st.caption(f":material/info: {note}")

@@ -8,7 +8,7 @@ import streamlit as st
 
 from core import charts
 from core.formatting import fmt_bytes, fmt_num, fmt_pct, fmt_ratio
-from core.report import build_report
+from core.report import build_report, per_run_baseline_note
 from core.speedup_wording import speedup_text
 from core.tables import (
     diff_frame,
@@ -136,12 +136,14 @@ tabs = st.tabs(["Latency", "Size breakdown", "Per-class accuracy", "Flipped imag
 
 with tabs[0]:
     st.plotly_chart(charts.latency_figure(chart_frame), key="compare.latency", config={"displaylogo": False})
+    st.caption(f":material/info: {per_run_baseline_note(chart_frame)}")
+    st.plotly_chart(charts.latency_ratio_figure(chart_frame), key="compare.latency_ratio", config={"displaylogo": False})
     notes = sorted({str(n) for n in chart_frame["latency_note"].dropna() if n})
     for note in notes:
         st.caption(f":material/speed: {note}")
     if speed := speedup_text([by_id[int(i)] for i in chart_frame["id"] if int(i) in by_id]):
         st.caption(f":material/speed: {speed}")
-    st.caption(f"Showing {scope} experiment(s); tick rows in the table to narrow the charts. Each bar pair was timed interleaved (A B A B) in the same process.")
+    st.caption(f"Showing {scope} experiment(s); tick rows in the table to narrow the charts.")
 
 with tabs[1]:
     st.plotly_chart(charts.size_breakdown_figure(chart_frame), key="compare.size", config={"displaylogo": False})

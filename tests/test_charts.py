@@ -163,3 +163,25 @@ def test_far_below_points_sit_on_the_bottom_edge() -> None:
     assert prune.customdata[1][7] == pytest.approx(30.0)  # the hover shows the true accuracy
     assert fig.layout.yaxis.range[0] < floor < 90
     assert any("1 experiment(s) more than 10 pts below" in (a.text or "") for a in fig.layout.annotations)
+
+
+def _with_interval(record: dict, *, low: float, high: float, mode: str = "full") -> dict:
+    ratio = record["latency_ratio"]
+    ci = {"ratio": ratio, "low": low, "high": high, "confidence": 0.95, "resamples": 2000, "pairs": 40}
+    record["latency"] = {"mode": mode, "batches": {"1": {"ratio_ci": {"candidate": ci}}}}
+    return record
+
+
+def test_latency_ratio_figure_draws_each_interval_as_error_bars_around_one() -> None:
+    records = _records()
+    _with_interval(records[0], low=0.9, high=1.15, mode="confirmation")  # no measurable difference
+    _with_interval(records[3], low=0.25, high=0.36)  # clearly faster
+    fig = charts.latency_ratio_figure(experiments_frame(records))
+    (trace,) = fig.data
+    assert list(trace.x) == pytest.approx([1.0, 1.0, 1.0, 0.3])
+    assert list(trace.error_x.arrayminus)[0] == pytest.approx(0.1) and list(trace.error_x.array)[0] == pytest.approx(0.15)
+    assert list(trace.error_x.arrayminus)[3] == pytest.approx(0.05) and list(trace.error_x.array)[3] == pytest.approx(0.06)
+    verdicts = [row[2] for row in trace.customdata]
+    assert verdicts == ["no measurable difference", "no interval recorded", "no interval recorded", "faster"]
+    assert any(shape.x0 == 1.0 and shape.x1 == 1.0 for shape in fig.layout.shapes)  # the "same as baseline" line
+    assert "95 % interval" in fig.layout.xaxis.title.text

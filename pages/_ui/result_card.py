@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.formatting import as_number, fmt_bytes, fmt_num, fmt_pct, fmt_pts, fmt_seconds
 from core.progress import split_library_warnings
-from core.speedup_wording import speedup_text
+from core.speedup_wording import record_latency_change, speedup_text, spread_note
 from pages._ui.errors import attempt
 from pages._ui.storage import store
 
@@ -64,13 +64,18 @@ def _metrics_row(record: dict) -> None:
                    help=f"The exported {record.get('artifact_kind') or 'artifact'} measured on disk, vs the uncompressed fp16 "
                    f".mlpackage ({fmt_bytes(record.get('size_fp16_bytes'))}).")
     lat = as_number(record.get("latency_ratio"))
-    cols[3].metric("Latency p50", fmt_num(record.get("latency_ms_p50"), ".3f", " ms"), border=True,
-                   # A signed percentage, so a faster model shows a green downward arrow.
-                   delta=f"{(lat - 1) * 100:+.0f} % vs baseline" if lat is not None else None,
-                   # Weight-only results run decompressed on the CPU: any difference is noise, so no red/green.
-                   delta_color="inverse" if record.get("runs_int8_kernels") else "off",
-                   help="Batch 1 on this CPU, timed interleaved with the baseline in the same process"
-                   + (f": {lat:.2f}× the baseline's median." if lat is not None else "."))
+    change = record_latency_change(record)
+    if change is not None:  # the interval decides: inside the noise it says so, never "+22 %"
+        delta, help_ratio = change.short, f": {change.sentence}"
+    else:
+        delta = f"{(lat - 1) * 100:+.0f} % vs baseline" if lat is not None else None
+        help_ratio = f": {lat:.2f}× the baseline's median (no interval recorded)." if lat is not None else "."
+    measurable_int8 = record.get("runs_int8_kernels") and (change is None or change.measurable)
+    cols[3].metric("Latency p50", fmt_num(record.get("latency_ms_p50"), ".3f", " ms"), border=True, delta=delta,
+                   # A faster int8 model shows a green downward arrow; no colour for noise or weight-only results.
+                   delta_color="inverse" if measurable_int8 else "off",
+                   delta_arrow="auto" if measurable_int8 else "off",
+                   help="Batch 1 on this CPU, timed interleaved with the baseline in the same process" + help_ratio)
     cols[4].metric("Time to compress", fmt_seconds(record.get("compress_seconds")), border=True,
                    delta=f"{record.get('workflow', '')}".replace("_", "-"), delta_color="off", delta_arrow="off",
                    help="Wall time of the compression step alone (export and measurement not included).")
@@ -79,6 +84,8 @@ def _metrics_row(record: dict) -> None:
 def _notes(record: dict) -> None:
     if record.get("latency_note"):
         st.caption(f":material/speed: {record['latency_note']}")
+    if busy := spread_note(record.get("latency"), runner="candidate"):
+        st.caption(f":material/speed: {busy}")
     if speed := speedup_text(record):
         st.caption(f":material/speed: {speed}")
     check = record.get("size_check") or {}
