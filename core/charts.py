@@ -19,6 +19,7 @@ import plotly.io as pio
 from plotly.subplots import make_subplots
 
 from core.compress.registry import BASELINE, METHODS, method_color, method_label
+from core.log_axis import apply_log_axis
 
 # Method colours and labels come from the method registry (core.compress.registry); these are the chart's own accents.
 BASELINE_COLOR = method_color(BASELINE)
@@ -271,7 +272,8 @@ def accuracy_size_figure(
         low = min(low, baseline[1] - float(budget_pts))
     pad = max(1.0, (high - low) * 0.08)
     fig.update_yaxes(title_text=axis_title, range=[max(0.0, low - pad), min(100.0, high + pad) + 0.5])
-    fig.update_xaxes(title_text="Model size on disk (MB, log scale)", type="log")
+    apply_log_axis(fig, axis="x", unit="MB", title="Model size on disk (MB, log scale)",
+                   values=[*points["x_mb"], *(b.x_mb for b in baselines)])
     fig.update_layout(height=460)
     return fig
 
@@ -565,7 +567,9 @@ def weight_histogram_figure(
         )
     fig.update_layout(barmode="overlay", height=420, bargap=0)
     fig.update_xaxes(title_text="Weight value")
-    fig.update_yaxes(title_text="Number of weights" + (" (log scale)" if log_y else ""), type="log" if log_y else "linear")
+    fig.update_yaxes(title_text="Number of weights" + (" (log scale)" if log_y else ""))
+    if log_y:
+        apply_log_axis(fig, axis="y")
     return fig
 
 
@@ -624,7 +628,7 @@ def coverage_figure(layers: pd.DataFrame, *, method: str | None = None, title: s
     # Legend entries for the two colours.
     fig.add_trace(go.Bar(x=[None], y=[None], marker_color=method_color(method), name="compressed"), row=1, col=1)
     fig.add_trace(go.Bar(x=[None], y=[None], marker_color=BASELINE_COLOR, name="left uncompressed (hover: why)"), row=1, col=1)
-    fig.update_yaxes(title_text="Weights (log)", type="log", row=1, col=1)
+    apply_log_axis(fig, axis="y", title="Weights (log)", values=layers["params"].astype(float), row=1, col=1)
     fig.update_yaxes(title_text="Bits / weight", rangemode="tozero", row=2, col=1)
     fig.update_yaxes(title_text="Weight SNR (dB)", row=3, col=1)
     fig.update_xaxes(tickangle=-45, row=3, col=1)

@@ -179,9 +179,18 @@ def test_latency_ratio_figure_draws_each_interval_as_error_bars_around_one() -> 
     fig = charts.latency_ratio_figure(experiments_frame(records))
     (trace,) = fig.data
     assert list(trace.x) == pytest.approx([1.0, 1.0, 1.0, 0.3])
-    assert list(trace.error_x.arrayminus)[0] == pytest.approx(0.1) and list(trace.error_x.array)[0] == pytest.approx(0.15)
-    assert list(trace.error_x.arrayminus)[3] == pytest.approx(0.05) and list(trace.error_x.array)[3] == pytest.approx(0.06)
+    minus, plus = list(trace.error_x.arrayminus), list(trace.error_x.array)
+    assert (minus[0], plus[0]) == pytest.approx((0.1, 0.15)) and (minus[3], plus[3]) == pytest.approx((0.05, 0.06))
     verdicts = [row[2] for row in trace.customdata]
     assert verdicts == ["no measurable difference", "no interval recorded", "no interval recorded", "faster"]
     assert any(shape.x0 == 1.0 and shape.x1 == 1.0 for shape in fig.layout.shapes)  # the "same as baseline" line
     assert "95 % interval" in fig.layout.xaxis.title.text
+
+
+def test_size_axis_of_the_scatter_ticks_at_1_2_5_megabytes() -> None:
+    records = _records()
+    records[0]["size_bytes"], records[0]["size_fp16_bytes"] = 9_600_000, 9_600_000
+    fig = charts.accuracy_size_figure(experiments_frame(records))
+    axis = fig.layout.xaxis
+    assert axis.type == "log" and list(axis.ticktext) == ["0.2 MB", "0.5 MB", "1 MB", "2 MB", "5 MB", "10 MB"]
+    assert all(text.endswith(" MB") for text in axis.ticktext)
