@@ -74,7 +74,7 @@ TEXT_COLUMNS = (
 
 
 def experiment_label(record: dict) -> str:
-    """'#12 palettize 4-bit (data_free)': how one experiment is named in charts and pickers."""
+    """'#12 4-bit palettization, data-free': how one experiment is named in charts and pickers."""
     return f"#{record.get('id', '?')} {record.get('spec_summary') or record.get('method')}"
 
 

@@ -46,7 +46,7 @@ def test_accuracy_size_figure() -> None:
     assert "MB" in fig.layout.xaxis.title.text and "%" in fig.layout.yaxis.title.text
     assert fig.layout.template.layout.paper_bgcolor == "rgba(0,0,0,0)"
     assert "#1 " not in by_name["Palettize"].hovertemplate  # hover text comes from customdata
-    assert by_name["Palettize"].customdata[0][1] == "palettize 4-bit (data_free)"
+    assert by_name["Palettize"].customdata[0][1] == "4-bit palettization, data-free"
 
 
 def test_best_within_budget() -> None:

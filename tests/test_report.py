@@ -48,7 +48,7 @@ def test_report_is_self_contained_and_lists_every_experiment() -> None:
     assert max(parser.inline_sizes) > 1_000_000  # plotly.js itself is inlined
     assert page.count("Plotly.newPlot") == 5  # scatter, latency, latency ratio, size breakdown, per-class
     assert len(re.findall(r"plotly\.js v\d", page)) == 1  # the library is inlined once, not per chart
-    assert "palettize 4-bit (data_free)" in page
+    assert "4-bit palettization, data-free" in page
     assert "prune &lt;50%&gt; &amp; co" in page  # user-visible text is escaped
     assert "Smallest within 2 pts of baseline" in page and "#1: 0.500 MB" in page
     assert "weights are decompressed in PyTorch" in page  # the latency note travels with the numbers

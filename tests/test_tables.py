@@ -30,7 +30,7 @@ def test_frames() -> None:
     assert frame.loc[0, "accuracy_delta_pts"] == pytest.approx(-2.0)
     assert frame.loc[1, "accuracy_delta_pts"] == pytest.approx(-7.0)
     assert frame.loc[0, "breakdown_luts"] == 2000
-    assert frame.loc[0, "label"] == "#1 palettize 4-bit (data_free)"
+    assert frame.loc[0, "label"] == "#1 4-bit palettization, data-free"
     assert experiments_frame([]).empty
 
     per_class = per_class_frame(records)

@@ -89,7 +89,7 @@ def test_palettize_in_the_browser(server: str) -> None:
             page.get_by_role("button", name="Cancel run").scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "03a_compress_running.png"))
             expect(page.get_by_text("Saved as experiment")).to_be_visible(timeout=RUN_TIMEOUT_MS)
-            expect(page.get_by_text("palettize 4-bit (data_free)").first).to_be_visible()
+            expect(page.get_by_text("4-bit palettization, data-free").first).to_be_visible()
             _wait_idle(page)
             _screenshot(page, "03_compress_result.png")
             _assert_no_exception(page, "compress")

@@ -75,7 +75,7 @@ def test_refinement_keeps_the_sensitive_small_layers_at_the_safe_setting() -> No
     assert all(s["n_bits"] == 2 for s in specs)
     assert specs[0]["overrides"]["^stem$"]["n_bits"] == 4
     refined = {**RECORDS[2], "id": 9, "spec": specs[1], "accuracy_top1": 0.912, "size_bytes": 400_000}
-    assert "palettize 2-bit (data_free) + 2 per-layer override(s)" in pick_winner(
+    assert "2-bit palettization, data-free + 2 per-layer override(s)" in pick_winner(
         [*RECORDS, refined], goal=SearchGoal(max_drop_pts=1.0)).sentence
     spec = spec_from_dict(specs[1])
     assert spec.resolve("stem").n_bits == 4 and spec.resolve("body").n_bits == 2  # overrides round-trip

@@ -37,7 +37,7 @@ def test_presets_expand_to_valid_distinct_specs() -> None:
                                                     "torch_dynamic"}
     assert {c["method"] for c in weight_only.configs} == {"palettize", "quantize_weights"}
     assert len({str(sorted(c.items())) for c in weight_only.configs}) == 25  # no duplicates
-    assert "palettize 2-bit g16 (data_free)" in weight_only.summaries()
+    assert "2-bit palettization, groups of 16 channels, data-free" in weight_only.summaries()
     assert len(set(weight_only.summaries())) == 25  # per-channel scale is named, not read as per-tensor
     assert "25 configs" in PRESETS[weight_only.name]
     # issue 10's list: int8/int4 × sym/asym per channel; int4 per block 16/32/128 × sym/asym; palettize 8/6/4/3/2 × 3 forms

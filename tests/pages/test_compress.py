@@ -124,7 +124,7 @@ def test_a_run_whose_upload_was_deleted_fails_with_its_reason_on_the_page(app) -
     _until(at, lambda: at.error, what="the failure message")
     assert not at.exception
     assert [e.value for e in at.error] == [
-        f"The run palettize 4-bit (data_free) failed: model file {upload.name} is gone ({upload}); "
+        f"The run 4-bit palettization, data-free failed: model file {upload.name} is gone ({upload}); "
         "upload it again and resubmit."]
     assert JobQueue(home=_home()).get(job_id=job_id).state == FAILED
     assert ExperimentStore(_home()).count() == before
