@@ -11,7 +11,7 @@ from core.compress.layers import weight_layers
 from core.compress.registry import METHODS, method_descriptor, method_label
 from core.dataset_choice import DATASET_KINDS
 from core.estimate import baseline_is_quick
-from core.formatting import fmt_bytes, fmt_num, fmt_params, fmt_pct, fmt_ratio, fmt_seconds
+from core.formatting import fmt_bytes, fmt_num, fmt_params, fmt_pct, fmt_seconds, fmt_size_ratio
 from core.jobs import CANCELLED, DONE, FAILED, QUEUED, Job
 from core.measure.layer_summary import weight_layer_table
 from core.models.architectures import SAMPLE_ARCHITECTURES
@@ -20,6 +20,7 @@ from core.models.torchscript_probe import torchscript_disabled_message
 from core.progress import split_library_warnings
 from core.specs import PalettizeSpec, PruneSpec, QuantizeWeightsSpec
 from core.speedup_wording import spread_note
+from core.tables import readable_table
 from pages._ui import run_client
 from pages._ui.errors import attempt
 from pages._ui.loading import (
@@ -240,7 +241,7 @@ with choose[0].container(border=True):
                                 help="Per-channel symmetric quantization.")
         else:
             st.session_state.setdefault("cfg.ml.sparsity", 0.5)
-            ml_value = st.slider("Target sparsity", 0.05, 0.95, step=0.05, key="cfg.ml.sparsity",
+            ml_value = st.slider("Target sparsity", 0.05, 0.95, step=0.05, key="cfg.ml.sparsity", format="percent",
                                  help="Fraction of weights set to zero.")
         if upload is not None and st.button("Compress the package", type="primary", key="model.ml_run"):
             ml_spec = {"palettize": lambda: PalettizeSpec(n_bits=ml_value),
@@ -269,10 +270,11 @@ with choose[0].container(border=True):
             m = st.columns(3)
             m[0].metric("Original", fmt_bytes(record.get("size_fp16_bytes")))
             m[1].metric("Compressed", fmt_bytes(record.get("size_bytes")))
-            m[2].metric("Smaller by", fmt_ratio(record.get("compression_ratio_fp16")))
+            m[2].metric("Size vs the original", fmt_size_ratio(record.get("compression_ratio_fp16")))
             weights = pd.DataFrame(record.get("coreml_weights") or [])
             if not weights.empty:
-                st.dataframe(weights[["name", "role", "shape", "params", "sparsity", "unique_values"]], hide_index=True,
+                st.dataframe(readable_table(weights[["name", "role", "shape", "params", "sparsity", "unique_values"]],
+                                            formats={"sparsity": lambda v: fmt_pct(v, 1)}), hide_index=True,
                              key="model.ml_weights", height=240)
             for note in record.get("notes") or []:
                 st.caption(f":material/info: {note}")

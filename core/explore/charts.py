@@ -128,6 +128,20 @@ def lineage_frame(records: Sequence[dict]) -> pd.DataFrame:
                                        "parent_experiment_id", "accuracy_top1", "size_bytes"])
 
 
+def lineage_table(lineage: pd.DataFrame) -> pd.DataFrame:
+    """``lineage_frame`` as a page shows it: plain headers, accuracy and size with their units, "—" for an
+    experiment that refines none."""
+    from core.formatting import fmt_bytes, fmt_pct
+    from core.tables import readable_table
+
+    return readable_table(
+        lineage.drop(columns=["origin_id", "method"]),
+        formats={"accuracy_top1": fmt_pct, "size_bytes": fmt_bytes, "parent_experiment_id": lambda v: f"#{int(v)}",
+                 "id": lambda v: f"#{int(v)}"},
+        missing={"parent_experiment_id": "—", "accuracy_top1": "not measured", "size_bytes": "n/a"},
+    )
+
+
 def lineage_figure(lineage: pd.DataFrame, *, model_label: str = "baseline",
                    title: str = "Model map: where each experiment came from") -> go.Figure:
     """A tree: the baseline → origins (manual runs, each sweep / sensitivity / recipe / search) → experiments;

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.formatting import as_number, fmt_bytes, fmt_num, fmt_pct, fmt_pts, fmt_seconds
+from core.formatting import as_number, fmt_bytes, fmt_num, fmt_pct, fmt_pts, fmt_seconds, fmt_size_ratio
 from core.progress import split_library_warnings
 from core.speedup_wording import record_latency_change, speedup_text, spread_note
 from pages._ui.errors import attempt
@@ -60,7 +60,8 @@ def _metrics_row(record: dict) -> None:
                    "'changed' counts the images whose prediction flipped.")
     ratio = as_number(record.get("compression_ratio_fp16"))
     cols[2].metric("Size on disk", fmt_bytes(record.get("size_bytes")), border=True,
-                   delta=f"{ratio:.2f}× smaller" if ratio is not None else None, delta_color="normal",
+                   delta=fmt_size_ratio(ratio) if ratio is not None else None,
+                   delta_color="normal" if ratio is None or ratio >= 1 else "inverse",
                    help=f"The exported {record.get('artifact_kind') or 'artifact'} measured on disk, vs the uncompressed fp16 "
                    f".mlpackage ({fmt_bytes(record.get('size_fp16_bytes'))}).")
     lat = as_number(record.get("latency_ratio"))

@@ -48,7 +48,7 @@ def test_the_smallest_within_the_budget_wins_with_a_plain_sentence() -> None:
     result = pick_winner(RECORDS, goal=SearchGoal(max_drop_pts=1.0, objective="size"))
     assert result.winner["id"] == 2  # 2-bit is smaller but 12 points down
     assert stakeholder_sentence(result.winner) == "6.7× smaller, −0.5 points"
-    assert "within 1 points" in result.sentence and "6.7× smaller, −0.5 points" in result.sentence
+    assert "within 1 point " in result.sentence and "6.7× smaller, −0.5 points" in result.sentence
     frame = result.candidates
     assert list(frame["id"]) == [3, 2, 1, 4] and list(frame["within_budget"]) == [False, True, True, True]
 

@@ -48,7 +48,7 @@ def test_tabs_and_the_plan_before_starting(app) -> None:
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Configs"] == "25 of 25"
     assert metrics["Estimated time"].endswith(("s", "min"))
-    assert int(metrics["Layer limits"]) > 0  # e.g. classifier.4 (10 channels) cannot take group size 16
+    assert int(metrics["Layers left uncompressed by a setting"]) > 0  # e.g. classifier.4 (10 channels), group size 16
     assert any(b.key == "explore.start" and "25 runs" in b.label for b in at.button)
     mine = ("cfg.explore.grid_kind", "cfg.explore.preset", "cfg.explore.latency", "cfg.explore.export",
             "cfg.explore.max_drop", "cfg.explore.objective", "cfg.explore.refine", "cfg.explore.search_preset")
