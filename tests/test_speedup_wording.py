@@ -198,3 +198,23 @@ def test_the_headline_says_no_measurable_difference_when_the_interval_includes_o
     clear = RatioInterval(ratio=0.5, low=0.45, high=0.55, confidence=0.95, resamples=2000, pairs=60)
     wording = speedup_wording(candidate_ms=25.0, eager_fp32_ms=50.0, int8=True, interval=clear)
     assert wording.headline.startswith("2.00× faster than PyTorch fp32 eager (95% interval 1.82×–2.22×)")
+
+
+def test_a_wide_spread_is_said_with_its_numbers():
+    from core.speedup_wording import spread_note
+
+    # A cached measurement from before re-timing: p90 27× the p50 is called out, with both numbers.
+    old = {"batches": {"1": {"baseline": {"p50_ms": 10.476, "p90_ms": 287.726}}}}
+    note = spread_note(old)
+    assert note.startswith("Taken on a busy machine: at batch 1 the p90 is 27.5× the p50 (p50 10.476 ms, p90 287.726 ms)")
+    retimed = {"batches": {"1": {"baseline": {"p50_ms": 10.1, "p90_ms": 11.0}, "spread": {
+        "p90_over_p50": 1.09, "limit": 1.5, "remeasured": True, "busy": False,
+        "first_attempt": {"baseline": {"p50_ms": 10.476, "p90_ms": 287.726}}}}}}
+    assert spread_note(retimed) == ("Timed twice at batch 1: the first try spread too widely (p90 over 1.5× p50; first "
+                                    "try p50 10.476 ms, p90 287.726 ms); kept the second (p50 10.100 ms, p90 11.000 ms).")
+    still = {"batches": {"1": {"baseline": {"p50_ms": 10.0, "p90_ms": 30.0}, "spread": {
+        "p90_over_p50": 3.0, "limit": 1.5, "remeasured": True, "busy": True, "first_attempt": {}}}}}
+    assert spread_note(still).startswith("Taken on a busy machine: at batch 1 the p90 is 3.0× the p50 (p50 10.000 ms, "
+                                         "p90 30.000 ms, after timing twice)")
+    steady = {"batches": {"1": {"baseline": {"p50_ms": 10.0, "p90_ms": 11.0}, "spread": {"remeasured": False}}}}
+    assert spread_note(steady) is None and spread_note(None) is None

@@ -68,7 +68,7 @@ def test_tabs_flipped_images_and_diff(app, studio_home: Path) -> None:
     shown = at.selectbox(key="compare.flip_exp").value
     assert len(at.image) == min(32, flipped[shown])  # thumbnails from the dataset, one per flipped prediction
     diff = next(d.value for d in at.dataframe if "what" in d.value.columns).set_index("what")
-    assert "top-1 accuracy" in diff.index and "spec · method" in diff.index
+    assert "top-1 accuracy" in diff.index and "setting · method" in diff.index
     assert any(d.label.startswith("Core ML package") for d in at.get("download_button"))
 
 
@@ -83,4 +83,4 @@ def test_html_report_of_real_experiments(studio_home: Path) -> None:
     assert tags.sources == [] and tags.links == []  # nothing is fetched: it works offline
     for record in records:
         assert record["spec_summary"] in page
-    assert page.count("Plotly.newPlot") == 4
+    assert page.count("Plotly.newPlot") == 5  # scatter, latency, latency ratio, size breakdown, per-class

@@ -13,7 +13,7 @@ import pytest
 
 from core.explore.sweeps import SweepBook
 from core.store import ExperimentStore
-from tests.pages.conftest import assert_clean, plotly_specs
+from tests.pages.conftest import assert_clean, plotly_specs, table_problems
 
 PAGE = "pages/6_Explore.py"
 
@@ -84,6 +84,8 @@ def test_a_tiny_sweep_fills_the_table_and_the_scatter(app) -> None:
         time.sleep(1.0)
         at.run()
     assert_clean(at)
+    assert table_problems(at, PAGE) == []  # the results table: plain headers, "not timed", never "None"
+    assert set(_results(at)["latency p50"]) == {"not timed"}
     scatter = json.loads(plotly_specs(at)[0])
     points = sum(len(_values(t["x"])) for t in scatter["data"] if t.get("name") != "Pareto front")
     assert points == 2

@@ -3,15 +3,11 @@
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
-import pandas as pd
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from tests.pages.conftest import assert_clean
+from tests.pages.conftest import assert_clean, shown_table, table_problems, unreadable_cells
 
 PAGES = ("pages/0_Home.py", "pages/1_Model.py", "pages/2_Compress.py", "pages/3_Compare.py", "pages/4_Layers.py",
          "pages/5_Learn.py", "pages/6_Explore.py")
@@ -26,42 +22,6 @@ def studio_home(experiments_home: tuple[Path, list[int]]) -> Path:
 def _private_jobs(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("COMPRESSION_STUDIO_TIMING_LOCK", str(tmp_path / "timing.lock"))
     monkeypatch.setenv("COMPRESSION_STUDIO_WORKER_IDLE", "15")
-
-
-def shown_table(element) -> tuple[list[str], pd.DataFrame]:
-    """(the headers a person sees, the shown columns' values) of one st.dataframe element."""
-    frame: pd.DataFrame = element.value
-    config = json.loads(element.proto.columns or "{}")
-    order = list(element.proto.column_order)
-    headers, shown = [], []
-    for column in frame.columns:
-        settings = config.get(str(column)) or {}
-        if settings.get("hidden") or (order and str(column) not in order):
-            continue
-        headers.append(str(settings.get("label") or column))
-        shown.append(column)
-    return headers, frame[shown]
-
-
-def unreadable_cells(frame: pd.DataFrame) -> list[str]:
-    """Cells that show as "None" / "nan" on screen: missing values and those words as text."""
-    bad = []
-    for column in frame.columns:
-        for value in frame[column]:
-            missing = value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
-            if missing or str(value).strip().lower() in ("none", "nan", "<na>"):
-                bad.append(f"{column}: {value!r}")
-    return bad
-
-
-def table_problems(at: AppTest, page: str) -> list[str]:
-    problems = []
-    for element in at.dataframe:
-        headers, frame = shown_table(element)
-        name = element.key or ", ".join(headers[:3])
-        problems += [f"{page} [{name}]: header {h!r}" for h in headers if "_" in h]
-        problems += [f"{page} [{name}]: cell {c}" for c in unreadable_cells(frame)[:3]]
-    return problems
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -80,7 +40,7 @@ def test_compare_side_by_side_and_flipped_list_read_plainly(app) -> None:
     from core.tables import diff_table, flipped_table
 
     at = app(page="pages/3_Compare.py")
-    diff = next(e for e in at.dataframe if e.key == "compare.diff")
+    diff = next(e for e in at.dataframe if "what" in e.value.columns)
     headers, frame = shown_table(diff)
     assert unreadable_cells(frame) == [] and not [h for h in headers if "_" in h]
     records = ExperimentStore(_home()).list()
