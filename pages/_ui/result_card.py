@@ -48,7 +48,9 @@ def downloads(record: dict, *, key: str) -> None:
 def _metrics_row(record: dict) -> None:
     acc, base = as_number(record.get("accuracy_top1")), as_number(record.get("baseline_accuracy_top1"))
     meaningful = bool(record.get("accuracy_meaningful")) and acc is not None and base is not None
-    cols = st.columns(5)
+    # Two rows: five bordered metrics side by side clip their values ("1.25 MB" → "1.25 M") on a laptop screen,
+    # and the latency's interval wording needs the width of half a row.
+    cols = [*st.columns(3), *st.columns(2)]
     if meaningful:
         cols[0].metric("Top-1 accuracy", fmt_pct(acc), delta=f"{fmt_pts(acc - base)} vs {fmt_pct(base)}", border=True,
                        help=f"on {record.get('eval_images', '?'):,} held-out images ({record.get('dataset_source')})")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, assert_metrics_fit
 from tests.e2e.conftest import assert_no_exception as _assert_no_exception
 from tests.e2e.conftest import require_chromium as _require_chromium  # noqa: F401  (test_learn_browser imports it)
 from tests.e2e.conftest import wait_idle as _wait_idle
@@ -73,6 +73,7 @@ def test_palettize_in_the_browser(server: str) -> None:
             _wait_idle(page, 180_000)
             _screenshot(page, "02_model.png")
             _assert_no_exception(page, "model")
+            assert_metrics_fit(page, "model")
 
             # Compress: quick evaluation size, 4-bit palettization (the default tab and bits), run.
             page.get_by_role("link", name="Compress").first.click()
@@ -93,6 +94,11 @@ def test_palettize_in_the_browser(server: str) -> None:
             _wait_idle(page)
             _screenshot(page, "03_compress_result.png")
             _assert_no_exception(page, "compress")
+            assert_metrics_fit(page, "result card")
+            page.set_viewport_size({"width": 1100, "height": 1000})  # a laptop: units must still show
+            _wait_idle(page)
+            assert_metrics_fit(page, "result card at 1100 px")
+            page.set_viewport_size({"width": 1440, "height": 1000})
 
             # Compare: the experiment is a point on the accuracy-vs-size scatter, next to the baseline.
             page.get_by_role("button", name="See it in Compare").click()
