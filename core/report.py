@@ -57,6 +57,12 @@ def _table_html(frame) -> str:
     return "".join(rows)
 
 
+def newest_value(records: Sequence[dict], key: str) -> float | None:
+    """The newest record's value of `key` among the records that have one (an uploaded .mlpackage or an untimed run
+    leaves gaps; the report shows what the app shows, not "n/a")."""
+    return next((as_number(r.get(key)) for r in reversed(records) if as_number(r.get(key)) is not None), None)
+
+
 def baseline_latency_summary(records: Sequence[dict]) -> str:
     """The baseline's median latency as the experiments timed it: each run times its own baseline beside it, so
     one number, or the range over the runs ("2.60–6.40 ms, timed beside each run"); 'not timed' when none was."""
@@ -120,8 +126,8 @@ def build_report(
     )
 
     cards = [
-        _card("Baseline top-1 accuracy", format_metric("baseline_accuracy_top1", newest.get("baseline_accuracy_top1"))),
-        _card("Baseline size (fp16 .mlpackage)", fmt_mb(newest.get("size_fp16_bytes"))),
+        _card("Baseline top-1 accuracy", format_metric("baseline_accuracy_top1", newest_value(records, "baseline_accuracy_top1"))),
+        _card("Baseline size (fp16 .mlpackage)", fmt_mb(newest_value(records, "size_fp16_bytes"))),
         _card("Baseline latency p50", baseline_latency_summary(records)),
     ]
     best = charts.best_within_budget(frame, budget_pts=budget_pts) if budget_pts is not None else None

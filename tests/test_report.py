@@ -71,5 +71,9 @@ def test_report_states_the_baseline_latency_the_runs_timed_never_na() -> None:
     assert card is not None and card.group(1) == "2.60–6.40 ms, timed beside each run"
     assert "every run has its own baseline bar" in page
     assert "95 % bootstrap interval" in page
+    second_only["baseline_accuracy_top1"] = second_only["size_fp16_bytes"] = None
+    assert 'Baseline top-1 accuracy</div><div class="v">92.00 %<' in build_report(records=[first, second_only])
+    cards = build_report(records=[first, second_only]).split("<div class='cards'>")[1].split("<h2>")[0]
+    assert "Baseline size (fp16 .mlpackage)" in cards and "n/a" not in cards
     one = build_report(records=[first], generated_at="2025-01-01 10:00")
     assert 'Baseline latency p50</div><div class="v">2.60 ms<' in one
