@@ -335,9 +335,9 @@ def latency_figure(frame: pd.DataFrame, *, title: str = "Latency, batch 1 (media
     data = frame.dropna(subset=["latency_ms_p50"]) if "latency_ms_p50" in frame else frame.iloc[0:0]
     if data.empty:
         return _empty(title, "No latency measurements yet.")
-    ratios = data.get("latency_ratio", data["latency_ms_p50"] / data["baseline_latency_ms_p50"]).astype(float)
-    # The ratio goes into the category label: text on the bars would collide with the p90 whiskers.
-    labels = [f"{label} · {r:.2f}×" if math.isfinite(r) else str(label) for label, r in zip(data["label"], ratios, strict=True)]
+    # No ratio in the labels: a bare point estimate ("0.88×") would contradict "no measurable difference"; the ratio
+    # with its interval is latency_ratio_figure's.
+    labels = [str(label) for label in data["label"]]
     fig = _base_figure(title)
     base_p50 = data["baseline_latency_ms_p50"].astype(float)
     base_p90 = data.get("baseline_latency_ms_p90", base_p50).astype(float)
@@ -354,7 +354,9 @@ def latency_figure(frame: pd.DataFrame, *, title: str = "Latency, batch 1 (media
     )
     p50 = data["latency_ms_p50"].astype(float)
     p90 = data.get("latency_ms_p90", p50).astype(float)
-    ratio = data.get("latency_ratio", p50 / base_p50).astype(float)
+    from core.tables import latency_ratio_cells  # the table's wording: the interval decides
+
+    ratio = latency_ratio_cells(data)
     notes = data.get("latency_note", pd.Series("", index=data.index)).fillna("").astype(str)
     fig.add_trace(
         go.Bar(
@@ -364,10 +366,10 @@ def latency_figure(frame: pd.DataFrame, *, title: str = "Latency, batch 1 (media
             marker_color=[method_color(m) for m in data["method"]],
             error_y={"type": "data", "symmetric": False, "array": (p90 - p50).clip(lower=0), "arrayminus": [0] * len(data),
                      "color": _AXIS, "thickness": 1.5, "width": 5},
-            customdata=np.stack([p90, ratio, notes], axis=-1),
+            customdata=[[float(a), r, n] for a, r, n in zip(p90, ratio, notes, strict=True)],
             hovertemplate=(
                 "%{x}<br>p50 %{y:.3f} ms · p90 %{customdata[0]:.3f} ms<br>"
-                "%{customdata[1]:.2f}× baseline<br>%{customdata[2]}<extra></extra>"
+                "%{customdata[1]}<br>%{customdata[2]}<extra></extra>"
             ),
         )
     )
@@ -382,7 +384,7 @@ def latency_figure(frame: pd.DataFrame, *, title: str = "Latency, batch 1 (media
                            xref="paper", yref="paper", x=1, y=1, xanchor="right", yanchor="bottom", showarrow=False,
                            font={"size": 11})
     fig.update_yaxes(title_text="Latency per inference (ms)", rangemode="tozero")
-    fig.update_xaxes(title_text="Experiment · compressed ÷ baseline latency", tickangle=-20)
+    fig.update_xaxes(title_text="Experiment (each with the baseline timed beside it)", tickangle=-20)
     return fig
 
 
@@ -410,7 +412,7 @@ def latency_ratio_figure(frame: pd.DataFrame, *, title: str = "Latency vs its ow
             marker={"color": [method_color(m) for m in data["method"]], "size": 12, "line": {"width": 1, "color": "white"}},
             error_x={"type": "data", "symmetric": False, "array": (high - ratio).clip(lower=0).fillna(0),
                      "arrayminus": (ratio - low).clip(lower=0).fillna(0), "color": _AXIS, "thickness": 2, "width": 6},
-            customdata=np.stack([low, high, verdicts], axis=-1),
+            customdata=[[float(lo), float(hi), v] for lo, hi, v in zip(low, high, verdicts, strict=True)],
             hovertemplate="%{y}<br>%{x:.2f}× the baseline's median<br>95 % interval %{customdata[0]:.2f}–"
                           "%{customdata[1]:.2f}×: %{customdata[2]}<extra></extra>",
         )

@@ -31,7 +31,7 @@ def test_sweep_then_search_write_to_the_store_and_print_tables(home, capsys) -> 
     grid = '[{"method": "quantize_weights"}]'
     assert main(["sweep", "--model", "sample:fashion_cnn", "--grid", grid, *fast]) == 0
     out = capsys.readouterr().out
-    assert "sweep #1" in out and "weights int8 per-channel symmetric" in out and " done " in out
+    assert "sweep #1" in out and "int8 weight quantization, per channel, symmetric" in out and " done " in out
     [record] = ExperimentStore(home).list()
     assert record["origin"]["kind"] == "sweep" and record["origin"]["id"] == 1
 
