@@ -213,6 +213,10 @@ def spread_note(latency: Mapping | None, *, runner: str = "baseline") -> str | N
     first = (spread.get("first_attempt") or {}).get(runner) or {}
     was = f"; first try p50 {fmt_ms(first.get('p50_ms'), 3)}, p90 {fmt_ms(first.get('p90_ms'), 3)}" if first else ""
     if spread.get("busy"):
+        if p90 <= limit * p50:  # the second try was steady but its median moved: the load changed between tries
+            return (f"Taken on a busy machine: timed twice at batch {batch}, the medians disagree ({was.lstrip('; ')}; "
+                    f"second try {now}). Other work changed the speed between the tries; compare ratios, which "
+                    "are timed interleaved, rather than these absolute times.")
         return busy.format(was=f", after timing twice{was}")
     return f"Timed twice at batch {batch}: the first try spread too widely (p90 over {limit:g}× p50{was}); kept the second ({now})."
 

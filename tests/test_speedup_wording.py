@@ -218,3 +218,15 @@ def test_a_wide_spread_is_said_with_its_numbers():
                                          "p90 30.000 ms, after timing twice)")
     steady = {"batches": {"1": {"baseline": {"p50_ms": 10.0, "p90_ms": 11.0}, "spread": {"remeasured": False}}}}
     assert spread_note(steady) is None and spread_note(None) is None
+
+
+def test_two_tries_whose_medians_disagree_are_called_a_busy_machine():
+    from core.speedup_wording import spread_note
+
+    moved = {"batches": {"1": {"baseline": {"p50_ms": 417.546, "p90_ms": 588.898}, "spread": {
+        "p90_over_p50": 1.41, "limit": 1.5, "remeasured": True, "busy": True,
+        "first_attempt": {"baseline": {"p50_ms": 75.111, "p90_ms": 480.891}}}}}}
+    assert spread_note(moved) == (
+        "Taken on a busy machine: timed twice at batch 1, the medians disagree (first try p50 75.111 ms, p90 "
+        "480.891 ms; second try p50 417.546 ms, p90 588.898 ms). Other work changed the speed between the tries; "
+        "compare ratios, which are timed interleaved, rather than these absolute times.")

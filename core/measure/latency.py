@@ -177,12 +177,23 @@ def _time_one_batch(
         target = min(target + max(planned // 2, settings.min_repeats), settings.max_repeats)
 
 
+def _median_shift(first_p50_ms: float, second: list[float]) -> float:
+    """How many times the larger of two tries' medians is the smaller (1.0: the same)."""
+    second_ms = percentile(second, 50) * 1000.0
+    low, high = sorted((first_p50_ms, second_ms))
+    return high / low if low > 0 else 1.0
+
+
+# A p90 within this much of the p50 is timer and scheduler jitter, not a busy machine, however large the ratio.
+SPREAD_FLOOR_SECONDS = 1e-4
+
+
 def _widest_spread(samples: dict[str, list[float]]) -> float:
-    """The largest p90 ÷ p50 over the runners (1.0 when a median is zero)."""
+    """The largest p90 ÷ p50 over the runners (1.0 when a median is zero or the gap is below the jitter floor)."""
     spreads = []
     for values in samples.values():
-        p50 = percentile(values, 50)
-        spreads.append(percentile(values, 90) / p50 if p50 > 0 else 1.0)
+        p50, p90 = percentile(values, 50), percentile(values, 90)
+        spreads.append(p90 / p50 if p50 > 0 and p90 - p50 > SPREAD_FLOOR_SECONDS else 1.0)
     return max(spreads)
 
 
@@ -218,7 +229,10 @@ def measure_interleaved(
                 first = {name: LatencyStats.from_seconds(values).to_dict() for name, values in samples.items()}
                 samples, stable = _time_one_batch(runners=runners, inputs=inputs, settings=settings, sub=sub, batch=batch)
                 spread.update(p90_over_p50=_widest_spread(samples), remeasured=True, first_attempt=first)
-                spread["busy"] = spread["p90_over_p50"] > settings.max_spread
+                # Still wide, or a median that moved by more than the limit between the tries: the load changed
+                # under the measurement, so neither try is the machine's steady speed.
+                moved = max(_median_shift(first[name]["p50_ms"], values) for name, values in samples.items())
+                spread["busy"] = spread["p90_over_p50"] > settings.max_spread or moved > settings.max_spread
             entry: dict = {name: LatencyStats.from_seconds(values).to_dict() for name, values in samples.items()}
             entry["stable"] = stable
             entry["spread"] = spread
