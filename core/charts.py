@@ -19,6 +19,7 @@ import plotly.io as pio
 from plotly.subplots import make_subplots
 
 from core.compress.registry import BASELINE, METHODS, method_color, method_label
+from core.formatting import plural
 from core.log_axis import apply_log_axis
 
 # Method colours and labels come from the method registry (core.compress.registry); these are the chart's own accents.
@@ -238,7 +239,7 @@ def accuracy_size_figure(
             fig.add_hline(
                 y=own_floor,
                 line={"dash": "dash", "color": ALERT_COLOR, "width": 1.5},
-                annotation_text=f"budget: ≤ {budget_pts:g} pts below baseline ({own_floor:.1f} %"
+                annotation_text=f"budget: ≤ {plural(budget_pts, 'point')} below baseline ({own_floor:.1f} %"
                 + (f", {base.label})" if len(baselines) > 1 else ")"),
                 annotation_position="bottom right",
                 annotation_font_color=ALERT_COLOR,
@@ -250,7 +251,7 @@ def accuracy_size_figure(
             fig.add_annotation(
                 x=math.log10(best["x_mb"]) if best["x_mb"] > 0 else best["x_mb"],
                 y=best["y_pct"],
-                text=f"smallest within budget: #{int(best['id'])}",
+                text=f"smallest within budget: #{int(best['id'])} {best.get('spec_summary') or ''}".rstrip(),
                 showarrow=True,
                 arrowhead=2,
                 ax=40,

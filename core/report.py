@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 
 from core import charts
 from core.compress.registry import method_color
-from core.formatting import as_number, fmt_mb, fmt_num
+from core.formatting import as_number, fmt_mb, fmt_num, plural
 from core.metrics import format_metric
 from core.speedup_wording import speedup_text
 from core.tables import experiments_frame, experiments_table, per_class_frame
@@ -134,8 +134,8 @@ def build_report(
     if best is not None:
         cards.append(
             _card(
-                f"Smallest within {budget_pts:g} pts of baseline",
-                f"#{int(best['id'])}: {fmt_mb(best['size_bytes'])}",
+                f"Smallest within {plural(budget_pts, 'point')} of baseline",
+                f"#{int(best['id'])} {best.get('spec_summary') or ''}: {fmt_mb(best['size_bytes'])}",
             )
         )
     parts.append(f"<div class='cards'>{''.join(cards)}</div>")

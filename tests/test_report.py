@@ -50,7 +50,7 @@ def test_report_is_self_contained_and_lists_every_experiment() -> None:
     assert len(re.findall(r"plotly\.js v\d", page)) == 1  # the library is inlined once, not per chart
     assert "4-bit palettization, data-free" in page
     assert "prune &lt;50%&gt; &amp; co" in page  # user-visible text is escaped
-    assert "Smallest within 2 pts of baseline" in page and "#1: 0.500 MB" in page
+    assert "Smallest within 2 points of baseline" in page and "#1 4-bit palettization, data-free: 0.500 MB" in page
     assert "weights are decompressed in PyTorch" in page  # the latency note travels with the numbers
     assert "Fashion-MNIST © Zalando SE" in page
 
