@@ -96,6 +96,20 @@ def _figure_html(fig: go.Figure, *, first: bool) -> str:
     )
 
 
+def _figures(frame, records: Sequence[dict], budget_pts: float | None) -> list[tuple[str, go.Figure, str | None]]:
+    """(heading, figure, caption) of every chart of the report, in order."""
+    return [
+        ("Accuracy vs size", charts.accuracy_size_figure(frame, budget_pts=budget_pts), None),
+        ("Latency", charts.latency_figure(frame), "Each experiment's baseline was timed interleaved with it (A B A B) in "
+         "the same process, so every run has its own baseline bar: absolute times move with the machine's load, the "
+         "ratio is what compares."),
+        ("Latency vs baseline", charts.latency_ratio_figure(frame), "Compressed ÷ baseline median latency; bars: 95 % "
+         "bootstrap interval over the interleaved pairs. An interval across the dashed line is no measurable difference."),
+        ("Size breakdown", charts.size_breakdown_figure(frame), "Bars: bytes computed from the per-layer report; diamonds: the real exported file."),
+        ("Per-class accuracy", charts.per_class_figure(per_class_frame(records)), None),
+    ]
+
+
 def build_report(
     *,
     records: Sequence[dict],
@@ -142,16 +156,7 @@ def build_report(
 
     parts.append(_table_html(frame))
 
-    figures = [
-        ("Accuracy vs size", charts.accuracy_size_figure(frame, budget_pts=budget_pts), None),
-        ("Latency", charts.latency_figure(frame), "Each experiment's baseline was timed interleaved with it (A B A B) in "
-         "the same process, so every run has its own baseline bar: absolute times move with the machine's load, the "
-         "ratio is what compares."),
-        ("Latency vs baseline", charts.latency_ratio_figure(frame), "Compressed ÷ baseline median latency; bars: 95 % "
-         "bootstrap interval over the interleaved pairs. An interval across the dashed line is no measurable difference."),
-        ("Size breakdown", charts.size_breakdown_figure(frame), "Bars: bytes computed from the per-layer report; diamonds: the real exported file."),
-        ("Per-class accuracy", charts.per_class_figure(per_class_frame(records)), None),
-    ]
+    figures = _figures(frame, records, budget_pts)
     for i, (heading, fig, caption) in enumerate(figures):
         parts.append(f"<h2>{html.escape(heading)}</h2>")
         if caption:

@@ -309,10 +309,8 @@ def scales_figure(
                 hovertemplate="channel %{customdata}: scale %{y:.3g}<extra></extra>",
             )
         )
-    scale_values = [per_tensor, *np.asarray(per_channel, dtype=float).ravel()]
-    if per_block is not None:
-        scale_values += list(np.asarray(per_block, dtype=float).ravel())
-    apply_log_axis(fig, axis="y", values=scale_values)
+    apply_log_axis(fig, axis="y", values=np.concatenate(
+        [[per_tensor], *(np.asarray(v, dtype=float).ravel() for v in (per_channel, per_block) if v is not None)]))
     return fig
 
 
