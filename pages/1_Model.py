@@ -116,7 +116,7 @@ if model is not None:
             icon=":material/casino:",
         )
     layers = weight_layers(model.module)
-    cols = st.columns(5)
+    cols = [*st.columns(3), *st.columns(3)[:2]]  # five bordered values in one row lose their units on a laptop
     cols[0].metric("Parameters", fmt_params(model.params), border=True)
     cols[1].metric("Weight layers", len(layers), border=True)
     cols[2].metric("fp32 size", fmt_bytes(model.size_fp32_bytes), border=True, help="4 bytes per float parameter or buffer.")
@@ -147,7 +147,9 @@ if model is not None:
                 requested.add(model.source_id)
                 st.rerun()
     if baseline:
-        b = st.columns(5)
+        # Two rows: five latency-length values ("417.546 ms") side by side lose their units on a laptop screen.
+        first, second = st.columns(3), st.columns(3)
+        b = [first[0], first[1], second[0], second[1], first[2]]  # accuracy and size, then the two latencies
         b[0].metric("Top-1 accuracy", fmt_pct(baseline.get("accuracy_top1")) if model.accuracy_meaningful else "n/a",
                     help=f"on {baseline.get('eval_images') or 'the'} evaluation images")
         b[1].metric("Top-5 accuracy", fmt_pct(baseline.get("accuracy_top5")) if model.accuracy_meaningful else "n/a")

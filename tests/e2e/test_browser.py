@@ -74,6 +74,10 @@ def test_palettize_in_the_browser(server: str) -> None:
             _screenshot(page, "02_model.png")
             _assert_no_exception(page, "model")
             assert_metrics_fit(page, "model")
+            page.set_viewport_size({"width": 1100, "height": 1000})
+            _wait_idle(page)
+            assert_metrics_fit(page, "model at 1100 px")
+            page.set_viewport_size({"width": 1440, "height": 1000})
 
             # Compress: quick evaluation size, 4-bit palettization (the default tab and bits), run.
             page.get_by_role("link", name="Compress").first.click()
