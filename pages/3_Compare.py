@@ -43,7 +43,7 @@ model_ids = [m["model"] for m in models]
 labels = {m["model"]: f"{m['model_label']} ({m['count']} experiment{'s' if m['count'] != 1 else ''})" for m in models}
 if st.session_state.get("cfg.compare.model") not in model_ids:
     st.session_state["cfg.compare.model"] = model.source_id if model is not None and model.source_id in model_ids else model_ids[0]
-top = st.columns([2, 2, 1], vertical_alignment="bottom")
+top = st.columns([2, 2, 1.5], vertical_alignment="bottom")  # room for the pick's size wording
 chosen_model = top[0].selectbox("Model", model_ids, format_func=labels.get, key="cfg.compare.model",
                                 help="Experiments are compared within one model.")
 st.session_state.setdefault("cfg.compare.budget", 5.0)

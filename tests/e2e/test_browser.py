@@ -113,6 +113,11 @@ def test_palettize_in_the_browser(server: str) -> None:
             assert "Palettize" in names and "Baseline (fp16)" in names, names
             _screenshot(page, "04_compare.png")
             _assert_no_exception(page, "compare")
+            for width in (1440, 1100):
+                page.set_viewport_size({"width": width, "height": 1000})
+                _wait_idle(page)
+                assert_metrics_fit(page, f"compare at {width} px")
+            page.set_viewport_size({"width": 1440, "height": 1000})
 
             # Layers: the histogram of a compressed layer with its LUT centroids.
             page.get_by_role("link", name="Layers").first.click()
