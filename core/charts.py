@@ -19,6 +19,8 @@ import plotly.io as pio
 from plotly.subplots import make_subplots
 
 from core.compress.registry import BASELINE, METHODS, method_color, method_label
+from core.formatting import plural
+from core.log_axis import apply_log_axis
 
 # Method colours and labels come from the method registry (core.compress.registry); these are the chart's own accents.
 BASELINE_COLOR = method_color(BASELINE)
@@ -237,7 +239,7 @@ def accuracy_size_figure(
             fig.add_hline(
                 y=own_floor,
                 line={"dash": "dash", "color": ALERT_COLOR, "width": 1.5},
-                annotation_text=f"budget: ≤ {budget_pts:g} pts below baseline ({own_floor:.1f} %"
+                annotation_text=f"budget: ≤ {plural(budget_pts, 'point')} below baseline ({own_floor:.1f} %"
                 + (f", {base.label})" if len(baselines) > 1 else ")"),
                 annotation_position="bottom right",
                 annotation_font_color=ALERT_COLOR,
@@ -249,7 +251,7 @@ def accuracy_size_figure(
             fig.add_annotation(
                 x=math.log10(best["x_mb"]) if best["x_mb"] > 0 else best["x_mb"],
                 y=best["y_pct"],
-                text=f"smallest within budget: #{int(best['id'])}",
+                text=f"smallest within budget: #{int(best['id'])} {best.get('spec_summary') or ''}".rstrip(),
                 showarrow=True,
                 arrowhead=2,
                 ax=40,
@@ -271,7 +273,8 @@ def accuracy_size_figure(
         low = min(low, baseline[1] - float(budget_pts))
     pad = max(1.0, (high - low) * 0.08)
     fig.update_yaxes(title_text=axis_title, range=[max(0.0, low - pad), min(100.0, high + pad) + 0.5])
-    fig.update_xaxes(title_text="Model size on disk (MB, log scale)", type="log")
+    apply_log_axis(fig, axis="x", unit="MB", title="Model size on disk (MB, log scale)",
+                   values=[*points["x_mb"], *(b.x_mb for b in baselines)])
     fig.update_layout(height=460)
     return fig
 
@@ -333,9 +336,9 @@ def latency_figure(frame: pd.DataFrame, *, title: str = "Latency, batch 1 (media
     data = frame.dropna(subset=["latency_ms_p50"]) if "latency_ms_p50" in frame else frame.iloc[0:0]
     if data.empty:
         return _empty(title, "No latency measurements yet.")
-    ratios = data.get("latency_ratio", data["latency_ms_p50"] / data["baseline_latency_ms_p50"]).astype(float)
-    # The ratio goes into the category label: text on the bars would collide with the p90 whiskers.
-    labels = [f"{label} · {r:.2f}×" if math.isfinite(r) else str(label) for label, r in zip(data["label"], ratios, strict=True)]
+    # No ratio in the labels: a bare point estimate ("0.88×") would contradict "no measurable difference"; the ratio
+    # with its interval is latency_ratio_figure's.
+    labels = [str(label) for label in data["label"]]
     fig = _base_figure(title)
     base_p50 = data["baseline_latency_ms_p50"].astype(float)
     base_p90 = data.get("baseline_latency_ms_p90", base_p50).astype(float)
@@ -343,7 +346,7 @@ def latency_figure(frame: pd.DataFrame, *, title: str = "Latency, batch 1 (media
         go.Bar(
             x=labels,
             y=base_p50,
-            name="baseline (same run)",
+            name="baseline (timed beside each run)",
             marker_color=BASELINE_COLOR,
             error_y={"type": "data", "symmetric": False, "array": (base_p90 - base_p50).clip(lower=0), "arrayminus": [0] * len(data),
                      "color": _AXIS, "thickness": 1.5, "width": 5},
@@ -352,7 +355,9 @@ def latency_figure(frame: pd.DataFrame, *, title: str = "Latency, batch 1 (media
     )
     p50 = data["latency_ms_p50"].astype(float)
     p90 = data.get("latency_ms_p90", p50).astype(float)
-    ratio = data.get("latency_ratio", p50 / base_p50).astype(float)
+    from core.tables import latency_ratio_cells  # the table's wording: the interval decides
+
+    ratio = latency_ratio_cells(data)
     notes = data.get("latency_note", pd.Series("", index=data.index)).fillna("").astype(str)
     fig.add_trace(
         go.Bar(
@@ -362,10 +367,10 @@ def latency_figure(frame: pd.DataFrame, *, title: str = "Latency, batch 1 (media
             marker_color=[method_color(m) for m in data["method"]],
             error_y={"type": "data", "symmetric": False, "array": (p90 - p50).clip(lower=0), "arrayminus": [0] * len(data),
                      "color": _AXIS, "thickness": 1.5, "width": 5},
-            customdata=np.stack([p90, ratio, notes], axis=-1),
+            customdata=[[float(a), r, n] for a, r, n in zip(p90, ratio, notes, strict=True)],
             hovertemplate=(
                 "%{x}<br>p50 %{y:.3f} ms · p90 %{customdata[0]:.3f} ms<br>"
-                "%{customdata[1]:.2f}× baseline<br>%{customdata[2]}<extra></extra>"
+                "%{customdata[1]}<br>%{customdata[2]}<extra></extra>"
             ),
         )
     )
@@ -380,7 +385,47 @@ def latency_figure(frame: pd.DataFrame, *, title: str = "Latency, batch 1 (media
                            xref="paper", yref="paper", x=1, y=1, xanchor="right", yanchor="bottom", showarrow=False,
                            font={"size": 11})
     fig.update_yaxes(title_text="Latency per inference (ms)", rangemode="tozero")
-    fig.update_xaxes(title_text="Experiment · compressed ÷ baseline latency", tickangle=-20)
+    fig.update_xaxes(title_text="Experiment (each with the baseline timed beside it)", tickangle=-20)
+    return fig
+
+
+def latency_ratio_figure(frame: pd.DataFrame, *, title: str = "Latency vs its own baseline (95 % interval)") -> go.Figure:
+    """Per experiment: compressed ÷ baseline median latency with its bootstrap interval over the interleaved pairs
+    as error bars, and the line at 1.0 (no difference). An interval that crosses the line is no measurable change."""
+    if "latency_ratio" not in frame:
+        return _empty(title, "No latency measurements yet.")
+    data = frame.dropna(subset=["latency_ratio"])
+    if data.empty:
+        return _empty(title, "No latency measurements yet.")
+    ratio = data["latency_ratio"].astype(float)
+    low = data.get("latency_ratio_low", pd.Series(np.nan, index=data.index)).astype(float)
+    high = data.get("latency_ratio_high", pd.Series(np.nan, index=data.index)).astype(float)
+    verdicts = [
+        "no interval recorded" if not (math.isfinite(lo) and math.isfinite(hi))
+        else "no measurable difference" if lo <= 1.0 <= hi
+        else ("slower" if r > 1 else "faster")
+        for r, lo, hi in zip(ratio, low, high, strict=True)
+    ]
+    fig = _base_figure(title)
+    fig.add_trace(
+        go.Scatter(
+            x=ratio, y=[str(v) for v in data["label"]], mode="markers", name="compressed ÷ baseline",
+            marker={"color": [method_color(m) for m in data["method"]], "size": 12, "line": {"width": 1, "color": "white"}},
+            error_x={"type": "data", "symmetric": False, "array": (high - ratio).clip(lower=0).fillna(0),
+                     "arrayminus": (ratio - low).clip(lower=0).fillna(0), "color": _AXIS, "thickness": 2, "width": 6},
+            customdata=[[float(lo), float(hi), v] for lo, hi, v in zip(low, high, verdicts, strict=True)],
+            hovertemplate="%{y}<br>%{x:.2f}× the baseline's median<br>95 % interval %{customdata[0]:.2f}–"
+                          "%{customdata[1]:.2f}×: %{customdata[2]}<extra></extra>",
+        )
+    )
+    fig.add_vline(x=1.0, line={"dash": "dash", "color": BASELINE_COLOR, "width": 1.5},
+                  annotation_text="same as baseline", annotation_position="top")
+    finite = [v for v in [*ratio, *low, *high] if math.isfinite(v)] + [1.0]
+    reach = max(abs(v - 1.0) for v in finite) * 1.15 + 0.05
+    fig.update_xaxes(title_text="Compressed ÷ baseline median latency (× ; bars: 95 % interval)",
+                     range=[max(0.0, 1.0 - reach), 1.0 + reach])
+    fig.update_yaxes(title_text="", autorange="reversed", showgrid=False)
+    fig.update_layout(height=max(240, 120 + 36 * len(data)), showlegend=False)
     return fig
 
 
@@ -525,7 +570,9 @@ def weight_histogram_figure(
         )
     fig.update_layout(barmode="overlay", height=420, bargap=0)
     fig.update_xaxes(title_text="Weight value")
-    fig.update_yaxes(title_text="Number of weights" + (" (log scale)" if log_y else ""), type="log" if log_y else "linear")
+    fig.update_yaxes(title_text="Number of weights" + (" (log scale)" if log_y else ""))
+    if log_y:
+        apply_log_axis(fig, axis="y")
     return fig
 
 
@@ -584,7 +631,7 @@ def coverage_figure(layers: pd.DataFrame, *, method: str | None = None, title: s
     # Legend entries for the two colours.
     fig.add_trace(go.Bar(x=[None], y=[None], marker_color=method_color(method), name="compressed"), row=1, col=1)
     fig.add_trace(go.Bar(x=[None], y=[None], marker_color=BASELINE_COLOR, name="left uncompressed (hover: why)"), row=1, col=1)
-    fig.update_yaxes(title_text="Weights (log)", type="log", row=1, col=1)
+    apply_log_axis(fig, axis="y", title="Weights (log)", values=layers["params"].astype(float), row=1, col=1)
     fig.update_yaxes(title_text="Bits / weight", rangemode="tozero", row=2, col=1)
     fig.update_yaxes(title_text="Weight SNR (dB)", row=3, col=1)
     fig.update_xaxes(tickangle=-45, row=3, col=1)

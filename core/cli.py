@@ -36,7 +36,7 @@ from core.jobs import ExecutorError
 from core.metrics import format_metric
 from core.paths import PROJECT_ROOT, cli_runs_dir
 from core.progress import Cancelled, Progress, captured_library_output, quiet_libraries
-from core.speedup_wording import speedup_text
+from core.speedup_wording import record_latency_change, speedup_text
 
 if TYPE_CHECKING:
     from core.data import Dataset
@@ -397,7 +397,7 @@ def _print_run(record: dict) -> None:
     print(f"agreement        {shown('agreement_top1', record['agreement_top1'])}, output SNR {snr}, {record['flipped']} flipped")
     size_line = f"size             {shown('size_bytes', record['size_bytes'])} {record['artifact_kind'] or '(not exported)'}"
     if record.get("compression_ratio_fp16"):
-        size_line += f" ({shown('compression_ratio_fp16', record['compression_ratio_fp16'])} smaller than the fp16 .mlpackage)"
+        size_line += f" ({shown('compression_ratio_fp16', record['compression_ratio_fp16'])} than the fp16 .mlpackage)"
     if record.get("bits_per_weight") is not None:
         size_line += f", {shown('bits_per_weight', record['bits_per_weight'])} per weight"
     print(size_line)
@@ -405,10 +405,12 @@ def _print_run(record: dict) -> None:
         verdict = {True: "match", False: "MISMATCH", None: "not checked"}[record.get("artifact_weights_match")]
         print(f"artifact weights {verdict}: {check.get('summary')}")
     if record.get("latency_ms_p50") is not None:
+        change = record_latency_change(record)  # the interval decides: "no measurable difference (±x %)" or the change
+        ratio = change.short if change is not None else shown("latency_ratio", record["latency_ratio"])
         print(
             f"latency (b=1)    {shown('latency_ms_p50', record['latency_ms_p50'])} vs baseline "
             f"{shown('baseline_latency_ms_p50', record['baseline_latency_ms_p50'])} "
-            f"({shown('latency_ratio', record['latency_ratio'])}) — {record['latency_note']}"
+            f"({ratio}) — {record['latency_note']}"
         )
     if speed := speedup_text(record):  # the same wording as the result card, Compare and the report
         print(f"speed-up         {speed}")

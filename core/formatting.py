@@ -77,3 +77,24 @@ def fmt_seconds(value: Any) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s"
     return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+
+
+def fmt_size_ratio(value: Any, digits: int = 2) -> str:
+    """Reference bytes ÷ artifact bytes in words: 3.9 → '3.90× smaller', 0.5 → '2.00× larger' (never '0.50× smaller'),
+    1.0 → 'same size'."""
+    number = as_number(value)
+    if number is None or number <= 0:
+        return NA
+    if abs(number - 1.0) < 0.5 * 10**-digits:
+        return "same size"
+    if number > 1.0:
+        return f"{number:.{digits}f}× smaller"
+    return f"{1.0 / number:.{digits}f}× larger"
+
+
+def plural(count: Any, word: str, plural_word: str | None = None, spec: str = "g") -> str:
+    """'1 point', '0.5 points', '2 points', '1,234 images': the count with its word in the right number."""
+    number = as_number(count)
+    if number is None:
+        return f"{NA} {plural_word or word + 's'}"
+    return f"{number:{spec}} {word if number == 1 else plural_word or word + 's'}"

@@ -21,6 +21,9 @@ class Unit:
     symbol: str  # unit of the raw value in labels ("bytes", "ms"); "" when the label says it
     scale: float = 1.0  # raw value × scale = the number a table column shows (fraction → %, bytes → MB)
     column_format: str = "%.2f"  # printf format of that number (e.g. Streamlit's NumberColumn)
+    # True: a table shows the text, not a number (a size ratio below 1 must read "2.00× larger", which no printf
+    # format of the number can say)
+    text_in_tables: bool = False
 
 
 UNITS: dict[str, Unit] = {
@@ -29,6 +32,7 @@ UNITS: dict[str, Unit] = {
     "bytes": Unit(formatting.fmt_bytes, "bytes", 1e-6, "%.3f"),
     "ms": Unit(formatting.fmt_ms, "ms", 1.0, "%.3f"),
     "ratio": Unit(formatting.fmt_ratio, "×", 1.0, "%.2f×"),
+    "size ratio": Unit(formatting.fmt_size_ratio, "×", 1.0, "%.2f×", text_in_tables=True),
     "dB": Unit(lambda v: formatting.fmt_num(v, ".1f", " dB"), "dB", 1.0, "%.1f"),
     "seconds": Unit(formatting.fmt_seconds, "s", 1.0, "%.1f"),
     "count": Unit(lambda v: formatting.fmt_num(v, ",.0f"), "", 1.0, "%d"),
@@ -160,18 +164,18 @@ METRICS: tuple[Metric, ...] = (
     Metric(
         "compression_ratio_fp16",
         "compression vs fp16",
-        "ratio",
+        "size ratio",
         1,
-        "fp16 .mlpackage bytes ÷ artifact bytes.",
-        "× smaller (fp16)",
+        "fp16 .mlpackage bytes ÷ artifact bytes (below 1: the artifact is larger).",
+        "size vs fp16",
     ),
     Metric(
         "compression_ratio_fp32",
         "compression vs fp32",
-        "ratio",
+        "size ratio",
         1,
-        "fp32 tensor bytes ÷ artifact bytes.",
-        "× smaller (fp32)",
+        "fp32 tensor bytes ÷ artifact bytes (below 1: the artifact is larger).",
+        "size vs fp32",
     ),
     Metric(
         "bits_per_weight",
@@ -205,8 +209,9 @@ METRICS: tuple[Metric, ...] = (
         "latency vs baseline",
         "ratio",
         -1,
-        "Candidate median ÷ baseline median, timed interleaved.",
-        "× latency",
+        "Candidate median ÷ baseline median, timed interleaved; in brackets the 95 % bootstrap interval over the "
+        "interleaved pairs (an interval that includes 1 is no measurable difference).",
+        "latency vs baseline",
     ),
     Metric("peak_memory_bytes", "peak memory", "bytes", -1, "Peak CPU memory of one batch-1 inference.", "memory MB"),
     Metric(
@@ -239,3 +244,46 @@ def metric(key: str) -> Metric:
 def format_metric(key: str, value: Any) -> str:
     """`value` written as the metric `key` is written everywhere ("93.36 %", "1.23 MB", "n/a")."""
     return metric(key).format(value)
+
+
+# --------------------------------------------------------------------------- table headers
+
+# Plain words for the raw field names that reach a table. A table a person reads goes through
+# ``core.tables.readable_table``, which takes its headers from here (a metric's own label where one is declared).
+COLUMN_LABELS: dict[str, str] = {
+    "id": "#",
+    "spec_summary": "setting",
+    "method": "method",
+    "origin_kind": "came from",
+    "origin_label": "origin",
+    "origin_id": "origin #",
+    "parent_experiment_id": "refines #",
+    "experiment_id": "experiment",
+    "job_id": "job",
+    "params": "weights",
+    "bits_per_weight": "bits / weight",
+    "n_luts": "look-up tables",
+    "lut_entries": "LUT entries",
+    "n_scales": "scales",
+    "snr_db": "weight SNR",
+    "probe_snr_db": "output SNR alone",
+    "kl_alone": "output change alone (KL)",
+    "top1_change_alone_pts": "top-1 change alone (pts)",
+    "unique_values": "distinct values",
+    "true_name": "true class",
+    "before_name": "before",
+    "after_name": "after",
+    "accuracy_top1": "top-1",
+    "size_bytes": "size",
+    "latency_ms_p50": "latency p50",
+    "compression_ratio_fp16": "size vs fp16",
+}
+
+
+def column_label(name: str) -> str:
+    """The header a table shows for a raw column: declared above, else the metric's label, else the name in words."""
+    if name in COLUMN_LABELS:
+        return COLUMN_LABELS[name]
+    if name in _BY_KEY:
+        return _BY_KEY[name].label
+    return name.replace("_", " ")

@@ -156,8 +156,14 @@ class CompressionSpec:
             raise SpecError(f"invalid {cls.method} spec: {exc}") from None
 
     def summary(self) -> str:
-        """A short human label, e.g. 'palettize 4-bit g8 (data_free)'."""
-        return f"{self.method} ({self.workflow})"
+        """The setting as a person says it, e.g. '4-bit palettization, groups of 8 channels, data-free'; library
+        names (cluster_dim …) appear only as a hint in brackets."""
+        return f"{self.method}, {self.workflow_words()}"
+
+    def workflow_words(self) -> str:
+        """'data-free', 'calibrated on 128 images' or 'fine-tuned'."""
+        return {"data_free": "data-free", "calibration": f"calibrated on {self.calibration_samples:,} images",
+                "fine_tune": "fine-tuned"}.get(self.workflow, self.workflow)
 
 
 @dataclass(frozen=True)
@@ -199,12 +205,18 @@ class PalettizeSpec(CompressionSpec):
         super().__post_init__()
 
     def summary(self) -> str:
-        gran = f" g{self.group_size}" if self.granularity == "per_grouped_channel" else ""
-        vec = f" vec{self.cluster_dim}" if self.cluster_dim > 1 else ""
-        lut = " int8-LUT" if self.lut_dtype == "int8" else ""
-        mode = "" if self.mode == "kmeans" else f" {self.mode}"
-        scale = " per-channel scale" if self.enable_per_channel_scale else ""  # else it reads like plain per-tensor
-        return f"palettize {self.n_bits}-bit{gran}{vec}{lut}{scale}{mode} ({self.workflow})"
+        parts = [f"{self.n_bits}-bit palettization"]
+        if self.granularity == "per_grouped_channel":
+            parts.append(f"groups of {self.group_size} channels")
+        if self.cluster_dim > 1:
+            parts.append(f"vectors of {self.cluster_dim} weights (cluster_dim {self.cluster_dim})")
+        if self.lut_dtype == "int8":
+            parts.append("int8 look-up table")
+        if self.enable_per_channel_scale:
+            parts.append("per-channel scale")
+        if self.mode != "kmeans":
+            parts.append({"uniform": "evenly spaced levels", "unique": "one entry per distinct value"}[self.mode])
+        return ", ".join([*parts, self.workflow_words()])
 
 
 @dataclass(frozen=True)
@@ -234,8 +246,8 @@ class QuantizeWeightsSpec(CompressionSpec):
         super().__post_init__()
 
     def summary(self) -> str:
-        gran = f" block{self.block_size}" if self.granularity == "per_block" else " per-channel"
-        return f"weights {self.dtype}{gran} {self.mode} ({self.workflow})"
+        gran = f"blocks of {self.block_size}" if self.granularity == "per_block" else "per channel"
+        return f"{self.dtype} weight quantization, {gran}, {self.mode}, {self.workflow_words()}"
 
 
 @dataclass(frozen=True)
@@ -256,7 +268,9 @@ class QuantizeActivationsSpec(CompressionSpec):
         super().__post_init__()
 
     def summary(self) -> str:
-        return f"W8A8 {self.mode} ({self.workflow}, {self.calibration_samples} samples)"
+        how = self.workflow_words() if self.workflow == "calibration" else (
+            f"{self.workflow_words()} after calibrating on {self.calibration_samples:,} images")
+        return f"int8 weights and activations (W8A8), {self.mode}, {how}"
 
 
 @dataclass(frozen=True)
@@ -291,8 +305,9 @@ class PruneSpec(CompressionSpec):
         return self.n_m[0] / self.n_m[1] if self.structure == "n_m" else self.target_sparsity
 
     def summary(self) -> str:
-        shape = {"unstructured": "", "block": f" block{self.block_size}", "n_m": f" {self.n_m[0]}:{self.n_m[1]}"}
-        return f"prune {self.effective_sparsity:.0%}{shape[self.structure]} ({self.workflow})"
+        shape = {"unstructured": "", "block": f" in blocks of {self.block_size}",
+                 "n_m": f", {self.n_m[0]} of every {self.n_m[1]} weights"}
+        return f"{self.effective_sparsity * 100:.0f} % pruning{shape[self.structure]}, {self.workflow_words()}"
 
 
 @dataclass(frozen=True)
@@ -310,7 +325,7 @@ class TorchDynamicSpec(CompressionSpec):
         super().__post_init__()
 
     def summary(self) -> str:
-        return f"torch dynamic {self.dtype}"
+        return f"PyTorch dynamic {self.dtype} (Linear layers)"
 
 
 @dataclass(frozen=True)
@@ -345,7 +360,9 @@ class TorchStaticSpec(CompressionSpec):
 
     def summary(self) -> str:
         form = "" if (self.engine, self.graph) == ("auto", "auto") else f", form {self.engine}/{self.graph}"
-        return f"torch static int8 {self.backend} ({self.workflow}, {self.calibration_samples} samples{form})"
+        how = self.workflow_words() if self.workflow == "calibration" else (
+            f"{self.workflow_words()} after calibrating on {self.calibration_samples:,} images")
+        return f"PyTorch static int8 ({self.backend} recipe), {how}{form}"
 
 
 

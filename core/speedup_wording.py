@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.formatting import as_number, fmt_ms, fmt_ratio
+from core.measure.latency import RatioInterval, recorded_interval
 from core.paths import cache_dir
 
 BENCH_FOLDER = "bench"
@@ -135,16 +136,110 @@ def _matching_model(bench: Mapping, *, architecture: str | None, input_shape: Se
     return None
 
 
+# --------------------------------------------------------------------------- a latency ratio and how sure it is
+
+
+@dataclass(frozen=True)
+class LatencyChange:
+    """A candidate's latency against its interleaved baseline, in words a person can act on."""
+
+    short: str  # a metric's delta: "no measurable difference (±6 %)", "+22 % (95 % CI +10 % to +35 %)"
+    sentence: str  # the same with what it rests on
+    measurable: bool  # the interval excludes 1.0: the difference is real, not timing noise
+
+
+def _signed_pct(ratio: float) -> str:
+    return f"{(ratio - 1.0) * 100:+.0f} %"
+
+
+def _noise_pct(interval: RatioInterval) -> str:
+    """'±6 %': how far from 1.0 an interval that includes 1.0 reaches."""
+    return f"±{max(abs(interval.low - 1.0), abs(interval.high - 1.0)) * 100:.0f} %"
+
+
+def latency_change(interval: RatioInterval, *, by_construction: bool = False) -> LatencyChange:
+    """Words for candidate ÷ baseline latency with its bootstrap interval. An interval that includes 1.0 is "no
+    measurable difference (±x %)", never the point estimate's "+22 %"; `by_construction`: the candidate runs the
+    baseline's exact operations, so that is what the screen says first."""
+    basis = (f"{interval.confidence:.0%} interval from {interval.pairs} interleaved baseline/compressed pairs, "
+             f"bootstrap of {interval.resamples:,} resamples")
+    if interval.includes_one:
+        short = f"no measurable difference ({_noise_pct(interval)})"
+        lead = "Same computation as the baseline: " if by_construction else ""
+        return LatencyChange(short, f"{lead}{short} ({basis}).", measurable=False)
+    ci = f"{interval.confidence:.0%} CI {_signed_pct(interval.low)} to {_signed_pct(interval.high)}"
+    short = f"{_signed_pct(interval.ratio)} ({ci})"
+    if interval.ratio > 1.0:
+        words = f"{fmt_ratio(interval.ratio)} slower than the baseline ({fmt_ratio(interval.low)}–{fmt_ratio(interval.high)})"
+    else:
+        words = (f"{fmt_ratio(1.0 / interval.ratio)} faster than the baseline "
+                 f"({fmt_ratio(1.0 / interval.high)}–{fmt_ratio(1.0 / interval.low)})")
+    if by_construction:  # same operations yet a real difference: the machine, not the model
+        words += "; it runs the baseline's exact operations, so other work on this machine caused the difference"
+    return LatencyChange(short, f"{words} ({basis}).", measurable=True)
+
+
+def record_latency_change(record: Mapping) -> LatencyChange | None:
+    """The latency change of an experiment record, from the interval its measurement stored (None: not timed, or
+    timed before intervals were recorded)."""
+    latency = record.get("latency") if isinstance(record.get("latency"), Mapping) else None
+    interval = recorded_interval(dict(latency)) if latency else None
+    if interval is None:
+        return None
+    return latency_change(interval, by_construction=latency.get("mode") == "confirmation")
+
+
+SPREAD_LIMIT = 1.5  # p90 ÷ p50 above this: other work interrupted the timing (core.measure.latency's max_spread)
+
+
+def spread_note(latency: Mapping | None, *, runner: str = "baseline") -> str | None:
+    """When a measurement's p90 ran far above its p50: that it was timed again, and whether it was still too wide
+    (a busy machine), with the numbers. None when the spread was within the limit."""
+    batches = (latency or {}).get("batches") or {}
+    if not batches:
+        return None
+    batch, entry = next(iter(batches.items()))
+    spread, stats = entry.get("spread") or {}, entry.get(runner) or {}
+    p50, p90 = as_number(stats.get("p50_ms")), as_number(stats.get("p90_ms"))
+    if p50 is None or p90 is None or p50 <= 0:
+        return None
+    limit = spread.get("limit", SPREAD_LIMIT)
+    now = f"p50 {fmt_ms(p50, 3)}, p90 {fmt_ms(p90, 3)}"
+    busy = (f"Taken on a busy machine: at batch {batch} the p90 is {p90 / p50:.1f}× the p50 ({now}{{was}}). Other "
+            "work slowed some calls; the median is the steadier number.")
+    if not spread.get("remeasured"):
+        # Measurements from before re-timing existed carry no spread entry: judge their numbers directly.
+        return busy.format(was="") if not spread and p90 > limit * p50 else None
+    first = (spread.get("first_attempt") or {}).get(runner) or {}
+    was = f"; first try p50 {fmt_ms(first.get('p50_ms'), 3)}, p90 {fmt_ms(first.get('p90_ms'), 3)}" if first else ""
+    if spread.get("busy"):
+        if p90 <= limit * p50:  # the second try was steady but its median moved: the load changed between tries
+            return (f"Taken on a busy machine: timed twice at batch {batch}, the medians disagree ({was.lstrip('; ')}; "
+                    f"second try {now}). Other work changed the speed between the tries; compare ratios, which "
+                    "are timed interleaved, rather than these absolute times.")
+        return busy.format(was=f", after timing twice{was}")
+    return f"Timed twice at batch {batch}: the first try spread too widely (p90 over {limit:g}× p50{was}); kept the second ({now})."
+
+
 # --------------------------------------------------------------------------- the wording
 
 
 EAGER = "PyTorch fp32 eager"
 
 
-def _headline(ratio: float | None, candidate_ms: float | None, eager_ms: float | None, baseline: str = EAGER) -> str:
+def _headline(ratio: float | None, candidate_ms: float | None, eager_ms: float | None, baseline: str = EAGER,
+              interval: RatioInterval | None = None) -> str:
     if ratio is None:
         return f"No speed-up measured (latency was not timed against {baseline})."
     times = f"({fmt_ms(candidate_ms)} vs {fmt_ms(eager_ms)}, batch 1, same process, interleaved)"
+    if interval is not None:
+        if interval.includes_one:
+            return f"No measurable difference from {baseline} ({_noise_pct(interval)}) {times}."
+        direction = "faster" if interval.ratio < 1.0 else "slower"
+        factor = 1.0 / interval.ratio if interval.ratio < 1.0 else interval.ratio
+        ends = sorted(1.0 / v if interval.ratio < 1.0 else v for v in (interval.low, interval.high))
+        return (f"{fmt_ratio(factor)} {direction} than {baseline} ({interval.confidence:.0%} interval "
+                f"{fmt_ratio(ends[0])}–{fmt_ratio(ends[1])}) {times}.")
     if abs(ratio - 1.0) <= TIE_BAND:
         return f"As fast as {baseline} within {TIE_BAND:.0%} {times}."
     if ratio > 1.0:
@@ -220,15 +315,18 @@ def speedup_wording(
     cpu_flags: Sequence[str] | None = None,
     bench: Mapping | None = None,
     baseline: str = EAGER,
+    interval: RatioInterval | None = None,
 ) -> SpeedupWording:
     """The wording for one speed-up. `bench`: the benchmark's results for this machine (``load_bench_results``);
     `cpu_flags` as in the record's machine description (only int8 results get the CPU note); `baseline` names what
-    `eager_fp32_ms` timed (an uploaded TorchScript model's baseline is TorchScript, not eager)."""
+    `eager_fp32_ms` timed (an uploaded TorchScript model's baseline is TorchScript, not eager); `interval`: the
+    candidate ÷ baseline bootstrap interval, which turns a difference inside the noise into "no measurable
+    difference"."""
     candidate, eager = as_number(candidate_ms), as_number(eager_fp32_ms)
     ratio = eager / candidate if candidate and eager else None
     return SpeedupWording(
         ratio=ratio,
-        headline=_headline(ratio, candidate, eager, baseline),
+        headline=_headline(ratio, candidate, eager, baseline, interval),
         fastest_fp32=_fastest_fp32_line(bench=bench, architecture=architecture, input_shape=input_shape, candidate_ms=candidate),
         cpu_note=cpu_int8_note(cpu=cpu, cpu_flags=cpu_flags) if int8 else None,
     )
@@ -249,6 +347,7 @@ def wording_for_record(record: Mapping, *, cache_root: Path | None = None) -> Sp
         cpu_flags=machine.get("cpu_features"),
         bench=load_bench_results(cpu=cpu, cache_root=cache_root) if cpu else None,
         baseline="PyTorch fp32 (TorchScript)" if str(record.get("model", "")).startswith("torchscript:") else EAGER,
+        interval=recorded_interval(record.get("latency")) if isinstance(record.get("latency"), Mapping) else None,
     )
 
 

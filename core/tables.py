@@ -17,8 +17,9 @@ from typing import Any
 import pandas as pd
 
 from core.formatting import as_number
+from core.measure.latency import recorded_interval
 from core.measure.size import layer_bits_per_weight
-from core.metrics import Metric, metric
+from core.metrics import UNITS, Metric, column_label, metric
 
 # Columns of the experiments frame, in display order. Fractions stay fractions here; tables format them.
 TABLE_COLUMNS = (
@@ -75,7 +76,7 @@ TEXT_COLUMNS = (
 
 
 def experiment_label(record: dict) -> str:
-    """'#12 palettize 4-bit (data_free)': how one experiment is named in charts and pickers."""
+    """'#12 4-bit palettization, data-free': how one experiment is named in charts and pickers."""
     return f"#{record.get('id', '?')} {record.get('spec_summary') or record.get('method')}"
 
 
@@ -114,6 +115,10 @@ def experiments_frame(records: Sequence[dict]) -> pd.DataFrame:
         row["eval_set"] = eval_set_key(rec)
         row["eval_set_label"] = eval_set_label(rec)
         row["origin"] = origin_label(rec)
+        interval = recorded_interval(rec.get("latency")) if isinstance(rec.get("latency"), dict) else None
+        row["latency_ratio_low"] = interval.low if interval else None
+        row["latency_ratio_high"] = interval.high if interval else None
+        row["latency_by_construction"] = (rec.get("latency") or {}).get("mode") == "confirmation"
         breakdown = rec.get("size_breakdown") or {}
         for part, value in breakdown.items():
             if isinstance(value, int | float):
@@ -174,8 +179,9 @@ def experiments_table(frame: pd.DataFrame, *, formatted: bool = False) -> pd.Dat
     """The experiments table (Compare page, HTML report): #, method, setting, the declared metrics, created.
 
     ``formatted=False``: metric columns are numbers in their display unit (%, MB, ms …) for a sortable table —
-    format them with ``experiments_table_formats()``. ``formatted=True``: every metric is text with its unit
-    ("93.36 %", "1.23 MB") under the metric's label.
+    format them with ``experiments_table_formats()``; a column with a missing value, a unit that only text can say
+    ("2.00× larger") and the latency ratio (with its interval) are text. ``formatted=True``: every metric is text
+    with its unit ("93.36 %", "1.23 MB") under the metric's label.
     """
     from core.compress.registry import method_label
 
@@ -188,19 +194,107 @@ def experiments_table(frame: pd.DataFrame, *, formatted: bool = False) -> pd.Dat
     )
     for declared in EXPERIMENTS_TABLE_METRICS:
         values = frame[declared.key] if declared.key in frame else pd.Series([None] * len(frame), dtype=object)
-        if formatted:  # the text carries its unit, so the header is the plain label
-            table[declared.label] = [declared.format(v) for v in values]
+        header = declared.label if formatted else declared.column_header
+        if declared.key == "latency_ratio":
+            table[header] = latency_ratio_cells(frame)
+        elif formatted or not table_column_is_numeric(declared, values):
+            table[header] = [declared.format(v) if as_number(v) is not None else missing_word(declared.key)
+                             for v in values]
         else:
-            table[declared.column_header] = [declared.column_value(v) for v in values]
-            table[declared.column_header] = pd.to_numeric(table[declared.column_header], errors="coerce")
+            table[header] = pd.to_numeric(pd.Series([declared.column_value(v) for v in values]), errors="coerce")
     table[ARTIFACT_MATCH_HEADER] = [artifact_match_text(v) for v in frame.get("artifact_weights_match", [None] * len(frame))]
     table["created"] = frame["created_at"].astype(str).str.slice(0, 19).str.replace("T", " ")
     return table
 
 
+def table_column_is_numeric(declared: Metric, values: pd.Series) -> bool:
+    """A sortable number column only when every row has a value and the unit reads right as a number."""
+    return not UNITS[declared.unit].text_in_tables and all(as_number(v) is not None for v in values)
+
+
+def missing_word(key: str) -> str:
+    """What a table says where a record has no value: 'not timed' for latencies, 'n/a' otherwise."""
+    return "not timed" if "latency" in key else "n/a"
+
+
+def latency_ratio_cells(frame: pd.DataFrame) -> list[str]:
+    """Compressed ÷ baseline latency per row with its interval: 'no measurable difference (±8 %)', '0.52× (95 % CI
+    0.48–0.57×)', or 'not timed'."""
+    from core.measure.latency import RatioInterval
+    from core.speedup_wording import latency_change
+
+    cells = []
+    for _, row in frame.iterrows():
+        ratio = as_number(row.get("latency_ratio"))
+        low, high = as_number(row.get("latency_ratio_low")), as_number(row.get("latency_ratio_high"))
+        if ratio is None:
+            cells.append("not timed")
+        elif low is None or high is None:
+            cells.append(f"{ratio:.2f}× (no interval recorded)")
+        elif low <= 1.0 <= high:
+            interval = RatioInterval(ratio=ratio, low=low, high=high, confidence=0.95, resamples=0, pairs=0)
+            cells.append(latency_change(interval).short)
+        else:
+            cells.append(f"{ratio:.2f}× (95 % CI {low:.2f}–{high:.2f}×)")
+    return cells
+
+
 def experiments_table_formats() -> dict[str, tuple[str, str]]:
-    """{column header: (printf number format, help text)} of the measured columns of ``experiments_table``."""
-    return {m.column_header: (m.column_format, m.description) for m in EXPERIMENTS_TABLE_METRICS}
+    """{column header: (printf number format, help text)} of the measured columns of ``experiments_table`` that can
+    be numbers (a column that turned out text takes its help only)."""
+    return {m.column_header: (m.column_format, m.description) for m in EXPERIMENTS_TABLE_METRICS
+            if not UNITS[m.unit].text_in_tables and m.key != "latency_ratio"}
+
+
+def experiments_table_help() -> dict[str, str]:
+    """{column header: help text} of every measured column of ``experiments_table``."""
+    return {m.column_header: m.description for m in EXPERIMENTS_TABLE_METRICS}
+
+
+# --------------------------------------------------------------------------- any table a person reads
+
+MISSING = "—"
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
+
+
+def readable_table(
+    frame: pd.DataFrame,
+    *,
+    formats: dict[str, Any] | None = None,
+    missing: str | dict[str, str] = MISSING,
+    labels: dict[str, str] | None = None,
+) -> pd.DataFrame:
+    """A frame as a page shows it: headers in plain words (``core.metrics.column_label``), `formats` ({raw column:
+    value → text}) applied, and no cell left to read "None" / "nan": a column with a missing value becomes text,
+    the gap written as `missing` (one word, or {raw column: word}). Columns without gaps stay numbers (sortable).
+    `labels`: headers of this table that differ from the declared ones."""
+    formats = formats or {}
+    out = pd.DataFrame(index=frame.index)
+    for column in frame.columns:
+        values = frame[column]
+        gap = missing.get(column, MISSING) if isinstance(missing, dict) else missing
+        write = formats.get(column)
+        if write is not None:
+            out[column] = [gap if _is_missing(v) else write(v) for v in values]
+        elif any(_is_missing(v) for v in values):
+            out[column] = [gap if _is_missing(v) else _plain(v) for v in values]
+        else:
+            out[column] = values
+    labels = labels or {}
+    return out.rename(columns={c: labels.get(str(c)) or column_label(str(c)) for c in out.columns}).reset_index(drop=True)
+
+
+def _plain(value: Any) -> str:
+    """A value in a text column: whole numbers without '.0', others to 4 significant digits."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    number = as_number(value)
+    if number is None or isinstance(value, str):
+        return str(value)
+    return f"{number:,.0f}" if number == int(number) else f"{number:.4g}"
 
 
 # --------------------------------------------------------------------------- per class, per layer
@@ -267,6 +361,31 @@ def layers_frame(record: dict) -> pd.DataFrame:
     return frame
 
 
+LAYERS_TABLE_COLUMNS = ("name", "type", "shape", "params", "compressed", "reason", "bits", "bits_per_weight",
+                        "granularity", "n_luts", "n_scales", "sparsity", "snr_db")
+
+
+def layers_table(layers: pd.DataFrame) -> pd.DataFrame:
+    """``layers_frame`` as the Layers page shows it: plain headers, units in the cells, "—" where a layer has no
+    such number (an uncompressed layer has no LUTs and no weight SNR)."""
+    from core.formatting import fmt_pct
+
+    table = readable_table(
+        layers[list(LAYERS_TABLE_COLUMNS)],
+        formats={
+            "compressed": lambda v: "yes" if v else "no",
+            "bits": lambda v: f"{v:.0f}",
+            "bits_per_weight": lambda v: f"{v:.2f}",
+            "granularity": lambda v: str(v).replace("_", " "),
+            "n_luts": lambda v: f"{v:,.0f}",
+            "n_scales": lambda v: f"{v:,.0f}",
+            "sparsity": lambda v: fmt_pct(v, 1),
+            "snr_db": lambda v: f"{v:.1f} dB",
+        },
+    )
+    return table.rename(columns={"reason": "why not compressed"})
+
+
 # --------------------------------------------------------------------------- two experiments side by side
 
 # Metrics compared side by side; label, unit and better-direction come from core.metrics.
@@ -317,6 +436,41 @@ def diff_frame(a: dict, b: dict) -> pd.DataFrame:
     return frame.astype({"A": object, "B": object})
 
 
+def diff_table(a: dict, b: dict) -> pd.DataFrame:
+    """``diff_frame`` as a person reads it: every value written with its unit ("93.36 %", "1.23 MB"), the change
+    signed in the metric's unit ("-0.77 pts"), a gap as "—" (not measured)."""
+    rows = []
+    for declared in DIFF_METRICS:
+        va, vb = as_number(a.get(declared.key)), as_number(b.get(declared.key))
+        rows.append({"what": declared.label, "A": declared.format(va) if va is not None else MISSING,
+                     "B": declared.format(vb) if vb is not None else MISSING,
+                     "B − A": _signed_change(declared, va, vb), "": diff_verdict(declared, va, vb)})
+    spec_a, spec_b = _flat_spec(a.get("spec") or {}), _flat_spec(b.get("spec") or {})
+    for key in sorted(set(spec_a) | set(spec_b)):
+        if spec_a.get(key) != spec_b.get(key):
+            rows.append({"what": f"setting · {key}", "A": _setting_text(spec_a.get(key)),
+                         "B": _setting_text(spec_b.get(key)), "B − A": "", "": "differs"})
+    return pd.DataFrame(rows, columns=["what", "A", "B", "B − A", ""])
+
+
+def _setting_text(value: Any) -> str:
+    return MISSING if _is_missing(value) else _plain(value)
+
+
+def _signed_change(declared: Metric, a: float | None, b: float | None) -> str:
+    from core.formatting import fmt_bytes, fmt_pts
+
+    if a is None or b is None:
+        return MISSING
+    delta = b - a
+    if declared.unit == "fraction":
+        return fmt_pts(delta)
+    if declared.unit == "bytes":
+        return ("+" if delta >= 0 else "−") + fmt_bytes(abs(delta))
+    symbol = UNITS[declared.unit].symbol
+    return f"{delta:+.4g} {symbol}".strip()
+
+
 def _flat_spec(spec: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in spec.items():
@@ -346,6 +500,13 @@ def flip_kind(item: dict) -> str:
     if item.get("after") == item.get("true"):
         return "fixed"
     return "still wrong"
+
+
+def flipped_table(record: dict, *, kind: str = "all") -> pd.DataFrame:
+    """The changed predictions as a person reads them: image number, change, true class, before, after."""
+    frame = flipped_frame(record, kind=kind)
+    return pd.DataFrame({"image": frame["index"], "change": frame["mark"], "true class": frame["true_name"],
+                         "before": frame["before_name"], "after": frame["after_name"]})
 
 
 def flipped_frame(record: dict, *, kind: str = "all") -> pd.DataFrame:

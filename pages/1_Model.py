@@ -12,7 +12,7 @@ from core.compress.registry import METHODS, method_descriptor, method_label
 from core.dataset_choice import DATASET_KINDS
 from core.estimate import baseline_is_quick
 from core.evaluation import baseline_words
-from core.formatting import fmt_bytes, fmt_num, fmt_params, fmt_pct, fmt_ratio, fmt_seconds
+from core.formatting import fmt_bytes, fmt_num, fmt_params, fmt_pct, fmt_seconds, fmt_size_ratio
 from core.jobs import CANCELLED, DONE, FAILED, QUEUED, Job
 from core.measure.layer_summary import weight_layer_table
 from core.models.architectures import SAMPLE_ARCHITECTURES
@@ -20,6 +20,8 @@ from core.models.sources import TORCHVISION_ARCHITECTURES, list_sources, pretrai
 from core.models.torchscript_probe import torchscript_disabled_message
 from core.progress import is_version_warning, library_version_warnings, split_library_warnings
 from core.specs import PalettizeSpec, PruneSpec, QuantizeWeightsSpec
+from core.speedup_wording import spread_note
+from core.tables import readable_table
 from pages._ui import run_client
 from pages._ui.errors import attempt
 from pages._ui.loading import (
@@ -117,7 +119,7 @@ if model is not None:
             icon=":material/casino:",
         )
     layers = weight_layers(model.module)
-    cols = st.columns(5)
+    cols = [*st.columns(3), *st.columns(3)[:2]]  # five bordered values in one row lose their units on a laptop
     cols[0].metric("Parameters", fmt_params(model.params), border=True)
     cols[1].metric("Weight layers", len(layers), border=True)
     cols[2].metric("fp32 size", fmt_bytes(model.size_fp32_bytes), border=True, help="4 bytes per float parameter or buffer.")
@@ -148,18 +150,24 @@ if model is not None:
                 requested.add(model.source_id)
                 st.rerun()
     if baseline:
-        b = st.columns(5)
+        # Two rows: five latency-length values ("417.546 ms") side by side lose their units on a laptop screen.
+        first, second = st.columns(3), st.columns(3)
+        b = [first[0], first[1], second[0], second[1], first[2]]  # accuracy and size, then the two latencies
         b[0].metric("Top-1 accuracy", fmt_pct(baseline.get("accuracy_top1")) if model.accuracy_meaningful else "n/a",
                     help=f"on {baseline.get('eval_images') or 'the'} evaluation images")
         b[1].metric("Top-5 accuracy", fmt_pct(baseline.get("accuracy_top5")) if model.accuracy_meaningful else "n/a")
         b[2].metric("Latency p50", fmt_num(baseline.get("latency_ms_p50"), ".3f", " ms"),
                     help=f"batch 1, {baseline.get('threads', '?')} CPU threads, PyTorch")
-        b[3].metric("Latency p90", fmt_num(baseline.get("latency_ms_p90"), ".3f", " ms"))
+        b[3].metric("Latency p90", fmt_num(baseline.get("latency_ms_p90"), ".3f", " ms"),
+                    help="9 in 10 calls finished within this time; far above the p50 means other work interrupted "
+                    "some calls.")
         b[4].metric("fp16 .mlpackage", fmt_bytes(baseline.get("size_fp16_bytes") or baseline.get("size_bytes")),
                     help="The uncompressed Core ML export, measured on disk: what compression ratios are relative to.")
         if words := baseline_words(baseline):
             st.caption(f":material/target: {words[0].upper()}{words[1:]} — every result measured on these images is "
                        "compared with it (Compress, Compare); other pages say which images their baseline used.")
+        if busy := spread_note(baseline.get("latency")):
+            st.caption(f":material/speed: {busy}")
         library_warnings, other_notes = split_library_warnings(baseline.get("notes"), versions=False)
         for note in other_notes:
             if not is_version_warning(note):  # said once below the page title
@@ -248,7 +256,7 @@ with choose[0].container(border=True):
                                 help="Per-channel symmetric quantization.")
         else:
             st.session_state.setdefault("cfg.ml.sparsity", 0.5)
-            ml_value = st.slider("Target sparsity", 0.05, 0.95, step=0.05, key="cfg.ml.sparsity",
+            ml_value = st.slider("Target sparsity", 0.05, 0.95, step=0.05, key="cfg.ml.sparsity", format="percent",
                                  help="Fraction of weights set to zero.")
         if upload is not None and st.button("Compress the package", type="primary", key="model.ml_run"):
             ml_spec = {"palettize": lambda: PalettizeSpec(n_bits=ml_value),
@@ -277,10 +285,11 @@ with choose[0].container(border=True):
             m = st.columns(3)
             m[0].metric("Original", fmt_bytes(record.get("size_fp16_bytes")))
             m[1].metric("Compressed", fmt_bytes(record.get("size_bytes")))
-            m[2].metric("Smaller by", fmt_ratio(record.get("compression_ratio_fp16")))
+            m[2].metric("Size vs the original", fmt_size_ratio(record.get("compression_ratio_fp16")))
             weights = pd.DataFrame(record.get("coreml_weights") or [])
             if not weights.empty:
-                st.dataframe(weights[["name", "role", "shape", "params", "sparsity", "unique_values"]], hide_index=True,
+                st.dataframe(readable_table(weights[["name", "role", "shape", "params", "sparsity", "unique_values"]],
+                                            formats={"sparsity": lambda v: fmt_pct(v, 1)}), hide_index=True,
                              key="model.ml_weights", height=240)
             for note in record.get("notes") or []:
                 st.caption(f":material/info: {note}")

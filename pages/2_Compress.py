@@ -275,7 +275,7 @@ with tabs[3]:
                          help="Unstructured keeps accuracy best; blocks and n:m suit hardware that skips zeros.")
     with c[1]:
         sparsity = knob(st.slider, "prune", "target_sparsity", "Target sparsity", default=d.target_sparsity, min_value=0.0,
-                        max_value=0.95, step=0.05, format="%.2f", disabled=structure == "n_m",
+                        max_value=0.95, step=0.05, format="percent", disabled=structure == "n_m",
                         help="Fraction of weights set to zero (coremltools' ResNet50 guide tried 50 %, 75 % and 90 %).")
         pblock = knob(st.select_slider, "prune", "block_size", "Block size", default=d.block_size, options=[2, 4, 8, 16],
                       disabled=structure != "block", help="Weights zeroed together.")
@@ -338,7 +338,7 @@ with tabs[5]:
     with c[0]:
         st.markdown("**Step 1 · Prune**")
         p_sparsity = knob(st.slider, "pipe", "sparsity", "Target sparsity", default=0.5, min_value=0.05, max_value=0.95, step=0.05,
-                          format="%.2f", help="Fraction of weights set to zero before step 2.")
+                          format="percent", help="Share of weights set to zero before step 2.")
         p_structure = knob(st.radio, "pipe", "structure", "Pattern", default="unstructured", options=["unstructured", "n_m"],
                            horizontal=True, help="n:m uses 2:4 here.")
     with c[1]:

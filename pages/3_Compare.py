@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import time
 
+import pandas as pd
 import streamlit as st
 
 from core import charts
 from core.dataset_choice import flipped_image_position
-from core.formatting import fmt_bytes, fmt_num, fmt_pct, fmt_ratio
-from core.report import build_report
+from core.formatting import as_number, fmt_bytes, fmt_pct, fmt_size_ratio
+from core.report import build_report, per_run_baseline_note
 from core.speedup_wording import speedup_text
 from core.tables import (
     ARTIFACT_MATCH_HEADER,
     ARTIFACT_MATCH_HELP,
-    diff_frame,
+    diff_table,
     experiments_frame,
     experiments_table,
     experiments_table_formats,
+    experiments_table_help,
     flipped_frame,
+    flipped_table,
     origin_label,
     per_class_frame,
 )
@@ -43,7 +46,7 @@ model_ids = [m["model"] for m in models]
 labels = {m["model"]: f"{m['model_label']} ({m['count']} experiment{'s' if m['count'] != 1 else ''})" for m in models}
 if st.session_state.get("cfg.compare.model") not in model_ids:
     st.session_state["cfg.compare.model"] = model.source_id if model is not None and model.source_id in model_ids else model_ids[0]
-top = st.columns([2, 2, 1], vertical_alignment="bottom")
+top = st.columns([2, 2, 1.5], vertical_alignment="bottom")  # room for the pick's size wording
 chosen_model = top[0].selectbox("Model", model_ids, format_func=labels.get, key="cfg.compare.model",
                                 help="Experiments are compared within one model.")
 st.session_state.setdefault("cfg.compare.budget", 5.0)
@@ -62,11 +65,15 @@ frame = experiments_frame(records)
 by_id = {r["id"]: r for r in records}
 
 best = charts.best_within_budget(frame, budget_pts=budget, column=charts.accuracy_metric(frame)[0])
+
 with top[2]:
     if best is not None:
         st.metric("Smallest within budget", f"#{int(best['id'])}",
-                  delta=f"{fmt_num(best.get('compression_ratio_fp16'), '.1f', '×')} smaller than fp16",
+                  delta=f"{fmt_size_ratio(best.get('compression_ratio_fp16'), 1)} than fp16", delta_arrow="off",
+                  delta_color="normal" if (as_number(best.get("compression_ratio_fp16")) or 0) >= 1 else "inverse",
                   help=str(best["spec_summary"]))
+        change = as_number(best.get("accuracy_delta_pts"))
+        st.caption(f"**{best['spec_summary']}**" + (f", {change:+.2f} pts vs its baseline" if change is not None else ""))
     else:
         st.metric("Smallest within budget", "none", help="No experiment is within the budget yet.")
 
@@ -87,8 +94,8 @@ if picked and picked[0] in by_id:
     st.session_state["selected_experiment"] = record["id"]  # the Layers page opens on it
     info, link = st.columns([4, 1], vertical_alignment="center")
     info.caption(f"Clicked **#{record['id']} {record.get('spec_summary')}** — {fmt_pct(record.get('accuracy_top1'))}, "
-                 f"{fmt_bytes(record.get('size_bytes'))}, {fmt_ratio(record.get('compression_ratio_fp16'))} "
-                 "smaller than fp16")
+                 f"{fmt_bytes(record.get('size_bytes'))}, {fmt_size_ratio(record.get('compression_ratio_fp16'))} "
+                 "than fp16")
     link.page_link("pages/4_Layers.py", label="Its layers", icon=":material/stacked_bar_chart:")
 st.caption("Dotted line: Pareto frontier (nothing is both smaller and more accurate). ★ the uncompressed fp16 "
            "baseline (one per evaluation set; each experiment is compared with its own set's). Click a point to highlight it; hover for its settings.")
@@ -96,11 +103,15 @@ st.caption("Dotted line: Pareto frontier (nothing is both smaller and more accur
 # --------------------------------------------------------------------------- table
 st.subheader("Experiments", anchor=False)
 display = experiments_table(frame)
+formats = experiments_table_formats()
 table = st.dataframe(
     display, hide_index=True, key="compare.table", on_select="rerun", selection_mode="multi-row",
-    column_config={**{header: st.column_config.NumberColumn(format=number_format, help=text)
-                      for header, (number_format, text) in experiments_table_formats().items()},
-                   ARTIFACT_MATCH_HEADER: st.column_config.TextColumn(help=ARTIFACT_MATCH_HELP)},
+    column_config={
+        **{header: (st.column_config.NumberColumn(format=formats[header][0], help=text)
+                    if header in formats and pd.api.types.is_numeric_dtype(display[header])
+                    else st.column_config.TextColumn(help=text))
+           for header, text in experiments_table_help().items()},
+        ARTIFACT_MATCH_HEADER: st.column_config.TextColumn(help=ARTIFACT_MATCH_HELP)},
 )
 table_rows = list(table.selection.rows) if table is not None else []
 ticked = {int(display.iloc[i]["#"]) for i in table_rows if i < len(display)}
@@ -140,12 +151,14 @@ tabs = st.tabs(["Latency", "Size breakdown", "Per-class accuracy", "Flipped imag
 
 with tabs[0]:
     st.plotly_chart(charts.latency_figure(chart_frame), key="compare.latency", config={"displaylogo": False})
+    st.caption(f":material/info: {per_run_baseline_note(chart_frame)}")
+    st.plotly_chart(charts.latency_ratio_figure(chart_frame), key="compare.latency_ratio", config={"displaylogo": False})
     notes = sorted({str(n) for n in chart_frame["latency_note"].dropna() if n})
     for note in notes:
         st.caption(f":material/speed: {note}")
     if speed := speedup_text([by_id[int(i)] for i in chart_frame["id"] if int(i) in by_id]):
         st.caption(f":material/speed: {speed}")
-    st.caption(f"Showing {scope} experiment(s); tick rows in the table to narrow the charts. Each bar pair was timed interleaved (A B A B) in the same process.")
+    st.caption(f"Showing {scope} experiment(s); tick rows in the table to narrow the charts.")
 
 with tabs[1]:
     st.plotly_chart(charts.size_breakdown_figure(chart_frame), key="compare.size", config={"displaylogo": False})
@@ -172,7 +185,7 @@ with tabs[3]:
         elif source is None:
             st.info(f"The images of {record.get('dataset_source')} are not available on this machine, so only the list is shown.",
                     icon=":material/info:")
-            st.dataframe(flipped_frame(record), hide_index=True, key="compare.flip_table")
+            st.dataframe(flipped_table(record), hide_index=True, key="compare.flip_table")
         else:
             kind = st.radio("Show", ["all", "broken", "fixed"], horizontal=True, key="compare.flip_kind",
                             format_func={"all": "all changes", "broken": "✓→✗ newly wrong", "fixed": "✗→✓ newly right"}.get)
@@ -200,9 +213,7 @@ with tabs[4]:
         c1, c2 = st.columns(2)
         a = c1.selectbox("A", ids, key="compare.diff_a", format_func=lambda i: f"#{i} {by_id[i].get('spec_summary')}")
         b = c2.selectbox("B", ids, key="compare.diff_b", format_func=lambda i: f"#{i} {by_id[i].get('spec_summary')}")
-        diff = diff_frame(by_id[a], by_id[b])
-        st.dataframe(diff.astype({"A": str, "B": str}), hide_index=True, key="compare.diff",
-                     column_config={"B − A": st.column_config.NumberColumn(format="%+.4g")})
+        st.dataframe(diff_table(by_id[a], by_id[b]), hide_index=True, key="compare.diff")
 
 with tabs[5]:
     options = [int(i) for i in chart_frame["id"]][::-1]

@@ -10,6 +10,7 @@ from core.formatting import fmt_num, fmt_pct
 from core.measure.grid import histogram_overlays, layer_arrays
 from core.measure.layer_summary import coverage, default_layer, storage_bits_words
 from core.store import layers_frame
+from core.tables import layers_table
 from pages._ui.errors import attempt
 from pages._ui.session import page_context
 from pages._ui.storage import records, store
@@ -86,16 +87,11 @@ st.caption(f"{covered.compressed_layers} of {covered.total_layers} weight layers
            "Hover a grey bar to see why that layer was left alone.")
 st.plotly_chart(charts.coverage_figure(layers, method=method), key="layers.coverage", config={"displaylogo": False})
 st.dataframe(
-    layers.assign(compressed=layers["compressed"].map({True: "yes", False: "no"})),
+    layers_table(layers),
     hide_index=True,
     key="layers.table",
-    column_order=["name", "type", "shape", "params", "compressed", "reason", "bits", "bits_per_weight", "granularity",
-                  "n_luts", "n_scales", "sparsity", "snr_db"],
     column_config={
-        "params": st.column_config.NumberColumn("weights", format="localized"),
-        "bits_per_weight": st.column_config.NumberColumn("bits/weight", format="%.2f"),
-        "sparsity": st.column_config.NumberColumn(format="percent"),
-        "snr_db": st.column_config.NumberColumn("weight SNR (dB)", format="%.1f"),
-        "reason": st.column_config.TextColumn("why not compressed", width="large"),
+        "weights": st.column_config.NumberColumn(format="localized"),
+        "why not compressed": st.column_config.TextColumn(width="large"),
     },
 )

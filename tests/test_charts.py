@@ -46,7 +46,7 @@ def test_accuracy_size_figure() -> None:
     assert "MB" in fig.layout.xaxis.title.text and "%" in fig.layout.yaxis.title.text
     assert fig.layout.template.layout.paper_bgcolor == "rgba(0,0,0,0)"
     assert "#1 " not in by_name["Palettize"].hovertemplate  # hover text comes from customdata
-    assert by_name["Palettize"].customdata[0][1] == "palettize 4-bit (data_free)"
+    assert by_name["Palettize"].customdata[0][1] == "4-bit palettization, data-free"
 
 
 def test_best_within_budget() -> None:
@@ -71,7 +71,8 @@ def test_latency_figure_pairs_each_experiment_with_its_baseline() -> None:
     baseline, compressed = fig.data
     assert list(baseline.y) == [1.0] * 4
     assert list(compressed.y) == pytest.approx([1.0, 1.0, 1.0, 0.3])
-    assert compressed.x[3] == "#4 torch static · 0.30×"  # the ratio is part of the label
+    assert compressed.x[3] == "#4 torch static"  # no bare ratio: the ratio chart shows it with its interval
+    assert compressed.customdata[3][1] == "0.30× (no interval recorded)"
     assert list(compressed.error_y.array) == pytest.approx([0.2, 0.2, 0.2, 0.06])
     assert compressed.marker.color[3] == charts.method_color("torch_static")
     assert compressed.marker.color[2] == charts.method_color("prune")
@@ -163,3 +164,34 @@ def test_far_below_points_sit_on_the_bottom_edge() -> None:
     assert prune.customdata[1][7] == pytest.approx(30.0)  # the hover shows the true accuracy
     assert fig.layout.yaxis.range[0] < floor < 90
     assert any("1 experiment(s) more than 10 pts below" in (a.text or "") for a in fig.layout.annotations)
+
+
+def _with_interval(record: dict, *, low: float, high: float, mode: str = "full") -> dict:
+    ratio = record["latency_ratio"]
+    ci = {"ratio": ratio, "low": low, "high": high, "confidence": 0.95, "resamples": 2000, "pairs": 40}
+    record["latency"] = {"mode": mode, "batches": {"1": {"ratio_ci": {"candidate": ci}}}}
+    return record
+
+
+def test_latency_ratio_figure_draws_each_interval_as_error_bars_around_one() -> None:
+    records = _records()
+    _with_interval(records[0], low=0.9, high=1.15, mode="confirmation")  # no measurable difference
+    _with_interval(records[3], low=0.25, high=0.36)  # clearly faster
+    fig = charts.latency_ratio_figure(experiments_frame(records))
+    (trace,) = fig.data
+    assert list(trace.x) == pytest.approx([1.0, 1.0, 1.0, 0.3])
+    minus, plus = list(trace.error_x.arrayminus), list(trace.error_x.array)
+    assert (minus[0], plus[0]) == pytest.approx((0.1, 0.15)) and (minus[3], plus[3]) == pytest.approx((0.05, 0.06))
+    verdicts = [row[2] for row in trace.customdata]
+    assert verdicts == ["no measurable difference", "no interval recorded", "no interval recorded", "faster"]
+    assert any(shape.x0 == 1.0 and shape.x1 == 1.0 for shape in fig.layout.shapes)  # the "same as baseline" line
+    assert "95 % interval" in fig.layout.xaxis.title.text
+
+
+def test_size_axis_of_the_scatter_ticks_at_1_2_5_megabytes() -> None:
+    records = _records()
+    records[0]["size_bytes"], records[0]["size_fp16_bytes"] = 9_600_000, 9_600_000
+    fig = charts.accuracy_size_figure(experiments_frame(records))
+    axis = fig.layout.xaxis
+    assert axis.type == "log" and list(axis.ticktext) == ["0.2 MB", "0.5 MB", "1 MB", "2 MB", "5 MB", "10 MB"]
+    assert all(text.endswith(" MB") for text in axis.ticktext)

@@ -27,3 +27,20 @@ def test_values() -> None:
     assert f.fmt_pct(0.9336) == "93.36 %" and f.fmt_pts(-0.0077) == "-0.77 pts"
     assert f.fmt_ms(1.234) == "1.23 ms" and f.fmt_ratio(2) == "2.00×" and f.fmt_num(3.14159, ".3f", " x") == "3.142 x"
     assert f.fmt_seconds(12.34) == "12.3 s" and f.fmt_seconds(125) == "2 min 05 s"
+
+
+def test_size_ratios_below_one_read_as_larger() -> None:
+    from core.formatting import fmt_size_ratio
+
+    assert fmt_size_ratio(3.9) == "3.90× smaller"
+    assert fmt_size_ratio(0.5) == "2.00× larger"  # PyTorch dynamic int8 vs the fp16 .mlpackage, never "0.50× smaller"
+    assert fmt_size_ratio(0.5, 1) == "2.0× larger"
+    assert fmt_size_ratio(1.0) == "same size" and fmt_size_ratio(None) == "n/a" and fmt_size_ratio(0) == "n/a"
+
+
+def test_counts_take_the_right_plural() -> None:
+    from core.formatting import plural
+
+    assert plural(1, "point") == "1 point" and plural(1.0, "point") == "1 point"
+    assert plural(0.5, "point") == "0.5 points" and plural(2, "point") == "2 points" and plural(0, "point") == "0 points"
+    assert plural(1234, "image", spec=",.0f") == "1,234 images"

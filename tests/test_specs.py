@@ -73,3 +73,21 @@ def test_override_resolution_last_match_wins():
     assert spec.resolve("features.conv1").n_bits == 2
     assert spec.resolve("features.conv2") is None
     assert spec.resolve("fc").n_bits == 4
+
+
+def test_settings_read_as_a_person_says_them_with_library_names_only_as_hints() -> None:
+    from core.specs import PalettizeSpec, PruneSpec, QuantizeActivationsSpec, QuantizeWeightsSpec, TorchStaticSpec
+
+    assert PalettizeSpec(n_bits=4).summary() == "4-bit palettization, data-free"
+    vector = PalettizeSpec(n_bits=2, granularity="per_grouped_channel", group_size=16, cluster_dim=2).summary()
+    assert vector == "2-bit palettization, groups of 16 channels, vectors of 2 weights (cluster_dim 2), data-free"
+    assert PruneSpec(target_sparsity=0.5).summary() == "50 % pruning, data-free"
+    assert PruneSpec(structure="n_m").summary() == "50 % pruning, 2 of every 4 weights, data-free"
+    assert QuantizeWeightsSpec(dtype="int4", granularity="per_block", block_size=32).summary() == (
+        "int4 weight quantization, blocks of 32, symmetric, data-free")
+    assert QuantizeActivationsSpec().summary().endswith("calibrated on 128 images")
+    assert TorchStaticSpec(workflow="fine_tune", calibration_samples=64).summary() == (
+        "PyTorch static int8 (x86 recipe), fine-tuned after calibrating on 64 images")
+    every = [PalettizeSpec(), vector, PruneSpec(), QuantizeWeightsSpec(), QuantizeActivationsSpec(), TorchStaticSpec()]
+    for text in (s if isinstance(s, str) else s.summary() for s in every):
+        assert "data_free" not in text and "(calibration" not in text and "_" not in text.replace("cluster_dim", "")

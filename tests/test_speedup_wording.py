@@ -156,3 +156,77 @@ def test_the_html_report_and_the_cli_show_the_same_wording(tmp_path, monkeypatch
     assert "Speed-up: Fastest here (#7 torch static int8 x86): 2.00× faster than PyTorch fp32 eager" in html
     _print_run(record)
     assert f"speed-up         {expected}" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- latency ratio with its interval
+
+
+def test_no_difference_is_worded_as_no_measurable_difference_never_a_percentage():
+    from core.measure.latency import ratio_interval
+    from core.speedup_wording import latency_change
+
+    base = [0.010 + 0.002 * ((i * 7) % 5) / 5 for i in range(40)]
+    cand = [b * (1.22 if i % 2 else 0.85) for i, b in enumerate(base)]  # noisy, no real difference
+    interval = ratio_interval(baseline=base, candidate=cand)
+    assert interval.includes_one
+    change = latency_change(interval, by_construction=True)
+    assert change.short.startswith("no measurable difference (±") and change.short.endswith(" %)")
+    assert "+22 %" not in change.sentence and not change.measurable
+    assert change.sentence.startswith("Same computation as the baseline: no measurable difference")
+    assert "95 % interval from 40 interleaved" in change.sentence.replace("95%", "95 %")
+
+
+def test_a_clear_two_fold_difference_is_stated_with_its_interval():
+    from core.measure.latency import ratio_interval
+    from core.speedup_wording import latency_change
+
+    base = [0.010 + 0.001 * (i % 4) for i in range(40)]
+    slower = latency_change(ratio_interval(baseline=base, candidate=[2 * b for b in base]))
+    assert slower.measurable and slower.short.startswith("+100 % (95% CI +")
+    assert slower.sentence.startswith("2.00× slower than the baseline (2.00×–2.00×)")
+    faster = latency_change(ratio_interval(baseline=base, candidate=[b / 2 for b in base]))
+    assert faster.measurable and faster.short.startswith("-50 %")
+    assert faster.sentence.startswith("2.00× faster than the baseline")
+
+
+def test_the_headline_says_no_measurable_difference_when_the_interval_includes_one():
+    from core.measure.latency import RatioInterval
+
+    tie = RatioInterval(ratio=1.12, low=0.93, high=1.31, confidence=0.95, resamples=2000, pairs=6)
+    wording = speedup_wording(candidate_ms=56.0, eager_fp32_ms=50.0, int8=True, interval=tie)
+    assert wording.headline.startswith("No measurable difference from PyTorch fp32 eager (±31 %)")
+    clear = RatioInterval(ratio=0.5, low=0.45, high=0.55, confidence=0.95, resamples=2000, pairs=60)
+    wording = speedup_wording(candidate_ms=25.0, eager_fp32_ms=50.0, int8=True, interval=clear)
+    assert wording.headline.startswith("2.00× faster than PyTorch fp32 eager (95% interval 1.82×–2.22×)")
+
+
+def test_a_wide_spread_is_said_with_its_numbers():
+    from core.speedup_wording import spread_note
+
+    # A cached measurement from before re-timing: p90 27× the p50 is called out, with both numbers.
+    old = {"batches": {"1": {"baseline": {"p50_ms": 10.476, "p90_ms": 287.726}}}}
+    note = spread_note(old)
+    assert note.startswith("Taken on a busy machine: at batch 1 the p90 is 27.5× the p50 (p50 10.476 ms, p90 287.726 ms)")
+    retimed = {"batches": {"1": {"baseline": {"p50_ms": 10.1, "p90_ms": 11.0}, "spread": {
+        "p90_over_p50": 1.09, "limit": 1.5, "remeasured": True, "busy": False,
+        "first_attempt": {"baseline": {"p50_ms": 10.476, "p90_ms": 287.726}}}}}}
+    assert spread_note(retimed) == ("Timed twice at batch 1: the first try spread too widely (p90 over 1.5× p50; first "
+                                    "try p50 10.476 ms, p90 287.726 ms); kept the second (p50 10.100 ms, p90 11.000 ms).")
+    still = {"batches": {"1": {"baseline": {"p50_ms": 10.0, "p90_ms": 30.0}, "spread": {
+        "p90_over_p50": 3.0, "limit": 1.5, "remeasured": True, "busy": True, "first_attempt": {}}}}}
+    assert spread_note(still).startswith("Taken on a busy machine: at batch 1 the p90 is 3.0× the p50 (p50 10.000 ms, "
+                                         "p90 30.000 ms, after timing twice)")
+    steady = {"batches": {"1": {"baseline": {"p50_ms": 10.0, "p90_ms": 11.0}, "spread": {"remeasured": False}}}}
+    assert spread_note(steady) is None and spread_note(None) is None
+
+
+def test_two_tries_whose_medians_disagree_are_called_a_busy_machine():
+    from core.speedup_wording import spread_note
+
+    moved = {"batches": {"1": {"baseline": {"p50_ms": 417.546, "p90_ms": 588.898}, "spread": {
+        "p90_over_p50": 1.41, "limit": 1.5, "remeasured": True, "busy": True,
+        "first_attempt": {"baseline": {"p50_ms": 75.111, "p90_ms": 480.891}}}}}}
+    assert spread_note(moved) == (
+        "Taken on a busy machine: timed twice at batch 1, the medians disagree (first try p50 75.111 ms, p90 "
+        "480.891 ms; second try p50 417.546 ms, p90 588.898 ms). Other work changed the speed between the tries; "
+        "compare ratios, which are timed interleaved, rather than these absolute times.")

@@ -20,7 +20,7 @@ from core.store import ExperimentStore, StoreError, default_home
 def make_record(
     *,
     method: str = "palettize",
-    summary: str = "palettize 4-bit (data_free)",
+    summary: str = "4-bit palettization, data-free",
     accuracy: float = 0.90,
     baseline: float = 0.92,
     size: int = 400_000,

@@ -55,7 +55,7 @@ def test_the_sentence_says_what_the_record_measured(records: list[dict]) -> None
     ratio = f"{record['compression_ratio_fp16']:.1f}× smaller"
     delta = round((record["accuracy_top1"] - record["baseline_accuracy_top1"]) * 100, 1)
     points = "accuracy unchanged" if delta == 0 else f"{'+' if delta > 0 else '−'}{abs(delta):.1f} points"
-    assert story.sentence.startswith("palettize 4-bit, data-free: " + ratio + ", " + points)
+    assert story.sentence.startswith("4-bit palettization, data-free: " + ratio + ", " + points)
     assert f"on {record['eval_images']:,} test images" in story.sentence
     assert "CPU latency unchanged here" in story.sentence  # palettized weights run decompressed on the CPU
     assert "not promised" in story.sentence

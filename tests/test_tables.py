@@ -31,7 +31,7 @@ def test_frames() -> None:
     assert frame.loc[0, "accuracy_delta_pts"] == pytest.approx(-2.0)
     assert frame.loc[1, "accuracy_delta_pts"] == pytest.approx(-7.0)
     assert frame.loc[0, "breakdown_luts"] == 2000
-    assert frame.loc[0, "label"] == "#1 palettize 4-bit (data_free)"
+    assert frame.loc[0, "label"] == "#1 4-bit palettization, data-free"
     assert experiments_frame([]).empty
 
     per_class = per_class_frame(records)
@@ -77,9 +77,11 @@ def test_experiments_table_numbers_and_text() -> None:
     assert pd.api.types.is_numeric_dtype(table["top-1 %"])
     text = experiments_table(frame, formatted=True)
     assert text.loc[0, "top-1 accuracy"] == "90.00 %" and text.loc[0, "artifact size"] == "400.00 kB"
-    assert text.loc[0, "compression vs fp16"] == "4.00×" and text.loc[1, "accuracy change"] == "-7.00 pts"
+    assert text.loc[0, "compression vs fp16"] == "4.00× smaller" and text.loc[1, "accuracy change"] == "-7.00 pts"
+    assert table.loc[0, "size vs fp16"] == "4.00× smaller"  # text: a ratio below 1 must read "larger"
     formats = experiments_table_formats()
-    assert set(formats) == {m.column_header for m in EXPERIMENTS_TABLE_METRICS} <= set(table.columns)
+    assert set(formats) < {m.column_header for m in EXPERIMENTS_TABLE_METRICS} <= set(table.columns)
+    assert "size vs fp16" not in formats and "latency vs baseline" not in formats
     assert formats["size MB"] == ("%.3f", metric("size_bytes").description)
 
 
@@ -96,7 +98,43 @@ def test_experiments_table_of_nothing_and_of_missing_numbers() -> None:
     record = dict(make_record(), id=3)
     record["latency_ms_p50"] = None
     table = experiments_table(experiments_frame([record]), formatted=True)
-    assert table.loc[0, "latency p50"] == "n/a"
+    assert table.loc[0, "latency p50"] == "not timed"
+    sortable = experiments_table(experiments_frame([record, dict(make_record(), id=4)]))
+    assert list(sortable["latency ms"]) == ["not timed", "1.00 ms"]  # never a cell reading None
+    assert pd.api.types.is_numeric_dtype(sortable["size MB"])  # complete columns stay sortable numbers
+
+
+def test_a_size_ratio_below_one_reads_larger_and_latency_ratios_carry_their_interval() -> None:
+    dynamic = dict(make_record(method="torch_dynamic", size=3_200_000), id=5)  # twice the fp16 package
+    tie = dict(make_record(latency=1.22), id=6)
+    tie["latency"] = {"mode": "confirmation", "batches": {"1": {"ratio_ci": {"candidate": {
+        "ratio": 1.22, "low": 0.91, "high": 1.40, "confidence": 0.95, "resamples": 2000, "pairs": 6}}}}}
+    fast = dict(make_record(latency=0.5), id=7)
+    fast["latency"] = {"mode": "full", "batches": {"1": {"ratio_ci": {"candidate": {
+        "ratio": 0.5, "low": 0.46, "high": 0.55, "confidence": 0.95, "resamples": 2000, "pairs": 60}}}}}
+    table = experiments_table(experiments_frame([dynamic, tie, fast]))
+    assert table.loc[0, "size vs fp16"] == "2.00× larger"
+    assert list(table["latency vs baseline"]) == [
+        "1.00× (no interval recorded)", "no measurable difference (±40 %)", "0.50× (95 % CI 0.46–0.55×)"]
+
+
+def test_readable_table_and_diff_table_use_plain_words() -> None:
+    from core.tables import diff_table, flipped_table, readable_table
+
+    raw = pd.DataFrame({"spec_summary": ["a", "b"], "parent_experiment_id": [None, 3.0], "size_bytes": [1e6, 2e6],
+                        "probe_snr_db": [12.5, float("nan")]})
+    table = readable_table(raw, formats={"size_bytes": lambda v: f"{v / 1e6:.0f} MB"})
+    assert list(table.columns) == ["setting", "refines #", "size", "output SNR alone"]
+    assert list(table["refines #"]) == ["—", "3"] and list(table["size"]) == ["1 MB", "2 MB"]
+    assert list(table["output SNR alone"]) == ["12.5", "—"]
+    a, b = dict(make_record(), id=1), dict(make_record(method="prune", accuracy=0.85), id=2)
+    b["latency_ms_p50"] = None
+    diff = diff_table(a, b).set_index("what")
+    assert diff.loc["latency p50", "B"] == "—" and diff.loc["latency p50", "B − A"] == "—"
+    assert diff.loc["top-1 accuracy", "B − A"] == "-5.00 pts" and diff.loc["artifact size", "A"] == "400.00 kB"
+    flipped = flipped_table(a)
+    assert list(flipped.columns) == ["image", "change", "true class", "before", "after"]
+    assert list(flipped["true class"]) == ["class1", "class0"]
 
 
 def test_diff_verdict_follows_the_better_direction() -> None:

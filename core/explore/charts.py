@@ -11,11 +11,12 @@ import plotly.graph_objects as go
 from core.charts import ALERT_COLOR, BASELINE_COLOR, MB, _base_figure, _empty
 from core.compress.registry import method_color, method_label
 from core.explore.sweeps import pareto_mask
+from core.log_axis import apply_log_axis
 
 ROOT_COLOR = "#e9ecf1"  # the lineage map's model box: light, so its label stays readable in dark text
 
 X_AXES = {
-    "size": ("size_bytes", "Model size on disk (MB)", MB),
+    "size": ("size_bytes", "Model size on disk", MB),
     "latency": ("latency_ms_p50", "Median latency, batch 1 (ms)", 1.0),
 }
 
@@ -49,28 +50,67 @@ def pareto_scatter_figure(
                    else "No finished configs yet — points appear here as jobs finish.")
         return _empty(title, message)
     on_front = pareto_mask(points, x="x", y="y")
+    floor = useful_floor(points["y"], baseline_pct=baseline_accuracy * 100 if baseline_accuracy is not None else None)
+    below = points["y"] < floor if floor is not None else pd.Series(False, index=points.index)
     fig = _base_figure(title)
     for method, group in points.groupby("method", sort=False):
-        front = on_front[group.index]
+        front, low = on_front[group.index], below[group.index]
         fig.add_trace(go.Scatter(
-            x=group["x"], y=group["y"], mode="markers", name=method_label(str(method)),
+            x=group["x"], y=group["y"].where(~low, floor), mode="markers", name=method_label(str(method)),
             marker={"color": method_color(str(method)), "size": [14 if f else 10 for f in front],
+                    "symbol": ["triangle-down" if b else "circle" for b in low],
                     "line": {"width": [2.5 if f else 0.5 for f in front], "color": [ALERT_COLOR if f else "white"
                                                                                      for f in front]}},
             customdata=np.stack([group["spec_summary"].astype(str), group.get("experiment_id", group.get("id"))
                                  .fillna(-1).astype(int).astype(str), front.map({True: "on the front",
-                                                                                 False: ""}).astype(str)], axis=-1),
+                                                                                 False: ""}).astype(str),
+                                 group["y"].astype(float)], axis=-1),
             hovertemplate=("<b>%{customdata[0]}</b> (#%{customdata[1]})<br>" + f"{x_title}: " + "%{x:.3f}<br>"
-                           "accuracy: %{y:.2f} %<br>%{customdata[2]}<extra></extra>"),
+                           "accuracy: %{customdata[3]:.2f} %<br>%{customdata[2]}<extra></extra>"),
         ))
     front_points = points[on_front].sort_values("x")
-    fig.add_trace(go.Scatter(x=front_points["x"], y=front_points["y"], mode="lines", name="Pareto front",
-                             line={"color": ALERT_COLOR, "dash": "dot", "width": 2}, hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=front_points["x"], y=front_points["y"].clip(lower=floor), mode="lines",
+                             name="Pareto front", line={"color": ALERT_COLOR, "dash": "dot", "width": 2},
+                             hoverinfo="skip"))
     if baseline_accuracy is not None:
         fig.add_hline(y=baseline_accuracy * 100, line={"color": BASELINE_COLOR, "dash": "dash"},
                       annotation_text="baseline", annotation_position="top left")
-    fig.update_layout(xaxis_title=x_title, yaxis_title=y_title, legend_title_text="method")
+    shown = [*points["y"].clip(lower=floor)] + ([baseline_accuracy * 100] if baseline_accuracy is not None else [])
+    low_end, high_end = min(shown), max(shown)
+    pad = max(0.5, (high_end - low_end) * 0.08)
+    fig.update_yaxes(title_text=y_title, range=[max(0.0, low_end - pad * (2.5 if floor is not None else 1)),
+                                                min(100.0, high_end + pad)])
+    if floor is not None:
+        fig.add_annotation(text=outlier_note(points["y"][below]), xref="paper", yref="paper", x=0, y=0,
+                           xanchor="left", yanchor="bottom", showarrow=False, font={"size": 11})
+    if against == "size":
+        apply_log_axis(fig, axis="x", unit="MB", title=f"{x_title} (MB, log scale)", values=points["x"])
+    else:
+        fig.update_xaxes(title_text=x_title)
+    # The legend goes under the plot: above it, a legend that wraps into rows climbs into the title.
+    fig.update_layout(legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.28, "yanchor": "top"},
+                      margin={"b": 120}, height=480)
     return fig
+
+
+# Points further than this below the best one (or the baseline) would squash every useful point into a line.
+USEFUL_SPAN_PTS = 15.0
+
+
+def useful_floor(values: pd.Series, *, baseline_pct: float | None = None, span: float = USEFUL_SPAN_PTS) -> float | None:
+    """The lowest accuracy (%) the y axis shows: `span` points below the best point (or the baseline), when some
+    point lies lower; None when every point fits."""
+    if values.empty:
+        return None
+    top = max(float(values.max()), baseline_pct if baseline_pct is not None else -np.inf)
+    floor = top - span
+    return floor if (values < floor).any() else None
+
+
+def outlier_note(values: pd.Series) -> str:
+    """'▼ 1 point below: 10.0 %' — the points drawn on the bottom edge, with their real values."""
+    shown = ", ".join(f"{v:.1f} %" for v in sorted(values)[:4]) + (" …" if len(values) > 4 else "")
+    return f"▼ {len(values)} point{'s' if len(values) != 1 else ''} below the axis: {shown} (drawn on the bottom edge)"
 
 
 def lineage_frame(records: Sequence[dict]) -> pd.DataFrame:
@@ -88,6 +128,20 @@ def lineage_frame(records: Sequence[dict]) -> pd.DataFrame:
         })
     return pd.DataFrame(rows, columns=["id", "spec_summary", "method", "origin_kind", "origin_id", "origin_label",
                                        "parent_experiment_id", "accuracy_top1", "size_bytes"])
+
+
+def lineage_table(lineage: pd.DataFrame) -> pd.DataFrame:
+    """``lineage_frame`` as a page shows it: plain headers, accuracy and size with their units, "—" for an
+    experiment that refines none."""
+    from core.formatting import fmt_bytes, fmt_pct
+    from core.tables import readable_table
+
+    return readable_table(
+        lineage.drop(columns=["origin_id", "method"]),
+        formats={"accuracy_top1": fmt_pct, "size_bytes": fmt_bytes, "parent_experiment_id": lambda v: f"#{int(v)}",
+                 "id": lambda v: f"#{int(v)}"},
+        missing={"parent_experiment_id": "—", "accuracy_top1": "not measured", "size_bytes": "n/a"},
+    )
 
 
 def lineage_figure(lineage: pd.DataFrame, *, model_label: str = "baseline",

@@ -28,6 +28,7 @@ import pandas as pd
 from core.data import Dataset
 from core.experiment_options import ExperimentOptions
 from core.explore.sensitivity import SETTINGS, ProbeSetting, SensitivityResult
+from core.formatting import plural
 from core.models.sources import LoadedModel
 from core.progress import Progress
 from core.recipe import python_snippet, recipe_yaml
@@ -99,7 +100,7 @@ class RecipeTarget:
 
     def describe(self) -> str:
         return {"size_mb": f"≤ {self.value:g} MB", "bits_per_weight": f"≤ {self.value:g} bits/weight",
-                "max_drop": f"≤ {self.value:g} points below the baseline"}[self.kind]
+                "max_drop": f"≤ {plural(self.value, 'point')} below the baseline"}[self.kind]
 
 
 @dataclass(frozen=True)
@@ -279,7 +280,7 @@ def choose(*, candidates: list[Candidate], target: RecipeTarget) -> Candidate:
                               "Use a size target (MB or bits per weight) instead.")
         within = [c for c in candidates[1:] if c.predicted_drop is not None and c.predicted_drop * 100 <= target.value]
         if not within:
-            raise RecipeError(f"even the first step is predicted to lose more than {target.value:g} points; "
+            raise RecipeError(f"even the first step is predicted to lose more than {plural(target.value, 'point')}; "
                               "allow a larger drop or probe gentler settings (6 / 8 bits).")
         return min(within, key=lambda c: (c.predicted_bytes, c.step))
     if target.kind == "size_mb":

@@ -44,6 +44,7 @@ from core.explore.mixed_precision import (
     setting_label,
 )
 from core.explore.sensitivity import PartialForward, _set_submodule, compress_one_layer
+from core.formatting import plural
 from core.measure.quality import collect_logits
 from core.measure.size import float_param_count, layer_storage_bits
 from core.models.sources import LoadedModel
@@ -518,7 +519,7 @@ def _within_drop(problem: RecipeProblem, candidates: list[Candidate], target: Re
         else:
             hi = mid - 1
     if best is None:
-        raise RecipeError(f"no candidate is within {target.value:g} points on the calibration slice; allow a larger drop.")
+        raise RecipeError(f"no candidate is within {plural(target.value, 'point')} on the calibration slice; allow a larger drop.")
     c = ordered[best]
     return candidate_of(problem, dict(c.choices), step=c.step, calibration=measure(problem, dict(c.choices)))
 

@@ -32,7 +32,7 @@ import pandas as pd
 
 from core.explore.books import StoreBook
 from core.explore.sweeps import SELECTION_IMAGES, keep_workers, preset_grid
-from core.formatting import as_number, fmt_num
+from core.formatting import as_number, fmt_num, fmt_size_ratio, plural
 from core.jobs.refs import DataRef, ModelRef
 from core.progress import Cancelled
 from core.specs import SpecError, spec_from_dict
@@ -167,7 +167,7 @@ def stakeholder_sentence(record: dict, *, objective: str = "size") -> str:
         fp32, size = as_number(record.get("size_fp32_bytes")), _size(record)
         if fp32 and size:
             return f"{fmt_num(fp32 / size, '.1f', '×')} smaller than fp32 (theoretical size), {points}"
-    return f"{fmt_num(ratio, '.1f', '×')} smaller, {points}"
+    return f"{fmt_size_ratio(ratio, 1)}, {points}"
 
 
 @dataclass(frozen=True)
@@ -188,10 +188,10 @@ class SearchResult:
             if len(self.candidates) and self.candidates["validation_drop_pts"].isna().all():
                 return ("No experiment of this model was measured on validation images yet, and a winner is never "
                         "chosen on the test images it is reported on: run the search, which measures them.")
-            return f"Nothing is within {self.goal.max_drop_pts:g} points of the baseline yet."
+            return f"Nothing is within {plural(self.goal.max_drop_pts, 'point')} of the baseline yet."
         verb = OBJECTIVES[self.goal.objective][1]
-        return (f"#{self.winner['id']} {config_label(self.winner)}: {verb} within {self.goal.max_drop_pts:g} "
-                f"points — {stakeholder_sentence(self.winner, objective=self.goal.objective)} "
+        return (f"#{self.winner['id']} {config_label(self.winner)}: {verb} within "
+                f"{plural(self.goal.max_drop_pts, 'point')} — {stakeholder_sentence(self.winner, objective=self.goal.objective)} "
                 f"({chosen_and_confirmed(self.winner)}).")
 
 

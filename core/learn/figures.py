@@ -7,9 +7,12 @@ so a figure of a 590k-weight layer carries a few kilobytes of JSON, not megabyte
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 import plotly.graph_objects as go
+
+from core.log_axis import apply_log_axis, bytes_label
 
 ORIGINAL = "#8c8c8c"
 QUANT = "#54a24b"
@@ -21,14 +24,25 @@ GRANULARITY_LABELS = {"per_tensor": "per tensor", "per_channel": "per channel", 
 _FONT = "#7c8190"
 _GRID = "rgba(128,128,128,0.22)"
 HEIGHT = 340
+# Plotly never wraps a title: a long one runs off a lesson's narrow column. Lines of at most this many characters
+# fit a column of two fifths of the page at the title's 15 px font.
+TITLE_LINE_CHARS = 48
+TITLE_LINE_PX = 20
+
+
+def wrap_title(title: str, width: int = TITLE_LINE_CHARS) -> list[str]:
+    """A figure title broken into lines of at most `width` characters (words kept whole)."""
+    return textwrap.wrap(title, width=width, break_long_words=False) or [""]
 
 
 def _figure(title: str, *, x: str, y: str, height: int = HEIGHT) -> go.Figure:
+    lines = wrap_title(title)
     fig = go.Figure()
     fig.update_layout(
-        title={"text": title, "x": 0.0, "xanchor": "left", "font": {"size": 15}},
-        height=height,
-        margin={"l": 10, "r": 10, "t": 46, "b": 60},
+        title={"text": "<br>".join(lines), "x": 0.0, "xanchor": "left", "font": {"size": 15}, "y": 0.98,
+               "yanchor": "top", "yref": "container"},
+        height=height + TITLE_LINE_PX * (len(lines) - 1),
+        margin={"l": 10, "r": 10, "t": 26 + TITLE_LINE_PX * len(lines), "b": 60},
         paper_bgcolor="rgba(0,0,0,0)",
         plot_bgcolor="rgba(0,0,0,0)",
         font={"color": _FONT},
@@ -172,7 +186,7 @@ def grid_histogram_figure(
     )
     _shade_outside(fig, clip_low, clip_high, edges)
     if log_y:
-        fig.update_yaxes(type="log")
+        apply_log_axis(fig, axis="y", values=counts)
     return fig
 
 
@@ -296,7 +310,8 @@ def scales_figure(
                 hovertemplate="channel %{customdata}: scale %{y:.3g}<extra></extra>",
             )
         )
-    fig.update_yaxes(type="log")
+    apply_log_axis(fig, axis="y", values=np.concatenate(
+        [[per_tensor], *(np.asarray(v, dtype=float).ravel() for v in (per_channel, per_block) if v is not None)]))
     return fig
 
 
@@ -337,7 +352,7 @@ def lut_histogram_figure(
         width=2,
     )
     if log_y:
-        fig.update_yaxes(type="log")
+        apply_log_axis(fig, axis="y", values=counts)
     return fig
 
 
@@ -413,7 +428,7 @@ def threshold_histogram_figure(
             dash="dash",
         )
     if log_y:
-        fig.update_yaxes(type="log")
+        apply_log_axis(fig, axis="y", values=np.concatenate([kept_counts, pruned_counts]))
     return fig
 
 
@@ -526,7 +541,7 @@ def activation_histogram_figure(
             dash="dash",
         )
     if log_y:
-        fig.update_yaxes(type="log")
+        apply_log_axis(fig, axis="y", values=counts)
     return fig
 
 
@@ -572,9 +587,7 @@ def range_settling_figure(
             line={"color": ACCENT, "dash": "dot", "width": 1.5},
         )
     )
-    fig.update_xaxes(type="log")
-    # a log axis has a second row of tick labels: the legend goes lower, or it covers the axis title
-    fig.update_layout(legend={"y": -0.34}, margin={"b": 96})
+    apply_log_axis(fig, axis="x", unit="images", values=[*np.asarray(counts, dtype=float), *seen, current])
     return fig
 
 
@@ -675,5 +688,5 @@ def bytes_check_figure(*, rows: list[dict], program_bytes: int, blob_overhead_by
     )
     fig.update_layout(barmode="group")
     fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(type="log")
+    apply_log_axis(fig, axis="x", label=bytes_label, values=[*theory, *stored])
     return fig

@@ -37,6 +37,9 @@ class LatencySettings:
     # Calls per turn before switching runner. 1 = strict A B A B. With k > 1 each turn runs k calls and drops the
     # first (it absorbs the switch: cold caches, another runtime's thread pool still spinning), so A A A B B B …
     calls_per_turn: int = 1
+    # p90 more than this many times p50 means other work interrupted the timing: the batch size is timed once more
+    # and, if it is still that wide, the result says it was taken on a busy machine (with both numbers).
+    max_spread: float = 1.5
 
     def __post_init__(self) -> None:
         if self.threads < 1:
@@ -47,6 +50,8 @@ class LatencySettings:
             raise ValueError("need 3 ≤ min_repeats ≤ max_repeats.")
         if self.calls_per_turn < 1:
             raise ValueError(f"calls_per_turn must be at least 1; got {self.calls_per_turn}.")
+        if self.max_spread <= 1.0:
+            raise ValueError(f"max_spread must be above 1 (p90 ÷ p50); got {self.max_spread}.")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -127,6 +132,71 @@ def _halves_agree(samples: list[float], tolerance: float) -> bool:
     return abs(first - second) <= tolerance * max(first, second)
 
 
+def _sample_round(runners: dict[str, Runner], names: list[str], inputs: torch.Tensor, calls_per_turn: int,
+                  samples: dict[str, list[float]]) -> None:
+    """One turn of each runner (A B A B …); with k calls per turn the first absorbs the switch and is not kept."""
+    for name in names:
+        if calls_per_turn == 1:
+            samples[name].append(_time_call(runners[name], inputs))
+            continue
+        _time_call(runners[name], inputs)
+        for _ in range(calls_per_turn - 1):
+            samples[name].append(_time_call(runners[name], inputs))
+
+
+def _time_one_batch(
+    *, runners: dict[str, Runner], inputs: torch.Tensor, settings: LatencySettings, sub: Progress, batch: int
+) -> tuple[dict[str, list[float]], bool]:
+    """Interleaved samples of every runner at one batch size (seconds, pair i of every runner from the same round)
+    and whether the halves agreed."""
+    names = list(runners)
+    per_call = dict.fromkeys(names, 0.0)
+    for _ in range(settings.warmup):
+        for name in names:
+            per_call[name] = _time_call(runners[name], inputs)
+    round_seconds = max(sum(per_call.values()), 1e-6) * settings.calls_per_turn
+    per_round = max(settings.calls_per_turn - 1, 1)
+    planned = int(min(max(settings.min_repeats, per_round * settings.seconds_per_batch_size / round_seconds), settings.max_repeats))
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    started = time.perf_counter()
+    target = planned
+    shown = 0.0  # the bar never moves backwards when more rounds are added
+    hard_limit = 3 * settings.seconds_per_batch_size  # a stalled machine must not stall the run
+    while True:
+        while len(samples[names[0]]) < target:
+            _sample_round(runners, names, inputs, settings.calls_per_turn, samples)
+            done = len(samples[names[0]])
+            shown = max(shown, min(done / target, 1.0))
+            sub.update(shown, f"Latency: batch {batch}, {done}/{target} timed calls each")
+            if done >= settings.min_repeats and time.perf_counter() - started > hard_limit:
+                break
+        stable = all(_halves_agree(samples[n], settings.stability) for n in names)
+        out_of_budget = time.perf_counter() - started > hard_limit
+        if stable or target >= settings.max_repeats or out_of_budget:
+            return samples, stable
+        target = min(target + max(planned // 2, settings.min_repeats), settings.max_repeats)
+
+
+def _median_shift(first_p50_ms: float, second: list[float]) -> float:
+    """How many times the larger of two tries' medians is the smaller (1.0: the same)."""
+    second_ms = percentile(second, 50) * 1000.0
+    low, high = sorted((first_p50_ms, second_ms))
+    return high / low if low > 0 else 1.0
+
+
+# A p90 within this much of the p50 is timer and scheduler jitter, not a busy machine, however large the ratio.
+SPREAD_FLOOR_SECONDS = 1e-4
+
+
+def _widest_spread(samples: dict[str, list[float]]) -> float:
+    """The largest p90 ÷ p50 over the runners (1.0 when a median is zero or the gap is below the jitter floor)."""
+    spreads = []
+    for values in samples.values():
+        p50, p90 = percentile(values, 50), percentile(values, 90)
+        spreads.append(p90 / p50 if p50 > 0 and p90 - p50 > SPREAD_FLOOR_SECONDS else 1.0)
+    return max(spreads)
+
+
 def measure_interleaved(
     *,
     runners: dict[str, Runner],
@@ -136,54 +206,116 @@ def measure_interleaved(
 ) -> dict:
     """Time every runner at every batch size, interleaved (A B A B …), under a fixed thread count.
 
-    Returns ``{"threads", "settings", "batches": {"<batch>": {"<name>": LatencyStats dict, …, "stable": bool}}}``.
-    Repeats: at least `min_repeats`, enough to fill the time budget, and more (up to `max_repeats`) while the
-    medians of the first and second half still disagree by more than `stability`.
+    Returns ``{"threads", "settings", "batches": {"<batch>": {"<name>": LatencyStats dict, …, "stable": bool,
+    "spread": {...}, "ratio_ci": {...}}}}``. Repeats: at least `min_repeats`, enough to fill the time budget, and
+    more (up to `max_repeats`) while the medians of the first and second half still disagree by more than
+    `stability`. A batch size whose p90 runs more than `max_spread` × its p50 is timed once more; ``spread`` says
+    so, with the first attempt's numbers, and ``busy`` when the second was just as wide. With a ``baseline`` runner,
+    ``ratio_ci`` holds every other runner's median ratio to it with a bootstrap interval over the interleaved pairs.
     """
     settings = settings or LatencySettings()
     progress = as_progress(progress)
-    names = list(runners)
     out: dict = {"threads": settings.threads, "settings": settings.to_dict(), "order": "interleaved", "batches": {}}
     with fixed_threads(settings.threads), torch.inference_mode():
         for b_index, batch in enumerate(settings.batch_sizes):
             inputs = make_input(batch)
             sub = progress.sub(b_index / len(settings.batch_sizes), (b_index + 1) / len(settings.batch_sizes))
             sub.update(0.0, f"Latency: warming up (batch {batch})")
-            per_call = dict.fromkeys(names, 0.0)
-            for _ in range(settings.warmup):
-                for name in names:
-                    per_call[name] = _time_call(runners[name], inputs)
-            round_seconds = max(sum(per_call.values()), 1e-6) * settings.calls_per_turn
-            per_round = max(settings.calls_per_turn - 1, 1)
-            planned = int(min(max(settings.min_repeats, per_round * settings.seconds_per_batch_size / round_seconds), settings.max_repeats))
-            samples: dict[str, list[float]] = {name: [] for name in names}
-            started = time.perf_counter()
-            target = planned
-            shown = 0.0  # the bar never moves backwards when more rounds are added
-            hard_limit = 3 * settings.seconds_per_batch_size  # a stalled machine must not stall the run
-            while True:
-                while len(samples[names[0]]) < target:
-                    for name in names:  # A B A B: one turn of each per round
-                        if settings.calls_per_turn == 1:
-                            samples[name].append(_time_call(runners[name], inputs))
-                            continue
-                        _time_call(runners[name], inputs)  # the switch-over call is not counted
-                        for _ in range(settings.calls_per_turn - 1):
-                            samples[name].append(_time_call(runners[name], inputs))
-                    done = len(samples[names[0]])
-                    shown = max(shown, min(done / target, 1.0))
-                    sub.update(shown, f"Latency: batch {batch}, {done}/{target} timed calls each")
-                    if done >= settings.min_repeats and time.perf_counter() - started > hard_limit:
-                        break
-                stable = all(_halves_agree(samples[n], settings.stability) for n in names)
-                out_of_budget = time.perf_counter() - started > hard_limit
-                if stable or target >= settings.max_repeats or out_of_budget:
-                    break
-                target = min(target + max(planned // 2, settings.min_repeats), settings.max_repeats)
-            entry: dict = {name: LatencyStats.from_seconds(samples[name]).to_dict() for name in names}
+            samples, stable = _time_one_batch(runners=runners, inputs=inputs, settings=settings, sub=sub, batch=batch)
+            first_spread = _widest_spread(samples)
+            spread: dict = {"p90_over_p50": first_spread, "limit": settings.max_spread, "remeasured": False, "busy": False}
+            if first_spread > settings.max_spread:
+                sub.update(0.0, f"Latency: batch {batch} spread widely (p90 {first_spread:.1f}× p50), timing again")
+                first = {name: LatencyStats.from_seconds(values).to_dict() for name, values in samples.items()}
+                samples, stable = _time_one_batch(runners=runners, inputs=inputs, settings=settings, sub=sub, batch=batch)
+                spread.update(p90_over_p50=_widest_spread(samples), remeasured=True, first_attempt=first)
+                # Still wide, or a median that moved by more than the limit between the tries: the load changed
+                # under the measurement, so neither try is the machine's steady speed.
+                moved = max(_median_shift(first[name]["p50_ms"], values) for name, values in samples.items())
+                spread["busy"] = spread["p90_over_p50"] > settings.max_spread or moved > settings.max_spread
+            entry: dict = {name: LatencyStats.from_seconds(values).to_dict() for name, values in samples.items()}
             entry["stable"] = stable
+            entry["spread"] = spread
+            if "baseline" in samples and len(samples) > 1:
+                entry["ratio_ci"] = {
+                    name: ratio_interval(baseline=samples["baseline"], candidate=values).to_dict()
+                    for name, values in samples.items() if name != "baseline"
+                }
             out["batches"][str(batch)] = entry
     return out
+
+
+# --------------------------------------------------------------------------- how sure a ratio is
+
+BOOTSTRAP_RESAMPLES = 2000
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class RatioInterval:
+    """candidate median ÷ baseline median with a bootstrap confidence interval over the interleaved pairs."""
+
+    ratio: float
+    low: float
+    high: float
+    confidence: float
+    resamples: int
+    pairs: int
+
+    @property
+    def includes_one(self) -> bool:
+        return self.low <= 1.0 <= self.high
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RatioInterval:
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"ratio interval: unknown key(s) {', '.join(sorted(unknown))}.")
+        return cls(**data)
+
+
+def ratio_interval(
+    *,
+    baseline: list[float],
+    candidate: list[float],
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> RatioInterval:
+    """Percentile bootstrap of median(candidate) ÷ median(baseline), resampling whole A/B pairs (pair i was timed in
+    the same round, so a slow moment of the machine stays in both halves of its pair). Seeded: the same samples
+    always give the same interval."""
+    import numpy as np
+
+    if len(baseline) != len(candidate) or not baseline:
+        raise ValueError(f"need the same, non-zero number of baseline and candidate samples; got {len(baseline)} and {len(candidate)}.")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be between 0 and 1; got {confidence}.")
+    if resamples < 100:
+        raise ValueError(f"resamples must be at least 100; got {resamples}.")
+    base, cand = np.asarray(baseline, dtype=np.float64), np.asarray(candidate, dtype=np.float64)
+    picks = np.random.default_rng(seed).integers(0, len(base), size=(resamples, len(base)))
+    base_medians = np.median(base[picks], axis=1)
+    ratios = np.median(cand[picks], axis=1) / np.where(base_medians > 0, base_medians, np.nan)
+    tail = (1.0 - confidence) / 2 * 100
+    low, high = np.nanpercentile(ratios, [tail, 100 - tail])
+    point = float(np.median(cand) / np.median(base)) if np.median(base) > 0 else float("nan")
+    return RatioInterval(ratio=point, low=float(low), high=float(high), confidence=confidence, resamples=resamples,
+                         pairs=len(base))
+
+
+def recorded_interval(latency: dict | None, *, batch: int | str | None = None, candidate: str = "candidate") -> RatioInterval | None:
+    """The ratio interval a latency measurement stored (the first batch size unless `batch` is given); None for
+    measurements made before intervals were recorded, or without a baseline runner."""
+    batches = (latency or {}).get("batches") or {}
+    if not batches:
+        return None
+    entry = batches.get(str(batch)) if batch is not None else next(iter(batches.values()))
+    data = ((entry or {}).get("ratio_ci") or {}).get(candidate)
+    return RatioInterval.from_dict(data) if data else None
 
 
 def latency_ratio(result: dict, *, candidate: str = "candidate", baseline: str = "baseline", batch: int = 1) -> float | None:

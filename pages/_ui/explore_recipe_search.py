@@ -14,10 +14,11 @@ from core.evaluation import baseline_words
 from core.explore import mixed_precision as mp
 from core.explore import recipe_runs as rr
 from core.explore.mp_search import DEFAULT_SEARCH_SETTINGS, RecipeSearchConfig
-from core.formatting import fmt_mb, fmt_num
+from core.formatting import fmt_bytes, fmt_mb, fmt_num
 from core.jobs import CANCELLED, FAILED, Job
 from core.measure.size import float_param_count
 from core.models.sources import LoadedModel
+from core.tables import readable_table
 from pages._ui import run_client
 from pages._ui.errors import attempt
 from pages._ui.queue_panel import follow_runs
@@ -130,7 +131,8 @@ def _finished(job: Job, *, model: LoadedModel) -> None:
     m[3].metric("Real run drop", fmt_num(None if not real or real["measured_drop"] is None else real["measured_drop"] * 100,
                                          ".2f", " pts"), help="Top-1 points lost on the evaluation images by the real .mlpackage run.")
     st.plotly_chart(rr.curve_figure(result, records=runs), key="explore.mps.curve", config={"displaylogo": False})
-    st.dataframe(result.layers_frame(), hide_index=True, key="explore.mps.layers")
+    st.dataframe(readable_table(result.layers_frame(), formats={"bytes": fmt_bytes}, missing="not measured"),
+                 hide_index=True, key="explore.mps.layers")
     d = recipe_downloads(chosen, model=model, key="explore.mps")
     if d[3].button("Run this recipe", icon=":material/play_arrow:", key="explore.mps.run_recipe"):
         state = st.session_state

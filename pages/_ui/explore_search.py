@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.explore.charts import lineage_figure, lineage_frame
+from core.explore.charts import lineage_figure, lineage_frame, lineage_table
 from core.explore.search import (
     SearchBook,
     SearchGoal,
@@ -19,9 +19,10 @@ from core.explore.search import (
     start_search_process,
 )
 from core.explore.sweeps import PRESETS, preset_grid
-from core.formatting import fmt_bytes, fmt_ms, fmt_pct
+from core.formatting import fmt_bytes, fmt_ms, fmt_pct, fmt_size_ratio, plural
 from core.models.sources import LoadedModel
 from core.paths import studio_home
+from core.tables import readable_table
 from pages._ui import run_client
 from pages._ui.errors import attempt
 from pages._ui.result_card import downloads
@@ -30,8 +31,8 @@ from pages._ui.storage import records
 
 CANDIDATE_HEADERS = {"id": "#", "spec_summary": "config", "origin": "origin", "accuracy_top1": "top-1",
                      "validation_drop_pts": "drop, validation (pts)", "drop_pts": "drop, test (pts)",
-                     "size_bytes": "size", "compression_ratio_fp16": "× smaller (fp16)",
-                     "latency_ms_p50": "latency p50 (ms)", "within_budget": "within budget"}
+                     "size_bytes": "size", "compression_ratio_fp16": "size vs fp16",
+                     "latency_ms_p50": "latency p50", "within_budget": "within budget"}
 
 
 SEARCH_POLL_SECONDS = 1.0
@@ -106,7 +107,7 @@ def _search_panel(search_id: int) -> None:
     if run.finished:
         st.rerun()  # the whole app: the answer below includes the new experiments now
     verb = {"size": "smallest", "latency": "fastest"}[run.goal.objective]
-    st.markdown(f"**Search #{run.id}**: {verb} within {run.goal.max_drop_pts:g} points — running")
+    st.markdown(f"**Search #{run.id}**: {verb} within {plural(run.goal.max_drop_pts, 'point')} — running")
     c = st.columns([5, 1], vertical_alignment="bottom")
     c[0].progress(min(1.0, float(run.progress)), text=run.message or "working…")
     if c[1].button("Cancel", icon=":material/cancel:", key="explore.search.cancel", disabled=run.cancel_requested):
@@ -121,7 +122,7 @@ def _search_panel(search_id: int) -> None:
 
 def _last_search(run: SearchRun) -> None:
     verb = {"size": "smallest", "latency": "fastest"}[run.goal.objective]
-    what = f"Search #{run.id} ({verb} within {run.goal.max_drop_pts:g} points)"
+    what = f"Search #{run.id} ({verb} within {plural(run.goal.max_drop_pts, 'point')})"
     if run.state == "done":
         st.caption(f"{what} finished: {len(run.ran)} new experiment(s). {run.sentence or ''}")
     elif run.state == "cancelled":
@@ -154,13 +155,13 @@ def _answer(*, model: LoadedModel, goal: SearchGoal) -> None:
     else:
         st.info(result.sentence + " Run what is missing, or widen the budget.", icon=":material/info:")
     if len(result.candidates):
-        table = result.candidates[list(CANDIDATE_HEADERS)].rename(columns=CANDIDATE_HEADERS)
-        table["size"] = table["size"].map(fmt_bytes)
-        st.dataframe(table, hide_index=True, key="explore.search.table", column_config={
-            "top-1": st.column_config.NumberColumn(format="percent"),
-            "drop, validation (pts)": st.column_config.NumberColumn(format="%.2f"),
-            "drop, test (pts)": st.column_config.NumberColumn(format="%.2f"),
-            "× smaller (fp16)": st.column_config.NumberColumn(format="%.2f×")})
+        table = readable_table(result.candidates[list(CANDIDATE_HEADERS)], labels=CANDIDATE_HEADERS, formats={
+            "accuracy_top1": fmt_pct, "drop_pts": lambda v: f"{v:.2f}", "validation_drop_pts": lambda v: f"{v:.2f}",
+            "size_bytes": fmt_bytes, "compression_ratio_fp16": fmt_size_ratio, "latency_ms_p50": lambda v: fmt_ms(v, 3),
+            "within_budget": lambda v: "yes" if v else "no", "id": lambda v: f"#{int(v)}"},
+            missing={"latency_ms_p50": "not timed", "accuracy_top1": "not measured", "drop_pts": "n/a",
+                     "validation_drop_pts": "not measured"})
+        st.dataframe(table, hide_index=True, key="explore.search.table")
 
 
 def render_lineage_tab(*, model: LoadedModel) -> None:
@@ -173,5 +174,4 @@ def render_lineage_tab(*, model: LoadedModel) -> None:
                "a search; a refinement hangs under the experiment it refines. Click a box to zoom in.")
     st.plotly_chart(lineage_figure(lineage, model_label=model.label), key="explore.lineage",
                     config={"displaylogo": False})
-    st.dataframe(lineage.drop(columns=["origin_id"]), hide_index=True, key="explore.lineage_table",
-                 column_config={"accuracy_top1": st.column_config.NumberColumn("top-1", format="percent")})
+    st.dataframe(lineage_table(lineage), hide_index=True, key="explore.lineage_table")

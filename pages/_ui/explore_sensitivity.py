@@ -16,8 +16,9 @@ from core.estimate import estimate_sensitivity_seconds
 from core.explore import mixed_precision as mp
 from core.explore import sensitivity as sens
 from core.explore import sensitivity_charts as charts
-from core.formatting import fmt_mb, fmt_num, fmt_seconds
+from core.formatting import fmt_bytes, fmt_mb, fmt_num, fmt_seconds
 from core.models.sources import LoadedModel
+from core.tables import readable_table
 from pages._ui import run_client
 from pages._ui.errors import attempt
 from pages._ui.explore_recipe_search import recipe_downloads, render_measured_search
@@ -128,7 +129,8 @@ def _show_result(result: sens.SensitivityResult) -> None:
     _apply_clicked_cell(event)
     _probe_histogram(result)
     st.subheader("Most damaging probes first", anchor=False)
-    st.dataframe(charts.sensitivity_table(result.frame, by=metric), hide_index=True, key="explore.sens.table")
+    st.dataframe(readable_table(charts.sensitivity_table(result.frame, by=metric), missing="n/a"), hide_index=True,
+                 key="explore.sens.table")
     st.download_button("Download the table (CSV)", result.frame.to_csv(index=False), file_name="sensitivity.csv",
                        mime="text/csv", icon=":material/download:", key="explore.sens.csv")
 
@@ -216,7 +218,9 @@ def render_mixed_precision_tab(*, model: LoadedModel | None = None, dataset: Dat
     m[2].metric("Output SNR", fmt_num(chosen.predicted_snr_db, ".1f", " dB"), help="Predicted: per-layer noise powers summed.")
     m[3].metric("Accuracy drop", fmt_num(None if chosen.predicted_drop is None else chosen.predicted_drop * 100, ".2f", " pts"),
                 help="Predicted from a monotone fit of the probes' top-1 drop against output SNR.")
-    st.dataframe(mp.recipe_layers_frame(chosen, result), hide_index=True, key="explore.mp.layers")
+    st.dataframe(readable_table(mp.recipe_layers_frame(chosen, result), formats={"bytes": fmt_bytes},
+                                missing={"probe_snr_db": "identical output"}),
+                 hide_index=True, key="explore.mp.layers")
     d = recipe_downloads(chosen, model=model, key="explore.mp")
     if d[3].button("Run this recipe", type="primary", icon=":material/play_arrow:", key="explore.mp.run"):
         _submit(chosen, result)

@@ -26,9 +26,10 @@ from core.explore.sweeps import (
     sweep_results_frame,
     sweep_status,
 )
-from core.formatting import fmt_bytes, fmt_seconds
+from core.formatting import fmt_bytes, fmt_ms, fmt_pct, fmt_seconds, fmt_size_ratio
 from core.models.sources import LoadedModel
 from core.paths import studio_home
+from core.tables import readable_table
 from pages._ui import run_client
 from pages._ui.errors import attempt
 from pages._ui.session import eval_limit
@@ -39,8 +40,14 @@ POLL_SECONDS = 2.0
 RESULT_COLUMNS = {"config": "#", "spec_summary": "config", "state": "state", "progress": "progress",
                   "accuracy_top1": "top-1", "validation_delta_pts": "Δ pts, validation",
                   "accuracy_delta_pts": "Δ pts, test", "size_bytes": "size",
-                  "compression_ratio_fp16": "× smaller (fp16)", "latency_ms_p50": "latency p50 (ms)",
+                  "compression_ratio_fp16": "size vs fp16", "latency_ms_p50": "latency p50",
                   "experiment_id": "experiment", "error": "note"}
+RESULT_FORMATS = {"accuracy_top1": fmt_pct, "accuracy_delta_pts": lambda v: f"{v:+.2f} pts",
+                  "validation_delta_pts": lambda v: f"{v:+.2f} pts", "size_bytes": fmt_bytes,
+                  "compression_ratio_fp16": fmt_size_ratio, "latency_ms_p50": lambda v: fmt_ms(v, 3),
+                  "experiment_id": lambda v: f"#{int(v)}"}
+# What an empty cell means in this table: a config still running has no numbers yet; latency is off by default.
+RESULT_GAPS = {"latency_ms_p50": "not timed", "error": "", "experiment_id": "—", "validation_delta_pts": "not measured"}
 
 
 def book() -> SweepBook:
@@ -97,8 +104,10 @@ def _show_plan(plan: SweepPlan) -> None:
     m[0].metric("Configs", f"{len(plan.runnable)} of {len(plan.grid)}", help="Runnable configs of the grid.")
     m[1].metric("Estimated time", fmt_seconds(plan.wall_seconds),
                 help=f"With {plan.workers} worker(s) in parallel; {plan.basis}.")
-    m[2].metric("Layer limits", int(plan.layer_exceptions["limit"].sum()),
-                help="Config × layer pairs a layer cannot take (listed below); those layers stay uncompressed.")
+    limited = int(plan.layer_exceptions["limit"].sum())
+    m[2].metric("Layers left uncompressed by a setting", f"{limited:,}",
+                help="How often a layer cannot take a config's setting, e.g. a group size that does not divide its "
+                "channels (config × layer, listed below); those layers stay uncompressed in that config.")
     for item in plan.skipped:
         st.warning(f"Skipped config {item['config']} **{item['summary']}**: {item['reason']}",
                    icon=":material/block:")
@@ -108,8 +117,10 @@ def _show_plan(plan: SweepPlan) -> None:
                          f"{int((~limits['limit']).sum())} shared)"):
             st.caption("Config-specific: e.g. a group size that does not divide the channels or a block size larger "
                        "than the layer. Shared: too few weights or an op the library skips, for every config.")
-            st.dataframe(limits.sort_values(["limit", "config"], ascending=[False, True]), hide_index=True,
-                         key="explore.limits")
+            ordered = limits.sort_values(["limit", "config"], ascending=[False, True])
+            st.dataframe(readable_table(ordered, formats={"limit": lambda v: "this config" if v else "every config"},
+                                        labels={"summary": "setting", "limit": "applies to", "reason": "why"}),
+                         hide_index=True, key="explore.limits")
 
 
 def render_sweep_tab(*, model: LoadedModel, dataset: Dataset | None) -> None:
@@ -197,15 +208,11 @@ def _live_results(*, sweep_id: int, model: LoadedModel, was_running: bool) -> No
         st.caption(f"Dashed line: the {words} — the same images every config of this sweep was measured on.")
     if (frame["size_source"] == "theoretical").any():
         st.caption("Sizes of configs run without an exported artifact are the per-layer theoretical bytes.")
-    table = frame[list(RESULT_COLUMNS)].rename(columns=RESULT_COLUMNS)
-    table["size"] = table["size"].map(fmt_bytes)
-    table["note"] = table["note"].fillna("")
+    table = readable_table(frame[list(RESULT_COLUMNS)], formats=RESULT_FORMATS, missing=RESULT_GAPS,
+                           labels=RESULT_COLUMNS)
     st.dataframe(table, hide_index=True, key="explore.results", column_config={
         "progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0),
-        "top-1": st.column_config.NumberColumn(format="percent"),
-        "Δ pts, validation": st.column_config.NumberColumn(
-            format="%+.2f", help="On a class-balanced slice of the training pool (never test images): what a winner "
-            "among these configs is chosen by."),
-        "Δ pts, test": st.column_config.NumberColumn(format="%+.2f", help="On the test images: confirms the choice."),
-        "× smaller (fp16)": st.column_config.NumberColumn(format="%.2f×"),
-        "experiment": st.column_config.NumberColumn(format="#%d")})
+        "Δ pts, validation": st.column_config.TextColumn(
+            help="On a class-balanced slice of the training pool (never test images): what a winner among these "
+            "configs is chosen by."),
+        "Δ pts, test": st.column_config.TextColumn(help="On the test images: confirms the choice.")})

@@ -5,9 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from core.evaluation import baseline_words
-from core.formatting import as_number, fmt_bytes, fmt_num, fmt_pct, fmt_pts, fmt_seconds
+from core.formatting import as_number, fmt_bytes, fmt_num, fmt_pct, fmt_pts, fmt_seconds, fmt_size_ratio
 from core.progress import split_library_warnings
-from core.speedup_wording import speedup_text
+from core.speedup_wording import record_latency_change, speedup_text, spread_note
 from pages._ui.errors import attempt
 from pages._ui.storage import store
 
@@ -49,7 +49,9 @@ def downloads(record: dict, *, key: str) -> None:
 def _metrics_row(record: dict) -> None:
     acc, base = as_number(record.get("accuracy_top1")), as_number(record.get("baseline_accuracy_top1"))
     meaningful = bool(record.get("accuracy_meaningful")) and acc is not None and base is not None
-    cols = st.columns(5)
+    # Two rows: five bordered metrics side by side clip their values ("1.25 MB" → "1.25 M") on a laptop screen,
+    # and the latency's interval wording needs the width of half a row.
+    cols = [*st.columns(3), *st.columns(2)]
     if meaningful:
         cols[0].metric("Top-1 accuracy", fmt_pct(acc), delta=f"{fmt_pts(acc - base)} vs {fmt_pct(base)}", border=True,
                        help=f"on {record.get('eval_images', '?'):,} held-out images ({record.get('dataset_source')})")
@@ -61,17 +63,23 @@ def _metrics_row(record: dict) -> None:
                    "'changed' counts the images whose prediction flipped.")
     ratio = as_number(record.get("compression_ratio_fp16"))
     cols[2].metric("Size on disk", fmt_bytes(record.get("size_bytes")), border=True,
-                   delta=f"{ratio:.2f}× smaller" if ratio is not None else None, delta_color="normal",
+                   delta=fmt_size_ratio(ratio) if ratio is not None else None,
+                   delta_color="normal" if ratio is None or ratio >= 1 else "inverse",
                    help=f"The exported {record.get('artifact_kind') or 'artifact'} measured on disk, vs the uncompressed fp16 "
                    f".mlpackage ({fmt_bytes(record.get('size_fp16_bytes'))}).")
     lat = as_number(record.get("latency_ratio"))
-    cols[3].metric("Latency p50", fmt_num(record.get("latency_ms_p50"), ".3f", " ms"), border=True,
-                   # A signed percentage, so a faster model shows a green downward arrow.
-                   delta=f"{(lat - 1) * 100:+.0f} % vs baseline" if lat is not None else None,
-                   # Weight-only results run decompressed on the CPU: any difference is noise, so no red/green.
-                   delta_color="inverse" if record.get("runs_int8_kernels") else "off",
-                   help="Batch 1 on this CPU, timed interleaved with the baseline in the same process"
-                   + (f": {lat:.2f}× the baseline's median." if lat is not None else "."))
+    change = record_latency_change(record)
+    if change is not None:  # the interval decides: inside the noise it says so, never "+22 %"
+        delta, help_ratio = change.short, f": {change.sentence}"
+    else:
+        delta = f"{(lat - 1) * 100:+.0f} % vs baseline" if lat is not None else None
+        help_ratio = f": {lat:.2f}× the baseline's median (no interval recorded)." if lat is not None else "."
+    measurable_int8 = record.get("runs_int8_kernels") and (change is None or change.measurable)
+    cols[3].metric("Latency p50", fmt_num(record.get("latency_ms_p50"), ".3f", " ms"), border=True, delta=delta,
+                   # A faster int8 model shows a green downward arrow; no colour for noise or weight-only results.
+                   delta_color="inverse" if measurable_int8 else "off",
+                   delta_arrow="auto" if measurable_int8 else "off",
+                   help="Batch 1 on this CPU, timed interleaved with the baseline in the same process" + help_ratio)
     cols[4].metric("Time to compress", fmt_seconds(record.get("compress_seconds")), border=True,
                    delta=f"{record.get('workflow', '')}".replace("_", "-"), delta_color="off", delta_arrow="off",
                    help="Wall time of the compression step alone (export and measurement not included).")
@@ -93,6 +101,8 @@ def _notes(record: dict) -> None:
         st.caption(f":material/target: Compared with the {words} — the same images as this result.")
     if record.get("latency_note"):
         st.caption(f":material/speed: {record['latency_note']}")
+    if busy := spread_note(record.get("latency"), runner="candidate"):
+        st.caption(f":material/speed: {busy}")
     if speed := speedup_text(record):
         st.caption(f":material/speed: {speed}")
     check = record.get("size_check") or {}

@@ -79,6 +79,20 @@ def assert_no_exception(page, where: str) -> None:
     assert page.locator('[data-testid="stException"]').count() == 0, f"{where}: an exception box is shown"
 
 
+CLIPPED_METRICS_JS = """
+() => [...document.querySelectorAll('[data-testid="stMetricValue"], [data-testid="stMetricDelta"]')]
+  .flatMap(box => [box, ...box.querySelectorAll('*')])
+  .filter(el => el.scrollWidth > el.clientWidth + 1 && el.innerText.trim())
+  .map(el => el.innerText.trim())
+"""
+
+
+def assert_metrics_fit(page, where: str) -> None:
+    """No metric value or delta on the page is cut off by its column ("1.25 MB" drawn as "1.25 M")."""
+    clipped = sorted(set(page.evaluate(CLIPPED_METRICS_JS)))
+    assert not clipped, f"{where}: metric text cut off by its column: {clipped}"
+
+
 def fresh_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], object]:
     """For tests that need a server of their own (a cold start per test)."""
     def make(name: str):

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, assert_metrics_fit
 from tests.e2e.conftest import assert_no_exception as _assert_no_exception
 from tests.e2e.conftest import require_chromium as _require_chromium  # noqa: F401  (test_learn_browser imports it)
 from tests.e2e.conftest import wait_idle as _wait_idle
@@ -73,6 +73,11 @@ def test_palettize_in_the_browser(server: str) -> None:
             _wait_idle(page, 180_000)
             _screenshot(page, "02_model.png")
             _assert_no_exception(page, "model")
+            assert_metrics_fit(page, "model")
+            page.set_viewport_size({"width": 1100, "height": 1000})
+            _wait_idle(page)
+            assert_metrics_fit(page, "model at 1100 px")
+            page.set_viewport_size({"width": 1440, "height": 1000})
 
             # Compress: quick evaluation size, 4-bit palettization (the default tab and bits), run.
             page.get_by_role("link", name="Compress").first.click()
@@ -89,10 +94,15 @@ def test_palettize_in_the_browser(server: str) -> None:
             page.get_by_role("button", name="Cancel run").scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "03a_compress_running.png"))
             expect(page.get_by_text("Saved as experiment")).to_be_visible(timeout=RUN_TIMEOUT_MS)
-            expect(page.get_by_text("palettize 4-bit (data_free)").first).to_be_visible()
+            expect(page.get_by_text("4-bit palettization, data-free").first).to_be_visible()
             _wait_idle(page)
             _screenshot(page, "03_compress_result.png")
             _assert_no_exception(page, "compress")
+            assert_metrics_fit(page, "result card")
+            page.set_viewport_size({"width": 1100, "height": 1000})  # a laptop: units must still show
+            _wait_idle(page)
+            assert_metrics_fit(page, "result card at 1100 px")
+            page.set_viewport_size({"width": 1440, "height": 1000})
 
             # Compare: the experiment is a point on the accuracy-vs-size scatter, next to the baseline.
             page.get_by_role("button", name="See it in Compare").click()
@@ -103,6 +113,11 @@ def test_palettize_in_the_browser(server: str) -> None:
             assert "Palettize" in names and "Baseline (fp16)" in names, names
             _screenshot(page, "04_compare.png")
             _assert_no_exception(page, "compare")
+            for width in (1440, 1100):
+                page.set_viewport_size({"width": width, "height": 1000})
+                _wait_idle(page)
+                assert_metrics_fit(page, f"compare at {width} px")
+            page.set_viewport_size({"width": 1440, "height": 1000})
 
             # Layers: the histogram of a compressed layer with its LUT centroids.
             page.get_by_role("link", name="Layers").first.click()

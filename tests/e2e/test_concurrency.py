@@ -80,7 +80,7 @@ def test_three_sessions_submitting_at_once_get_three_complete_records(tmp_path: 
             reloaded = pages["Palettize"]  # a reload is a new session: the URL (?job=N) brings the result back
             reloaded.reload()
             expect(reloaded.get_by_text("Saved as experiment")).to_be_visible()
-            expect(reloaded.get_by_text("palettize 4-bit (data_free)").first).to_be_visible()
+            expect(reloaded.get_by_text("4-bit palettization, data-free").first).to_be_visible()
             _assert_clean(reloaded, "Palettize after a reload")
         finally:
             browser.close()

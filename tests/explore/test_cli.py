@@ -31,7 +31,7 @@ def test_sweep_then_search_write_to_the_store_and_print_tables(home, capsys) -> 
     grid = '[{"method": "quantize_weights"}]'
     assert main(["sweep", "--model", "sample:fashion_cnn", "--grid", grid, *fast]) == 0
     out = capsys.readouterr().out
-    assert "sweep #1" in out and "weights int8 per-channel symmetric" in out and " done " in out
+    assert "sweep #1" in out and "int8 weight quantization, per channel, symmetric" in out and " done " in out
     [record] = ExperimentStore(home).list()
     assert record["origin"]["kind"] == "sweep" and record["origin"]["id"] == 1
     # measured on a class-balanced training-pool slice too (the bundled pool has 2,000 images): a winner among
@@ -46,7 +46,7 @@ def test_sweep_then_search_write_to_the_store_and_print_tables(home, capsys) -> 
     out = capsys.readouterr().out
     assert out.startswith("search #1\n") and "smallest within 5 points" in out and "smaller than fp32 (theoretical size)" in out
     searched = [r for r in ExperimentStore(home).list() if r["origin"]["kind"] == "search"]
-    assert [r["spec_summary"] for r in searched] == ["palettize 8-bit (data_free)"]
+    assert [r["spec_summary"] for r in searched] == ["8-bit palettization, data-free"]
     assert searched[0]["origin"] == {"kind": "search", "id": 1, "parent_experiment_id": None,
                                      "label": "search #1: smallest within 5 pts"}
     assert "#1" in out and "#2" in out  # both candidates in the printed table

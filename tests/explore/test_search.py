@@ -54,7 +54,7 @@ def test_the_smallest_within_the_budget_wins_with_a_plain_sentence() -> None:
     result = pick_winner(RECORDS, goal=SearchGoal(max_drop_pts=1.0, objective="size"))
     assert result.winner["id"] == 2  # 2-bit is smaller but 12 points down
     assert stakeholder_sentence(result.winner) == "6.7× smaller, −0.5 points"
-    assert "within 1 points" in result.sentence and "6.7× smaller, −0.5 points" in result.sentence
+    assert "within 1 point " in result.sentence and "6.7× smaller, −0.5 points" in result.sentence
     frame = result.candidates
     assert list(frame["id"]) == [3, 2, 1, 4] and list(frame["within_budget"]) == [False, True, True, True]
 
@@ -82,7 +82,7 @@ def test_refinement_keeps_the_sensitive_small_layers_at_the_safe_setting() -> No
     assert specs[0]["overrides"]["^stem$"]["n_bits"] == 4
     refined = {**RECORDS[2], "id": 9, "spec": specs[1], "accuracy_top1": 0.912, "validation_accuracy_top1": 0.912,
                "size_bytes": 400_000}
-    assert "palettize 2-bit (data_free) + 2 per-layer override(s)" in pick_winner(
+    assert "2-bit palettization, data-free + 2 per-layer override(s)" in pick_winner(
         [*RECORDS, refined], goal=SearchGoal(max_drop_pts=1.0)).sentence
     spec = spec_from_dict(specs[1])
     assert spec.resolve("stem").n_bits == 4 and spec.resolve("body").n_bits == 2  # overrides round-trip

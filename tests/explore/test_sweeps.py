@@ -37,7 +37,7 @@ def test_presets_expand_to_valid_distinct_specs() -> None:
                                                     "torch_dynamic"}
     assert {c["method"] for c in weight_only.configs} == {"palettize", "quantize_weights"}
     assert len({str(sorted(c.items())) for c in weight_only.configs}) == 25  # no duplicates
-    assert "palettize 2-bit g16 (data_free)" in weight_only.summaries()
+    assert "2-bit palettization, groups of 16 channels, data-free" in weight_only.summaries()
     assert len(set(weight_only.summaries())) == 25  # per-channel scale is named, not read as per-tensor
     assert "25 configs" in PRESETS[weight_only.name]
     # issue 10's list: int8/int4 × sym/asym per channel; int4 per block 16/32/128 × sym/asym; palettize 8/6/4/3/2 × 3 forms
@@ -169,3 +169,22 @@ def test_sweep_of_three_configs_ends_with_three_tagged_experiments(home, fashion
     # the scatter shows one point per finished config
     fig = pareto_scatter_figure(frame)
     assert sum(len(t.x) for t in fig.data if t.name != "Pareto front") == 3
+
+
+def test_sweep_scatter_fits_the_useful_points_and_names_the_outlier() -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({
+        "size_bytes": [4.8e6, 1.3e6, 0.9e6, 2.5e6, 0.5e6], "accuracy_top1": [0.93, 0.925, 0.90, 0.93, 0.10],
+        "method": ["palettize", "palettize", "palettize", "prune", "prune"], "spec_summary": list("abcde"),
+        "experiment_id": range(5),
+    })
+    fig = pareto_scatter_figure(frame, baseline_accuracy=0.933)
+    low, high = fig.layout.yaxis.range
+    assert low > 70 and high <= 100  # the useful points fill the axis; the 10 % point does not stretch it to 0
+    notes = [a.text for a in fig.layout.annotations if a.text.startswith("▼")]
+    assert notes == ["▼ 1 point below the axis: 10.0 % (drawn on the bottom edge)"]
+    pruned = next(t for t in fig.data if t.name == "Pruning" or (t.marker.symbol is not None and "triangle-down" in t.marker.symbol))
+    assert min(pruned.y) >= low  # drawn on the bottom edge, inside the axis
+    assert list(fig.layout.xaxis.ticktext) == ["0.5 MB", "1 MB", "2 MB", "5 MB"]
+    assert fig.layout.legend.y < 0 and not fig.layout.legend.title.text  # under the plot, away from the title

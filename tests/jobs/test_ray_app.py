@@ -52,7 +52,7 @@ def test_a_compress_page_run_goes_through_ray_into_the_store(home: Path, monkeyp
     finally:
         ray.shutdown()
     assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
-    assert "Saved as experiment **#1** — torch dynamic int8" in at.success[0].value
+    assert "Saved as experiment **#1** — PyTorch dynamic int8 (Linear layers)" in at.success[0].value
     job = JobQueue(home=home).get(job_id=job_id)
     assert job.state == DONE and job.executor == "ray" and job.worker_pid != os.getpid()  # a Ray worker ran it
     record = ExperimentStore(home).get(job.experiment_id)

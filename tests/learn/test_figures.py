@@ -160,3 +160,26 @@ def test_activation_straight_through_loss_and_bytes_figures():
     ]
     check = figures.bytes_check_figure(rows=rows, program_bytes=5000, blob_overhead_bytes=128, title="t")
     assert list(check.data[1].x) == [100, 128, 5000] and list(check.data[0].x) == [100, 0, 0]
+
+
+def test_log_axes_tick_1_2_5_with_units_and_long_titles_wrap_inside_the_figure():
+    settle = figures.range_settling_figure(
+        counts=np.array([8, 16, 64, 256]), highs={"min_max range": np.array([3.0, 4.0, 4.2, 4.3])},
+        batch_max=np.array([3.0, 4.0]), batch_size=8, current=16, title="t",
+    )
+    assert list(settle.layout.xaxis.ticktext) == ["5 images", "10 images", "20 images", "50 images", "100 images",
+                                                  "200 images", "500 images"]
+    rows = [{"kind": "indices", "label": "LUT indices", "theory_bytes": 400_000, "artifact_bytes": 400_100,
+             "difference_bytes": 100}]
+    check = figures.bytes_check_figure(rows=rows, program_bytes=5000, blob_overhead_bytes=128, title="t")
+    assert list(check.layout.xaxis.ticktext) == ["100 B", "1 kB", "10 kB", "100 kB", "1 MB"]
+
+    title = ("Fake quantization at 4 bits on the grid of channel 0 of conv layer features.3 (64×32×3×3): forward "
+             "and backward")
+    x = np.linspace(-2, 2, 9, dtype=np.float32)
+    ste = figures.straight_through_figure(x=x, forward=np.round(x), gradient=(np.abs(x) <= 1).astype(float),
+                                          limit=1.0, title=title)
+    lines = ste.layout.title.text.split("<br>")
+    assert len(lines) >= 3 and all(len(line) <= figures.TITLE_LINE_CHARS for line in lines)
+    assert " ".join(lines) == title  # every word is still there
+    assert ste.layout.margin.t >= figures.TITLE_LINE_PX * len(lines)  # room above the plot for every line

@@ -170,3 +170,65 @@ def test_confirmation_is_short_and_checks_the_ratio() -> None:
     # a noisy median but equal fastest calls: still the same work
     assert confirmation_holds({"batches": {"1": entry(1.0, 1.6, base_min=0.9, cand_min=0.95)}})
     assert not confirmation_holds({"batches": {"1": entry(1.0, 1.6, base_min=0.9, cand_min=1.4)}})
+
+
+# --------------------------------------------------------------------------- ratio intervals and spread
+
+
+def _pairs(n: int, *, factor: float, seed: int) -> tuple[list[float], list[float]]:
+    """n interleaved A/B pairs: a shared machine-load term per round (both halves of a pair) plus own noise."""
+    import random
+
+    rng = random.Random(seed)
+    base, cand = [], []
+    for _ in range(n):
+        load = rng.uniform(0.0, 0.004)
+        base.append(0.010 + load + rng.gauss(0, 0.0005))
+        cand.append(0.010 * factor + load + rng.gauss(0, 0.0005))
+    return base, cand
+
+
+def test_ratio_interval_includes_one_when_both_runners_are_the_same() -> None:
+    from core.measure.latency import ratio_interval
+
+    base, cand = _pairs(60, factor=1.0, seed=1)
+    interval = ratio_interval(baseline=base, candidate=cand)
+    assert interval.includes_one and interval.low < 1.0 < interval.high
+    assert interval.pairs == 60 and interval.resamples == 2000 and interval.confidence == 0.95
+    assert ratio_interval(baseline=base, candidate=cand) == interval  # seeded: same samples, same interval
+
+
+def test_ratio_interval_excludes_one_for_a_clear_two_fold_difference() -> None:
+    from core.measure.latency import ratio_interval
+
+    base, cand = _pairs(60, factor=2.0, seed=2)
+    interval = ratio_interval(baseline=base, candidate=cand)
+    assert not interval.includes_one
+    assert 1.5 < interval.low <= interval.ratio <= interval.high < 2.5
+
+
+def test_ratio_interval_rejects_unpaired_samples() -> None:
+    from core.measure.latency import ratio_interval
+
+    with pytest.raises(ValueError, match="same, non-zero number"):
+        ratio_interval(baseline=[1.0, 2.0], candidate=[1.0])
+
+
+def test_harness_records_the_interval_and_retimes_a_wide_spread() -> None:
+    calls = {"n": 0}
+
+    def steady(x: torch.Tensor) -> None:
+        time.sleep(0.002)
+
+    def first_pass_stalls(x: torch.Tensor) -> None:
+        calls["n"] += 1  # warm-up 1 + 10 timed: every 3rd call of the first pass stalls, the second pass is steady
+        time.sleep(0.012 if calls["n"] <= 11 and calls["n"] % 3 == 0 else 0.002)
+
+    settings = LatencySettings(threads=1, batch_sizes=(1,), warmup=1, min_repeats=10, max_repeats=10, seconds_per_batch_size=0.01)
+    result = measure_interleaved(runners={"baseline": steady, "candidate": first_pass_stalls},
+                                 make_input=lambda b: torch.zeros(b, 3), settings=settings)
+    entry = result["batches"]["1"]
+    assert entry["spread"]["remeasured"] is True
+    assert entry["spread"]["first_attempt"]["candidate"]["p90_ms"] > 1.5 * entry["spread"]["first_attempt"]["candidate"]["p50_ms"]
+    ci = entry["ratio_ci"]["candidate"]
+    assert ci["pairs"] == 10 and ci["low"] <= ci["ratio"] <= ci["high"]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -85,3 +87,42 @@ def run_real_experiment(home: Path, spec_dict: dict) -> int:
     saved = run_and_save(store=ExperimentStore(home), model=load_model(SAMPLE), spec=spec_from_dict(spec_dict),
                          dataset=None, options=ExperimentOptions(eval_limit=500, cache_dir=home / "cache"))
     return int(saved["id"])
+
+
+# --------------------------------------------------------------------------- tables as a person sees them
+
+
+def shown_table(element) -> tuple[list[str], pd.DataFrame]:
+    """(the headers a person sees, the shown columns' values) of one st.dataframe element."""
+    frame: pd.DataFrame = element.value
+    config = json.loads(element.proto.columns or "{}")
+    order = list(element.proto.column_order)
+    headers, shown = [], []
+    for column in frame.columns:
+        settings = config.get(str(column)) or {}
+        if settings.get("hidden") or (order and str(column) not in order):
+            continue
+        headers.append(str(settings.get("label") or column))
+        shown.append(column)
+    return headers, frame[shown]
+
+
+def unreadable_cells(frame: pd.DataFrame) -> list[str]:
+    """Cells that show as "None" / "nan" on screen: missing values and those words as text."""
+    bad = []
+    for column in frame.columns:
+        for value in frame[column]:
+            missing = value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+            if missing or str(value).strip().lower() in ("none", "nan", "<na>"):
+                bad.append(f"{column}: {value!r}")
+    return bad
+
+
+def table_problems(at: AppTest, page: str) -> list[str]:
+    problems = []
+    for element in at.dataframe:
+        headers, frame = shown_table(element)
+        name = element.key or ", ".join(headers[:3])
+        problems += [f"{page} [{name}]: header {h!r}" for h in headers if "_" in h]
+        problems += [f"{page} [{name}]: cell {c}" for c in unreadable_cells(frame)[:3]]
+    return problems

@@ -24,7 +24,9 @@ def test_table_and_scatter(app, studio_home: Path) -> None:
     table = at.dataframe[0].value
     assert list(table["#"]) == [1, 2]
     assert list(table["method"]) == ["Palettize", "Prune"]
-    assert table.loc[0, "× smaller (fp16)"] > 3  # 4-bit LUT indices vs fp16
+    assert float(table.loc[0, "size vs fp16"].removesuffix("× smaller")) > 3  # 4-bit LUT indices vs fp16
+    latency = table.loc[1, "latency vs baseline"]  # prune runs the baseline's computation: an interval, never "+22 %"
+    assert latency.startswith("no measurable difference (±") or "95 % CI" in latency, latency
     assert list(table["artifact = evaluated"]) == ["yes", "yes"]  # both packages hold the weights that were evaluated
 
     scatter = json.loads(plotly_specs(at)[0])
@@ -44,6 +46,8 @@ def test_budget_slider_moves_the_line_and_the_pick(app, studio_home: Path) -> No
         best = charts.best_within_budget(frame, budget_pts=budget)
         pick = next(m for m in at.metric if m.label == "Smallest within budget")
         assert pick.value == ("none" if best is None else f"#{int(best['id'])}")
+        if best is not None:  # the headline names the setting, not only its number
+            assert any(c.value.startswith(f"**{best['spec_summary']}**") for c in at.caption)
         scatter = json.loads(plotly_specs(at)[0])
         line = next(s for s in scatter["layout"]["shapes"] if s.get("type") == "line")
         baseline = frame["baseline_accuracy_top1"].iloc[-1] * 100
@@ -57,12 +61,15 @@ def test_tabs_flipped_images_and_diff(app, studio_home: Path) -> None:
     assert [t.label for t in at.tabs] == ["Latency", "Size breakdown", "Per-class accuracy", "Flipped images",
                                           "Side by side", "Downloads"]
     specs = plotly_specs(at)
-    assert len(specs) == 4  # scatter, latency, size breakdown, per-class
-    assert json.loads(specs[3])["data"][0]["type"] == "heatmap"
+    assert len(specs) == 5  # scatter, latency, latency ratio with its interval, size breakdown, per-class
+    ratio = json.loads(specs[2])["data"][0]
+    assert ratio["error_x"]["type"] == "data" and ratio["name"] == "compressed ÷ baseline"
+    assert json.loads(specs[4])["data"][0]["type"] == "heatmap"
+    assert any("times its own baseline beside it" in c.value for c in at.caption)
     shown = at.selectbox(key="compare.flip_exp").value
     assert len(at.image) == min(32, flipped[shown])  # thumbnails from the dataset, one per flipped prediction
     diff = next(d.value for d in at.dataframe if "what" in d.value.columns).set_index("what")
-    assert "top-1 accuracy" in diff.index and "spec · method" in diff.index
+    assert "top-1 accuracy" in diff.index and "setting · method" in diff.index
     assert any(d.label.startswith("Core ML package") for d in at.get("download_button"))
 
 
@@ -77,4 +84,4 @@ def test_html_report_of_real_experiments(studio_home: Path) -> None:
     assert tags.sources == [] and tags.links == []  # nothing is fetched: it works offline
     for record in records:
         assert record["spec_summary"] in page
-    assert page.count("Plotly.newPlot") == 4
+    assert page.count("Plotly.newPlot") == 5  # scatter, latency, latency ratio, size breakdown, per-class

@@ -48,15 +48,16 @@ def test_run_from_compress_page_appears_in_compare(app) -> None:
     at.button(key="run.torch_dynamic").click().run()
     assert_clean(at)
     [job_id] = at.session_state["jobs.mine"]
-    assert JobQueue(home=_home()).get(job_id=job_id).label == "torch dynamic int8"
+    assert JobQueue(home=_home()).get(job_id=job_id).label == "PyTorch dynamic int8 (Linear layers)"
     assert any(b.key == "run.cancel" for b in at.button)  # progress with a Cancel button while it runs
     at = _until(at, lambda: at.success, what="the result card")
     assert_clean(at)
-    assert "Saved as experiment **#1** — torch dynamic int8" in at.success[0].value
+    assert "Saved as experiment **#1** — PyTorch dynamic int8 (Linear layers)" in at.success[0].value
     metrics = {m.label: (m.value, m.delta) for m in at.metric}
     assert metrics["Top-1 accuracy"][0].endswith("%") and "pts vs" in metrics["Top-1 accuracy"][1]
     assert metrics["Size on disk"][1].endswith("× smaller")
-    assert metrics["Latency p50"][1].endswith("% vs baseline")
+    latency = metrics["Latency p50"][1]  # with its interval: a change and its 95 % CI, or "no measurable difference"
+    assert latency.startswith("no measurable difference (±") or "(95% CI " in latency, latency
     assert metrics["Time to compress"][0].endswith("s")
     downloads = [d.label for d in at.get("download_button")]
     assert downloads[0].startswith("TorchScript model")
@@ -80,12 +81,12 @@ def test_run_from_compress_page_appears_in_compare(app) -> None:
     at.switch_page("pages/2_Compress.py").run()  # back again: the session still shows its run's result
     assert "Saved as experiment **#1**" in at.success[0].value
     other_tab = app(page="pages/4_Layers.py")  # another session sees the finished job in the sidebar queue
-    assert any(f"#{job_id} torch dynamic int8 — experiment #1" in c.value for c in other_tab.sidebar.caption)
+    assert any(f"#{job_id} PyTorch dynamic int8 (Linear layers) — experiment #1" in c.value for c in other_tab.sidebar.caption)
     reloaded = app()  # a reload is a new session: the URL's ?job=N brings the run's result back
     assert at.query_params["job"] == str(job_id)
     reloaded.query_params["job"] = str(job_id)
     reloaded.switch_page("pages/2_Compress.py").run()
-    assert "Saved as experiment **#1** — torch dynamic int8" in reloaded.success[0].value
+    assert "Saved as experiment **#1** — PyTorch dynamic int8 (Linear layers)" in reloaded.success[0].value
 
 
 def test_cancel_button_stops_the_job_and_saves_nothing(app) -> None:
@@ -127,7 +128,7 @@ def test_a_run_whose_upload_was_deleted_fails_with_its_reason_on_the_page(app) -
     _until(at, lambda: at.error, what="the failure message")
     assert not at.exception
     assert [e.value for e in at.error] == [
-        f"The run palettize 4-bit (data_free) failed: model file {upload.name} is gone ({upload}); "
+        f"The run 4-bit palettization, data-free failed: model file {upload.name} is gone ({upload}); "
         "upload it again and resubmit."]
     assert JobQueue(home=_home()).get(job_id=job_id).state == FAILED
     assert ExperimentStore(_home()).count() == before

@@ -13,7 +13,7 @@ import pytest
 
 from core.explore.sweeps import SweepBook
 from core.store import ExperimentStore
-from tests.pages.conftest import assert_clean, plotly_specs
+from tests.pages.conftest import assert_clean, plotly_specs, table_problems
 
 PAGE = "pages/6_Explore.py"
 
@@ -48,7 +48,7 @@ def test_tabs_and_the_plan_before_starting(app) -> None:
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Configs"] == "25 of 25"
     assert metrics["Estimated time"].endswith(("s", "min"))
-    assert int(metrics["Layer limits"]) > 0  # e.g. classifier.4 (10 channels) cannot take group size 16
+    assert int(metrics["Layers left uncompressed by a setting"]) > 0  # e.g. classifier.4 (10 channels), group size 16
     assert any(b.key == "explore.start" and "25 runs" in b.label for b in at.button)
     mine = ("cfg.explore.grid_kind", "cfg.explore.preset", "cfg.explore.latency", "cfg.explore.export",
             "cfg.explore.max_drop", "cfg.explore.objective", "cfg.explore.refine", "cfg.explore.search_preset")
@@ -84,6 +84,8 @@ def test_a_tiny_sweep_fills_the_table_and_the_scatter(app) -> None:
         time.sleep(1.0)
         at.run()
     assert_clean(at)
+    assert table_problems(at, PAGE) == []  # the results table: plain headers, "not timed", never "None"
+    assert set(_results(at)["latency p50"]) == {"not timed"}
     scatter = json.loads(plotly_specs(at)[0])
     points = sum(len(_values(t["x"])) for t in scatter["data"] if t.get("name") != "Pareto front")
     assert points == 2

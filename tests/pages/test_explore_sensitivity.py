@@ -106,7 +106,7 @@ def test_measured_search_runs_as_a_job_and_shows_its_recipe(app) -> None:
     assert "measured (calibration slice)" in curve and "chosen recipe (measured)" in curve
     assert {"recipe_spec.yaml", "coremltools_config.yaml", "recipe.py"} <= {
         b.proto.label for b in at.get("download_button")}
-    layers = next(d.value for d in at.dataframe if "kl_alone" in d.value.columns)
+    layers = next(d.value for d in at.dataframe if "output change alone (KL)" in d.value.columns)
     assert len(layers) == 6
 
     at.session_state["cfg.eval_limit"] = 100

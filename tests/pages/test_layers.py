@@ -32,7 +32,8 @@ def test_palettized_layer_histogram_and_coverage(app, experiments_home) -> None:
     assert coverage["data"][0]["x"] == ["features.0", "features.3", "features.7", "features.10", "classifier.1", "classifier.4"]
     table = at.dataframe[0].value
     first = table.set_index("name").loc["features.0"]
-    assert first["compressed"] == "no" and "weight_threshold" in first["reason"]
+    assert first["compressed"] == "no" and "weight_threshold" in first["why not compressed"]
+    assert not {str(v).lower() for v in first} & {"none", "nan"}  # a layer without a number shows a dash
 
 
 def test_pruned_layer_shows_threshold(app, experiments_home) -> None:
