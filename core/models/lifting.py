@@ -88,6 +88,7 @@ def lift_graph_module(graph_module: fx.GraphModule) -> tuple[fx.GraphModule, Lif
         node.replace_all_uses_with(replacement)
         graph.erase_node(node)
         pending.append((replacement, weight_target, layer))
+    report.unlifted.extend(_other_weight_calls(graph, attrs, reported={u.node for u in report.unlifted}))
     for node in reversed(graph.nodes):  # the replaced weights' get_attr nodes go, so their paths are free
         if node.op == "get_attr" and not node.users:
             graph.erase_node(node)
@@ -153,6 +154,28 @@ class _GraphAttrs:
             if node.op in ("get_attr", "call_module") and str(node.target) not in root:
                 root[str(node.target)] = _get_attr(self.source, str(node.target))
         return root
+
+
+_WEIGHT_OP_WORDS = ("conv", "linear", "mm", "matmul", "einsum", "attention")
+
+
+def _other_weight_calls(graph: fx.Graph, attrs: _GraphAttrs, *, reported: set[str]) -> list[UnliftedCall]:
+    """Calls of operators that are not lifted at all (a transposed convolution, addmm, fused attention…) that use a
+    stored weight matrix: listed, so their weights are reported as not compressible rather than skipped silently."""
+    found: list[UnliftedCall] = []
+    for node in graph.nodes:
+        tensor = attrs.tensor(node)
+        if tensor is None or tensor.ndim < 2 or not tensor.is_floating_point():
+            continue
+        for user in node.users:
+            op = str(user.target)
+            if user.op != "call_function" or user.name in reported or not any(w in op for w in _WEIGHT_OP_WORDS):
+                continue
+            reported.add(user.name)
+            what = "a transposed convolution" if "transpose" in op else "an operator that is not lifted"
+            found.append(UnliftedCall(node=user.name, op=op,
+                                      reason=f"{what} (only 2-D convolution and linear calls become layers)"))
+    return found
 
 
 def _get_attr(module: nn.Module, target: str) -> Any:

@@ -1,0 +1,94 @@
+"""Which compression methods and workflows apply to a loaded model, and one reason for each that does not.
+
+The engine (``compress._check_inputs``), the explore tools, the Model page's model card and the CLI all ask here,
+so a refusal reads the same everywhere. Python models (``form`` "module") take every method. Graph forms — a
+torch.export program, a TorchScript file, an ONNX file — are lifted to real Conv2d / Linear layers
+(core.models.graph_forms); what then runs on them was measured on lifted graphs and is recorded in the tables
+below, so a method that starts working on a form is switched on in one place.
+"""
+
+from __future__ import annotations
+
+from core.compress.registry import METHODS, PIPELINE
+from core.models.sources import LoadedModel
+from core.specs import AnySpec, PipelineSpec
+
+GRAPH_FIX = "export it with torch.export (.pt2), or upload a state_dict for a listed architecture"
+PT2E_PENDING = "(PT2E path pending)"
+
+# Methods that cannot run on a lifted graph of a form, with the reason (measured on lifted resnet18 / mobilenet_v3 /
+# the Fashion-MNIST samples). torch.ao's eager/FX flows need Python module code; the graph's calls are aten ops.
+_FX_REASON = (
+    "torch_static quantizes by tracing the Python model with torch.fx and swapping modules; a lifted graph calls "
+    f"aten operators that this FX flow does not quantize {PT2E_PENDING}"
+)
+GRAPH_METHOD_REFUSALS: dict[str, dict[str, str]] = {
+    "exported": {"torch_static": _FX_REASON},
+    "torchscript": {"torch_static": _FX_REASON},
+    "onnx": {},
+}
+
+# Workflows that cannot run on a form's graph, with the reason.
+_FROZEN_TRAINING = (
+    "the graph fixed BatchNorm and Dropout in inference mode when it was exported, so {workflow} would not train "
+    "the model as it was trained; use the data-free workflow, or upload a state_dict for a listed architecture"
+)
+GRAPH_WORKFLOW_REFUSALS: dict[str, dict[str, str]] = {
+    "exported": {"fine_tune": _FROZEN_TRAINING.format(workflow="fine-tuning (DKM, QAT, gradual pruning)")},
+    "torchscript": {"fine_tune": _FROZEN_TRAINING.format(workflow="fine-tuning (DKM, QAT, gradual pruning)")},
+    "onnx": {},
+}
+
+FORM_WORDS = {"module": "Python model", "torchscript": "TorchScript file", "exported": "torch.export program",
+              "onnx": "ONNX model"}
+
+
+def graph_unavailable_reason(*, model: LoadedModel) -> str | None:
+    """Why no method can run on this model at all (a graph that could not be lifted), else None."""
+    if model.is_torchscript:
+        error = model.manifest.get("graph_error") or "it could not be converted to a graph of real layers"
+        return (f"this TorchScript file stays a TorchScript module — {error} — so coremltools.optimize.torch and "
+                f"torch.ao cannot find its Conv/Linear layers; {GRAPH_FIX}")
+    if model.form != "module" and not model.manifest.get("lifting", {}).get("lifted"):
+        unlifted = model.manifest.get("lifting", {}).get("unlifted") or []
+        why = f" (first: {unlifted[0]['node']}: {unlifted[0]['reason']})" if unlifted else ""
+        return f"none of this {FORM_WORDS.get(model.form, model.form)}'s convolution / linear calls could be lifted to layers{why}"
+    return None
+
+
+def method_availability(*, model: LoadedModel) -> dict[str, str | None]:
+    """Every method (and "pipeline") → None when it applies to `model`, else the reason it does not."""
+    blocked = graph_unavailable_reason(model=model)
+    refusals = GRAPH_METHOD_REFUSALS.get(model.form, {})
+    result: dict[str, str | None] = {}
+    for method in [*METHODS, PIPELINE]:
+        result[method] = blocked or refusals.get(method)
+    return result
+
+
+def workflow_availability(*, model: LoadedModel) -> dict[str, str | None]:
+    """Each workflow (data_free / calibration / fine_tune) → None when it can run on `model`, else the reason."""
+    blocked = graph_unavailable_reason(model=model)
+    refusals = GRAPH_WORKFLOW_REFUSALS.get(model.form, {})
+    return {w: blocked or refusals.get(w) for w in ("data_free", "calibration", "fine_tune")}
+
+
+def spec_refusal(*, model: LoadedModel, spec: AnySpec) -> str | None:
+    """One line saying why `spec` cannot run on `model`, or None when it can."""
+    steps = spec.steps if isinstance(spec, PipelineSpec) else (spec,)
+    methods = method_availability(model=model)
+    workflows = workflow_availability(model=model)
+    for step in steps:
+        reason = methods.get(step.method)
+        if reason:
+            return f"{step.method} cannot run on this {FORM_WORDS.get(model.form, model.form)}: {reason}."
+        reason = workflows.get(step.workflow)
+        if reason:
+            return f"{step.method} ({step.workflow}) cannot run on this {FORM_WORDS.get(model.form, model.form)}: {reason}."
+    return None
+
+
+def unlifted_notes(*, model: LoadedModel) -> list[str]:
+    """One note per weight-bearing graph call that stayed a function call (so its weights stay uncompressed)."""
+    unlifted = model.manifest.get("lifting", {}).get("unlifted") or []
+    return [f"not compressed: graph call {u['node']} ({u['op']}) stays a function call — {u['reason']}" for u in unlifted]
