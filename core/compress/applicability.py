@@ -9,6 +9,8 @@ below, so a method that starts working on a form is switched on in one place.
 
 from __future__ import annotations
 
+from torch import nn
+
 from core.compress.registry import METHODS, PIPELINE
 from core.models.sources import LoadedModel
 from core.specs import AnySpec, PipelineSpec
@@ -49,7 +51,7 @@ def graph_unavailable_reason(*, model: LoadedModel) -> str | None:
         error = model.manifest.get("graph_error") or "it could not be converted to a graph of real layers"
         return (f"this TorchScript file stays a TorchScript module — {error} — so coremltools.optimize.torch and "
                 f"torch.ao cannot find its Conv/Linear layers; {GRAPH_FIX}")
-    if model.form != "module" and not model.manifest.get("lifting", {}).get("lifted"):
+    if model.form != "module" and not any(isinstance(m, nn.Conv2d | nn.Linear) for m in model.module.modules()):
         unlifted = model.manifest.get("lifting", {}).get("unlifted") or []
         why = f" (first: {unlifted[0]['node']}: {unlifted[0]['reason']})" if unlifted else ""
         return f"none of this {FORM_WORDS.get(model.form, model.form)}'s convolution / linear calls could be lifted to layers{why}"

@@ -17,6 +17,7 @@ evaluates any batch in slices of that size.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
 import zipfile
@@ -229,24 +230,84 @@ def _opset(model) -> int | None:
     return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
+ONNX_FALLBACK_OPSET = 17  # onnx2torch has converters for every standard operator version up to here
+
+
 def _onnx_to_torch(model, name: str) -> fx.GraphModule:
+    """onnx2torch's graph; a model of a newer opset whose operator versions onnx2torch lacks (Identity-19, …) is
+    converted to opset 17 with onnx's version converter first. An operator it still lacks is named."""
+    try:
+        return _onnx2torch(model)
+    except NotImplementedError as exc:
+        first_error = exc
+    opset = _opset(model)
+    if opset and opset > ONNX_FALLBACK_OPSET:
+        from onnx import version_converter
+
+        try:
+            return _onnx2torch(version_converter.convert_version(model, ONNX_FALLBACK_OPSET))
+        except Exception:  # the downgrade itself or the converter failed: report the original operator
+            pass
+    found = re.search(r"operation_type='([^']*)', version=(\d+)", str(first_error))
+    if found:
+        raise ModelLoadError(
+            f"{name} uses the ONNX operator {found.group(1)} (opset {found.group(2)}), which the ONNX → PyTorch "
+            "converter (onnx2torch) does not support; export the model with another opset or without that "
+            "operator, or upload it as a torch.export .pt2 / a state_dict."
+        ) from None
+    raise ModelLoadError(f"{name} could not be converted from ONNX ({_first_line(first_error)}).") from None
+
+
+def _register_newer_identity() -> None:
+    """onnx2torch converts Identity only up to version 16; torch.onnx.export writes opset 20, whose Identity is
+    version 19 (the same operator, more element types). Register the newer versions with onnx2torch's converter
+    API, as a plain copy like onnx2torch's own."""
+    from onnx import defs
+    from onnx2torch.node_converters.identity import OnnxCopyIdentity
+    from onnx2torch.node_converters.registry import add_converter
+    from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node
+
+    def identity(node, graph):  # the converter signature onnx2torch calls
+        return OperationConverterResult(torch_module=OnnxCopyIdentity(), onnx_mapping=onnx_mapping_from_node(node=node))
+
+    versions = {defs.get_schema("Identity", max_inclusive_version=v).since_version
+                for v in range(17, defs.onnx_opset_version() + 1)}
+    for version in sorted(versions):
+        with contextlib.suppress(ValueError):  # already registered (an earlier call, or a newer onnx2torch)
+            add_converter(operation_type="Identity", version=version)(identity)
+
+
+def _inline_identity_initializers(model) -> None:
+    """torch.onnx.export shares equal weights through Identity nodes on one initializer; onnx2torch reads a Conv /
+    Gemm weight only from an initializer, so each such Identity output becomes an initializer of its own."""
+    from onnx import numpy_helper
+
+    initializers = {t.name: t for t in model.graph.initializer}
+    keep = []
+    for node in model.graph.node:
+        if node.op_type == "Identity" and len(node.input) == 1 and node.input[0] in initializers:
+            copy = numpy_helper.from_array(numpy_helper.to_array(initializers[node.input[0]]), name=node.output[0])
+            model.graph.initializer.append(copy)
+        else:
+            keep.append(node)
+    if len(keep) != len(model.graph.node):
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
+
+
+def _onnx2torch(model) -> fx.GraphModule:
     from onnx2torch import convert
 
+    _register_newer_identity()
+    _inline_identity_initializers(model)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return convert(model)
-    except NotImplementedError as exc:
-        found = re.search(r"operation_type='([^']*)', version=(\d+)", str(exc))
-        if found:
-            raise ModelLoadError(
-                f"{name} uses the ONNX operator {found.group(1)} (opset {found.group(2)}), which the ONNX → PyTorch "
-                "converter (onnx2torch) does not support; export the model with another opset or without that "
-                "operator, or upload it as a torch.export .pt2 / a state_dict."
-            ) from None
-        raise ModelLoadError(f"{name} could not be converted from ONNX ({_first_line(exc)}).") from None
+    except NotImplementedError:
+        raise
     except Exception as exc:  # onnx2torch raises KeyError / ValueError / RuntimeError for malformed graphs
-        raise ModelLoadError(f"{name} could not be converted from ONNX ({type(exc).__name__}: {_first_line(exc)}).") from None
+        raise ModelLoadError(f"the ONNX graph could not be converted ({type(exc).__name__}: {_first_line(exc)}).") from None
 
 
 def _onnx_inputs(model) -> list:
