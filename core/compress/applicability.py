@@ -9,6 +9,7 @@ below, so a method that starts working on a form is switched on in one place.
 
 from __future__ import annotations
 
+import pandas as pd
 from torch import nn
 
 from core.compress.registry import METHODS, PIPELINE
@@ -94,3 +95,34 @@ def unlifted_notes(*, model: LoadedModel) -> list[str]:
     """One note per weight-bearing graph call that stayed a function call (so its weights stay uncompressed)."""
     unlifted = model.manifest.get("lifting", {}).get("unlifted") or []
     return [f"not compressed: graph call {u['node']} ({u['op']}) stays a function call — {u['reason']}" for u in unlifted]
+
+
+def applicability_table(*, model: LoadedModel) -> pd.DataFrame:
+    """The model card's table: one row per method and per workflow — applies or not, and why not."""
+    from core.compress.registry import method_label
+
+    rows = [{"Method or workflow": method_label(m), "Applies": "yes" if r is None else "no", "Why not": r or ""}
+            for m, r in method_availability(model=model).items()]
+    rows += [{"Method or workflow": f"{w.replace('_', '-')} workflow", "Applies": "yes" if r is None else "no",
+              "Why not": r or ""} for w, r in workflow_availability(model=model).items()]
+    return pd.DataFrame(rows, columns=["Method or workflow", "Applies", "Why not"])
+
+
+def lifting_summary(*, model: LoadedModel) -> str | None:
+    """How a graph form became layers, in one line (None for Python models)."""
+    if model.form == "module":
+        return None
+    if model.is_torchscript:
+        return f"Kept as TorchScript: {model.manifest.get('graph_error', 'not converted')}."
+    lifting = model.manifest.get("lifting", {})
+    lifted, unlifted = lifting.get("lifted") or {}, lifting.get("unlifted") or []
+    how = ("converted by onnx2torch (Conv → Conv2d, Gemm → Linear)" if model.form == "onnx"
+           else f"{len(lifted)} convolution / linear call(s) lifted to real layers")
+    text = f"{FORM_WORDS.get(model.form, model.form)}: {how}"
+    if unlifted:
+        first = unlifted[0]
+        text += (f"; {len(unlifted)} weight-bearing call(s) stay graph functions and are not compressed "
+                 f"(first: {first['node']}: {first['reason']})")
+    if model.manifest.get("batch"):
+        text += f"; exported with a fixed batch of {model.manifest['batch']}"
+    return text + "."

@@ -202,3 +202,34 @@ def test_random_weight_architecture_is_flagged(app) -> None:
     assert _queue().get(job_id=job.id).state == "cancelled"
     assert at.button(key="model.baseline_retry").label == "Measure again"
     assert "synthetic inputs" in " ".join(c.value for c in at.sidebar.caption)
+
+
+def test_pt2_upload_loads_and_the_model_card_says_which_methods_apply(app, tmp_path) -> None:
+    import torch
+
+    from core.models.architectures import FashionCNN
+
+    path = tmp_path / "cnn.pt2"
+    torch.export.save(torch.export.export(FashionCNN().eval(), (torch.zeros(1, 1, 28, 28),)), path)
+    at = app(page="pages/1_Model.py")
+    at.radio(key="cfg.model.kind").set_value("export").run()
+    assert any("can run code when it loads" in w.value for w in at.warning)
+    at.file_uploader(key="model.ep_upload").set_value(("cnn.pt2", path.read_bytes(), "application/octet-stream")).run()
+    at.button(key="model.load_ep").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "Exported cnn.pt2" in " ".join(m.value for m in at.sidebar.markdown)
+    card = next(e for e in at.expander if e.label.startswith("Methods:"))
+    assert "apply" in card.label and "do not" in card.label
+    assert any("torch.export program: 6 convolution / linear call(s) lifted to real layers" in c.value for c in card.caption)
+    table = card.dataframe[0].value.set_index("Method or workflow")
+    assert table.loc["Palettize", "Applies"] == "yes" and table.loc["fine-tune workflow", "Applies"] == "no"
+    assert "BatchNorm" in table.loc["fine-tune workflow", "Why not"]
+
+
+def test_bad_onnx_upload_names_the_problem(app) -> None:
+    at = app(page="pages/1_Model.py")
+    at.radio(key="cfg.model.kind").set_value("onnx").run()
+    at.file_uploader(key="model.onnx_upload").set_value(("model.onnx", b"PK\x03\x04 not onnx", "application/octet-stream")).run()
+    at.button(key="model.load_onnx").click().run()
+    assert not at.exception
+    assert "model.onnx is not an ONNX model" in at.error[0].value
