@@ -104,6 +104,34 @@ def test_onnx_model_takes_fine_tuning_workflows(files):
     assert all(reason is None for reason in workflow_availability(model=model).values())
 
 
+class _HalvesUntilSmall(nn.Module):
+    """A data-dependent while loop: torch's TorchScript → torch.export converter has no rule for prim::Loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc(x.flatten(1))
+        while bool(y.abs().max() > 1.0):
+            y = y / 2
+        return y
+
+
+def test_torchscript_the_converter_cannot_handle_loads_but_every_method_says_why(tmp_path):
+    path = tmp_path / "loops.pt"
+    torch.jit.save(torch.jit.script(_HalvesUntilSmall().eval()), str(path))
+    model = load_model(f"torchscript:{path}")
+    assert model.form == "torchscript" and model.is_torchscript and model.num_classes == 10
+    reasons = set(method_availability(model=model).values())
+    assert len(reasons) == 1  # one reason, for every method
+    (reason,) = reasons
+    assert "TorchScript → torch.export converter failed (TS2EPConverter failed for node prim::Loop)" in reason
+    assert "export it with torch.export (.pt2), or upload a state_dict" in reason
+    with pytest.raises(CompressionError, match=r"palettize cannot run on this TorchScript file: .*prim::Loop"):
+        compress(model=model, spec=PalettizeSpec(), dataset=None)
+
+
 # --------------------------------------------------------------------------- references
 
 
