@@ -45,9 +45,12 @@ class LiftReport:
 
     lifted: dict[str, str] = field(default_factory=dict)
     unlifted: list[UnliftedCall] = field(default_factory=list)
+    # BatchNorm2d / Dropout lifted alongside, so train() / eval() and conv-BN fusion behave as on the Python model
+    companions: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"lifted": dict(self.lifted), "unlifted": [u.to_dict() for u in self.unlifted]}
+        return {"lifted": dict(self.lifted), "unlifted": [u.to_dict() for u in self.unlifted],
+                "companions": dict(self.companions)}
 
     def summary(self) -> str:
         text = f"{len(self.lifted)} layer(s) lifted to nn.Conv2d / nn.Linear"
@@ -73,7 +76,7 @@ def lift_graph_module(graph_module: fx.GraphModule) -> tuple[fx.GraphModule, Lif
         if node.op == "call_module" and str(node.target).startswith("_guards_fn"):
             graph.erase_node(node)
             continue
-        kind = _kind_of(node) if node.op == "call_function" else None
+        kind = _kind_of(node, graph_module)
         if kind is None:
             continue
         layer, reason = _layer_for(node, kind, attrs)
@@ -95,7 +98,8 @@ def lift_graph_module(graph_module: fx.GraphModule) -> tuple[fx.GraphModule, Lif
     attrs.track(graph)
     for replacement, weight_target, layer in pending:
         replacement.target = attrs.claim_path(weight_target, layer)
-        report.lifted[str(replacement.target)] = type(layer).__name__
+        kind_map = report.lifted if isinstance(layer, nn.Conv2d | nn.Linear) else report.companions
+        kind_map[str(replacement.target)] = type(layer).__name__
     lifted = fx.GraphModule(attrs.root_for(graph), graph, class_name="LiftedGraph")
     lifted.graph.eliminate_dead_code()
     lifted.delete_all_unused_submodules()
@@ -185,7 +189,16 @@ def _get_attr(module: nn.Module, target: str) -> Any:
     return value
 
 
-def _kind_of(node: fx.Node) -> str | None:
+def _kind_of(node: fx.Node, graph_module: fx.GraphModule) -> str | None:
+    if node.op == "call_module":  # onnx2torch's MatMul is a module calling torch.matmul on (x, stored weight)
+        target = str(node.target)
+        return "matmul" if type(_get_attr(graph_module, target)).__name__ == "OnnxMatMul" else None
+    if node.op != "call_function":
+        return None
+    if node.target == _aten.batch_norm.default:
+        return "batch_norm"
+    if node.target in (_aten.dropout.default, _aten.dropout_.default):
+        return "dropout"
     if node.target in _CONV_OPS:
         return "conv"
     if node.target in _LINEAR_OPS:
@@ -216,9 +229,19 @@ def _call_args(node: fx.Node) -> dict[str, Any]:
 
 
 def _weight_target(node: fx.Node, kind: str) -> str:
-    args = _call_args(node) if kind != "matmul" else {"weight": node.args[1]}
-    key = "weight" if "weight" in args else "other"
-    return str(args[key].target)
+    """The stored tensor whose module path names the new layer (``<path>.weight`` → ``<path>``)."""
+    if node.op == "call_module":
+        return f"{node.target}.weight"
+    if kind == "matmul":
+        return str(node.args[1].target)
+    args = _call_args(node)
+    if kind == "dropout":  # no tensor: the module path export recorded for the call, else the node's name
+        stack = list((node.meta.get("nn_module_stack") or {}).values())
+        path = stack[-1][0] if stack and isinstance(stack[-1], tuple) and stack[-1][0] else node.name
+        return f"{path}.weight"
+    if kind == "batch_norm":
+        return f"{str(args['running_mean'].target).rpartition('.')[0]}.weight"
+    return str(args["weight"].target)
 
 
 def _pair(value: Any) -> tuple[int, int] | str:
@@ -234,6 +257,12 @@ def _layer_for(node: fx.Node, kind: str, attrs: _GraphAttrs) -> tuple[nn.Module 
     """The layer replacing this call, or (None, the reason it stays a function call)."""
     if kind == "matmul":
         return _matmul_layer(node, attrs)
+    if kind == "batch_norm":
+        return _batch_norm_layer(node, attrs), None
+    if kind == "dropout":
+        args = _call_args(node)
+        inplace = node.target == _aten.dropout_.default
+        return (nn.Dropout(float(args["p"]), inplace=inplace), None) if not args.get("train") else (None, None)
     args = _call_args(node)
     weight_node, bias_node = args.get("weight"), args.get("bias")
     weight = attrs.tensor(weight_node)
@@ -265,6 +294,29 @@ def _layer_for(node: fx.Node, kind: str, attrs: _GraphAttrs) -> tuple[nn.Module 
         if bias is not None:
             layer.bias = _as_parameter(bias)
     return layer, None
+
+
+def _batch_norm_layer(node: fx.Node, attrs: _GraphAttrs) -> nn.Module | None:
+    """``aten.batch_norm`` in inference mode on stored statistics → ``nn.BatchNorm2d`` (None: left as it is)."""
+    args = _call_args(node)
+    stats = [attrs.tensor(args.get(k)) for k in ("running_mean", "running_var")]
+    affine = [attrs.tensor(args.get(k)) if args.get(k) is not None else None for k in ("weight", "bias")]
+    stored = [args.get(k) for k in ("running_mean", "running_var", "weight", "bias") if args.get(k) is not None]
+    if args.get("training") or any(t is None for t in stats) or any(len(n.users) > 1 for n in stored):
+        return None
+    if (args.get("weight") is None) != (args.get("bias") is None) or any(
+        a is None for a, k in zip(affine, ("weight", "bias"), strict=True) if args.get(k) is not None
+    ):
+        return None
+    val = node.args[0].meta.get("val") if isinstance(node.args[0], fx.Node) else None
+    if val is not None and getattr(val, "ndim", 4) != 4:
+        return None
+    layer = nn.BatchNorm2d(stats[0].shape[0], eps=float(args["eps"]), momentum=float(args["momentum"]),
+                           affine=args.get("weight") is not None)
+    layer.running_mean, layer.running_var = stats[0], stats[1]
+    if layer.affine:
+        layer.weight, layer.bias = _as_parameter(affine[0]), _as_parameter(affine[1])
+    return layer.eval()
 
 
 def _matmul_layer(node: fx.Node, attrs: _GraphAttrs) -> tuple[nn.Module | None, str | None]:

@@ -48,9 +48,16 @@ def test_torchvision_models_lift_with_equal_outputs_and_layer_names(arch):
     assert set(weight_layers(lifted)) == set(weight_layers(module))  # layer1.0.conv1 … as on the nn.Module route
     assert set(report.lifted) == set(weight_layers(module)) and not report.unlifted
     assert all(isinstance(layer, nn.Conv2d | nn.Linear) for layer in weight_layers(lifted).values())
+    norms = {name for name, m in module.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    assert {name for name, m in lifted.named_modules() if isinstance(m, nn.BatchNorm2d)} == norms  # real BN too
     x3 = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(lifted(x3), module(x3), atol=1e-5)
+        lifted.train(), module.train()  # BatchNorm / Dropout now follow train() as on the Python model
+        torch.manual_seed(1)
+        trained_mode = lifted(x3)
+        torch.manual_seed(1)
+        assert torch.allclose(trained_mode, module(x3), atol=1e-4)
 
 
 def test_multihead_attention_in_proj_weight_gets_its_own_path():
