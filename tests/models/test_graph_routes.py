@@ -104,6 +104,31 @@ def test_onnx_model_takes_fine_tuning_workflows(files):
     assert all(reason is None for reason in workflow_availability(model=model).values())
 
 
+class _BakedBatch(nn.Module):
+    """A reshape to the example's batch of 1 (``x.view(1, -1)``): export bakes the 1 into the graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.view(1, -1))
+
+
+def test_program_with_a_baked_batch_size_is_evaluated_in_slices_of_it(tmp_path):
+    from core.models.graph_forms import FixedBatchGraph
+
+    net = _BakedBatch().eval()
+    path = tmp_path / "baked.pt2"
+    torch.export.save(torch.export.export(net, (EXAMPLE,)), path)
+    model = load_model(f"export:{path}")
+    assert isinstance(model.module, FixedBatchGraph) and model.module.batch == 1
+    assert model.manifest["batch"] == 1 and list(weight_layers(model.module)) == ["graph.fc"]
+    x = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(model.module(x), torch.cat([net(x[i : i + 1]) for i in range(5)]), atol=1e-5)
+
+
 class _HalvesUntilSmall(nn.Module):
     """A data-dependent while loop: torch's TorchScript → torch.export converter has no rule for prim::Loop."""
 
