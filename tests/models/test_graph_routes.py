@@ -222,6 +222,20 @@ def test_onnx_refusals_name_the_problem(tmp_path):
         load_model(f"onnx:{path}")
 
 
+def test_cli_methods_lists_what_applies_to_a_graph_model(files, tmp_path, capsys):
+    import json
+
+    from core.cli import main
+
+    out = tmp_path / "methods.json"
+    assert main(["methods", "--model", f"export:{files['export']}", "--json", str(out)]) == 0
+    table = json.loads(out.read_text())
+    assert table["form"] == "exported" and table["methods"]["palettize"] is None
+    assert table["methods"] == method_availability(model=load_model(f"export:{files['export']}"))
+    printed = capsys.readouterr().out
+    assert "palettize" in printed and "applies" in printed
+
+
 def test_cli_refuses_a_bad_graph_file_with_one_line_and_exit_2(files, tmp_path):
     from core.cli import main
 
