@@ -47,10 +47,12 @@ class LiftReport:
     unlifted: list[UnliftedCall] = field(default_factory=list)
     # BatchNorm2d / Dropout lifted alongside, so train() / eval() and conv-BN fusion behave as on the Python model
     companions: dict[str, str] = field(default_factory=dict)
+    # BatchNorm / Dropout calls left in the graph: fixed in inference mode, so training would not behave as usual
+    frozen: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"lifted": dict(self.lifted), "unlifted": [u.to_dict() for u in self.unlifted],
-                "companions": dict(self.companions)}
+                "companions": dict(self.companions), "frozen": list(self.frozen)}
 
     def summary(self) -> str:
         text = f"{len(self.lifted)} layer(s) lifted to nn.Conv2d / nn.Linear"
@@ -92,6 +94,7 @@ def lift_graph_module(graph_module: fx.GraphModule) -> tuple[fx.GraphModule, Lif
         graph.erase_node(node)
         pending.append((replacement, weight_target, layer))
     report.unlifted.extend(_other_weight_calls(graph, attrs, reported={u.node for u in report.unlifted}))
+    report.frozen = [n.name for n in graph.nodes if n.op == "call_function" and _is_mode_dependent(n)]
     for node in reversed(graph.nodes):  # the replaced weights' get_attr nodes go, so their paths are free
         if node.op == "get_attr" and not node.users:
             graph.erase_node(node)
@@ -158,6 +161,11 @@ class _GraphAttrs:
             if node.op in ("get_attr", "call_module") and str(node.target) not in root:
                 root[str(node.target)] = _get_attr(self.source, str(node.target))
         return root
+
+
+def _is_mode_dependent(node: fx.Node) -> bool:
+    name = str(node.target)
+    return "batch_norm" in name or "dropout" in name
 
 
 _WEIGHT_OP_WORDS = ("conv", "linear", "mm", "matmul", "einsum", "attention")

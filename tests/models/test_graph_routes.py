@@ -10,14 +10,14 @@ import torch
 from torch import nn
 
 from core.compress import CompressionError, compress
-from core.compress.applicability import PT2E_PENDING, method_availability, workflow_availability
+from core.compress.applicability import method_availability, workflow_availability
 from core.compress.layers import weight_layers
 from core.export import export_coreml
 from core.jobs.refs import ModelRef, load_model_ref
 from core.models.architectures import FashionCNN
 from core.models.sources import ModelLoadError, load_model
 from core.models.torchscript_probe import ALLOW_ENV
-from core.specs import PalettizeSpec, TorchStaticSpec
+from core.specs import PalettizeSpec
 
 EXAMPLE = torch.zeros(1, 1, 28, 28)
 
@@ -84,19 +84,35 @@ def test_palettize_4bit_on_each_route_writes_a_real_lut_mlpackage(files, key, tm
     assert ops.count("constexpr_lut_to_dense") == len(compressed)
 
 
-def test_methods_that_do_not_apply_to_a_graph_form_are_refused_with_their_reason(files):
+def test_every_method_and_workflow_applies_to_a_lifted_program(files):
     model = load_model(_source(files, "export"))
-    methods, workflows = method_availability(model=model), workflow_availability(model=model)
-    assert methods["palettize"] is None and methods["quantize_weights"] is None and methods["pipeline"] is None
-    assert workflows["fine_tune"] and "BatchNorm" in workflows["fine_tune"]
-    refused = [m for m, reason in methods.items() if reason]
-    for method in refused:
-        assert PT2E_PENDING in methods[method] or "graph" in methods[method]
-    if methods["torch_static"]:
-        with pytest.raises(CompressionError, match=r"torch_static cannot run on this torch\.export program: .+"):
-            compress(model=model, spec=TorchStaticSpec(), dataset=None)
-    with pytest.raises(CompressionError, match=r"\(fine_tune\) cannot run on this torch\.export program: .*BatchNorm"):
+    assert set(method_availability(model=model).values()) == {None}  # measured: see core.compress.applicability
+    assert set(workflow_availability(model=model).values()) == {None}
+    assert model.manifest["lifting"]["companions"] and not model.manifest["lifting"]["frozen"]
+
+
+class _SharedNorm(nn.Module):
+    """One BatchNorm applied twice: its statistics feed two calls, so it cannot become one module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(1)
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.bn(self.bn(x)).flatten(1))
+
+
+def test_fine_tuning_is_refused_where_batchnorm_stays_frozen_in_the_graph(tmp_path):
+    path = tmp_path / "shared_norm.pt2"
+    torch.export.save(torch.export.export(_SharedNorm().eval(), (EXAMPLE,)), path)
+    model = load_model(f"export:{path}")
+    workflows = workflow_availability(model=model)
+    assert workflows["data_free"] is None and workflows["calibration"] is None
+    assert "2 BatchNorm / Dropout call(s) of this graph (first: batch_norm) stay fixed in inference mode" in workflows["fine_tune"]
+    with pytest.raises(CompressionError, match=r"palettize \(fine_tune\) cannot run on this torch\.export program: .*inference mode"):
         compress(model=model, spec=PalettizeSpec(workflow="fine_tune"), dataset=None)
+    assert method_availability(model=model)["torch_static"] is None
 
 
 def test_onnx_model_takes_fine_tuning_workflows(files):
