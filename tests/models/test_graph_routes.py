@@ -238,6 +238,13 @@ def test_onnx_refusals_name_the_problem(tmp_path):
         load_model(f"onnx:{path}")
 
 
+def test_onnx_that_does_not_return_class_scores_is_refused(tmp_path):
+    path = tmp_path / "features.onnx"
+    torch.onnx.export(_Features(), (EXAMPLE,), str(path), dynamo=False, input_names=["input"])
+    with pytest.raises(ModelLoadError, match=r"features\.onnx does not return class scores: given 1 image\(s\) of 1×28×28"):
+        load_model(f"onnx:{path}")
+
+
 def test_cli_methods_lists_what_applies_to_a_graph_model(files, tmp_path, capsys):
     import json
 
