@@ -107,7 +107,7 @@ def lift_graph_module(graph_module: fx.GraphModule) -> tuple[fx.GraphModule, Lif
     lifted.graph.eliminate_dead_code()
     lifted.delete_all_unused_submodules()
     lifted.recompile()
-    return lifted, report
+    return lifted.eval(), report  # the graph was exported for inference: BatchNorm / Dropout start in eval mode
 
 
 class _GraphAttrs:
