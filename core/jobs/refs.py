@@ -72,7 +72,7 @@ class ModelRef:
         if self.kind in ("sample", "torchvision", "state_dict") and not self.name:
             raise RefError(f"ModelRef.name: a {self.kind} model needs its architecture name.")
         if (self.kind == "state_dict" or self.kind in _FILE_PREFIXES) and not self.path:
-            raise RefError(f"ModelRef.path: a {self.kind} model needs the file it is loaded from.")
+            raise RefError(f"ModelRef.path: kind {self.kind!r} needs the file the model is loaded from.")
         if self.kind == "sample" and self.path:
             raise RefError("ModelRef.path: sample models use their bundled weights; use kind 'state_dict' instead.")
         if self.pretrained and (self.kind != "torchvision" or self.path):
