@@ -262,23 +262,29 @@ def _onnx_to_torch(model, name: str) -> fx.GraphModule:
     raise ModelLoadError(f"{name} could not be converted from ONNX ({_first_line(first_error)}).") from None
 
 
-def _register_newer_identity() -> None:
-    """onnx2torch converts Identity only up to version 16; torch.onnx.export writes opset 20, whose Identity is
-    version 19 (the same operator, more element types). Register the newer versions with onnx2torch's converter
-    API, as a plain copy like onnx2torch's own."""
+# Operators whose versions after opset 18 only add element types (float8, int4, …): onnx2torch's converter for the
+# opset-18 version converts them exactly for the float models this app loads.
+TYPE_ONLY_UPDATES = ("Identity", "Constant", "Reshape", "Cast", "Shape", "Size", "Flatten", "Transpose", "Squeeze",
+                     "Unsqueeze", "ConstantOfShape", "Equal")
+
+
+def _register_type_only_updates() -> None:
+    """onnx2torch knows most operators up to opset ~16; torch.onnx.export writes opset 20, whose Identity,
+    Constant, Reshape… are newer versions of the same operators. Register onnx2torch's opset-18 converter for
+    those versions through its converter API, so such files convert; other operators are still named when missing."""
     from onnx import defs
-    from onnx2torch.node_converters.identity import OnnxCopyIdentity
-    from onnx2torch.node_converters.registry import add_converter
-    from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node
+    from onnx2torch.node_converters.registry import add_converter, get_converter
 
-    def identity(node, graph):  # the converter signature onnx2torch calls
-        return OperationConverterResult(torch_module=OnnxCopyIdentity(), onnx_mapping=onnx_mapping_from_node(node=node))
-
-    versions = {defs.get_schema("Identity", max_inclusive_version=v).since_version
-                for v in range(17, defs.onnx_opset_version() + 1)}
-    for version in sorted(versions):
-        with contextlib.suppress(ValueError):  # already registered (an earlier call, or a newer onnx2torch)
-            add_converter(operation_type="Identity", version=version)(identity)
+    for op in TYPE_ONLY_UPDATES:
+        try:
+            converter = get_converter(operation_type=op, version=18)
+        except NotImplementedError:
+            continue
+        newer = {defs.get_schema(op, max_inclusive_version=v).since_version
+                 for v in range(19, defs.onnx_opset_version() + 1)} - {defs.get_schema(op, max_inclusive_version=18).since_version}
+        for version in sorted(newer):
+            with contextlib.suppress(ValueError):  # already registered (an earlier call, or a newer onnx2torch)
+                add_converter(operation_type=op, version=version)(converter)
 
 
 def _inline_identity_initializers(model) -> None:
@@ -302,7 +308,7 @@ def _inline_identity_initializers(model) -> None:
 def _onnx2torch(model) -> fx.GraphModule:
     from onnx2torch import convert
 
-    _register_newer_identity()
+    _register_type_only_updates()
     _inline_identity_initializers(model)
     try:
         with warnings.catch_warnings():
