@@ -40,9 +40,10 @@ GRAPH_FIX = "export it with torch.export (.pt2), or upload a state_dict for a li
 class FixedBatchGraph(nn.Module):
     """A graph that only runs at the batch size it was exported with, evaluated on any batch in slices of it."""
 
-    def __init__(self, graph: nn.Module, batch: int) -> None:
+    def __init__(self, program: nn.Module, batch: int) -> None:
         super().__init__()
-        self.graph = graph
+        # not "graph": a traced module's .graph is its TorchScript graph, which ct.convert would find instead
+        self.program = program
         self.batch = int(batch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -52,7 +53,7 @@ class FixedBatchGraph(nn.Module):
             short = self.batch - chunk.shape[0]
             if short:  # the last slice is padded to the fixed size; the padding's rows are dropped
                 chunk = torch.cat([chunk, chunk.new_zeros((short, *chunk.shape[1:]))])
-            out = self.graph(chunk)
+            out = self.program(chunk)
             outputs.append(out[: self.batch - short] if short else out)
         return torch.cat(outputs)
 

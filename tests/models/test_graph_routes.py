@@ -139,10 +139,12 @@ def test_program_with_a_baked_batch_size_is_evaluated_in_slices_of_it(tmp_path):
     torch.export.save(torch.export.export(net, (EXAMPLE,)), path)
     model = load_model(f"export:{path}")
     assert isinstance(model.module, FixedBatchGraph) and model.module.batch == 1
-    assert model.manifest["batch"] == 1 and list(weight_layers(model.module)) == ["graph.fc"]
+    assert model.manifest["batch"] == 1 and list(weight_layers(model.module)) == ["program.fc"]
     x = torch.randn(5, 1, 28, 28)
     with torch.no_grad():
         assert torch.allclose(model.module(x), torch.cat([net(x[i : i + 1]) for i in range(5)]), atol=1e-5)
+    result = compress(model=model, spec=PalettizeSpec(n_bits=4), dataset=None)
+    assert export_coreml(module=result.module, input_shape=model.input_shape, path=tmp_path / "m.mlpackage").is_dir()
 
 
 class _HalvesUntilSmall(nn.Module):
