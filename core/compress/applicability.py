@@ -51,10 +51,26 @@ def graph_unavailable_reason(*, model: LoadedModel) -> str | None:
     return None
 
 
+def _sliced_reason(model: LoadedModel) -> str | None:
+    """Why torch.fx-traced flows cannot run on a program evaluated in slices of its baked batch size."""
+    from core.models.graph_forms import FixedBatchGraph
+
+    if not isinstance(model.module, FixedBatchGraph):
+        return None
+    return (f"this program has its export batch size ({model.module.batch}) baked into its reshapes, so it runs in "
+            "slices of that size, which torch.fx cannot trace; re-export it with a dynamic batch: torch.export.export("
+            "model, (x,), dynamic_shapes=({0: torch.export.Dim('batch')},))")
+
+
+# Methods (and workflows) that trace the model with torch.fx: W8A8 and torch_static; QAT / DKM fine-tuning.
+_FX_TRACED = ("quantize_activations", "torch_static")
+
+
 def method_availability(*, model: LoadedModel) -> dict[str, str | None]:
     """Every method (and "pipeline") → None when it applies to `model`, else the reason it does not."""
     blocked = graph_unavailable_reason(model=model)
-    refusals = GRAPH_METHOD_REFUSALS.get(model.form, {})
+    sliced = _sliced_reason(model)
+    refusals = {**GRAPH_METHOD_REFUSALS.get(model.form, {}), **dict.fromkeys(_FX_TRACED if sliced else (), sliced)}
     result: dict[str, str | None] = {}
     for method in [*METHODS, PIPELINE]:
         result[method] = blocked or refusals.get(method)
@@ -65,7 +81,7 @@ def workflow_availability(*, model: LoadedModel) -> dict[str, str | None]:
     """Each workflow (data_free / calibration / fine_tune) → None when it can run on `model`, else the reason."""
     blocked = graph_unavailable_reason(model=model)
     frozen = model.manifest.get("lifting", {}).get("frozen") or []
-    fine_tune = _FROZEN_TRAINING.format(n=len(frozen), first=frozen[0]) if frozen else None
+    fine_tune = _FROZEN_TRAINING.format(n=len(frozen), first=frozen[0]) if frozen else _sliced_reason(model)
     return {"data_free": blocked, "calibration": blocked, "fine_tune": blocked or fine_tune}
 
 

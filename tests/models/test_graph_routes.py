@@ -143,6 +143,9 @@ def test_program_with_a_baked_batch_size_is_evaluated_in_slices_of_it(tmp_path):
     x = torch.randn(5, 1, 28, 28)
     with torch.no_grad():
         assert torch.allclose(model.module(x), torch.cat([net(x[i : i + 1]) for i in range(5)]), atol=1e-5)
+    methods = method_availability(model=model)
+    assert "batch size (1) baked into its reshapes" in methods["torch_static"] and methods["quantize_activations"]
+    assert workflow_availability(model=model)["fine_tune"] and methods["palettize"] is None
     result = compress(model=model, spec=PalettizeSpec(n_bits=4), dataset=None)
     assert export_coreml(module=result.module, input_shape=model.input_shape, path=tmp_path / "m.mlpackage").is_dir()
 
