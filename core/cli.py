@@ -202,6 +202,22 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_methods(args: argparse.Namespace) -> int:
+    """Which methods and workflows apply to a model, and why the others do not."""
+    from core.compress.applicability import method_availability, workflow_availability
+
+    model = _load_model(args.model, args.weights)
+    methods = method_availability(model=model)
+    workflows = workflow_availability(model=model)
+    if args.json:
+        _write_json(args.json, {"model": model.source_id, "form": model.form, "methods": methods, "workflows": workflows})
+    width = max(len(k) for k in [*methods, *workflows])
+    print(f"{model.label} ({model.form})")
+    for name, reason in [*methods.items(), *((f"workflow {k}", v) for k, v in workflows.items())]:
+        print(f"{name:<{width + 9}}  {'applies' if reason is None else 'no: ' + reason}")
+    return 0
+
+
 def _dataset(args: argparse.Namespace, model: LoadedModel) -> Dataset | None:
     """None lets the experiment pick the model's own dataset (or synthetic inputs); --data overrides it."""
     if args.data == "auto":
@@ -490,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(func=cmd_models)
 
     def measurement_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", required=True, help="source id, e.g. sample:fashion_resnet, torchvision:resnet18, torchscript:FILE")
+        p.add_argument("--model", required=True, help="source id, e.g. sample:fashion_resnet, torchvision:resnet18, torchscript:FILE, export:FILE.pt2, onnx:FILE.onnx")
         p.add_argument("--weights", help="state_dict file (.pt/.pth/.safetensors) for a torchvision architecture")
         p.add_argument("--json", help="write the record to this JSON file")
         p.add_argument("--eval-limit", type=int, help="evaluate only the first N test images")
@@ -505,6 +521,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="evaluation data: auto (data/ → Debian package → download → bundled subset), bundled, "
             "or a path to Fashion-MNIST IDX files / an ImageFolder directory or .zip",
         )
+
+    methods = sub.add_parser("methods", help="which compression methods apply to a model, and why the others do not")
+    methods.add_argument("--model", required=True, help="source id (as for baseline / run)")
+    methods.add_argument("--weights", help="state_dict file for a torchvision architecture")
+    methods.add_argument("--json", help="also write the table to this JSON file")
+    methods.set_defaults(func=cmd_methods)
 
     baseline = sub.add_parser("baseline", help="measure the uncompressed model")
     measurement_flags(baseline)

@@ -143,3 +143,13 @@ def profiler_memory_events(prof: Any) -> Iterator[tuple[int, int]]:
     for event in prof.profiler.kineto_results.events():
         if event.name() == "[memory]" and str(event.device_type()).endswith("CPU"):
             yield int(event.start_ns()), int(event.nbytes())
+
+
+# --------------------------------------------------------------------------- TorchScript → torch.export
+# torch's converter from a TorchScript module to an ExportedProgram lives in a private module
+# (torch._export.converter); the TorchScript route lifts the program it returns to real Conv2d / Linear layers.
+def torchscript_to_exported(script: Any, example_args: tuple) -> torch.export.ExportedProgram:
+    """``TS2EPConverter(script, example_args).convert()``: the TorchScript graph as an ExportedProgram."""
+    from torch._export.converter import TS2EPConverter
+
+    return TS2EPConverter(script, example_args).convert()

@@ -31,6 +31,7 @@ from pages._ui.loading import (
     remember_forward_time,
     torchscript_allowed,
 )
+from pages._ui.model_card import method_card
 from pages._ui.session import eval_limit, page_context
 from pages._ui.storage import disk_space_panel, save_upload, store
 from pages._ui.uploads import upload_field
@@ -46,6 +47,8 @@ SOURCE_KINDS = {
     "sample": "Sample (trained here)",
     "torchvision": "torchvision architecture",
     "torchscript": "Upload TorchScript",
+    "export": "Upload torch.export (.pt2)",
+    "onnx": "Upload ONNX",
     "state_dict": "Upload weights",
     "mlpackage": "Upload Core ML package",
 }
@@ -125,6 +128,8 @@ if model is not None:
     cols[2].metric("fp32 size", fmt_bytes(model.size_fp32_bytes), border=True, help="4 bytes per float parameter or buffer.")
     cols[3].metric("fp16 size", fmt_bytes(model.size_fp16_bytes), border=True, help="2 bytes per float: what an uncompressed .mlpackage stores.")
     cols[4].metric("Input", "×".join(map(str, model.input_shape)), border=True, help=f"{model.num_classes} output classes")
+
+    method_card(model)
 
     base_head = st.columns([3, 1], vertical_alignment="bottom")
     base_head[0].markdown("**Baseline** — the uncompressed model, measured on this machine")
@@ -231,6 +236,27 @@ with choose[0].container(border=True):
             if upload is not None and st.button("Load TorchScript", type="primary", key="model.load_ts"):
                 path, digest = save_upload(upload)
                 _apply_model({"source_id": f"torchscript:{path}", "hash": digest})
+    elif kind == "export":
+        st.warning("**A .pt2 file can run code when it loads**: `torch.export.load` reads its graph as data, but "
+                   "unpickles some weights and constants (`torch.load(weights_only=False)` / `pickle`). Upload only files "
+                   "you trust. It is loaded first in a separate process with a time and memory limit.",
+                   icon=":material/security:")
+        if not torchscript_allowed():
+            st.info(torchscript_disabled_message(), icon=":material/block:")
+        else:
+            st.caption("A program saved with `torch.export.save(torch.export.export(model, (example,)), 'model.pt2')`. "
+                       "Its convolutions and linear layers become real layers, so every weight method applies.")
+            upload = upload_field("torch.export program (.pt2)", type=["pt2"], key="model.ep_upload")
+            if upload is not None and st.button("Load program", type="primary", key="model.load_ep"):
+                path, digest = save_upload(upload)
+                _apply_model({"source_id": f"export:{path}", "hash": digest})
+    elif kind == "onnx":
+        st.caption("An ONNX model (`torch.onnx.export`, or any exporter). It is parsed, never executed, and converted "
+                   "to PyTorch layers with onnx2torch; an operator the converter lacks is named.")
+        upload = upload_field("ONNX model (.onnx)", type=["onnx"], key="model.onnx_upload")
+        if upload is not None and st.button("Load ONNX", type="primary", key="model.load_onnx"):
+            path, digest = save_upload(upload)
+            _apply_model({"source_id": f"onnx:{path}", "hash": digest})
     elif kind == "state_dict":
         archs = list(SAMPLE_ARCHITECTURES) + list(TORCHVISION_ARCHITECTURES)
         arch = st.selectbox("Architecture the weights belong to", archs, key="cfg.model.sd_arch")

@@ -161,9 +161,22 @@ def test_profiler_memory_events():
         _fail("kineto_results.events() [memory]", f"no allocation of the 256×256 tensor among {len(events)} events")
 
 
+def test_torchscript_to_exported_converter():
+    """torch._export.converter.TS2EPConverter: TorchScript module → ExportedProgram with the same outputs."""
+    symbol = "torch._export.converter.TS2EPConverter"
+    module = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 4 * 4, 3)).eval()
+    example = torch.randn(2, 1, 6, 6)
+    program = internals.torchscript_to_exported(torch.jit.trace(module, example), (example,))
+    if not isinstance(program, torch.export.ExportedProgram):
+        _fail(symbol, f"convert() returned {type(program).__name__}")
+    with torch.no_grad():
+        if not torch.allclose(program.module()(example), module(example), atol=1e-6):
+            _fail(symbol, "the program's outputs differ from the TorchScript module's")
+
+
 PRIVATE_USES = re.compile(
     r"(from coremltools[\w.]*\._\w+|import coremltools[\w.]*\._\w+|\._supported_modules|_SUPPORTED_MODULES|"
-    r"\._tempdir|kineto_results|[\"']_COREML_|batchnorm\._BatchNorm|\._packed_params)"
+    r"\._tempdir|kineto_results|torch\._export|[\"']_COREML_|batchnorm\._BatchNorm|\._packed_params)"
 )
 
 

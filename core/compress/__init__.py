@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from core.compatibility import dataset_mismatch
+from core.compress.applicability import spec_refusal, unlifted_notes
 from core.compress.context import CompressionContext, CompressionError
 from core.compress.registry import METHODS, MethodDescriptor, descriptor_for, method_descriptor, order_methods
 from core.compress.result import CompressionResult, LayerReport
@@ -65,6 +66,7 @@ def compress(
     working = copy.deepcopy(model.module).eval()
     context = CompressionContext(model=model, dataset=dataset, progress=progress, original=model.module,
                                  timing_guard=timing_guard, cache_root=cache_root)
+    context.notes.extend(unlifted_notes(model=model))
     started = time.perf_counter()
     captured: list[str] = []
     seed = spec.steps[0].seed if isinstance(spec, PipelineSpec) else spec.seed
@@ -90,17 +92,9 @@ def _check_inputs(*, model: LoadedModel, spec: AnySpec, dataset: Dataset | None)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise CompressionError(f"no compression handler for {', '.join(unknown)}; known: {', '.join(METHODS)}.")
-    if model.is_torchscript:
-        if "torch_static" in methods:
-            raise CompressionError(
-                "torch_static needs the Python model: FX graph mode traces nn.Module code, which a TorchScript file "
-                "does not have. Upload a state_dict for a listed architecture instead."
-            )
-        raise CompressionError(
-            f"{methods[0]} cannot run on a TorchScript upload: coremltools.optimize.torch and torch.ao find "
-            "Conv/Linear layers by their Python module type, which TorchScript hides. Upload a state_dict for a "
-            "listed architecture, or convert the file to an .mlpackage and compress it on the Core ML side."
-        )
+    refusal = spec_refusal(model=model, spec=spec)
+    if refusal:
+        raise CompressionError(refusal)
     mismatch = dataset_mismatch(model=model, dataset=dataset) if dataset is not None else None
     if mismatch:
         raise CompressionError(mismatch)

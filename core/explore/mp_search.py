@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from core.compress.applicability import graph_unavailable_reason
 from core.compress.layers import weight_layers
 from core.data import Dataset
 from core.explore.mixed_precision import (
@@ -188,8 +189,9 @@ def prepare_search(
     config = config or RecipeSearchConfig()
     progress = as_progress(progress)
     quiet_libraries()
-    if model.is_torchscript:
-        raise RecipeError("the recipe search needs the Python model; upload a state_dict for a listed architecture.")
+    unavailable = graph_unavailable_reason(model=model)
+    if unavailable:
+        raise RecipeError(f"the recipe search needs real Conv/Linear layers: {unavailable}.")
     if dataset is None:
         raise RecipeError("the recipe search measures accuracy on a calibration slice: choose a labelled dataset.")
     started = time.perf_counter()

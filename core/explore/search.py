@@ -322,8 +322,11 @@ def ensure_sensitivity(*, model: ModelRef, data: DataRef, home: Path, progress: 
     from core.paths import cache_dir
 
     loaded = load_model_ref(ref=model)
-    if loaded.is_torchscript:
-        return None, "mixed precision skipped: a TorchScript model has no per-layer sensitivity (upload a state_dict)"
+    from core.compress.applicability import graph_unavailable_reason
+
+    unavailable = graph_unavailable_reason(model=loaded)
+    if unavailable:
+        return None, f"mixed precision skipped: {unavailable}"
     dataset = load_data_ref(ref=data, model=loaded)
     lock = TimingLock()
     try:

@@ -40,6 +40,7 @@ from torch import nn
 
 from core.baseline import model_fingerprint
 from core.compress import compress
+from core.compress.applicability import graph_unavailable_reason
 from core.compress.layers import weight_layers
 from core.data import Dataset, synthetic_inputs
 from core.evaluation import eval_set_words
@@ -420,11 +421,9 @@ def run_sensitivity(
     config = config or SensitivityConfig()
     progress = as_progress(progress)
     quiet_libraries()
-    if model.is_torchscript:
-        raise SensitivityError(
-            "sensitivity needs the Python model (coremltools.optimize.torch finds layers by module type); "
-            "upload a state_dict for a listed architecture instead of a TorchScript file."
-        )
+    unavailable = graph_unavailable_reason(model=model)
+    if unavailable:
+        raise SensitivityError(f"sensitivity needs real Conv/Linear layers: {unavailable}.")
     key = cache_key(model=model, dataset=dataset, config=config)
     if use_cache:
         cached = load_cached(key=key, cache_root=cache_root)

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from core.experiment_options import ExperimentOptions
     from core.models.sources import LoadedModel
 
-MODEL_KINDS = ("sample", "torchvision", "state_dict", "torchscript", "mlpackage")
+MODEL_KINDS = ("sample", "torchvision", "state_dict", "torchscript", "exported", "onnx", "mlpackage")
+# Graph-form kinds → the source-id prefix the CLI and pages spell them with.
+_FILE_PREFIXES = {"torchscript": "torchscript", "exported": "export", "onnx": "onnx", "mlpackage": "mlpackage"}
 DATA_KINDS = ("auto", "bundled", "full", "folder", "path", "none")
 
 
@@ -53,7 +55,8 @@ class ModelRef:
 
     kind "sample" (name = sample architecture), "torchvision" (name = architecture; optional `path` to a
     state_dict file, or `pretrained` weights from the local hub cache), "state_dict" (name = architecture,
-    `path` = weights file), "torchscript" (`path` = a TorchScript file, e.g. in the store's uploads folder) or
+    `path` = weights file), "torchscript" (`path` = a TorchScript file, e.g. in the store's uploads folder),
+    "exported" (`path` = a torch.export .pt2, source id ``export:<path>``), "onnx" (`path` = an .onnx file) or
     "mlpackage" (`path` = an uploaded .mlpackage or a .zip of one: compressed on the Core ML side, never loaded
     into PyTorch; `name` = how the package is labelled).
     """
@@ -68,8 +71,8 @@ class ModelRef:
             raise RefError(f"ModelRef.kind must be one of {', '.join(MODEL_KINDS)}; got {self.kind!r}.")
         if self.kind in ("sample", "torchvision", "state_dict") and not self.name:
             raise RefError(f"ModelRef.name: a {self.kind} model needs its architecture name.")
-        if self.kind in ("state_dict", "torchscript", "mlpackage") and not self.path:
-            raise RefError(f"ModelRef.path: a {self.kind} model needs the file it is loaded from.")
+        if (self.kind == "state_dict" or self.kind in _FILE_PREFIXES) and not self.path:
+            raise RefError(f"ModelRef.path: kind {self.kind!r} needs the file the model is loaded from.")
         if self.kind == "sample" and self.path:
             raise RefError("ModelRef.path: sample models use their bundled weights; use kind 'state_dict' instead.")
         if self.pretrained and (self.kind != "torchvision" or self.path):
@@ -84,8 +87,9 @@ class ModelRef:
         if kind == "state_dict":
             arch, _, path = rest.partition(":")
             return cls(kind="state_dict", name=arch, path=path or None)
-        if kind == "torchscript":
-            return cls(kind="torchscript", path=rest or None)
+        by_prefix = {prefix: k for k, prefix in _FILE_PREFIXES.items()}
+        if kind in by_prefix:
+            return cls(kind=by_prefix[kind], path=rest or None)
         if kind == "torchvision" and weights is not None:
             return cls(kind="state_dict", name=rest, path=str(weights))
         if kind == "sample" and weights is not None:
@@ -96,8 +100,8 @@ class ModelRef:
     def source_id(self) -> str:
         if self.kind == "state_dict":
             return f"state_dict:{self.name}:{self.path}"
-        if self.kind in ("torchscript", "mlpackage"):
-            return f"{self.kind}:{self.path}"
+        if self.kind in _FILE_PREFIXES:
+            return f"{_FILE_PREFIXES[self.kind]}:{self.path}"
         return f"{self.kind}:{self.name}"
 
     def cache_key(self) -> str:

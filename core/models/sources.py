@@ -1,7 +1,8 @@
 """Model sources: the ids the pages and CLI list, and safe loading of every kind of model file.
 
 Source ids: ``sample:<name>`` (bundled, trained), ``torchvision:<arch>`` (random init, user weights, or
-pretrained weights already in the local torch hub cache), ``torchscript:<path>``, ``state_dict:<arch>:<path>``.
+pretrained weights already in the local torch hub cache), ``torchscript:<path>``, ``export:<path.pt2>``,
+``onnx:<path.onnx>`` (graph forms, lifted to real layers by core.models.graph_forms), ``state_dict:<arch>:<path>``.
 Nothing here unpickles untrusted data: state dicts go through ``torch.load(weights_only=True)`` or safetensors.
 """
 
@@ -59,7 +60,7 @@ class LoadedModel:
     accuracy_meaningful: bool
     weights_note: str
     class_names: tuple[str, ...] | None = None
-    is_torchscript: bool = False
+    is_torchscript: bool = False  # the module is a TorchScript ScriptModule (a graph that could not be lifted)
     manifest: dict = field(default_factory=dict)
     # How the model arrived: "module" (Python nn.Module: sample, torchvision, timm, state_dict), "torchscript",
     # "exported" (a torch.export ExportedProgram) or "onnx". Graph forms are lifted to an nn.Module with real
@@ -131,6 +132,18 @@ def list_sources() -> list[SourceInfo]:
     )
     sources.append(
         SourceInfo(
+            "export:<file.pt2>",
+            "torch.export program",
+            "a program saved with torch.export.save (.pt2); may hold pickled parts, so only files you trust (loaded "
+            "first in a limited process)",
+            needs_file=True,
+        )
+    )
+    sources.append(
+        SourceInfo("onnx:<file.onnx>", "ONNX file", "an ONNX model (.onnx), converted to PyTorch layers", needs_file=True)
+    )
+    sources.append(
+        SourceInfo(
             "state_dict:<arch>:<file>",
             "state_dict file",
             "weights (.pt/.pth loaded with weights_only=True, or .safetensors) for a listed architecture",
@@ -155,6 +168,14 @@ def load_model(
         return load_torchvision(rest, weights=weights, pretrained=pretrained)
     if kind == "torchscript":
         return load_torchscript(Path(rest), server_address=server_address)
+    if kind == "export":
+        from core.models.graph_forms import load_exported
+
+        return load_exported(Path(rest), server_address=server_address)
+    if kind == "onnx":
+        from core.models.graph_forms import load_onnx
+
+        return load_onnx(Path(rest))
     if kind == "state_dict":
         arch, _, path = rest.partition(":")
         if not path:
@@ -270,28 +291,19 @@ def load_torchscript(path: Path, *, limits: ProbeLimits | None = None, server_ad
         raise ModelLoadError(f"{path.name} is not a TorchScript archive (not a zip file); export with torch.jit.save.")
     probe = probe_torchscript(path, limits=limits)
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        script = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # it loaded in the child; only a changed file or environment gets here
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"{path.name} could not be loaded ({first[:200]}).") from None
-    input_shape, num_classes = probe.input_shape, probe.num_classes
-    is_fashion = input_shape == (1, 28, 28) and num_classes == 10
-    from core.data import FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD
+    from core.models.graph_forms import graph_model, torchscript_graph
 
-    return LoadedModel(
-        source_id=f"torchscript:{path}",
-        label=f"TorchScript {path.name}",
-        module=module.eval(),
-        architecture="torchscript",
-        input_shape=input_shape,
-        mean=FASHION_MNIST_MEAN if is_fashion else (IMAGENET_MEAN if input_shape[0] == 3 else (0.5,) * input_shape[0]),
-        std=FASHION_MNIST_STD if is_fashion else (IMAGENET_STD if input_shape[0] == 3 else (0.5,) * input_shape[0]),
-        num_classes=num_classes,
-        dataset=FASHION_MNIST if is_fashion else None,
-        accuracy_meaningful=is_fashion,
-        weights_note="TorchScript upload" + ("; evaluated on Fashion-MNIST (1×28×28, 10 outputs)" if is_fashion else ""),
-        class_names=FASHION_MNIST_CLASSES if is_fashion else None,
-        is_torchscript=True,
+    script.eval()
+    module, report, graph_error = torchscript_graph(script, probe.input_shape)
+    manifest = {"lifting": report.to_dict()} if report is not None else {"graph_error": graph_error}
+    return graph_model(
+        source_id=f"torchscript:{path}", label=f"TorchScript {path.name}", module=module if module is not None else script,
+        form="torchscript", input_shape=probe.input_shape, num_classes=probe.num_classes, manifest=manifest,
+        is_torchscript=module is None,
     )
 
 

@@ -1,13 +1,15 @@
-"""TorchScript uploads are programs: load and probe them in a separate process with a time and memory limit.
+"""Program files (TorchScript, torch.export .pt2): load and probe them in a separate process with limits.
 
 ``torch.jit.load`` runs code from the file (a scripted ``__setstate__`` runs on load) and probing the input
-shape runs ``forward``. Both happen first in a child process (``python -m core.models.torchscript_probe``)
+shape runs ``forward``; ``torch.export.load`` unpickles parts of a .pt2 (weights flagged ``use_pickle`` and
+custom-object constants go through ``torch.load(weights_only=False)`` / ``pickle.loads``). Loading and a first
+forward happen in a child process (``python -m core.models.torchscript_probe``)
 whose address space is capped with ``RLIMIT_AS`` and which is killed after a time limit; only a file that
 passed there is loaded into the app's own process. This stops files that loop forever or allocate huge
 amounts of memory by accident or on purpose (the memory cap needs Linux; elsewhere only the time limit
 applies); it is not a full sandbox (the child can still read files, and the file runs again in the app),
-which is why TorchScript uploads can be turned off (``COMPRESSION_STUDIO_ALLOW_TORCHSCRIPT``) and are off by
-default when the dashboard listens beyond localhost.
+which is why program uploads (TorchScript and .pt2 alike) can be turned off (``COMPRESSION_STUDIO_ALLOW_TORCHSCRIPT``)
+and are off by default when the dashboard listens beyond localhost.
 """
 
 from __future__ import annotations
@@ -93,6 +95,10 @@ class ProbeLimits:
 class ProbeResult:
     input_shape: tuple[int, int, int]
     num_classes: int
+    batch: int | None = None  # a torch.export program's fixed batch size; None: any batch
+
+
+PROGRAM_KINDS = ("torchscript", "exported")
 
 
 def inspect_module(module: nn.Module, name: str) -> ProbeResult:
@@ -111,19 +117,58 @@ def inspect_module(module: nn.Module, name: str) -> ProbeResult:
                 out = module(torch.zeros(2, *shape))
         except Exception:
             continue
-        if isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[0] == 2 and out.shape[1] >= 2 and out.is_floating_point():
+        if _is_scores(out, 2):
             return ProbeResult(input_shape=shape, num_classes=int(out.shape[1]))
         outputs.append(f"given 2 images of {'×'.join(map(str, shape))} it returned {_describe(out)}")
     if outputs:
-        raise ModelLoadError(
-            f"{name} does not return class scores: {outputs[0]}{' (other input sizes: likewise)' if len(outputs) > 1 else ''}. "
-            "This app compresses classifiers whose forward returns one row of scores per image (N×classes); "
-            "export the model with its classification head."
-        )
+        raise ModelLoadError(_not_scores(name, outputs[0], more=len(outputs) > 1))
     raise ModelLoadError(
         f"{name} did not accept any known input ({', '.join('×'.join(map(str, s)) for s in PROBE_SHAPES)}, batch of 2); "
         "export a model that takes an N×C×H×W image batch."
     )
+
+
+def _is_scores(out: object, batch: int) -> bool:
+    return (isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[0] == batch and out.shape[1] >= 2
+            and out.is_floating_point())
+
+
+def _not_scores(name: str, what: str, *, more: bool = False) -> str:
+    return (
+        f"{name} does not return class scores: {what}{' (other input sizes: likewise)' if more else ''}. "
+        "This app compresses classifiers whose forward returns one row of scores per image (N×classes); "
+        "export the model with its classification head."
+    )
+
+
+def inspect_program(program: object, name: str) -> ProbeResult:
+    """Check a loaded torch.export program: one N×C×H×W image input (its spec says the shape exactly), finite
+    weights, an N×classes score output."""
+    from core.models.graph_forms import exported_input_shape
+
+    if not isinstance(program, torch.export.ExportedProgram):
+        raise ModelLoadError(f"{name} is not a torch.export program (it holds a {type(program).__name__}).")
+    shape, batch = exported_input_shape(program, name)
+    bad = nonfinite_tensors(dict(program.state_dict))
+    if bad:
+        raise ModelLoadError(
+            f"{name} has NaN or infinite values in {len(bad)} tensor(s): {', '.join(bad[:5])}{' …' if len(bad) > 5 else ''}. "
+            "The weights are corrupt or training diverged; export the model from a healthy checkpoint."
+        )
+    n = batch or 2
+    with torch.inference_mode():
+        out = program.module()(torch.zeros(n, *shape))
+    problem = scores_problem(out, batch=n, shape=shape, name=name)
+    if problem:
+        raise ModelLoadError(problem)
+    return ProbeResult(input_shape=shape, num_classes=int(out.shape[1]), batch=batch)
+
+
+def scores_problem(out: object, *, batch: int, shape: tuple[int, ...], name: str) -> str | None:
+    """None when `out` is an N×classes score tensor for a batch of `batch` images, else the refusal."""
+    if _is_scores(out, batch):
+        return None
+    return _not_scores(name, f"given {batch} image(s) of {'×'.join(map(str, shape))} it returned {_describe(out)}")
 
 
 def _describe(out: object) -> str:
@@ -135,7 +180,14 @@ def _describe(out: object) -> str:
 
 
 def probe_torchscript(path: Path, *, limits: ProbeLimits | None = None) -> ProbeResult:
-    """Load and probe `path` in a child process under `limits`; raise ModelLoadError with a user message."""
+    """Load and probe a TorchScript file in a child process under `limits`; raise ModelLoadError with a user message."""
+    return probe_program(path, kind="torchscript", limits=limits)
+
+
+def probe_program(path: Path, *, kind: str, limits: ProbeLimits | None = None) -> ProbeResult:
+    """Load and probe a program file (`kind` "torchscript" or "exported") in a child process under `limits`."""
+    if kind not in PROGRAM_KINDS:
+        raise ValueError(f"probe_program: kind must be one of {', '.join(PROGRAM_KINDS)}; got {kind!r}")
     limits = limits or ProbeLimits()
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix="cs_ts_probe_") as tmp:
@@ -148,7 +200,7 @@ def probe_torchscript(path: Path, *, limits: ProbeLimits | None = None) -> Probe
             MALLOC_ARENA_MAX="2",  # glibc reserves 64 MB of address space per thread arena otherwise
             CUDA_VISIBLE_DEVICES="",
         )
-        cmd = [sys.executable, "-m", "core.models.torchscript_probe", str(path.resolve()), str(result_file), str(limits.memory_bytes)]
+        cmd = [sys.executable, "-m", "core.models.torchscript_probe", str(path.resolve()), str(result_file), str(limits.memory_bytes), kind]
         with open(log_file, "wb") as log:
             child = subprocess.Popen(
                 cmd, cwd=_PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
@@ -165,7 +217,9 @@ def probe_torchscript(path: Path, *, limits: ProbeLimits | None = None) -> Probe
         log_tail = log_file.read_text(errors="replace")[-2000:]
     if result.get("ok"):
         shape = tuple(int(v) for v in result["input_shape"])
-        return ProbeResult(input_shape=(shape[0], shape[1], shape[2]), num_classes=int(result["num_classes"]))
+        batch = result.get("batch")
+        return ProbeResult(input_shape=(shape[0], shape[1], shape[2]), num_classes=int(result["num_classes"]),
+                           batch=int(batch) if batch else None)
     if result.get("kind") == "memory" or (returncode != 0 and _looks_like_memory(log_tail)):
         raise ModelLoadError(
             f"{path.name} tried to use more than {fmt_bytes(limits.memory_bytes)} of memory while loading and was "
@@ -227,14 +281,41 @@ def _limit_memory(extra_bytes: int) -> None:
         return
 
 
-def _child_main(model_path: str, result_path: str, memory_bytes: int) -> int:
+def _load_and_inspect(model_path: str, kind: str, name: str) -> ProbeResult:
+    if kind == "torchscript":
+        return inspect_module(torch.jit.load(model_path, map_location="cpu"), name)
+    try:
+        program = torch.export.load(model_path)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        text = str(exc).strip()
+        if _looks_like_memory(text):
+            raise MemoryError from None
+        first = text.splitlines()[0][:160] if text else type(exc).__name__
+        raise ModelLoadError(
+            f"{name} is not a torch.export program ({first}). Save one with "
+            "torch.export.save(torch.export.export(model, (example,)), 'model.pt2')."
+        ) from None
+    return inspect_program(program, name)
+
+
+def _unloadable(name: str, kind: str, first: str) -> str:
+    if kind == "exported":
+        return (f"{name} failed to load or run as a torch.export program ({first}). Export it again with "
+                "torch.export.export on this PyTorch version and save it with torch.export.save.")
+    return (f"{name} is not a loadable TorchScript model ({first}). A file saved with torch.save(model) is "
+            "a pickle and is refused; export with torch.jit.script/trace + save.")
+
+
+def _child_main(model_path: str, result_path: str, memory_bytes: int, kind: str = "torchscript") -> int:
     torch.set_num_threads(1)
     _limit_memory(memory_bytes)
     name = Path(model_path).name
     try:
-        module = torch.jit.load(model_path, map_location="cpu")
-        probe = inspect_module(module, name)
-        result: dict = {"ok": True, "input_shape": list(probe.input_shape), "num_classes": probe.num_classes}
+        probe = _load_and_inspect(model_path, kind, name)
+        result: dict = {"ok": True, "input_shape": list(probe.input_shape), "num_classes": probe.num_classes,
+                        "batch": probe.batch}
     except ModelLoadError as exc:
         result = {"ok": False, "error": str(exc)}
     except MemoryError:
@@ -245,14 +326,10 @@ def _child_main(model_path: str, result_path: str, memory_bytes: int) -> int:
             result = {"ok": False, "kind": "memory"}
         else:
             first = text.splitlines()[0][:200] if text else type(exc).__name__
-            result = {
-                "ok": False,
-                "error": f"{name} is not a loadable TorchScript model ({first}). A file saved with torch.save(model) is "
-                "a pickle and is refused; export with torch.jit.script/trace + save.",
-            }
+            result = {"ok": False, "error": _unloadable(name, kind, first)}
     Path(result_path).write_text(json.dumps(result))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(_child_main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+    sys.exit(_child_main(sys.argv[1], sys.argv[2], int(sys.argv[3]), *sys.argv[4:5]))

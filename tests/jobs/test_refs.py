@@ -41,7 +41,7 @@ def test_unknown_keys_and_bad_values_name_the_field() -> None:
     with pytest.raises(RefError, match=r"unknown key.*colour"):
         ModelRef.from_dict({"kind": "sample", "name": "fashion_cnn", "colour": "red"})
     with pytest.raises(RefError, match=r"ModelRef\.kind"):
-        ModelRef(kind="onnx", name="x")
+        ModelRef(kind="keras", name="x")
     with pytest.raises(RefError, match=r"ModelRef\.path"):
         ModelRef(kind="torchscript")
     with pytest.raises(RefError, match=r"DataRef\.image_size"):
@@ -55,6 +55,11 @@ def test_source_ids_map_to_refs_and_back() -> None:
     ref = ModelRef.from_source_id("torchvision:resnet18", weights="/w.pt")
     assert ref == ModelRef(kind="state_dict", name="resnet18", path="/w.pt")
     assert ModelRef.from_source_id("state_dict:resnet18:/w.pt") == ref
+    assert ModelRef.from_source_id("export:/u/m.pt2") == ModelRef(kind="exported", path="/u/m.pt2")
+    assert ModelRef.from_source_id("export:/u/m.pt2").source_id == "export:/u/m.pt2"
+    assert ModelRef.from_source_id("onnx:/u/m.onnx").source_id == "onnx:/u/m.onnx"
+    with pytest.raises(RefError, match=r"ModelRef\.path: kind 'exported' needs the file"):
+        ModelRef(kind="exported")
 
 
 def test_options_round_trip_with_latency_settings() -> None:

@@ -140,7 +140,8 @@ def test_torchscript_upload_loads_and_runs(tmp_path):
     path = tmp_path / "cnn_ts.pt"
     torch.jit.save(torch.jit.trace(net, torch.zeros(1, 1, 28, 28)), str(path))
     model = load_model(f"torchscript:{path}")
-    assert model.is_torchscript and model.input_shape == (1, 28, 28) and model.num_classes == 10
+    assert model.form == "torchscript" and model.input_shape == (1, 28, 28) and model.num_classes == 10
+    assert not model.is_torchscript  # converted and lifted to real layers (tests/models/test_graph_routes.py)
     x = torch.randn(3, 1, 28, 28)
     assert torch.allclose(model.module(x), net(x), atol=1e-5)
 

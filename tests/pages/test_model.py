@@ -224,3 +224,62 @@ def test_random_weight_architecture_is_flagged(app) -> None:
     assert _queue().get(job_id=job.id).state == "cancelled"
     assert at.button(key="model.baseline_retry").label == "Measure again"
     assert "synthetic inputs" in " ".join(c.value for c in at.sidebar.caption)
+
+
+def test_pt2_upload_loads_and_the_model_card_says_which_methods_apply(app, tmp_path) -> None:
+    """A .pt2 through the upload field: loaded (child-process probe, lifting) and every method applies."""
+    import torch
+
+    from core.models.architectures import FashionCNN
+
+    path = tmp_path / "cnn.pt2"
+    torch.export.save(torch.export.export(FashionCNN().eval(), (torch.zeros(1, 1, 28, 28),)), path)
+    at = app(page="pages/1_Model.py")
+    at.radio(key="cfg.model.kind").set_value("export").run()
+    assert any("can run code when it loads" in w.value for w in at.warning)
+    at.file_uploader(key="model.ep_upload").set_value(("cnn.pt2", path.read_bytes(), "application/octet-stream")).run()
+    at.button(key="model.load_ep").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "Exported cnn.pt2" in " ".join(m.value for m in at.sidebar.markdown)
+    card = next(e for e in at.expander if e.label == "Every method applies to this model")
+    assert any("torch.export program: 6 convolution / linear call(s) lifted to real layers" in c.value for c in card.caption)
+    table = card.dataframe[0].value.set_index("Method or workflow")
+    assert table.loc["Palettize", "Applies"] == "yes" and table.loc["fine-tune workflow", "Applies"] == "yes"
+    assert set(table["Applies"]) == {"yes"} and set(table["Why not"]) == {""}
+
+
+def test_bad_onnx_upload_names_the_problem(app) -> None:
+    at = app(page="pages/1_Model.py")
+    at.radio(key="cfg.model.kind").set_value("onnx").run()
+    at.file_uploader(key="model.onnx_upload").set_value(("model.onnx", b"PK\x03\x04 not onnx", "application/octet-stream")).run()
+    at.button(key="model.load_onnx").click().run()
+    assert not at.exception
+    assert "model.onnx is not an ONNX model" in at.error[0].value
+
+
+def test_model_card_names_why_methods_do_not_apply_to_unconvertible_torchscript(app, tmp_path) -> None:
+    import torch
+    from torch import nn
+
+    class HalvesUntilSmall(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(784, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.fc(x.flatten(1))
+            while bool(y.abs().max() > 1.0):
+                y = y / 2
+            return y
+
+    path = tmp_path / "loops.pt"
+    torch.jit.save(torch.jit.script(HalvesUntilSmall().eval()), str(path))
+    at = app(page="pages/1_Model.py")
+    at.radio(key="cfg.model.kind").set_value("torchscript").run()
+    at.file_uploader(key="model.ts_upload").set_value(("loops.pt", path.read_bytes(), "application/octet-stream")).run()
+    at.button(key="model.load_ts").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    card = next(e for e in at.expander if e.label.startswith("Methods: 0 apply"))
+    assert any("Kept as TorchScript" in c.value and "prim::Loop" in c.value for c in card.caption)
+    table = card.dataframe[0].value
+    assert set(table["Applies"]) == {"no"} and table["Why not"].str.contains("export it with torch.export").all()
