@@ -105,6 +105,10 @@ def release_skm_tempdir(skm: Any) -> None:
 # --------------------------------------------------------------------------- torch
 BatchNormBase: type[nn.Module] = nn.modules.batchnorm._BatchNorm  # every BatchNorm{1,2,3}d (private base class)
 
+# An ATen operator overload (torch.ops.aten.conv2d.default, …): how a torch.export graph's call targets are told
+# apart from Python functions (the class lives in the private torch._ops).
+AtenOpOverload: type = torch._ops.OpOverload
+
 # state_dict keys of torch.ao quantized Linear weights: "<layer>._packed_params._packed_params" (a private layout)
 PACKED_PARAMS_SUFFIXES: tuple[str, ...] = ("._packed_params._packed_params", "._packed_params")
 

@@ -147,6 +147,14 @@ def test_torch_internals():
         _fail("torch.ao quantized Linear state_dict layout", f"keys are {keys}")
 
 
+def test_aten_op_overload():
+    """torch._ops.OpOverload: the type of a torch.export graph's ATen call targets."""
+    if not isinstance(torch.ops.aten.conv2d.default, internals.AtenOpOverload):
+        _fail("torch._ops.OpOverload", "torch.ops.aten.conv2d.default is not one")
+    if isinstance(torch.relu, internals.AtenOpOverload):
+        _fail("torch._ops.OpOverload", "also matches the Python function torch.relu")
+
+
 def test_profiler_memory_events():
     """torch.profiler profile.profiler.kineto_results: the ordered allocation stream peak memory is read from."""
     from torch.profiler import ProfilerActivity, profile
