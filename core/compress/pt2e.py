@@ -79,19 +79,35 @@ def pt2e_unavailable_reason() -> str | None:
 
 # --------------------------------------------------------------------------- ATen graph → module-level graph
 
+# ATen activations and pools as the nn modules both quantizers' fusion patterns know best (coremltools' LinearQuantizer
+# fuses Conv+BN+act only with F.relu or an activation *module*; torch.ao fuses nn.ReLU and keeps shared-qparams pools):
+# overload → factory of the module from the call's constant arguments after the input.
+_MODULES: dict = {
+    aten.relu.default: lambda: nn.ReLU(), aten.relu_.default: lambda: nn.ReLU(),
+    aten.hardtanh.default: lambda low=-1.0, high=1.0: _hardtanh(low, high),
+    aten.hardtanh_.default: lambda low=-1.0, high=1.0: _hardtanh(low, high),
+    aten.hardswish.default: lambda: nn.Hardswish(), aten.hardswish_.default: lambda: nn.Hardswish(),
+    aten.hardsigmoid.default: lambda: nn.Hardsigmoid(), aten.sigmoid.default: lambda: nn.Sigmoid(),
+    aten.silu.default: lambda: nn.SiLU(), aten.silu_.default: lambda: nn.SiLU(),
+    aten.max_pool2d.default: lambda kernel, stride=(), padding=0, dilation=1, ceil_mode=False: nn.MaxPool2d(
+        kernel, stride or kernel, padding, dilation, ceil_mode=ceil_mode),
+    aten.avg_pool2d.default: lambda kernel, stride=(), padding=0, ceil_mode=False, count_include_pad=True, divisor=None: (
+        nn.AvgPool2d(kernel, stride or kernel, padding, ceil_mode, count_include_pad, divisor)),
+    aten.adaptive_avg_pool2d.default: lambda size: nn.AdaptiveAvgPool2d(size),
+}
 # ATen overloads whose positional (and keyword) arguments the torch-level function takes unchanged.
 _FUNCTIONS: dict = {
-    aten.relu.default: torch.relu, aten.relu_.default: torch.relu,
-    aten.hardtanh.default: F.hardtanh, aten.hardtanh_.default: F.hardtanh,  # ReLU6 exports as hardtanh(0, 6)
-    aten.hardswish.default: F.hardswish, aten.hardswish_.default: F.hardswish,
-    aten.hardsigmoid.default: F.hardsigmoid, aten.sigmoid.default: torch.sigmoid,
-    aten.silu.default: F.silu, aten.silu_.default: F.silu, aten.gelu.default: F.gelu,
-    aten.max_pool2d.default: F.max_pool2d, aten.avg_pool2d.default: F.avg_pool2d,
-    aten.adaptive_avg_pool2d.default: F.adaptive_avg_pool2d,
-    aten.flatten.using_ints: torch.flatten, aten.mean.dim: torch.mean, aten.cat.default: torch.cat,
-    aten.view.default: torch.reshape, aten.reshape.default: torch.reshape,
+    aten.gelu.default: F.gelu, aten.flatten.using_ints: torch.flatten, aten.mean.dim: torch.mean,
+    aten.cat.default: torch.cat, aten.view.default: torch.reshape, aten.reshape.default: torch.reshape,
     aten.clamp.default: torch.clamp, aten.dropout.default: F.dropout,
 }
+
+
+def _hardtanh(low: float, high: float) -> nn.Module:
+    """ReLU6 exports as hardtanh(0, 6); as nn.ReLU6 it fuses into the conv before it like the original module."""
+    return nn.ReLU6() if (low, high) == (0.0, 6.0) else nn.Hardtanh(low, high)
+
+
 # Binary ATen ops that are Python operators when they carry no `alpha`.
 _OPERATORS: dict = {
     aten.add.Tensor: operator.add, aten.add_.Tensor: operator.add, aten.mul.Tensor: operator.mul,
@@ -192,7 +208,7 @@ def module_level_graph(graph_module: fx.GraphModule) -> fx.GraphModule:
         if node.op == "output":
             graph.output(_single_output(fx.map_arg(node.args[0], env.__getitem__)))
             break
-        lifted = _lifted_module(graph_module, node)
+        lifted = _lifted_module(graph_module, node) or _activation_module(node)
         if lifted is not None:
             name, module = lifted
             name = _unique(name, root)
@@ -221,6 +237,14 @@ def _lifted_module(graph_module: fx.GraphModule, node: fx.Node) -> tuple[str, nn
         return None
     weight_node = node.args[3] if node.target == aten.batch_norm.default and node.args[1] is None else node.args[1]
     return str(weight_node.target).rpartition(".")[0] or str(weight_node.target), module
+
+
+def _activation_module(node: fx.Node) -> tuple[str, nn.Module] | None:
+    """(name, module) for an activation / pool call with constant arguments, else None."""
+    factory = _MODULES.get(node.target) if node.op == "call_function" else None
+    if factory is None or node.kwargs or len(node.all_input_nodes) != 1:
+        return None  # an argument other than the input is computed in the graph
+    return node.name, factory(*node.args[1:])
 
 
 def _unique(name: str, taken: dict) -> str:
