@@ -84,6 +84,7 @@ def pt2e_unavailable_reason() -> str | None:
 # overload → factory of the module from the call's constant arguments after the input.
 _MODULES: dict = {
     aten.relu.default: lambda: nn.ReLU(), aten.relu_.default: lambda: nn.ReLU(),
+    aten.relu6.default: lambda: nn.ReLU6(), aten.relu6_.default: lambda: nn.ReLU6(),
     aten.hardtanh.default: lambda low=-1.0, high=1.0: _hardtanh(low, high),
     aten.hardtanh_.default: lambda low=-1.0, high=1.0: _hardtanh(low, high),
     aten.hardswish.default: lambda: nn.Hardswish(), aten.hardswish_.default: lambda: nn.Hardswish(),
@@ -99,12 +100,12 @@ _MODULES: dict = {
 _FUNCTIONS: dict = {
     aten.gelu.default: F.gelu, aten.flatten.using_ints: torch.flatten, aten.mean.dim: torch.mean,
     aten.cat.default: torch.cat, aten.view.default: torch.reshape, aten.reshape.default: torch.reshape,
-    aten.clamp.default: torch.clamp, aten.dropout.default: F.dropout,
+    aten.clamp.default: torch.clamp, aten.dropout.default: F.dropout,  # dropout in training mode
 }
 
 
 def _hardtanh(low: float, high: float) -> nn.Module:
-    """ReLU6 exports as hardtanh(0, 6); as nn.ReLU6 it fuses into the conv before it like the original module."""
+    """ReLU6 may export as hardtanh(0, 6); as nn.ReLU6 it fuses into the conv before it like the original module."""
     return nn.ReLU6() if (low, high) == (0.0, 6.0) else nn.Hardtanh(low, high)
 
 
@@ -208,6 +209,9 @@ def module_level_graph(graph_module: fx.GraphModule) -> fx.GraphModule:
         if node.op == "output":
             graph.output(_single_output(fx.map_arg(node.args[0], env.__getitem__)))
             break
+        if _eval_dropout(node):  # identity; FX would observe its output again as a separate tensor
+            env[node] = env[node.args[0]]
+            continue
         lifted = _lifted_module(graph_module, node) or _activation_module(node)
         if lifted is not None:
             name, module = lifted
@@ -237,6 +241,10 @@ def _lifted_module(graph_module: fx.GraphModule, node: fx.Node) -> tuple[str, nn
         return None
     weight_node = node.args[3] if node.target == aten.batch_norm.default and node.args[1] is None else node.args[1]
     return str(weight_node.target).rpartition(".")[0] or str(weight_node.target), module
+
+
+def _eval_dropout(node: fx.Node) -> bool:
+    return node.op == "call_function" and node.target == aten.dropout.default and len(node.args) > 2 and not node.args[2]
 
 
 def _activation_module(node: fx.Node) -> tuple[str, nn.Module] | None:

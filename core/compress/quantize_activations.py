@@ -134,6 +134,7 @@ def _quantize(module: nn.Module, spec: QuantizeActivationsSpec, context: Compres
                 after_step=lambda _step: quantizer.step(), label="W8A8 QAT fine-tuning",
             )
         else:
+            _dropout_off(prepared)
             context.run_calibration(
                 prepared, samples=spec.calibration_samples, seed=spec.seed, label="W8A8: collecting activation ranges"
             )
@@ -153,6 +154,17 @@ def _quantize(module: nn.Module, spec: QuantizeActivationsSpec, context: Compres
     )
     result.library_config = recipe
     return result
+
+
+_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+def _dropout_off(prepared: nn.Module) -> None:
+    """LinearQuantizer calibrates in training mode (observers on, BatchNorm frozen by the milestones), which would
+    leave dropout active: the layer after it would record ranges of randomly dropped, rescaled inputs."""
+    for sub in prepared.modules():
+        if isinstance(sub, _DROPOUTS):
+            sub.eval()
 
 
 DESCRIPTOR = register_method(
