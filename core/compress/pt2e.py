@@ -300,7 +300,10 @@ def graph_engine(module: nn.Module, *, context: CompressionContext) -> EngineCho
             "quantization. Export the model with torch.export (.pt2), or upload a state_dict for its architecture."
         )
     if not is_aten_graph(module):
-        return None
+        if context.model.form == "module":
+            return None
+        note = f"engine: FX graph mode on the {context.model.form} graph as loaded (its layers are modules already)"
+        return EngineChoice(ENGINE_FX_ON_GRAPH, module, note)
     if is_aten_graph(context.original):
         context.original = module_level_graph(context.original)  # shares the input's tensors, changes nothing
     view = module_level_graph(module)

@@ -159,6 +159,13 @@ def test_a_module_fx_cannot_trace_is_captured_with_torch_export(fashion):
         assert [r.name for r in result.layers if r.compressed] == ["conv", "fc"]
 
 
+def test_a_graph_whose_layers_are_modules_is_quantized_as_loaded(tiny, fashion):
+    graph = dataclasses.replace(tiny, module=torch.fx.symbolic_trace(tiny.module), form="onnx")  # like onnx2torch's
+    result = compress(model=graph, spec=QuantizeActivationsSpec(calibration_samples=32), dataset=fashion)
+    assert "engine: FX graph mode on the onnx graph as loaded (its layers are modules already)" in result.notes
+    assert all(r.compressed for r in result.layers)
+
+
 def test_no_engine_gives_one_reason(fashion):
     with pytest.raises(CompressionError, match=r"neither by FX graph mode .* nor after a torch\.export capture"):
         compress(model=loaded(ValueBranch(), label="value_branch"), spec=QuantizeActivationsSpec(), dataset=fashion)
