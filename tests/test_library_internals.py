@@ -155,6 +155,14 @@ def test_aten_op_overload():
         _fail("torch._ops.OpOverload", "also matches the Python function torch.relu")
 
 
+def test_coreml_quantizer_module():
+    """coremltools.optimize.torch.quantization._coreml_quantizer: where CoreMLQuantizer is defined."""
+    import importlib.util
+
+    if importlib.util.find_spec(internals.COREML_QUANTIZER_MODULE) is None:
+        _fail(internals.COREML_QUANTIZER_MODULE, "no longer exists")
+
+
 def test_profiler_memory_events():
     """torch.profiler profile.profiler.kineto_results: the ordered allocation stream peak memory is read from."""
     from torch.profiler import ProfilerActivity, profile

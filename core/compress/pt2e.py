@@ -11,8 +11,8 @@ coremltools 9.0's ``CoreMLQuantizer`` still imports the old torch module, so it 
 What runs instead is the FX engine on a *module-level* view of the captured graph (``module_level_graph``): an
 ATen-level ``fx.GraphModule`` (what ``torch.export.export(...).module()`` returns) has its conv / linear /
 batch_norm calls turned into real ``nn.Conv*`` / ``nn.Linear`` / ``nn.BatchNorm*`` modules named after their
-parameters, and its elementwise ATen calls (relu, add, hardtanh, pools, flatten, …) into the torch functions FX
-quantization's patterns know. coremltools' LinearQuantizer and torch.ao's ``prepare_fx`` then fuse Conv+BN(+ReLU)
+parameters, its activations and pools into nn modules, and the remaining elementwise ATen calls (add, mul,
+flatten, cat, …) into the torch functions and operators FX quantization's patterns know. coremltools' LinearQuantizer and torch.ao's ``prepare_fx`` then fuse Conv+BN(+ReLU)
 and quantize residual adds exactly as they do for the original Python module; an ATen op without such a mapping
 stays a float op (FX leaves it unquantized, which is correct, only slower for int8).
 """
@@ -28,25 +28,19 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from core.compress.context import CompressionContext, CompressionError
-from core.library_internals import AtenOpOverload
+from core.library_internals import COREML_QUANTIZER_MODULE, AtenOpOverload
 
 aten = torch.ops.aten
 
-# The engine a W8A8 / int8 result came from when it is not FX on the Python module (the notes name it).
-ENGINE_FX_ON_GRAPH = "fx_on_graph"  # the same FX quantizers on the module-level view of an ATen graph
-
-# Where PT2E's pieces lived / live, and what each is for (probed, never imported when absent).
-_PT2E_ENTRY_POINTS = (
-    ("torch.ao.quantization.quantize_pt2e", "prepare_pt2e / convert_pt2e (torch ≤ 2.9)"),
-    ("torchao.quantization.pt2e.quantize_pt2e", "prepare_pt2e / convert_pt2e (torchao, torch ≥ 2.10)"),
-)
-_COREML_QUANTIZER = "coremltools.optimize.torch.quantization._coreml_quantizer"
+# Where prepare_pt2e / convert_pt2e lived (torch ≤ 2.9) and live (torchao, for torch ≥ 2.10): probed, not used.
+_PT2E_MODULES = ("torch.ao.quantization.quantize_pt2e", "torchao.quantization.pt2e.quantize_pt2e")
 
 
 @dataclass(frozen=True)
 class EngineChoice:
-    engine: str  # ENGINE_FX_ON_GRAPH
-    module: nn.Module  # what the FX quantizer is given
+    """What the FX quantizer is given instead of the module, and the note that says so."""
+
+    module: nn.Module
     note: str  # one sentence for the record: which engine ran and why
 
 
@@ -64,14 +58,14 @@ def _import_error(module_name: str) -> str | None:
 
 def pt2e_unavailable_reason() -> str | None:
     """Why PT2E (prepare_pt2e / convert_pt2e with CoreMLQuantizer) cannot run here; None when it can."""
-    failures = [(name, _import_error(name)) for name, _what in _PT2E_ENTRY_POINTS]
+    failures = [(name, _import_error(name)) for name in _PT2E_MODULES]
     if all(error for _name, error in failures):
         tried = "; ".join(f"{name} → {error}" for name, error in failures)
         return (
             f"PT2E is not available in torch {torch.__version__} without the torchao package ({tried}); "
             "quantized with the FX engine instead"
         )
-    error = _import_error(_COREML_QUANTIZER)
+    error = _import_error(COREML_QUANTIZER_MODULE)
     if error:
         return f"coremltools' CoreMLQuantizer does not import ({error}); quantized with the FX engine instead"
     return None
@@ -212,7 +206,9 @@ def module_level_graph(graph_module: fx.GraphModule) -> fx.GraphModule:
         if _eval_dropout(node):  # identity; FX would observe its output again as a separate tensor
             env[node] = env[node.args[0]]
             continue
-        lifted = _lifted_module(graph_module, node) or _activation_module(node)
+        lifted = _lifted_module(graph_module, node)
+        if lifted is None and (lifted := _activation_module(node)) is not None:  # not a child's name either
+            lifted = (_unique(lifted[0], {**dict(graph_module.named_children()), **root}), lifted[1])
         if lifted is not None:
             name, module = lifted
             name = _unique(name, root)
@@ -303,11 +299,11 @@ def graph_engine(module: nn.Module, *, context: CompressionContext) -> EngineCho
         if context.model.form == "module":
             return None
         note = f"engine: FX graph mode on the {context.model.form} graph as loaded (its layers are modules already)"
-        return EngineChoice(ENGINE_FX_ON_GRAPH, module, note)
+        return EngineChoice(module, note)
     if is_aten_graph(context.original):
         context.original = module_level_graph(context.original)  # shares the input's tensors, changes nothing
     view = module_level_graph(module)
-    return EngineChoice(ENGINE_FX_ON_GRAPH, view, _graph_note(view, form=context.model.form))
+    return EngineChoice(view, _graph_note(view, form=context.model.form))
 
 
 def captured_engine(module: nn.Module, *, context: CompressionContext, fx_error: BaseException) -> EngineChoice:
@@ -323,7 +319,7 @@ def captured_engine(module: nn.Module, *, context: CompressionContext, fx_error:
             "weight-only method."
         ) from None
     return EngineChoice(
-        ENGINE_FX_ON_GRAPH, view, f"FX could not trace the Python module ({why_not}); {_graph_note(view, form='module')}"
+        view, f"FX could not trace the Python module ({why_not}); {_graph_note(view, form='module')}"
     )
 
 
