@@ -3,6 +3,7 @@ quantizers on a module-level view of the ATen graph (core.compress.pt2e), with t
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 
@@ -13,6 +14,8 @@ from torch.ao.nn import quantized as nnq
 
 from core.compress import CompressionError, compress
 from core.compress.pt2e import is_aten_graph, module_level_graph, pt2e_unavailable_reason
+from core.experiment import run_experiment
+from core.experiment_options import ExperimentOptions
 from core.export import export_coreml, export_coreml_baseline, export_torchscript
 from core.measure.size import path_size_bytes
 from core.models.sources import LoadedModel, load_model
@@ -123,6 +126,21 @@ def test_w8a8_on_an_exported_program_matches_the_module_and_ships_int8(fashion, 
     package = export_coreml(module=from_graph.module, input_shape=model.input_shape, path=tmp_path / "w8a8.mlpackage")
     baseline = export_coreml_baseline(model=model, path=tmp_path / "fp16.mlpackage")
     assert 0.45 < path_size_bytes(package) / path_size_bytes(baseline) < 0.56  # int8 weights: half of fp16
+
+
+def test_the_record_of_an_exported_program_names_the_engine(fashion, tmp_path):
+    model = load_model("sample:fashion_cnn")
+    batch = {0: torch.export.Dim.AUTO}  # an upload is evaluated in batches of any size
+    program = torch.export.export(model.module, (model.example_input(2),), dynamic_shapes=(batch,))
+    graph = dataclasses.replace(model, module=copy.deepcopy(program.module()), form="exported")
+    options = ExperimentOptions(eval_limit=200, measure_latency=False, measure_memory=False, cache_dir=tmp_path / "cache")
+    record = run_experiment(
+        model=graph, spec=QuantizeActivationsSpec(calibration_samples=64), dataset=fashion,
+        artifacts_dir=tmp_path / "run", options=options,
+    )
+    assert any(note.startswith(GRAPH_ENGINE) for note in record["notes"])
+    assert record["artifact_kind"] == "mlpackage" and record["agreement_top1"] > 0.97
+    assert abs(record["size_bytes"] / record["theoretical_size_bytes"] - 1) < 0.05
 
 
 def test_static_int8_on_an_exported_program_runs_int8_kernels_and_saves(tiny, fashion, tmp_path):
