@@ -121,6 +121,14 @@ def release_skm_tempdir(skm: Any) -> None:
 # --------------------------------------------------------------------------- torch
 BatchNormBase: type[nn.Module] = nn.modules.batchnorm._BatchNorm  # every BatchNorm{1,2,3}d (private base class)
 
+# coremltools' PT2E quantizer (CoreMLQuantizer) lives in a private module; core.compress.pt2e only probes whether it
+# imports (in coremltools 9.0 it needs torch.ao.quantization.quantizer, which torch 2.10+ no longer has).
+COREML_QUANTIZER_MODULE = "coremltools.optimize.torch.quantization._coreml_quantizer"
+
+# An ATen operator overload (torch.ops.aten.conv2d.default, …): how a torch.export graph's call targets are told
+# apart from Python functions (the class lives in the private torch._ops).
+AtenOpOverload: type = torch._ops.OpOverload
+
 # state_dict keys of torch.ao quantized Linear weights: "<layer>._packed_params._packed_params" (a private layout)
 PACKED_PARAMS_SUFFIXES: tuple[str, ...] = ("._packed_params._packed_params", "._packed_params")
 # the attribute a (scripted) torch.ao quantized layer keeps its packed int8 weight in (a ScriptObject, or a

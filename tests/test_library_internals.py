@@ -147,6 +147,22 @@ def test_torch_internals():
         _fail("torch.ao quantized Linear state_dict layout", f"keys are {keys}")
 
 
+def test_aten_op_overload():
+    """torch._ops.OpOverload: the type of a torch.export graph's ATen call targets."""
+    if not isinstance(torch.ops.aten.conv2d.default, internals.AtenOpOverload):
+        _fail("torch._ops.OpOverload", "torch.ops.aten.conv2d.default is not one")
+    if isinstance(torch.relu, internals.AtenOpOverload):
+        _fail("torch._ops.OpOverload", "also matches the Python function torch.relu")
+
+
+def test_coreml_quantizer_module():
+    """coremltools.optimize.torch.quantization._coreml_quantizer: where CoreMLQuantizer is defined."""
+    import importlib.util
+
+    if importlib.util.find_spec(internals.COREML_QUANTIZER_MODULE) is None:
+        _fail(internals.COREML_QUANTIZER_MODULE, "no longer exists")
+
+
 def test_profiler_memory_events():
     """torch.profiler profile.profiler.kineto_results: the ordered allocation stream peak memory is read from."""
     from torch.profiler import ProfilerActivity, profile

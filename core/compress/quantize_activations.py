@@ -19,6 +19,7 @@ from core.compress.context import CompressionContext, CompressionError
 from core.compress.finetune import fine_tune, plan_fine_tune
 from core.compress.layers import LayerFacts, library_result, plan_layers, threshold_reason
 from core.compress.library_config import LayerSpecs, count_fine_tune_steps, layer_specs, load_config, qat_milestones
+from core.compress.pt2e import captured_engine, graph_engine, is_trace_failure
 from core.compress.quantize_weights import linear_quantizer_entry
 from core.compress.registry import STORAGE_LINEAR, MethodDescriptor, register_method
 from core.compress.result import CompressionResult
@@ -95,7 +96,24 @@ def latency_note(*, spec: QuantizeActivationsSpec, result, timed_artifact: bool)
 
 
 def quantize_activations(module: nn.Module, spec: QuantizeActivationsSpec, context: CompressionContext) -> CompressionResult:
+    """FX graph mode on the Python module; on the module-level view of a graph-form model, or of a torch.export
+    capture when FX cannot trace the module (core.compress.pt2e; the notes name the engine)."""
     started = time.perf_counter()
+    choice = graph_engine(module, context=context)
+    if choice is not None:
+        context.note(choice.note)
+        return _quantize(choice.module, spec, context, started)
+    try:
+        return _quantize(module, spec, context, started)
+    except Exception as exc:
+        if not is_trace_failure(exc):
+            raise
+        choice = captured_engine(module, context=context, fx_error=exc)
+    context.note(choice.note)
+    return _quantize(choice.module, spec, context, started)
+
+
+def _quantize(module: nn.Module, spec: QuantizeActivationsSpec, context: CompressionContext, started: float) -> CompressionResult:
     plans = plan_layers(module, spec, _check)
     if not any(p.eligible for p in plans.values()):
         raise CompressionError("no layer qualifies for W8A8 quantization (check weight_threshold and overrides).")
@@ -116,6 +134,7 @@ def quantize_activations(module: nn.Module, spec: QuantizeActivationsSpec, conte
                 after_step=lambda _step: quantizer.step(), label="W8A8 QAT fine-tuning",
             )
         else:
+            _dropout_off(prepared)
             context.run_calibration(
                 prepared, samples=spec.calibration_samples, seed=spec.seed, label="W8A8: collecting activation ranges"
             )
@@ -135,6 +154,17 @@ def quantize_activations(module: nn.Module, spec: QuantizeActivationsSpec, conte
     )
     result.library_config = recipe
     return result
+
+
+_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+def _dropout_off(prepared: nn.Module) -> None:
+    """LinearQuantizer calibrates in training mode (observers on, BatchNorm frozen by the milestones), which would
+    leave dropout active: the layer after it would record ranges of randomly dropped, rescaled inputs."""
+    for sub in prepared.modules():
+        if isinstance(sub, _DROPOUTS):
+            sub.eval()
 
 
 DESCRIPTOR = register_method(

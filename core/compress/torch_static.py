@@ -32,6 +32,7 @@ from core.compress.finetune import fine_tune, plan_fine_tune
 from core.compress.int8_forms import AUTO, candidate_forms, choose_int8_form, cpu_int8_features
 from core.compress.layers import LayerPlan, plan_layers
 from core.compress.library_config import LayerSpecs, count_fine_tune_steps
+from core.compress.pt2e import captured_engine, first_line, graph_engine, is_trace_failure
 from core.compress.registry import ARTIFACT_TORCHSCRIPT, STORAGE_LINEAR, MethodDescriptor, register_method
 from core.compress.result import CompressionResult
 from core.compress.torch_ao import (
@@ -194,25 +195,42 @@ def _calibrated(module: nn.Module, spec: TorchStaticSpec, context: CompressionCo
     return prepared.eval()
 
 
+def _calibrated_or_captured(module: nn.Module, spec: TorchStaticSpec, context: CompressionContext, plans, recipe: dict,
+                            plan, *, graph_form: bool):
+    """_calibrated on the module; when FX cannot trace a Python module, on the module-level view of its
+    torch.export capture instead (core.compress.pt2e; the notes say so)."""
+    try:
+        return _calibrated(module, spec, context, plans, recipe, plan)
+    except Exception as exc:
+        if graph_form or not is_trace_failure(exc):
+            raise
+        choice = captured_engine(module, context=context, fx_error=exc)
+    context.note(choice.note)
+    return _calibrated(choice.module, spec, context, plans, recipe, plan)
+
+
 def torch_static(module: nn.Module, spec: TorchStaticSpec, context: CompressionContext) -> CompressionResult:
     started = time.perf_counter()
     set_engine(spec.backend)
     timed = spec.backend in _TIMED_BACKENDS
     if timed:
         candidate_forms(engine=spec.engine, graph=spec.graph)  # a forced engine this CPU lacks fails before any work
+    choice = graph_engine(module, context=context)  # graph forms: FX on their module-level view
+    if choice is not None:
+        module = choice.module
+        context.note(choice.note)
     plans = plan_layers(module, spec, _static_check)
     qat = spec.workflow == "fine_tune"
     plan = plan_fine_tune(spec=spec, context=context, what="torch_static fine_tune (QAT)") if qat else None
     recipe = static_library_config(spec, layers=_static_layers(plans), fine_tune_steps=plan.total_steps if plan else None)
     with context.library_logging():
         try:
-            prepared = _calibrated(module, spec, context, plans, recipe, plan)
+            prepared = _calibrated_or_captured(module, spec, context, plans, recipe, plan, graph_form=choice is not None)
             quantized = fx_convert(copy.deepcopy(prepared))  # the GraphModule the per-layer report reads
         except (torch.fx.proxy.TraceError, NotImplementedError, RuntimeError) as exc:
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise CompressionError(
-                f"FX graph mode could not quantize this model ({first}); it needs a symbolically traceable forward. "
-                "Use quantize_activations (coremltools) or torch_dynamic instead."
+                f"FX graph mode could not quantize this model ({first_line(exc)}); it needs a symbolically traceable "
+                "forward. Use torch_dynamic or a weight-only method instead."
             ) from None
     quantized_modules = [n for n, m in quantized.named_modules() if isinstance(m, QUANTIZED_TYPES)]
     if not quantized_modules:
