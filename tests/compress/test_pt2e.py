@@ -3,7 +3,6 @@ quantizers on a module-level view of the ATen graph (core.compress.pt2e), with t
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import importlib.util
 
@@ -18,6 +17,7 @@ from core.experiment import run_experiment
 from core.experiment_options import ExperimentOptions
 from core.export import export_coreml, export_coreml_baseline, export_torchscript
 from core.measure.size import path_size_bytes
+from core.models.graph_forms import lift_program
 from core.models.sources import LoadedModel, load_model
 from core.paths import HOME_ENV
 from core.specs import QuantizeActivationsSpec, TorchStaticSpec
@@ -36,7 +36,7 @@ def _own_home(tmp_path, monkeypatch):
 def exported(model: LoadedModel) -> LoadedModel:
     """The same model as a torch.export program (what an `export:` upload loads as)."""
     program = torch.export.export(model.module, (model.example_input(2),))
-    return dataclasses.replace(model, module=program.module(), form="exported")
+    return dataclasses.replace(model, module=lift_program(program)[0], form="exported")
 
 
 class MobileBlock(nn.Module):
@@ -132,7 +132,7 @@ def test_the_record_of_an_exported_program_names_the_engine(fashion, tmp_path):
     model = load_model("sample:fashion_cnn")
     batch = {0: torch.export.Dim.AUTO}  # an upload is evaluated in batches of any size
     program = torch.export.export(model.module, (model.example_input(2),), dynamic_shapes=(batch,))
-    graph = dataclasses.replace(model, module=copy.deepcopy(program.module()), form="exported")
+    graph = dataclasses.replace(model, module=lift_program(program)[0], form="exported")
     options = ExperimentOptions(eval_limit=200, measure_latency=False, measure_memory=False, cache_dir=tmp_path / "cache")
     record = run_experiment(
         model=graph, spec=QuantizeActivationsSpec(calibration_samples=64), dataset=fashion,
@@ -188,7 +188,9 @@ def test_no_engine_gives_one_reason(fashion):
     with pytest.raises(CompressionError, match=r"neither by FX graph mode .* nor after a torch\.export capture"):
         compress(model=loaded(ValueBranch(), label="value_branch"), spec=QuantizeActivationsSpec(), dataset=fashion)
     script = torch.jit.trace(ShapeBranch().eval(), torch.randn(1, 1, 28, 28))
-    as_script = dataclasses.replace(loaded(ShapeBranch(), label="script"), module=script, form="torchscript")
+    # a TorchScript file torch's converter could not turn into a graph stays a ScriptModule
+    as_script = dataclasses.replace(loaded(ShapeBranch(), label="script"), module=script, form="torchscript",
+                                    is_torchscript=True)
     for spec in (QuantizeActivationsSpec(), TorchStaticSpec()):
-        with pytest.raises(CompressionError, match=r"Export the model with torch\.export"):
+        with pytest.raises(CompressionError, match=r"export it with torch\.export \(\.pt2\)"):
             compress(model=as_script, spec=spec, dataset=fashion)

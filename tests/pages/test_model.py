@@ -63,7 +63,7 @@ def test_summary_and_baseline(app) -> None:
     assert metrics["Top-1 accuracy"].endswith("%") and float(metrics["Top-1 accuracy"].split()[0]) > 85
     assert metrics["Latency p50"].endswith("ms")
     assert metrics["fp16 .mlpackage"].endswith(("MB", "kB"))
-    layers = at.dataframe[0].value
+    layers = next(d.value for d in at.dataframe if "layer" in d.value.columns)  # the card lists methods first
     assert list(layers["layer"]) == ["features.0", "features.3", "features.7", "features.10", "classifier.1", "classifier.4"]
     assert layers.loc[0, "compressed by default?"].startswith("no")
     assert not at.warning  # trained weights: no random-weights warning
