@@ -97,6 +97,17 @@ RANDOM_WEIGHTS_MEANING = (
 )
 
 
+def accuracy_meaning(*, accuracy_meaningful: bool, weights_note: str | None) -> str | None:
+    """What a page or the CLI says when accuracy is not meaningful: why, and which numbers are (None when it is)."""
+    if accuracy_meaningful:
+        return None
+    if (weights_note or "").startswith("random"):
+        return ("Random weights: accuracy numbers are not meaningful. Size, latency and output SNR / agreement against "
+                "the model's own fp32 output are.")
+    return ("No labelled dataset for this model: accuracy is not measured. Size, latency and output SNR / agreement "
+            "against the uncompressed model are meaningful.")
+
+
 def random_weights_note(calibration: str) -> str:
     """The weights note of a randomly initialised model (starts with "random", as core.evaluation checks)."""
     return f"random initialisation ({calibration}) — {RANDOM_WEIGHTS_MEANING}"
