@@ -92,7 +92,7 @@ def load_timm(name: str, *, weights: Path | None = None) -> LoadedModel:
     else:
         note = random_weights_note(recalibrate_batchnorm(module, input_shape=input_shape).describe())
     module.eval()
-    classes = head_outputs(module)
+    classes = int(getattr(module, "num_classes", 0) or head_outputs(module))  # timm models state their class count
     check_class_scores(module=module, input_shape=input_shape, num_classes=classes, label=f"timm:{name}")
     return LoadedModel(
         source_id=f"timm:{name}" if weights is None else f"timm:{name}:{weights}",

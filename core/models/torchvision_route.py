@@ -9,6 +9,7 @@ user weights come from a .pt/.pth (``weights_only=True``) or .safetensors file f
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,19 +75,30 @@ def _builder_image_size(arch: str) -> int | None:
     """The fixed input size a freshly built model demands (ViT's `image_size`), else None."""
     if not arch.startswith("vit_"):
         return None
-    return int(getattr(_build(arch, device="meta"), "image_size", 0)) or None
+    return int(getattr(_build_shape_only(arch), "image_size", 0)) or None
 
 
 def _build(arch: str, *, device: str = "cpu", num_classes: int | None = None) -> nn.Module:
     import torchvision.models as tvm
 
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
-    with torch.device(device):
+    with torch.device(device), warnings.catch_warnings():
+        # googlenet / inception_v3 warn that their default initialisation may change one day; nothing to act on
+        warnings.filterwarnings("ignore", category=FutureWarning, module="torchvision")
         return tvm.get_model(arch, weights=None, **kwargs)
 
 
+def _build_shape_only(arch: str) -> nn.Module:
+    """The architecture for reading shapes: on the meta device (no memory), or on the CPU for builders that compute
+    with tensors while building (RegNet's width schedule cannot run on meta)."""
+    try:
+        return _build(arch, device="meta")
+    except (NotImplementedError, RuntimeError):
+        return _build(arch)
+
+
 def _count_params_on_meta(arch: str) -> int:
-    return sum(p.numel() for p in _build(arch, device="meta").parameters())
+    return sum(p.numel() for p in _build_shape_only(arch).parameters())
 
 
 def pretrained_cache_path(arch: str) -> Path:
@@ -110,7 +122,7 @@ def load_torchvision(arch: str, *, weights: Path | None = None, pretrained: bool
     file_bytes = Path(weights).stat().st_size if weights is not None and Path(weights).is_file() else None
     check_fits_in_memory(label=f"torchvision:{arch}", params=info.params, file_bytes=file_bytes)
     state = read_state_dict(weights) if weights is not None else None
-    num_classes = checkpoint_num_classes(module=_build(arch, device="meta"), state=state) if state else None
+    num_classes = checkpoint_num_classes(module=_build_shape_only(arch), state=state) if state else None
     torch.manual_seed(0)  # random init is still reproducible
     module = _build(arch, num_classes=num_classes)
     if state is not None:
