@@ -59,9 +59,11 @@ def check_fits_in_memory(*, label: str, params: int | None, file_bytes: int | No
     need = estimated_bytes(params=params, file_bytes=file_bytes)
     if budget is None or need <= budget.bytes:
         return
-    basis = f"{params / 1e6:,.1f} M parameters" if params else f"a {fmt_bytes(file_bytes)} weights file"
+    from_params = 4 * int(params or 0) >= int(file_bytes or 0)
+    basis = (f"{fmt_bytes(4 * params)} of fp32 weights for {params / 1e6:,.1f} M parameters" if from_params
+             else f"a {fmt_bytes(file_bytes)} weights file")
     raise ModelLoadError(
-        f"{label} is too large for this machine: about {fmt_bytes(need)} needed ({basis} as fp32 × {SAFETY_FACTOR} "
-        f"for the model, its compressed copy and export) but {fmt_bytes(budget.bytes)} is the limit "
+        f"{label} is too large for this machine: about {fmt_bytes(need)} needed ({basis}, × {SAFETY_FACTOR} for the "
+        f"model, the copy a method compresses and the export) but the limit is {fmt_bytes(budget.bytes)} "
         f"({budget.source}). Choose a smaller model, free memory, or raise {MEMORY_LIMIT_ENV}."
     )
