@@ -184,11 +184,12 @@ def test_mlpackage_upload_is_compressed_on_the_core_ml_side(app, tmp_path) -> No
 
 def test_random_weight_architecture_is_flagged(app) -> None:
     at = app(page="pages/1_Model.py")
-    at.radio(key="cfg.model.kind").set_value("torchvision").run()
-    at.selectbox(key="cfg.model.arch").select("resnet18").run()
-    at.button(key="model.load_tv").click().run()
+    at.radio(key="cfg.model.kind").set_value("architecture").run()
+    at.selectbox(key="cfg.model.arch").select("torchvision:resnet18").run()
+    at.button(key="model.load_arch").click().run()
     assert_clean(at)
-    assert any("Random or unknown weights" in w.value for w in at.warning)
+    assert any("Random weights: accuracy numbers are not meaningful. Size, latency and output SNR / agreement against "
+               "the model's own fp32 output are." in w.value for w in at.warning)
     assert "resnet18 (random weights)" in " ".join(m.value for m in at.sidebar.markdown)
     assert {m.label: m.value for m in at.metric}["Input"] == "3×224×224"
     # 11.7 M parameters: the slow baseline (Core ML export) waits for a click instead of blocking the page.
@@ -202,3 +203,20 @@ def test_random_weight_architecture_is_flagged(app) -> None:
     assert _queue().get(job_id=job.id).state == "cancelled"
     assert at.button(key="model.baseline_retry").label == "Measure again"
     assert "synthetic inputs" in " ".join(c.value for c in at.sidebar.caption)
+
+
+def test_one_picker_lists_every_route_and_loads_a_timm_model(app) -> None:
+    at = app(page="pages/1_Model.py")
+    at.radio(key="cfg.model.kind").set_value("architecture").run()
+    picker = at.selectbox(key="cfg.model.arch")
+    labels = picker.options  # as the user sees them (formatted)
+    assert "torchvision:vit_b_16 — 86.6 M params" in labels and "sample:fashion_resnet — 2.4 M params" in labels
+    assert sum(label.startswith("timm:") for label in labels) > 1000 and "(1" in picker.label  # "(1,4xx; type to search)"
+    picker.select("timm:resnet10t").run()
+    assert any("5.4 M parameters" in c.value and "timm's data config" in c.value for c in at.caption)
+    assert at.radio(key="cfg.model.arch.weights.timm").options == ["Random initialisation", "Upload a weights file"]
+    at.button(key="model.load_arch").click().run()
+    assert_clean(at)
+    assert "resnet10t (timm, random weights)" in " ".join(m.value for m in at.sidebar.markdown)
+    assert {m.label: m.value for m in at.metric}["Input"] == "3×176×176"
+    assert any("Random weights: accuracy numbers are not meaningful" in w.value for w in at.warning)
