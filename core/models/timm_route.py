@@ -54,6 +54,12 @@ def timm_params(name: str) -> int:
     return sum(p.numel() for p in _build(name, device="meta").parameters())
 
 
+def timm_input_shape(name: str) -> tuple[int, int, int]:
+    """The input shape timm's data config gives the model (built on the meta device: no memory)."""
+    _require_known(name)
+    return timm_data_config(_build(name, device="meta"))[0]
+
+
 def timm_data_config(module: nn.Module) -> tuple[tuple[int, int, int], tuple[float, ...], tuple[float, ...],
                                                  Preprocessing | None]:
     """(input shape, mean, std, preprocessing) from timm's data config; preprocessing None for non-square inputs."""
