@@ -165,8 +165,8 @@ def load_model(
     `server_address` is where a dashboard listens (None: library / CLI use); TorchScript files are refused when
     it reaches beyond localhost unless COMPRESSION_STUDIO_ALLOW_TORCHSCRIPT says otherwise (torchscript_probe).
     """
-    from core.models.timm_route import load_timm
-    from core.models.torchvision_route import load_torchvision
+    from core.models.timm_route import load_timm, timm_knows
+    from core.models.torchvision_route import load_torchvision, torchvision_architectures
 
     kind, _, rest = source_id.partition(":")
     if kind == "sample":
@@ -186,6 +186,8 @@ def load_model(
             raise ModelLoadError("state_dict sources look like state_dict:<architecture>:<file>.")
         if arch in SAMPLE_ARCHITECTURES:
             return load_sample(arch, weights=Path(path))
+        if arch not in torchvision_architectures() and timm_knows(arch):
+            return load_timm(arch, weights=Path(path))  # a timm name: the same as timm:<name>:<file>
         return load_torchvision(arch, weights=Path(path))
     raise ModelLoadError(f"unknown model source '{source_id}'. Model sources look like {', '.join(ROUTES)} "
                          f"(e.g. sample:{next(iter(SAMPLE_ARCHITECTURES))}); `python -m core.cli models` lists them.")

@@ -32,10 +32,15 @@ def timm_model_names() -> tuple[str, ...]:
     return tuple(timm.list_models())
 
 
-def _require_known(name: str) -> None:
+def timm_knows(name: str) -> bool:
+    """Whether timm can build `name` (an architecture, optionally with a pretrained tag)."""
     import timm
 
-    if not timm.is_model(name):
+    return bool(timm.is_model(name))
+
+
+def _require_known(name: str) -> None:
+    if not timm_knows(name):
         raise unknown_name(what="timm model", name=name, known=timm_model_names(),
                            hint="`python -m core.cli models --search NAME` lists timm's names.")
 

@@ -71,3 +71,10 @@ def test_timm_model_ref_round_trips_and_reloads(tmp_path):
     assert with_file.kind == "timm" and with_file.path == str(path)
     assert ModelRef.from_source_id(with_file.source_id) == with_file == ModelRef.from_dict(with_file.to_dict())
     assert load_model_ref(ref=with_file).num_classes == 4
+
+
+def test_state_dict_route_takes_timm_names_too(tmp_path):
+    path = tmp_path / "r10t.pth"
+    torch.save(timm.create_model("resnet10t", pretrained=False, num_classes=2).state_dict(), path)
+    model = load_model(f"state_dict:resnet10t:{path}")
+    assert model.num_classes == 2 and model.source_id == f"timm:resnet10t:{path}"
