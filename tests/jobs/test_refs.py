@@ -25,6 +25,8 @@ from core.measure.latency import LatencySettings
         ModelRef(kind="torchvision", name="resnet18"),
         ModelRef(kind="state_dict", name="resnet18", path="/uploads/s1/weights.safetensors"),
         ModelRef(kind="torchscript", path="/uploads/s1/model.pt"),
+        ModelRef(kind="timm", name="resnet10t"),
+        ModelRef(kind="timm", name="resnet10t", path="/uploads/s1/r10t.safetensors"),
     ],
 )
 def test_model_refs_survive_json(ref: ModelRef) -> None:
@@ -55,6 +57,11 @@ def test_source_ids_map_to_refs_and_back() -> None:
     ref = ModelRef.from_source_id("torchvision:resnet18", weights="/w.pt")
     assert ref == ModelRef(kind="state_dict", name="resnet18", path="/w.pt")
     assert ModelRef.from_source_id("state_dict:resnet18:/w.pt") == ref
+    timm_ref = ModelRef.from_source_id("timm:resnet10t", weights="/c.safetensors")
+    assert timm_ref == ModelRef(kind="timm", name="resnet10t", path="/c.safetensors")
+    assert timm_ref.source_id == "timm:resnet10t:/c.safetensors" == ModelRef.from_source_id(timm_ref.source_id).source_id
+    with pytest.raises(RefError, match=r"ModelRef\.name: a timm model needs"):
+        ModelRef(kind="timm")
 
 
 def test_options_round_trip_with_latency_settings() -> None:
