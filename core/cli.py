@@ -324,7 +324,10 @@ def _data_ref(choice: str):  # -> DataRef
 
 def _model_ref(args: argparse.Namespace):  # -> ModelRef
     from core.jobs import ModelRef
+    from core.models.sources import preflight_model
 
+    # an unknown name or a model too large for this machine is refused here, before a job is queued
+    preflight_model(args.model, weights=Path(args.weights) if args.weights else None)
     ref = ModelRef.from_source_id(args.model, weights=Path(args.weights).resolve() if args.weights else None)
     if ref.path is not None:
         path = Path(ref.path)

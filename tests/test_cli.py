@@ -82,6 +82,11 @@ def test_bad_architectures_and_too_large_models_exit_with_one_line(tmp_path: Pat
     result = cli("baseline", "--model", "torchvision:vit_b_16", home=tmp_path, COMPRESSION_STUDIO_MEMORY_LIMIT="100MB")
     assert result.returncode == 2
     assert_one_line_error(result, "torchvision:vit_b_16 is too large for this machine", "86.6 M parameters")
+    result = cli("run", "--model", "timm:resnet10t", "--spec", '{"method": "palettize"}', home=tmp_path,
+                 COMPRESSION_STUDIO_MEMORY_LIMIT="2MB")  # a saved run: refused before a job is queued
+    assert result.returncode == 2
+    assert_one_line_error(result, "timm:resnet10t is too large for this machine")
+    assert JobQueue(home=tmp_path).list() == []
 
 
 def test_bad_model_exits_with_one_line(tmp_path: Path) -> None:

@@ -193,6 +193,20 @@ def load_model(
                          f"(e.g. sample:{next(iter(SAMPLE_ARCHITECTURES))}); `python -m core.cli models` lists them.")
 
 
+def preflight_model(source_id: str, *, weights: Path | None = None) -> None:
+    """Refuse an unknown architecture or a model too large for this machine without building or reading anything
+    (the CLI checks before it queues a job). Other sources are checked when they load."""
+    from core.models.timm_route import preflight_timm
+    from core.models.torchvision_route import preflight_torchvision
+
+    kind, _, rest = source_id.partition(":")
+    if kind == "torchvision":
+        preflight_torchvision(rest, weights=weights)
+    elif kind == "timm":
+        name, _, path = rest.partition(":")
+        preflight_timm(name, weights=Path(path) if path else weights)
+
+
 def load_sample(name: str, *, weights: Path | None = None) -> LoadedModel:
     if name not in SAMPLE_ARCHITECTURES:
         raise ModelLoadError(f"unknown sample model '{name}'; choose one of {', '.join(SAMPLE_ARCHITECTURES)}.")

@@ -85,13 +85,20 @@ def timm_data_config(module: nn.Module) -> tuple[tuple[int, int, int], tuple[flo
     return (channels, height, width), mean, std, preprocessing
 
 
-def load_timm(name: str, *, weights: Path | None = None) -> LoadedModel:
-    """A timm model: seeded random weights (BatchNorm recalibrated) or the user's checkpoint."""
+def preflight_timm(name: str, *, weights: Path | None = None) -> nn.Module:
+    """The checks that need no memory: a known name, and enough memory for it (parameters counted on the meta
+    device, or the checkpoint's size); returns the meta-device model."""
     _require_known(name)
     meta_module = _build(name, device="meta")
     file_bytes = Path(weights).stat().st_size if weights is not None and Path(weights).is_file() else None
     check_fits_in_memory(label=f"timm:{name}", params=sum(p.numel() for p in meta_module.parameters()),
                          file_bytes=file_bytes)
+    return meta_module
+
+
+def load_timm(name: str, *, weights: Path | None = None) -> LoadedModel:
+    """A timm model: seeded random weights (BatchNorm recalibrated) or the user's checkpoint."""
+    meta_module = preflight_timm(name, weights=weights)
     state = read_state_dict(weights) if weights is not None else None
     num_classes = checkpoint_num_classes(module=meta_module, state=state) if state else None
     torch.manual_seed(0)  # random init is still reproducible

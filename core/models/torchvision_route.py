@@ -109,6 +109,14 @@ def pretrained_cache_path(arch: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights_enum.url).name
 
 
+def preflight_torchvision(arch: str, *, weights: Path | None = None) -> TorchvisionArch:
+    """The checks that need nothing built or read: a known name, and enough memory (parameters / file size)."""
+    info = torchvision_arch_info(arch)
+    file_bytes = Path(weights).stat().st_size if weights is not None and Path(weights).is_file() else None
+    check_fits_in_memory(label=f"torchvision:{arch}", params=info.params, file_bytes=file_bytes)
+    return info
+
+
 def load_torchvision(arch: str, *, weights: Path | None = None, pretrained: bool = False) -> LoadedModel:
     """A torchvision classifier: seeded random weights (BatchNorm recalibrated), a weights file, or the hub cache."""
     info = torchvision_arch_info(arch)
@@ -119,8 +127,7 @@ def load_torchvision(arch: str, *, weights: Path | None = None, pretrained: bool
                 f"pretrained {arch} weights are not in the local torch hub cache ({weights}) and this app does not "
                 "download them. Copy the file there, or pass the weights file explicitly."
             )
-    file_bytes = Path(weights).stat().st_size if weights is not None and Path(weights).is_file() else None
-    check_fits_in_memory(label=f"torchvision:{arch}", params=info.params, file_bytes=file_bytes)
+    preflight_torchvision(arch, weights=weights)
     state = read_state_dict(weights) if weights is not None else None
     num_classes = checkpoint_num_classes(module=_build_shape_only(arch), state=state) if state else None
     torch.manual_seed(0)  # random init is still reproducible
