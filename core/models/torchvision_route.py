@@ -78,10 +78,9 @@ def _builder_image_size(arch: str) -> int | None:
     return int(getattr(_build_shape_only(arch), "image_size", 0)) or None
 
 
-def _build(arch: str, *, device: str = "cpu", num_classes: int | None = None) -> nn.Module:
+def _build(arch: str, *, device: str = "cpu", **kwargs: object) -> nn.Module:
     import torchvision.models as tvm
 
-    kwargs = {} if num_classes is None else {"num_classes": num_classes}
     with torch.device(device), warnings.catch_warnings():
         # googlenet / inception_v3 warn that their default initialisation may change one day; nothing to act on
         warnings.filterwarnings("ignore", category=FutureWarning, module="torchvision")
@@ -95,6 +94,20 @@ def _build_shape_only(arch: str) -> nn.Module:
         return _build(arch, device="meta")
     except (NotImplementedError, RuntimeError):
         return _build(arch)
+
+
+def _checkpoint_build_options(arch: str, state: dict[str, torch.Tensor]) -> dict:
+    """Builder options a checkpoint implies: its class count (from the head), and no auxiliary classifiers when
+    the file has none (GoogLeNet / Inception-v3 saved after loading pretrained weights drop them)."""
+    shape_model = _build_shape_only(arch)
+    options: dict = {}
+    num_classes = checkpoint_num_classes(module=shape_model, state=state)
+    if num_classes is not None:
+        options["num_classes"] = num_classes
+    missing = [k for k in shape_model.state_dict() if k not in state]
+    if missing and hasattr(shape_model, "aux_logits") and all(k.lower().startswith("aux") for k in missing):
+        options["aux_logits"] = False
+    return options
 
 
 def _count_params_on_meta(arch: str) -> int:
@@ -129,15 +142,14 @@ def load_torchvision(arch: str, *, weights: Path | None = None, pretrained: bool
             )
     preflight_torchvision(arch, weights=weights)
     state = read_state_dict(weights) if weights is not None else None
-    num_classes = checkpoint_num_classes(module=_build_shape_only(arch), state=state) if state else None
+    options = _checkpoint_build_options(arch, state) if state else {}
     torch.manual_seed(0)  # random init is still reproducible
-    module = _build(arch, num_classes=num_classes)
+    module = _build(arch, **options)
     if state is not None:
         apply_state_dict(module=module, state=state, arch=arch, file_name=Path(weights).name)
-        note, calibration = f"weights from {Path(weights).name}", None
+        note = f"weights from {Path(weights).name}"
     else:
-        calibration = recalibrate_batchnorm(module, input_shape=info.input_shape)
-        note = random_weights_note(calibration.describe())
+        note = random_weights_note(recalibrate_batchnorm(module, input_shape=info.input_shape).describe())
     module.eval()
     classes = head_outputs(module)
     check_class_scores(module=module, input_shape=info.input_shape, num_classes=classes, label=f"torchvision:{arch}")

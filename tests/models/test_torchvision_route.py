@@ -95,3 +95,13 @@ def test_too_large_is_refused_before_anything_is_built(monkeypatch):
     monkeypatch.setenv("COMPRESSION_STUDIO_MEMORY_LIMIT", "20MB")
     with pytest.raises(ModelLoadError, match=r"torchvision:resnet18 is too large .* \(46\.76 MB of fp32 weights for 11\.7 M parameters, × 4"):
         load_model("torchvision:resnet18")
+
+
+def test_googlenet_weights_saved_without_auxiliary_heads_load(tmp_path):
+    """torchvision drops GoogLeNet's aux classifiers after loading pretrained weights; such a state_dict loads."""
+    net = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False, num_classes=4)
+    path = tmp_path / "googlenet.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    model = load_model("torchvision:googlenet", weights=path)
+    assert model.num_classes == 4 and model.module.aux1 is None
+    assert model.module(model.example_input(2)).shape == (2, 4)
