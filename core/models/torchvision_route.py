@@ -56,7 +56,7 @@ def torchvision_arch_info(arch: str) -> TorchvisionArch:
     if arch not in torchvision_architectures():
         raise unknown_name(what="torchvision architecture", name=arch, known=torchvision_architectures(),
                            hint="`python -m core.cli models --search NAME` lists them.")
-    weights = tvm.get_model_weights(arch).DEFAULT if tvm.get_model_weights(arch) else None
+    weights = getattr(tvm.get_model_weights(arch), "DEFAULT", None)
     if weights is None:
         return TorchvisionArch(arch, _count_params_on_meta(arch), default_preprocessing(crop_size=224),
                                IMAGENET_MEAN, IMAGENET_STD)
