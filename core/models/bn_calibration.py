@@ -5,6 +5,9 @@ convolutions produce; in eval mode the signal then shrinks layer after layer (ra
 ~1e-9), and every quantization number measured on it is noise. Re-estimating the statistics on a few seeded
 synthetic batches — the cumulative average of a train-mode forward, without gradients — gives each layer
 unit-scale outputs, as trained BatchNorm layers have.
+
+Some builders also zero their classifier head (torchvision's ViT), so every random output is exactly 0 and no
+prediction can flip; `redraw_zero_head` gives such a head small seeded random weights instead.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from core.models.checkpoints import classifier_head
 
 _BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 CALIBRATION_SEED = 1234  # its own stream: never the calibration or evaluation inputs of a compression run
@@ -33,6 +38,28 @@ class BatchNormCalibration:
 
 def batchnorm_layers(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if isinstance(m, _BATCHNORM_TYPES)]
+
+
+HEAD_STD = 0.02  # timm's and torchvision's usual truncated-normal scale for Linear layers
+
+
+@torch.no_grad()
+def redraw_zero_head(module: nn.Module, *, seed: int = CALIBRATION_SEED) -> bool:
+    """Give an all-zero classifier head (the last Linear / Conv2d) seeded truncated-normal weights; True if redrawn."""
+    _, head = classifier_head(module)
+    if bool(head.weight.any()):
+        return False
+    nn.init.trunc_normal_(head.weight, std=HEAD_STD, a=-2 * HEAD_STD, b=2 * HEAD_STD,
+                          generator=torch.Generator().manual_seed(seed))
+    return True
+
+
+def prepare_random_weights(module: nn.Module, *, input_shape: tuple[int, ...]) -> str:
+    """Make a freshly built model's outputs meaningful to compare (zero head redrawn, BatchNorm recalibrated);
+    returns what was done, for the model's weights note."""
+    redrawn = redraw_zero_head(module)
+    done = recalibrate_batchnorm(module, input_shape=input_shape).describe()
+    return done + ("; its all-zero classifier head redrawn (seeded, std 0.02)" if redrawn else "")
 
 
 @torch.no_grad()

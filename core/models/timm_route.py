@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.models.bn_calibration import recalibrate_batchnorm
+from core.models.bn_calibration import prepare_random_weights
 from core.models.checkpoints import apply_state_dict, checkpoint_num_classes, head_outputs
 from core.models.errors import unknown_name
 from core.models.memory_guard import check_fits_in_memory
@@ -108,7 +108,7 @@ def load_timm(name: str, *, weights: Path | None = None) -> LoadedModel:
         apply_state_dict(module=module, state=state, arch=name, file_name=Path(weights).name)
         note = f"weights from {Path(weights).name}"
     else:
-        note = random_weights_note(recalibrate_batchnorm(module, input_shape=input_shape).describe())
+        note = random_weights_note(prepare_random_weights(module, input_shape=input_shape))
     module.eval()
     classes = int(getattr(module, "num_classes", 0) or head_outputs(module))  # timm models state their class count
     check_class_scores(module=module, input_shape=input_shape, num_classes=classes, label=f"timm:{name}")

@@ -34,3 +34,27 @@ def test_the_route_recalibrates_and_says_so():
     model = load_model("torchvision:mobilenet_v3_small")
     assert _output_std(model.module) > 1e-3
     assert "BatchNorm statistics of 34 layers recalibrated on 16 synthetic images" in model.weights_note
+
+
+def test_an_all_zero_classifier_head_is_redrawn_so_outputs_can_differ():
+    """torchvision's ViT zeroes its head: every random output would be exactly 0 and no prediction could flip."""
+    from torch import nn
+
+    from core.models.bn_calibration import prepare_random_weights, redraw_zero_head
+
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(8, 5))
+    nn.init.zeros_(net[-1].weight)
+    nn.init.zeros_(net[-1].bias)  # as torchvision's VisionTransformer does
+    x = torch.randn((4, 3, 16, 16), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert float(net.eval()(x).abs().max()) == 0.0
+    done = prepare_random_weights(net, input_shape=(3, 16, 16))
+    assert done == ("BatchNorm statistics of 1 layers recalibrated on 16 synthetic images; its all-zero classifier "
+                    "head redrawn (seeded, std 0.02)")
+    with torch.no_grad():
+        assert float(net(x).std(dim=0).min()) > 1e-3  # every class score now differs between images
+    first = net[-1].weight.clone()
+    nn.init.zeros_(net[-1].weight)
+    assert redraw_zero_head(net) and torch.equal(net[-1].weight, first)  # seeded
+    assert not redraw_zero_head(net)  # a head with weights is left alone
