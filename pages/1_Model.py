@@ -14,7 +14,7 @@ from core.estimate import baseline_is_quick
 from core.formatting import fmt_bytes, fmt_num, fmt_params, fmt_pct, fmt_ratio, fmt_seconds
 from core.jobs import CANCELLED, DONE, FAILED, QUEUED, Job
 from core.measure.layer_summary import weight_layer_table
-from core.models.sources import accuracy_meaning
+from core.models.sources import RANDOM_WEIGHTS_MEANING, accuracy_meaning
 from core.models.torchscript_probe import torchscript_disabled_message
 from core.progress import split_library_warnings
 from core.specs import PalettizeSpec, PruneSpec, QuantizeWeightsSpec
@@ -108,7 +108,8 @@ if model is not None:
     st.subheader(f":material/deployed_code: {model.label}", anchor=False)
     meaning = accuracy_meaning(accuracy_meaningful=model.accuracy_meaningful, weights_note=model.weights_note)
     if meaning:
-        st.warning(f"**{meaning}** ({model.weights_note})", icon=":material/casino:")
+        how = model.weights_note.removesuffix(f" — {RANDOM_WEIGHTS_MEANING}")  # the meaning is already in bold
+        st.warning(f"**{meaning}** ({how})", icon=":material/casino:")
     layers = weight_layers(model.module)
     cols = st.columns(5)
     cols[0].metric("Parameters", fmt_params(model.params), border=True)
