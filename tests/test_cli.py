@@ -60,7 +60,15 @@ def test_models_lists_every_route_and_searches_timm(tmp_path: Path) -> None:
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["timm:mobilenetv3_small_050", "1.6", "M", "params"]
     assert lines[-1] == "3 architecture(s)"  # mobilenetv3_small_050 / _075 and tf_mobilenetv3_small_075
-    assert_one_line_error(cli("models", "--search", "no-such-net", home=tmp_path), "no architecture matches")
+
+
+
+def test_a_search_that_matches_nothing_is_one_line(capsys) -> None:
+    from core.cli import main
+
+    assert main(["models", "--search", "no-such-net"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: no architecture matches 'no-such-net'; try a shorter part of "
+                                               "the name.")
 
 
 def test_timm_model_runs_without_saving_and_says_what_its_numbers_mean(tmp_path: Path) -> None:
