@@ -191,14 +191,30 @@ def _run_with_progress(args: argparse.Namespace, work):  # work(progress) -> dic
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    """The sources (every torchvision architecture, one line for timm's ~1,300), or the architectures matching
+    --search / of --route (timm's parameter counts come from building each match on the meta device)."""
+    from core.models.catalog import architecture_choices
     from core.models.sources import list_sources
 
-    sources = list_sources()
+    if args.search is None and args.route is None:
+        sources = list_sources()
+        if args.json:
+            _write_json(args.json, {"sources": [dataclasses.asdict(s) for s in sources]})
+        width = max(len(s.source_id) for s in sources)
+        for source in sources:
+            print(f"{source.source_id:<{width}}  {source.description}")
+        return 0
+    choices = architecture_choices(search=args.search, routes=(args.route,) if args.route else None,
+                                   with_timm_params=True)
     if args.json:
-        _write_json(args.json, {"sources": [dataclasses.asdict(s) for s in sources]})
-    width = max(len(s.source_id) for s in sources)
-    for source in sources:
-        print(f"{source.source_id:<{width}}  {source.description}")
+        _write_json(args.json, {"architectures": [dataclasses.asdict(c) for c in choices]})
+    if not choices:
+        raise CliError(f"no architecture matches {args.search!r}" + (f" in route {args.route}" if args.route else "")
+                       + "; try a shorter part of the name.")
+    width = max(len(c.source_id) for c in choices)
+    for choice in choices:
+        print(f"{choice.source_id:<{width}}  {choice.detail}")
+    print(f"{len(choices):,} architecture(s)")
     return 0
 
 
@@ -225,11 +241,14 @@ def _dataset(args: argparse.Namespace, model: LoadedModel) -> Dataset | None:
     from core.data import resolve_dataset
 
     return resolve_dataset(
-        choice=args.data, input_shape=model.input_shape, mean=model.mean, std=model.std, num_classes=model.num_classes
+        choice=args.data, input_shape=model.input_shape, mean=model.mean, std=model.std, num_classes=model.num_classes,
+        preprocessing=model.preprocessing,
     )
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
+    from core.models.sources import accuracy_meaning
+
     model = _load_model(args.model, args.weights)
     args.input_shape = model.input_shape
     options = _options(args)
@@ -241,7 +260,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     _write_json(args.json, record)
     shown = format_metric
     print(f"model            {record['model']}  ({record['params']:,} params)")
-    acc_note = "" if record["accuracy_meaningful"] else f"  — {record['accuracy_note']}"
+    meaning = accuracy_meaning(accuracy_meaningful=record["accuracy_meaningful"], weights_note=record.get("weights_note"))
+    acc_note = f"  — {meaning}" if meaning else ""
     print(f"top-1 / top-5    {shown('accuracy_top1', record['accuracy_top1'])} / {shown('accuracy_top5', record['accuracy_top5'])}{acc_note}")
     print(f"evaluated on     {record['eval_images']:,} images, {record['dataset_source']}")
     print(
@@ -320,7 +340,10 @@ def _data_ref(choice: str):  # -> DataRef
 
 def _model_ref(args: argparse.Namespace):  # -> ModelRef
     from core.jobs import ModelRef
+    from core.models.sources import preflight_model
 
+    # an unknown name or a model too large for this machine is refused here, before a job is queued
+    preflight_model(args.model, weights=Path(args.weights) if args.weights else None)
     ref = ModelRef.from_source_id(args.model, weights=Path(args.weights).resolve() if args.weights else None)
     if ref.path is not None:
         path = Path(ref.path)
@@ -402,6 +425,8 @@ def _unsaved_artifacts_dir(args: argparse.Namespace, method: str) -> Path:
 
 
 def _print_run(record: dict) -> None:
+    from core.models.sources import accuracy_meaning
+
     shown = format_metric
     print(f"{record['spec_summary']} on {record['model']}  (compressed in {shown('compress_seconds', record['compress_seconds'])})")
     if record["accuracy_meaningful"]:
@@ -409,6 +434,8 @@ def _print_run(record: dict) -> None:
             f"top-1            {shown('accuracy_top1', record['accuracy_top1'])} "
             f"(baseline {shown('baseline_accuracy_top1', record['baseline_accuracy_top1'])})"
         )
+    else:
+        print(f"accuracy         {accuracy_meaning(accuracy_meaningful=False, weights_note=record.get('weights_note'))}")
     snr = "∞ (identical)" if record.get("outputs_identical") else shown("output_snr_db", record["output_snr_db"])
     print(f"agreement        {shown('agreement_top1', record['agreement_top1'])}, output SNR {snr}, {record['flipped']} flipped")
     size_line = f"size             {shown('size_bytes', record['size_bytes'])} {record['artifact_kind'] or '(not exported)'}"
@@ -501,13 +528,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core.cli", description="Compression Studio from the command line.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    models = sub.add_parser("models", help="list the model source ids")
+    models = sub.add_parser("models", help="list the model source ids (--search NAME: architectures of every route)")
     models.add_argument("--json", help="also write the list to this JSON file")
+    models.add_argument("--search", help="list the architectures whose name contains this text (every route, timm "
+                        "included), e.g. --search mobilenet")
+    models.add_argument("--route", choices=("sample", "torchvision", "timm"),
+                        help="list every architecture of this route (with --search: only matches there)")
     models.set_defaults(func=cmd_models)
 
     def measurement_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", required=True, help="source id, e.g. sample:fashion_resnet, torchvision:resnet18, torchscript:FILE, export:FILE.pt2, onnx:FILE.onnx")
-        p.add_argument("--weights", help="state_dict file (.pt/.pth/.safetensors) for a torchvision architecture")
+        p.add_argument("--model", required=True, help="source id, e.g. sample:fashion_resnet, torchvision:resnet18, "
+                       "timm:resnet10t, torchscript:FILE, export:FILE.pt2, onnx:FILE.onnx (`models` lists them)")
+        p.add_argument("--weights", help="weights file (.pt/.pth read with weights_only=True, or .safetensors) for a "
+                       "sample, torchvision or timm architecture")
         p.add_argument("--json", help="write the record to this JSON file")
         p.add_argument("--eval-limit", type=int, help="evaluate only the first N test images")
         p.add_argument("--threads", type=int, help="threads for latency measurements (default 2)")

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from core.formatting import fmt_bytes
 from core.paths import staging_dir
 from core.safe_zip import DEFAULT_LIMITS as DEFAULT_ZIP_LIMITS
 from core.safe_zip import UnsafeZipError, ZipLimits, extract_zip
+
+if TYPE_CHECKING:
+    from core.models.preprocessing import Preprocessing
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_SUBSET = PROJECT_ROOT / "sample_models" / "fashion_mnist_subset.npz"
@@ -359,6 +362,7 @@ def load_image_folder(
     max_decoded_bytes: int = 1_500_000_000,
     extract_to: Path | None = None,
     zip_limits: ZipLimits = DEFAULT_ZIP_LIMITS,
+    preprocessing: Preprocessing | None = None,
 ) -> Dataset:
     """An ImageFolder directory (or .zip of one): class sub-folders of images.
 
@@ -372,7 +376,8 @@ def load_image_folder(
     (every image is decoded into memory, so the files are not needed afterwards).
 
     Images of any size and mode (grayscale, RGBA, palette, 16-bit) are converted the same way (to `channels`
-    and `image_size`); unreadable files are skipped and counted in `Dataset.notes`. When a folder holds more
+    and `image_size`): with the model's `preprocessing`, the shorter side is resized (its interpolation) and the
+    centre cropped, as the model was trained; without one, each image is resized straight to `image_size`. Unreadable files are skipped and counted in `Dataset.notes`. When a folder holds more
     than `max_images` images (or more than `max_decoded_bytes` once decoded), a seeded, class-balanced sample
     is read and a note says so: no class is dropped.
     """
@@ -381,7 +386,7 @@ def load_image_folder(
         options = dict(
             image_size=image_size, channels=channels, mean=mean, std=std, expected_classes=expected_classes,
             calibration_fraction=calibration_fraction, seed=seed, max_images=max_images,
-            max_decoded_bytes=max_decoded_bytes,
+            max_decoded_bytes=max_decoded_bytes, preprocessing=preprocessing,
         )
         if extract_to is not None:
             _extract_zip(path, Path(extract_to), zip_limits)
@@ -396,7 +401,7 @@ def load_image_folder(
     return _load_image_dir(
         path, source=f"user folder ({path})", image_size=image_size, channels=channels, mean=mean, std=std,
         expected_classes=expected_classes, calibration_fraction=calibration_fraction, seed=seed,
-        max_images=max_images, max_decoded_bytes=max_decoded_bytes,
+        max_images=max_images, max_decoded_bytes=max_decoded_bytes, preprocessing=preprocessing,
     )
 
 
@@ -413,6 +418,7 @@ def _load_image_dir(
     seed: int,
     max_images: int,
     max_decoded_bytes: int,
+    preprocessing: Preprocessing | None = None,
 ) -> Dataset:
     if channels not in (1, 3):
         raise DatasetError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}.")
@@ -486,7 +492,8 @@ def _load_image_dir(
         unreadable: list[str] = []
         for i in chosen.tolist():
             try:
-                images.append(_read_image(files[i], mode="L" if channels == 1 else "RGB", size=image_size))
+                images.append(_read_image(files[i], mode="L" if channels == 1 else "RGB", size=image_size,
+                                          preprocessing=preprocessing))
                 kept.append(labels[i])
             except _UNREADABLE:
                 unreadable.append(str(files[i].relative_to(folder)))
@@ -532,7 +539,8 @@ def _load_image_dir(
         class_names=class_names,
         mean=tuple(float(m) for m in mean),
         std=tuple(float(s) for s in std),
-        notes=tuple(notes),
+        notes=tuple(notes) + ((f"Images prepared as the model expects: {preprocessing.describe()}.",)
+                              if preprocessing is not None else ()),
     )
 
 
@@ -545,7 +553,7 @@ def _unreadable_errors() -> tuple[type[BaseException], ...]:
 _UNREADABLE = _unreadable_errors()
 
 
-def _read_image(file: Path, *, mode: str, size: tuple[int, int]) -> np.ndarray:
+def _read_image(file: Path, *, mode: str, size: tuple[int, int], preprocessing: Preprocessing | None = None) -> np.ndarray:
     """One image file → uint8 C×H×W in `mode` ('L' or 'RGB') at `size` (H, W), whatever its own mode and size.
 
     16-bit and 32-bit integer images are scaled to 8 bits (Pillow's own conversion would clip them to
@@ -564,9 +572,26 @@ def _read_image(file: Path, *, mode: str, size: tuple[int, int]) -> np.ndarray:
             img = Image.fromarray(np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8), mode="L")
         elif img.mode == "P":
             img = img.convert("RGBA")
-        out = img.convert(mode).resize((int(size[1]), int(size[0])))
+        out = img.convert(mode)
+        out = _resize_and_crop(out, size=size, preprocessing=preprocessing) if preprocessing else out.resize((int(size[1]), int(size[0])))
         arr = np.asarray(out, dtype=np.uint8)
     return arr[None] if mode == "L" else arr.transpose(2, 0, 1).copy()
+
+
+def _resize_and_crop(img, *, size: tuple[int, int], preprocessing: Preprocessing):  # PIL.Image → PIL.Image
+    """Shorter side → the model's resize size (its interpolation), then the centre `size` crop (torchvision's
+    Resize + CenterCrop). A `size` other than the model's crop keeps the model's resize ÷ crop ratio."""
+    from PIL import Image
+
+    height, width = int(size[0]), int(size[1])
+    ratio = preprocessing.resize_size / preprocessing.crop_size
+    short = max(round(max(height, width) * ratio), height, width)
+    scale = short / min(img.size)
+    new_w, new_h = max(width, round(img.size[0] * scale)), max(height, round(img.size[1] * scale))
+    resample = Image.Resampling[preprocessing.interpolation.upper()]
+    img = img.resize((new_w, new_h), resample=resample)
+    left, top = round((new_w - width) / 2.0), round((new_h - height) / 2.0)
+    return img.crop((left, top, left + width, top + height))
 
 
 def _single_top_folder(path: Path) -> Path:
@@ -628,6 +653,7 @@ def resolve_dataset(
     mean: Sequence[float] = FASHION_MNIST_MEAN,
     std: Sequence[float] = FASHION_MNIST_STD,
     num_classes: int | None = None,
+    preprocessing: Preprocessing | None = None,
 ) -> Dataset:
     """A dataset by name, as the CLI's --data takes it: 'auto' (discovery order), 'bundled', or a path to
     an IDX folder (Fashion-MNIST files) / ImageFolder directory / .zip, read at the model's input size."""
@@ -641,5 +667,6 @@ def resolve_dataset(
     if _idx_folder_complete(path):
         return _load_idx_folder(path, f"IDX folder ({path})")
     return load_image_folder(
-        path, image_size=input_shape[1:], channels=input_shape[0], mean=mean, std=std, expected_classes=num_classes
+        path, image_size=input_shape[1:], channels=input_shape[0], mean=mean, std=std, expected_classes=num_classes,
+        preprocessing=preprocessing,
     )

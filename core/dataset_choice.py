@@ -11,6 +11,7 @@ from pathlib import Path
 
 from core.compatibility import check_dataset_fits
 from core.data import Dataset, DatasetError, load_bundled_subset, load_fashion_mnist, load_image_folder
+from core.models.preprocessing import Preprocessing
 from core.models.sources import FASHION_MNIST, LoadedModel
 
 DATASET_KINDS = {
@@ -37,8 +38,11 @@ def load_dataset_kind(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     expected_classes: int | None = None,
+    preprocessing: Preprocessing | None = None,
 ) -> Dataset:
-    """Load one of DATASET_KINDS (not 'none'); raises DatasetError with what to do when it cannot."""
+    """Load one of DATASET_KINDS (not 'none'); raises DatasetError with what to do when it cannot.
+
+    `preprocessing` is the model's (LoadedModel.preprocessing): folder images are resized and centre-cropped by it."""
     if kind == "auto":
         return load_fashion_mnist()
     if kind == "bundled":
@@ -55,7 +59,7 @@ def load_dataset_kind(
         if not path or image_size is None or channels is None or mean is None or std is None:
             raise DatasetError("choose an ImageFolder .zip and its input size and normalisation first.")
         return load_image_folder(Path(path), image_size=image_size, channels=channels, mean=mean, std=std,
-                                 expected_classes=expected_classes)
+                                 expected_classes=expected_classes, preprocessing=preprocessing)
     raise DatasetError(f"unknown dataset choice {kind!r}; use one of {', '.join(DATASET_KINDS)}.")
 
 

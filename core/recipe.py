@@ -49,7 +49,16 @@ def recipe_yaml(spec: AnySpec, *, module: nn.Module | None = None, fine_tune_ste
 def _load_model_code(source_id: str) -> tuple[str, tuple[int, int, int]]:
     kind, _, rest = source_id.partition(":")
     if kind == "torchvision":
-        return (f"import torchvision\n\nmodel = torchvision.models.{rest}(weights=None)  # load your weights here\n", (3, 224, 224))
+        from core.models.torchvision_route import torchvision_arch_info
+
+        shape = torchvision_arch_info(rest).input_shape  # the crop size of its weights (e.g. 300 for efficientnet_b3)
+        return (f"import torchvision\n\nmodel = torchvision.models.{rest}(weights=None)  # load your weights here\n", shape)
+    if kind == "timm":
+        from core.models.timm_route import timm_input_shape
+
+        name = rest.partition(":")[0]
+        return (f"import timm\n\nmodel = timm.create_model({name!r}, pretrained=False)  # checkpoint_path=… for "
+                "your weights\n", timm_input_shape(name))
     shape = (1, 28, 28) if kind == "sample" or "fashion" in rest else (3, 224, 224)
     return (
         "from core.models.sources import load_model  # run from a Compression Studio checkout, or build your model\n\n"

@@ -7,6 +7,7 @@ import streamlit as st
 from core.compress.registry import method_color, method_label
 from core.evaluation import baseline_words
 from core.formatting import fmt_bytes, fmt_num, fmt_params, fmt_pct, fmt_pts
+from core.models.sources import accuracy_meaning
 from pages._ui.session import page_context
 from pages._ui.storage import records
 
@@ -44,12 +45,8 @@ with st.container(border=True):
             st.switch_page("pages/2_Compress.py")
         st.page_link("pages/1_Model.py", label="or load a different model / dataset", icon=":material/swap_horiz:")
 
-if not model.accuracy_meaningful:
-    st.warning(
-        "This model has random weights: accuracy numbers mean nothing for it. Use it to study size and latency, "
-        "or load trained weights on the Model page.",
-        icon=":material/casino:",
-    )
+if meaning := accuracy_meaning(accuracy_meaningful=model.accuracy_meaningful, weights_note=model.weights_note):
+    st.warning(f"{meaning} Load trained weights on the Model page for accuracy.", icon=":material/casino:")
 
 st.subheader("What the methods do", anchor=False)
 # Four methods in plain words; names and colours come from the method registry (core.compress.registry).

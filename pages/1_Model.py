@@ -15,14 +15,14 @@ from core.evaluation import baseline_words
 from core.formatting import fmt_bytes, fmt_num, fmt_params, fmt_pct, fmt_seconds, fmt_size_ratio
 from core.jobs import CANCELLED, DONE, FAILED, QUEUED, Job
 from core.measure.layer_summary import weight_layer_table
-from core.models.architectures import SAMPLE_ARCHITECTURES
-from core.models.sources import TORCHVISION_ARCHITECTURES, list_sources, pretrained_cache_path
+from core.models.sources import RANDOM_WEIGHTS_MEANING, accuracy_meaning
 from core.models.torchscript_probe import torchscript_disabled_message
 from core.progress import is_version_warning, library_version_warnings, split_library_warnings
 from core.specs import PalettizeSpec, PruneSpec, QuantizeWeightsSpec
 from core.speedup_wording import spread_note
 from core.tables import readable_table
 from pages._ui import run_client
+from pages._ui.architecture_picker import architecture_picker, state_dict_architecture_picker
 from pages._ui.errors import attempt
 from pages._ui.loading import (
     baseline_for,
@@ -44,8 +44,7 @@ for line in library_version_warnings():  # the same on every run here: said once
 st.caption("Pick a model and the images it is judged on. Everything you compress afterwards uses this pair.")
 
 SOURCE_KINDS = {
-    "sample": "Sample (trained here)",
-    "torchvision": "torchvision architecture",
+    "architecture": "Architecture (sample, torchvision, timm)",
     "torchscript": "Upload TorchScript",
     "export": "Upload torch.export (.pt2)",
     "onnx": "Upload ONNX",
@@ -115,12 +114,10 @@ def _apply_model(choice: dict) -> None:
 if model is not None:
     # --------------------------------------------------------------------------- summary
     st.subheader(f":material/deployed_code: {model.label}", anchor=False)
-    if not model.accuracy_meaningful:
-        st.warning(
-            f"**Random or unknown weights** ({model.weights_note}). Accuracy numbers for this model are meaningless; "
-            "size, latency and agreement with the uncompressed model are still real.",
-            icon=":material/casino:",
-        )
+    meaning = accuracy_meaning(accuracy_meaningful=model.accuracy_meaningful, weights_note=model.weights_note)
+    if meaning:
+        how = model.weights_note.removesuffix(f" — {RANDOM_WEIGHTS_MEANING}")  # the meaning is already in bold
+        st.warning(f"**{meaning}** ({how})", icon=":material/casino:")
     layers = weight_layers(model.module)
     cols = [*st.columns(3), *st.columns(3)[:2]]  # five bordered values in one row lose their units on a laptop
     cols[0].metric("Parameters", fmt_params(model.params), border=True)
@@ -189,40 +186,17 @@ with choose[0].container(border=True):
     st.subheader("Load another model", anchor=False)
     kind = st.radio("Where does the model come from?", list(SOURCE_KINDS), format_func=SOURCE_KINDS.get,
                     horizontal=True, key="cfg.model.kind")
-    if kind == "sample":
-        samples = {s.source_id: s for s in list_sources() if s.source_id.startswith("sample:")}
-        loaded_id = model.source_id if model is not None else None
-        # the picker starts on the loaded model (and follows it when another page or a reload changes it)
-        if loaded_id in samples and st.session_state.get("model.sample_shown_for") != loaded_id:
-            st.session_state["cfg.model.sample"] = loaded_id
-            st.session_state["model.sample_shown_for"] = loaded_id
-        source_id = st.selectbox("Sample model", list(samples), key="cfg.model.sample",
-                                 format_func=lambda s: samples[s].label + (" (loaded)" if s == loaded_id else "")
-                                 + f" — {samples[s].description}")
-        if st.button("Load sample", type="primary", key="model.load_sample"):
-            _apply_model({"source_id": source_id})
-    elif kind == "torchvision":
-        arch = st.selectbox("Architecture", list(TORCHVISION_ARCHITECTURES), format_func=lambda a: f"{a} — {TORCHVISION_ARCHITECTURES[a]}",
-                            key="cfg.model.arch")
-        weights_kind = st.radio(
-            "Weights", ["random", "pretrained", "file"], horizontal=True, key="cfg.model.tv_weights",
-            format_func={"random": "Random initialisation", "pretrained": "Pretrained (local torch hub cache)",
-                         "file": "Upload a weights file"}.get,
-            help="Random weights are fine for size and latency studies; accuracy needs trained weights.",
-        )
-        if weights_kind == "pretrained":
-            st.caption(f"Looked up at `{pretrained_cache_path(arch)}` — this app never downloads weights.")
-        upload = None
-        if weights_kind == "file":
-            upload = upload_field("state_dict (.pt / .pth) or .safetensors", type=["pt", "pth", "safetensors"], key="model.tv_upload")
-        if st.button("Load architecture", type="primary", key="model.load_tv"):
-            if weights_kind == "file" and upload is None:
+    if kind == "architecture":
+        # every route's architectures, searchable by typing; it starts on the loaded model
+        pick = architecture_picker(key="cfg.model.arch", loaded=model.source_id if model is not None else None)
+        if pick is not None and st.button("Load model", type="primary", key="model.load_arch"):
+            if pick.weights == "file" and pick.upload is None:
                 st.error("Choose a weights file first.", icon=":material/error:")
-            elif upload is not None:
-                path, digest = save_upload(upload)
-                _apply_model({"source_id": f"state_dict:{arch}:{path}", "hash": digest})
+            elif pick.upload is not None:
+                path, digest = save_upload(pick.upload)
+                _apply_model(pick.choice_with_file(path=str(path), digest=digest))
             else:
-                _apply_model({"source_id": f"torchvision:{arch}", "pretrained": weights_kind == "pretrained"})
+                _apply_model(pick.choice())
     elif kind == "torchscript":
         st.warning("**A TorchScript file is a program**, not just weights: loading it runs code from the file on this "
                    "server. Upload only files you trust. It is loaded first in a separate process with a time and "
@@ -258,8 +232,7 @@ with choose[0].container(border=True):
             path, digest = save_upload(upload)
             _apply_model({"source_id": f"onnx:{path}", "hash": digest})
     elif kind == "state_dict":
-        archs = list(SAMPLE_ARCHITECTURES) + list(TORCHVISION_ARCHITECTURES)
-        arch = st.selectbox("Architecture the weights belong to", archs, key="cfg.model.sd_arch")
+        arch = state_dict_architecture_picker(key="cfg.model.sd_arch")
         upload = upload_field("state_dict (.pt / .pth, read with weights_only=True) or .safetensors",
                               type=["pt", "pth", "safetensors"], key="model.sd_upload")
         if upload is not None and st.button("Load weights", type="primary", key="model.load_sd"):

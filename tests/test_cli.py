@@ -50,6 +50,53 @@ def test_models_lists_source_ids(tmp_path: Path) -> None:
     assert {"sample:fashion_cnn", "sample:fashion_resnet", "torchvision:resnet18", "torchvision:resnet50"} <= set(ids)
 
 
+def test_models_lists_every_route_and_searches_timm(tmp_path: Path) -> None:
+    result = cli("models", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ids = [line.split()[0] for line in result.stdout.splitlines()]
+    assert {"torchvision:vit_b_16", "torchvision:efficientnet_b3", "timm:<name>"} <= set(ids) and len(ids) < 100
+    result = cli("models", "--search", "mobilenetv3_small_0", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["timm:mobilenetv3_small_050", "1.6", "M", "params"]
+    assert lines[-1] == "3 architecture(s)"  # mobilenetv3_small_050 / _075 and tf_mobilenetv3_small_075
+
+
+
+def test_a_search_that_matches_nothing_is_one_line(capsys) -> None:
+    from core.cli import main
+
+    assert main(["models", "--search", "no-such-net"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: no architecture matches 'no-such-net'; try a shorter part of "
+                                               "the name.")
+
+
+def test_timm_model_runs_without_saving_and_says_what_its_numbers_mean(tmp_path: Path) -> None:
+    out = tmp_path / "run.json"
+    result = cli("run", "--model", "timm:mobilenetv3_small_050", "--spec", '{"method": "palettize", "n_bits": 4}',
+                 "--no-save", "--eval-limit", "8", "--no-latency", "--no-export", "--quiet", "--json", str(out),
+                 home=tmp_path / "home")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(out.read_text())
+    assert record["model"] == "timm:mobilenetv3_small_050" and record["input_shape"] == [3, 224, 224]
+    assert record["accuracy_top1"] is None and record["output_snr_db"] > 0  # BatchNorm recalibrated: not ~0 dB
+    assert "accuracy         Random weights: accuracy numbers are not meaningful. Size, latency and output SNR" in result.stdout
+    assert "(not saved in the experiment store)" in result.stdout
+
+
+def test_bad_architectures_and_too_large_models_exit_with_one_line(tmp_path: Path) -> None:
+    assert_one_line_error(cli("baseline", "--model", "timm:resnet10x", home=tmp_path), "unknown timm model 'resnet10x'",
+                          "Did you mean")
+    result = cli("baseline", "--model", "torchvision:vit_b_16", home=tmp_path, COMPRESSION_STUDIO_MEMORY_LIMIT="100MB")
+    assert result.returncode == 2
+    assert_one_line_error(result, "torchvision:vit_b_16 is too large for this machine", "86.6 M parameters")
+    result = cli("run", "--model", "timm:resnet10t", "--spec", '{"method": "palettize"}', home=tmp_path,
+                 COMPRESSION_STUDIO_MEMORY_LIMIT="2MB")  # a saved run: refused before a job is queued
+    assert result.returncode == 2
+    assert_one_line_error(result, "timm:resnet10t is too large for this machine")
+    assert JobQueue(home=tmp_path).list() == []
+
+
 def test_bad_model_exits_with_one_line(tmp_path: Path) -> None:
     assert_one_line_error(cli("baseline", "--model", "sample:nope", home=tmp_path), "nope")
     empty = tmp_path / "empty.pt"

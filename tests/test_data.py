@@ -306,3 +306,51 @@ def test_image_folder_zip_bomb_is_refused_before_extracting(tmp_path):
         load_image_folder(archive, image_size=(8, 8), channels=3, mean=(0,) * 3, std=(1,) * 3, extract_to=target,
                           zip_limits=ZipLimits(max_total_bytes=10_000_000))
     assert not target.exists()
+
+
+def _photo_folder(root: Path, *, width: int = 300, height: int = 200) -> Path:
+    """Two classes of one non-square RGB image each, with detail everywhere (a crop or resize shows)."""
+    rng = np.random.default_rng(0)
+    for index, name in enumerate(("cat", "dog")):
+        (root / name).mkdir(parents=True)
+        pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+        pixels[:, : width // 3] = 40 * (index + 1)  # a flat band on the left that a centre crop cuts into
+        Image.fromarray(pixels).save(root / name / "a.png")
+        Image.fromarray(pixels[::-1].copy()).save(root / name / "b.png")
+    return root
+
+
+@pytest.mark.parametrize("resize,crop,interpolation", [(256, 224, "bilinear"), (320, 300, "bicubic")])
+def test_image_folder_uses_the_models_resize_crop_and_interpolation(tmp_path, resize, crop, interpolation):
+    from torchvision.transforms import CenterCrop, InterpolationMode, PILToTensor, Resize
+
+    from core.models.preprocessing import Preprocessing
+
+    folder = _photo_folder(tmp_path / "photos")
+    preprocessing = Preprocessing(resize_size=resize, crop_size=crop, interpolation=interpolation)
+    dataset = load_image_folder(folder, image_size=(crop, crop), channels=3, mean=(0.5,) * 3, std=(0.5,) * 3,
+                                calibration_fraction=0.5, preprocessing=preprocessing)
+    reference = {}
+    for file in sorted(folder.rglob("*.png")):
+        with Image.open(file) as img:
+            resized = Resize(resize, interpolation=InterpolationMode(interpolation))(img.convert("RGB"))
+            reference[file] = PILToTensor()(CenterCrop(crop)(resized))
+    images = torch.cat([dataset.train.images, dataset.test.images])
+    assert images.shape[1:] == (3, crop, crop)
+    for expected in reference.values():  # every image is torchvision's Resize + CenterCrop, pixel for pixel
+        assert any(torch.equal(expected, image) for image in images)
+    assert f"resize {resize} → centre crop {crop}, {interpolation}" in " ".join(dataset.notes)
+    plain = load_image_folder(folder, image_size=(crop, crop), channels=3, mean=(0.5,) * 3, std=(0.5,) * 3,
+                              calibration_fraction=0.5)
+    squashed = torch.cat([plain.train.images, plain.test.images])
+    assert not any(torch.equal(a, b) for a in squashed for b in reference.values())  # without it: a plain resize
+
+
+def test_grayscale_models_keep_one_channel_with_preprocessing(tmp_path):
+    from core.models.preprocessing import Preprocessing
+
+    folder = _photo_folder(tmp_path / "photos", width=40, height=60)
+    dataset = load_image_folder(folder, image_size=(28, 28), channels=1, mean=(0.5,), std=(0.5,),
+                                calibration_fraction=0.5,
+                                preprocessing=Preprocessing(resize_size=32, crop_size=28, interpolation="bilinear"))
+    assert dataset.test.images.shape[1:] == (1, 28, 28)

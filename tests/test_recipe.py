@@ -91,3 +91,12 @@ def test_snippet_runs_outside_the_app(tmp_path):
     size = sum(p.stat().st_size for p in Path(package).rglob("*") if p.is_file())
     fp16_bytes = 1_235_496 * 2  # squeezenet1_1 parameters at fp16
     assert 0 < size < fp16_bytes / 3  # 2-bit indices for every layer above 4,096 weights
+
+
+def test_snippet_builds_timm_and_torchvision_models_at_their_own_input_size():
+    timm_code = python_snippet(spec=PalettizeSpec(), source_id="timm:resnet10t")
+    assert "model = timm.create_model('resnet10t', pretrained=False)" in timm_code
+    assert "example = torch.randn(1, 3, 176, 176)" in timm_code  # timm's data config, not a guessed 224
+    compile(timm_code, "snippet", "exec")
+    assert "example = torch.randn(1, 3, 300, 300)" in python_snippet(spec=PalettizeSpec(),
+                                                                   source_id="torchvision:efficientnet_b3")

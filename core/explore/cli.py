@@ -226,7 +226,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def _common(p: argparse.ArgumentParser, *, model_required: bool) -> None:
     p.add_argument("--model", required=model_required, help="source id, e.g. sample:fashion_resnet")
-    p.add_argument("--weights", help="state_dict file for a torchvision / sample architecture")
+    p.add_argument("--weights", help="weights file (.pt/.pth weights-only, or .safetensors) for a sample, torchvision or timm architecture")
     p.add_argument("--data", default="auto", choices=DATA_CHOICES, help="evaluation data (default auto)")
     p.add_argument("--eval-limit", type=int, help="evaluate only the first N test images")
     p.add_argument("--no-latency", action="store_true", help="skip latency and memory measurements")

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from core.experiment_options import ExperimentOptions
     from core.models.sources import LoadedModel
 
-MODEL_KINDS = ("sample", "torchvision", "state_dict", "torchscript", "exported", "onnx", "mlpackage")
+MODEL_KINDS = ("sample", "torchvision", "timm", "state_dict", "torchscript", "exported", "onnx", "mlpackage")
 # Graph-form kinds → the source-id prefix the CLI and pages spell them with.
 _FILE_PREFIXES = {"torchscript": "torchscript", "exported": "export", "onnx": "onnx", "mlpackage": "mlpackage"}
 DATA_KINDS = ("auto", "bundled", "full", "folder", "path", "none")
@@ -54,7 +54,8 @@ class ModelRef:
     """Which model a job compresses.
 
     kind "sample" (name = sample architecture), "torchvision" (name = architecture; optional `path` to a
-    state_dict file, or `pretrained` weights from the local hub cache), "state_dict" (name = architecture,
+    state_dict file, or `pretrained` weights from the local hub cache), "timm" (name = a timm model name; optional
+    `path` to a checkpoint), "state_dict" (name = architecture,
     `path` = weights file), "torchscript" (`path` = a TorchScript file, e.g. in the store's uploads folder),
     "exported" (`path` = a torch.export .pt2, source id ``export:<path>``), "onnx" (`path` = an .onnx file) or
     "mlpackage" (`path` = an uploaded .mlpackage or a .zip of one: compressed on the Core ML side, never loaded
@@ -69,7 +70,7 @@ class ModelRef:
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
             raise RefError(f"ModelRef.kind must be one of {', '.join(MODEL_KINDS)}; got {self.kind!r}.")
-        if self.kind in ("sample", "torchvision", "state_dict") and not self.name:
+        if self.kind in ("sample", "torchvision", "timm", "state_dict") and not self.name:
             raise RefError(f"ModelRef.name: a {self.kind} model needs its architecture name.")
         if (self.kind == "state_dict" or self.kind in _FILE_PREFIXES) and not self.path:
             raise RefError(f"ModelRef.path: kind {self.kind!r} needs the file the model is loaded from.")
@@ -90,6 +91,10 @@ class ModelRef:
         by_prefix = {prefix: k for k, prefix in _FILE_PREFIXES.items()}
         if kind in by_prefix:
             return cls(kind=by_prefix[kind], path=rest or None)
+        if kind == "timm":
+            name, _, path = rest.partition(":")  # timm:<name>:<file>, as a loaded timm checkpoint names itself
+            chosen = path or (str(weights) if weights is not None else None)
+            return cls(kind="timm", name=name, path=chosen)
         if kind == "torchvision" and weights is not None:
             return cls(kind="state_dict", name=rest, path=str(weights))
         if kind == "sample" and weights is not None:
@@ -102,6 +107,8 @@ class ModelRef:
             return f"state_dict:{self.name}:{self.path}"
         if self.kind in _FILE_PREFIXES:
             return f"{_FILE_PREFIXES[self.kind]}:{self.path}"
+        if self.kind == "timm" and self.path:
+            return f"timm:{self.name}:{self.path}"
         return f"{self.kind}:{self.name}"
 
     def cache_key(self) -> str:
@@ -194,7 +201,7 @@ def load_data_ref(*, ref: DataRef, model: LoadedModel) -> Dataset | None:
         from core.data import resolve_dataset
 
         dataset = resolve_dataset(choice=str(ref.path), input_shape=model.input_shape, mean=model.mean, std=model.std,
-                                  num_classes=model.num_classes)
+                                  num_classes=model.num_classes, preprocessing=model.preprocessing)
         check_dataset_fits(model=model, dataset=dataset)
         return dataset
 
@@ -207,6 +214,7 @@ def load_data_ref(*, ref: DataRef, model: LoadedModel) -> Dataset | None:
             mean=ref.mean,
             std=ref.std,
             expected_classes=model.num_classes if ref.kind == "folder" else None,
+            preprocessing=model.preprocessing if ref.kind == "folder" else None,
         )
 
     return dataset_for_model(kind=ref.kind, model=model, load=load)

@@ -1,8 +1,9 @@
 """Model sources: the ids the pages and CLI list, and safe loading of every kind of model file.
 
-Source ids: ``sample:<name>`` (bundled, trained), ``torchvision:<arch>`` (random init, user weights, or
-pretrained weights already in the local torch hub cache), ``torchscript:<path>``, ``export:<path.pt2>``,
-``onnx:<path.onnx>`` (graph forms, lifted to real layers by core.models.graph_forms), ``state_dict:<arch>:<path>``.
+Source ids: ``sample:<name>`` (bundled, trained), ``torchvision:<arch>`` (core.models.torchvision_route: random
+init, user weights, or pretrained weights already in the local torch hub cache), ``timm:<name>``
+(core.models.timm_route), ``torchscript:<path>``, ``export:<path.pt2>``, ``onnx:<path.onnx>`` (graph forms, lifted to
+real layers by core.models.graph_forms), ``state_dict:<arch>:<path>``.
 Nothing here unpickles untrusted data: state dicts go through ``torch.load(weights_only=True)`` or safetensors.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import pickle
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +20,9 @@ import torch
 from torch import nn
 
 from core.models.architectures import SAMPLE_ARCHITECTURES
+from core.models.checkpoints import apply_state_dict
+from core.models.errors import ModelLoadError
+from core.models.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
     from core.models.torchscript_probe import ProbeLimits
@@ -28,10 +31,6 @@ SAMPLE_MODELS_DIR = Path(__file__).resolve().parent.parent.parent / "sample_mode
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FASHION_MNIST = "fashion_mnist"
-
-
-class ModelLoadError(ValueError):
-    """A model or weights file could not be loaded; the message names the problem and what to do."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +65,9 @@ class LoadedModel:
     # "exported" (a torch.export ExportedProgram) or "onnx". Graph forms are lifted to an nn.Module with real
     # Conv2d / Linear layers where possible (core.models.lifting); the form still decides which methods apply.
     form: str = "module"
+    # Resize-shorter-side → centre-crop preprocessing for image folders (torchvision weights metadata, timm's
+    # data config); None → images are resized straight to the input size.
+    preprocessing: Preprocessing | None = None
 
     @property
     def params(self) -> int:
@@ -89,15 +91,27 @@ def _float_tensors(module: nn.Module) -> list[torch.Tensor]:
 
 # --------------------------------------------------------------------------- registry
 
-TORCHVISION_ARCHITECTURES: dict[str, str] = {
-    "resnet18": "ResNet-18 (11.7 M params)",
-    "resnet34": "ResNet-34 (21.8 M params; the model of a PyTorch static/dynamic quantization study)",
-    "resnet50": "ResNet-50 (25.6 M params; the model of coremltools' compression guides)",
-    "mobilenet_v2": "MobileNetV2 (3.5 M params)",
-    "mobilenet_v3_small": "MobileNetV3-Small (2.5 M params)",
-    "mobilenet_v3_large": "MobileNetV3-Large (5.5 M params)",
-    "squeezenet1_1": "SqueezeNet 1.1 (1.2 M params)",
-}
+# What a random-weights model's numbers mean: every page, the CLI and the records use these words.
+RANDOM_WEIGHTS_MEANING = (
+    "accuracy numbers are not meaningful for random weights; size, latency and output SNR / agreement against its "
+    "own fp32 output are"
+)
+
+
+def accuracy_meaning(*, accuracy_meaningful: bool, weights_note: str | None) -> str | None:
+    """What a page or the CLI says when accuracy is not meaningful: why, and which numbers are (None when it is)."""
+    if accuracy_meaningful:
+        return None
+    if (weights_note or "").startswith("random"):
+        return ("Random weights: accuracy numbers are not meaningful. Size, latency and output SNR / agreement against "
+                "the model's own fp32 output are.")
+    return ("No labelled dataset for this model: accuracy is not measured. Size, latency and output SNR / agreement "
+            "against the uncompressed model are meaningful.")
+
+
+def random_weights_note(calibration: str) -> str:
+    """The weights note of a randomly initialised model (starts with "random", as core.evaluation checks)."""
+    return f"random initialisation ({calibration}) — {RANDOM_WEIGHTS_MEANING}"
 
 
 def sample_manifest() -> dict:
@@ -105,8 +119,13 @@ def sample_manifest() -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+ROUTES = ("sample:<name>", "torchvision:<arch>", "timm:<name>", "torchscript:<file>", "state_dict:<arch>:<file>")
+
+
 def list_sources() -> list[SourceInfo]:
-    """Every model source the app and CLI offer, samples first."""
+    """Every model source the app and CLI offer: samples, each torchvision architecture, then the open routes."""
+    from core.models.torchvision_route import torchvision_arch_info, torchvision_architectures
+
     manifest = sample_manifest()
     sources = []
     for name in SAMPLE_ARCHITECTURES:
@@ -114,58 +133,61 @@ def list_sources() -> list[SourceInfo]:
         acc = entry.get("top1_test_10k")
         detail = f"{entry.get('params', 0) / 1e6:.2f} M params, top-1 {acc:.1%} on Fashion-MNIST" if acc else "not trained yet"
         sources.append(SourceInfo(f"sample:{name}", f"Sample · {name}", detail))
-    for arch, desc in TORCHVISION_ARCHITECTURES.items():
-        sources.append(
-            SourceInfo(
-                f"torchvision:{arch}",
-                f"torchvision · {arch}",
-                f"{desc}; random weights unless you supply a weights file or they are in the torch hub cache",
-            )
-        )
-    sources.append(
-        SourceInfo(
-            "torchscript:<file>",
-            "TorchScript file",
-            "a scripted or traced model (.pt); a program, so only files you trust (loaded first in a limited process)",
-            needs_file=True,
-        )
-    )
-    sources.append(
-        SourceInfo(
-            "export:<file.pt2>",
-            "torch.export program",
-            "a program saved with torch.export.save (.pt2); may hold pickled parts, so only files you trust (loaded "
-            "first in a limited process)",
-            needs_file=True,
-        )
-    )
-    sources.append(
-        SourceInfo("onnx:<file.onnx>", "ONNX file", "an ONNX model (.onnx), converted to PyTorch layers", needs_file=True)
-    )
-    sources.append(
-        SourceInfo(
-            "state_dict:<arch>:<file>",
-            "state_dict file",
-            "weights (.pt/.pth loaded with weights_only=True, or .safetensors) for a listed architecture",
-            needs_file=True,
-        )
-    )
+    for arch in torchvision_architectures():
+        info = torchvision_arch_info(arch)
+        sources.append(SourceInfo(
+            f"torchvision:{arch}", f"torchvision · {arch}",
+            f"{info.params / 1e6:,.1f} M params, input {'×'.join(map(str, info.input_shape))} "
+            f"({info.preprocessing.describe()}); random weights unless --weights or the torch hub cache has them",
+        ))
+    sources.append(SourceInfo(
+        "timm:<name>", "timm model",
+        "any timm model name (`models --search NAME` lists them): random weights, or a checkpoint via --weights "
+        "(.safetensors or weights-only .pth); input size and normalisation from timm's data config",
+    ))
+    sources.append(SourceInfo(
+        "torchscript:<file>", "TorchScript file",
+        "a scripted or traced model (.pt); a program, so only files you trust (loaded first in a limited process)",
+        needs_file=True,
+    ))
+    sources.append(SourceInfo(
+        "export:<file.pt2>", "torch.export program",
+        "a program saved with torch.export.save (.pt2); may hold pickled parts, so only files you trust (loaded "
+        "first in a limited process)",
+        needs_file=True,
+    ))
+    sources.append(SourceInfo(
+        "onnx:<file.onnx>", "ONNX file", "an ONNX model (.onnx), converted to PyTorch layers", needs_file=True,
+    ))
+    sources.append(SourceInfo(
+        "state_dict:<arch>:<file>", "state_dict file",
+        "weights (.pt/.pth loaded with weights_only=True, or .safetensors) for a sample or torchvision architecture",
+        needs_file=True,
+    ))
     return sources
 
 
 def load_model(
     source_id: str, *, weights: Path | None = None, pretrained: bool = False, server_address: str | None = None
 ) -> LoadedModel:
-    """Load a model by source id. `weights` gives a torchvision architecture a state_dict file.
+    """Load a model by source id. `weights` gives a torchvision or timm architecture a weights file.
 
     `server_address` is where a dashboard listens (None: library / CLI use); TorchScript files are refused when
     it reaches beyond localhost unless COMPRESSION_STUDIO_ALLOW_TORCHSCRIPT says otherwise (torchscript_probe).
     """
+    from core.models.timm_route import load_timm, timm_knows
+    from core.models.torchvision_route import load_torchvision, torchvision_architectures
+
     kind, _, rest = source_id.partition(":")
     if kind == "sample":
+        if weights is not None:
+            return load_sample(rest, weights=Path(weights))
         return load_sample(rest)
     if kind == "torchvision":
         return load_torchvision(rest, weights=weights, pretrained=pretrained)
+    if kind == "timm":
+        name, _, path = rest.partition(":")  # timm:<name>:<file> is how a timm model with a checkpoint is saved
+        return load_timm(name, weights=Path(path) if path else weights)
     if kind == "torchscript":
         return load_torchscript(Path(rest), server_address=server_address)
     if kind == "export":
@@ -182,9 +204,25 @@ def load_model(
             raise ModelLoadError("state_dict sources look like state_dict:<architecture>:<file>.")
         if arch in SAMPLE_ARCHITECTURES:
             return load_sample(arch, weights=Path(path))
+        if arch not in torchvision_architectures() and timm_knows(arch):
+            return load_timm(arch, weights=Path(path))  # a timm name: the same as timm:<name>:<file>
         return load_torchvision(arch, weights=Path(path))
-    known = ", ".join(s.source_id for s in list_sources())
-    raise ModelLoadError(f"unknown model source '{source_id}'. Known sources: {known}.")
+    raise ModelLoadError(f"unknown model source '{source_id}'. Model sources look like {', '.join(ROUTES)} "
+                         f"(e.g. sample:{next(iter(SAMPLE_ARCHITECTURES))}); `python -m core.cli models` lists them.")
+
+
+def preflight_model(source_id: str, *, weights: Path | None = None) -> None:
+    """Refuse an unknown architecture or a model too large for this machine without building or reading anything
+    (the CLI checks before it queues a job). Other sources are checked when they load."""
+    from core.models.timm_route import preflight_timm
+    from core.models.torchvision_route import preflight_torchvision
+
+    kind, _, rest = source_id.partition(":")
+    if kind == "torchvision":
+        preflight_torchvision(rest, weights=weights)
+    elif kind == "timm":
+        name, _, path = rest.partition(":")
+        preflight_timm(name, weights=Path(path) if path else weights)
 
 
 def load_sample(name: str, *, weights: Path | None = None) -> LoadedModel:
@@ -199,7 +237,7 @@ def load_sample(name: str, *, weights: Path | None = None) -> LoadedModel:
             f"weights for sample model '{name}' are missing ({path}); restore sample_models/ from git "
             "or run scripts/train_sample_models.py."
         )
-    _apply_state_dict(module, read_state_dict(path), arch=name)
+    apply_state_dict(module=module, state=read_state_dict(path), arch=name, file_name=path.name)
     manifest = sample_manifest().get(name, {})
     return LoadedModel(
         source_id=f"sample:{name}" if weights is None else f"state_dict:{name}:{path}",
@@ -215,62 +253,6 @@ def load_sample(name: str, *, weights: Path | None = None) -> LoadedModel:
         weights_note="trained on Fashion-MNIST" if weights is None else f"weights from {path.name}",
         class_names=FASHION_MNIST_CLASSES,
         manifest=manifest,
-    )
-
-
-def _torchvision_builder(arch: str) -> Callable[..., nn.Module]:
-    import torchvision.models as tvm
-
-    if arch not in TORCHVISION_ARCHITECTURES:
-        raise ModelLoadError(
-            f"unsupported architecture '{arch}'; choose one of {', '.join(TORCHVISION_ARCHITECTURES)}."
-        )
-    return getattr(tvm, arch)
-
-
-def pretrained_cache_path(arch: str) -> Path:
-    """Where torchvision's default pretrained weights for `arch` would sit in the local torch hub cache."""
-    import torchvision.models as tvm
-
-    weights_enum = tvm.get_model_weights(arch).DEFAULT
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights_enum.url).name
-
-
-def load_torchvision(arch: str, *, weights: Path | None = None, pretrained: bool = False) -> LoadedModel:
-    builder = _torchvision_builder(arch)
-    torch.manual_seed(0)  # random init is still reproducible
-    module = builder(weights=None)
-    num_classes = _num_outputs(module)
-    if pretrained and weights is None:
-        cached = pretrained_cache_path(arch)
-        if not cached.is_file():
-            raise ModelLoadError(
-                f"pretrained {arch} weights are not in the local torch hub cache ({cached}) and this app does not "
-                "download them. Copy the file there, or pass the weights file explicitly."
-            )
-        weights = cached
-    if weights is not None:
-        state = read_state_dict(weights)
-        fc_out = _classifier_outputs_in(state)
-        if fc_out is not None and fc_out != num_classes:
-            module = builder(weights=None, num_classes=fc_out)
-            num_classes = fc_out
-        _apply_state_dict(module, state, arch=arch)
-        note = f"weights from {weights.name}"
-    else:
-        note = "random initialisation — accuracy numbers are meaningless; use it for size and latency"
-    return LoadedModel(
-        source_id=f"torchvision:{arch}" if weights is None else f"state_dict:{arch}:{weights}",
-        label=f"{arch} ({'random weights' if weights is None else weights.name})",
-        module=module.eval(),
-        architecture=arch,
-        input_shape=(3, 224, 224),
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        num_classes=num_classes,
-        dataset=None,
-        accuracy_meaningful=False,
-        weights_note=note,
     )
 
 
@@ -377,31 +359,3 @@ def _finite(state: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor
             "The weights are corrupt or training diverged; use weights saved from a healthy checkpoint."
         )
     return state
-
-
-def _apply_state_dict(module: nn.Module, state: dict[str, torch.Tensor], *, arch: str) -> None:
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [
-        f"{k} {tuple(state[k].shape)}≠{tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or mismatched:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)):
-            if keys:
-                parts.append(f"{label}: {', '.join(keys[:5])}{' …' if len(keys) > 5 else ''} ({len(keys)})")
-        raise ModelLoadError(f"these weights do not fit architecture '{arch}' — " + "; ".join(parts) + ".")
-    module.load_state_dict(state, strict=True)
-
-
-def _num_outputs(module: nn.Module) -> int:
-    last = [m for m in module.modules() if isinstance(m, nn.Linear | nn.Conv2d)][-1]
-    return last.out_features if isinstance(last, nn.Linear) else last.out_channels
-
-
-def _classifier_outputs_in(state: dict[str, torch.Tensor]) -> int | None:
-    for key in ("fc.weight", "classifier.3.weight", "classifier.1.weight", "classifier.1.bias"):
-        if key in state:
-            return int(state[key].shape[0])
-    return None

@@ -11,6 +11,7 @@ import streamlit as st
 from core.data import Dataset
 from core.dataset_choice import dataset_for_model, is_record_dataset, load_dataset_kind, record_dataset_kinds
 from core.estimate import forward_ms_per_image as baseline_ms_per_image
+from core.models.preprocessing import Preprocessing
 from core.models.sources import LoadedModel, load_model
 from core.models.torchscript_probe import torchscript_uploads_allowed
 from pages._ui.errors import attempt, friendly_message
@@ -48,10 +49,11 @@ def load_choice(choice: dict) -> LoadedModel:
 
 @st.cache_resource(show_spinner="Loading the dataset…", max_entries=8)
 def _dataset(kind: str, path: str | None, content_hash: str | None, size: tuple[int, int] | None, channels: int | None,
-             mean: tuple[float, ...] | None, std: tuple[float, ...] | None, classes: int | None) -> Dataset:
+             mean: tuple[float, ...] | None, std: tuple[float, ...] | None, classes: int | None,
+             preprocessing: Preprocessing | None) -> Dataset:
     del content_hash
     return load_dataset_kind(kind=kind, path=Path(path) if path else None, image_size=size, channels=channels,
-                             mean=mean, std=std, expected_classes=classes)
+                             mean=mean, std=std, expected_classes=classes, preprocessing=preprocessing)
 
 
 def load_dataset_choice(choice: dict, model: LoadedModel) -> Dataset | None:
@@ -66,6 +68,7 @@ def load_dataset_choice(choice: dict, model: LoadedModel) -> Dataset | None:
         tuple(choice["mean"]) if choice.get("mean") else None,
         tuple(choice["std"]) if choice.get("std") else None,
         model.num_classes if kind == "folder" else None,
+        model.preprocessing if kind == "folder" else None,
     ))
 
 

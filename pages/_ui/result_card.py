@@ -6,6 +6,7 @@ import streamlit as st
 
 from core.evaluation import baseline_words
 from core.formatting import as_number, fmt_bytes, fmt_num, fmt_pct, fmt_pts, fmt_seconds, fmt_size_ratio
+from core.models.sources import accuracy_meaning
 from core.progress import split_library_warnings
 from core.speedup_wording import record_latency_change, speedup_text, spread_note
 from pages._ui.errors import attempt
@@ -56,7 +57,8 @@ def _metrics_row(record: dict) -> None:
         cols[0].metric("Top-1 accuracy", fmt_pct(acc), delta=f"{fmt_pts(acc - base)} vs {fmt_pct(base)}", border=True,
                        help=f"on {record.get('eval_images', '?'):,} held-out images ({record.get('dataset_source')})")
     else:
-        cols[0].metric("Top-1 accuracy", "n/a", border=True, help="Not meaningful for this model (random weights or no dataset).")
+        cols[0].metric("Top-1 accuracy", "n/a", border=True,
+                       help=accuracy_meaning(accuracy_meaningful=False, weights_note=record.get("weights_note")))
     cols[1].metric("Agreement", fmt_pct(record.get("agreement_top1")), border=True,
                    delta=f"{record.get('flipped', 0):,} changed", delta_color="off", delta_arrow="off",
                    help="Share of images where the compressed model predicts the same class as the original; "
@@ -99,6 +101,10 @@ def artifact_weights_alert(record: dict) -> None:
 def _notes(record: dict) -> None:
     if words := baseline_words(record):
         st.caption(f":material/target: Compared with the {words} — the same images as this result.")
+    meaning = accuracy_meaning(accuracy_meaningful=bool(record.get("accuracy_meaningful")),
+                               weights_note=record.get("weights_note"))
+    if meaning:
+        st.caption(f":material/casino: {meaning}")
     if record.get("latency_note"):
         st.caption(f":material/speed: {record['latency_note']}")
     if busy := spread_note(record.get("latency"), runner="candidate"):

@@ -25,6 +25,8 @@ from core.measure.latency import LatencySettings
         ModelRef(kind="torchvision", name="resnet18"),
         ModelRef(kind="state_dict", name="resnet18", path="/uploads/s1/weights.safetensors"),
         ModelRef(kind="torchscript", path="/uploads/s1/model.pt"),
+        ModelRef(kind="timm", name="resnet10t"),
+        ModelRef(kind="timm", name="resnet10t", path="/uploads/s1/r10t.safetensors"),
     ],
 )
 def test_model_refs_survive_json(ref: ModelRef) -> None:
@@ -60,6 +62,11 @@ def test_source_ids_map_to_refs_and_back() -> None:
     assert ModelRef.from_source_id("onnx:/u/m.onnx").source_id == "onnx:/u/m.onnx"
     with pytest.raises(RefError, match=r"ModelRef\.path: kind 'exported' needs the file"):
         ModelRef(kind="exported")
+    timm_ref = ModelRef.from_source_id("timm:resnet10t", weights="/c.safetensors")
+    assert timm_ref == ModelRef(kind="timm", name="resnet10t", path="/c.safetensors")
+    assert timm_ref.source_id == "timm:resnet10t:/c.safetensors" == ModelRef.from_source_id(timm_ref.source_id).source_id
+    with pytest.raises(RefError, match=r"ModelRef\.name: a timm model needs"):
+        ModelRef(kind="timm")
 
 
 def test_options_round_trip_with_latency_settings() -> None:

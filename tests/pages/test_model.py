@@ -75,7 +75,7 @@ def test_summary_and_baseline(app) -> None:
 
     said = [c.value for c in [*at.caption, *at.markdown] if "has not been tested" in c.value]
     assert len(said) == len(library_version_warnings()) <= 1
-    assert at.selectbox(key="cfg.model.sample").value == "sample:fashion_cnn"  # the picker shows the loaded model
+    assert at.selectbox(key="cfg.model.arch").value == "sample:fashion_cnn"  # the picker shows the loaded model
     # Another tab (or a reload) shows the cached baseline at once: no second job.
     other = app(page="pages/1_Model.py")
     other.selectbox(key="cfg.eval_limit").select(500).run()
@@ -89,10 +89,10 @@ def test_sample_picker_shows_the_loaded_model(app) -> None:
     at.session_state["model_choice"] = {"source_id": "sample:fashion_resnet"}  # loaded earlier in this session
     at.switch_page("pages/1_Model.py").run()
     assert_clean(at)
-    picker = at.selectbox(key="cfg.model.sample")
-    assert picker.value == "sample:fashion_resnet" and "fashion_resnet (loaded) — " in picker.format_func(picker.value)
+    picker = at.selectbox(key="cfg.model.arch")
+    assert picker.value == "sample:fashion_resnet" and picker.format_func(picker.value).endswith(" (loaded)")
     picker.select("sample:fashion_cnn").run()  # the user's own pick stays until a model is loaded
-    assert at.selectbox(key="cfg.model.sample").value == "sample:fashion_cnn"
+    assert at.selectbox(key="cfg.model.arch").value == "sample:fashion_cnn"
     for job in _queue().list():  # the page queued fashion_resnet's baseline: not needed here
         _queue().cancel(job_id=job.id)
 
@@ -206,11 +206,12 @@ def test_mlpackage_upload_is_compressed_on_the_core_ml_side(app, tmp_path) -> No
 
 def test_random_weight_architecture_is_flagged(app) -> None:
     at = app(page="pages/1_Model.py")
-    at.radio(key="cfg.model.kind").set_value("torchvision").run()
-    at.selectbox(key="cfg.model.arch").select("resnet18").run()
-    at.button(key="model.load_tv").click().run()
+    at.radio(key="cfg.model.kind").set_value("architecture").run()
+    at.selectbox(key="cfg.model.arch").select("torchvision:resnet18").run()
+    at.button(key="model.load_arch").click().run()
     assert_clean(at)
-    assert any("Random or unknown weights" in w.value for w in at.warning)
+    assert any("Random weights: accuracy numbers are not meaningful. Size, latency and output SNR / agreement against "
+               "the model's own fp32 output are." in w.value for w in at.warning)
     assert "resnet18 (random weights)" in " ".join(m.value for m in at.sidebar.markdown)
     assert {m.label: m.value for m in at.metric}["Input"] == "3×224×224"
     # 11.7 M parameters: the slow baseline (Core ML export) waits for a click instead of blocking the page.
@@ -283,3 +284,20 @@ def test_model_card_names_why_methods_do_not_apply_to_unconvertible_torchscript(
     assert any("Kept as TorchScript" in c.value and "prim::Loop" in c.value for c in card.caption)
     table = card.dataframe[0].value
     assert set(table["Applies"]) == {"no"} and table["Why not"].str.contains("export it with torch.export").all()
+
+
+def test_one_picker_lists_every_route_and_loads_a_timm_model(app) -> None:
+    at = app(page="pages/1_Model.py")
+    at.radio(key="cfg.model.kind").set_value("architecture").run()
+    picker = at.selectbox(key="cfg.model.arch")
+    labels = picker.options  # as the user sees them (formatted)
+    assert "torchvision:vit_b_16 — 86.6 M params" in labels and "sample:fashion_resnet — 2.4 M params" in labels
+    assert sum(label.startswith("timm:") for label in labels) > 1000 and "(1" in picker.label  # "(1,4xx; type to search)"
+    picker.select("timm:resnet10t").run()
+    assert any("5.4 M parameters" in c.value and "timm's data config" in c.value for c in at.caption)
+    assert at.radio(key="cfg.model.arch.weights.timm").options == ["Random initialisation", "Upload a weights file"]
+    at.button(key="model.load_arch").click().run()
+    assert_clean(at)
+    assert "resnet10t (timm, random weights)" in " ".join(m.value for m in at.sidebar.markdown)
+    assert {m.label: m.value for m in at.metric}["Input"] == "3×176×176"
+    assert any("Random weights: accuracy numbers are not meaningful" in w.value for w in at.warning)

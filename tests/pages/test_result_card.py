@@ -1,10 +1,12 @@
-"""The result card puts a mismatch between the shipped artifact and the evaluated weights in an error box."""
+"""The result card: a mismatch between the shipped artifact and the evaluated weights is an error box; random
+weights are said plainly."""
 
 from __future__ import annotations
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.models.sources import random_weights_note
 from core.store import ExperimentStore
 from tests.test_store import make_record
 
@@ -56,3 +58,18 @@ def test_a_check_that_could_not_run_is_a_warning(tmp_path, monkeypatch):
     check = {"match": None, "summary": "the artifact's weights could not be checked (boom).", "mismatched": []}
     at = _shown(tmp_path, monkeypatch, None, check)
     assert not at.error and any("could not be checked" in w.value for w in at.warning)
+
+
+def test_random_weights_card_says_accuracy_is_not_meaningful_and_what_is(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(tmp_path))
+    record = make_record(model="timm:resnet10t")
+    record.update(accuracy_meaningful=False, accuracy_top1=None, baseline_accuracy_top1=None,
+                  weights_note=random_weights_note("BatchNorm statistics of 14 layers recalibrated on 16 synthetic "
+                                                   "images"))
+    saved_id = ExperimentStore(tmp_path).add(record)
+    at = AppTest.from_function(_card, args=(saved_id,), default_timeout=60).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert {m.label: m.value for m in at.metric}["Top-1 accuracy"] == "n/a"
+    shown = " ".join(c.value for c in at.caption)
+    assert ("Random weights: accuracy numbers are not meaningful. Size, latency and output SNR / agreement against the "
+            "model's own fp32 output are.") in shown
