@@ -240,7 +240,8 @@ class QuantizeWeightsSpec(CompressionSpec):
 
 @dataclass(frozen=True)
 class QuantizeActivationsSpec(CompressionSpec):
-    """W8A8: int8 weights (per channel) and int8 activations from calibration statistics (LinearQuantizer)."""
+    """W8A8: int8 weights (per channel, or one scale per tensor) and int8 activations from calibration statistics
+    (LinearQuantizer)."""
 
     method: ClassVar[str] = "quantize_activations"
     workflows: ClassVar[tuple[str, ...]] = ("calibration", "fine_tune")
@@ -249,14 +250,17 @@ class QuantizeActivationsSpec(CompressionSpec):
     workflow: str = "calibration"
     mode: str = "symmetric"
     weight_threshold: int = 0
+    weight_per_channel: bool = True  # False: one weight scale per tensor (what depthwise convs suffer from)
 
     def __post_init__(self) -> None:
         _check_choice("mode", self.mode, ("symmetric", "asymmetric"))
         _check_int("weight_threshold", self.weight_threshold, minimum=0)
+        _check_choice("weight_per_channel", self.weight_per_channel, (True, False))
         super().__post_init__()
 
     def summary(self) -> str:
-        return f"W8A8 {self.mode} ({self.workflow}, {self.calibration_samples} samples)"
+        weights = "" if self.weight_per_channel else " per-tensor weights"
+        return f"W8A8 {self.mode}{weights} ({self.workflow}, {self.calibration_samples} samples)"
 
 
 @dataclass(frozen=True)
