@@ -349,7 +349,8 @@ class TorchStaticSpec(CompressionSpec):
 
     def summary(self) -> str:
         form = "" if (self.engine, self.graph) == ("auto", "auto") else f", form {self.engine}/{self.graph}"
-        return f"torch static int8 {self.backend} ({self.workflow}, {self.calibration_samples} samples{form})"
+        weights = "" if self.per_channel else " per-tensor weights"
+        return f"torch static int8 {self.backend}{weights} ({self.workflow}, {self.calibration_samples} samples{form})"
 
 
 
