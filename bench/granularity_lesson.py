@@ -9,7 +9,9 @@ activations from calibration images) with per-channel and per-tensor weights, an
 qconfig) with per-channel and per-tensor weights; measures top-1 on the test split (the full 10,000 images when
 Fashion-MNIST is installed, else the bundled 2,500). Also prints how spread out the conv layers' per-channel weight
 ranges are (BatchNorm folded, as the int8 kernels see them; core.measure.channel_ranges). One thread, seeded.
-Results: printed as a Markdown table and written to bench/results/granularity_lesson_<model>.json.
+Results: printed as a Markdown table and written to bench/results/granularity_lesson_<model>_<data>.json;
+``--write-manifest`` (a sample on the full test set only) also records the accuracies in sample_models/manifest.json,
+where the Learn granularity lesson and the README quote them from.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import torch
 
 from core.compress import compress
 from core.data import Dataset, load_bundled_subset, load_fashion_mnist
+from core.learn.depthwise import MANIFEST_KEY
 from core.measure.channel_ranges import channel_range_table, spread_by_kind, with_int8_snr
-from core.models.sources import load_model
+from core.models.sources import SAMPLE_MODELS_DIR, load_model
 from core.specs import QuantizeActivationsSpec, TorchStaticSpec
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -92,7 +95,11 @@ def main() -> None:
     parser.add_argument("--data", choices=("full", "bundled"), default="full",
                         help="full: the 10,000 test images (needs dataset-fashion-mnist); bundled: 2,500 of them")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--write-manifest", action="store_true",
+                        help="record the accuracies in sample_models/manifest.json (a sample model, --data full)")
     args = parser.parse_args()
+    if args.write_manifest and (args.data != "full" or not args.model.startswith("sample:")):
+        parser.error("--write-manifest needs a sample model (sample:NAME) and --data full")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     report = measure(model_id=args.model, data=args.data)
@@ -100,6 +107,23 @@ def main() -> None:
     name = args.model.split(":")[1] + ("" if args.model.startswith("sample:") else "_weights")
     (RESULTS / f"granularity_lesson_{name}_{args.data}.json").write_text(json.dumps(report, indent=2) + "\n")
     print(markdown(report))
+    if args.write_manifest:
+        write_manifest(report)
+
+
+def write_manifest(report: dict) -> None:
+    if report["test_images"] != 10_000:
+        sys.exit(f"--write-manifest: measured on {report['test_images']:,} images, not the 10,000 of the test set.")
+    path = SAMPLE_MODELS_DIR / "manifest.json"
+    manifest = json.loads(path.read_text())
+    name = report["model"].split(":", 1)[1]
+    manifest[name][MANIFEST_KEY] = {r["config"]: round(r["top1"], 4) for r in report["accuracy"]}
+    manifest[name]["channel_range_spread_by_kind"] = {
+        r["kind"]: {"layers": r["layers"], "spread": round(r["spread"], 2), "median_levels": round(r["median_levels"], 1)}
+        for r in report["by_kind"]
+    }
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"wrote {MANIFEST_KEY} of {name} to {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":
