@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 from torch import Tensor, nn
 
 
@@ -118,8 +120,9 @@ MOBILENET_STAGES: tuple[tuple[int, int, int, int], ...] = (
 class FashionMobileNet(nn.Module):
     """MobileNetV2-style network for 28×28 inputs: depthwise-separable inverted residuals with ReLU6, ~0.22 M parameters.
 
-    Its depthwise 3×3 convs have one kernel per channel, so (after BatchNorm folding) their weight ranges differ
-    widely between channels: per-tensor int8 weights lose the small channels, per-channel scales keep them.
+    It shows why MobileNets are hard to quantize: its depthwise 3×3 convs have one kernel per channel, so (with
+    BatchNorm folded in) their weight ranges differ widely between channels, and one int8 scale per tensor rounds the
+    narrow channels away where one scale per channel keeps them.
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
@@ -146,3 +149,9 @@ SAMPLE_ARCHITECTURES: dict[str, type[nn.Module]] = {
     "fashion_resnet": FashionResNet,
     "fashion_mobilenet": FashionMobileNet,
 }
+
+
+def sample_description(name: str) -> str:
+    """What a sample model is and what it is for, in one paragraph (its class docstring)."""
+    doc = inspect.getdoc(SAMPLE_ARCHITECTURES[name]) or ""
+    return " ".join(doc.split())

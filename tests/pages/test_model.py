@@ -202,3 +202,15 @@ def test_random_weight_architecture_is_flagged(app) -> None:
     assert _queue().get(job_id=job.id).state == "cancelled"
     assert at.button(key="model.baseline_retry").label == "Measure again"
     assert "synthetic inputs" in " ".join(c.value for c in at.sidebar.caption)
+
+
+def test_sample_picker_says_what_each_sample_shows(app) -> None:
+    at = app(page="pages/1_Model.py")
+    at.radio(key="cfg.model.kind").set_value("sample").run()
+    picker = at.selectbox(key="cfg.model.sample")
+    shown = [option.split(" — ")[0] for option in picker.options]
+    assert shown == ["Sample · fashion_cnn", "Sample · fashion_resnet", "Sample · fashion_mobilenet"]
+    picker.select("sample:fashion_mobilenet").run()
+    assert_clean(at)
+    captions = " ".join(c.value for c in at.caption)
+    assert "MobileNetV2-style" in captions and "why MobileNets are hard to quantize" in captions
