@@ -64,6 +64,7 @@ def test_granularity_lesson_outlier(app):
     at = _open(app, "granularity", layer="features.10")
     before = _metrics(at)
     assert _db(before["SNR · channel"]) > _db(before["SNR · tensor"])
+    assert any("load the sample fashion_mobilenet" in c.value for c in at.caption)  # fashion_cnn has no depthwise conv
     at.toggle(key="cfg.learn.l2.outlier").set_value(True).run()
     at.select_slider(key="cfg.learn.l2.factor").set_value(32.0).run()
     assert_clean(at)
@@ -73,6 +74,16 @@ def test_granularity_lesson_outlier(app):
     assert [t.get("name") for t in scales["data"]] == ["per channel", "per block", "per tensor", "outlier channel 5"]
     at.select_slider(key="cfg.learn.l2.block").set_value(4).run()
     assert _db(_metrics(at)["Scale cost · block"]) > _db(after["Scale cost · block"])
+
+
+def test_granularity_lesson_on_fashion_mobilenet_explains_its_depthwise_convs(app, monkeypatch):
+    monkeypatch.setenv("COMPRESSION_STUDIO_DEFAULT_MODEL", "sample:fashion_mobilenet")
+    at = _open(app, "granularity", layer="blocks.2.depthwise.0")
+    captions = " ".join(c.value for c in at.caption)
+    assert "blocks.2.depthwise.0 is a depthwise conv: one 3×3 kernel per channel, 144 channels." in captions
+    assert "Measured on the sample's 10,000 test images" in captions and "per-tensor scales" in captions
+    before = _metrics(at)
+    assert _db(before["SNR · channel"]) > _db(before["SNR · tensor"])
 
 
 def test_palettize_lesson_and_vector_on_the_hand_made_tensor(app):
