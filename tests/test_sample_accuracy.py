@@ -19,8 +19,11 @@ import numpy as np
 import pytest
 import torch
 
+from core.compress import compress
 from core.data import BUNDLED_SUBSET, DEBIAN_FASHION_MNIST, PROJECT_ROOT, load_bundled_subset, load_fashion_mnist
+from core.learn.depthwise import MANIFEST_KEY
 from core.models.sources import load_model, sample_manifest
+from core.specs import QuantizeActivationsSpec
 
 FULL_TEST_SET = 10_000
 STANDARD_ERRORS = 4.0
@@ -36,7 +39,7 @@ def _top1(name: str) -> tuple[float, int]:
     return correct / len(dataset.test), len(dataset.test)
 
 
-@pytest.mark.parametrize("name", ["fashion_cnn", "fashion_resnet"])
+@pytest.mark.parametrize("name", ["fashion_cnn", "fashion_resnet", "fashion_mobilenet"])
 def test_subset_accuracy_matches_the_claimed_10k_accuracy(name):
     claimed = sample_manifest()[name]["top1_test_10k"]
     measured, n = _top1(name)
@@ -63,3 +66,32 @@ def test_subset_images_are_the_official_test_images_they_claim_to_be():
         indices = torch.from_numpy(npz["test_source_indices"].astype(np.int64))
         assert torch.equal(full.test.images[indices, 0], torch.from_numpy(npz["test_images"]))
         assert torch.equal(full.test.labels[indices], torch.from_numpy(npz["test_labels"].astype(np.int64)))
+
+
+GRANULARITY_IMAGES = 500  # class-balanced, from the bundled test images
+
+
+def _split_top1(module: torch.nn.Module, dataset, split) -> float:
+    correct = 0
+    with torch.inference_mode():
+        for images, labels in dataset.batches(split, batch_size=250):
+            correct += int((module(images).argmax(dim=1) == labels).sum())
+    return correct / len(split)
+
+
+def test_fashion_mobilenet_needs_per_channel_int8_weights():
+    """The README's claim, re-measured on 500 bundled test images: W8A8 with one weight scale per channel stays
+    near fp32, one scale per tensor loses several points (its depthwise convs' channel ranges are far apart)."""
+    claimed = sample_manifest()["fashion_mobilenet"][MANIFEST_KEY]
+    claimed_drop = claimed["W8A8 per-channel weights"] - claimed["W8A8 per-tensor weights"]
+    assert claimed_drop >= PER_TENSOR_DROP_AT_LEAST, f"the manifest claims only {claimed_drop:.2%}"
+    model = load_model("sample:fashion_mobilenet")
+    dataset = load_bundled_subset()
+    split = dataset.eval_split(limit=GRANULARITY_IMAGES)
+    fp32 = _split_top1(model.module, dataset, split)
+    measured = {}
+    for per_channel in (True, False):
+        result = compress(model=model, spec=QuantizeActivationsSpec(weight_per_channel=per_channel), dataset=dataset)
+        measured[per_channel] = _split_top1(result.module, dataset, split)
+    assert measured[True] >= fp32 - PER_CHANNEL_DROP_AT_MOST, (fp32, measured)
+    assert measured[True] - measured[False] >= PER_TENSOR_DROP_AT_LEAST, (fp32, measured)
