@@ -69,6 +69,8 @@ def test_subset_images_are_the_official_test_images_they_claim_to_be():
 
 
 GRANULARITY_IMAGES = 500  # class-balanced, from the bundled test images
+PER_CHANNEL_DROP_AT_MOST = 0.01
+PER_TENSOR_DROP_AT_LEAST = 0.02
 
 
 def _split_top1(module: torch.nn.Module, dataset, split) -> float:
