@@ -13,9 +13,10 @@ from core.dataset_choice import DATASET_KINDS
 from core.estimate import baseline_is_quick
 from core.formatting import fmt_bytes, fmt_num, fmt_params, fmt_pct, fmt_ratio, fmt_seconds
 from core.jobs import CANCELLED, DONE, FAILED, QUEUED, Job
+from core.learn.depthwise import accuracy_note
 from core.measure.layer_summary import weight_layer_table
 from core.models.architectures import SAMPLE_ARCHITECTURES, sample_description
-from core.models.sources import TORCHVISION_ARCHITECTURES, list_sources, pretrained_cache_path
+from core.models.sources import TORCHVISION_ARCHITECTURES, list_sources, pretrained_cache_path, sample_manifest
 from core.models.torchscript_probe import torchscript_disabled_message
 from core.progress import split_library_warnings
 from core.specs import PalettizeSpec, PruneSpec, QuantizeWeightsSpec
@@ -174,6 +175,9 @@ with choose[0].container(border=True):
         source_id = st.selectbox("Sample model", list(samples), format_func=lambda s: f"{samples[s].label} — {samples[s].description}",
                                  key="cfg.model.sample")
         st.caption(sample_description(source_id.removeprefix("sample:")))
+        int8_note = accuracy_note(sample_manifest().get(source_id.removeprefix("sample:"), {}))
+        if int8_note:
+            st.caption(int8_note)
         if st.button("Load sample", type="primary", key="model.load_sample"):
             _apply_model({"source_id": source_id})
     elif kind == "torchvision":

@@ -54,15 +54,16 @@ def lesson_notes(*, module: nn.Module, layer: str, manifest_entry: dict) -> list
     table = channel_range_table(module=module)
     if table.empty or not depthwise_layers(table):
         return [
-            "Per-tensor scales hurt most in depthwise convs (MobileNets): load the sample fashion_mobilenet and pick "
-            "a blocks.N.depthwise.0 layer, or run Explore's preset 'int8 weight scales: per channel vs per tensor' on it."
+            "Depthwise convs (MobileNets) are where channel ranges tend to spread most: load the sample "
+            "fashion_mobilenet and pick a blocks.N.depthwise.0 layer, or run Explore's preset "
+            "'int8 weight scales: per channel vs per tensor' on it."
         ]
     note = layer_note(table=table, layer=layer)
     if note is None:
         widest = table[table["kind"] == "depthwise"].sort_values("spread").iloc[-1]
         note = (
             f"This model has {len(depthwise_layers(table))} depthwise convs; the most spread is {widest['layer']} "
-            f"(widest channel range {widest['spread']:.1f}× the median): pick it to see per-tensor scales fail."
+            f"(widest channel range {widest['spread']:.1f}× the median): pick it to compare the two granularities."
         )
     accuracy = accuracy_note(manifest_entry)
     return [note] + ([accuracy] if accuracy else [])

@@ -120,9 +120,9 @@ MOBILENET_STAGES: tuple[tuple[int, int, int, int], ...] = (
 class FashionMobileNet(nn.Module):
     """MobileNetV2-style network for 28×28 inputs: depthwise-separable inverted residuals with ReLU6, ~0.22 M parameters.
 
-    It shows why MobileNets are hard to quantize: its depthwise 3×3 convs have one kernel per channel, so (with
-    BatchNorm folded in) their weight ranges differ widely between channels, and one int8 scale per tensor rounds the
-    narrow channels away where one scale per channel keeps them.
+    It asks the MobileNet quantization question: its depthwise 3×3 convs have one kernel per channel, so (with
+    BatchNorm folded in) their weight ranges differ between channels, which one int8 scale per tensor must cover.
+    What that costs the trained sample is measured by bench.granularity_lesson and recorded in its manifest.
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
