@@ -76,9 +76,13 @@ def test_granularity_lesson_outlier(app):
     assert _db(_metrics(at)["Scale cost · block"]) > _db(after["Scale cost · block"])
 
 
-def test_granularity_lesson_on_fashion_mobilenet_explains_its_depthwise_convs(app, monkeypatch):
-    monkeypatch.setenv("COMPRESSION_STUDIO_DEFAULT_MODEL", "sample:fashion_mobilenet")
-    at = _open(app, "granularity", layer="blocks.2.depthwise.0")
+def test_granularity_lesson_on_fashion_mobilenet_explains_its_depthwise_convs(app):
+    at = app(page=PAGE)
+    at.session_state["model_choice"] = {"source_id": "sample:fashion_mobilenet"}  # what the Model page's Load sets
+    at.run()
+    at.selectbox(key="cfg.learn.layer").select("blocks.2.depthwise.0").run()
+    at.radio(key="cfg.learn.lesson").set_value("granularity").run()
+    assert_clean(at)
     captions = " ".join(c.value for c in at.caption)
     assert "blocks.2.depthwise.0 is a depthwise conv: one 3×3 kernel per channel, 144 channels." in captions
     assert "Measured on the sample's 10,000 test images" in captions and "per-tensor scales" in captions
