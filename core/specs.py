@@ -250,7 +250,7 @@ class QuantizeActivationsSpec(CompressionSpec):
     workflow: str = "calibration"
     mode: str = "symmetric"
     weight_threshold: int = 0
-    weight_per_channel: bool = True  # False: one weight scale per tensor (what depthwise convs suffer from)
+    weight_per_channel: bool = True  # False: one weight scale per tensor, which must cover its widest channel
 
     def __post_init__(self) -> None:
         _check_choice("mode", self.mode, ("symmetric", "asymmetric"))
