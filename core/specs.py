@@ -252,7 +252,8 @@ class QuantizeWeightsSpec(CompressionSpec):
 
 @dataclass(frozen=True)
 class QuantizeActivationsSpec(CompressionSpec):
-    """W8A8: int8 weights (per channel) and int8 activations from calibration statistics (LinearQuantizer)."""
+    """W8A8: int8 weights (per channel, or one scale per tensor) and int8 activations from calibration statistics
+    (LinearQuantizer)."""
 
     method: ClassVar[str] = "quantize_activations"
     workflows: ClassVar[tuple[str, ...]] = ("calibration", "fine_tune")
@@ -261,16 +262,19 @@ class QuantizeActivationsSpec(CompressionSpec):
     workflow: str = "calibration"
     mode: str = "symmetric"
     weight_threshold: int = 0
+    weight_per_channel: bool = True  # False: one weight scale per tensor, which must cover its widest channel
 
     def __post_init__(self) -> None:
         _check_choice("mode", self.mode, ("symmetric", "asymmetric"))
         _check_int("weight_threshold", self.weight_threshold, minimum=0)
+        _check_choice("weight_per_channel", self.weight_per_channel, (True, False))
         super().__post_init__()
 
     def summary(self) -> str:
         how = self.workflow_words() if self.workflow == "calibration" else (
             f"{self.workflow_words()} after calibrating on {self.calibration_samples:,} images")
-        return f"int8 weights and activations (W8A8), {self.mode}, {how}"
+        weights = "" if self.weight_per_channel else ", per-tensor weights"
+        return f"int8 weights and activations (W8A8), {self.mode}{weights}, {how}"
 
 
 @dataclass(frozen=True)
@@ -362,7 +366,8 @@ class TorchStaticSpec(CompressionSpec):
         form = "" if (self.engine, self.graph) == ("auto", "auto") else f", form {self.engine}/{self.graph}"
         how = self.workflow_words() if self.workflow == "calibration" else (
             f"{self.workflow_words()} after calibrating on {self.calibration_samples:,} images")
-        return f"PyTorch static int8 ({self.backend} recipe), {how}{form}"
+        weights = "" if self.per_channel else ", per-tensor weights"
+        return f"PyTorch static int8 ({self.backend} recipe){weights}, {how}{form}"
 
 
 

@@ -14,8 +14,10 @@ from core.estimate import baseline_is_quick
 from core.evaluation import baseline_words
 from core.formatting import fmt_bytes, fmt_num, fmt_params, fmt_pct, fmt_seconds, fmt_size_ratio
 from core.jobs import CANCELLED, DONE, FAILED, QUEUED, Job
+from core.learn.depthwise import accuracy_note
 from core.measure.layer_summary import weight_layer_table
-from core.models.sources import RANDOM_WEIGHTS_MEANING, accuracy_meaning
+from core.models.architectures import sample_description
+from core.models.sources import RANDOM_WEIGHTS_MEANING, accuracy_meaning, sample_manifest
 from core.models.torchscript_probe import torchscript_disabled_message
 from core.progress import is_version_warning, library_version_warnings, split_library_warnings
 from core.specs import PalettizeSpec, PruneSpec, QuantizeWeightsSpec
@@ -189,6 +191,10 @@ with choose[0].container(border=True):
     if kind == "architecture":
         # every route's architectures, searchable by typing; it starts on the loaded model
         pick = architecture_picker(key="cfg.model.arch", loaded=model.source_id if model is not None else None)
+        if pick is not None and pick.route == "sample":  # what each sample shows, with its measured int8 numbers
+            st.caption(sample_description(pick.name))
+            if int8_note := accuracy_note(sample_manifest().get(pick.name, {})):
+                st.caption(int8_note)
         if pick is not None and st.button("Load model", type="primary", key="model.load_arch"):
             if pick.weights == "file" and pick.upload is None:
                 st.error("Choose a weights file first.", icon=":material/error:")

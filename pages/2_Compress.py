@@ -257,11 +257,15 @@ with tabs[2]:
     with c[0]:
         amode = knob(st.radio, "w8a8", "mode", "Grid", default=d.mode, options=["symmetric", "asymmetric"], horizontal=True,
                      help="Symmetric int8 (as in coremltools' ResNet50 guide) or with a zero-point.")
+        aper_channel = knob(st.toggle, "w8a8", "weight_per_channel", "Per-channel weight scales", default=d.weight_per_channel,
+                            help="Off: one int8 scale for each whole weight tensor, which must cover its widest "
+                            "channel. Depthwise convs (MobileNets) can have very different ranges per channel.")
     with c[1]:
         athreshold = threshold_knob("w8a8", d.weight_threshold)
     workflow = workflow_knobs("w8a8", QuantizeActivationsSpec)
     overrides = overrides_knobs("w8a8")
-    w8a8_spec = build(lambda: QuantizeActivationsSpec(mode=amode, weight_threshold=int(athreshold), overrides=overrides, **workflow))
+    w8a8_spec = build(lambda: QuantizeActivationsSpec(mode=amode, weight_per_channel=aper_channel, weight_threshold=int(athreshold),
+                                                      overrides=overrides, **workflow))
     run_footer(w8a8_spec, "quantize_activations")
 
 # --------------------------------------------------------------------------- prune

@@ -46,7 +46,8 @@ def weight_of(module: nn.Module) -> torch.Tensor:
 
 
 def locate(module: nn.Module, name: str) -> nn.Module | None:
-    """Find the layer called `name` in a transformed copy (FX fusion nests it as `<name>.0`)."""
+    """Find the layer called `name` in a transformed copy (FX fusion nests it as `<name>.0`; coremltools wraps a
+    conv followed by an activation other than ReLU, e.g. ReLU6, as `<name>.conv` next to `<name>.act`)."""
     try:
         sub = module.get_submodule(name)
     except AttributeError:
@@ -54,7 +55,8 @@ def locate(module: nn.Module, name: str) -> nn.Module | None:
     for _ in range(2):
         if _has_weight(sub):
             return sub
-        child = dict(sub.named_children()).get("0")
+        children = dict(sub.named_children())
+        child = children.get("0", children.get("conv"))
         if child is None:
             return None
         sub = child

@@ -1,4 +1,4 @@
-"""W8A8: int8 weights (per channel) and int8 activations with coremltools' LinearQuantizer.
+"""W8A8: int8 weights (per channel, or per tensor with ``weight_per_channel`` off) and int8 activations with coremltools' LinearQuantizer.
 
 * calibration → observers only, no backward pass (the milestones recipe of the ResNet-50 optimisation guide:
   step once to enable statistics and freeze BatchNorm, then run calibration batches)
@@ -9,6 +9,7 @@ it into a W8A8 Core ML program.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from coremltools.optimize.torch.quantization import LinearQuantizer
@@ -60,10 +61,17 @@ def library_config(
         milestones = CALIBRATION_MILESTONES
 
     def module_config(layer_spec: QuantizeActivationsSpec) -> dict:
-        return {"quantization_scheme": _scheme(layer_spec), "weight_per_channel": True, "milestones": milestones}
+        return {
+            "quantization_scheme": _scheme(layer_spec),
+            "weight_per_channel": layer_spec.weight_per_channel,
+            "milestones": milestones,
+        }
 
-    if layers is not None:  # one scheme for the whole model: only the skipped layers are listed
-        layers = {name: None if layer_spec is None else spec for name, layer_spec in layers.items()}
+    if layers is not None:  # one scheme for the whole model: listed are the skipped layers and weight-granularity overrides
+        layers = {
+            name: None if layer_spec is None else dataclasses.replace(spec, weight_per_channel=layer_spec.weight_per_channel)
+            for name, layer_spec in layers.items()
+        }
     return linear_quantizer_entry(spec, module_config, layers=layers, fine_tune_steps=steps)
 
 

@@ -64,7 +64,7 @@ KNOBS = {
     "palettize": ("n_bits", "granularity", "group_size", "enable_per_channel_scale", "cluster_dim", "mode", "workflow"),
     "quantize_weights": ("dtype", "mode", "granularity", "block_size", "workflow"),
     "prune": ("structure", "target_sparsity", "block_size", "n_m", "workflow"),
-    "quantize_activations": ("mode", "workflow"),
+    "quantize_activations": ("mode", "weight_per_channel", "workflow"),
 }
 
 

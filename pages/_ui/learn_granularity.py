@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.learn import figures, handoff
+from core.learn import depthwise, figures, handoff
 from core.learn.quantization import LinearSetting, block_sizes_for, with_outlier
 from pages._ui.learn_common import (
     LessonContext,
@@ -88,6 +88,12 @@ def _view(
     )
 
 
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _depthwise_notes(key: str, layer: str, _ctx: LessonContext) -> list[str]:
+    del key  # cache key only
+    return depthwise.lesson_notes(module=_ctx.model.module, layer=layer, manifest_entry=_ctx.model.manifest or {})
+
+
 @st.fragment
 def render(ctx: LessonContext) -> None:
     weight = ctx.weight
@@ -163,5 +169,7 @@ def render(ctx: LessonContext) -> None:
             "per block is not shown."
         )
     metrics(view.numbers)
+    for line in _depthwise_notes(ctx.model_key, ctx.layer, ctx):
+        st.caption(":material/info: " + line)
     chosen = view.settings.get(compare_to) or view.settings["per_channel"]
     open_in_compress(handoff.from_linear(chosen), key="granularity")

@@ -45,3 +45,40 @@ def test_fine_tune_qat(tiny, fashion):
     assert _activation_quantizers(result.module) >= 5
     assert all(r.compressed for r in result.layers)
     assert any("3 steps" in note for note in result.notes)
+
+
+def _relu6_net():
+    from torch import nn
+
+    from tests.compress.tiny import loaded
+
+    torch.manual_seed(0)
+    module = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU6(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), nn.BatchNorm2d(8), nn.ReLU6(),  # depthwise
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10),
+    )
+    return loaded(module, label="relu6")
+
+
+def test_conv_bn_relu6_layers_are_reported_with_their_weight_granularity(fashion):
+    """coremltools wraps Conv+BN+ReLU6 as `<name>.conv` + `<name>.act`; its int8 weights are reported, not 'skipped'."""
+    model = _relu6_net()
+    for per_channel, granularity, scales in ((True, "per_channel", 8), (False, "per_tensor", 1)):
+        spec = QuantizeActivationsSpec(calibration_samples=16, weight_per_channel=per_channel)
+        result = compress(model=model, spec=spec, dataset=fashion)
+        assert result.library_config["config"]["global_config"]["weight_per_channel"] is per_channel
+        by_name = {r.name: r for r in result.layers}
+        for name in ("0", "3"):
+            report = by_name[name]
+            assert report.compressed, f"{name}: {report.reason}"
+            assert (report.granularity, report.n_scales) == (granularity, scales)
+            assert report.extra["batchnorm_folded"] == str(int(name) + 1)
+        assert ("per-tensor weights" in spec.summary()) is not per_channel
+
+
+def test_weight_per_channel_override_applies_to_its_layer_only(fashion):
+    spec = QuantizeActivationsSpec(calibration_samples=16, overrides={"^3$": {"weight_per_channel": False}})
+    result = compress(model=_relu6_net(), spec=spec, dataset=fashion)
+    by_name = {r.name: r for r in result.layers}
+    assert by_name["0"].granularity == "per_channel" and by_name["3"].granularity == "per_tensor"

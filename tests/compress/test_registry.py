@@ -52,6 +52,7 @@ EVERY_METHOD_AND_WORKFLOW = [
     QuantizeWeightsSpec(workflow="fine_tune", overrides={"conv3": None}, **FAST),
     QuantizeActivationsSpec(calibration_samples=32),
     QuantizeActivationsSpec(workflow="fine_tune", weight_threshold=1000, **FAST),
+    QuantizeActivationsSpec(calibration_samples=32, weight_per_channel=False, overrides={"conv4": {"weight_per_channel": True}}),
     PruneSpec(target_sparsity=0.6, weight_threshold=1000),
     PruneSpec(structure="n_m", n_m=(2, 4)),
     PruneSpec(workflow="fine_tune", target_sparsity=0.8, structure="block", block_size=4, **FAST),

@@ -32,7 +32,18 @@ from tests.explore.conftest import FAST_OPTIONS
 def test_presets_expand_to_valid_distinct_specs() -> None:
     guide = preset_grid(name="coremltools ResNet50 guide table")
     weight_only = preset_grid(name="weight-only")
-    assert len(guide) == 13 and len(weight_only) == 25 and set(PRESETS) == {guide.name, weight_only.name}
+    granularity = preset_grid(name="int8-granularity")
+    assert len(guide) == 13 and len(weight_only) == 25 and len(granularity) == 5
+    assert set(PRESETS) == {guide.name, weight_only.name, granularity.name}
+    assert sorted(granularity.summaries()) == [
+        "PyTorch static int8 (x86 recipe), calibrated on 128 images",
+        "PyTorch static int8 (x86 recipe), per-tensor weights, calibrated on 128 images",
+        "int8 weight quantization, per channel, symmetric, data-free",
+        "int8 weights and activations (W8A8), symmetric, calibrated on 128 images",
+        "int8 weights and activations (W8A8), symmetric, per-tensor weights, calibrated on 128 images"]
+    assert len(set(granularity.summaries())) == 5  # the two weight granularities are told apart by name
+    assert sorted(c.get("per_channel") for c in granularity.configs if c["method"] == "torch_static") == [False, True]
+    assert "fashion_mobilenet" in PRESETS[granularity.name]
     assert {c["method"] for c in guide.configs} == {"palettize", "prune", "quantize_activations", "torch_static",
                                                     "torch_dynamic"}
     assert {c["method"] for c in weight_only.configs} == {"palettize", "quantize_weights"}

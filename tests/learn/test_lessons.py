@@ -46,7 +46,8 @@ def test_activation_finetune_and_bytes_handoffs_fill_the_compress_widgets():
     w8a8 = handoff.from_activations(observer="histogram", images=8, symmetric=False)
     assert w8a8.tab == "Activations W8A8" and len(w8a8.notes) == 2  # 8 → 16 images; Compress observes moving averages
     assert w8a8.session_values() == {"cfg.w8a8.mode": "asymmetric", "cfg.w8a8.workflow": "calibration",
-                                     "cfg.w8a8.calibration_samples": 16, "learn.compress_tab": "Activations W8A8"}
+                                     "cfg.w8a8.calibration_samples": 16, "learn.compress_tab": "Activations W8A8",
+                                     "cfg.w8a8.weight_per_channel": True}  # a toggle left off is reset to the lesson's
     two = handoff.from_finetune(bits=2, steps=40, learning_rate=1e-3, batch_size=32)
     assert two.tab == "Palettize" and two.fields["n_bits"] == 2 and two.notes
     assert {k: two.session_values()[k] for k in ("cfg.palettize.workflow", "cfg.palettize.max_steps",

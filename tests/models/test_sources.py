@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from core.models.architectures import FashionCNN, FashionResNet
+from core.models.architectures import FashionCNN, FashionMobileNet, FashionResNet
 from core.models.sources import (
     ModelLoadError,
     list_sources,
@@ -27,7 +27,7 @@ def test_registry_lists_samples_and_seed_architectures():
         assert expected in ids
 
 
-@pytest.mark.parametrize("name,min_acc", [("fashion_cnn", 0.905), ("fashion_resnet", 0.925)])
+@pytest.mark.parametrize("name,min_acc", [("fashion_cnn", 0.905), ("fashion_resnet", 0.925), ("fashion_mobilenet", 0.90)])
 def test_sample_models_load_with_manifest(name, min_acc):
     model = load_model(f"sample:{name}")
     entry = sample_manifest()[name]
@@ -42,6 +42,19 @@ def test_sample_models_load_with_manifest(name, min_acc):
 
 def test_fashion_resnet_is_resnet_sized():
     assert sum(p.numel() for p in FashionResNet().parameters()) >= 2_000_000
+
+
+def test_fashion_mobilenet_is_mobilenet_v2_shaped():
+    net = FashionMobileNet()
+    assert 200_000 <= sum(p.numel() for p in net.parameters()) <= 600_000
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    depthwise = [c for c in convs if c.groups > 1 and c.groups == c.in_channels == c.out_channels]
+    assert len(depthwise) == 8 and all(c.kernel_size == (3, 3) for c in depthwise)
+    assert sum(isinstance(m, torch.nn.ReLU6) for m in net.modules()) == 2 * 8 - 1 + 2  # expand + depthwise, stem, head
+    assert sum(block.use_residual for block in net.blocks) == 3
+    # linear bottleneck: a block's projection ends in BatchNorm, no activation
+    assert all(isinstance(block.project[-1], torch.nn.BatchNorm2d) for block in net.blocks)
+    assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
 def test_torchvision_random_weights_say_accuracy_is_not_meaningful():

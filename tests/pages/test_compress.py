@@ -31,6 +31,16 @@ def test_tabs_render_with_their_knobs(app) -> None:
         assert widget.help, f"{widget.key} has no help text"
 
 
+def test_w8a8_weight_scales_toggle_reaches_the_spec(app) -> None:
+    at = app(page="pages/2_Compress.py")
+    toggle = at.toggle(key="cfg.w8a8.weight_per_channel")
+    assert toggle.value is True and "Depthwise convs" in toggle.help
+    assert any("weight_per_channel: true" in c.value for c in at.code)
+    toggle.set_value(False).run()
+    assert_clean(at)
+    assert any("method: quantize_activations" in c.value and "weight_per_channel: false" in c.value for c in at.code)
+
+
 def test_impossible_setting_is_explained_not_raised(app) -> None:
     at = app(page="pages/2_Compress.py")
     at.radio(key="cfg.palettize.mode").set_value("uniform").run()

@@ -66,6 +66,7 @@ def test_granularity_lesson_outlier(app):
     at = _open(app, "granularity", layer="features.10")
     before = _metrics(at)
     assert _db(before["SNR · channel"]) > _db(before["SNR · tensor"])
+    assert any("load the sample fashion_mobilenet" in c.value for c in at.caption)  # fashion_cnn has no depthwise conv
     at.toggle(key="cfg.learn.l2.outlier").set_value(True).run()
     at.select_slider(key="cfg.learn.l2.factor").set_value(32.0).run()
     assert_clean(at)
@@ -75,6 +76,20 @@ def test_granularity_lesson_outlier(app):
     assert [t.get("name") for t in scales["data"]] == ["per channel", "per block", "per tensor", "outlier channel 5"]
     at.select_slider(key="cfg.learn.l2.block").set_value(4).run()
     assert _db(_metrics(at)["Scale cost · block"]) > _db(after["Scale cost · block"])
+
+
+def test_granularity_lesson_on_fashion_mobilenet_explains_its_depthwise_convs(app):
+    at = app(page=PAGE)
+    at.session_state["model_choice"] = {"source_id": "sample:fashion_mobilenet"}  # what the Model page's Load sets
+    at.run()
+    at.selectbox(key="cfg.learn.layer").select("blocks.2.depthwise.0").run()
+    at.radio(key="cfg.learn.lesson").set_value("granularity").run()
+    assert_clean(at)
+    captions = " ".join(c.value for c in at.caption)
+    assert "blocks.2.depthwise.0 is a depthwise conv: one 3×3 kernel per channel, 144 channels." in captions
+    assert "Measured on the sample's 10,000 test images" in captions and "per-tensor scales" in captions
+    before = _metrics(at)
+    assert _db(before["SNR · channel"]) > _db(before["SNR · tensor"])
 
 
 def test_palettize_lesson_and_vector_on_the_hand_made_tensor(app):
@@ -178,7 +193,8 @@ def test_finetune_lesson_trains_the_loaded_model_and_names_its_images(app):
     assert at.button(key="learn.l6.run").label == "Fine-tune 2-bit fashion_resnet (sample) for 10 steps"
     at.button(key="learn.l6.run").click().run()
     assert_clean(at)
-    assert "fashion_resnet (sample)" in json.loads(plotly_specs(at)[1])["layout"]["title"]["text"]
+    title = json.loads(plotly_specs(at)[1])["layout"]["title"]["text"]
+    assert "fashion_resnet (sample)" in title.replace("<br>", " ")  # long titles wrap inside the figure
     caption = next(c.value for c in at.caption if c.value.startswith("fashion_resnet (sample), accuracies on 300 "))
     assert "Fashion-MNIST test images" in caption and "class-balanced sample" in caption
 

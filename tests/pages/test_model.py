@@ -301,3 +301,19 @@ def test_one_picker_lists_every_route_and_loads_a_timm_model(app) -> None:
     assert "resnet10t (timm, random weights)" in " ".join(m.value for m in at.sidebar.markdown)
     assert {m.label: m.value for m in at.metric}["Input"] == "3×176×176"
     assert any("Random weights: accuracy numbers are not meaningful" in w.value for w in at.warning)
+
+
+def test_sample_picker_says_what_each_sample_shows(app) -> None:
+    at = app(page="pages/1_Model.py")
+    at.radio(key="cfg.model.kind").set_value("architecture").run()
+    picker = at.selectbox(key="cfg.model.arch")
+    samples = [o.split(" — ")[0] for o in picker.options if o.startswith("sample:")]
+    assert samples == ["sample:fashion_cnn", "sample:fashion_resnet", "sample:fashion_mobilenet"]
+    picker.select("sample:fashion_mobilenet").run()
+    assert_clean(at)
+    captions = " ".join(c.value for c in at.caption)
+    assert "MobileNetV2-style" in captions and "the MobileNet quantization question" in captions
+    from core.learn.depthwise import accuracy_note
+    from core.models.sources import sample_manifest
+
+    assert accuracy_note(sample_manifest()["fashion_mobilenet"]) in captions  # the measured int8 accuracies
