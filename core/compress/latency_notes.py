@@ -7,8 +7,22 @@ import torch
 
 def transformed_graph(result) -> bool:
     """True when the library returned a rewritten FX graph (QAT / W8A8: BatchNorm folded, quantize ops inserted)
-    rather than the original module with new weight values."""
-    return isinstance(getattr(result, "module", None), torch.fx.GraphModule)
+    rather than the original module with new weight values.
+
+    Being an FX graph is not enough: a model lifted from a .pt2 / ONNX / TorchScript file is one before any
+    compression, and a data-free method hands back that same graph with new weights.
+    """
+    from torch.ao.quantization import FakeQuantizeBase
+    from torch.ao.quantization.observer import ObserverBase
+
+    module = getattr(result, "module", None)
+    if not isinstance(module, torch.fx.GraphModule):
+        return False
+    # fake-quantizers / observers, or torch.ao's fused and QAT layers (ConvBn2d: BatchNorm folded while training)
+    if any(isinstance(sub, (FakeQuantizeBase, ObserverBase)) or type(sub).__module__.startswith("torch.ao.nn.")
+           for sub in module.modules()):
+        return True
+    return any("quantize" in str(node.target) for node in module.graph.nodes if node.op in ("call_function", "call_method"))
 
 
 def recomputes_weights(result) -> bool:

@@ -6,6 +6,7 @@ named coremltools config class's ``from_dict``) equals the config the handler ac
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -206,6 +207,15 @@ def test_latency_notes_are_honest_about_rewritten_graphs(tiny, fashion):
     assert "fp16" in METHODS["torch_dynamic"].latency_note(spec=TorchDynamicSpec(dtype="fp16"), result=None, timed_artifact=True)
     pipeline = PipelineSpec((PruneSpec(), PalettizeSpec()))
     assert "by construction" in method_descriptor(PIPELINE).latency_note(spec=pipeline, result=plain, timed_artifact=False)
+
+
+def test_a_model_lifted_to_an_fx_graph_is_not_called_rewritten_by_a_data_free_method(tiny, fashion):
+    """A .pt2 / ONNX upload is an FX graph before compression: data-free palettization keeps that graph."""
+    lifted = dataclasses.replace(tiny, module=torch.fx.symbolic_trace(tiny.module))
+    result = compress(model=lifted, spec=PalettizeSpec(), dataset=fashion)
+    assert isinstance(result.module, torch.fx.GraphModule)
+    note = METHODS["palettize"].latency_note(spec=result.spec, result=result, timed_artifact=False)
+    assert "by construction" in note and "rewritten graph" not in note
 
 
 def test_descriptor_validates_its_declarations():

@@ -127,3 +127,27 @@ def settle(page) -> None:
     page.wait_for_timeout(700)
     wait_idle(page)
 
+
+def full_page_screenshot(page, name: str) -> None:
+    """The whole page: Streamlit scrolls inside its main container, so grow the viewport to fit it first."""
+    height = page.evaluate(
+        "() => { const m = document.querySelector('[data-testid=\"stMain\"]') || document.body;"
+        " return Math.max(m.scrollHeight, document.body.scrollHeight); }"
+    )
+    size = page.viewport_size
+    for _ in range(3):  # re-measure: a taller viewport can re-flow the page
+        page.set_viewport_size({"width": size["width"], "height": min(int(height) + 80, 12_000)})
+        page.wait_for_timeout(500)  # let charts re-layout to the new size
+        height = page.evaluate(
+            "() => { const m = document.querySelector('[data-testid=\"stMain\"]') || document.body;"
+            " return Math.max(m.scrollHeight, document.body.scrollHeight); }"
+        )
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+    page.set_viewport_size(size)
+
+
+def trace_names(page, index: int = 0) -> list[str]:
+    return page.evaluate(
+        "i => { const p = document.querySelectorAll('.js-plotly-plot')[i]; return p && p.data ? p.data.map(t => t.name) : []; }",
+        index,
+    )

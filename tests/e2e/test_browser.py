@@ -14,37 +14,14 @@ import pytest
 
 from tests.e2e.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, assert_metrics_fit
 from tests.e2e.conftest import assert_no_exception as _assert_no_exception
+from tests.e2e.conftest import full_page_screenshot as _screenshot
 from tests.e2e.conftest import require_chromium as _require_chromium  # noqa: F401  (test_learn_browser imports it)
+from tests.e2e.conftest import trace_names as _trace_names
 from tests.e2e.conftest import wait_idle as _wait_idle
 
 pytestmark = pytest.mark.browser
 
 RUN_TIMEOUT_MS = 300_000
-
-
-def _screenshot(page, name: str) -> None:
-    """The whole page: Streamlit scrolls inside its main container, so grow the viewport to fit it first."""
-    height = page.evaluate(
-        "() => { const m = document.querySelector('[data-testid=\"stMain\"]') || document.body;"
-        " return Math.max(m.scrollHeight, document.body.scrollHeight); }"
-    )
-    size = page.viewport_size
-    for _ in range(3):  # re-measure: a taller viewport can re-flow the page
-        page.set_viewport_size({"width": size["width"], "height": min(int(height) + 80, 12_000)})
-        page.wait_for_timeout(500)  # let charts re-layout to the new size
-        height = page.evaluate(
-            "() => { const m = document.querySelector('[data-testid=\"stMain\"]') || document.body;"
-            " return Math.max(m.scrollHeight, document.body.scrollHeight); }"
-        )
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
-    page.set_viewport_size(size)
-
-
-def _trace_names(page, index: int = 0) -> list[str]:
-    return page.evaluate(
-        "i => { const p = document.querySelectorAll('.js-plotly-plot')[i]; return p && p.data ? p.data.map(t => t.name) : []; }",
-        index,
-    )
 
 
 def test_palettize_in_the_browser(server: str) -> None:
