@@ -66,8 +66,8 @@ QUICK_ARCHITECTURES: tuple[str, ...] = (
     "torchvision:mobilenet_v3_large",
     "torchvision:efficientnet_b0",
     "torchvision:shufflenet_v2_x1_0",
-    "torchvision:vit_b_16",
     "timm:convnext_atto",
+    "timm:deit_tiny_patch16_224",
 )
 ROUTES: tuple[str, ...] = ("module", "torchscript", "exported", "onnx")
 METHODS: dict[str, dict] = {
@@ -222,7 +222,9 @@ def _record_fields(record: dict) -> dict:
 
 
 def run_matrix(*, archs: list[str], routes: list[str], methods: list[str], timeout_s: float, eval_limit: int,
-               workdir: Path, progress: bool = True) -> list[dict]:
+               workdir: Path, progress: bool = True, partial_csv: Path | None = None) -> list[dict]:
+    """Every cell in order; with `partial_csv`, the rows so far are written after each cell (a long run that is
+    stopped keeps what it measured)."""
     from tqdm import tqdm
 
     rows: list[dict] = []
@@ -239,6 +241,8 @@ def run_matrix(*, archs: list[str], routes: list[str], methods: list[str], timeo
                 bar.set_description(f"{arch} · {route} · {METHOD_LABELS[method]}")
                 rows.append(run_cell(Cell(arch, route, method), sources[route], workdir=workdir, timeout_s=timeout_s,
                                      eval_limit=eval_limit))
+                if partial_csv is not None:
+                    write_csv(partial_csv, rows)
                 bar.update(1)
     bar.close()
     return rows
@@ -299,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     archs = args.archs or list(QUICK_ARCHITECTURES if args.quick else ARCHITECTURES)
     with tempfile.TemporaryDirectory(prefix="cs_zoo_") as tmp:
         rows = run_matrix(archs=archs, routes=args.routes, methods=args.methods, timeout_s=args.timeout,
-                          eval_limit=args.eval_limit, workdir=Path(tmp))
+                          eval_limit=args.eval_limit, workdir=Path(tmp), partial_csv=Path(args.out))
     print_tables(rows)
     print(f"\nCSV: {write_csv(Path(args.out), rows)}")
     return 0 if all(t["met"] for t in summarize(rows)) else 1
