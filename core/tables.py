@@ -53,6 +53,9 @@ TABLE_COLUMNS = (
     "accuracy_meaningful",
     "artifact_kind",
     "artifact_weights_match",
+    "validation_accuracy_top1",
+    "baseline_validation_accuracy_top1",
+    "validation_images",
     "spec_json",
 )
 TEXT_COLUMNS = (

@@ -9,6 +9,7 @@ import streamlit as st
 
 from core import charts
 from core.dataset_choice import flipped_image_position
+from core.explore.search import chosen_and_confirmed, has_validation
 from core.formatting import as_number, fmt_bytes, fmt_pct, fmt_size_ratio
 from core.report import build_report, per_run_baseline_note
 from core.speedup_wording import speedup_text
@@ -72,8 +73,9 @@ with top[2]:
                   delta=f"{fmt_size_ratio(best.get('compression_ratio_fp16'), 1)} than fp16", delta_arrow="off",
                   delta_color="normal" if (as_number(best.get("compression_ratio_fp16")) or 0) >= 1 else "inverse",
                   help=str(best["spec_summary"]))
-        change = as_number(best.get("accuracy_delta_pts"))
-        st.caption(f"**{best['spec_summary']}**" + (f", {change:+.2f} pts vs its baseline" if change is not None else ""))
+        st.caption(f"**{best['spec_summary']}**: {chosen_and_confirmed(by_id[int(best['id'])])}"
+                   + ("" if has_validation(by_id[int(best['id'])]) else
+                      " — judged on those test images (a sweep or search also measures validation images)"))
     else:
         st.metric("Smallest within budget", "none", help="No experiment is within the budget yet.")
 

@@ -195,3 +195,13 @@ def test_size_axis_of_the_scatter_ticks_at_1_2_5_megabytes() -> None:
     axis = fig.layout.xaxis
     assert axis.type == "log" and list(axis.ticktext) == ["0.2 MB", "0.5 MB", "1 MB", "2 MB", "5 MB", "10 MB"]
     assert all(text.endswith(" MB") for text in axis.ticktext)
+
+
+def test_best_within_budget_judges_on_validation_images_where_a_run_has_them() -> None:
+    records = _records()
+    # #4 loses 2 points on the test images but 4 on its validation images: a 2.5-point budget must not pick it by
+    # the test images it is reported on; #1 (no validation numbers: a manual run) is judged on its test drop.
+    records[3].update(validation_accuracy_top1=0.88, baseline_validation_accuracy_top1=0.92, validation_images=2000)
+    frame = experiments_frame(records)
+    assert int(charts.best_within_budget(frame, budget_pts=2.5)["id"]) == 1
+    assert int(charts.best_within_budget(frame, budget_pts=4.5)["id"]) == 4

@@ -150,7 +150,7 @@ def chosen_and_confirmed(record: dict) -> str:
     test = _drop_pts(record)
     confirmed = f"confirmed on {int(record.get('eval_images') or 0):,} test images: {_points(test)}"
     if validation is None or images is None:
-        return f"no validation images measured; {confirmed}"
+        return f"no validation images measured; on {int(record.get('eval_images') or 0):,} test images: {_points(test)}"
     return f"chosen on {int(images):,} validation images: {_points(validation)}; {confirmed}"
 
 
