@@ -8,11 +8,12 @@ from torch import nn
 from core.models.errors import ModelLoadError
 
 
-def _describe(output: object) -> str:
+def describe_output(output: object) -> str:
+    """What a forward returned, in words: 'a torch.float32 tensor shaped 2×1000', 'a tuple of 2 values'."""
     if isinstance(output, torch.Tensor):
-        return f"a tensor of shape {'×'.join(map(str, output.shape))}"
+        return f"a {output.dtype} tensor shaped {'×'.join(map(str, output.shape)) or 'scalar'}"
     if isinstance(output, tuple | list):
-        return f"a {type(output).__name__} of {len(output)} items"
+        return f"a {type(output).__name__} of {len(output)} values"
     return f"a {type(output).__name__}"
 
 
@@ -28,6 +29,6 @@ def check_class_scores(*, module: nn.Module, input_shape: tuple[int, ...], num_c
     if not (isinstance(output, torch.Tensor) and output.is_floating_point()
             and tuple(output.shape) == (2, num_classes)):
         raise ModelLoadError(
-            f"{label} does not return class scores: for 2 images it returned {_describe(output)}, not 2×{num_classes}. "
+            f"{label} does not return class scores: for 2 images it returned {describe_output(output)}, not 2×{num_classes}. "
             "Use a classification model whose forward returns one row of scores per image."
         )

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from core.formatting import fmt_bytes
+from core.models.output_check import describe_output
 from core.models.sources import ModelLoadError, nonfinite_tensors
 
 ALLOW_ENV = "COMPRESSION_STUDIO_ALLOW_TORCHSCRIPT"
@@ -119,7 +120,7 @@ def inspect_module(module: nn.Module, name: str) -> ProbeResult:
             continue
         if _is_scores(out, 2):
             return ProbeResult(input_shape=shape, num_classes=int(out.shape[1]))
-        outputs.append(f"given 2 images of {'×'.join(map(str, shape))} it returned {_describe(out)}")
+        outputs.append(f"given 2 images of {'×'.join(map(str, shape))} it returned {describe_output(out)}")
     if outputs:
         raise ModelLoadError(_not_scores(name, outputs[0], more=len(outputs) > 1))
     raise ModelLoadError(
@@ -168,15 +169,7 @@ def scores_problem(out: object, *, batch: int, shape: tuple[int, ...], name: str
     """None when `out` is an N×classes score tensor for a batch of `batch` images, else the refusal."""
     if _is_scores(out, batch):
         return None
-    return _not_scores(name, f"given {batch} image(s) of {'×'.join(map(str, shape))} it returned {_describe(out)}")
-
-
-def _describe(out: object) -> str:
-    if isinstance(out, torch.Tensor):
-        return f"a {out.dtype} tensor shaped {'×'.join(map(str, out.shape)) or 'scalar'}"
-    if isinstance(out, tuple | list):
-        return f"a {type(out).__name__} of {len(out)} values"
-    return f"a {type(out).__name__}"
+    return _not_scores(name, f"given {batch} image(s) of {'×'.join(map(str, shape))} it returned {describe_output(out)}")
 
 
 def probe_torchscript(path: Path, *, limits: ProbeLimits | None = None) -> ProbeResult:

@@ -26,7 +26,7 @@ def test_scores_pass_and_other_outputs_are_refused():
     with pytest.raises(ModelLoadError, match=r"^tiny does not return class scores: for 2 images it returned a tensor "
                        r"of shape 2×6, not 2×10\."):
         check_class_scores(module=classifier, input_shape=(3, 8, 8), num_classes=10, label="tiny")
-    with pytest.raises(ModelLoadError, match=r"^features does not return class scores: .* a tuple of 2 items, not 2×4"):
+    with pytest.raises(ModelLoadError, match=r"^features does not return class scores: .* a tuple of 2 values, not 2×4"):
         check_class_scores(module=_Features(), input_shape=(3, 8, 8), num_classes=4, label="features")
     with pytest.raises(ModelLoadError, match=r"^tiny failed on a 2×3×9×9 input"):
         check_class_scores(module=classifier, input_shape=(3, 9, 9), num_classes=6, label="tiny")
