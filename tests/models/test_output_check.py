@@ -23,8 +23,8 @@ class _Features(nn.Module):
 def test_scores_pass_and_other_outputs_are_refused():
     classifier = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 6))
     check_class_scores(module=classifier, input_shape=(3, 8, 8), num_classes=6, label="tiny")
-    with pytest.raises(ModelLoadError, match=r"^tiny does not return class scores: for 2 images it returned a tensor "
-                       r"of shape 2×6, not 2×10\."):
+    with pytest.raises(ModelLoadError, match=r"^tiny does not return class scores: for 2 images it returned a "
+                       r"torch\.float32 tensor shaped 2×6, not 2×10\."):
         check_class_scores(module=classifier, input_shape=(3, 8, 8), num_classes=10, label="tiny")
     with pytest.raises(ModelLoadError, match=r"^features does not return class scores: .* a tuple of 2 values, not 2×4"):
         check_class_scores(module=_Features(), input_shape=(3, 8, 8), num_classes=4, label="features")
