@@ -298,8 +298,9 @@ def captured(module: nn.Module, example: torch.Tensor) -> fx.GraphModule:
 def graph_engine(module: nn.Module, *, context: CompressionContext) -> EngineChoice | None:
     """How a graph-form model is quantized: the FX quantizers on its module-level view (None: a Python module,
     which FX traces as it is). Switches `context.original` to the same view of the untouched input, so per-layer
-    reports find its layers (and Conv→BatchNorm pairs) by the same names. TorchScript: CompressionError."""
-    if context.model.form == "torchscript" or isinstance(module, torch.jit.ScriptModule):
+    reports find its layers (and Conv→BatchNorm pairs) by the same names. A TorchScript file torch's converter
+    turned into a graph is quantized like an exported program; one kept as a ScriptModule: CompressionError."""
+    if context.model.is_torchscript or isinstance(module, torch.jit.ScriptModule):  # not converted to a graph
         raise CompressionError(
             "activation quantization cannot run on a TorchScript model: its graph cannot be re-captured for "
             "quantization. Export the model with torch.export (.pt2), or upload a state_dict for its architecture."

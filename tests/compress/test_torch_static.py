@@ -73,14 +73,16 @@ def test_static_fine_tune_qat(tiny, fashion):
     assert result.int8_form["winner"] == "onednn/graph_module" and result.quantized_engine == "onednn"
 
 
-def test_static_refuses_torchscript(tiny, fashion, tmp_path):
+def test_static_int8_runs_on_a_torchscript_file_converted_to_a_graph(tiny, fashion, tmp_path):
     from core.models.sources import load_torchscript
 
     path = tmp_path / "tiny.pt"
     torch.jit.save(torch.jit.trace(tiny.module, torch.zeros(1, 1, 28, 28)), str(path))
     scripted = load_torchscript(path)
-    with pytest.raises(CompressionError, match=r"FX graph mode traces nn\.Module code"):
-        compress(model=scripted, spec=TorchStaticSpec(), dataset=fashion)
+    assert scripted.form == "torchscript" and not scripted.is_torchscript  # converted and lifted to real layers
+    result = compress(model=scripted, spec=TorchStaticSpec(calibration_samples=32), dataset=fashion)
+    assert any("engine: FX graph mode on a module-level view" in note for note in result.notes)
+    assert sum(r.compressed for r in result.layers) >= 4
 
 
 # --------------------------------------------------------------------------- the int8 form
