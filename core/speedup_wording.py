@@ -18,10 +18,13 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.formatting import as_number, fmt_ms, fmt_ratio
-from core.measure.latency import RatioInterval, recorded_interval
 from core.paths import cache_dir
+
+if TYPE_CHECKING:  # the latency harness imports torch and coremltools: only when a sentence needs it
+    from core.measure.latency import RatioInterval
 
 BENCH_FOLDER = "bench"
 BENCH_RESULTS_FILE = "int8_peers.json"
@@ -183,6 +186,8 @@ def record_latency_change(record: Mapping) -> LatencyChange | None:
     """The latency change of an experiment record, from the interval its measurement stored (None: not timed, or
     timed before intervals were recorded)."""
     latency = record.get("latency") if isinstance(record.get("latency"), Mapping) else None
+    from core.measure.latency import recorded_interval
+
     interval = recorded_interval(dict(latency)) if latency else None
     if interval is None:
         return None
@@ -334,6 +339,8 @@ def speedup_wording(
 
 def wording_for_record(record: Mapping, *, cache_root: Path | None = None) -> SpeedupWording:
     """The wording for an experiment record (its batch-1 medians, model, machine and whether it runs int8 kernels)."""
+    from core.measure.latency import recorded_interval
+
     machine = record.get("machine") or {}
     cpu = machine.get("cpu")
     shape = record.get("input_shape")

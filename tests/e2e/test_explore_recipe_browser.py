@@ -38,7 +38,7 @@ def _drawn_markers(page) -> int:
 
 # st.dataframe draws on a canvas; glide data grid keeps an accessible <table role="grid"> inside it (not "visible")
 LAYERS_JS = ("() => { const t = [...document.querySelectorAll('[data-testid=\"stDataFrame\"] table[role=\"grid\"]')]"
-             ".find(t => [...t.querySelectorAll('th')].some(h => h.textContent.trim() === 'kl_alone'));"
+             ".find(t => [...t.querySelectorAll('th')].some(h => h.textContent.trim() === 'output change alone (KL)'));"
              " return t ? {rows: Number(t.getAttribute('aria-rowcount')),"
              " layers: [...t.querySelectorAll('tbody tr')].map(r => (r.querySelector('td') || {}).textContent)} : null; }")
 
@@ -99,7 +99,7 @@ def test_measured_search_shows_its_recipe_and_runs_it(server: str) -> None:
         assert float(bits.inner_text()) <= 3.0  # the default target: 3 bits per weight
 
         layers = page.evaluate(LAYERS_JS)
-        assert layers is not None, "no per-layer table with a kl_alone column"
+        assert layers is not None, "no per-layer table with an 'output change alone (KL)' column"
         assert layers["rows"] == FASHION_CNN_LAYERS + 1, layers  # aria-rowcount counts the header row
         assert len(set(layers["layers"])) == FASHION_CNN_LAYERS, layers  # one row per weight layer
         for name in ("recipe_spec.yaml", "coremltools_config.yaml", "recipe.py"):
