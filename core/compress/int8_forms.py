@@ -202,7 +202,20 @@ def build_form(
         converted = convert(copy.deepcopy(prepared)).eval()
         if form.graph == "graph_module":
             return converted
-        return _frozen_torchscript(converted, example)
+        traced = _frozen_torchscript(converted, example)
+        require_any_batch(traced, example)
+        return traced
+
+
+def require_any_batch(module: nn.Module, example: torch.Tensor) -> None:
+    """A trace can fix the batch size (a reshape or expand of a graph-form model that read it as a constant); such a
+    form would fail on the evaluation batches, so it is refused here and the form race leaves it out, saying why."""
+    other = example[:1].expand(example.shape[0] + 1, *example.shape[1:]).contiguous()
+    try:
+        with torch.no_grad():
+            module(other)
+    except Exception as exc:
+        raise Int8FormError(f"its trace fixes the batch size at {example.shape[0]} ({_first_line(exc)})") from None
 
 
 def already_converted(module: nn.Module) -> nn.Module:

@@ -252,3 +252,19 @@ def test_the_race_runs_under_the_jobs_timing_lock_and_a_cached_choice_takes_none
     assert not first.from_cache and held == [True] and lock.timed_exclusively
     again = choose_int8_form(**kwargs)
     assert again.from_cache and held == [True]  # reused: nothing timed, the lock not taken again
+
+
+def test_a_traced_form_that_fixes_the_batch_size_is_refused_with_the_reason():
+    from core.compress.int8_forms import Int8FormError, require_any_batch
+
+    class BakesTheBatch(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(int(x.shape[0]), -1)  # int(): the trace keeps the batch size as a constant
+
+    example = torch.zeros(2, 1, 4, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(BakesTheBatch(), example)
+    with pytest.raises(Int8FormError, match=r"its trace fixes the batch size at 2"):
+        require_any_batch(traced, example)
+    require_any_batch(torch.jit.trace(torch.nn.Flatten(), example), example)  # a trace that keeps it: accepted
