@@ -179,6 +179,7 @@ def latency_change(interval: RatioInterval, *, by_construction: bool = False) ->
                  f"({fmt_ratio(1.0 / interval.high)}–{fmt_ratio(1.0 / interval.low)})")
     if by_construction:  # same operations yet a real difference: the machine, not the model
         words += "; it runs the baseline's exact operations, so other work on this machine caused the difference"
+        short = f"same computation ({_signed_pct(interval.ratio)} here from other work on the machine)"
     return LatencyChange(short, f"{words} ({basis}).", measurable=True)
 
 

@@ -230,3 +230,13 @@ def test_two_tries_whose_medians_disagree_are_called_a_busy_machine():
         "Taken on a busy machine: timed twice at batch 1, the medians disagree (first try p50 75.111 ms, p90 "
         "480.891 ms; second try p50 417.546 ms, p90 588.898 ms). Other work changed the speed between the tries; "
         "compare ratios, which are timed interleaved, rather than these absolute times.")
+
+
+def test_a_difference_in_the_same_computation_is_blamed_on_the_machine_not_shown_as_a_speed_up():
+    from core.measure.latency import ratio_interval
+    from core.speedup_wording import latency_change
+
+    base = [0.010 + 0.001 * (i % 4) for i in range(40)]
+    change = latency_change(ratio_interval(baseline=base, candidate=[0.94 * b for b in base]), by_construction=True)
+    assert change.short == "same computation (-6 % here from other work on the machine)"
+    assert "other work on this machine caused the difference" in change.sentence

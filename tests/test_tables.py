@@ -155,3 +155,11 @@ def test_flipped_predictions_by_kind() -> None:
     assert flipped_frame(make_record() | {"flipped_images": []}).empty
     with pytest.raises(ValueError, match="kind must be"):
         flipped_frame(record, kind="worse")
+
+
+def test_a_same_computation_run_never_reads_as_a_speed_up_in_the_table() -> None:
+    same = dict(make_record(latency=0.94), id=8)
+    same["latency"] = {"mode": "confirmation", "batches": {"1": {"ratio_ci": {"candidate": {
+        "ratio": 0.94, "low": 0.85, "high": 0.997, "confidence": 0.95, "resamples": 2000, "pairs": 6}}}}}
+    table = experiments_table(experiments_frame([same]))
+    assert list(table["latency vs baseline"]) == ["same computation (-6 % here from other work on the machine)"]

@@ -26,7 +26,7 @@ def test_table_and_scatter(app, studio_home: Path) -> None:
     assert list(table["method"]) == ["Palettize", "Prune"]
     assert float(table.loc[0, "size vs fp16"].removesuffix("× smaller")) > 3  # 4-bit LUT indices vs fp16
     latency = table.loc[1, "latency vs baseline"]  # prune runs the baseline's computation: an interval, never "+22 %"
-    assert latency.startswith("no measurable difference (±") or "95 % CI" in latency, latency
+    assert latency.startswith(("no measurable difference (±", "same computation (")), latency
     assert list(table["artifact = evaluated"]) == ["yes", "yes"]  # both packages hold the weights that were evaluated
 
     scatter = json.loads(plotly_specs(at)[0])
