@@ -11,9 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from core.cli import build_parser
 from core.jobs import DataRef, JobQueue, ModelRef
 from core.jobs.runner import Heartbeat
@@ -97,32 +94,17 @@ def test_bad_architectures_and_too_large_models_exit_with_one_line(tmp_path: Pat
     assert JobQueue(home=tmp_path).list() == []
 
 
-def test_bad_model_exits_with_one_line(tmp_path: Path) -> None:
+def test_bad_model_exits_with_one_line(tmp_path: Path, unconvertible_torchscript: Path) -> None:
     assert_one_line_error(cli("baseline", "--model", "sample:nope", home=tmp_path), "nope")
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")
     assert_one_line_error(cli("baseline", "--model", f"torchscript:{empty}", home=tmp_path), "empty")
-    scripted = tmp_path / "loops.pt"
-    torch.jit.save(torch.jit.script(_HalvesUntilSmall().eval()), str(scripted))
+    scripted = unconvertible_torchscript
     result = cli("run", "--model", f"torchscript:{scripted}", "--spec", '{"method": "palettize"}', home=tmp_path)
     assert_one_line_error(result, "palettize cannot run on this TorchScript file", "prim::Loop", "torch.export")
     wrong = tmp_path / "model.pt2"
     wrong.write_bytes(b"not a program")
     assert_one_line_error(cli("methods", "--model", f"export:{wrong}", home=tmp_path), "not a torch.export program")
-
-
-class _HalvesUntilSmall(nn.Module):
-    """A data-dependent while loop, which torch's TorchScript → torch.export converter cannot convert."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(784, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.fc(x.flatten(1))
-        while bool(y.abs().max() > 1.0):
-            y = y / 2
-        return y
 
 
 def test_bad_spec_exits_with_one_line(tmp_path: Path) -> None:

@@ -150,23 +150,8 @@ def test_program_with_a_baked_batch_size_is_evaluated_in_slices_of_it(tmp_path):
     assert export_coreml(module=result.module, input_shape=model.input_shape, path=tmp_path / "m.mlpackage").is_dir()
 
 
-class _HalvesUntilSmall(nn.Module):
-    """A data-dependent while loop: torch's TorchScript → torch.export converter has no rule for prim::Loop."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(784, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.fc(x.flatten(1))
-        while bool(y.abs().max() > 1.0):
-            y = y / 2
-        return y
-
-
-def test_torchscript_the_converter_cannot_handle_loads_but_every_method_says_why(tmp_path):
-    path = tmp_path / "loops.pt"
-    torch.jit.save(torch.jit.script(_HalvesUntilSmall().eval()), str(path))
+def test_torchscript_the_converter_cannot_handle_loads_but_every_method_says_why(unconvertible_torchscript):
+    path = unconvertible_torchscript
     model = load_model(f"torchscript:{path}")
     assert model.form == "torchscript" and model.is_torchscript and model.num_classes == 10
     reasons = set(method_availability(model=model).values())

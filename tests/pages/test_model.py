@@ -258,23 +258,8 @@ def test_bad_onnx_upload_names_the_problem(app) -> None:
     assert "model.onnx is not an ONNX model" in at.error[0].value
 
 
-def test_model_card_names_why_methods_do_not_apply_to_unconvertible_torchscript(app, tmp_path) -> None:
-    import torch
-    from torch import nn
-
-    class HalvesUntilSmall(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.fc = nn.Linear(784, 10)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y = self.fc(x.flatten(1))
-            while bool(y.abs().max() > 1.0):
-                y = y / 2
-            return y
-
-    path = tmp_path / "loops.pt"
-    torch.jit.save(torch.jit.script(HalvesUntilSmall().eval()), str(path))
+def test_model_card_names_why_methods_do_not_apply_to_unconvertible_torchscript(app, unconvertible_torchscript) -> None:
+    path = unconvertible_torchscript
     at = app(page="pages/1_Model.py")
     at.radio(key="cfg.model.kind").set_value("torchscript").run()
     at.file_uploader(key="model.ts_upload").set_value(("loops.pt", path.read_bytes(), "application/octet-stream")).run()

@@ -1,0 +1,31 @@
+"""Fixtures shared by every test folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+
+class HalvesUntilSmall(nn.Module):
+    """A data-dependent while loop: torch's TorchScript → torch.export converter has no rule for prim::Loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc(x.flatten(1))
+        while bool(y.abs().max() > 1.0):
+            y = y / 2
+        return y
+
+
+@pytest.fixture
+def unconvertible_torchscript(tmp_path: Path) -> Path:
+    """A scripted Fashion-MNIST-shaped classifier (1×28×28 → 10) that stays TorchScript: it cannot become a graph."""
+    path = tmp_path / "loops.pt"
+    torch.jit.save(torch.jit.script(HalvesUntilSmall().eval()), str(path))
+    return path
