@@ -142,6 +142,13 @@ METRICS: tuple[Metric, ...] = (
     Metric("output_psnr_db", "output PSNR", "dB", 1, "Peak signal-to-noise ratio of the logits.", "PSNR dB"),
     Metric("flipped", "flipped predictions", "count", -1, "Images whose predicted class changed.", "flipped"),
     Metric("eval_images", "evaluation images", "count", 0, "Images the accuracy was measured on.", "eval images"),
+    Metric("validation_accuracy_top1", "top-1 on validation images", "fraction", 1,
+           "Top-1 on a class-balanced slice of the training pool (never test images): what a winner is chosen by.",
+           "validation top-1 %"),
+    Metric("baseline_validation_accuracy_top1", "baseline top-1 on validation images", "fraction", 1,
+           "The uncompressed model's top-1 on the same validation images.", "validation baseline %"),
+    Metric("validation_images", "validation images", "count", 0,
+           "Training-pool images the validation accuracy was measured on.", "validation images"),
     # size
     Metric("size_bytes", "artifact size", "bytes", -1, "The exported artifact measured on disk.", "size MB"),
     Metric(
