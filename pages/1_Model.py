@@ -180,6 +180,14 @@ if model is not None:
             st.caption(":material/warning: Library warnings: " + " · ".join(library_warnings))
 
 
+def _model_file_upload(label: str, *, types: list[str], key: str, button: str, prefix: str) -> None:
+    """A streamed upload of a model file and its Load button: the saved file becomes the model `<prefix>:<path>`."""
+    upload = upload_field(label, type=types, key=f"model.{key}_upload")
+    if upload is not None and st.button(button, type="primary", key=f"model.load_{key}"):
+        path, digest = save_upload(upload)
+        _apply_model({"source_id": f"{prefix}:{path}", "hash": digest})
+
+
 choose = st.columns(2)
 if run_client.mlpackage_job_id() is not None:  # a reload with ?mljob=N: show that job's package section again
     st.session_state.setdefault("cfg.model.kind", "mlpackage")
@@ -212,10 +220,8 @@ with choose[0].container(border=True):
         else:
             st.caption("A model saved with `torch.jit.save(torch.jit.script(model))` or a traced model. Pickled whole "
                        "models (`torch.save(model)`) are refused: loading them would run arbitrary code.")
-            upload = upload_field("TorchScript file", type=["pt", "pth", "ts", "zip"], key="model.ts_upload")
-            if upload is not None and st.button("Load TorchScript", type="primary", key="model.load_ts"):
-                path, digest = save_upload(upload)
-                _apply_model({"source_id": f"torchscript:{path}", "hash": digest})
+            _model_file_upload("TorchScript file", types=["pt", "pth", "ts", "zip"], key="ts", button="Load TorchScript",
+                               prefix="torchscript")
     elif kind == "export":
         st.warning("**A .pt2 file can run code when it loads**: `torch.export.load` reads its graph as data, but "
                    "unpickles some weights and constants (`torch.load(weights_only=False)` / `pickle`). Upload only files "
@@ -226,17 +232,12 @@ with choose[0].container(border=True):
         else:
             st.caption("A program saved with `torch.export.save(torch.export.export(model, (example,)), 'model.pt2')`. "
                        "Its convolutions and linear layers become real layers, so every weight method applies.")
-            upload = upload_field("torch.export program (.pt2)", type=["pt2"], key="model.ep_upload")
-            if upload is not None and st.button("Load program", type="primary", key="model.load_ep"):
-                path, digest = save_upload(upload)
-                _apply_model({"source_id": f"export:{path}", "hash": digest})
+            _model_file_upload("torch.export program (.pt2)", types=["pt2"], key="ep", button="Load program",
+                               prefix="export")
     elif kind == "onnx":
         st.caption("An ONNX model (`torch.onnx.export`, or any exporter). It is parsed, never executed, and converted "
                    "to PyTorch layers with onnx2torch; an operator the converter lacks is named.")
-        upload = upload_field("ONNX model (.onnx)", type=["onnx"], key="model.onnx_upload")
-        if upload is not None and st.button("Load ONNX", type="primary", key="model.load_onnx"):
-            path, digest = save_upload(upload)
-            _apply_model({"source_id": f"onnx:{path}", "hash": digest})
+        _model_file_upload("ONNX model (.onnx)", types=["onnx"], key="onnx", button="Load ONNX", prefix="onnx")
     elif kind == "state_dict":
         arch = state_dict_architecture_picker(key="cfg.model.sd_arch")
         upload = upload_field("state_dict (.pt / .pth, read with weights_only=True) or .safetensors",
