@@ -150,69 +150,109 @@ def accuracy_size_figure(
     # set keeps its own star (each experiment's Δ is against its own set's baseline).
     baseline = min(((b.x_mb, b.y_pct) for b in baselines), key=lambda p: p[1]) if baselines else None
     points = data.dropna(subset=["x_mb", "y_pct"])
+    view_floor = _accuracy_view_floor(points, baseline_pct=baseline[1] if baseline else None, budget_pts=budget_pts)
     highlight = {int(i) for i in highlight_ids}
-    # Keep the interesting region readable: experiments far below the baseline sit on the bottom edge as ▼.
-    view_floor = None
-    if baseline is not None:
-        candidate = baseline[1] - max(3 * float(budget_pts or 0), 10.0)
-        if (points["y_pct"] < candidate).any():
-            view_floor = candidate
     for method, group in points.groupby("method", sort=False):
-        below = group["y_pct"] < view_floor if view_floor is not None else pd.Series(False, index=group.index)
-        fig.add_trace(
-            go.Scatter(
-                x=group["x_mb"],
-                y=group["y_pct"].where(~below, view_floor),
-                mode="markers",
-                name=method_label(str(method)),
-                legendgroup=str(method),
-                marker={
-                    "color": method_color(str(method)),
-                    "symbol": ["triangle-down" if b else "circle" for b in below],
-                    "size": [16 if int(i) in highlight else 11 for i in group["id"]],
-                    "line": {"width": [3 if int(i) in highlight else 1 for i in group["id"]], "color": "white"},
-                    "opacity": 0.92,
-                },
-                customdata=np.stack(
-                    [
-                        group["id"].astype(int),
-                        group["spec_summary"].fillna("").astype(str),
-                        group.get("accuracy_delta_pts", pd.Series(np.nan, index=group.index)).astype(float),
-                        group.get("compression_ratio_fp16", pd.Series(np.nan, index=group.index)).astype(float),
-                        group.get("bits_per_weight", pd.Series(np.nan, index=group.index)).astype(float),
-                        group.get("latency_ratio", pd.Series(np.nan, index=group.index)).astype(float),
-                        group.get("workflow", pd.Series("", index=group.index)).fillna("").astype(str),
-                        group["y_pct"].astype(float),
-                        group.get("eval_set_label", pd.Series("", index=group.index)).fillna("").astype(str),
-                    ],
-                    axis=-1,
-                ),
-                hovertemplate=(
-                    "<b>#%{customdata[0]} %{customdata[1]}</b><br>workflow: %{customdata[6]}<br>"
-                    "accuracy: %{customdata[7]:.2f} % (Δ %{customdata[2]:+.2f} pts vs its baseline on "
-                    "%{customdata[8]})<br>"
-                    "size: %{x:.3f} MB (%{customdata[3]:.2f}× smaller than fp16)<br>"
-                    "bits/weight: %{customdata[4]:.2f} · latency: %{customdata[5]:.2f}× baseline<extra></extra>"
-                ),
-            )
-        )
-
+        fig.add_trace(_method_scatter(str(method), group, view_floor=view_floor, highlight=highlight))
     for base in baselines:
-        several = len(baselines) > 1
-        fig.add_trace(
-            go.Scatter(
-                x=[base.x_mb],
-                y=[base.y_pct],
-                mode="markers+text",
-                name=method_label(BASELINE) + (f" · {base.label}" if several else ""),
-                text=[f"baseline · {base.label}" if several else "baseline"],
-                textposition="top center",
-                marker={"symbol": "star", "size": 18, "color": BASELINE_COLOR, "line": {"width": 1, "color": "white"}},
-                hovertemplate=f"<b>Baseline</b> (uncompressed fp16 .mlpackage) on {base.label}<br>"
-                "accuracy: %{y:.2f} %<br>size: %{x:.3f} MB<extra></extra>",
-            )
-        )
+        fig.add_trace(_baseline_star(base, several=len(baselines) > 1))
+    frontier = _pareto_line(points, baselines, view_floor=view_floor)
+    if frontier is not None:
+        fig.add_trace(frontier)
+    if budget_pts is not None and baseline is not None:
+        _draw_accuracy_budget(fig, data, points, baselines, budget_pts=budget_pts, column=column,
+                              floor=baseline[1] - float(budget_pts))
+    if view_floor is not None:
+        hidden = int((points["y_pct"] < view_floor).sum())
+        fig.add_annotation(text=f"▼ {hidden} experiment(s) more than {baseline[1] - view_floor:.0f} pts below the baseline "
+                                "(shown on the bottom edge; hover for the value)",
+                           xref="paper", yref="paper", x=0, y=0, xanchor="left", yanchor="bottom", showarrow=False,
+                           font={"size": 11})
+    budget_floor = baseline[1] - float(budget_pts) if budget_pts is not None and baseline is not None else None
+    _fit_accuracy_axis(fig, [*points["y_pct"], *(b.y_pct for b in baselines)], view_floor=view_floor,
+                       budget_floor=budget_floor, axis_title=axis_title)
+    apply_log_axis(fig, axis="x", unit="MB", title="Model size on disk (MB, log scale)",
+                   values=[*points["x_mb"], *(b.x_mb for b in baselines)])
+    fig.update_layout(height=460)
+    return fig
 
+
+def _accuracy_view_floor(points: pd.DataFrame, *, baseline_pct: float | None, budget_pts: float | None) -> float | None:
+    """The lowest accuracy the scatter shows, or None when every point fits.
+
+    Keeps the interesting region readable: experiments far below the baseline sit on the bottom edge as ▼
+    instead of stretching the axis down to them.
+    """
+    if baseline_pct is None:
+        return None
+    candidate = baseline_pct - max(3 * float(budget_pts or 0), 10.0)
+    return candidate if (points["y_pct"] < candidate).any() else None
+
+
+def _column_or(group: pd.DataFrame, column: str, default: object) -> pd.Series:
+    """A column of the group, or a column of `default` when older records lack it."""
+    return group.get(column, pd.Series(default, index=group.index))
+
+
+def _method_scatter(method: str, group: pd.DataFrame, *, view_floor: float | None, highlight: set[int]) -> go.Scatter:
+    """One method's experiments: highlighted ones larger, those below the view floor pinned to it as ▼."""
+    below = group["y_pct"] < view_floor if view_floor is not None else pd.Series(False, index=group.index)
+    return go.Scatter(
+        x=group["x_mb"],
+        y=group["y_pct"].where(~below, view_floor),
+        mode="markers",
+        name=method_label(method),
+        legendgroup=method,
+        marker={
+            "color": method_color(method),
+            "symbol": ["triangle-down" if b else "circle" for b in below],
+            "size": [16 if int(i) in highlight else 11 for i in group["id"]],
+            "line": {"width": [3 if int(i) in highlight else 1 for i in group["id"]], "color": "white"},
+            "opacity": 0.92,
+        },
+        customdata=np.stack(
+            [
+                group["id"].astype(int),
+                group["spec_summary"].fillna("").astype(str),
+                _column_or(group, "accuracy_delta_pts", np.nan).astype(float),
+                _column_or(group, "compression_ratio_fp16", np.nan).astype(float),
+                _column_or(group, "bits_per_weight", np.nan).astype(float),
+                _column_or(group, "latency_ratio", np.nan).astype(float),
+                _column_or(group, "workflow", "").fillna("").astype(str),
+                group["y_pct"].astype(float),
+                _column_or(group, "eval_set_label", "").fillna("").astype(str),
+            ],
+            axis=-1,
+        ),
+        hovertemplate=(
+            "<b>#%{customdata[0]} %{customdata[1]}</b><br>workflow: %{customdata[6]}<br>"
+            "accuracy: %{customdata[7]:.2f} % (Δ %{customdata[2]:+.2f} pts vs its baseline on "
+            "%{customdata[8]})<br>"
+            "size: %{x:.3f} MB (%{customdata[3]:.2f}× smaller than fp16)<br>"
+            "bits/weight: %{customdata[4]:.2f} · latency: %{customdata[5]:.2f}× baseline<extra></extra>"
+        ),
+    )
+
+
+def _baseline_star(base: BaselinePoint, *, several: bool) -> go.Scatter:
+    """The uncompressed model's star; named after its evaluation set when several sets are on the chart."""
+    return go.Scatter(
+        x=[base.x_mb],
+        y=[base.y_pct],
+        mode="markers+text",
+        name=method_label(BASELINE) + (f" · {base.label}" if several else ""),
+        text=[f"baseline · {base.label}" if several else "baseline"],
+        textposition="top center",
+        marker={"symbol": "star", "size": 18, "color": BASELINE_COLOR, "line": {"width": 1, "color": "white"}},
+        hovertemplate=f"<b>Baseline</b> (uncompressed fp16 .mlpackage) on {base.label}<br>"
+        "accuracy: %{y:.2f} %<br>size: %{x:.3f} MB<extra></extra>",
+    )
+
+
+def _pareto_line(
+    points: pd.DataFrame, baselines: list[BaselinePoint], *, view_floor: float | None
+) -> go.Scatter | None:
+    """The step line through the experiments and baselines no other point beats; None with fewer than two."""
     candidates = points[["id", "x_mb", "y_pct"]].copy()
     if baselines:
         candidates = pd.concat(
@@ -220,63 +260,72 @@ def accuracy_size_figure(
             ignore_index=True,
         )
     frontier = pareto_frontier(candidates, x="x_mb", y="y_pct")
-    if len(frontier) >= 2:
-        fig.add_trace(
-            go.Scatter(
-                x=frontier["x_mb"],
-                y=frontier["y_pct"].clip(lower=view_floor) if view_floor is not None else frontier["y_pct"],
-                mode="lines",
-                name="Pareto frontier",
-                line={"shape": "hv", "dash": "dot", "width": 2, "color": _AXIS},
-                hoverinfo="skip",
-            )
+    if len(frontier) < 2:
+        return None
+    return go.Scatter(
+        x=frontier["x_mb"],
+        y=frontier["y_pct"].clip(lower=view_floor) if view_floor is not None else frontier["y_pct"],
+        mode="lines",
+        name="Pareto frontier",
+        line={"shape": "hv", "dash": "dot", "width": 2, "color": _AXIS},
+        hoverinfo="skip",
+    )
+
+
+def _draw_accuracy_budget(
+    fig: go.Figure,
+    data: pd.DataFrame,
+    points: pd.DataFrame,
+    baselines: list[BaselinePoint],
+    *,
+    budget_pts: float,
+    column: str,
+    floor: float,
+) -> None:
+    """A budget line below each baseline, the region under the lowest one shaded, and the smallest run within it."""
+    for base in baselines:  # one budget line per evaluation set, each below its own baseline
+        own_floor = base.y_pct - float(budget_pts)
+        fig.add_hline(
+            y=own_floor,
+            line={"dash": "dash", "color": ALERT_COLOR, "width": 1.5},
+            annotation_text=f"budget: ≤ {plural(budget_pts, 'point')} below baseline ({own_floor:.1f} %"
+            + (f", {base.label})" if len(baselines) > 1 else ")"),
+            annotation_position="bottom right",
+            annotation_font_color=ALERT_COLOR,
+        )
+    fig.add_hrect(y0=min(points["y_pct"].min(), floor) - 100, y1=floor, fillcolor=ALERT_COLOR, opacity=0.05,
+                  line_width=0, layer="below")
+    best = best_within_budget(data, budget_pts=budget_pts, column=column)
+    if best is not None:
+        fig.add_annotation(
+            x=math.log10(best["x_mb"]) if best["x_mb"] > 0 else best["x_mb"],
+            y=best["y_pct"],
+            text=f"smallest within budget: #{int(best['id'])} {best.get('spec_summary') or ''}".rstrip(),
+            showarrow=True,
+            arrowhead=2,
+            ax=40,
+            ay=40,  # below-right: the legend and the other points crowd the space above
+            font={"size": 12},
         )
 
-    if budget_pts is not None and baseline is not None:
-        floor = baseline[1] - float(budget_pts)
-        for base in baselines:  # one budget line per evaluation set, each below its own baseline
-            own_floor = base.y_pct - float(budget_pts)
-            fig.add_hline(
-                y=own_floor,
-                line={"dash": "dash", "color": ALERT_COLOR, "width": 1.5},
-                annotation_text=f"budget: ≤ {plural(budget_pts, 'point')} below baseline ({own_floor:.1f} %"
-                + (f", {base.label})" if len(baselines) > 1 else ")"),
-                annotation_position="bottom right",
-                annotation_font_color=ALERT_COLOR,
-            )
-        fig.add_hrect(y0=min(points["y_pct"].min(), floor) - 100, y1=floor, fillcolor=ALERT_COLOR, opacity=0.05,
-                      line_width=0, layer="below")
-        best = best_within_budget(data, budget_pts=budget_pts, column=column)
-        if best is not None:
-            fig.add_annotation(
-                x=math.log10(best["x_mb"]) if best["x_mb"] > 0 else best["x_mb"],
-                y=best["y_pct"],
-                text=f"smallest within budget: #{int(best['id'])} {best.get('spec_summary') or ''}".rstrip(),
-                showarrow=True,
-                arrowhead=2,
-                ax=40,
-                ay=40,  # below-right: the legend and the other points crowd the space above
-                font={"size": 12},
-            )
 
-    y_values = list(points["y_pct"]) + [b.y_pct for b in baselines]
+def _fit_accuracy_axis(
+    fig: go.Figure,
+    y_values: list[float],
+    *,
+    view_floor: float | None,
+    budget_floor: float | None,
+    axis_title: str,
+) -> None:
+    """Accuracy axis spanning the shown points and the budget line, padded, clamped to 0–100 %."""
     if view_floor is not None:
         y_values = [max(v, view_floor) for v in y_values]
-        hidden = int((points["y_pct"] < view_floor).sum())
-        fig.add_annotation(text=f"▼ {hidden} experiment(s) more than {baseline[1] - view_floor:.0f} pts below the baseline "
-                                "(shown on the bottom edge; hover for the value)",
-                           xref="paper", yref="paper", x=0, y=0, xanchor="left", yanchor="bottom", showarrow=False,
-                           font={"size": 11})
     low = min(y_values) if y_values else 0
     high = max(y_values) if y_values else 100
-    if budget_pts is not None and baseline is not None:
-        low = min(low, baseline[1] - float(budget_pts))
+    if budget_floor is not None:
+        low = min(low, budget_floor)
     pad = max(1.0, (high - low) * 0.08)
     fig.update_yaxes(title_text=axis_title, range=[max(0.0, low - pad), min(100.0, high + pad) + 0.5])
-    apply_log_axis(fig, axis="x", unit="MB", title="Model size on disk (MB, log scale)",
-                   values=[*points["x_mb"], *(b.x_mb for b in baselines)])
-    fig.update_layout(height=460)
-    return fig
 
 
 @dataclass(frozen=True)
