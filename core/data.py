@@ -420,6 +420,48 @@ def _load_image_dir(
     max_decoded_bytes: int,
     preprocessing: Preprocessing | None = None,
 ) -> Dataset:
+    _check_image_dir_options(channels=channels, mean=mean, std=std, calibration_fraction=calibration_fraction,
+                             max_images=max_images, max_decoded_bytes=max_decoded_bytes)
+    root = _single_top_folder(path)
+    split_dirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    explicit = "train" in split_dirs and ("val" in split_dirs or "test" in split_dirs)
+    class_names = _class_folder_names(root, split_dirs["train"] if explicit else root, expected_classes=expected_classes)
+    reader = _ImageFolderReader(
+        class_names=class_names,
+        cap=_images_that_fit(n_classes=len(class_names), image_size=image_size, channels=channels,
+                             max_images=max_images, max_decoded_bytes=max_decoded_bytes),
+        image_size=image_size, channels=channels, seed=seed, max_images=max_images,
+        max_decoded_bytes=max_decoded_bytes, preprocessing=preprocessing,
+    )
+    if explicit:
+        train = reader.read(split_dirs["train"], "train/")
+        held_out = split_dirs.get("val") or split_dirs["test"]
+        test = reader.read(held_out, f"{held_out.name}/")
+    else:
+        train, test = _calibration_and_evaluation(reader.read(root, root.name), n_classes=len(class_names),
+                                                  calibration_fraction=calibration_fraction, seed=seed)
+    return Dataset(
+        name=f"ImageFolder {root.name}",
+        source=source,
+        train=train,
+        test=test,
+        class_names=class_names,
+        mean=tuple(float(m) for m in mean),
+        std=tuple(float(s) for s in std),
+        notes=tuple(reader.notes) + ((f"Images prepared as the model expects: {preprocessing.describe()}.",)
+                                     if preprocessing is not None else ()),
+    )
+
+
+def _check_image_dir_options(
+    *,
+    channels: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    calibration_fraction: float,
+    max_images: int,
+    max_decoded_bytes: int,
+) -> None:
     if channels not in (1, 3):
         raise DatasetError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}.")
     if len(mean) != channels or len(std) != channels:
@@ -428,10 +470,10 @@ def _load_image_dir(
         raise DatasetError("calibration_fraction must be between 0 and 1.")
     if max_images <= 0 or max_decoded_bytes <= 0:
         raise DatasetError("max_images and max_decoded_bytes must be positive.")
-    root = _single_top_folder(path)
-    split_dirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
-    explicit = "train" in split_dirs and ("val" in split_dirs or "test" in split_dirs)
-    class_root = split_dirs["train"] if explicit else root
+
+
+def _class_folder_names(root: Path, class_root: Path, *, expected_classes: int | None) -> tuple[str, ...]:
+    """The sorted class folder names under `class_root`; at least two, and as many as the model has outputs."""
     class_names = tuple(sorted(p.name for p in class_root.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX"))))
     if not class_names:
         raise DatasetError(
@@ -448,20 +490,67 @@ def _load_image_dir(
             f"the dataset has {len(class_names)} classes ({', '.join(class_names[:10])}) but the model has "
             f"{expected_classes} outputs; choose a dataset with {expected_classes} class folders."
         )
+    return class_names
+
+
+def _images_that_fit(
+    *, n_classes: int, image_size: tuple[int, int], channels: int, max_images: int, max_decoded_bytes: int
+) -> int:
+    """How many images one folder may decode: the image count and the decoded-bytes limits, whichever is tighter."""
     bytes_per_image = channels * int(image_size[0]) * int(image_size[1])
     cap = min(max_images, max(1, max_decoded_bytes // bytes_per_image))
-    if cap < len(class_names):
+    if cap < n_classes:
         raise DatasetError(
             f"only {cap:,} images fit the limits (max_images={max_images:,}, {fmt_bytes(max_decoded_bytes)} decoded) but "
-            f"there are {len(class_names)} classes; raise the limits so that every class gets images."
+            f"there are {n_classes} classes; raise the limits so that every class gets images."
         )
-    notes: list[str] = []
+    return cap
 
-    def read_folder(folder: Path, label: str) -> Split:
+
+@dataclass
+class _ImageFolderReader:
+    """Reads one folder of class sub-folders into a Split, collecting what it sampled or skipped in `notes`."""
+
+    class_names: tuple[str, ...]
+    cap: int
+    image_size: tuple[int, int]
+    channels: int
+    seed: int
+    max_images: int
+    max_decoded_bytes: int
+    preprocessing: Preprocessing | None
+    notes: list[str] = field(default_factory=list)
+
+    def read(self, folder: Path, label: str) -> Split:
+        files, labels, ignored = self._list_images(folder)
+        label_tensor = torch.tensor(labels, dtype=torch.long)
+        chosen = self._sample(label_tensor, label=label)
+        images: list[np.ndarray] = []
+        kept: list[int] = []
+        unreadable: list[str] = []
+        for i in chosen.tolist():
+            try:
+                images.append(_read_image(files[i], mode="L" if self.channels == 1 else "RGB", size=self.image_size,
+                                          preprocessing=self.preprocessing))
+                kept.append(labels[i])
+            except _UNREADABLE:
+                unreadable.append(str(files[i].relative_to(folder)))
+        shown = ", ".join(unreadable[:5]) + (" …" if len(unreadable) > 5 else "")
+        if unreadable:
+            self.notes.append(f"Skipped {len(unreadable):,} unreadable image file(s) in {label}: {shown}.")
+        if ignored:
+            self.notes.append(f"Ignored {ignored:,} non-image file(s) in {label} (supported: {', '.join(IMAGE_SUFFIXES)}).")
+        if not images:
+            raise DatasetError(f"none of the {len(unreadable):,} image files under {folder.name}/ could be read: {shown}.")
+        self._check_every_sampled_class_kept(kept, label_tensor[chosen], label=label)
+        return Split(torch.from_numpy(np.stack(images)), torch.tensor(kept, dtype=torch.long))
+
+    def _list_images(self, folder: Path) -> tuple[list[Path], list[int], int]:
+        """Image files and their class indices under `folder`, and how many non-image files were passed over."""
         files: list[Path] = []
         labels: list[int] = []
         ignored = 0
-        for index, name in enumerate(class_names):
+        for index, name in enumerate(self.class_names):
             class_dir = folder / name
             if not class_dir.is_dir():
                 raise DatasetError(f"class folder '{name}' is missing from {folder.name}/.")
@@ -475,73 +564,51 @@ def _load_image_dir(
                 labels.append(index)
         if not files:
             raise DatasetError(f"no images found under {folder.name}/ (supported: {', '.join(IMAGE_SUFFIXES)}).")
-        label_tensor = torch.tensor(labels, dtype=torch.long)
-        chosen = torch.arange(len(files))
-        if len(files) > cap:
-            chosen = torch.sort(_balanced_indices(label_tensor, cap, seed)).values
-            why = (
-                f"max_images={max_images:,}" if cap == max_images
-                else f"{fmt_bytes(max_decoded_bytes)} of decoded images at {image_size[0]}×{image_size[1]}×{channels}"
-            )
-            notes.append(
-                f"{label} holds {len(files):,} images; a seeded, class-balanced sample of {cap:,} was read "
-                f"(every class kept) to stay within {why}."
-            )
-        images: list[np.ndarray] = []
-        kept: list[int] = []
-        unreadable: list[str] = []
-        for i in chosen.tolist():
-            try:
-                images.append(_read_image(files[i], mode="L" if channels == 1 else "RGB", size=image_size,
-                                          preprocessing=preprocessing))
-                kept.append(labels[i])
-            except _UNREADABLE:
-                unreadable.append(str(files[i].relative_to(folder)))
-        if unreadable:
-            shown = ", ".join(unreadable[:5]) + (" …" if len(unreadable) > 5 else "")
-            notes.append(f"Skipped {len(unreadable):,} unreadable image file(s) in {label}: {shown}.")
-        if ignored:
-            notes.append(f"Ignored {ignored:,} non-image file(s) in {label} (supported: {', '.join(IMAGE_SUFFIXES)}).")
-        counts = np.bincount(np.asarray(kept, dtype=np.int64), minlength=len(class_names))
-        sampled = label_tensor[chosen]
-        empty = [class_names[c] for c in range(len(class_names)) if counts[c] == 0 and bool((sampled == c).any())]
-        if not images:
-            raise DatasetError(f"none of the {len(unreadable):,} image files under {folder.name}/ could be read: {shown}.")
+        return files, labels, ignored
+
+    def _sample(self, labels: torch.Tensor, *, label: str) -> torch.Tensor:
+        """Every index, or a seeded class-balanced sample of `cap` of them (with a note saying which limit)."""
+        if len(labels) <= self.cap:
+            return torch.arange(len(labels))
+        why = (
+            f"max_images={self.max_images:,}" if self.cap == self.max_images
+            else f"{fmt_bytes(self.max_decoded_bytes)} of decoded images at "
+            f"{self.image_size[0]}×{self.image_size[1]}×{self.channels}"
+        )
+        self.notes.append(
+            f"{label} holds {len(labels):,} images; a seeded, class-balanced sample of {self.cap:,} was read "
+            f"(every class kept) to stay within {why}."
+        )
+        return torch.sort(_balanced_indices(labels, self.cap, self.seed)).values
+
+    def _check_every_sampled_class_kept(self, kept: list[int], sampled: torch.Tensor, *, label: str) -> None:
+        """A class whose every sampled image was unreadable would vanish from the evaluation: refuse instead."""
+        counts = np.bincount(np.asarray(kept, dtype=np.int64), minlength=len(self.class_names))
+        empty = [name for c, name in enumerate(self.class_names) if counts[c] == 0 and bool((sampled == c).any())]
         if empty:
             raise DatasetError(
                 f"no readable images in class folder(s) {', '.join(empty)} of {label}; add images there or remove the folder."
             )
-        return Split(torch.from_numpy(np.stack(images)), torch.tensor(kept, dtype=torch.long))
 
-    if explicit:
-        train = read_folder(split_dirs["train"], "train/")
-        test = read_folder(split_dirs.get("val") or split_dirs["test"], f"{(split_dirs.get('val') or split_dirs['test']).name}/")
-    else:
-        everything = read_folder(root, root.name)
-        gen = torch.Generator().manual_seed(seed)
-        train_idx: list[torch.Tensor] = []
-        test_idx: list[torch.Tensor] = []
-        for c in range(len(class_names)):
-            idx = torch.nonzero(everything.labels == c).flatten()
-            idx = idx[torch.randperm(len(idx), generator=gen)]
-            n_cal = max(1, round(len(idx) * calibration_fraction)) if len(idx) > 1 else 0
-            train_idx.append(idx[:n_cal])
-            test_idx.append(idx[n_cal:])
-        train = everything.subset(torch.cat(train_idx))
-        test = everything.subset(torch.cat(test_idx))
-        if len(train) == 0 or len(test) == 0:
-            raise DatasetError("too few images to make disjoint calibration and evaluation splits; add more images.")
-    return Dataset(
-        name=f"ImageFolder {root.name}",
-        source=source,
-        train=train,
-        test=test,
-        class_names=class_names,
-        mean=tuple(float(m) for m in mean),
-        std=tuple(float(s) for s in std),
-        notes=tuple(notes) + ((f"Images prepared as the model expects: {preprocessing.describe()}.",)
-                              if preprocessing is not None else ()),
-    )
+
+def _calibration_and_evaluation(
+    everything: Split, *, n_classes: int, calibration_fraction: float, seed: int
+) -> tuple[Split, Split]:
+    """Seeded per-class split of one folder into disjoint calibration and evaluation parts."""
+    gen = torch.Generator().manual_seed(seed)
+    train_idx: list[torch.Tensor] = []
+    test_idx: list[torch.Tensor] = []
+    for c in range(n_classes):
+        idx = torch.nonzero(everything.labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        n_cal = max(1, round(len(idx) * calibration_fraction)) if len(idx) > 1 else 0
+        train_idx.append(idx[:n_cal])
+        test_idx.append(idx[n_cal:])
+    train = everything.subset(torch.cat(train_idx))
+    test = everything.subset(torch.cat(test_idx))
+    if len(train) == 0 or len(test) == 0:
+        raise DatasetError("too few images to make disjoint calibration and evaluation splits; add more images.")
+    return train, test
 
 
 def _unreadable_errors() -> tuple[type[BaseException], ...]:
