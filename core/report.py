@@ -9,6 +9,7 @@ import html
 import time
 from collections.abc import Sequence
 
+import pandas as pd
 import plotly.graph_objects as go
 
 from core import charts
@@ -139,8 +140,30 @@ def build_report(
         f" ({fmt_num(newest.get('eval_images'), ',.0f')} images in the newest run)</p>"
     )
 
+    parts.append(f"<div class='cards'>{''.join(_headline_cards(records, frame, budget_pts))}</div>")
+
+    parts.append(_table_html(frame))
+
+    figures = _figures(frame, records, budget_pts)
+    for i, (heading, fig, caption) in enumerate(figures):
+        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        if caption:
+            parts.append(f"<p class='muted'>{html.escape(caption)}</p>")
+        parts.append(f"<div class='chart'>{_figure_html(fig, first=i == 0)}</div>")
+
+    parts.extend(_measurement_notes(records))
+    licences = sorted({"Fashion-MNIST © Zalando SE, MIT licence." for r in records if "Fashion" in str(r.get("dataset"))})
+    if licences:
+        parts.append(f"<p class='muted'>{html.escape(' '.join(licences))}</p>")
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def _headline_cards(records: Sequence[dict], frame: pd.DataFrame, budget_pts: float | None) -> list[str]:
+    """The baseline's accuracy, size and latency, and the smallest experiment within the budget when there is one."""
+    newest_accuracy = newest_value(records, "baseline_accuracy_top1")
     cards = [
-        _card("Baseline top-1 accuracy", format_metric("baseline_accuracy_top1", newest_value(records, "baseline_accuracy_top1"))),
+        _card("Baseline top-1 accuracy", format_metric("baseline_accuracy_top1", newest_accuracy)),
         _card("Baseline size (fp16 .mlpackage)", fmt_mb(newest_value(records, "size_fp16_bytes"))),
         _card("Baseline latency p50", baseline_latency_summary(records)),
     ]
@@ -152,27 +175,21 @@ def build_report(
                 f"#{int(best['id'])} {best.get('spec_summary') or ''}: {fmt_mb(best['size_bytes'])}",
             )
         )
-    parts.append(f"<div class='cards'>{''.join(cards)}</div>")
+    return cards
 
-    parts.append(_table_html(frame))
 
-    figures = _figures(frame, records, budget_pts)
-    for i, (heading, fig, caption) in enumerate(figures):
-        parts.append(f"<h2>{html.escape(heading)}</h2>")
-        if caption:
-            parts.append(f"<p class='muted'>{html.escape(caption)}</p>")
-        parts.append(f"<div class='chart'>{_figure_html(fig, first=i == 0)}</div>")
-
+def _measurement_notes(records: Sequence[dict]) -> list[str]:
+    """The "how these numbers were measured" section: what each number means, the machine, and the runs' notes."""
     notes = sorted({str(r.get("latency_note")) for r in records if r.get("latency_note")})
     notes += sorted({str(n) for r in records for n in (r.get("notes") or []) if n})[:20]
-    machine = newest.get("machine") or {}
-    parts.append("<h2>How these numbers were measured</h2><ul class='notes'>")
-    parts.append(
+    machine = (records[-1] if records else {}).get("machine") or {}
+    parts = [
+        "<h2>How these numbers were measured</h2><ul class='notes'>",
         "<li>Accuracy: the compressed PyTorch model on held-out evaluation images; agreement: share of images "
         "where its top-1 prediction equals the uncompressed model's.</li>"
         "<li>Size: bytes on disk of the exported artifact (.mlpackage directory or TorchScript file); the "
-        "baseline is the uncompressed fp16 .mlpackage.</li>"
-    )
+        "baseline is the uncompressed fp16 .mlpackage.</li>",
+    ]
     if machine:
         desc = ", ".join(f"{k}: {v}" for k, v in machine.items() if isinstance(v, str | int | float))
         parts.append(f"<li>Machine: {html.escape(desc)}</li>")
@@ -180,8 +197,4 @@ def build_report(
         parts.append(f"<li>Speed-up: {html.escape(speed)}</li>")
     parts.extend(f"<li>{html.escape(n)}</li>" for n in notes)
     parts.append("</ul>")
-    licences = sorted({"Fashion-MNIST © Zalando SE, MIT licence." for r in records if "Fashion" in str(r.get("dataset"))})
-    if licences:
-        parts.append(f"<p class='muted'>{html.escape(' '.join(licences))}</p>")
-    parts.append("</body></html>")
-    return "".join(parts)
+    return parts
