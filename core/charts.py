@@ -75,20 +75,22 @@ NEUTRAL_TEMPLATE = go.layout.Template(
 pio.templates["studio"] = NEUTRAL_TEMPLATE
 
 
-def _title(text: str) -> dict:
+def figure_title(text: str) -> dict:
     """Title pinned to the top-left of the figure; the legend sits below it, just above the plot area."""
     return {"text": text, "x": 0, "xanchor": "left", "xref": "paper", "y": 1.0, "yanchor": "top", "yref": "container",
             "pad": {"t": 12}, "font": {"size": 16}}
 
 
-def _base_figure(title: str) -> go.Figure:
+def base_figure(title: str) -> go.Figure:
+    """An empty figure in the studio's neutral template with its title in the usual place."""
     fig = go.Figure()
-    fig.update_layout(template=NEUTRAL_TEMPLATE, title=_title(title))
+    fig.update_layout(template=NEUTRAL_TEMPLATE, title=figure_title(title))
     return fig
 
 
-def _empty(title: str, message: str) -> go.Figure:
-    fig = _base_figure(title)
+def empty_figure(title: str, message: str) -> go.Figure:
+    """A chart with no data: axes hidden, `message` in the middle saying what would fill it."""
+    fig = base_figure(title)
     fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font={"size": 15})
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
@@ -138,12 +140,12 @@ def accuracy_size_figure(
     smallest experiment within it.
     """
     if frame.empty:
-        return _empty(title, "No experiments yet — run one on the Compress page.")
+        return empty_figure(title, "No experiments yet — run one on the Compress page.")
     column, axis_title = accuracy_metric(frame)
     data = frame.copy()
     data["x_mb"] = data["size_bytes"] / MB
     data["y_pct"] = data[column] * 100
-    fig = _base_figure(title)
+    fig = base_figure(title)
 
     baselines = baseline_points(data, column)
     # One evaluation set: its baseline. Several: the budget and view are drawn from the lowest baseline, and every
@@ -392,11 +394,11 @@ def latency_figure(frame: pd.DataFrame, *, title: str = "Latency, batch 1 (media
     """Per experiment: its baseline and the compressed model, timed interleaved in the same run."""
     data = frame.dropna(subset=["latency_ms_p50"]) if "latency_ms_p50" in frame else frame.iloc[0:0]
     if data.empty:
-        return _empty(title, "No latency measurements yet.")
+        return empty_figure(title, "No latency measurements yet.")
     # No ratio in the labels: a bare point estimate ("0.88×") would contradict "no measurable difference"; the ratio
     # with its interval is latency_ratio_figure's.
     labels = [str(label) for label in data["label"]]
-    fig = _base_figure(title)
+    fig = base_figure(title)
     base_p50 = data["baseline_latency_ms_p50"].astype(float)
     base_p90 = data.get("baseline_latency_ms_p90", base_p50).astype(float)
     fig.add_trace(
@@ -450,10 +452,10 @@ def latency_ratio_figure(frame: pd.DataFrame, *, title: str = "Latency vs its ow
     """Per experiment: compressed ÷ baseline median latency with its bootstrap interval over the interleaved pairs
     as error bars, and the line at 1.0 (no difference). An interval that crosses the line is no measurable change."""
     if "latency_ratio" not in frame:
-        return _empty(title, "No latency measurements yet.")
+        return empty_figure(title, "No latency measurements yet.")
     data = frame.dropna(subset=["latency_ratio"])
     if data.empty:
-        return _empty(title, "No latency measurements yet.")
+        return empty_figure(title, "No latency measurements yet.")
     ratio = data["latency_ratio"].astype(float)
     low = data.get("latency_ratio_low", pd.Series(np.nan, index=data.index)).astype(float)
     high = data.get("latency_ratio_high", pd.Series(np.nan, index=data.index)).astype(float)
@@ -463,7 +465,7 @@ def latency_ratio_figure(frame: pd.DataFrame, *, title: str = "Latency vs its ow
         else ("slower" if r > 1 else "faster")
         for r, lo, hi in zip(ratio, low, high, strict=True)
     ]
-    fig = _base_figure(title)
+    fig = base_figure(title)
     fig.add_trace(
         go.Scatter(
             x=ratio, y=[str(v) for v in data["label"]], mode="markers", name="compressed ÷ baseline",
@@ -492,14 +494,14 @@ def latency_ratio_figure(frame: pd.DataFrame, *, title: str = "Latency vs its ow
 def size_breakdown_figure(frame: pd.DataFrame, *, title: str = "What the bytes are spent on") -> go.Figure:
     """Stacked theoretical size per part, the fp16 baseline, and the real artifact size as a marker."""
     if frame.empty:
-        return _empty(title, "No experiments yet.")
+        return empty_figure(title, "No experiments yet.")
     parts = [c.removeprefix("breakdown_") for c in frame.columns
              if c.startswith("breakdown_") and (frame[c].fillna(0) > 0).any()]  # no legend entries for empty parts
     order = [p for p in SIZE_PART_COLORS if p in parts] + [p for p in parts if p not in SIZE_PART_COLORS]
     labels = [str(v) for v in frame["label"]]
     fp16 = frame["size_fp16_bytes"].dropna()
     x = ["baseline fp16", *labels] if not fp16.empty else labels
-    fig = _base_figure(title)
+    fig = base_figure(title)
     for part in order:
         values = frame[f"breakdown_{part}"].fillna(0.0).astype(float) / MB
         y = ([0.0] if not fp16.empty else []) + list(values)
@@ -542,12 +544,12 @@ def per_class_figure(per_class: pd.DataFrame, *, title: str = "Per-class accurac
     """Heatmap experiment × class of the change in accuracy points (red: worse, blue: better)."""
     data = per_class.dropna(subset=["delta_pts"])
     if data.empty:
-        return _empty(title, "No per-class accuracy (random-weight models have none).")
+        return empty_figure(title, "No per-class accuracy (random-weight models have none).")
     pivot = data.pivot_table(index="label", columns="class_name", values="delta_pts", aggfunc="first", sort=False)
     classes = list(dict.fromkeys(data.sort_values("class_index")["class_name"]))
     pivot = pivot.reindex(columns=classes)
     limit = max(1.0, float(np.nanmax(np.abs(pivot.to_numpy()))))
-    fig = _base_figure(title)
+    fig = base_figure(title)
     fig.add_trace(
         go.Heatmap(
             z=pivot.to_numpy(),
@@ -590,7 +592,7 @@ def weight_histogram_figure(
     compressed = np.asarray(compressed, dtype=np.float64).ravel()
     title = f"Weights of {layer_name}"
     if original.size == 0:
-        return _empty(title, "No weights stored for this layer.")
+        return empty_figure(title, "No weights stored for this layer.")
     both = np.concatenate([original, compressed]) if compressed.size else original
     low, high = float(np.min(both)), float(np.max(both))
     if high <= low:
@@ -598,7 +600,7 @@ def weight_histogram_figure(
     edges = np.linspace(low, high, bins + 1)
     centers = (edges[:-1] + edges[1:]) / 2
     width = float(edges[1] - edges[0])
-    fig = _base_figure(title)
+    fig = base_figure(title)
     counts, _ = np.histogram(original, bins=edges)
     fig.add_trace(
         go.Bar(x=centers, y=counts, width=width, name="original", marker_color=BASELINE_COLOR, opacity=0.55,
@@ -650,7 +652,7 @@ def _add_value_marks(fig: go.Figure, values: np.ndarray, *, name: str, color: st
 def coverage_figure(layers: pd.DataFrame, *, method: str | None = None, title: str = "Coverage map: every weight-bearing layer") -> go.Figure:
     """Per layer, in model order: parameters (coloured by compressed or not), stored bits per weight, weight SNR."""
     if layers.empty:
-        return _empty(title, "This experiment has no per-layer report.")
+        return empty_figure(title, "This experiment has no per-layer report.")
     names = [str(n) for n in layers["name"]]
     compressed = layers["compressed"].fillna(False).astype(bool)
     colours = [method_color(method) if c else BASELINE_COLOR for c in compressed]
@@ -659,7 +661,7 @@ def coverage_figure(layers: pd.DataFrame, *, method: str | None = None, title: s
         rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
         row_heights=[0.4, 0.3, 0.3],
     )
-    fig.update_layout(template=NEUTRAL_TEMPLATE, title=_title(title))
+    fig.update_layout(template=NEUTRAL_TEMPLATE, title=figure_title(title))
     fig.add_trace(
         go.Bar(
             x=names, y=layers["params"], marker_color=colours, name="parameters", showlegend=False,

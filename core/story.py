@@ -148,12 +148,6 @@ def recipe_text(record: dict) -> str:
 # --------------------------------------------------------------------------- figures
 
 
-def _title(text: str) -> dict:
-    """Both charts' titles at the same place: top-left, above the legend."""
-    return {"text": text, "x": 0, "xanchor": "left", "xref": "paper", "y": 1.0, "yanchor": "top", "yref": "container",
-            "pad": {"t": 12}, "font": {"size": 16}}
-
-
 def budget_words(budget_pts: float) -> str:
     return f"≤ {budget_pts:g} point{'' if budget_pts == 1 else 's'} below the baseline"
 
@@ -171,7 +165,7 @@ def story_scatter(records: Sequence[dict], *, record_id: int, budget_pts: float)
     """Accuracy vs size of every experiment of the model, the budget, and the story's point ringed and named."""
     frame = experiments_frame(records)
     fig = charts.accuracy_size_figure(frame, budget_pts=budget_pts, highlight_ids={record_id})
-    fig.update_layout(title=_title("Accuracy vs size, with the budget"))
+    fig.update_layout(title=charts.figure_title("Accuracy vs size, with the budget"))
     row = frame[frame["id"] == record_id]
     column = charts.accuracy_metric(frame)[0]
     best = charts.best_within_budget(frame, budget_pts=budget_pts, column=column)
@@ -187,7 +181,7 @@ def story_scatter(records: Sequence[dict], *, record_id: int, budget_pts: float)
 def before_after_figure(record: dict) -> go.Figure:
     """Two stacked bars: the uncompressed fp16 model, and the compressed one by part (indices, LUTs, …)."""
     fig = go.Figure()
-    fig.update_layout(template=charts.NEUTRAL_TEMPLATE, title=_title("Before and after, by part"))
+    fig.update_layout(template=charts.NEUTRAL_TEMPLATE, title=charts.figure_title("Before and after, by part"))
     before = as_number(record.get("size_fp16_bytes"))
     after = as_number(record.get("size_bytes"))
     rows = ["before: fp16", "after: " + setting_words(record)]

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from core.charts import ALERT_COLOR, BASELINE_COLOR, MB, _base_figure, _empty
+from core.charts import ALERT_COLOR, BASELINE_COLOR, MB, base_figure, empty_figure
 from core.compress.registry import method_color, method_label
 from core.explore.sweeps import pareto_mask
 from core.log_axis import apply_log_axis
@@ -40,7 +40,7 @@ def pareto_scatter_figure(
     title = title or f"Accuracy vs {'size' if against == 'size' else 'latency'}: the Pareto front"
     column, y_title = sweep_accuracy_column(frame)
     if frame.empty or x_column not in frame or column not in frame:
-        return _empty(title, "No finished configs yet — points appear here as jobs finish.")
+        return empty_figure(title, "No finished configs yet — points appear here as jobs finish.")
     data = frame.copy()
     data["x"] = pd.to_numeric(data[x_column], errors="coerce") / scale
     data["y"] = pd.to_numeric(data[column], errors="coerce") * 100
@@ -48,11 +48,11 @@ def pareto_scatter_figure(
     if points.empty:
         message = ("No latency measured in this sweep (run it with latency on)." if against == "latency"
                    else "No finished configs yet — points appear here as jobs finish.")
-        return _empty(title, message)
+        return empty_figure(title, message)
     on_front = pareto_mask(points, x="x", y="y")
     floor = useful_floor(points["y"], baseline_pct=baseline_accuracy * 100 if baseline_accuracy is not None else None)
     below = points["y"] < floor if floor is not None else pd.Series(False, index=points.index)
-    fig = _base_figure(title)
+    fig = base_figure(title)
     for method, group in points.groupby("method", sort=False):
         front, low = on_front[group.index], below[group.index]
         fig.add_trace(go.Scatter(
@@ -149,7 +149,7 @@ def lineage_figure(lineage: pd.DataFrame, *, model_label: str = "baseline",
     """A tree: the baseline → origins (manual runs, each sweep / sensitivity / recipe / search) → experiments;
     an experiment with a parent experiment hangs under that parent instead. Pure function of lineage_frame."""
     if lineage.empty:
-        return _empty(title, "No experiments yet.")
+        return empty_figure(title, "No experiments yet.")
     ids, labels, parents, colors, hovers = ["root"], [model_label], [""], [ROOT_COLOR], [model_label]
     values = [0]  # an experiment weighs 1, so a group's box is as large as the number of experiments in it
     known = {int(i) for i in lineage["id"].dropna()}

@@ -52,7 +52,7 @@ def sensitivity_heatmap_figure(frame: pd.DataFrame, *, metric: str = "snr_db", t
         raise ValueError(f"metric must be one of {', '.join(METRICS)}; got {metric!r}.")
     title = title or f"Per-layer sensitivity — {METRICS[metric]}"
     if frame.empty:
-        return charts._empty(title, "No sensitivity results yet.")
+        return charts.empty_figure(title, "No sensitivity results yet.")
     layers = frame.drop_duplicates("layer").sort_values("order")
     layer_names = list(layers["layer"])
     settings = list(dict.fromkeys(frame["setting"]))
@@ -86,7 +86,7 @@ def sensitivity_heatmap_figure(frame: pd.DataFrame, *, metric: str = "snr_db", t
         marker_color=charts.BASELINE_COLOR, showlegend=False,
         hovertemplate="%{y}: %{x:.1f} % of the fp16 model's bytes<extra></extra>",
     ), row=1, col=2)
-    fig.update_layout(template=charts.NEUTRAL_TEMPLATE, title=charts._title(title),
+    fig.update_layout(template=charts.NEUTRAL_TEMPLATE, title=charts.figure_title(title),
                       height=max(320, 120 + 28 * len(layer_names)), clickmode="event+select")
     fig.update_yaxes(autorange="reversed", row=1, col=1)
     fig.update_xaxes(title_text="setting (this layer only)", side="bottom", row=1, col=1)
@@ -124,11 +124,11 @@ def candidate_curve_figure(
     """`candidates`: candidates_frame rows; `measured`: predicted_mb, measured_mb, predicted_y, measured_y (+ label);
     `uniform`: mb, y, label. y is the accuracy drop in points when predicted, else the output SNR."""
     if candidates.empty:
-        return charts._empty(title, "No candidates yet: run the sensitivity analysis first.")
+        return charts.empty_figure(title, "No candidates yet: run the sensitivity analysis first.")
     use_drop = candidates["predicted_drop_pts"].notna().any()
     y_col = "predicted_drop_pts" if use_drop else "predicted_snr_db"
     y_title = "accuracy drop (points, lower is better)" if use_drop else "output SNR (dB, higher is better)"
-    fig = charts._base_figure(title)
+    fig = charts.base_figure(title)
     data = candidates.copy()
     data[y_col] = data[y_col].astype(float).replace([np.inf], np.nan)
     fig.add_trace(go.Scatter(
@@ -159,7 +159,7 @@ def probe_histogram_figure(arrays: dict[str, np.ndarray], *, layer: str, setting
     """One probe's weight histogram (original vs compressed) with its LUT / grid / threshold, via core.charts."""
     title = f"{layer} — {setting_label}"
     if "original" not in arrays:
-        return charts._empty(title, "No stored weights for this probe (the setting left the layer unchanged).")
+        return charts.empty_figure(title, "No stored weights for this probe (the setting left the layer unchanged).")
     overlays = histogram_overlays(arrays, bits=bits, params=params)
     return charts.weight_histogram_figure(
         original=arrays["original"], compressed=arrays.get("compressed", np.array([])), layer_name=title, method=method,
