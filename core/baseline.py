@@ -87,6 +87,12 @@ def clear_caches() -> None:
         _fingerprints.clear()
 
 
+def measured_in_this_process() -> bool:
+    """Whether this process holds a baseline it evaluated itself (the app hands that work to a worker)."""
+    with _cache_lock:
+        return bool(_baseline_evals or _baseline_records)
+
+
 # --------------------------------------------------------------------------- baseline logits
 
 

@@ -56,7 +56,7 @@ def test_summary_and_baseline(app) -> None:
     assert_clean(at)
     job = _queue().get(job_id=jobs[0].id)
     assert job.state == DONE and job.worker_pid != os.getpid()  # measured by a worker process
-    assert not baseline._baseline_records and not baseline._baseline_evals  # … and never in the app's process
+    assert not baseline.measured_in_this_process()  # … and never in the app's process
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Parameters"] == "0.87 M"
     assert metrics["Weight layers"] == "6"
