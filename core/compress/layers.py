@@ -151,11 +151,6 @@ def basic_ineligibility(layer: nn.Module, *, modules: tuple[type, ...], api: str
     return threshold_reason(layer.weight.numel(), threshold)
 
 
-def exact_name_pattern(name: str) -> str:
-    """optimize.torch matches module_name_configs keys with re.fullmatch; escape so only this layer matches."""
-    return re.escape(name)
-
-
 # --------------------------------------------------------------------------- metadata and measurements
 
 

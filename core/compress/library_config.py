@@ -31,6 +31,11 @@ def fullmatch_pattern(search_pattern: str) -> str:
     return f".*(?:{search_pattern}).*"
 
 
+def exact_name_pattern(name: str) -> str:
+    """optimize.torch matches module_name_configs keys with re.fullmatch; escape so only this layer matches."""
+    return re.escape(name)
+
+
 def layer_specs(plans: Mapping[str, Any]) -> dict[str, CompressionSpec | None]:
     """The engine's plan as `layers` for library_config: the resolved spec of each eligible layer, else None."""
     return {name: plan.spec if plan.eligible else None for name, plan in plans.items()}
@@ -41,7 +46,7 @@ def exact_name_configs(
 ) -> dict[str, dict | None]:
     """One config per eligible layer by exact name (escaped for re.fullmatch unless the API wants plain names);
     with `skipped`, ineligible layers get an explicit None."""
-    key = re.escape if escape else str
+    key = exact_name_pattern if escape else str
     configs: dict[str, dict | None] = {}
     for name, layer_spec in layers.items():
         if layer_spec is not None:

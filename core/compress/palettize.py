@@ -12,7 +12,6 @@ and all 2^n_bits entries go to the surviving weights.
 
 from __future__ import annotations
 
-import re
 import textwrap
 import time
 
@@ -41,6 +40,7 @@ from core.compress.library_config import (
     LayerSpecs,
     entry,
     exact_name_configs,
+    exact_name_pattern,
     layer_specs,
     load_config,
     pattern_configs,
@@ -265,7 +265,7 @@ def _uses_mask(plan: LayerPlan, context: CompressionContext) -> bool:
 
 
 def _layer_config(config, name: str):
-    return config.module_name_configs[re.escape(name)]
+    return config.module_name_configs[exact_name_pattern(name)]
 
 
 # --------------------------------------------------------------------------- workflows
@@ -281,7 +281,7 @@ def _post_training_kmeans(
         if unmasked:
             # the same per-layer configs; layers with a pruning mask go through the masked k-means below
             subset = PostTrainingPalettizerConfig(
-                module_name_configs={re.escape(n): _layer_config(config, n) for n in unmasked}
+                module_name_configs={exact_name_pattern(n): _layer_config(config, n) for n in unmasked}
             )
             module = PostTrainingPalettizer(module, subset).compress(inplace=True)
         if masked:

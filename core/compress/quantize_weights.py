@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import re
 import textwrap
 import time
 
@@ -25,6 +24,7 @@ from core.compress.library_config import (
     count_fine_tune_steps,
     entry,
     exact_name_configs,
+    exact_name_pattern,
     layer_specs,
     load_config,
     pattern_configs,
@@ -239,7 +239,7 @@ def _gptq(module: nn.Module, spec: QuantizeWeightsSpec, names: list[str], config
     with context.library_logging():
         for name in names:
             layer = module.get_submodule(name)
-            algorithm = GPTQ(layer, config.module_name_configs[re.escape(name)])
+            algorithm = GPTQ(layer, config.module_name_configs[exact_name_pattern(name)])
             algorithms[name] = algorithm
             handles.append(layer.register_forward_hook(_hessian_hook(algorithm)))
         module.eval()
