@@ -99,14 +99,6 @@ def export_torchscript(*, module: nn.Module, input_shape: tuple[int, ...], path:
     return path
 
 
-def export_state_dict(*, module: nn.Module, path: Path) -> Path:
-    """The compressed module's state_dict (tensors only; loadable with torch.load(weights_only=True))."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(module.state_dict(), str(path))
-    return path
-
-
 def artifact_for(
     result: CompressionResult, *, input_shape: tuple[int, ...], out_dir: Path, progress: Progress | None = None
 ) -> tuple[Path, str]:
