@@ -209,25 +209,6 @@ def staircase_figure(*, x: np.ndarray, y: np.ndarray, clip_low: float, clip_high
     return fig
 
 
-def error_split_figure(*, rounding_mse: float, clipping_mse: float, title: str) -> go.Figure:
-    """Where the error comes from: rounding inside the range vs clipping outside it (mean squared error)."""
-    fig = _figure(title, x="mean squared error per weight", y="", height=170)
-    for name, value, color in (("rounding", rounding_mse, QUANT), ("clipping", clipping_mse, PRUNE)):
-        fig.add_trace(
-            go.Bar(
-                x=[value],
-                y=["error"],
-                orientation="h",
-                name=name,
-                marker_color=color,
-                hovertemplate=f"{name}: %{{x:.3g}}<extra></extra>",
-            )
-        )
-    fig.update_layout(barmode="stack", margin={"l": 10, "r": 10, "t": 46, "b": 10})
-    fig.update_yaxes(showticklabels=False)
-    return fig
-
-
 # --------------------------------------------------------------------------- lesson 2: granularity
 
 
