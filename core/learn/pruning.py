@@ -109,7 +109,3 @@ def sparsity_curve(weight: np.ndarray, *, structure: str, block_size: int = 4,
     snrs = [prune(weight, PruneSetting(structure=structure, sparsity=float(s), block_size=block_size)).snr_db
             for s in sparsities]
     return np.asarray(sparsities, dtype=float), np.asarray(snrs, dtype=float)
-
-
-def dense_fp16_bits(weight: np.ndarray) -> float:
-    return float(weight.size * VALUE_BITS)
