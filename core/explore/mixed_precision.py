@@ -414,13 +414,6 @@ def compare_prediction(*, candidate: Candidate, record: dict) -> dict:
     }
 
 
-def candidate_by_step(candidates: list[Candidate], step: int) -> Candidate:
-    for c in candidates:
-        if c.step == step:
-            return c
-    raise RecipeError(f"no candidate at step {step}.")
-
-
 __all__ = [
     "RECIPE_SETTINGS",
     "TARGET_KINDS",
