@@ -1,10 +1,10 @@
-"""The Explore targets of issue 10 that sweeps and the budget search own, measured end to end through the job queue.
+"""The Explore targets that sweeps and the budget search own, measured end to end through the job queue.
 
     .venv/bin/python -m bench.explore_bench            # weight-only sweep on fashion_resnet, 2,000 images; search
     .venv/bin/python -m bench.explore_bench --quick    # 5 configs, 500 images: a smoke run of the same path
     .venv/bin/python -m bench.explore_bench --only mixed   # just the mixed-precision targets (10,000 images)
 
-1. The weight-only exploration sweep (25 configs, the list of issue 10) on ``fashion_resnet`` with 2,000
+1. The weight-only exploration sweep (25 configs, the weight-only exploration list) on ``fashion_resnet`` with 2,000
    evaluation images and real exported artifacts finishes in ≤ 5 min on 2 cores, with live progress (printed
    below as it runs). Latency and memory are not timed in the sweep (they would serialise the workers on the
    timing lock); the time is the wall time from the first submit to the last job finished, cold workers included.
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{row['target']}: {row['recipe']}")
             rows += mixed
     print(format_table(rows, [("target", "target"), ("goal", "goal"), ("measured", "measured"), ("met", "met")],
-                       title=f"Explore targets (issue 10) — {os.cpu_count()} CPUs"))
+                       title=f"Explore targets — {os.cpu_count()} CPUs"))
     missed = [row["target"] for row in rows if row["met"] == "NO"]
     if missed and not args.quick:  # a smoke run is not held to the targets
         print(f"{len(missed)} target(s) missed: " + "; ".join(missed))

@@ -10,7 +10,7 @@ the charts have finished drawing (the last change inside any chart, once all hav
 move of a new setting runs the computation (k-means in lesson 3, calibration in lesson 5: cold); lessons 6 and 7
 first press their run button at both settings (fine-tuning, whole-model export: reported separately); moving
 back and forth is then served from the cache (warm). Prints a table per lesson with the target and whether it is
-met, and writes it as CSV under bench/results/. Target (issue 12): ≤ 0.3 s per warm move.
+met, and writes it as CSV under bench/results/. Target: ≤ 0.3 s per warm move (slower reads as a stuck slider).
 """
 
 from __future__ import annotations

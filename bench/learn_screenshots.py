@@ -1,4 +1,4 @@
-"""Learn page: one PNG per lesson, taken in a real browser, for the issue note and for reviewing the layout.
+"""Learn page: one PNG per lesson, taken in a real browser, for reviewing the layout.
 
 ``python -m bench.learn_screenshots`` starts ``streamlit run app.py`` on a model (default: the sample
 ``fashion_resnet``), opens the Learn page in Debian's Chromium on a layer (default: its largest, 590k weights),

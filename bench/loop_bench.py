@@ -1,4 +1,4 @@
-"""The fast-loop benchmark (issue 9): where the time of one experiment goes, phase by phase, against the targets.
+"""The fast-loop benchmark: where the time of one experiment goes, phase by phase, against the targets.
 
     .venv/bin/python -m bench.loop_bench              # the three loop targets + a warm job in a real worker process
     .venv/bin/python -m bench.loop_bench --quick      # the fashion_resnet 2,000-image case only

@@ -1,6 +1,6 @@
 """The benchmark: ``python -m core.cli bench`` (or ``python -m bench.run_bench``).
 
-Prints two tables in the style of the background guides, checks the targets of the measurement issue and writes CSV / JSON under
+Prints two tables in the style of the background guides, checks the measurement targets and writes CSV / JSON under
 bench/results/ (git-ignored). Takes ~10–20 minutes on 2 cores; ``--quick`` is a smoke run.
 """
 

@@ -1,4 +1,4 @@
-"""Per-layer sensitivity and mixed-precision benchmark (issue 10 targets).
+"""Per-layer sensitivity and mixed-precision benchmark, checked against its targets.
 
     .venv/bin/python -m bench.sensitivity_bench                 # all three cases
     .venv/bin/python -m bench.sensitivity_bench --skip-resnet18 # no torchvision:resnet18 timing
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "mixed") and fashion is not None:
             rows.extend(_mixed_case(home / "c", fashion["result"]))
     print(format_table(rows, [("case", "case"), ("target", "target"), ("measured", "measured"), ("met", "met"),
-                              ("load", "load average 1/5/15 min")], title="Sensitivity and mixed precision (issue 10)"))
+                              ("load", "load average 1/5/15 min")], title="Sensitivity and mixed precision targets"))
     return 0 if all(r["met"].startswith(("met", "estimate")) for r in rows) else 1
 
 

@@ -154,7 +154,7 @@ def test_image_folder_bad_layouts_give_clear_messages(tmp_path):
     shutil.rmtree(root)
 
 
-# --------------------------------------------------------------------------- hardening (issue 11)
+# --------------------------------------------------------------------------- hardening: bad folders and zips
 
 
 def _class_sorted(ds: Dataset) -> Dataset:

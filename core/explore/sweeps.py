@@ -104,7 +104,7 @@ def _guide_table() -> list[dict]:
 
 
 def _weight_only() -> list[dict]:
-    """Issue 10's weight-only list, from Apple's model-compression-exploration protocol, config for config:
+    """The weight-only exploration list, from Apple's model-compression-exploration protocol, config for config:
     int8 and int4 × symmetric / asymmetric, per channel (4); int4 per block 16 / 32 / 128 × symmetric / asymmetric
     (6: the mode axis applies to blocks too, and asymmetric blocks are where int4 differs most); palettize 8/6/4/3/2
     bits × per tensor / grouped 16 / per-channel scale (15). 25 configs."""

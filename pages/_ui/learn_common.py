@@ -1,6 +1,6 @@
 """What every Learn lesson shares: the lesson context, cached computations, widget helpers and rendering helpers.
 
-Speed (issue 12: a slider move re-renders in ≤ 0.3 s on a 590k-weight layer): each lesson is an ``st.fragment``,
+Speed (a slider move must re-render in ≤ 0.3 s on a 590k-weight layer, or the lesson feels broken): each lesson is an ``st.fragment``,
 so a slider move reruns only that lesson, not the router, the sidebar and the page head; everything a lesson
 computes from a setting — the library's result, its figures and its numbers — is cached under small keys
 (model key, layer name, a frozen setting), so a setting seen before is drawn without touching the 590k weights

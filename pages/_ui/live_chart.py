@@ -1,4 +1,4 @@
-"""A Plotly chart that redraws in place: the Learn lessons' charts (issue 12: a slider move re-renders in ≤ 0.3 s).
+"""A Plotly chart that redraws in place: the Learn lessons' charts, so a slider move re-renders in ≤ 0.3 s.
 
 ``st.plotly_chart`` mounts a new chart element for every new figure (the figure is part of its element id) and, once
 mounted, draws it a second time (its theme effect hands Plotly a re-themed copy): ~80 ms per chart and move on two

@@ -51,7 +51,7 @@ def test_presets_expand_to_valid_distinct_specs() -> None:
     assert "2-bit palettization, groups of 16 channels, data-free" in weight_only.summaries()
     assert len(set(weight_only.summaries())) == 25  # per-channel scale is named, not read as per-tensor
     assert "25 configs" in PRESETS[weight_only.name]
-    # issue 10's list: int8/int4 × sym/asym per channel; int4 per block 16/32/128 × sym/asym; palettize 8/6/4/3/2 × 3 forms
+    # the weight-only exploration list: int8/int4 × sym/asym per channel; int4 per block 16/32/128 × sym/asym; palettize 8/6/4/3/2 × 3 forms
     quantized = [c for c in weight_only.configs if c["method"] == "quantize_weights"]
     assert sorted((c["dtype"], c["mode"]) for c in quantized if c["granularity"] == "per_channel") == [
         ("int4", "asymmetric"), ("int4", "symmetric"), ("int8", "asymmetric"), ("int8", "symmetric")]

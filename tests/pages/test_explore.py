@@ -113,7 +113,7 @@ def test_a_tiny_sweep_fills_the_table_and_the_scatter(app) -> None:
 
 
 def test_the_search_runs_in_its_own_process_and_a_new_session_follows_it(app) -> None:
-    """Issue 9's rule: the Streamlit process never compresses; the search is a process of its own whose progress any
+    """The Streamlit process never compresses (a search would freeze every tab); the search is a process of its own whose progress any
     session (a reload, a page switch) reads from the search book, and can cancel."""
     from core.explore.search import SearchBook, wait_for_search
 
