@@ -61,6 +61,7 @@ from core.compress.torch_ao import fx_relu6_fused  # noqa: E402
 from core.compress.torch_static import FBGEMM_SATURATES  # noqa: E402
 from core.data import Dataset, load_bundled_subset, synthetic_inputs  # noqa: E402
 from core.formatting import fmt_ms, fmt_ratio  # noqa: E402
+from core.library_internals import reset_torch_compile  # noqa: E402
 from core.measure.latency import LatencySettings, fixed_threads, measure_interleaved  # noqa: E402
 from core.measure.quality import snr_db  # noqa: E402
 from core.models.sources import LoadedModel, load_model  # noqa: E402
@@ -379,8 +380,7 @@ def _torchao_runtime(model: LoadedModel, calibration: torch.Tensor, run: ModelRu
     # at fp32 speed. The setting stays on after the compile on purpose: a recompile later (another grad mode, a
     # dynamo reset) would otherwise silently yield the unfrozen, unlowered graph.
     for freezing in (True, False):
-        torch._dynamo.reset()
-        torch._inductor.config.freezing = freezing
+        reset_torch_compile(freezing=freezing)
         try:
             with captured_library_output(notes), torch.no_grad():
                 compiled = torch.compile(converted)

@@ -1,4 +1,4 @@
-"""The ONE place that touches private coremltools / PyTorch internals.
+"""The ONE place that touches private coremltools / PyTorch internals and undocumented file layouts.
 
 The product relies on a few symbols that are not part of the libraries' public API (they carry a leading
 underscore or are undocumented). Every such use goes through this module, so an upgrade that moves one breaks
@@ -8,7 +8,9 @@ Pinned for coremltools 9.0 and torch 2.x; each adapter says what it is used for.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import struct
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -161,3 +163,60 @@ def torchscript_to_exported(script: Any, example_args: tuple) -> torch.export.Ex
     from torch._export.converter import TS2EPConverter
 
     return TS2EPConverter(script, example_args).convert()
+
+
+def quantization_fx_graph(module: nn.Module) -> torch.fx.Graph:
+    """The FX graph ``prepare_fx`` would trace: torch.ao's ``QuantizationTracer`` (in the undocumented
+    torch.ao.quantization.fx.tracer) keeps quantized and observed modules as leaves, as the real prepare does."""
+    from torch.ao.quantization.fx.tracer import QuantizationTracer
+
+    return QuantizationTracer([], []).trace(module)
+
+
+def reset_torch_compile(*, freezing: bool) -> None:
+    """Forget every graph ``torch.compile`` built (``torch._dynamo.reset``) and set Inductor's private
+    ``freezing`` flag, which decides whether int8 patterns are lowered, for the next compile."""
+    import torch._dynamo
+    import torch._inductor.config
+
+    torch._dynamo.reset()
+    torch._inductor.config.freezing = freezing
+
+
+# --------------------------------------------------------------------------- saved file layouts
+# Neither coremltools nor torch documents these layouts or offers a reader for them; the product reads them only to
+# say where an artifact's bytes go.
+
+# An .mlpackage keeps its tensors in Data/com.apple.CoreML/weights/weight.bin (the MIL blob storage format).
+MLPACKAGE_WEIGHTS_FOLDER = "weights"
+MLPACKAGE_WEIGHT_FILE = "weight.bin"
+# Each blob in weight.bin starts with a 64-byte metadata record: uint32 sentinel, uint32 data type, uint64 size in
+# bytes, uint64 offset of the data, then padding; the data itself is 64-byte aligned.
+WEIGHT_BLOB_SENTINEL = 0xDEADBEEF
+WEIGHT_BLOB_HEADER_BYTES = 64
+
+
+def mlpackage_weight_files(package: Path | str) -> list[Path]:
+    """The files an .mlpackage stores tensors in (its weights/ folder); an mlprogram package has one weight.bin."""
+    return sorted(p for p in Path(package).rglob("*") if p.is_file() and p.parent.name == MLPACKAGE_WEIGHTS_FOLDER)
+
+
+def weight_blob_data_bytes(weight_file: bytes, offset: int) -> int | None:
+    """The data size the blob header at `offset` of a weight.bin records, or None when no header starts there."""
+    if offset < 0 or offset + WEIGHT_BLOB_HEADER_BYTES > len(weight_file):
+        return None
+    sentinel, _data_type, size = struct.unpack_from("<IIQ", weight_file, offset)
+    return int(size) if sentinel == WEIGHT_BLOB_SENTINEL else None
+
+
+# torch.jit.save writes a zip: <archive>/code/ (the TorchScript source), <archive>/constants.pkl, <archive>/data.pkl
+# (the pickled module structure) and <archive>/data/<n> (one raw storage per tensor).
+def is_torchscript_tensor_entry(name: str) -> bool:
+    """Whether a member of a TorchScript (or torch.save) zip is raw tensor data rather than code or pickles."""
+    return "/data/" in name and not name.endswith(".pkl")
+
+
+def is_torchscript_archive(names: Iterable[str]) -> bool:
+    """Whether zip members are a TorchScript file's (its code and constants), not a torch.export program's."""
+    names = list(names)
+    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)

@@ -192,21 +192,29 @@ def test_torchscript_to_exported_converter():
 
 PRIVATE_USES = re.compile(
     r"(from coremltools[\w.]*\._\w+|import coremltools[\w.]*\._\w+|\._supported_modules|_SUPPORTED_MODULES|"
-    r"\._tempdir|kineto_results|torch\._export|[\"']_COREML_|batchnorm\._BatchNorm|\._packed_params)"
+    r"\._tempdir|kineto_results|torch\._export|[\"']_COREML_|batchnorm\._BatchNorm|\._packed_params|"
+    # private torch modules, torch.ao's FX tracer, and the file layouts read through the adapters
+    r"(?<![\"'\w.])torch\._[a-z]\w*|from torch[\w.]*\._\w+|QuantizationTracer|0xDEADBEEF|\.name == [\"']weights|"
+    r"[\"']/data/[\"']|constants\.pkl|[\"']/code/|rglob\([\"']weight\.bin|"
+    # the private modules of the other libraries the product imports
+    r"(from|import) (streamlit|timm|onnx2torch|onnx|torchvision)[\w.]*\._\w+)"
 )
+CHECKED_FOLDERS = ("core", "pages", "bench")
 
 
 def test_nothing_else_touches_private_library_symbols():
     offenders = [
         f"{path.relative_to(CORE.parent)}:{number}: {line.strip()}"
-        for path in sorted(CORE.rglob("*.py"))
+        for folder in CHECKED_FOLDERS
+        for path in sorted((CORE.parent / folder).rglob("*.py"))
         if path.name != "library_internals.py"
         for number, line in enumerate(path.read_text().splitlines(), start=1)
         if PRIVATE_USES.search(line)
     ]
     assert not offenders, (
         "private library internals outside core/library_internals.py (import its adapters instead: metadata_buffers, "
-        "METADATA_PREFIX, magnitude_ranked_mask, n_m_mask, compute_qparams, dequantize_by_scale_and_zp, …):\n"
+        "METADATA_PREFIX, magnitude_ranked_mask, n_m_mask, compute_qparams, dequantize_by_scale_and_zp, "
+        "quantization_fx_graph, weight_blob_data_bytes, is_torchscript_archive, …):\n"
         + "\n".join(offenders)
     )
 
@@ -248,3 +256,76 @@ def test_packed_params_class():
         _fail("ScriptObject._type().qualified_name()", internals.packed_params_class(packed))
     weight, _bias = torch.ops.quantized.linear_unpack(packed)
     assert weight.shape == (4, 4)
+
+
+def test_quantization_fx_graph():
+    """torch.ao.quantization.fx.tracer.QuantizationTracer (undocumented): the graph prepare_fx traces."""
+    symbol = "torch.ao.quantization.fx.tracer.QuantizationTracer"
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU6(), nn.Flatten(), nn.Linear(8, 3)).eval()
+    graph = internals.quantization_fx_graph(model)
+    called = [node.target for node in graph.nodes if node.op == "call_module"]
+    if called != ["0", "1", "2", "3"]:
+        _fail(symbol, f"traced call_module targets {called}")
+    traced = torch.fx.GraphModule(model, graph)
+    example = torch.randn(1, 1, 4, 4)
+    assert torch.equal(traced(example), model(example))
+
+
+def test_reset_torch_compile_sets_inductor_freezing():
+    """torch._dynamo.reset and torch._inductor.config.freezing (private): a fresh compile with freezing on or off."""
+    import torch._inductor.config as inductor_config
+
+    before = inductor_config.freezing
+    try:
+        for value in (True, False):
+            internals.reset_torch_compile(freezing=value)
+            if inductor_config.freezing is not value:
+                _fail("torch._inductor.config.freezing", f"is {inductor_config.freezing!r} after setting {value}")
+    finally:
+        inductor_config.freezing = before
+
+
+def test_mlpackage_weight_file_and_blob_headers(tmp_path):
+    """The .mlpackage layout (weights/weight.bin) and the 64-byte blob header (sentinel 0xDEADBEEF, data size)."""
+    import coremltools as ct
+    from coremltools.models.utils import load_spec
+
+    traced = torch.jit.trace(nn.Sequential(nn.Linear(64, 32)).eval(), torch.randn(1, 64))
+    package = tmp_path / "m.mlpackage"
+    ct.convert(traced, inputs=[ct.TensorType(shape=(1, 64))], convert_to="mlprogram",
+               minimum_deployment_target=ct.target.iOS18, skip_model_load=True).save(str(package))
+    files = internals.mlpackage_weight_files(package)
+    if [f.name for f in files] != [internals.MLPACKAGE_WEIGHT_FILE]:
+        _fail(".mlpackage weights/ folder", f"holds {[f.name for f in files]}")
+    data = files[0].read_bytes()
+    offsets = [
+        op.attributes["val"].blobFileValue.offset
+        for function in load_spec(str(package)).mlProgram.functions.values()
+        for block in function.block_specializations.values()
+        for op in block.operations
+        if op.type == "const" and "val" in op.attributes and op.attributes["val"].WhichOneof("value") == "blobFileValue"
+    ]
+    sizes = sorted(internals.weight_blob_data_bytes(data, offset) for offset in offsets)
+    if sizes != [32 * 2, 32 * 64 * 2]:  # the fp16 bias and weight
+        _fail("weight.bin blob header", f"data sizes {sizes} at offsets {offsets}")
+    assert internals.weight_blob_data_bytes(data, offsets[0] + 1) is None  # no header there
+    assert internals.weight_blob_data_bytes(data, len(data)) is None
+
+
+def test_torchscript_zip_layout(tmp_path):
+    """torch.jit.save's zip: code/ and constants.pkl mark TorchScript; data/<n> members are the raw tensors."""
+    import zipfile
+
+    module = torch.jit.script(nn.Linear(16, 8))
+    torch.jit.save(module, str(tmp_path / "m.pt"))
+    with zipfile.ZipFile(tmp_path / "m.pt") as archive:
+        names = archive.namelist()
+        tensor_bytes = sum(archive.getinfo(n).file_size for n in names if internals.is_torchscript_tensor_entry(n))
+    if not internals.is_torchscript_archive(names):
+        _fail("TorchScript zip layout", f"no code/ + constants.pkl among {names}")
+    if tensor_bytes != (16 * 8 + 8) * 4:
+        _fail("TorchScript zip layout", f"data/ members hold {tensor_bytes} bytes, expected the fp32 weight and bias")
+    program = torch.export.export(nn.Linear(16, 8), (torch.randn(1, 16),))
+    torch.export.save(program, str(tmp_path / "m.pt2"))
+    with zipfile.ZipFile(tmp_path / "m.pt2") as archive:
+        assert not internals.is_torchscript_archive(archive.namelist())

@@ -39,12 +39,12 @@ from torch.ao.quantization import (
     get_default_qconfig_mapping,
     quantize_dynamic,
 )
-from torch.ao.quantization.fx.tracer import QuantizationTracer
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
 
 from core.compress.context import CompressionContext, CompressionError
 from core.compress.layers import LayerPlan, conv_bn_pairs, folded_weight, locate, sparsity, weight_of, weight_snr_db
 from core.compress.result import LayerReport
+from core.library_internals import quantization_fx_graph
 
 QUANTIZED_TYPES = (nnq.Conv1d, nnq.Conv2d, nnq.Conv3d, nnq.Linear, nnqd.Linear)
 __all__ = [
@@ -207,7 +207,7 @@ def _relu6_as_fusable_relu(module: nn.Module, *, skip_layers: list[str]) -> tupl
     itself is not changed: the rewritten graph calls a fresh nn.ReLU per site and shares every other submodule."""
     if any(isinstance(sub, nnq.FloatFunctional) for sub in module.modules()):
         return None, []  # prepare_fx swaps these in place before tracing; leave such models as they are
-    graph = QuantizationTracer([], []).trace(module)
+    graph = quantization_fx_graph(module)
     traced = torch.fx.GraphModule(module, graph)
     modules = dict(traced.named_modules())
     convs: list[str] = []

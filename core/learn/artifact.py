@@ -11,7 +11,6 @@ tensors are stored fp16). Summed per kind, these are the artifact's own numbers,
 
 from __future__ import annotations
 
-import struct
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +18,12 @@ from pathlib import Path
 from core.compress import compress
 from core.data import Dataset
 from core.export import export_coreml
+from core.library_internals import MLPACKAGE_WEIGHT_FILE, mlpackage_weight_files, weight_blob_data_bytes
 from core.measure.size import BREAKDOWN_KEYS, SizeEstimate, float_param_count, path_size_bytes, theoretical_size
 from core.models.sources import LoadedModel
 from core.progress import Progress, as_progress
 from core.specs import AnySpec
 
-BLOB_SENTINEL = 0xDEADBEEF
-BLOB_HEADER_BYTES = 64  # every blob in weight.bin starts with a 64-byte metadata record, data is 64-byte aligned
 # (consuming op, its input) → the kind of bytes, in core.measure.size's BREAKDOWN_KEYS
 ROLES: dict[tuple[str, str], str] = {
     ("constexpr_lut_to_dense", "indices"): "indices",
@@ -91,7 +89,7 @@ class ArtifactBytes:
 
 
 def _weight_file(path: Path) -> Path:
-    files = list(Path(path).rglob("weight.bin"))
+    files = [p for p in mlpackage_weight_files(path) if p.name == MLPACKAGE_WEIGHT_FILE]
     if len(files) != 1:
         raise ValueError(f"{path} holds {len(files)} weight.bin files; expected one (an mlprogram .mlpackage).")
     return files[0]
@@ -110,8 +108,8 @@ def read_artifact(path: Path | str) -> ArtifactBytes:
     found: dict[int, StoredBlob] = {}  # by offset: a blob two ops share counts once
 
     def add(offset: int, name: str, kind: str, consumer: str) -> None:
-        sentinel, _dtype, size = struct.unpack_from("<IIQ", data, offset)
-        if sentinel != BLOB_SENTINEL:
+        size = weight_blob_data_bytes(data, offset)
+        if size is None:
             raise ValueError(f"{weights.name}: no blob header at offset {offset} (for {name}); the file is damaged.")
         found.setdefault(offset, StoredBlob(name=name, kind=kind, consumer=consumer, data_bytes=int(size)))
 

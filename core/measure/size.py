@@ -30,7 +30,7 @@ from torch import nn
 
 from core.compress.registry import STORAGE_LINEAR, STORAGE_LUT, STORAGE_SPARSE, methods_of
 from core.compress.result import LayerReport
-from core.library_internals import PACKED_PARAMS_SUFFIXES
+from core.library_internals import PACKED_PARAMS_SUFFIXES, is_torchscript_tensor_entry, mlpackage_weight_files
 
 SIZE_TOLERANCE = 0.05
 BREAKDOWN_KEYS = ("indices", "luts", "quantized_weights", "sparse_values", "masks", "scales", "zero_points", "uncompressed")
@@ -256,11 +256,10 @@ def container_overhead_bytes(path: Path | str) -> int | None:
     """Bytes of an artifact that are not weight data: an .mlpackage's program + manifest, a TorchScript zip's code."""
     path = Path(path)
     if path.is_dir():
-        weights = [p for p in path.rglob("*") if p.is_file() and p.parent.name == "weights"]
-        return path_size_bytes(path) - sum(p.stat().st_size for p in weights)
+        return path_size_bytes(path) - sum(p.stat().st_size for p in mlpackage_weight_files(path))
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
-            data = sum(i.compress_size for i in zf.infolist() if "/data/" in i.filename and not i.filename.endswith(".pkl"))
+            data = sum(i.compress_size for i in zf.infolist() if is_torchscript_tensor_entry(i.filename))
         return path.stat().st_size - data
     return None
 

@@ -139,9 +139,11 @@ def _require_archive(path: Path, what: str, how: str) -> None:
 
 
 def _refuse_torchscript_archive(path: Path) -> None:
+    from core.library_internals import is_torchscript_archive
+
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
-    if any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names):
+    if is_torchscript_archive(names):
         raise ModelLoadError(f"{path.name} is a TorchScript file, not a torch.export program: load it as TorchScript.")
 
 

@@ -7,7 +7,8 @@ import math
 import pytest
 
 from core.compress.layers import weight_layers
-from core.learn.artifact import BLOB_HEADER_BYTES, read_artifact, where_the_bytes_go
+from core.learn.artifact import read_artifact, where_the_bytes_go
+from core.library_internals import WEIGHT_BLOB_HEADER_BYTES
 from core.measure.size import path_size_bytes
 from core.specs import PalettizeSpec, PruneSpec, QuantizeWeightsSpec
 
@@ -28,7 +29,7 @@ def test_palettized_package_stores_exactly_the_modelled_indices_and_luts(sample,
     # the package adds up: blob data + blob headers/alignment = weight.bin; + program + manifest = the folder
     assert artifact.total_bytes == path_size_bytes(artifact.path)
     assert artifact.data_bytes + artifact.blob_overhead_bytes + artifact.program_bytes == artifact.total_bytes
-    assert artifact.blob_overhead_bytes >= BLOB_HEADER_BYTES * len(artifact.blobs)
+    assert artifact.blob_overhead_bytes >= WEIGHT_BLOB_HEADER_BYTES * len(artifact.blobs)
     assert abs(artifact.total_bytes / palettized.theory.total_bytes - 1) < 0.05
 
 
