@@ -64,27 +64,8 @@ def run_fashion_table(
     latency = LatencySettings(threads=threads, batch_sizes=(1, 32), seconds_per_batch_size=1.0 if quick else 2.0)
     options = ExperimentOptions(eval_limit=eval_limit if eval_limit else (1000 if quick else None), latency=latency)
     base = baseline_record(model=model, dataset=None, options=options)
-    rows = [
-        {
-            "config": "fp32 baseline",
-            "top1": format_metric("accuracy_top1", base["accuracy_top1"]),
-            "delta": "",
-            "agree": format_metric("agreement_top1", 1.0),
-            "snr": "∞",
-            "size": fmt_mb(base["size_fp16_bytes"]),
-            "kind": "fp16 mlpackage",
-            "ratio16": format_metric("compression_ratio_fp16", 1.0),
-            "bpw": format_metric("bits_per_weight", 16.0),
-            "check": "",
-            "p50": format_metric("latency_ms_p50", base["latency_ms_p50"]),
-            "base_p50": format_metric("latency_ms_p50", base["latency_ms_p50"]),
-            "speed": format_metric("latency_ratio", 1.0),
-            "secs": "",
-        }
-    ]
-    csv_rows = [{"config": "fp32 baseline", **{k: base.get(k) for k in (
-        "accuracy_top1", "accuracy_top5", "size_fp16_bytes", "size_fp32_bytes", "latency_ms_p50", "latency_ms_p90",
-        "eval_images", "dataset_source")}}]
+    rows = [_baseline_row(base)]
+    csv_rows = [{"config": "fp32 baseline", **{k: base.get(k) for k in BASELINE_CSV_FIELDS}}]
     records = {}
     scratch = Path(tempfile.mkdtemp(prefix="cs_bench_"))
     try:
@@ -92,52 +73,14 @@ def run_fashion_table(
             if quick and name not in QUICK:
                 continue
             log(f"  · {name} …", end="", flush=True)
-            spec = spec_from_dict(spec_dict)
             record = run_experiment(
-                model=model, spec=spec, dataset=None, artifacts_dir=scratch / name.replace(" ", "_"),
-                progress=Progress(), options=options,
+                model=model, spec=spec_from_dict(spec_dict), dataset=None,
+                artifacts_dir=scratch / name.replace(" ", "_"), progress=Progress(), options=options,
             )
             records[name] = record
             log(f" {record['compress_seconds']:.1f} s")
-            acc, before = record["accuracy_top1"], record["baseline_accuracy_top1"]
-            check = record["size_check"] or {}
-            rows.append(
-                {
-                    "config": name,
-                    "top1": format_metric("accuracy_top1", acc),
-                    "delta": format_metric(
-                        "accuracy_delta_pts", (acc - before) * 100 if acc is not None and before is not None else None
-                    ),
-                    "agree": format_metric("agreement_top1", record["agreement_top1"]),
-                    "snr": "∞" if record["outputs_identical"] else format_metric("output_snr_db", record["output_snr_db"]),
-                    "size": fmt_mb(record["size_bytes"]),
-                    "kind": record["artifact_kind"] or "",
-                    "ratio16": format_metric("compression_ratio_fp16", record["compression_ratio_fp16"]),
-                    "bpw": format_metric("bits_per_weight", record["bits_per_weight"]),
-                    "check": (fmt_num(check.get("ratio"), ".3f") + ("" if check.get("ok") else " !"))
-                    if check.get("ratio")
-                    else "n/a",
-                    "p50": format_metric("latency_ms_p50", record["latency_ms_p50"]),
-                    "base_p50": format_metric("baseline_latency_ms_p50", record["baseline_latency_ms_p50"]),
-                    "speed": format_metric("latency_ratio", record["latency_ratio"]),
-                    "secs": format_metric("compress_seconds", record["compress_seconds"]),
-                }
-            )
-            csv_rows.append(
-                {
-                    "config": name,
-                    "spec": json.dumps(record["spec"], sort_keys=True),
-                    **{k: record.get(k) for k in (
-                        "accuracy_top1", "baseline_accuracy_top1", "accuracy_top5", "agreement_top1", "output_snr_db",
-                        "output_psnr_db", "flipped", "size_bytes", "artifact_kind", "size_fp16_bytes", "theoretical_size_bytes",
-                        "bits_per_weight", "compression_ratio_fp16", "compression_ratio_fp32", "latency_ms_p50",
-                        "latency_ms_p90", "baseline_latency_ms_p50", "baseline_latency_ms_p90", "latency_ratio",
-                        "peak_memory_bytes", "baseline_peak_memory_bytes", "compress_seconds", "eval_images", "threads")},
-                    "size_check_ok": check.get("ok"),
-                    "size_check_note": check.get("note"),
-                    "latency_note": record["latency_note"],
-                }
-            )
+            rows.append(_experiment_row(name, record))
+            csv_rows.append(_experiment_csv_row(name, record))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     title = (
@@ -157,3 +100,73 @@ def run_fashion_table(
     write_csv(out_dir / f"{stem}.csv", csv_rows)
     (out_dir / f"{stem}.txt").write_text(text + "\n")
     return {"baseline": base, "records": records, "text": text}
+
+
+BASELINE_CSV_FIELDS = (
+    "accuracy_top1", "accuracy_top5", "size_fp16_bytes", "size_fp32_bytes", "latency_ms_p50", "latency_ms_p90",
+    "eval_images", "dataset_source",
+)
+EXPERIMENT_CSV_FIELDS = (
+    "accuracy_top1", "baseline_accuracy_top1", "accuracy_top5", "agreement_top1", "output_snr_db",
+    "output_psnr_db", "flipped", "size_bytes", "artifact_kind", "size_fp16_bytes", "theoretical_size_bytes",
+    "bits_per_weight", "compression_ratio_fp16", "compression_ratio_fp32", "latency_ms_p50",
+    "latency_ms_p90", "baseline_latency_ms_p50", "baseline_latency_ms_p90", "latency_ratio",
+    "peak_memory_bytes", "baseline_peak_memory_bytes", "compress_seconds", "eval_images", "threads",
+)
+
+
+def _baseline_row(base: dict) -> dict:
+    """The table's first row: the uncompressed model, against which every ratio below is 1."""
+    return {
+        "config": "fp32 baseline",
+        "top1": format_metric("accuracy_top1", base["accuracy_top1"]),
+        "delta": "",
+        "agree": format_metric("agreement_top1", 1.0),
+        "snr": "∞",
+        "size": fmt_mb(base["size_fp16_bytes"]),
+        "kind": "fp16 mlpackage",
+        "ratio16": format_metric("compression_ratio_fp16", 1.0),
+        "bpw": format_metric("bits_per_weight", 16.0),
+        "check": "",
+        "p50": format_metric("latency_ms_p50", base["latency_ms_p50"]),
+        "base_p50": format_metric("latency_ms_p50", base["latency_ms_p50"]),
+        "speed": format_metric("latency_ratio", 1.0),
+        "secs": "",
+    }
+
+
+def _experiment_row(name: str, record: dict) -> dict:
+    """One configuration's printed row; size÷theory is marked '!' when outside the size check's tolerance."""
+    acc, before = record["accuracy_top1"], record["baseline_accuracy_top1"]
+    check = record["size_check"] or {}
+    return {
+        "config": name,
+        "top1": format_metric("accuracy_top1", acc),
+        "delta": format_metric(
+            "accuracy_delta_pts", (acc - before) * 100 if acc is not None and before is not None else None
+        ),
+        "agree": format_metric("agreement_top1", record["agreement_top1"]),
+        "snr": "∞" if record["outputs_identical"] else format_metric("output_snr_db", record["output_snr_db"]),
+        "size": fmt_mb(record["size_bytes"]),
+        "kind": record["artifact_kind"] or "",
+        "ratio16": format_metric("compression_ratio_fp16", record["compression_ratio_fp16"]),
+        "bpw": format_metric("bits_per_weight", record["bits_per_weight"]),
+        "check": (fmt_num(check.get("ratio"), ".3f") + ("" if check.get("ok") else " !")) if check.get("ratio") else "n/a",
+        "p50": format_metric("latency_ms_p50", record["latency_ms_p50"]),
+        "base_p50": format_metric("baseline_latency_ms_p50", record["baseline_latency_ms_p50"]),
+        "speed": format_metric("latency_ratio", record["latency_ratio"]),
+        "secs": format_metric("compress_seconds", record["compress_seconds"]),
+    }
+
+
+def _experiment_csv_row(name: str, record: dict) -> dict:
+    """One configuration's raw numbers for the CSV, with its spec and the size check's verdict and note."""
+    check = record["size_check"] or {}
+    return {
+        "config": name,
+        "spec": json.dumps(record["spec"], sort_keys=True),
+        **{k: record.get(k) for k in EXPERIMENT_CSV_FIELDS},
+        "size_check_ok": check.get("ok"),
+        "size_check_note": check.get("note"),
+        "latency_note": record["latency_note"],
+    }
