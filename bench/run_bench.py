@@ -80,53 +80,20 @@ def run_benchmarks(
         )
     torchvision = None
     if "torchvision" in tables:
-        from bench.torchvision_table import ORT_TOLERANCE, TARGET_SPEEDUP, run_torchvision_table
+        from bench.torchvision_table import run_torchvision_table
 
         _log("\nTable 2: torchvision int8 vs fp32 vs ONNX Runtime")
         torchvision = run_torchvision_table(out_dir=out_dir, threads=threads, quick=quick, log=_log)
 
     targets = summary["targets"]
     if torchvision is not None:
-        for arch, res in torchvision["results"].items():
-            need = TARGET_SPEEDUP[arch]
-            targets.append(
-                {
-                    "target": f"{arch}: torch_static ≥ {need}× faster than PyTorch fp32 (batch 1, {threads} threads)",
-                    "measured": f"{fmt_ratio(res['speedup_vs_fp32'])} ({fmt_ms(res['fp32_ms'], 1)} → "
-                    f"{fmt_ms(res['torch_static_ms'], 1)}; {fmt_ratio(res['speedup_vs_fp32_frozen'])} vs frozen fp32, "
-                    f"{fmt_ratio(res['speedup_vs_ort_fp32'])} vs ORT fp32)",
-                    "ok": res["speedup_vs_fp32"] >= need,
-                    "ruled_out": _int8_ruled_out(machine),
-                }
-            )
-            targets.append(
-                {
-                    "target": f"{arch}: torch_static within {ORT_TOLERANCE:.0%} of ONNX Runtime int8",
-                    "measured": f"torch_static {fmt_ms(res['torch_static_ms'], 1)} vs ORT int8 "
-                    f"{fmt_ms(res['ort_int8_ms'], 1)} ({fmt_ratio(res['static_vs_ort_int8'])})",
-                    "ok": res["static_vs_ort_int8"] <= 1.0 + ORT_TOLERANCE,
-                }
-            )
+        targets += _torchvision_targets(torchvision["results"], machine=machine, threads=threads)
         summary["torchvision"] = torchvision["results"]
         summary["tuning"] = torchvision["tuning"]
     if fashion is not None:
-        static = next((r for name, r in fashion["records"].items() if name.startswith("torch_static")), None)
-        if static is not None and static["accuracy_top1"] is not None:
-            delta = (static["accuracy_top1"] - static["baseline_accuracy_top1"]) * 100
-            targets.append(
-                {
-                    "target": f"{fashion_model}: torch_static top-1 within 0.5 points of fp32",
-                    "measured": f"{format_metric('accuracy_top1', static['accuracy_top1'])} vs "
-                    f"{format_metric('baseline_accuracy_top1', static['baseline_accuracy_top1'])} "
-                    f"({format_metric('accuracy_delta_pts', delta)} on {static['eval_images']:,} images)",
-                    "ok": abs(delta) <= 0.5,
-                }
-            )
+        targets += _fashion_targets(fashion["records"], fashion_model=fashion_model)
         summary["fashion"] = {
-            name: {k: r.get(k) for k in ("accuracy_top1", "baseline_accuracy_top1", "agreement_top1", "output_snr_db",
-                                         "size_bytes", "bits_per_weight", "latency_ms_p50", "baseline_latency_ms_p50",
-                                         "latency_ratio", "compress_seconds", "size_check")}
-            for name, r in fashion["records"].items()
+            name: {k: r.get(k) for k in FASHION_SUMMARY_FIELDS} for name, r in fashion["records"].items()
         }
     if targets:
         _log("\nTargets")
@@ -142,6 +109,57 @@ def run_benchmarks(
         _log(f"\n{len(missed)} target(s) missed: " + "; ".join(missed))
         return 1
     return 0
+
+
+FASHION_SUMMARY_FIELDS = (
+    "accuracy_top1", "baseline_accuracy_top1", "agreement_top1", "output_snr_db", "size_bytes", "bits_per_weight",
+    "latency_ms_p50", "baseline_latency_ms_p50", "latency_ratio", "compress_seconds", "size_check",
+)
+
+
+def _torchvision_targets(results: dict, *, machine: dict, threads: int) -> list[dict]:
+    """Per architecture: torch_static's speed-up over PyTorch fp32, and its distance from ONNX Runtime int8."""
+    from bench.torchvision_table import ORT_TOLERANCE, TARGET_SPEEDUP
+
+    targets = []
+    for arch, res in results.items():
+        need = TARGET_SPEEDUP[arch]
+        targets.append(
+            {
+                "target": f"{arch}: torch_static ≥ {need}× faster than PyTorch fp32 (batch 1, {threads} threads)",
+                "measured": f"{fmt_ratio(res['speedup_vs_fp32'])} ({fmt_ms(res['fp32_ms'], 1)} → "
+                f"{fmt_ms(res['torch_static_ms'], 1)}; {fmt_ratio(res['speedup_vs_fp32_frozen'])} vs frozen fp32, "
+                f"{fmt_ratio(res['speedup_vs_ort_fp32'])} vs ORT fp32)",
+                "ok": res["speedup_vs_fp32"] >= need,
+                "ruled_out": _int8_ruled_out(machine),
+            }
+        )
+        targets.append(
+            {
+                "target": f"{arch}: torch_static within {ORT_TOLERANCE:.0%} of ONNX Runtime int8",
+                "measured": f"torch_static {fmt_ms(res['torch_static_ms'], 1)} vs ORT int8 "
+                f"{fmt_ms(res['ort_int8_ms'], 1)} ({fmt_ratio(res['static_vs_ort_int8'])})",
+                "ok": res["static_vs_ort_int8"] <= 1.0 + ORT_TOLERANCE,
+            }
+        )
+    return targets
+
+
+def _fashion_targets(records: dict, *, fashion_model: str) -> list[dict]:
+    """torch_static's accuracy within half a point of fp32 (none when the table ran without a torch_static row)."""
+    static = next((r for name, r in records.items() if name.startswith("torch_static")), None)
+    if static is None or static["accuracy_top1"] is None:
+        return []
+    delta = (static["accuracy_top1"] - static["baseline_accuracy_top1"]) * 100
+    return [
+        {
+            "target": f"{fashion_model}: torch_static top-1 within 0.5 points of fp32",
+            "measured": f"{format_metric('accuracy_top1', static['accuracy_top1'])} vs "
+            f"{format_metric('baseline_accuracy_top1', static['baseline_accuracy_top1'])} "
+            f"({format_metric('accuracy_delta_pts', delta)} on {static['eval_images']:,} images)",
+            "ok": abs(delta) <= 0.5,
+        }
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
