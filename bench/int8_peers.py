@@ -635,6 +635,41 @@ def _forms_table(run: ModelRun) -> str:
     return f"  int8 forms timed by the product for {run.name}: " + ", ".join(parts) + gain
 
 
+def _target(run: ModelRun, features, *, load: float | None) -> dict:
+    text, ok = target_line(run, features, load=load)
+    return {"model": run.name, "met": ok, "text": text}
+
+
+def _verdict_lines(targets: list[dict], *, excuse: str | None) -> list[str]:
+    """The closing verdict: met, missed (with what was tried and whether the hardware rules it out), or unmeasurable."""
+    misses = [t["model"] for t in targets if t["met"] is False]
+    lines = []
+    if misses:
+        lines.append("tried to close the gap (kept only what gained ≥ 3 % and kept predictions):")
+        lines += [f"  - {item}" for item in TRIED]
+    if misses and excuse:
+        lines.append(f"target missed on {', '.join(misses)}, but the hardware rules the race out: {excuse}.")
+    elif misses:
+        lines.append(f"target NOT MET on {', '.join(misses)} (exit status 1).")
+    elif any(t["met"] is None for t in targets):
+        lines.append("target not measurable on every model: a peer is missing (exit status 2).")
+    else:
+        lines.append("target met on every model.")
+    return lines
+
+
+def _cached_timings(run: ModelRun) -> dict:
+    """What the product's speed-up wording reads back for one model: each timed runtime's median."""
+    return {
+        "source": MODELS[run.name], "architecture": run.name,
+        "input_shape": list(run.input_shape),
+        "runtimes": [
+            {"name": r.name, "kind": r.kind, "p50_ms": _p50(run, r.name), "product": r.product}
+            for r in run.runtimes if _p50(run, r.name) is not None
+        ],
+    }
+
+
 def run_int8_peers(
     *, models: list[str], threads: int, quick: bool, torchao_models: list[str], out_dir: Path, write_cache: bool = True
 ) -> dict:
@@ -655,7 +690,7 @@ def run_int8_peers(
     versions: dict[str, str] = {"torch": torch.__version__}
     for run in runs:
         versions.update(run.versions)
-    rows, csv_rows, targets = [], [], []
+    rows, csv_rows = [], []
     for run in runs:
         r, c = _rows(run)
         rows += r
@@ -679,23 +714,10 @@ def run_int8_peers(
     for run in runs:
         lines.append(_forms_table(run))
     lines.append("")
-    for run in runs:
-        text, ok = target_line(run, features, load=load)
-        targets.append({"model": run.name, "met": ok, "text": text})
-        lines.append(text)
+    targets = [_target(run, features, load=load) for run in runs]
+    lines += [t["text"] for t in targets]
     excuse = hardware_rules_out(features)
-    misses = [t["model"] for t in targets if t["met"] is False]
-    if misses:
-        lines.append("tried to close the gap (kept only what gained ≥ 3 % and kept predictions):")
-        lines += [f"  - {item}" for item in TRIED]
-    if misses and excuse:
-        lines.append(f"target missed on {', '.join(misses)}, but the hardware rules the race out: {excuse}.")
-    elif misses:
-        lines.append(f"target NOT MET on {', '.join(misses)} (exit status 1).")
-    elif any(t["met"] is None for t in targets):
-        lines.append("target not measurable on every model: a peer is missing (exit status 2).")
-    else:
-        lines.append("target met on every model.")
+    lines += _verdict_lines(targets, excuse=excuse)
     lines.append(f"\n(total {time.perf_counter() - started:.0f} s)")
     report = "\n".join(lines)
     _log("\n" + report)
@@ -705,17 +727,7 @@ def run_int8_peers(
     if write_cache:
         path = write_bench_results(
             cpu=features.model, cpu_flags=features.flags, torch_version=torch.__version__, threads=threads,
-            models={
-                run.name: {
-                    "source": MODELS[run.name], "architecture": run.name,
-                    "input_shape": list(run.input_shape),
-                    "runtimes": [
-                        {"name": r.name, "kind": r.kind, "p50_ms": _p50(run, r.name), "product": r.product}
-                        for r in run.runtimes if _p50(run, r.name) is not None
-                    ],
-                }
-                for run in runs
-            },
+            models={run.name: _cached_timings(run) for run in runs},
         )
         _log(f"results for the speed-up wording: {path}")
     return {"targets": targets, "report": report, "rows": csv_rows, "hardware_rules_out": excuse}
