@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -95,116 +96,13 @@ def run_torchvision_table(*, out_dir: Path, threads: int, quick: bool, log=print
     rows, csv_rows, results = [], [], {}
     for arch in archs:
         log(f"  · {arch}: loading, torch_static calibration, ONNX export + quantize_static …", flush=True)
-        model = load_model(f"torchvision:{arch}")
-        example = model.example_input(1)
-        calibration = synthetic_inputs(input_shape=model.input_shape, count=CALIBRATION_SAMPLES, seed=0, purpose="calibration")
-        started = time.perf_counter()
-        notes: list[str] = []
-        with captured_library_output(notes):
-            result = compress(
-                model=model, spec=TorchStaticSpec(calibration_samples=CALIBRATION_SAMPLES, backend="x86", engine="x86", graph="graph_module"), dataset=None
-            )
-        engine = getattr(result, "quantized_engine", None) or "x86"
-        workdir = Path(tempfile.mkdtemp(prefix=f"cs_bench_{arch}_"))
-        try:
-            with quantized_engine(engine), fixed_threads(threads), captured_library_output(notes):
-                int8_frozen = _frozen(result.module, example)
-                example_cl = example.contiguous(memory_format=torch.channels_last)
-                int8_frozen_cl = _frozen(result.module, example_cl)
-                fp32_frozen = _frozen(model.module, example)
-                ts_path = workdir / "int8.pt"
-                torch.jit.save(torch.jit.trace(result.module, example), str(ts_path))
-                (ort32, ort32_path), (ort8, ort8_path), ort_version = _onnx_pair(model.module, example, calibration, workdir, threads)
-            prep_seconds = time.perf_counter() - started
-
-            runners = {
-                "PyTorch fp32 (eager)": model.module,
-                "PyTorch fp32 (TorchScript, frozen)": fp32_frozen,
-                "torch_static int8 (FX module)": result.module,
-                "torch_static int8 (TorchScript, frozen)": int8_frozen,
-                "torch_static int8 (frozen, channels_last)": _channels_last_runner(int8_frozen_cl),
-                "ONNX Runtime fp32": _ort_runner(ort32),
-                "ONNX Runtime int8 (QDQ static)": _ort_runner(ort8),
-            }
-            # Sanity: every int8 runtime computes the same function as fp32 (output SNR on held-out random inputs).
-            probe = synthetic_inputs(input_shape=model.input_shape, count=4, seed=123, purpose="evaluation")
-            with quantized_engine(engine), torch.inference_mode():
-                reference = model.module(probe)
-                snr = {
-                    name: output_snr_db(reference=reference, candidate=torch.as_tensor(run(probe)).float())
-                    for name, run in runners.items()
-                    if "fp32 (eager)" not in name and "ONNX" not in name
-                }
-                for name in ("ONNX Runtime fp32", "ONNX Runtime int8 (QDQ static)"):
-                    outs = torch.cat([torch.as_tensor(runners[name](probe[i : i + 1])) for i in range(len(probe))])
-                    snr[name] = output_snr_db(reference=reference, candidate=outs.float())
-
-            settings = LatencySettings(
-                threads=threads, batch_sizes=(1,), warmup=2, min_repeats=6 if quick else 12, max_repeats=60,
-                seconds_per_batch_size=(15.0 if quick else 40.0) * (2.5 if arch == "resnet50" else 1.0), calls_per_turn=3,
-            )
-            log(f"    timing {len(runners)} runtimes interleaved ({threads} threads, batch 1) …", flush=True)
-            with quantized_engine(engine):
-                latency = measure_interleaved(runners=runners, make_input=model.example_input, settings=settings)
-            stats = latency["batches"]["1"]
-            sizes = {
-                "PyTorch fp32 (eager)": model.size_fp32_bytes,
-                "PyTorch fp32 (TorchScript, frozen)": model.size_fp32_bytes,
-                "torch_static int8 (FX module)": ts_path.stat().st_size,
-                "torch_static int8 (TorchScript, frozen)": ts_path.stat().st_size,
-                "torch_static int8 (frozen, channels_last)": ts_path.stat().st_size,
-                "ONNX Runtime fp32": ort32_path.stat().st_size,
-                "ONNX Runtime int8 (QDQ static)": ort8_path.stat().st_size,
-            }
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-
-        fp32 = stats["PyTorch fp32 (eager)"]["p50_ms"]
-        ort_fp32 = stats["ONNX Runtime fp32"]["p50_ms"]
-        ort_int8 = stats["ONNX Runtime int8 (QDQ static)"]["p50_ms"]
-        static_names = [n for n in runners if n.startswith("torch_static")]
-        best_static = min(static_names, key=lambda n: stats[n]["p50_ms"])
-        static = stats[best_static]["p50_ms"]
-        for name in runners:
-            p50 = stats[name]["p50_ms"]
-            rows.append(
-                {
-                    "model": arch,
-                    "runtime": name + (" ◀" if name == best_static else ""),
-                    "p50": fmt_ms(p50),
-                    "p90": fmt_ms(stats[name]["p90_ms"]),
-                    "vs_fp32": fmt_ratio(fp32 / p50),
-                    "vs_ort32": fmt_ratio(ort_fp32 / p50),
-                    "snr": "ref"
-                    if name == "PyTorch fp32 (eager)"
-                    else (format_metric("output_snr_db", snr.get(name)) if snr.get(name) is not None else "∞"),
-                    "size": fmt_mb(sizes[name]),
-                    "n": str(stats[name]["repeats"]),
-                }
-            )
-            csv_rows.append(
-                {
-                    "model": arch, "runtime": name, "p50_ms": p50, "p90_ms": stats[name]["p90_ms"],
-                    "mean_ms": stats[name]["mean_ms"], "repeats": stats[name]["repeats"],
-                    "speedup_vs_pytorch_fp32": fp32 / p50, "speedup_vs_ort_fp32": ort_fp32 / p50,
-                    "output_snr_db_vs_fp32": snr.get(name), "size_bytes": sizes[name], "threads": threads,
-                    "batch": 1, "best_torch_static": name == best_static,
-                }
-            )
-        results[arch] = {
-            "fp32_ms": fp32,
-            "torch_static_ms": static,
-            "torch_static_variant": best_static,
-            "ort_fp32_ms": ort_fp32,
-            "ort_int8_ms": ort_int8,
-            "speedup_vs_fp32": fp32 / static,
-            "speedup_vs_fp32_frozen": stats["PyTorch fp32 (TorchScript, frozen)"]["p50_ms"] / static,
-            "speedup_vs_ort_fp32": ort_fp32 / static,
-            "static_vs_ort_int8": static / ort_int8,
-            "prep_seconds": prep_seconds,
-            "onnxruntime": ort_version,
-            "stable": stats["stable"],
-        }
+        timed = _time_runtimes(arch, threads=threads, quick=quick, log=log)
+        stats = timed.stats
+        best_static = min((n for n in timed.runners if n.startswith("torch_static")), key=lambda n: stats[n]["p50_ms"])
+        for name in timed.runners:
+            rows.append(_runtime_row(arch, name, timed, best_static=best_static))
+            csv_rows.append(_runtime_csv_row(arch, name, timed, best_static=best_static, threads=threads))
+        results[arch] = _architecture_result(timed, best_static=best_static)
     columns = [
         ("model", "model"), ("runtime", "runtime"), ("p50", "p50"), ("p90", "p90"), ("vs_fp32", "vs PyTorch fp32"),
         ("vs_ort32", "vs ORT fp32"), ("snr", "SNR"), ("size", "size"), ("n", "repeats"),
@@ -218,3 +116,142 @@ def run_torchvision_table(*, out_dir: Path, threads: int, quick: bool, log=print
     write_csv(out_dir / "torchvision_int8.csv", csv_rows)
     (out_dir / "torchvision_int8.txt").write_text(text + "\n\nTuning:\n" + "\n".join(f"- {t}" for t in TUNING) + "\n")
     return {"results": results, "text": text, "tuning": TUNING}
+
+
+@dataclass
+class _TimedRuntimes:
+    """One architecture's runtimes, timed turn by turn: latency per runtime, output SNR against fp32, file sizes."""
+
+    runners: dict
+    stats: dict
+    snr: dict[str, float | None]
+    sizes: dict[str, int]
+    prep_seconds: float
+    ort_version: str
+
+
+def _time_runtimes(arch: str, *, threads: int, quick: bool, log) -> _TimedRuntimes:
+    """Quantize `arch` with torch_static, build every runtime next to fp32, check their outputs, and time them."""
+    model = load_model(f"torchvision:{arch}")
+    example = model.example_input(1)
+    calibration = synthetic_inputs(input_shape=model.input_shape, count=CALIBRATION_SAMPLES, seed=0, purpose="calibration")
+    started = time.perf_counter()
+    notes: list[str] = []
+    with captured_library_output(notes):
+        result = compress(
+            model=model, spec=TorchStaticSpec(calibration_samples=CALIBRATION_SAMPLES, backend="x86", engine="x86", graph="graph_module"), dataset=None
+        )
+    engine = getattr(result, "quantized_engine", None) or "x86"
+    workdir = Path(tempfile.mkdtemp(prefix=f"cs_bench_{arch}_"))
+    try:
+        with quantized_engine(engine), fixed_threads(threads), captured_library_output(notes):
+            int8_frozen = _frozen(result.module, example)
+            example_cl = example.contiguous(memory_format=torch.channels_last)
+            int8_frozen_cl = _frozen(result.module, example_cl)
+            fp32_frozen = _frozen(model.module, example)
+            ts_path = workdir / "int8.pt"
+            torch.jit.save(torch.jit.trace(result.module, example), str(ts_path))
+            (ort32, ort32_path), (ort8, ort8_path), ort_version = _onnx_pair(model.module, example, calibration, workdir, threads)
+        prep_seconds = time.perf_counter() - started
+
+        runners = {
+            "PyTorch fp32 (eager)": model.module,
+            "PyTorch fp32 (TorchScript, frozen)": fp32_frozen,
+            "torch_static int8 (FX module)": result.module,
+            "torch_static int8 (TorchScript, frozen)": int8_frozen,
+            "torch_static int8 (frozen, channels_last)": _channels_last_runner(int8_frozen_cl),
+            "ONNX Runtime fp32": _ort_runner(ort32),
+            "ONNX Runtime int8 (QDQ static)": _ort_runner(ort8),
+        }
+        snr = _output_snrs(model, runners, engine=engine)
+        settings = LatencySettings(
+            threads=threads, batch_sizes=(1,), warmup=2, min_repeats=6 if quick else 12, max_repeats=60,
+            seconds_per_batch_size=(15.0 if quick else 40.0) * (2.5 if arch == "resnet50" else 1.0), calls_per_turn=3,
+        )
+        log(f"    timing {len(runners)} runtimes interleaved ({threads} threads, batch 1) …", flush=True)
+        with quantized_engine(engine):
+            latency = measure_interleaved(runners=runners, make_input=model.example_input, settings=settings)
+        sizes = {
+            "PyTorch fp32 (eager)": model.size_fp32_bytes,
+            "PyTorch fp32 (TorchScript, frozen)": model.size_fp32_bytes,
+            "torch_static int8 (FX module)": ts_path.stat().st_size,
+            "torch_static int8 (TorchScript, frozen)": ts_path.stat().st_size,
+            "torch_static int8 (frozen, channels_last)": ts_path.stat().st_size,
+            "ONNX Runtime fp32": ort32_path.stat().st_size,
+            "ONNX Runtime int8 (QDQ static)": ort8_path.stat().st_size,
+        }
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return _TimedRuntimes(runners=runners, stats=latency["batches"]["1"], snr=snr, sizes=sizes,
+                          prep_seconds=prep_seconds, ort_version=ort_version)
+
+
+def _output_snrs(model, runners: dict, *, engine: str) -> dict[str, float | None]:
+    """Sanity: every int8 runtime computes the same function as fp32 (output SNR on held-out random inputs).
+
+    ONNX Runtime's graphs were exported with batch 1, so they see the probe one image at a time."""
+    probe = synthetic_inputs(input_shape=model.input_shape, count=4, seed=123, purpose="evaluation")
+    with quantized_engine(engine), torch.inference_mode():
+        reference = model.module(probe)
+        snr = {
+            name: output_snr_db(reference=reference, candidate=torch.as_tensor(run(probe)).float())
+            for name, run in runners.items()
+            if "fp32 (eager)" not in name and "ONNX" not in name
+        }
+        for name in ("ONNX Runtime fp32", "ONNX Runtime int8 (QDQ static)"):
+            outs = torch.cat([torch.as_tensor(runners[name](probe[i : i + 1])) for i in range(len(probe))])
+            snr[name] = output_snr_db(reference=reference, candidate=outs.float())
+    return snr
+
+
+def _runtime_row(arch: str, name: str, timed: _TimedRuntimes, *, best_static: str) -> dict:
+    stats = timed.stats
+    p50 = stats[name]["p50_ms"]
+    snr = timed.snr.get(name)
+    return {
+        "model": arch,
+        "runtime": name + (" ◀" if name == best_static else ""),
+        "p50": fmt_ms(p50),
+        "p90": fmt_ms(stats[name]["p90_ms"]),
+        "vs_fp32": fmt_ratio(stats["PyTorch fp32 (eager)"]["p50_ms"] / p50),
+        "vs_ort32": fmt_ratio(stats["ONNX Runtime fp32"]["p50_ms"] / p50),
+        "snr": "ref" if name == "PyTorch fp32 (eager)" else (format_metric("output_snr_db", snr) if snr is not None else "∞"),
+        "size": fmt_mb(timed.sizes[name]),
+        "n": str(stats[name]["repeats"]),
+    }
+
+
+def _runtime_csv_row(arch: str, name: str, timed: _TimedRuntimes, *, best_static: str, threads: int) -> dict:
+    stats = timed.stats
+    p50 = stats[name]["p50_ms"]
+    return {
+        "model": arch, "runtime": name, "p50_ms": p50, "p90_ms": stats[name]["p90_ms"],
+        "mean_ms": stats[name]["mean_ms"], "repeats": stats[name]["repeats"],
+        "speedup_vs_pytorch_fp32": stats["PyTorch fp32 (eager)"]["p50_ms"] / p50,
+        "speedup_vs_ort_fp32": stats["ONNX Runtime fp32"]["p50_ms"] / p50,
+        "output_snr_db_vs_fp32": timed.snr.get(name), "size_bytes": timed.sizes[name], "threads": threads,
+        "batch": 1, "best_torch_static": name == best_static,
+    }
+
+
+def _architecture_result(timed: _TimedRuntimes, *, best_static: str) -> dict:
+    """The numbers the targets are checked on: the fastest torch_static form against fp32 and ONNX Runtime."""
+    stats = timed.stats
+    fp32 = stats["PyTorch fp32 (eager)"]["p50_ms"]
+    ort_fp32 = stats["ONNX Runtime fp32"]["p50_ms"]
+    ort_int8 = stats["ONNX Runtime int8 (QDQ static)"]["p50_ms"]
+    static = stats[best_static]["p50_ms"]
+    return {
+        "fp32_ms": fp32,
+        "torch_static_ms": static,
+        "torch_static_variant": best_static,
+        "ort_fp32_ms": ort_fp32,
+        "ort_int8_ms": ort_int8,
+        "speedup_vs_fp32": fp32 / static,
+        "speedup_vs_fp32_frozen": stats["PyTorch fp32 (TorchScript, frozen)"]["p50_ms"] / static,
+        "speedup_vs_ort_fp32": ort_fp32 / static,
+        "static_vs_ort_int8": static / ort_int8,
+        "prep_seconds": timed.prep_seconds,
+        "onnxruntime": timed.ort_version,
+        "stable": stats["stable"],
+    }
