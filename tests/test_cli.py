@@ -187,9 +187,22 @@ def test_run_no_save_keeps_the_store_empty(tmp_path: Path) -> None:
 
 def test_parser_knows_every_command() -> None:
     parser = build_parser()
-    for argv in (["models"], ["baseline", "--model", "x"], ["run", "--model", "x", "--spec", "{}"], ["bench", "--quick"],
-                 ["run", "--model", "x", "--spec", "{}", "--executor", "ray"], ["jobs"], ["cancel", "3"]):
+    for argv in (["models"], ["baseline", "--model", "x"], ["run", "--model", "x", "--spec", "{}"],
+                 ["run", "--model", "x", "--spec", "{}", "--executor", "ray"], ["jobs"], ["cancel", "3"],
+                 ["sweep", "--model", "x", "--preset", "guide"], ["search", "--model", "x"],
+                 ["sensitivity", "--model", "x"], ["recipe", "--model", "x", "--target-bits", "3"]):
         assert parser.parse_args(argv).func
+    # the benchmark is bench/'s own entry point (python -m bench.run_bench): core never imports bench
+    assert "bench" not in parser._subparsers._group_actions[0].choices  # noqa: SLF001
+
+
+def test_every_result_command_takes_json() -> None:
+    parser = build_parser()
+    for argv in (["models"], ["methods", "--model", "x"], ["baseline", "--model", "x"],
+                 ["run", "--model", "x", "--spec", "{}"], ["jobs"], ["sweep", "--model", "x", "--preset", "guide"],
+                 ["search", "--model", "x"], ["sensitivity", "--model", "x"],
+                 ["recipe", "--model", "x", "--target-bits", "3"]):
+        assert parser.parse_args([*argv, "--json", "out.json"]).json == "out.json", argv
 
 
 def test_baseline_on_the_bundled_subset(tmp_path: Path) -> None:

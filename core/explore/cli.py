@@ -1,4 +1,4 @@
-"""The Explore subcommands of ``python -m core.cli``: ``sweep`` and ``search`` (and ``sensitivity`` when present).
+"""The Explore subcommands of ``python -m core.cli``: ``sweep`` and ``search``.
 
     python -m core.cli sweep --model sample:fashion_cnn --preset weight-only --eval-limit 2000
     python -m core.cli sweep --model sample:fashion_cnn --grid '[{"method": "palettize", "n_bits": 4}]'
@@ -239,7 +239,7 @@ def _common(p: argparse.ArgumentParser, *, model_required: bool) -> None:
 
 
 def add_explore_commands(subparsers: Any) -> None:
-    """Add `sweep`, `search` (and `sensitivity`, when core.explore.sensitivity_cli exists) to the CLI."""
+    """Add `sweep` and `search` to the CLI (core.cli assembles the command sets)."""
     sweep = subparsers.add_parser("sweep", help="run many configs of one model as jobs; print the results table")
     _common(sweep, model_required=False)
     sweep.add_argument("--preset", help="a preset grid: 'weight-only' / 'guide' or its full name (--list-presets)")
@@ -261,9 +261,3 @@ def add_explore_commands(subparsers: Any) -> None:
                         help="skip the sensitivity analysis and the mixed-precision candidates built from it")
     search.add_argument("--top", type=int, default=15, help="candidates to print (default 15)")
     search.set_defaults(func=cmd_search)
-
-    try:
-        from core.explore.sensitivity_cli import add_sensitivity_command
-    except ImportError:
-        return
-    add_sensitivity_command(subparsers)

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core.cli_support import load_model, run_with_progress
 from core.formatting import fmt_mb, fmt_num, fmt_pts
 
 DATA_CHOICES = ("auto", "bundled", "full", "none")
@@ -39,7 +40,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def add_sensitivity_command(subparsers: Any) -> None:
+def add_sensitivity_commands(subparsers: Any) -> None:
     """Add `sensitivity` and `recipe` to the CLI's subparsers."""
     sens = subparsers.add_parser("sensitivity", help="per-layer sensitivity: each layer alone × each setting; prints a table")
     _common(sens)
@@ -71,15 +72,14 @@ def add_sensitivity_command(subparsers: Any) -> None:
 
 
 def _sensitivity(args: argparse.Namespace):  # -> (model, dataset, SensitivityResult)
-    from core.cli import _load_model, _run_with_progress
     from core.explore.sensitivity import SensitivityConfig, parse_settings, run_sensitivity
     from core.jobs.refs import DataRef, load_data_ref
 
     config = SensitivityConfig(settings=parse_settings(args.settings), eval_limit=args.eval_limit,
                                synthetic_images=args.synthetic_images)
-    model = _load_model(args.model, args.weights)
+    model = load_model(args.model, args.weights)
     dataset = load_data_ref(ref=DataRef(kind=args.data), model=model)
-    result = _run_with_progress(args, lambda progress: run_sensitivity(
+    result = run_with_progress(args, lambda progress: run_sensitivity(
         model=model, dataset=dataset, config=config, progress=progress, use_cache=not args.no_cache))
     return model, dataset, result
 
@@ -157,13 +157,12 @@ def _write_and_run(args: argparse.Namespace, *, chosen: Any, model: Any, dataset
         print(f"spec written to {args.spec_out}")
     if not args.run:
         return
-    from core.cli import _run_with_progress
     from core.experiment_options import ExperimentOptions
     from core.explore.mixed_precision import run_recipe
     from core.store import ExperimentStore
 
     options = ExperimentOptions(eval_limit=args.run_eval_limit, measure_latency=False, measure_memory=False)
-    outcome = _run_with_progress(args, lambda progress: run_recipe(
+    outcome = run_with_progress(args, lambda progress: run_recipe(
         store=ExperimentStore(), model=model, dataset=dataset, candidate=chosen, options=options, progress=progress,
         **recipe))
     label, drop = compared_with
@@ -207,14 +206,13 @@ def measured_text(result: Any) -> str:
 
 
 def _cmd_recipe_measured(args: argparse.Namespace, target: Any) -> int:
-    from core.cli import _load_model, _run_with_progress
     from core.explore.recipe_runs import measured_recipe
     from core.jobs.refs import DataRef, load_data_ref
 
     request = _search_request(args, target)
-    model = _load_model(args.model, args.weights)
+    model = load_model(args.model, args.weights)
     dataset = load_data_ref(ref=DataRef(kind=args.data), model=model)
-    result = _run_with_progress(args, lambda progress: measured_recipe(model=model, dataset=dataset, request=request,
+    result = run_with_progress(args, lambda progress: measured_recipe(model=model, dataset=dataset, request=request,
                                                                        progress=progress))
     chosen = result.chosen
     drop = result.calibration_drop_pts()
