@@ -9,8 +9,8 @@ through ``pkgutil`` / ``importlib`` (``core.compress`` does, so each method regi
 each of them.
 
 Layers, top to bottom: bench (benchmarks and screenshots) and pages (the Streamlit app) are side by side above
-core; core never imports pages, bench or streamlit; test modules import neither bench nor other test modules
-(shared helpers are conftest fixtures).
+core; core never imports pages, bench or streamlit; test modules import neither bench nor other test modules nor
+helper modules beside them (shared helpers are fixtures and functions of a conftest.py).
 """
 
 from __future__ import annotations
@@ -83,9 +83,9 @@ def imported_names(module: str, path: Path, known: set[str]) -> Iterator[tuple[s
             for other in known:
                 if other.rpartition(".")[0] == module:
                     yield other, node.lineno
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "import_module":
-            if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
-                yield node.args[0].value, node.lineno
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "import_module"
+              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            yield node.args[0].value, node.lineno
 
 
 def edges_of(module: str, path: Path, known: set[str]) -> Iterator[Edge]:
@@ -246,6 +246,10 @@ def test_tests_import_neither_bench_nor_other_test_modules() -> None:
     bad = [f"{path.relative_to(ROOT)}:{line} imports {name}"
            for module, path in files.items()
            for name, line in imported_names(module, path, set(files))
-           if _top(name) == "bench" or (_top(name) == "tests" and name != "tests")]
+           if _top(name) == "bench" or (_top(name) == "tests" and name != "tests" and not _is_conftest(name))]
     assert not bad, "tests import bench or other test modules (shared helpers belong in conftest.py):\n" + \
         "\n".join(bad)
+
+
+def _is_conftest(name: str) -> bool:
+    return name.rpartition(".")[2] == "conftest"
