@@ -182,17 +182,25 @@ def upward_edges(graph: dict[str, list[Edge]]) -> list[str]:
 # --------------------------------------------------------------------------- the graph reader itself
 
 
-def test_reader_sees_function_level_relative_and_package_edges(tmp_path: Path) -> None:
+def test_reader_sees_function_level_relative_and_package_edges() -> None:
     """The reader on the real tree: a function-level import, `from pkg import module` and a package's __init__."""
     graph = import_graph(*PACKAGES)
-    targets = {e.target for e in graph["core.compress.palettize"]}
-    assert "core.compress" not in targets  # its own package is not an edge
-    assert "core.specs" in targets
+    targets = {e.target for e in graph["core.compress.layers"]}
+    assert "core.compress" not in targets  # the package it lives in is not an edge (unless imported by name)
+    assert "core.compress.result" in targets and "core.specs" in targets
+    assert "core.compress" in {e.target for e in graph["core.compress.palettize"]}  # `from core.compress import …`
     # core.compress imports every module beside it through pkgutil / importlib
     assert {"core.compress.palettize", "core.compress.prune"} <= {e.target for e in graph["core.compress"]}
     # a function-level import in a package module also imports the packages above it
     bench_targets = {e.target for e in graph["bench.run_bench"]}
     assert "core" in bench_targets
+
+
+def test_reader_resolves_relative_and_function_level_imports(tmp_path: Path) -> None:
+    source = tmp_path / "a.py"
+    source.write_text("from .sibling import thing\nfrom . import other\n\n\ndef f():\n    from ..up import deep\n")
+    names = {name for name, _ in imported_names("pkg.sub.a", source, {"pkg.sub.sibling", "pkg.sub.other", "pkg.up"})}
+    assert names == {"pkg.sub.sibling", "pkg.sub", "pkg.sub.other", "pkg.up"}
 
 
 def test_cycle_finder_names_the_edges() -> None:
