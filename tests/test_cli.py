@@ -336,9 +336,9 @@ def test_sensitivity_and_recipe_write_json_and_exit_1_on_a_missed_target(tmp_pat
     assert "target missed:" in result.stderr and "Traceback" not in result.stderr
     assert json.loads(recipe.read_text())["chosen"] is None
 
-    result = cli("sensitivity", "--model", "sample:fashion_cnn", "--settings", "pal3", home=tmp_path)
+    result = cli("sensitivity", "--model", "sample:fashion_cnn", "--settings", "pal5", home=tmp_path)
     assert result.returncode == 2
-    assert_one_line_error(result, "pal3")
+    assert_one_line_error(result, "unknown pal5")
 
 
 def test_sweep_and_search_write_store_records_and_exit_1_when_nothing_is_within_budget(tmp_path: Path) -> None:
