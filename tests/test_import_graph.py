@@ -75,10 +75,11 @@ def imported_names(module: str, path: Path, known: set[str]) -> Iterator[tuple[s
                 base = ".".join(base_parts + ([node.module] if node.module else []))
             else:
                 base = node.module or ""
-            yield base, node.lineno
-            for alias in node.names:
-                if f"{base}.{alias.name}" in known:
-                    yield f"{base}.{alias.name}", node.lineno
+            submodules = [f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in known]
+            if len(submodules) < len(node.names):  # a name defined in `base` itself: its __init__ is the edge
+                yield base, node.lineno
+            for submodule in submodules:  # (the package above each is an edge unless the importer lives in it)
+                yield submodule, node.lineno
         elif isinstance(node, ast.Call) and path.name == "__init__.py" and _imports_every_sibling(node):
             for other in known:
                 if other.rpartition(".")[0] == module:
@@ -188,7 +189,9 @@ def test_reader_sees_function_level_relative_and_package_edges() -> None:
     targets = {e.target for e in graph["core.compress.layers"]}
     assert "core.compress" not in targets  # the package it lives in is not an edge (unless imported by name)
     assert "core.compress.result" in targets and "core.specs" in targets
-    assert "core.compress" in {e.target for e in graph["core.compress.palettize"]}  # `from core.compress import …`
+    # `from core.compress import snippets` inside core.compress: the sibling module, not the package's __init__
+    assert {"core.compress.snippets", "core.compress.latency_notes"} <= {e.target for e in graph["core.compress.palettize"]}
+    assert "core.compress" not in {e.target for e in graph["core.compress.palettize"]}
     # core.compress imports every module beside it through pkgutil / importlib
     assert {"core.compress.palettize", "core.compress.prune"} <= {e.target for e in graph["core.compress"]}
     # a function-level import in a package module also imports the packages above it
@@ -198,9 +201,10 @@ def test_reader_sees_function_level_relative_and_package_edges() -> None:
 
 def test_reader_resolves_relative_and_function_level_imports(tmp_path: Path) -> None:
     source = tmp_path / "a.py"
-    source.write_text("from .sibling import thing\nfrom . import other\n\n\ndef f():\n    from ..up import deep\n")
+    source.write_text("from .sibling import thing\nfrom . import other\nfrom . import VALUE\n\n\ndef f():\n"
+                      "    from ..up import deep\n")
     names = {name for name, _ in imported_names("pkg.sub.a", source, {"pkg.sub.sibling", "pkg.sub.other", "pkg.up"})}
-    assert names == {"pkg.sub.sibling", "pkg.sub", "pkg.sub.other", "pkg.up"}
+    assert names == {"pkg.sub.sibling", "pkg.sub.other", "pkg.sub", "pkg.up"}  # VALUE: from pkg.sub's __init__
 
 
 def test_cycle_finder_names_the_edges() -> None:
