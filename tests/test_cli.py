@@ -379,3 +379,14 @@ def test_sweep_and_search_write_store_records_and_exit_1_when_nothing_is_within_
     result = cli("search", "--model", "sample:fashion_cnn", "--max-drop", "-1", "--json", str(search), home=tmp_path)
     assert result.returncode == 2
     assert_one_line_error(result, "max_drop_pts")
+
+
+def test_a_sweep_dry_run_writes_its_plan(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.json"
+    grid = '{"methods": ["palettize"], "palettize_bits": [4], "palettize_group_sizes": [16]}'
+    result = cli("sweep", "--model", "sample:fashion_cnn", "--grid", grid, "--dry-run", "--json", str(plan),
+                 home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = json.loads(plan.read_text())
+    assert written["dry_run"] is True and written["sweep_id"] is None and written["estimated_wall_seconds"] > 0
+    assert [c["method"] for c in written["configs"]] == ["palettize", "palettize"]

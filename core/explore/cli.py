@@ -163,9 +163,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(f"  config {row.config} {row.summary}: layer {row.layer} stays uncompressed — {row.reason}",
                   file=sys.stderr)
         if args.dry_run:
-            write_json(args.json, to_jsonable({
-                "sweep_id": None, "dry_run": True, "configs": [grid.configs[i] for i in plan.runnable],
-                "skipped": list(plan.skipped), "estimated_wall_seconds": plan.wall_seconds}))
+            write_json(args.json, plan_json(plan))
             return EXIT_DONE
         sweep_id = start_sweep(executor=executor, model=model_ref, data=data_ref, plan=plan, options=_options(args),
                                book=book)
@@ -194,6 +192,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     write_json(args.json, sweep_json(sweep_id=sweep_id, frame=frame, home=book.home))
     status = sweep_status(frame)
     return EXIT_DONE if status.failed == 0 and status.finished else EXIT_TARGET_MISSED
+
+
+def plan_json(plan: Any) -> dict:
+    """What `sweep --dry-run --json` writes: the configs it would run, those it skips (with why), the estimate."""
+    return to_jsonable({"sweep_id": None, "dry_run": True, "configs": [plan.grid.configs[i] for i in plan.runnable],
+                        "skipped": list(plan.skipped), "estimated_wall_seconds": plan.wall_seconds})
 
 
 def _store_records(home: Any, ids: Any) -> list[dict]:
