@@ -28,7 +28,7 @@ test: $(STAMP) system-deps
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) -m core.cli bench
+	$(PY) -m bench.run_bench
 
 clean:
 	rm -rf .pytest_cache studio_data/tmp test-artifacts

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.learn_rerender import (
+from core.app_browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
     PROJECT_ROOT,

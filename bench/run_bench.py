@@ -1,4 +1,4 @@
-"""The benchmark: ``python -m core.cli bench`` (or ``python -m bench.run_bench``).
+"""The benchmark: ``python -m bench.run_bench`` (``make bench``).
 
 Prints two tables in the style of the background guides, checks the measurement targets and writes CSV / JSON under
 bench/results/ (git-ignored). Takes ~10–20 minutes on 2 cores; ``--quick`` is a smoke run.

@@ -1,4 +1,5 @@
-"""Command line: ``python -m core.cli models | baseline | run | jobs | cancel | bench``.
+"""Command line: ``python -m core.cli models | methods | baseline | run | jobs | cancel | sweep | search |
+sensitivity | recipe``.
 
     python -m core.cli models
     python -m core.cli baseline --model sample:fashion_resnet --json baseline.json
@@ -7,34 +8,52 @@
     python -m core.cli run ... --no-save          # do not add the run to the experiment store
     python -m core.cli jobs                       # the job queue (the app's sidebar shows the same)
     python -m core.cli cancel 12                  # cancel job #12 (queued: at once; running: at its next step)
-    python -m core.cli bench                      # the benchmark tables (bench/), CSVs in bench/results/
+
+The benchmark tables are ``python -m bench.run_bench`` (``make bench``): bench/ sits above core and core never
+imports it. This module assembles the command sets (its own, ``core.explore.cli``, ``core.explore.sensitivity_cli``)
+into one parser; they share ``core.cli_support`` and never import this module.
+
+One convention for every command: ``--json FILE`` writes the result in the store's record schema (core.records);
+exit status 0 done, 1 target missed, 2 bad input (one line on stderr, no traceback), 3 internal error, 130
+cancelled (Ctrl-C; nothing half-written).
 
 A run is a job in the queue of the data folder (``$COMPRESSION_STUDIO_HOME`` or ``studio_data/``), like a run started
 in the app: a worker process (``--executor local``, the default) or a Ray task (``--executor ray``) computes it and
 saves the experiment, while the CLI shows its progress from the job row. ``--no-save`` runs in this process and keeps
-the run out of the store (artifacts then go to ``--artifacts``, next to ``--json`` or under ``cli_runs/``). Bad input (unknown model, unreadable file, impossible spec) exits with status 2 and one line on stderr;
-Ctrl-C cancels cleanly (status 130) and leaves nothing half-written.
+the run out of the store (artifacts then go to ``--artifacts``, next to ``--json`` or under ``cli_runs/``). A run
+whose exported artifact's weights do not match the evaluated ones exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime as dt
-import json
 import os
-import signal
 import sys
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from core.cli_support import (
+    EXIT_BAD_INPUT,
+    EXIT_CANCELLED,
+    EXIT_DONE,
+    EXIT_INTERNAL_ERROR,
+    EXIT_TARGET_MISSED,
+    CliError,
+    ProgressBar,
+    cancellable,
+    load_model,
+    one_line,
+    run_with_progress,
+    write_json,
+)
 from core.explore.cli import add_explore_commands
+from core.explore.sensitivity_cli import add_sensitivity_commands
 from core.jobs import ExecutorError
 from core.metrics import format_metric
-from core.paths import PROJECT_ROOT, cli_runs_dir
+from core.paths import cli_runs_dir
 from core.progress import Cancelled, Progress, captured_library_output, quiet_libraries
 from core.speedup_wording import record_latency_change, speedup_text
 
@@ -43,89 +62,6 @@ if TYPE_CHECKING:
     from core.models.sources import LoadedModel
 
 DEBUG_ENV = "COMPRESSION_STUDIO_DEBUG"
-EXIT_BAD_INPUT = 2
-EXIT_CANCELLED = 130
-
-
-class CliError(ValueError):
-    """A command-line mistake (missing option, unreadable file); the message says what to pass instead."""
-
-
-# --------------------------------------------------------------------------- progress on stderr
-
-
-class _Bar:
-    """A tqdm bar on stderr driven by Progress(fraction, message) callbacks.
-
-    Created on the first real progress, so input that is refused up front leaves stderr with just its one line.
-    """
-
-    def __init__(self, enabled: bool) -> None:
-        self._enabled = enabled
-        self._bar = None
-        self._file = sys.stderr  # the real stderr: library steps swap sys.stderr for a buffer while they run
-
-    def __call__(self, fraction: float, message: str) -> None:
-        if not self._enabled:
-            return
-        if self._bar is None:
-            if fraction <= 0.0:
-                return
-            from tqdm import tqdm
-
-            self._bar = tqdm(
-                total=1000,
-                file=self._file,
-                disable=False,  # quiet_libraries() disables tqdm by default for library bars, not for ours
-                bar_format="{percentage:3.0f}%|{bar:30}| {desc} [{elapsed}]",
-                dynamic_ncols=True,
-                leave=False,
-                mininterval=0.2,
-            )
-        target = round(fraction * 1000)
-        if target > self._bar.n:
-            self._bar.update(target - self._bar.n)
-        if message:
-            self._bar.set_description_str(message[:70], refresh=False)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
-@contextlib.contextmanager
-def _cancellable(progress: Progress) -> Iterator[None]:
-    """First Ctrl-C asks the running step to stop at its next progress update; a second one interrupts at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        if progress.cancelled:
-            raise KeyboardInterrupt
-        progress.cancel()
-        print("\ncancelling… (Ctrl-C again to stop immediately)", file=sys.__stderr__)
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
-def _load_model(source_id: str, weights: str | None):  # -> LoadedModel
-    from core.models.sources import load_model
-
-    with captured_library_output([]):  # torch.jit.load's FutureWarning etc. would break the one-line contract
-        return load_model(source_id, weights=Path(weights) if weights else None)
 
 
 def _read_spec(args: argparse.Namespace):  # -> AnySpec
@@ -167,26 +103,6 @@ def _options(args: argparse.Namespace):  # -> ExperimentOptions
     )
 
 
-def _write_json(path: str | None, record: dict) -> None:
-    if not path:
-        return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, target)
-
-
-def _run_with_progress(args: argparse.Namespace, work):  # work(progress) -> dict
-    bar = _Bar(enabled=not args.quiet)
-    progress = Progress(bar)
-    try:
-        with _cancellable(progress):
-            return work(progress)
-    finally:
-        bar.close()
-
-
 # --------------------------------------------------------------------------- commands
 
 
@@ -199,7 +115,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.search is None and args.route is None:
         sources = list_sources()
         if args.json:
-            _write_json(args.json, {"sources": [dataclasses.asdict(s) for s in sources]})
+            write_json(args.json, {"sources": [dataclasses.asdict(s) for s in sources]})
         width = max(len(s.source_id) for s in sources)
         for source in sources:
             print(f"{source.source_id:<{width}}  {source.description}")
@@ -207,7 +123,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     choices = architecture_choices(search=args.search, routes=(args.route,) if args.route else None,
                                    with_timm_params=True)
     if args.json:
-        _write_json(args.json, {"architectures": [dataclasses.asdict(c) for c in choices]})
+        write_json(args.json, {"architectures": [dataclasses.asdict(c) for c in choices]})
     if not choices:
         raise CliError(f"no architecture matches {args.search!r}" + (f" in route {args.route}" if args.route else "")
                        + "; try a shorter part of the name.")
@@ -222,11 +138,11 @@ def cmd_methods(args: argparse.Namespace) -> int:
     """Which methods and workflows apply to a model, and why the others do not."""
     from core.compress.applicability import method_availability, workflow_availability
 
-    model = _load_model(args.model, args.weights)
+    model = load_model(args.model, args.weights)
     methods = method_availability(model=model)
     workflows = workflow_availability(model=model)
     if args.json:
-        _write_json(args.json, {"model": model.source_id, "form": model.form, "methods": methods, "workflows": workflows})
+        write_json(args.json, {"model": model.source_id, "form": model.form, "methods": methods, "workflows": workflows})
     width = max(len(k) for k in [*methods, *workflows])
     print(f"{model.label} ({model.form})")
     for name, reason in [*methods.items(), *((f"workflow {k}", v) for k, v in workflows.items())]:
@@ -249,15 +165,15 @@ def _dataset(args: argparse.Namespace, model: LoadedModel) -> Dataset | None:
 def cmd_baseline(args: argparse.Namespace) -> int:
     from core.models.sources import accuracy_meaning
 
-    model = _load_model(args.model, args.weights)
+    model = load_model(args.model, args.weights)
     args.input_shape = model.input_shape
     options = _options(args)
     notes: list[str] = []
     with captured_library_output(notes):
         from core.experiment import baseline_record
 
-    record = _run_with_progress(args, lambda progress: baseline_record(model=model, dataset=_dataset(args, model), progress=progress, options=options))
-    _write_json(args.json, record)
+    record = run_with_progress(args, lambda progress: baseline_record(model=model, dataset=_dataset(args, model), progress=progress, options=options))
+    write_json(args.json, record)
     shown = format_metric
     print(f"model            {record['model']}  ({record['params']:,} params)")
     meaning = accuracy_meaning(accuracy_meaningful=record["accuracy_meaningful"], weights_note=record.get("weights_note"))
@@ -286,7 +202,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_as_job(args, spec)
     if args.executor:
         raise CliError("--executor applies to saved runs; a --no-save run computes in this process.")
-    model = _load_model(args.model, args.weights)
+    model = load_model(args.model, args.weights)
     args.input_shape = model.input_shape
     options = _options(args)
     notes: list[str] = []
@@ -295,18 +211,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     dataset = _dataset(args, model)
     artifacts = _unsaved_artifacts_dir(args, spec.method)
-    record = _run_with_progress(
+    record = run_with_progress(
         args,
         lambda progress: run_experiment(
             model=model, spec=spec, dataset=dataset, artifacts_dir=artifacts, progress=progress, options=options
         ),
     )
-    _write_json(args.json, record)
+    write_json(args.json, record)
     _print_run(record)
     print(f"artifacts in {artifacts} (not saved in the experiment store)")
     if args.json:
         print(f"record written to {args.json}")
-    return 0
+    return run_status(record)
 
 
 def _job_options(args: argparse.Namespace) -> dict:
@@ -373,24 +289,35 @@ def _run_as_job(args: argparse.Namespace, spec) -> int:
 
     store = ExperimentStore(queue.home)
     record = store.get(int(job.experiment_id))
-    _write_json(args.json, record)
+    write_json(args.json, record)
     _print_run(record)
     print(f"saved as experiment #{record['id']} in {store.home}")
     if args.json:
         print(f"record written to {args.json}")
-    return 0
+    return run_status(record)
+
+
+def run_status(record: dict) -> int:
+    """1 (target missed) when the exported artifact's weights differ from the evaluated ones: its numbers would
+    describe a model that is not the file; 0 otherwise (not checked counts as done, the card says so)."""
+    if record.get("artifact_weights_match") is False:
+        check = record.get("artifact_weights_check") or {}
+        print(f"artifact weights do not match the evaluated ones: {check.get('summary', 'see the record')}",
+              file=sys.stderr)
+        return EXIT_TARGET_MISSED
+    return EXIT_DONE
 
 
 def _follow(args: argparse.Namespace, *, queue, job_id: int, keep_workers=None, poll: float = 0.2):  # -> Job
     """Poll the job row until it ends, driving the bar; Ctrl-C cancels the job (a second one stops waiting)."""
     import time
 
-    bar = _Bar(enabled=not args.quiet)
+    bar = ProgressBar(enabled=not args.quiet)
     progress = Progress()
     cancel_sent = False
     last_ensure = time.monotonic()
     try:
-        with _cancellable(progress):
+        with cancellable(progress):
             while True:
                 job = queue.get(job_id=job_id)
                 if job.finished:
@@ -467,7 +394,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
     jobs = JobQueue().list(states=args.state, limit=args.limit)
     if args.json:
-        _write_json(args.json, {"jobs": [_job_dict(job) for job in jobs]})
+        write_json(args.json, {"jobs": [_job_dict(job) for job in jobs]})
     if not jobs:
         print("no jobs" + (f" in state {', '.join(args.state)}" if args.state else "") + ".")
         return 0
@@ -506,28 +433,11 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    if str(PROJECT_ROOT) not in sys.path:
-        sys.path.insert(0, str(PROJECT_ROOT))
-    from bench.run_bench import run_benchmarks
-
-    return run_benchmarks(
-        out_dir=Path(args.out),
-        tables=args.tables,
-        threads=args.threads or 2,
-        quick=args.quick,
-        eval_limit=args.eval_limit,
-        fashion_model=args.fashion_model,
-    )
-
-
 # --------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m core.cli", description="Compression Studio from the command line.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_run_commands(sub: Any) -> None:
+    """models, methods, baseline, run, jobs, cancel."""
     models = sub.add_parser("models", help="list the model source ids (--search NAME: architectures of every route)")
     models.add_argument("--json", help="also write the list to this JSON file")
     models.add_argument("--search", help="list the architectures whose name contains this text (every route, timm "
@@ -589,15 +499,20 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("ids", type=int, nargs="+", metavar="ID", help="job id(s), as `jobs` lists them")
     cancel.set_defaults(func=cmd_cancel)
 
-    bench = sub.add_parser("bench", help="benchmark tables (seed configs on fashion_resnet; int8 vs fp32 vs ONNX Runtime)")
-    bench.add_argument("--out", default=str(PROJECT_ROOT / "bench" / "results"), help="folder for the CSV files")
-    bench.add_argument("--tables", nargs="+", choices=("fashion", "torchvision"), default=["fashion", "torchvision"])
-    bench.add_argument("--threads", type=int, help="threads for every latency number (default 2)")
-    bench.add_argument("--eval-limit", type=int, help="evaluate only the first N test images (default: all)")
-    bench.add_argument("--quick", action="store_true", help="fewer repeats and configurations (a smoke run)")
-    bench.add_argument("--fashion-model", default="sample:fashion_resnet", help="model of table 1 (default fashion_resnet)")
-    bench.set_defaults(func=cmd_bench)
-    add_explore_commands(sub)  # sweep, search (+ sensitivity): core/explore/cli.py
+
+
+# Every command set adds its subcommands to the one parser; a command module imports core.cli_support, never this
+# module, so the commands form no cycle with the parser that assembles them.
+COMMAND_SETS: tuple[Callable[[Any], None], ...] = (add_run_commands, add_explore_commands, add_sensitivity_commands)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core.cli", description="Compression Studio from the command line.",
+                                     epilog="exit status: 0 done, 1 target missed, 2 bad input, 3 internal error, "
+                                     "130 cancelled")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add_commands in COMMAND_SETS:
+        add_commands(sub)
     return parser
 
 
@@ -620,16 +535,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError, ExecutorError) as exc:  # SpecError, ModelLoadError, JobError, no Ray cluster, …
         if os.environ.get(DEBUG_ENV):
             raise
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as exc:
         if os.environ.get(DEBUG_ENV):
             raise
         print(
-            f"internal error ({type(exc).__name__}): {_one_line(exc)} — rerun with {DEBUG_ENV}=1 for the traceback.",
+            f"internal error ({type(exc).__name__}): {one_line(exc)} — rerun with {DEBUG_ENV}=1 for the traceback.",
             file=sys.stderr,
         )
-        return 1
+        return EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":

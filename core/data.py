@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 
+from core.fashion_mnist import FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD
 from core.formatting import fmt_bytes
 from core.paths import staging_dir
 from core.safe_zip import DEFAULT_LIMITS as DEFAULT_ZIP_LIMITS
@@ -32,20 +33,6 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_SUBSET = PROJECT_ROOT / "sample_models" / "fashion_mnist_subset.npz"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
-FASHION_MNIST_CLASSES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
-FASHION_MNIST_MEAN = (0.2860,)
-FASHION_MNIST_STD = (0.3530,)
 FASHION_MNIST_LICENSE = (
     "Fashion-MNIST © Zalando SE, released under the MIT licence "
     "(https://github.com/zalandoresearch/fashion-mnist)."

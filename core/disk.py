@@ -192,7 +192,7 @@ def disk_parts(*, home: Path | None = None, caps: DiskCaps | None = None) -> lis
             "bench",
             "Benchmark results",
             cache / "bench",
-            "results of `python -m core.cli bench` the speed-up wording relies on (kept)",
+            "results of `python -m bench.run_bench` the speed-up wording relies on (kept)",
             None,
         ),
         DiskPart(

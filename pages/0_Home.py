@@ -8,7 +8,7 @@ from core.compress.registry import method_color, method_label
 from core.evaluation import baseline_words
 from core.formatting import fmt_bytes, fmt_num, fmt_params, fmt_pct, fmt_pts
 from core.models.sources import accuracy_meaning
-from pages._ui.session import page_context
+from pages._ui.shell import page_context
 from pages._ui.storage import records
 
 model, dataset = page_context()

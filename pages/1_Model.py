@@ -34,7 +34,8 @@ from pages._ui.loading import (
     torchscript_allowed,
 )
 from pages._ui.model_card import method_card
-from pages._ui.session import eval_limit, page_context
+from pages._ui.session import eval_limit
+from pages._ui.shell import page_context
 from pages._ui.storage import disk_space_panel, save_upload, store
 from pages._ui.uploads import upload_field
 from pages._ui.widgets import eval_limit_selector

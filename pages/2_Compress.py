@@ -33,7 +33,8 @@ from pages._ui import run_client
 from pages._ui.errors import attempt
 from pages._ui.loading import forward_ms_per_image
 from pages._ui.result_card import result_card
-from pages._ui.session import PERSISTENT_PREFIX, eval_limit, page_context
+from pages._ui.session import PERSISTENT_PREFIX, eval_limit
+from pages._ui.shell import page_context
 from pages._ui.storage import records, store
 from pages._ui.widgets import eval_limit_selector
 

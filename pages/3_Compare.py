@@ -29,7 +29,7 @@ from core.tables import (
 from pages._ui.errors import attempt
 from pages._ui.loading import dataset_for_record, thumbnail
 from pages._ui.result_card import downloads
-from pages._ui.session import page_context
+from pages._ui.shell import page_context
 from pages._ui.storage import records as stored_records
 from pages._ui.storage import store
 

@@ -12,7 +12,7 @@ from core.measure.layer_summary import coverage, default_layer, storage_bits_wor
 from core.store import layers_frame
 from core.tables import layers_table
 from pages._ui.errors import attempt
-from pages._ui.session import page_context
+from pages._ui.shell import page_context
 from pages._ui.storage import records, store
 
 model, dataset = page_context()

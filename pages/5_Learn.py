@@ -20,7 +20,7 @@ from pages._ui import (
     learn_scale,
 )
 from pages._ui.learn_common import PREFIX, TOY, LessonContext, keep_valid
-from pages._ui.session import page_context
+from pages._ui.shell import page_context
 
 LESSON_PAGES = {
     "scale": learn_scale.render,

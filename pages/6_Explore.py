@@ -6,7 +6,7 @@ import streamlit as st
 
 from pages._ui.explore_search import render_lineage_tab, render_search_tab
 from pages._ui.explore_sweep import render_sweep_tab
-from pages._ui.session import page_context
+from pages._ui.shell import page_context
 
 model, dataset = page_context()
 st.title("Explore", anchor=False)

@@ -14,7 +14,7 @@ from core.story import Story, build_story, story_choice, story_flipped, story_ht
 from core.story_export import StoryExportError, export_story
 from core.tables import experiment_label
 from pages._ui.loading import dataset_for_record, thumbnail
-from pages._ui.session import page_context
+from pages._ui.shell import page_context
 from pages._ui.storage import records as stored_records
 from pages._ui.storage import store
 

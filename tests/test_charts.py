@@ -8,7 +8,7 @@ import pytest
 
 from core import charts
 from core.tables import experiments_frame, layers_frame, per_class_frame
-from tests.test_store import make_record
+from tests.conftest import make_record
 
 
 def _records() -> list[dict]:

@@ -11,7 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from core.cli import build_parser
+import pytest
+
+from core.cli import build_parser, run_status
 from core.jobs import DataRef, JobQueue, ModelRef
 from core.jobs.runner import Heartbeat
 
@@ -149,6 +151,8 @@ def test_run_writes_record_and_artifacts(tmp_path: Path) -> None:
     # the saved TorchScript's int8 weights, unpacked, are the evaluated ones; the CLI says so
     assert record["artifact_weights_match"] is True and record["artifact_weights_check"]["max_abs_diff"] == 0.0
     assert "artifact weights match: " in result.stdout
+    # exit 1 (target missed) is what the same run would end with had the file's weights differed
+    assert run_status(record) == 0 and run_status({**record, "artifact_weights_match": False}) == 1
     assert "Traceback" not in result.stderr and "%" in result.stderr  # the progress bar went to stderr
     # saved in the store of the data folder, like a run started in the app
     from core.store import ExperimentStore
@@ -187,9 +191,23 @@ def test_run_no_save_keeps_the_store_empty(tmp_path: Path) -> None:
 
 def test_parser_knows_every_command() -> None:
     parser = build_parser()
-    for argv in (["models"], ["baseline", "--model", "x"], ["run", "--model", "x", "--spec", "{}"], ["bench", "--quick"],
-                 ["run", "--model", "x", "--spec", "{}", "--executor", "ray"], ["jobs"], ["cancel", "3"]):
+    for argv in (["models"], ["baseline", "--model", "x"], ["run", "--model", "x", "--spec", "{}"],
+                 ["run", "--model", "x", "--spec", "{}", "--executor", "ray"], ["jobs"], ["cancel", "3"],
+                 ["sweep", "--model", "x", "--preset", "guide"], ["search", "--model", "x"],
+                 ["sensitivity", "--model", "x"], ["recipe", "--model", "x", "--target-bits", "3"]):
         assert parser.parse_args(argv).func
+    # the benchmark is bench/'s own entry point (python -m bench.run_bench): core never imports bench
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "--quick"])
+
+
+def test_every_result_command_takes_json() -> None:
+    parser = build_parser()
+    for argv in (["models"], ["methods", "--model", "x"], ["baseline", "--model", "x"],
+                 ["run", "--model", "x", "--spec", "{}"], ["jobs"], ["sweep", "--model", "x", "--preset", "guide"],
+                 ["search", "--model", "x"], ["sensitivity", "--model", "x"],
+                 ["recipe", "--model", "x", "--target-bits", "3"]):
+        assert parser.parse_args([*argv, "--json", "out.json"]).json == "out.json", argv
 
 
 def test_baseline_on_the_bundled_subset(tmp_path: Path) -> None:
@@ -286,3 +304,89 @@ def test_ctrl_c_cancels_the_running_job_and_saves_nothing(tmp_path: Path) -> Non
     assert "cancelled: no record or artifact was written." in stderr and "Traceback" not in stderr
     [job] = queue.list()
     assert job.state == "cancelled" and ExperimentStore(tmp_path).count() == 0
+
+
+# --------------------------------------------------------------------------- one convention: --json and exit codes
+
+FAST = ("--eval-limit", "100", "--no-latency", "--no-export", "--data", "bundled", "--quiet")
+
+
+def test_sensitivity_and_recipe_write_json_and_exit_1_on_a_missed_target(tmp_path: Path) -> None:
+    table = tmp_path / "sensitivity.json"
+    probe = ("--model", "sample:fashion_cnn", "--data", "bundled", "--settings", "pal2,pal8", "--eval-limit", "200",
+             "--quiet")
+    result = cli("sensitivity", *probe, "--json", str(table), home=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr
+    written = json.loads(table.read_text())
+    layers = {row["layer"] for row in written["rows"]}
+    assert {row["setting"] for row in written["rows"]} == {"pal2", "pal8"} and len(layers) >= 2
+    assert all(set(row) >= {"layer", "setting", "snr_db", "top1_change"} for row in written["rows"])
+    assert written["meta"]["model_label"].startswith("fashion_cnn")
+
+    recipe = tmp_path / "recipe.json"  # the cached table: no probe runs again
+    result = cli("recipe", *probe, "--target-bits", "4", "--json", str(recipe), home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    chosen = json.loads(recipe.read_text())
+    assert chosen["target"] and chosen["record"] is None  # not --run: no experiment
+    assert chosen["chosen"]["predicted_bits_per_weight"] <= 4 and chosen["chosen"]["spec"]["method"] == "palettize"
+    assert set(chosen["chosen"]["layer_settings"]) <= layers
+
+    result = cli("recipe", *probe, "--target-bits", "0.5", "--json", str(recipe), home=tmp_path)
+    assert result.returncode == 1, result.stderr  # out of reach: the target is missed, not the input bad
+    assert "target missed:" in result.stderr and "Traceback" not in result.stderr
+    assert json.loads(recipe.read_text())["chosen"] is None
+
+    result = cli("sensitivity", "--model", "sample:fashion_cnn", "--settings", "pal5", home=tmp_path)
+    assert result.returncode == 2
+    assert_one_line_error(result, "unknown pal5")
+
+
+def test_sweep_and_search_write_store_records_and_exit_1_when_nothing_is_within_budget(tmp_path: Path) -> None:
+    from core.records import SCHEMAS
+
+    sweep = tmp_path / "sweep.json"
+    grid = '[{"method": "quantize_weights"}]'
+    result = cli("sweep", "--model", "sample:fashion_cnn", "--grid", grid, *FAST, "--workers", "1", "--json", str(sweep),
+                 home=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr
+    written = json.loads(sweep.read_text())
+    [config] = written["configs"]
+    [record] = written["records"]
+    assert config["state"] == "done" and config["experiment_id"] == record["id"] == 1
+    assert record["origin"]["kind"] == "sweep" and record["method"] == "quantize_weights"
+    assert set(SCHEMAS["experiment"]) <= set(record)  # the store's record schema, every field
+
+    search = tmp_path / "search.json"
+    flags = ("--model", "sample:fashion_cnn", "--no-refine", "--no-mixed", "--grid", grid, *FAST, "--workers", "1")
+    result = cli("search", *flags, "--max-drop", "5", "--json", str(search), home=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(search.read_text())
+    assert found["winner"]["id"] == 1 and found["winner"]["spec_summary"] == record["spec_summary"]
+    assert [c["record"]["id"] for c in found["candidates"]] == [1]
+    assert found["candidates"][0]["search"]["within_budget"] is True and found["goal"]["max_drop_pts"] == 5
+
+    # a budget no setting meets: 1-bit palettization within 0 points, on a data folder that has no other run
+    lossy = ("--model", "sample:fashion_cnn", "--no-refine", "--no-mixed", "--grid", '[{"method": "palettize", '
+             '"n_bits": 1}]', *FAST, "--workers", "1")
+    result = cli("search", *lossy, "--max-drop", "0", "--json", str(search), home=tmp_path / "lossy", timeout=600)
+    assert result.returncode == 1, result.stderr
+    missed = json.loads(search.read_text())
+    assert missed["winner"] is None and "Nothing is within 0 points" in missed["sentence"]
+    [candidate] = missed["candidates"]
+    assert candidate["search"]["within_budget"] is False and candidate["search"]["validation_drop_pts"] > 0
+    assert candidate["record"]["spec_summary"].startswith("1-bit palettization")
+
+    result = cli("search", "--model", "sample:fashion_cnn", "--max-drop", "-1", "--json", str(search), home=tmp_path)
+    assert result.returncode == 2
+    assert_one_line_error(result, "max_drop_pts")
+
+
+def test_a_sweep_dry_run_writes_its_plan(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.json"
+    grid = '{"methods": ["palettize"], "palettize_bits": [4], "palettize_group_sizes": [16]}'
+    result = cli("sweep", "--model", "sample:fashion_cnn", "--grid", grid, "--dry-run", "--json", str(plan),
+                 home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = json.loads(plan.read_text())
+    assert written["dry_run"] is True and written["sweep_id"] is None and written["estimated_wall_seconds"] > 0
+    assert [c["method"] for c in written["configs"]] == ["palettize", "palettize"]

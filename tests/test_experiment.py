@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from core.data import DatasetError, load_bundled_subset
 from core.experiment import (
@@ -27,6 +26,7 @@ from core.models.sources import LoadedModel, load_model
 from core.progress import Cancelled, Progress
 from core.records import EXPERIMENT_FIELDS
 from core.specs import PalettizeSpec, TorchDynamicSpec
+from tests.conftest import tiny_rgb_model as tiny_model
 
 RECORD_KEYS = {
     "model", "model_label", "spec", "spec_summary", "method", "workflow", "created_at", "compress_seconds", "dataset",
@@ -56,16 +56,6 @@ def subset():
 def options(tmp_path: Path) -> ExperimentOptions:
     clear_caches()
     return ExperimentOptions(eval_limit=200, latency=FAST_LATENCY, cache_dir=tmp_path / "cache")
-
-
-def tiny_model() -> LoadedModel:
-    torch.manual_seed(0)
-    module = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 64), nn.ReLU(), nn.Linear(64, 5))
-    return LoadedModel(
-        source_id="test:tiny", label="tiny (random)", module=module.eval(), architecture="tiny", input_shape=(3, 8, 8),
-        mean=(0.5,) * 3, std=(0.5,) * 3, num_classes=5, dataset=None, accuracy_meaningful=False,
-        weights_note="random initialisation — accuracy numbers are meaningless",
-    )
 
 
 def test_palettize_record_is_complete_and_round_trips_json(fashion_cnn, subset, options, tmp_path: Path) -> None:

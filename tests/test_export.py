@@ -20,7 +20,7 @@ from core.export import (
 )
 from core.measure.size import path_size_bytes
 from core.specs import PalettizeSpec, PipelineSpec, PruneSpec, QuantizeWeightsSpec, TorchDynamicSpec, TorchStaticSpec
-from tests.compress.tiny import fashion_cnn_model, tiny_model
+from tests.conftest import fashion_cnn_model, tiny_model
 
 torch.set_num_threads(2)
 

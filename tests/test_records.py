@@ -19,7 +19,7 @@ from core.records import (
     build_record,
     size_fields,
 )
-from tests.test_experiment import tiny_model
+from tests.conftest import tiny_rgb_model as tiny_model
 
 
 def test_builder_fills_orders_and_cleans() -> None:

@@ -3,37 +3,9 @@
 from __future__ import annotations
 
 import re
-from html.parser import HTMLParser
 
 from core.report import build_report
-from tests.test_store import make_record
-
-
-class _Scripts(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sources: list[str] = []
-        self.links: list[str] = []
-        self.inline_sizes: list[int] = []
-        self._in_script = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attributes = dict(attrs)
-        if tag == "script":
-            self._in_script = True
-            self.inline_sizes.append(0)
-            if attributes.get("src"):
-                self.sources.append(str(attributes["src"]))
-        if tag == "link" and attributes.get("href"):
-            self.links.append(str(attributes["href"]))
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "script":
-            self._in_script = False
-
-    def handle_data(self, data: str) -> None:
-        if self._in_script:
-            self.inline_sizes[-1] += len(data)
+from tests.conftest import ReportScripts, make_record
 
 
 def test_report_is_self_contained_and_lists_every_experiment() -> None:
@@ -42,7 +14,7 @@ def test_report_is_self_contained_and_lists_every_experiment() -> None:
         dict(make_record(method="prune", summary="prune <50%> & co", accuracy=0.88, size=900_000), id=2),
     ]
     page = build_report(records=records, title="Demo report", budget_pts=2.0, generated_at="2025-01-01 10:00")
-    parser = _Scripts()
+    parser = ReportScripts()
     parser.feed(page)
     assert parser.sources == [] and parser.links == []  # nothing loaded from anywhere
     assert max(parser.inline_sizes) > 1_000_000  # plotly.js itself is inlined

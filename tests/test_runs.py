@@ -15,8 +15,8 @@ from core.records import EXPERIMENT_FIELDS
 from core.runs import MLPACKAGE_ACCURACY_NOTE, run_and_save, run_mlpackage_and_save
 from core.specs import PalettizeSpec, TorchDynamicSpec
 from core.store import ExperimentStore
-from tests.compress.tiny import fashion_cnn_model
-from tests.test_experiment import tiny_model
+from tests.conftest import fashion_cnn_model
+from tests.conftest import tiny_rgb_model as tiny_model
 
 FAST = LatencySettings(threads=1, batch_sizes=(1,), warmup=1, min_repeats=3, max_repeats=3, seconds_per_batch_size=0.02)
 

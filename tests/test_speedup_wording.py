@@ -143,7 +143,7 @@ def test_one_function_words_a_record_or_the_fastest_of_several(tmp_path, monkeyp
 def test_the_html_report_and_the_cli_show_the_same_wording(tmp_path, monkeypatch, capsys):
     from core.cli import _print_run
     from core.report import build_report
-    from tests.test_store import make_record
+    from tests.conftest import make_record
 
     monkeypatch.setenv("COMPRESSION_STUDIO_HOME", str(tmp_path))
     record = make_record(method="torch_static", summary="torch static int8 x86", latency=0.5)

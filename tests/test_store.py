@@ -15,70 +15,7 @@ import pytest
 
 from core.progress import Cancelled
 from core.store import ExperimentStore, StoreError, default_home
-
-
-def make_record(
-    *,
-    method: str = "palettize",
-    summary: str = "4-bit palettization, data-free",
-    accuracy: float = 0.90,
-    baseline: float = 0.92,
-    size: int = 400_000,
-    latency: float = 1.0,
-    model: str = "sample:fashion_cnn",
-) -> dict:
-    """A record with the fields of the measurement contract (values invented for the test)."""
-    return {
-        "model": model,
-        "model_label": "fashion_cnn (sample)",
-        "spec": {"method": method, "workflow": "data_free", "n_bits": 4, "overrides": {}},
-        "spec_summary": summary,
-        "method": method,
-        "workflow": "data_free",
-        "created_at": "2025-01-01T12:00:00",
-        "compress_seconds": 2.5,
-        "dataset": "Fashion-MNIST",
-        "dataset_source": "bundled subset",
-        "eval_images": 2000,
-        "accuracy_meaningful": True,
-        "accuracy_top1": accuracy,
-        "accuracy_top5": 0.99,
-        "baseline_accuracy_top1": baseline,
-        "baseline_accuracy_top5": 0.995,
-        "per_class_accuracy": [accuracy] * 9 + [accuracy - 0.1],
-        "baseline_per_class_accuracy": [baseline] * 10,
-        "class_names": [f"class{i}" for i in range(10)],
-        "agreement_top1": 0.97,
-        "output_snr_db": 25.0,
-        "output_psnr_db": 40.0,
-        "flipped": 2,
-        "flipped_images": [{"index": 3, "true": 1, "before": 1, "after": 2}, {"index": 7, "true": 0, "before": 6, "after": 0}],
-        "size_bytes": size,
-        "size_fp32_bytes": 3_200_000,
-        "size_fp16_bytes": 1_600_000,
-        "theoretical_size_bytes": size - 1000,
-        "size_breakdown": {"indices": size * 0.8, "luts": 2000, "uncompressed": size * 0.2 - 3000},
-        "bits_per_weight": 4.1,
-        "compression_ratio_fp16": 1_600_000 / size,
-        "compression_ratio_fp32": 3_200_000 / size,
-        "latency_ms_p50": latency,
-        "latency_ms_p90": latency * 1.2,
-        "baseline_latency_ms_p50": 1.0,
-        "baseline_latency_ms_p90": 1.1,
-        "latency_ratio": latency / 1.0,
-        "latency_note": "weights are decompressed in PyTorch on the CPU, so latency does not drop",
-        "threads": 2,
-        "machine": {"cpu": "test cpu", "threads": 2},
-        "layers": [
-            {"name": "features.0", "type": "Conv2d", "shape": [32, 1, 3, 3], "params": 288, "compressed": False,
-             "reason": "below weight_threshold (288 < 2048)", "sparsity": 0.0, "snr_db": None},
-            {"name": "classifier.1", "type": "Linear", "shape": [256, 3136], "params": 802816, "compressed": True,
-             "method": "palettize", "bits": 4, "n_luts": 1, "lut_entries": 16, "lut_bits": 16, "sparsity": 0.0,
-             "snr_db": 21.5},
-        ],
-        "notes": ["a captured library warning"],
-        "calibration_source": None,
-    }
+from tests.conftest import make_record
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from core.tables import (
     layers_frame,
     per_class_frame,
 )
-from tests.test_store import make_record
+from tests.conftest import make_record
 
 
 def test_frames() -> None:

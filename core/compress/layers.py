@@ -20,6 +20,7 @@ from torch import nn
 from core.compress.result import CompressionResult, LayerReport
 from core.library_internals import COMPRESSION_TYPES, BatchNormBase, metadata_buffers
 from core.measure.quality import finite_or_none, snr_db
+from core.models.bn_folding import conv_bn_pairs, folded_weight
 from core.specs import CompressionSpec
 
 # --------------------------------------------------------------------------- discovery
@@ -66,38 +67,6 @@ def locate(module: nn.Module, name: str) -> nn.Module | None:
 def _has_weight(sub: nn.Module) -> bool:
     weight = getattr(sub, "weight", None)
     return isinstance(weight, torch.Tensor) or callable(weight)
-
-
-def conv_bn_pairs(module: nn.Module) -> dict[str, str]:
-    """conv layer name → the BatchNorm that directly follows it (what FX fusion folds into the conv)."""
-    try:
-        graph = torch.fx.symbolic_trace(module).graph
-    except Exception:  # an untraceable model simply has no known pairs
-        return {}
-    modules = dict(module.named_modules())
-    pairs: dict[str, str] = {}
-    for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(modules.get(node.target), BatchNormBase):
-            continue
-        source = node.args[0] if node.args else None
-        if (
-            isinstance(source, torch.fx.Node)
-            and source.op == "call_module"
-            and len(source.users) == 1
-            and isinstance(modules.get(source.target), nn.Conv1d | nn.Conv2d | nn.Conv3d)
-        ):
-            pairs[str(source.target)] = str(node.target)
-    return pairs
-
-
-def folded_weight(original: nn.Module, conv_name: str, bn_name: str) -> torch.Tensor:
-    """The conv weight with its BatchNorm folded in — what a fused int8/QAT conv actually stores."""
-    conv = original.get_submodule(conv_name)
-    bn = original.get_submodule(bn_name)
-    weight, _ = torch.nn.utils.fusion.fuse_conv_bn_weights(
-        conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
-    )
-    return weight.detach().float().cpu()
 
 
 # --------------------------------------------------------------------------- plans

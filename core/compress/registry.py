@@ -20,6 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+# How a method stores a compressed weight: the storage kinds of the theoretical-size model (core.measure.size)
+from core.measure.size import (  # noqa: F401  (re-exported: the method modules import them from here)
+    STORAGE_KINDS,
+    STORAGE_LINEAR,
+    STORAGE_LUT,
+    STORAGE_SPARSE,
+    register_storage,
+)
+
 # Display of the two pseudo-methods that are not compression methods.
 BASELINE = "baseline"
 PIPELINE = "pipeline"
@@ -28,12 +37,6 @@ _PSEUDO = {
     PIPELINE: ("Joint pipeline", "#72b7b2"),
 }
 _UNKNOWN_COLOR = "#bab0ac"
-
-# How a method stores a compressed weight, for the theoretical-size model (core.measure.size):
-STORAGE_LUT = "lut"  # an index per weight (or per cluster_dim weights) into look-up tables
-STORAGE_LINEAR = "linear"  # the weight itself at `bits` bits plus scales / zero-points
-STORAGE_SPARSE = "sparse"  # a 1-bit mask over every position plus the surviving values
-STORAGE_KINDS = (STORAGE_LUT, STORAGE_LINEAR, STORAGE_SPARSE)
 
 ARTIFACT_MLPACKAGE = "mlpackage"
 ARTIFACT_TORCHSCRIPT = "torchscript"
@@ -127,6 +130,7 @@ def register_method(descriptor: MethodDescriptor) -> MethodDescriptor:
     if descriptor.name in METHODS or descriptor.name in _PSEUDO:
         raise ValueError(f"compression method {descriptor.name!r} is registered twice.")
     METHODS[descriptor.name] = descriptor
+    register_storage(method=descriptor.name, storage=descriptor.storage)  # what the theoretical-size model reads
     return descriptor
 
 

@@ -1,4 +1,4 @@
-"""The Explore subcommands of ``python -m core.cli``: ``sweep`` and ``search`` (and ``sensitivity`` when present).
+"""The Explore subcommands of ``python -m core.cli``: ``sweep`` and ``search``.
 
     python -m core.cli sweep --model sample:fashion_cnn --preset weight-only --eval-limit 2000
     python -m core.cli sweep --model sample:fashion_cnn --grid '[{"method": "palettize", "n_bits": 4}]'
@@ -14,11 +14,14 @@ candidates from it and refinements, then prints the candidates and the winner.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from typing import TYPE_CHECKING, Any
 
+from core.cli_support import EXIT_CANCELLED, EXIT_DONE, EXIT_TARGET_MISSED, write_json
 from core.formatting import fmt_bytes, fmt_mb, fmt_ms, fmt_num, fmt_pct, fmt_seconds
+from core.jsonable import to_jsonable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -160,7 +163,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(f"  config {row.config} {row.summary}: layer {row.layer} stays uncompressed — {row.reason}",
                   file=sys.stderr)
         if args.dry_run:
-            return 0
+            write_json(args.json, plan_json(plan))
+            return EXIT_DONE
         sweep_id = start_sweep(executor=executor, model=model_ref, data=data_ref, plan=plan, options=_options(args),
                                book=book)
         print(f"sweep #{sweep_id} started ({len(plan.runnable)} jobs).", file=sys.stderr)
@@ -180,13 +184,36 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         stop_sweep(sweep_id=sweep_id, book=book)
         print(f"stopped sweep #{sweep_id}; resume it with: python -m core.cli sweep --resume {sweep_id}",
               file=sys.stderr)
-        return 130
+        return EXIT_CANCELLED
     bar.close()
     frame = sweep_results_frame(sweep_id=sweep_id, book=book)
     print(f"sweep #{sweep_id}")
     print(results_table(frame))
+    write_json(args.json, sweep_json(sweep_id=sweep_id, frame=frame, home=book.home))
     status = sweep_status(frame)
-    return 0 if status.failed == 0 and status.finished else 1
+    return EXIT_DONE if status.failed == 0 and status.finished else EXIT_TARGET_MISSED
+
+
+def plan_json(plan: Any) -> dict:
+    """What `sweep --dry-run --json` writes: the configs it would run, those it skips (with why), the estimate."""
+    return to_jsonable({"sweep_id": None, "dry_run": True, "configs": [plan.grid.configs[i] for i in plan.runnable],
+                        "skipped": list(plan.skipped), "estimated_wall_seconds": plan.wall_seconds})
+
+
+def _store_records(home: Any, ids: Any) -> list[dict]:
+    """The experiment records (the store's schema) of these ids, in order; ids that are missing or NaN skipped."""
+    from core.store import ExperimentStore
+
+    store = ExperimentStore(home)
+    wanted = [int(i) for i in ids if i is not None and not (isinstance(i, float) and math.isnan(i))]
+    return [store.get(i) for i in wanted]
+
+
+def sweep_json(*, sweep_id: int, frame: pd.DataFrame, home: Any) -> dict:
+    """What `sweep --json` writes: one row per config (state, error) and the experiment records it produced."""
+    configs = frame.drop(columns=[c for c in ("progress", "message") if c in frame.columns]).to_dict("records")
+    ids = frame["experiment_id"].tolist() if "experiment_id" in frame.columns else []
+    return to_jsonable({"sweep_id": sweep_id, "configs": configs, "records": _store_records(home, ids)})
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -207,7 +234,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     except SearchCancelled as exc:
         bar.close()
         print(f"{exc}; its unfinished runs were cancelled.", file=sys.stderr)
-        return 130
+        return EXIT_CANCELLED
     finally:
         bar.close()
     frame = result.candidates.head(args.top)
@@ -221,7 +248,22 @@ def cmd_search(args: argparse.Namespace) -> int:
     if result.winner is not None:
         print(f"winner: experiment #{result.winner['id']} ({fmt_mb(result.winner.get('size_bytes'))}); artifact: "
               f"{result.winner.get('artifact_path') or 'not exported'}")
-    return 0 if result.winner is not None else 1
+    write_json(args.json, search_json(result, home=executor.queue.home))
+    return EXIT_DONE if result.winner is not None else EXIT_TARGET_MISSED
+
+
+def search_json(result: Any, *, home: Any) -> dict:
+    """What `search --json` writes: the goal, the winner's record (None: nothing within budget) and every
+    candidate's record (the store's schema) with the search's verdict on it (within_budget, drop points)."""
+    verdict_columns = [c for c in ("within_budget", "drop_pts", "validation_drop_pts") if c in result.candidates]
+    verdicts = result.candidates[["id", *verdict_columns]].to_dict("records") if "id" in result.candidates else []
+    records = {r["id"]: r for r in _store_records(home, [v["id"] for v in verdicts])}
+    candidates = [{"search": {k: v for k, v in verdict.items() if k != "id"}, "record": records.get(int(verdict["id"]))}
+                  for verdict in verdicts]
+    winner = None if result.winner is None else records.get(int(result.winner["id"]), result.winner)
+    return to_jsonable({"search_id": result.search_id, "goal": dataclasses.asdict(result.goal),
+                        "winner": winner, "candidates": candidates, "sentence": result.sentence,
+                        "notes": list(result.notes), "failed_jobs": list(result.failed_jobs)})
 
 
 def _common(p: argparse.ArgumentParser, *, model_required: bool) -> None:
@@ -236,10 +278,11 @@ def _common(p: argparse.ArgumentParser, *, model_required: bool) -> None:
                    help="where the jobs compute (default: $COMPRESSION_STUDIO_EXECUTOR or local)")
     p.add_argument("--timeout", type=float, default=3600.0, help="give up waiting after this many seconds")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", help="write the result to this JSON file (experiment records in the store's schema)")
 
 
 def add_explore_commands(subparsers: Any) -> None:
-    """Add `sweep`, `search` (and `sensitivity`, when core.explore.sensitivity_cli exists) to the CLI."""
+    """Add `sweep` and `search` to the CLI (core.cli assembles the command sets)."""
     sweep = subparsers.add_parser("sweep", help="run many configs of one model as jobs; print the results table")
     _common(sweep, model_required=False)
     sweep.add_argument("--preset", help="a preset grid: 'weight-only' / 'guide' or its full name (--list-presets)")
@@ -261,9 +304,3 @@ def add_explore_commands(subparsers: Any) -> None:
                         help="skip the sensitivity analysis and the mixed-precision candidates built from it")
     search.add_argument("--top", type=int, default=15, help="candidates to print (default 15)")
     search.set_defaults(func=cmd_search)
-
-    try:
-        from core.explore.sensitivity_cli import add_sensitivity_command
-    except ImportError:
-        return
-    add_sensitivity_command(subparsers)

@@ -15,11 +15,14 @@ the training pool; minutes) and prints its candidate curve as a table.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from core.cli_support import EXIT_DONE, EXIT_TARGET_MISSED, load_model, run_with_progress, write_json
 from core.formatting import fmt_mb, fmt_num, fmt_pts
+from core.jsonable import to_jsonable
 
 DATA_CHOICES = ("auto", "bundled", "full", "none")
 
@@ -37,9 +40,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic-images", type=int, default=64, help="synthetic inputs when there is no dataset (default 64)")
     p.add_argument("--no-cache", action="store_true", help="recompute even when a cached table exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", help="write the result to this JSON file (sensitivity: the table rows; recipe: the "
+                   "chosen recipe and, with --run, its experiment record)")
 
 
-def add_sensitivity_command(subparsers: Any) -> None:
+def add_sensitivity_commands(subparsers: Any) -> None:
     """Add `sensitivity` and `recipe` to the CLI's subparsers."""
     sens = subparsers.add_parser("sensitivity", help="per-layer sensitivity: each layer alone × each setting; prints a table")
     _common(sens)
@@ -71,15 +76,14 @@ def add_sensitivity_command(subparsers: Any) -> None:
 
 
 def _sensitivity(args: argparse.Namespace):  # -> (model, dataset, SensitivityResult)
-    from core.cli import _load_model, _run_with_progress
     from core.explore.sensitivity import SensitivityConfig, parse_settings, run_sensitivity
     from core.jobs.refs import DataRef, load_data_ref
 
     config = SensitivityConfig(settings=parse_settings(args.settings), eval_limit=args.eval_limit,
                                synthetic_images=args.synthetic_images)
-    model = _load_model(args.model, args.weights)
+    model = load_model(args.model, args.weights)
     dataset = load_data_ref(ref=DataRef(kind=args.data), model=model)
-    result = _run_with_progress(args, lambda progress: run_sensitivity(
+    result = run_with_progress(args, lambda progress: run_sensitivity(
         model=model, dataset=dataset, config=config, progress=progress, use_cache=not args.no_cache))
     return model, dataset, result
 
@@ -111,11 +115,14 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     if args.csv:
         result.frame.to_csv(args.csv, index=False)
         print(f"table written to {args.csv}")
-    return 0
+    write_json(args.json, to_jsonable({"meta": result.meta, "from_cache": result.from_cache,
+                                       "rows": result.frame.to_dict("records")}))
+    return EXIT_DONE
 
 
 def cmd_recipe(args: argparse.Namespace) -> int:
     from core.explore.mixed_precision import (
+        RecipeError,
         RecipeTarget,
         candidates_frame,
         choose,
@@ -133,7 +140,14 @@ def cmd_recipe(args: argparse.Namespace) -> int:
         return _cmd_recipe_measured(args, target)
     model, dataset, sensitivity = _sensitivity(args)
     candidates = mixed_precision_candidates(sensitivity=sensitivity, method=args.method)
-    chosen = choose(candidates=candidates, target=target)
+    try:
+        chosen = choose(candidates=candidates, target=target)
+    except RecipeError as exc:
+        if target.kind == "max_drop" and candidates and candidates[-1].predicted_drop is None:
+            raise  # bad input: an accuracy target without labelled data
+        print(f"target missed: {exc}", file=sys.stderr)
+        write_json(args.json, {"target": target.describe(), "chosen": None, "record": None})
+        return EXIT_TARGET_MISSED
     row = candidates_frame([chosen]).iloc[0]
     drop = "n/a" if row["predicted_drop_pts"] is None else f"{row['predicted_drop_pts']:.2f} points"
     print(f"target {target.describe()}: step {chosen.step} of {len(candidates) - 1}, predicted {fmt_mb(chosen.predicted_bytes)}, "
@@ -142,12 +156,12 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     for layer in recipe_layers_frame(chosen, sensitivity).itertuples(index=False):
         print(f"  {layer.layer:<24} {layer.setting:<20} {layer.bytes / 1e3:9.1f} kB")
     _write_and_run(args, chosen=chosen, model=model, dataset=dataset, recipe={"sensitivity": sensitivity},
-                   compared_with=("predicted", chosen.predicted_drop))
-    return 0
+                   compared_with=("predicted", chosen.predicted_drop), target=target)
+    return EXIT_DONE
 
 
 def _write_and_run(args: argparse.Namespace, *, chosen: Any, model: Any, dataset: Any, recipe: dict,
-                   compared_with: tuple[str, float | None]) -> None:
+                   compared_with: tuple[str, float | None], target: Any) -> None:
     """--spec-out and --run for either recipe engine; `recipe`: run_recipe's engine-specific arguments (its
     sensitivity table or recipe id), `compared_with`: what the measured top-1 change is printed against."""
     from core.specs import spec_to_yaml
@@ -156,14 +170,14 @@ def _write_and_run(args: argparse.Namespace, *, chosen: Any, model: Any, dataset
         Path(args.spec_out).write_text(spec_to_yaml(chosen.spec))
         print(f"spec written to {args.spec_out}")
     if not args.run:
+        write_json(args.json, recipe_json(chosen=chosen, target=target, record=None))
         return
-    from core.cli import _run_with_progress
     from core.experiment_options import ExperimentOptions
     from core.explore.mixed_precision import run_recipe
     from core.store import ExperimentStore
 
     options = ExperimentOptions(eval_limit=args.run_eval_limit, measure_latency=False, measure_memory=False)
-    outcome = _run_with_progress(args, lambda progress: run_recipe(
+    outcome = run_with_progress(args, lambda progress: run_recipe(
         store=ExperimentStore(), model=model, dataset=dataset, candidate=chosen, options=options, progress=progress,
         **recipe))
     label, drop = compared_with
@@ -171,6 +185,19 @@ def _write_and_run(args: argparse.Namespace, *, chosen: Any, model: Any, dataset
           f"(predicted {fmt_mb(outcome['predicted_bytes'])}, ×{fmt_num(outcome['size_ratio'], '.3f')}); "
           f"top-1 change {fmt_pts(-outcome['measured_drop'] if outcome['measured_drop'] is not None else None)} "
           f"({label} {fmt_pts(-drop if drop is not None else None)})")
+    write_json(args.json, recipe_json(chosen=chosen, target=target,
+                                      record=ExperimentStore().get(int(outcome["experiment_id"]))))
+
+
+def recipe_json(*, chosen: Any, target: Any, record: dict | None) -> dict:
+    """What `recipe --json` writes: the target, the chosen recipe (spec, per-layer settings, predictions) and, with
+    --run, the experiment record of its real run (the store's schema)."""
+    from core.explore.mixed_precision import candidates_frame
+
+    row = candidates_frame([chosen]).iloc[0].to_dict()
+    return to_jsonable({"target": target.describe(), "chosen": {**row, "spec": chosen.spec.to_dict(),
+                                                                 "layer_settings": chosen.layer_settings},
+                        "record": record})
 
 
 def _search_request(args: argparse.Namespace, target: Any):  # -> MeasuredSearchRequest
@@ -207,14 +234,13 @@ def measured_text(result: Any) -> str:
 
 
 def _cmd_recipe_measured(args: argparse.Namespace, target: Any) -> int:
-    from core.cli import _load_model, _run_with_progress
     from core.explore.recipe_runs import measured_recipe
     from core.jobs.refs import DataRef, load_data_ref
 
     request = _search_request(args, target)
-    model = _load_model(args.model, args.weights)
+    model = load_model(args.model, args.weights)
     dataset = load_data_ref(ref=DataRef(kind=args.data), model=model)
-    result = _run_with_progress(args, lambda progress: measured_recipe(model=model, dataset=dataset, request=request,
+    result = run_with_progress(args, lambda progress: measured_recipe(model=model, dataset=dataset, request=request,
                                                                        progress=progress))
     chosen = result.chosen
     drop = result.calibration_drop_pts()
@@ -226,5 +252,5 @@ def _cmd_recipe_measured(args: argparse.Namespace, target: Any) -> int:
         print(f"  {layer.layer:<24} {layer.setting:<28} {layer.bytes / 1e3:9.1f} kB")
     _write_and_run(args, chosen=chosen, model=model, dataset=dataset,
                    recipe={"recipe_id": f"recipe-search-cli-{time.strftime('%Y%m%d-%H%M%S')}"},
-                   compared_with=("calibration slice", drop))
-    return 0
+                   compared_with=("calibration slice", drop), target=target)
+    return EXIT_DONE

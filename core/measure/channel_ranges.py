@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from core.compress.layers import conv_bn_pairs, folded_weight
+from core.models.bn_folding import conv_bn_pairs, folded_weight
 
 INT8_POSITIVE_LEVELS = 127
 

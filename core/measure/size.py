@@ -28,11 +28,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.compress.registry import STORAGE_LINEAR, STORAGE_LUT, STORAGE_SPARSE, methods_of
-from core.compress.result import LayerReport
+from core.layer_report import LayerReport
 from core.library_internals import PACKED_PARAMS_SUFFIXES, is_torchscript_tensor_entry, mlpackage_weight_files
 
 SIZE_TOLERANCE = 0.05
+
+# How a method stores a compressed weight (each method's descriptor in core.compress.registry declares one):
+STORAGE_LUT = "lut"  # an index per weight (or per cluster_dim weights) into look-up tables
+STORAGE_LINEAR = "linear"  # the weight itself at `bits` bits plus scales / zero-points
+STORAGE_SPARSE = "sparse"  # a 1-bit mask over every position plus the surviving values
+STORAGE_KINDS = (STORAGE_LUT, STORAGE_LINEAR, STORAGE_SPARSE)
+# method name → its storage kind, filled by core.compress.registry.register_method (this package is below the
+# compression engine and never imports it)
+_METHOD_STORAGE: dict[str, str] = {}
 BREAKDOWN_KEYS = ("indices", "luts", "quantized_weights", "sparse_values", "masks", "scales", "zero_points", "uncompressed")
 
 
@@ -105,6 +113,22 @@ def float_param_count(module: nn.Module) -> int:
 # --------------------------------------------------------------------------- theoretical size
 
 
+def register_storage(*, method: str, storage: str) -> None:
+    """Declare how `method` stores a compressed weight (called when the method registers)."""
+    if storage not in STORAGE_KINDS:
+        raise ValueError(f"{method}: storage must be one of {', '.join(STORAGE_KINDS)}; got {storage!r}.")
+    _METHOD_STORAGE[method] = storage
+
+
+def storage_kinds(method: str | None) -> set[str] | None:
+    """The storage kinds of a per-layer method string ("prune+palettize" → {sparse, lut}); None when a part of it is
+    not a registered method (no compression method was imported in this process, or an unknown name)."""
+    parts = [part for part in str(method or "").split("+") if part]
+    if any(part not in _METHOD_STORAGE for part in parts):
+        return None
+    return {_METHOD_STORAGE[part] for part in parts}
+
+
 def layer_storage_bits(layer: LayerReport, fmt: StorageFormat = COREML_FORMAT) -> dict[str, float]:
     """Bits of one layer's weight storage by kind, following the storage rules in the module docstring.
 
@@ -113,7 +137,7 @@ def layer_storage_bits(layer: LayerReport, fmt: StorageFormat = COREML_FORMAT) -
     """
     bits = dict.fromkeys(BREAKDOWN_KEYS, 0.0)
     params = int(layer.params)
-    storage = {descriptor.storage for descriptor in methods_of(layer.method)}
+    storage = storage_kinds(layer.method) or set()
     sparse = STORAGE_SPARSE in storage
     if not layer.compressed or (layer.bits is None and not sparse):
         bits["uncompressed"] = params * fmt.float_bits
@@ -160,7 +184,10 @@ def layer_bits_per_weight(layer: dict) -> float | None:
     data.setdefault("name", "")
     data.setdefault("type", "")
     report = LayerReport.from_dict(data)
-    if report.bits is None and not any(d.storage == STORAGE_SPARSE for d in methods_of(report.method)):
+    storage = storage_kinds(report.method)
+    if storage is None:  # no compression method is loaded here, so how it stores weights is unknown: say n/a
+        return None
+    if report.bits is None and STORAGE_SPARSE not in storage:
         return None
     return sum(layer_storage_bits(report).values()) / params
 

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import fx, nn
 
+from core.models.errors import ModelLoadError
 from core.models.lifting import LiftReport, lift_graph_module
-from core.models.sources import FASHION_MNIST, IMAGENET_MEAN, IMAGENET_STD, LoadedModel, ModelLoadError
+from core.models.loaded import FASHION_MNIST, IMAGENET_MEAN, IMAGENET_STD, LoadedModel
 
 if TYPE_CHECKING:
     from core.models.torchscript_probe import ProbeLimits
@@ -59,27 +60,6 @@ class FixedBatchGraph(nn.Module):
 
 
 # --------------------------------------------------------------------------- torch.export programs
-
-
-def exported_input_shape(program: torch.export.ExportedProgram, name: str) -> tuple[tuple[int, int, int], int | None]:
-    """(C, H, W) of the program's one image input, and its batch size when fixed (None: a dynamic batch)."""
-    user_inputs = list(program.graph_signature.user_inputs)
-    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
-    values = [placeholders[i].meta.get("val") for i in user_inputs if i in placeholders]
-    if len(values) != 1 or not isinstance(values[0], torch.Tensor) or values[0].ndim != 4:
-        described = ", ".join(f"{tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__ for v in values)
-        raise ModelLoadError(
-            f"{name} takes {len(values)} input(s) ({described or 'none'}); this app needs a program with one "
-            "N×C×H×W image input. Export the model with a single image batch as its example input."
-        )
-    dims = tuple(values[0].shape)
-    if not all(isinstance(d, int) for d in dims[1:]):
-        raise ModelLoadError(
-            f"{name} has a dynamic image size ({'×'.join(map(str, dims[1:]))}); export it with a fixed C×H×W "
-            "(only the batch dimension may be dynamic)."
-        )
-    batch = dims[0] if isinstance(dims[0], int) else None
-    return (int(dims[1]), int(dims[2]), int(dims[3])), batch
 
 
 def lift_program(program: torch.export.ExportedProgram) -> tuple[fx.GraphModule, LiftReport]:
@@ -369,7 +349,7 @@ def graph_model(
     manifest: dict, is_torchscript: bool = False,
 ) -> LoadedModel:
     """A LoadedModel for a graph form: Fashion-MNIST for 1×28×28 with 10 classes, ImageNet statistics for RGB."""
-    from core.data import FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD
+    from core.fashion_mnist import FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD
 
     is_fashion = input_shape == (1, 28, 28) and num_classes == 10
     channels = input_shape[0]

@@ -10,27 +10,30 @@ Nothing here unpickles untrusted data: state dicts go through ``torch.load(weigh
 from __future__ import annotations
 
 import json
-import pickle
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
 from core.models.architectures import SAMPLE_ARCHITECTURES
 from core.models.checkpoints import apply_state_dict
 from core.models.errors import ModelLoadError
-from core.models.preprocessing import Preprocessing
+from core.models.loaded import (  # noqa: F401  (re-exported: the pages and the CLI import them from here)
+    FASHION_MNIST,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RANDOM_WEIGHTS_MEANING,
+    LoadedModel,
+    random_weights_note,
+)
+from core.models.state_dicts import read_state_dict, require_nonempty_file
 
 if TYPE_CHECKING:
     from core.models.torchscript_probe import ProbeLimits
 
 SAMPLE_MODELS_DIR = Path(__file__).resolve().parent.parent.parent / "sample_models"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-FASHION_MNIST = "fashion_mnist"
 
 
 @dataclass(frozen=True)
@@ -43,60 +46,7 @@ class SourceInfo:
     needs_file: bool = False
 
 
-@dataclass
-class LoadedModel:
-    """A model ready for the engine: fp32, CPU, eval mode, plus everything measurement needs to know about it."""
-
-    source_id: str
-    label: str
-    module: nn.Module
-    architecture: str
-    input_shape: tuple[int, int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    num_classes: int
-    dataset: str | None  # the dataset it is evaluated on; None → synthetic inputs only
-    accuracy_meaningful: bool
-    weights_note: str
-    class_names: tuple[str, ...] | None = None
-    is_torchscript: bool = False  # the module is a TorchScript ScriptModule (a graph that could not be lifted)
-    manifest: dict = field(default_factory=dict)
-    # How the model arrived: "module" (Python nn.Module: sample, torchvision, timm, state_dict), "torchscript",
-    # "exported" (a torch.export ExportedProgram) or "onnx". Graph forms are lifted to an nn.Module with real
-    # Conv2d / Linear layers where possible (core.models.lifting); the form still decides which methods apply.
-    form: str = "module"
-    # Resize-shorter-side → centre-crop preprocessing for image folders (torchvision weights metadata, timm's
-    # data config); None → images are resized straight to the input size.
-    preprocessing: Preprocessing | None = None
-
-    @property
-    def params(self) -> int:
-        return sum(p.numel() for p in self.module.parameters())
-
-    @property
-    def size_fp32_bytes(self) -> int:
-        return sum(t.numel() * 4 for t in _float_tensors(self.module))
-
-    @property
-    def size_fp16_bytes(self) -> int:
-        return sum(t.numel() * 2 for t in _float_tensors(self.module))
-
-    def example_input(self, batch_size: int = 1) -> torch.Tensor:
-        return torch.randn((batch_size, *self.input_shape), generator=torch.Generator().manual_seed(0))
-
-
-def _float_tensors(module: nn.Module) -> list[torch.Tensor]:
-    return [t for t in module.state_dict().values() if isinstance(t, torch.Tensor) and t.is_floating_point()]
-
-
 # --------------------------------------------------------------------------- registry
-
-# What a random-weights model's numbers mean: every page, the CLI and the records use these words.
-RANDOM_WEIGHTS_MEANING = (
-    "accuracy numbers are not meaningful for random weights; size, latency and output SNR / agreement against its "
-    "own fp32 output are"
-)
-
 
 def accuracy_meaning(*, accuracy_meaningful: bool, weights_note: str | None) -> str | None:
     """What a page or the CLI says when accuracy is not meaningful: why, and which numbers are (None when it is)."""
@@ -107,11 +57,6 @@ def accuracy_meaning(*, accuracy_meaningful: bool, weights_note: str | None) -> 
                 "the model's own fp32 output are.")
     return ("No labelled dataset for this model: accuracy is not measured. Size, latency and output SNR / agreement "
             "against the uncompressed model are meaningful.")
-
-
-def random_weights_note(calibration: str) -> str:
-    """The weights note of a randomly initialised model (starts with "random", as core.evaluation checks)."""
-    return f"random initialisation ({calibration}) — {RANDOM_WEIGHTS_MEANING}"
 
 
 def sample_manifest() -> dict:
@@ -228,7 +173,7 @@ def preflight_model(source_id: str, *, weights: Path | None = None) -> None:
 def load_sample(name: str, *, weights: Path | None = None) -> LoadedModel:
     if name not in SAMPLE_ARCHITECTURES:
         raise ModelLoadError(f"unknown sample model '{name}'; choose one of {', '.join(SAMPLE_ARCHITECTURES)}.")
-    from core.data import FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD
+    from core.fashion_mnist import FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD
 
     module = SAMPLE_ARCHITECTURES[name]()
     path = weights or SAMPLE_MODELS_DIR / f"{name}.safetensors"
@@ -268,7 +213,7 @@ def load_torchscript(path: Path, *, limits: ProbeLimits | None = None, server_ad
     path = Path(path)
     if not torchscript_uploads_allowed(server_address):
         raise ModelLoadError(torchscript_disabled_message())
-    _require_nonempty_file(path)
+    require_nonempty_file(path)
     if not zipfile.is_zipfile(path):
         raise ModelLoadError(f"{path.name} is not a TorchScript archive (not a zip file); export with torch.jit.save.")
     probe = probe_torchscript(path, limits=limits)
@@ -287,75 +232,3 @@ def load_torchscript(path: Path, *, limits: ProbeLimits | None = None, server_ad
         form="torchscript", input_shape=probe.input_shape, num_classes=probe.num_classes, manifest=manifest,
         is_torchscript=module is None,
     )
-
-
-# --------------------------------------------------------------------------- state dicts
-
-
-def _require_nonempty_file(path: Path) -> None:
-    path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"file not found: {path}")
-    if path.stat().st_size == 0:
-        raise ModelLoadError(f"{path.name} is empty (0 bytes); upload the file again.")
-
-
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Read weights without executing anything: safetensors, or torch.load(weights_only=True)."""
-    path = Path(path)
-    _require_nonempty_file(path)
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            state = load_file(str(path))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise ModelLoadError(f"{path.name} is not a valid safetensors file ({exc}); it may be truncated.") from None
-        return _finite(state, path.name)
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else ""
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            raise ModelLoadError(
-                f"{path.name} contains Python objects or code, not just tensors, and was refused for safety "
-                f"({msg[:160]}). Save a plain state_dict (torch.save(model.state_dict())) or use safetensors."
-            ) from None
-        raise ModelLoadError(f"{path.name} is not a PyTorch weights file ({msg[:160]}).") from None
-    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError, zipfile.BadZipFile) as exc:
-        raise ModelLoadError(
-            f"{path.name} is corrupt or truncated, or not a file written by torch.save "
-            f"({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}). Upload it again, or save a "
-            "plain state_dict (torch.save(model.state_dict(), path)) or a .safetensors file."
-        ) from None
-    if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        for key in ("state_dict", "model_state_dict", "model"):
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelLoadError(f"{path.name} does not hold a state_dict (a mapping of parameter names to tensors).")
-    return _finite({k.removeprefix("module."): v for k, v in obj.items()}, path.name)
-
-
-def nonfinite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
-    """'name (k NaN, j inf)' for every floating tensor holding NaN or ±inf values."""
-    found = []
-    for key, tensor in state.items():
-        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
-            nan = int(torch.isnan(tensor).sum())
-            inf = int(torch.isinf(tensor).sum())
-            if nan or inf:
-                found.append(f"{key} ({', '.join(p for p in (f'{nan:,} NaN' if nan else '', f'{inf:,} inf' if inf else '') if p)})")
-    return found
-
-
-def _finite(state: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
-    bad = nonfinite_tensors(state)
-    if bad:
-        raise ModelLoadError(
-            f"{name} has NaN or infinite values in {len(bad)} tensor(s): {', '.join(bad[:5])}{' …' if len(bad) > 5 else ''}. "
-            "The weights are corrupt or training diverged; use weights saved from a healthy checkpoint."
-        )
-    return state

@@ -18,10 +18,11 @@ from torch import nn
 from core.models.bn_calibration import prepare_random_weights
 from core.models.checkpoints import apply_state_dict, checkpoint_num_classes, head_outputs
 from core.models.errors import unknown_name
+from core.models.loaded import LoadedModel, random_weights_note
 from core.models.memory_guard import check_fits_in_memory
 from core.models.output_check import check_class_scores
 from core.models.preprocessing import INTERPOLATIONS, Preprocessing
-from core.models.sources import LoadedModel, random_weights_note, read_state_dict
+from core.models.state_dicts import read_state_dict
 
 
 @functools.cache

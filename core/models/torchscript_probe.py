@@ -29,8 +29,9 @@ import torch
 from torch import nn
 
 from core.formatting import fmt_bytes
+from core.models.errors import ModelLoadError
 from core.models.output_check import describe_output
-from core.models.sources import ModelLoadError, nonfinite_tensors
+from core.models.state_dicts import nonfinite_tensors
 
 ALLOW_ENV = "COMPRESSION_STUDIO_ALLOW_TORCHSCRIPT"
 PROBE_SHAPES: tuple[tuple[int, int, int], ...] = ((1, 28, 28), (3, 224, 224), (3, 32, 32), (1, 32, 32))
@@ -142,11 +143,30 @@ def _not_scores(name: str, what: str, *, more: bool = False) -> str:
     )
 
 
+def exported_input_shape(program: torch.export.ExportedProgram, name: str) -> tuple[tuple[int, int, int], int | None]:
+    """(C, H, W) of the program's one image input, and its batch size when fixed (None: a dynamic batch)."""
+    user_inputs = list(program.graph_signature.user_inputs)
+    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    values = [placeholders[i].meta.get("val") for i in user_inputs if i in placeholders]
+    if len(values) != 1 or not isinstance(values[0], torch.Tensor) or values[0].ndim != 4:
+        described = ", ".join(f"{tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__ for v in values)
+        raise ModelLoadError(
+            f"{name} takes {len(values)} input(s) ({described or 'none'}); this app needs a program with one "
+            "N×C×H×W image input. Export the model with a single image batch as its example input."
+        )
+    dims = tuple(values[0].shape)
+    if not all(isinstance(d, int) for d in dims[1:]):
+        raise ModelLoadError(
+            f"{name} has a dynamic image size ({'×'.join(map(str, dims[1:]))}); export it with a fixed C×H×W "
+            "(only the batch dimension may be dynamic)."
+        )
+    batch = dims[0] if isinstance(dims[0], int) else None
+    return (int(dims[1]), int(dims[2]), int(dims[3])), batch
+
+
 def inspect_program(program: object, name: str) -> ProbeResult:
     """Check a loaded torch.export program: one N×C×H×W image input (its spec says the shape exactly), finite
     weights, an N×classes score output."""
-    from core.models.graph_forms import exported_input_shape
-
     if not isinstance(program, torch.export.ExportedProgram):
         raise ModelLoadError(f"{name} is not a torch.export program (it holds a {type(program).__name__}).")
     shape, batch = exported_input_shape(program, name)

@@ -19,10 +19,11 @@ from torch import nn
 from core.models.bn_calibration import prepare_random_weights
 from core.models.checkpoints import apply_state_dict, checkpoint_num_classes, head_outputs
 from core.models.errors import ModelLoadError, unknown_name
+from core.models.loaded import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, random_weights_note
 from core.models.memory_guard import check_fits_in_memory
 from core.models.output_check import check_class_scores
 from core.models.preprocessing import Preprocessing, default_preprocessing
-from core.models.sources import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, random_weights_note, read_state_dict
+from core.models.state_dicts import read_state_dict
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ and a deep link on that run executes the page file without app.py. Two things ke
   draws the one menu with ``st.page_link``, and ``st.navigation`` runs with ``position="hidden"``;
 - ``route()`` is the first thing app.py does and this module imports nothing but streamlit, so the menu is on
   screen before torch and coremltools are imported; a page file run without app.py calls it too
-  (``session.page_context``), and ``st.navigation`` switches Streamlit out of the legacy mode for the server.
+  (``shell.page_context``), and ``st.navigation`` switches Streamlit out of the legacy mode for the server.
 
 The file-based menu linked the home page as ``/Home``; a hidden alias keeps such links working.
 """

@@ -44,16 +44,6 @@ def set_app_context(context: tuple[LoadedModel | None, Dataset | None] | None) -
     _RUN.context = context
 
 
-def page_context() -> tuple[LoadedModel | None, Dataset | None]:
-    """The model and dataset that app.py loaded for this run; call it once, at the top of every page.
-
-    Streamlit still runs a page file without app.py in its legacy ``pages/`` mode: on a fresh server's first
-    request when that is a deep link, and on every AppTest run of a page. Then this does app.py's work in the
-    same run (a rerun would drop the click that started it).
-    """
-    context = getattr(_RUN, "context", None)
-    if context is None:
-        from pages._ui import shell  # imported here: shell imports this module
-
-        context = shell.prepare_legacy_run()
-    return context
+def app_context() -> tuple[LoadedModel | None, Dataset | None] | None:
+    """What app.py set for this run (None: the page runs alone; ``shell.page_context`` then prepares it)."""
+    return getattr(_RUN, "context", None)

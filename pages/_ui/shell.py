@@ -14,7 +14,7 @@ from core.progress import quiet_libraries
 from pages._ui import menu, queue_panel
 from pages._ui.errors import LOG, friendly_message
 from pages._ui.loading import current_dataset, current_model
-from pages._ui.session import init_session, set_app_context
+from pages._ui.session import app_context, init_session, set_app_context
 from pages._ui.widgets import sidebar
 
 
@@ -38,6 +38,19 @@ def prepare_legacy_run() -> tuple[LoadedModel | None, Dataset | None]:
 
 _SETTLED_PAGES: set[str] = set()
 _SETTLE_LOCK = threading.Lock()
+
+
+def page_context() -> tuple[LoadedModel | None, Dataset | None]:
+    """The model and dataset that app.py loaded for this run; call it once, at the top of every page.
+
+    Streamlit still runs a page file without app.py in its legacy ``pages/`` mode: on a fresh server's first
+    request when that is a deep link, and on every AppTest run of a page. Then this does app.py's work in the
+    same run (a rerun would drop the click that started it).
+    """
+    context = app_context()
+    if context is None:
+        context = prepare_legacy_run()
+    return context
 
 
 def settle_heap(page_title: str) -> None:

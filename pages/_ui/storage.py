@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,16 @@ from core.disk import enforce_caps, touch
 from core.formatting import fmt_bytes
 from core.paths import studio_home
 from core.store import ExperimentStore
+
+
+@dataclass(frozen=True)
+class StoredUpload:
+    """A file already on disk in this session's uploads folder (what a streamed upload field returns)."""
+
+    name: str
+    path: Path
+    digest: str
+    size: int
 
 
 @st.cache_resource(show_spinner=False)
@@ -53,8 +64,6 @@ def save_upload(uploaded: Any) -> tuple[Path, str]:
     Never copies the whole upload into one bytes object. Afterwards the uploads of all sessions are brought
     back under their size cap (core.disk: least recently used sessions first; this session's folder stays).
     """
-    from pages._ui.uploads import StoredUpload
-
     if isinstance(uploaded, StoredUpload):  # streamed to disk by core.uploads: already in place and hashed
         return uploaded.path, uploaded.digest
     saved = st.session_state.setdefault("saved_uploads", {})  # the page saves on every rerun: hash each file once

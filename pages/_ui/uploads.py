@@ -9,26 +9,15 @@ files Streamlit keeps in memory: ``server.maxUploadSize`` (.streamlit/config.tom
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 from core.formatting import fmt_bytes
 from core.uploads import NAME_HEADER, TOKEN_HEADER, UPLOAD_PATH, claim, issue_ticket, max_upload_bytes, route_mounted
+from pages._ui.storage import StoredUpload, store
 
 TICKETS_KEY = "uploads.tickets"  # session_state: widget key → upload token of this session
-
-
-@dataclass(frozen=True)
-class StoredUpload:
-    """A file already on disk in this session's uploads folder (what a streamed upload field returns)."""
-
-    name: str
-    path: Path
-    digest: str
-    size: int
 
 
 _CSS = """
@@ -137,8 +126,6 @@ def _component() -> Any:
 
 
 def _ticket(key: str, suffixes: tuple[str, ...], max_bytes: int) -> str:
-    from pages._ui.storage import store
-
     tickets = st.session_state.setdefault(TICKETS_KEY, {})
     if key not in tickets:
         s = store()

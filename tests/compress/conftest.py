@@ -7,7 +7,7 @@ import torch
 
 from core.data import Dataset, load_bundled_subset
 from core.models.sources import LoadedModel
-from tests.compress.tiny import fashion_cnn_model, tiny_model
+from tests.conftest import fashion_cnn_model, tiny_model
 
 torch.set_num_threads(2)
 

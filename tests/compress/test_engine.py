@@ -9,7 +9,7 @@ from core.compress import METHODS, CompressionError, compress
 from core.compress.layers import weight_layers
 from core.progress import Cancelled, Progress
 from core.specs import SPEC_TYPES, PalettizeSpec, PruneSpec, QuantizeWeightsSpec, TorchDynamicSpec
-from tests.compress.tiny import tiny_model
+from tests.conftest import tiny_model
 
 
 def test_every_spec_type_has_a_handler():

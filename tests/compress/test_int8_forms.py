@@ -30,7 +30,7 @@ from core.compress.int8_forms import (
 from core.measure.latency import LatencySettings, quantized_engine
 from core.models.sources import load_model
 from core.progress import Progress
-from tests.compress.tiny import tiny_model
+from tests.conftest import tiny_model
 
 QUICK = LatencySettings(
     threads=2, batch_sizes=(1,), warmup=1, min_repeats=3, max_repeats=6, seconds_per_batch_size=0.3, calls_per_turn=2

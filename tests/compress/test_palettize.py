@@ -7,8 +7,7 @@ import torch
 
 from core.compress import CompressionError, compress
 from core.specs import PalettizeSpec
-from tests.compress.checks import max_distinct_per_group, max_distinct_vectors
-from tests.compress.tiny import assert_unchanged, state_snapshot, tiny_model
+from tests.conftest import assert_unchanged, max_distinct_per_group, max_distinct_vectors, state_snapshot, tiny_model
 
 
 def _layer(result, name):

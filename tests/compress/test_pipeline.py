@@ -8,8 +8,7 @@ import torch
 from core.compress import compress
 from core.compress.layers import compression_types, read_metadata
 from core.specs import PalettizeSpec, PipelineSpec, PruneSpec, QuantizeWeightsSpec, SpecError
-from tests.compress.checks import max_distinct_per_group, sparsity
-from tests.compress.tiny import assert_unchanged, state_snapshot
+from tests.conftest import assert_unchanged, max_distinct_per_group, sparsity, state_snapshot
 
 LAYERS = ("conv2", "conv3", "conv4", "fc1")
 

@@ -7,8 +7,7 @@ import torch
 
 from core.compress import CompressionError, compress
 from core.specs import PruneSpec
-from tests.compress.checks import sparsity
-from tests.compress.tiny import assert_unchanged, state_snapshot, tiny_model
+from tests.conftest import assert_unchanged, sparsity, state_snapshot, tiny_model
 
 PRUNED = ("conv2", "conv3", "conv4", "fc1")
 

@@ -21,7 +21,7 @@ from core.models.graph_forms import lift_program
 from core.models.sources import LoadedModel, load_model
 from core.paths import HOME_ENV
 from core.specs import QuantizeActivationsSpec, TorchStaticSpec
-from tests.compress.tiny import assert_unchanged, loaded, state_snapshot
+from tests.conftest import assert_unchanged, loaded, state_snapshot
 
 GRAPH_ENGINE = "engine: FX graph mode on a module-level view of the exported graph"
 # the int8 form forced, so no form race is timed

@@ -7,8 +7,7 @@ import torch
 from core.compress import compress
 from core.compress.layers import locate, weight_of
 from core.specs import QuantizeActivationsSpec
-from tests.compress.checks import max_distinct_per_group
-from tests.compress.tiny import assert_unchanged, state_snapshot
+from tests.conftest import assert_unchanged, max_distinct_per_group, state_snapshot
 
 
 def _activation_quantizers(module) -> int:
@@ -50,7 +49,7 @@ def test_fine_tune_qat(tiny, fashion):
 def _relu6_net():
     from torch import nn
 
-    from tests.compress.tiny import loaded
+    from tests.conftest import loaded
 
     torch.manual_seed(0)
     module = nn.Sequential(

@@ -8,8 +8,7 @@ import torch
 from core.compress import compress
 from core.compress.layers import locate, weight_of
 from core.specs import QuantizeWeightsSpec, SpecError
-from tests.compress.checks import max_distinct_per_block, max_distinct_per_group
-from tests.compress.tiny import assert_unchanged, state_snapshot
+from tests.conftest import assert_unchanged, max_distinct_per_block, max_distinct_per_group, state_snapshot
 
 
 def _layer(result, name):

@@ -18,7 +18,7 @@ from core.measure.latency import LatencySettings, quantized_engine
 from core.measure.quality import snr_db
 from core.paths import HOME_ENV
 from core.specs import TorchStaticSpec
-from tests.compress.tiny import loaded
+from tests.conftest import loaded
 
 CPU = cpu_int8_features()
 pytestmark = pytest.mark.skipif(

@@ -7,7 +7,7 @@ from torch.ao.nn.quantized import dynamic as nnqd
 
 from core.compress import compress
 from core.specs import TorchDynamicSpec
-from tests.compress.tiny import assert_unchanged, state_snapshot
+from tests.conftest import assert_unchanged, state_snapshot
 
 
 def _by_name(result):

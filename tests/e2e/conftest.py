@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.browser import CHROMIUM, CHROMIUM_ARGS, ServerError, serve
+from core.app_browser import CHROMIUM, CHROMIUM_ARGS, ServerError, serve
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"

@@ -15,7 +15,6 @@ import pytest
 from tests.e2e.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, assert_metrics_fit
 from tests.e2e.conftest import assert_no_exception as _assert_no_exception
 from tests.e2e.conftest import full_page_screenshot as _screenshot
-from tests.e2e.conftest import require_chromium as _require_chromium  # noqa: F401  (test_learn_browser imports it)
 from tests.e2e.conftest import trace_names as _trace_names
 from tests.e2e.conftest import wait_idle as _wait_idle
 

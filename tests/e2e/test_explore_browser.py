@@ -8,7 +8,7 @@ import re
 import pytest
 
 from tests.e2e.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, assert_no_exception, wait_idle
-from tests.e2e.test_browser import _screenshot
+from tests.e2e.conftest import full_page_screenshot as _screenshot
 
 pytestmark = pytest.mark.browser
 

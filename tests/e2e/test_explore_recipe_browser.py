@@ -9,7 +9,7 @@ import re
 import pytest
 
 from tests.e2e.conftest import ARTIFACTS, assert_no_exception, explore_tab, settle, wait_idle
-from tests.e2e.test_browser import _screenshot
+from tests.e2e.conftest import full_page_screenshot as _screenshot
 
 pytestmark = pytest.mark.browser
 

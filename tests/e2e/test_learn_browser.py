@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.learn_rerender import (
+from core.app_browser import (
     RUN_FINISHED,
     choose_lesson,
     choose_radio,
@@ -27,7 +27,9 @@ from bench.learn_rerender import (
     timed_move,
     wait_idle,
 )
-from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS, _assert_no_exception, _require_chromium
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.conftest import assert_no_exception as _assert_no_exception
+from tests.e2e.conftest import require_chromium as _require_chromium
 
 pytestmark = pytest.mark.browser
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from bench.learn_rerender import choose_lesson
+from core.app_browser import choose_lesson
 from core.learn.lessons import LESSONS
 from core.story import PAGE_HEIGHT, PAGE_WIDTH
 from pages._ui.menu import menu_entries
@@ -27,7 +27,7 @@ from tests.e2e.conftest import (
     streamlit_server,
     wait_idle,
 )
-from tests.e2e.test_browser import _screenshot
+from tests.e2e.conftest import full_page_screenshot as _screenshot
 from tests.pages.conftest import run_real_experiment
 
 pytestmark = pytest.mark.browser

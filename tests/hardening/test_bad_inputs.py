@@ -7,9 +7,7 @@ allocates 20 GB on load, returns no class scores or has NaN weights (tests/model
 from __future__ import annotations
 
 import io
-import struct
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +19,8 @@ from core.data import DatasetError
 from core.dataset_choice import load_dataset_kind
 from core.models.sources import ModelLoadError, load_model
 from core.specs import PalettizeSpec, PruneSpec
+from tests.hardening.conftest import write_zip as _zip
+from tests.hardening.conftest import zip_bomb
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -29,25 +29,8 @@ def _png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _zip(path: Path, members: dict[str, bytes]) -> Path:
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return path
-
-
 def _folder_kwargs(channels: int = 3) -> dict:
     return dict(kind="folder", image_size=(16, 16), channels=channels, mean=(0.5,) * channels, std=(0.5,) * channels)
-
-
-def zip_bomb(path: Path) -> Path:
-    """A ~1 kB zip whose one image declares 3 GB uncompressed (the header a crafted bomb carries)."""
-    _zip(path, {"pets/cat/huge.png": bytes(1_000_000), "pets/dog/1.png": b"x"})
-    data = bytearray(path.read_bytes())
-    struct.pack_into("<I", data, data.find(b"PK\x03\x04") + 22, 3_000_000_000)
-    struct.pack_into("<I", data, data.find(b"PK\x01\x02") + 24, 3_000_000_000)
-    path.write_bytes(data)
-    return path
 
 
 def test_image_folder_zip_bomb(tmp_path, monkeypatch):

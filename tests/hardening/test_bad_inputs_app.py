@@ -11,7 +11,7 @@ from torch import nn
 
 from core.models.torchscript_probe import ALLOW_ENV
 from core.store import ExperimentStore
-from tests.hardening.test_bad_inputs import zip_bomb
+from tests.hardening.conftest import zip_bomb
 
 
 @pytest.fixture(scope="module")

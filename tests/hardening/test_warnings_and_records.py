@@ -17,7 +17,7 @@ from core.progress import (
     split_library_warnings,
 )
 from core.tables import experiments_frame
-from tests.test_store import make_record
+from tests.conftest import make_record
 
 
 def test_deprecations_and_untested_versions_are_kept_once():

@@ -24,7 +24,7 @@ from core.specs import (
     TorchDynamicSpec,
     TorchStaticSpec,
 )
-from tests.compress.tiny import tiny_model
+from tests.conftest import tiny_model
 
 torch.set_num_threads(2)
 

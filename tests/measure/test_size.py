@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import zipfile
 from pathlib import Path
@@ -158,3 +159,30 @@ def test_layer_bits_per_weight_agrees_with_the_theoretical_size() -> None:
     layer = _lut_layer()
     estimate = theoretical_size(layers=[layer], total_float_params=layer.params)
     assert layer_bits_per_weight(layer.to_dict()) == pytest.approx(estimate.bits_per_weight)
+
+
+def test_the_size_model_reads_each_registered_method_storage_without_importing_the_engine() -> None:
+    """core.measure sits below core.compress: each method's descriptor declares its storage kind to the size
+    model when it registers; a process that loaded no method says n/a for a stored layer instead of guessing."""
+    import subprocess
+    import sys
+
+    from core.compress import METHODS
+    from core.measure.size import storage_kinds
+
+    for name, descriptor in METHODS.items():
+        assert storage_kinds(name) == {descriptor.storage}, name
+    assert storage_kinds("prune+palettize") == {"sparse", "lut"} and storage_kinds("no_such_method") is None
+
+    layer = {"name": "fc", "type": "Linear", "shape": [10, 400], "params": 4000, "compressed": True,
+             "method": "palettize", "bits": 4, "n_luts": 1, "lut_entries": 16, "lut_bits": 16}
+    probe = ("import json, sys; from core.measure.size import layer_bits_per_weight; "
+             "print(json.dumps([layer_bits_per_weight(json.loads(sys.argv[1])), "
+             "'core.compress' in sys.modules]))")
+    alone = subprocess.run([sys.executable, "-c", probe, json.dumps(layer)], capture_output=True, text=True,
+                           check=True, cwd=Path(__file__).resolve().parents[2])
+    assert json.loads(alone.stdout.splitlines()[-1]) == [None, False]
+    with_engine = subprocess.run([sys.executable, "-c", "import core.compress; " + probe, json.dumps(layer)],
+                                 capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[2])
+    bits, _ = json.loads(with_engine.stdout.splitlines()[-1])
+    assert bits == pytest.approx(4 + 16 * 16 / 4000)

@@ -75,11 +75,11 @@ def test_tabs_flipped_images_and_diff(app, studio_home: Path) -> None:
 
 def test_html_report_of_real_experiments(studio_home: Path) -> None:
     from core.report import build_report
-    from tests.test_report import _Scripts
+    from tests.conftest import ReportScripts
 
     records = ExperimentStore(studio_home).list()
     page = build_report(records=records, budget_pts=5.0)
-    tags = _Scripts()
+    tags = ReportScripts()
     tags.feed(page)
     assert tags.sources == [] and tags.links == []  # nothing is fetched: it works offline
     for record in records:

@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.models.sources import random_weights_note
 from core.store import ExperimentStore
-from tests.test_store import make_record
+from tests.conftest import make_record
 
 MISMATCH = {
     "match": False,
