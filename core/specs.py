@@ -126,7 +126,7 @@ class LayerWidget:
     label: str
     default: Any
     help: str
-    slider_format: str | None = None
+    slider_format: str = ""  # "" = plain numbers; else st.slider's format
 
 
 @dataclass(frozen=True)
@@ -655,6 +655,11 @@ _PIPELINE_REASONS = {
     ("palettize", "quantize_weights"): "use palettize with lut_dtype='int8' to quantize the LUT instead",
     ("quantize_weights", "palettize"): "palettizing already-quantized weights is not supported by coremltools",
 }
+
+
+def pipeline_second_steps(first: str) -> tuple[str, ...]:
+    """The methods a joint pipeline may run after `first`, in display order."""
+    return tuple(m for m in SPEC_TYPES if (first, m) in _PIPELINE_ORDERS)
 
 
 @dataclass(frozen=True)
