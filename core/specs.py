@@ -112,7 +112,8 @@ def knob(default: Any, **metadata: Any) -> Any:
     return field(default=default, metadata={"knob": Knob(**metadata)})
 
 
-def _threshold(default: int) -> Any:
+def threshold_knob(default: int) -> Any:
+    """The weight_threshold field every weight method shares (layers at or below it stay uncompressed)."""
     return knob(default, label="Weight threshold", minimum=0, form_range=(0, 10_000_000), step=256, unit="weights",
                 per_layer=True, widget="number", column=2, order=9,
                 help="Layers with this many weights or fewer stay uncompressed: they save little and are fragile.")
@@ -154,7 +155,8 @@ _WORKFLOW_LABELS = {
 }
 
 
-def _workflow(default: str) -> Any:
+def workflow_knob(default: str) -> Any:
+    """The workflow field (a method's allowed workflows are its ``workflows`` class attribute)."""
     return knob(default, label="Workflow", choices=WORKFLOWS, widget="radio", horizontal=True,
                 option_labels=_WORKFLOW_LABELS,
                 help="Data-free uses only the weights; calibration also looks at real inputs; "
@@ -175,7 +177,7 @@ class CompressionSpec:
     help: ClassVar[str] = ""
     form: ClassVar[FormInfo | None] = None  # None: not on the Compress page's method tabs
 
-    workflow: str = _workflow("data_free")
+    workflow: str = workflow_knob("data_free")
     calibration_samples: int = knob(128, label="Calibration images", minimum=1, maximum=60_000, unit="images",
                                     options=(16, 32, 64, 128, 256, 512, 1024, 2048), widget="select_slider",
                                     workflows=("calibration",),
@@ -415,7 +417,7 @@ class PalettizeSpec(CompressionSpec):
                                     "unique": "unique values"},
                      help="k-means fits the weight distribution; uniform spaces levels evenly (data-free only); "
                      "unique uses the tensor's own values when it has at most 2ⁿ of them.")
-    weight_threshold: int = _threshold(2048)
+    weight_threshold: int = threshold_knob(2048)
 
     def check_combination(self) -> None:
         if self.mode != "kmeans" and self.workflow != "data_free":
@@ -473,7 +475,7 @@ class QuantizeWeightsSpec(CompressionSpec):
     mode: str = knob("symmetric", label="Grid", choices=("symmetric", "asymmetric"), per_layer=True, widget="radio",
                      horizontal=True, column=0,
                      help="Symmetric grids are centred on zero; asymmetric adds a zero-point for skewed weights.")
-    weight_threshold: int = _threshold(2048)
+    weight_threshold: int = threshold_knob(2048)
 
     def check_combination(self) -> None:
         if self.workflow == "fine_tune" and self.granularity == "per_block":
@@ -501,7 +503,7 @@ class QuantizeActivationsSpec(CompressionSpec):
         "coremltools' ResNet50 guide). On a Neural Engine this is what runs faster; on a Linux CPU it is simulated "
         "in PyTorch.")
 
-    workflow: str = _workflow("calibration")
+    workflow: str = workflow_knob("calibration")
     mode: str = knob("symmetric", label="Grid", choices=("symmetric", "asymmetric"), per_layer=True, widget="radio",
                      horizontal=True, column=0,
                      help="Symmetric int8 (as in coremltools' ResNet50 guide) or with a zero-point.")
@@ -556,7 +558,7 @@ class PruneSpec(CompressionSpec):
                           help="n of every m consecutive weights are zeroed.")),
                ("m", Knob(label="m (group)", kind="int", minimum=2, maximum=16, widget="number",
                           help="Group length for n:m sparsity."))))
-    weight_threshold: int = _threshold(2048)
+    weight_threshold: int = threshold_knob(2048)
 
     def __post_init__(self) -> None:
         if isinstance(self.n_m, list):
@@ -616,7 +618,7 @@ class TorchStaticSpec(CompressionSpec):
         tab="PyTorch int8", key="torch", caption=_TORCH_INT8, kind="static",
         kind_label="static int8 (weights + activations, fused Conv+BN+ReLU)")
 
-    workflow: str = _workflow("calibration")
+    workflow: str = workflow_knob("calibration")
     # the qconfig recipe the observers follow (x86's reduce_range activations run on every engine)
     backend: str = knob("x86", label="Backend", choices=("x86", "fbgemm", "qnnpack", "onednn"), per_layer=True,
                         widget="selectbox", column=0,

@@ -54,6 +54,7 @@ class CoreMLSide:
     label: str = ""
     help: str = ""
     key: str = ""
+    form_range: tuple | None = None  # the slider's span there, when narrower than the knob's own
 
 
 @dataclass(frozen=True)

@@ -218,6 +218,21 @@ def method_tab(members: list[type[CompressionSpec]], *, model_layers: dict) -> t
     return chosen.method, method_form(chosen, model_layers=model_layers)
 
 
+def coreml_side_form(method: str) -> CompressionSpec | None:
+    """The Model page's form for compressing an uploaded .mlpackage: the method's one Core ML-side knob (its
+    choices or range from the spec's metadata), widget key cfg.ml.<key>."""
+    side = method_descriptor(method).coreml_side
+    spec_cls = spec_type(method)
+    meta = spec_cls.knobs()[side.knob]
+    if side.form_range:
+        meta = dataclasses.replace(meta, form_range=side.form_range)
+    value = draw_knob(meta, key=persistent(f"cfg.ml.{side.key}", spec_cls.default_of(side.knob)),
+                      options=spec_cls.offered_values(side.knob), label=side.label, help=side.help)
+    if meta.value_kind(spec_cls.default_of(side.knob)) == "float":
+        value = float(value)
+    return build(lambda: spec_cls(**{side.knob: value}))
+
+
 PIPELINE_KEY = "cfg.pipe."  # the joint pipeline's widget keys
 
 
