@@ -12,7 +12,6 @@ and registration.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import textwrap
@@ -188,24 +187,15 @@ def snippet(spec: SparseGPTSpec, recipe: dict, var: str) -> str:
 # --------------------------------------------------------------------------- handler
 
 
-class _Captured(Exception):
-    """Stops a calibration forward pass once the layer being pruned has seen its input."""
-
-
 def _layer_inputs(module: nn.Module, layer: nn.Module, batches: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The inputs `layer` receives for each calibration batch in `module` as it is now (earlier layers pruned)."""
+    """The inputs `layer` receives for the calibration batches in `module` as it is now (earlier layers pruned);
+    every call counts (a graph evaluated in slices calls a layer once per slice)."""
     seen: list[torch.Tensor] = []
-
-    def capture(_layer: nn.Module, args: tuple) -> None:
-        seen.append(args[0].detach())
-        raise _Captured
-
-    handle = layer.register_forward_pre_hook(capture)
+    handle = layer.register_forward_pre_hook(lambda _layer, args: seen.append(args[0].detach()))
     try:
         with torch.no_grad():
             for inputs in batches:
-                with contextlib.suppress(_Captured):
-                    module(inputs)
+                module(inputs)
     finally:
         handle.remove()
     return seen
