@@ -65,7 +65,7 @@ class MethodDescriptor:
     label: str  # "Palettize"
     color: str  # chart colour, hex
     source: str  # where the method and its defaults come from, in plain words
-    spec_type: type  # the frozen spec dataclass (core.specs)
+    spec_type: type  # the frozen spec dataclass (core.specs, or the method module); the handler is keyed by it
     handler: Callable[..., Any]  # (module_copy, spec, context) -> CompressionResult
     # spec -> the per-layer eligibility check ``(name, layer, layer_spec) -> reason | None`` the handler plans with
     eligibility: Callable[[Any], Callable[..., str | None]]
