@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 import yaml
 
 WORKFLOWS = ("data_free", "calibration", "fine_tune")
+WIDGET_KEY_PREFIX = "cfg."  # the pages' persistent widget keys: cfg.<form key>.<field> (kept across page switches)
+_UNSET: Any = object()
 
 
 class SpecError(ValueError):
@@ -50,29 +52,155 @@ def _check_float(name: str, value: Any, *, low: float, high: float, low_open: bo
         raise SpecError(f"{name} must be in {lo}{low}, {high}{hi}; got {value}.")
 
 
+# --------------------------------------------------------------------------- knob metadata
+
+
+@dataclass(frozen=True)
+class Knob:
+    """Everything known about one setting of a spec: what is allowed, what a form offers, and how it reads.
+
+    Validation (``CompressionSpec.__post_init__``), the Compress page's generic form, the Model page's Core ML
+    form, the Learn hand-off and sweep grids all read this, so a value list is written once.
+    """
+
+    label: str
+    help: str
+    kind: str = ""  # "choice", "bool", "int", "float", "pair"; "" = from the default's type (a str default: choice)
+    choices: tuple = ()  # the allowed values (and the offered ones unless `options` says otherwise)
+    minimum: float | None = None  # numeric range that validation enforces
+    maximum: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    optional: bool = False  # None is allowed (e.g. max_steps: None = full epochs)
+    step: float | None = None  # the form's step for sliders / number inputs
+    options: tuple = ()  # values a form offers for a range knob (a select slider)
+    form_range: tuple | None = None  # (low, high) a form's slider / number input spans, when narrower than valid
+    unit: str = ""  # "bits", "images", "weights" … (shown with values where useful)
+    per_layer: bool = False  # may differ per layer (an override key)
+    widget: str = ""  # radio | select_slider | selectbox | toggle | slider | number | a custom widget's name
+    option_labels: dict = field(default_factory=dict)  # value → the text a form shows for it
+    option_format: str = ""  # format spec of a value's text, e.g. "g" or ","
+    slider_format: str | None = None  # st.slider's format, e.g. "percent"
+    horizontal: bool = False
+    column: int | None = None  # column 0–2 of the form; None = full width
+    order: int = 0  # place within its column (ties keep the field order)
+    enabled_when: dict = field(default_factory=dict)  # field → values under which this knob is enabled
+    workflows: tuple[str, ...] = ()  # drawn only under these workflows; () = always
+    on_form: bool = True  # False: part of the spec, set by another widget (e.g. torch_static's graph)
+    none_as: Any = _UNSET  # what a form shows for None (e.g. 0 steps = full epochs)
+    sweep: tuple = ()  # the values a sweep of this method varies by default; () = not swept
+    parts: tuple[tuple[str, Knob], ...] = ()  # a pair drawn as separate widgets: ((key, knob), …)
+
+    def value_kind(self, default: Any) -> str:
+        if self.kind:
+            return self.kind
+        if self.choices or isinstance(default, str):
+            return "choice"
+        if isinstance(default, bool):
+            return "bool"
+        return "int" if isinstance(default, int) else "float"
+
+    def text(self, value: Any) -> str:
+        """How a form shows one value."""
+        if value in self.option_labels:
+            return str(self.option_labels[value])
+        return format(value, self.option_format) if self.option_format else str(value)
+
+
+def knob(default: Any, **metadata: Any) -> Any:
+    """A spec field with its knob metadata (``Knob``) and default."""
+    return field(default=default, metadata={"knob": Knob(**metadata)})
+
+
+def threshold_knob(default: int) -> Any:
+    """The weight_threshold field every weight method shares (layers at or below it stay uncompressed)."""
+    return knob(default, label="Weight threshold", minimum=0, form_range=(0, 10_000_000), step=256, unit="weights",
+                per_layer=True, widget="number", column=2, order=9,
+                help="Layers with this many weights or fewer stay uncompressed: they save little and are fragile.")
+
+
+@dataclass(frozen=True)
+class LayerWidget:
+    """The per-layer override widget of a method's form: which knob, and how it reads there."""
+
+    field: str
+    label: str
+    default: Any
+    help: str
+    slider_format: str = ""  # "" = plain numbers; else st.slider's format
+
+
+@dataclass(frozen=True)
+class FormInfo:
+    """Where and how a method appears on the Compress page."""
+
+    tab: str  # the tab that shows it
+    key: str  # widget keys: cfg.<key>.<field>
+    caption: str = ""
+    kind: str = ""  # in a tab shared by several methods: this method's value in the tab's Kind radio
+    kind_label: str = ""
+    kind_rank: int = 0  # order within a shared tab (the first is the default)
+    layer_widget: LayerWidget | None = None  # the "different setting for these layers" widget; None: skip only
+    overrides: bool = True  # offer per-layer overrides at all
+    nothing_eligible: str = ""  # said when no layer of the model would be compressed
+
+
 # method name → spec class, in definition order (the display order); filled by CompressionSpec subclasses
 SPEC_TYPES: dict[str, type[CompressionSpec]] = {}
+
+_WORKFLOW_LABELS = {
+    "data_free": "Data-free — no data, seconds",
+    "calibration": "Calibration — a few hundred images",
+    "fine_tune": "Fine-tune — training steps, minutes",
+}
+
+
+def workflow_knob(default: str) -> Any:
+    """The workflow field (a method's allowed workflows are its ``workflows`` class attribute)."""
+    return knob(default, label="Workflow", choices=WORKFLOWS, widget="radio", horizontal=True,
+                option_labels=_WORKFLOW_LABELS,
+                help="Data-free uses only the weights; calibration also looks at real inputs; "
+                "fine-tune trains the compressed model to recover accuracy.")
 
 
 @dataclass(frozen=True)
 class CompressionSpec:
     """Fields every method shares: the workflow and its data/fine-tuning budget, and per-layer overrides.
 
-    A subclass that names its ``method`` registers itself in ``SPEC_TYPES``, so spec parsing knows it.
+    A subclass that names its ``method`` registers itself in ``SPEC_TYPES``, so spec parsing knows it. Every field
+    but ``overrides`` carries its ``Knob``; ``__post_init__`` validates each against it, then ``check_combination``
+    (a subclass's rules between fields).
     """
 
     method: ClassVar[str] = ""
     workflows: ClassVar[tuple[str, ...]] = WORKFLOWS
     help: ClassVar[str] = ""
+    form: ClassVar[FormInfo | None] = None  # None: not on the Compress page's method tabs
 
-    workflow: str = "data_free"
-    calibration_samples: int = 128
-    epochs: int = 1
-    max_steps: int | None = None  # stop fine-tuning after this many optimiser steps (None: full epochs)
-    learning_rate: float = 1e-4
-    train_limit: int = 10_000  # at most this many training images for fine-tuning
-    batch_size: int = 64
-    seed: int = 0
+    workflow: str = workflow_knob("data_free")
+    calibration_samples: int = knob(128, label="Calibration images", minimum=1, maximum=60_000, unit="images",
+                                    options=(16, 32, 64, 128, 256, 512, 1024, 2048), widget="select_slider",
+                                    workflows=("calibration",),
+                                    help="Class-balanced images from the training pool (never the evaluation images).")
+    epochs: int = knob(1, label="Epochs", minimum=1, maximum=1000, form_range=(1, 50), widget="number", column=0,
+                       workflows=("fine_tune",), help="Passes over the fine-tuning images.")
+    # stop fine-tuning after this many optimiser steps (None: full epochs)
+    max_steps: int | None = knob(None, label="Stop after steps (0 = full epochs)", kind="int", minimum=1, optional=True,
+                                 none_as=0, form_range=(0, 100_000), step=50, widget="number", column=1,
+                                 workflows=("fine_tune",), help="Caps the optimiser steps, to keep demos short.")
+    learning_rate: float = knob(1e-4, label="Learning rate", minimum=0.0, maximum=10.0, low_open=True,
+                                options=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3), option_format="g",
+                                widget="select_slider", column=1, workflows=("fine_tune",),
+                                help="Small: the model is already trained, fine-tuning only repairs it.")
+    train_limit: int = knob(10_000, label="Fine-tuning images", minimum=1, unit="images",
+                            options=(500, 1000, 2000, 5000, 10_000, 20_000, 60_000), option_format=",",
+                            widget="select_slider", column=2, workflows=("fine_tune",),
+                            help="At most this many training images (fewer if the dataset has fewer).")
+    batch_size: int = knob(64, label="Batch size", minimum=1, maximum=4096, options=(16, 32, 64, 128, 256),
+                           widget="select_slider", column=0, workflows=("fine_tune",), help="Images per optimiser step.")
+    seed: int = knob(0, label="Seed", minimum=0, form_range=(0, 2**31 - 1), widget="number",
+                     workflows=("calibration", "fine_tune"),
+                     help="Fixes which images are drawn and the training order: same seed, same result.")
     overrides: dict[str, dict | None] = field(default_factory=dict)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -83,15 +211,36 @@ class CompressionSpec:
             SPEC_TYPES[cls.method] = cls
 
     def __post_init__(self) -> None:
-        _check_choice(f"workflow for {self.method}", self.workflow, self.workflows)
-        _check_int("calibration_samples", self.calibration_samples, minimum=1, maximum=60_000)
-        _check_int("epochs", self.epochs, minimum=1, maximum=1000)
-        if self.max_steps is not None:
-            _check_int("max_steps", self.max_steps, minimum=1)
-        _check_float("learning_rate", self.learning_rate, low=0.0, high=10.0, low_open=True)
-        _check_int("train_limit", self.train_limit, minimum=1)
-        _check_int("batch_size", self.batch_size, minimum=1, maximum=4096)
-        _check_int("seed", self.seed, minimum=0)
+        shared = set(shared_fields())
+        own = [name for name in self.knobs() if name not in shared]
+        for name in [*own, *(name for name in self.knobs() if name in shared)]:
+            self._check_knob(name)
+        self.check_combination()
+        self._check_overrides()
+
+    def _check_knob(self, name: str) -> None:
+        meta = self.knobs()[name]
+        value = getattr(self, name)
+        allowed = self.allowed_values(name)
+        label = f"workflow for {self.method}" if name == "workflow" else name
+        kind = meta.value_kind(self.default_of(name))
+        if value is None and meta.optional:
+            return
+        if allowed:
+            _check_choice(label, value, allowed)
+        elif kind == "bool":
+            _check_choice(label, value, (True, False))
+        elif kind == "int":
+            _check_int(label, value, minimum=int(meta.minimum or 0),
+                       maximum=None if meta.maximum is None else int(meta.maximum))
+        elif kind == "float":
+            _check_float(label, value, low=meta.minimum, high=meta.maximum, low_open=meta.low_open,
+                         high_open=meta.high_open)
+
+    def check_combination(self) -> None:
+        """A subclass's rules between fields (after every field passed its own check)."""
+
+    def _check_overrides(self) -> None:
         if not isinstance(self.overrides, dict):
             raise SpecError("overrides must be a mapping of layer-name regex → partial spec or null.")
         for pattern, partial in self.overrides.items():
@@ -112,12 +261,49 @@ class CompressionSpec:
                 )
             self.for_layer_values(partial)  # validates the merged values
 
+    # ---- the knobs
+    @classmethod
+    def knobs(cls) -> dict[str, Knob]:
+        """Every field's Knob, in field order."""
+        return {f.name: f.metadata["knob"] for f in dataclasses.fields(cls) if "knob" in f.metadata}
+
+    @classmethod
+    def own_knobs(cls) -> dict[str, Knob]:
+        """The method's own knobs (not the shared workflow and budget fields)."""
+        shared = set(shared_fields())
+        return {name: meta for name, meta in cls.knobs().items() if name not in shared}
+
+    @classmethod
+    def default_of(cls, name: str) -> Any:
+        return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+    @classmethod
+    def allowed_values(cls, name: str) -> tuple:
+        """The values a choice knob allows (a method's workflows for 'workflow'); () for a range knob."""
+        return cls.workflows if name == "workflow" else cls.knobs()[name].choices
+
+    @classmethod
+    def offered_values(cls, name: str) -> tuple:
+        """The values a form offers: the knob's options, else its allowed values."""
+        return cls.knobs()[name].options or cls.allowed_values(name)
+
+    @classmethod
+    def widget_key(cls, name: str) -> str:
+        """The Compress page's widget key of a field (or of a part of a pair, e.g. 'n' of n_m)."""
+        if cls.form is None:
+            raise KeyError(f"{cls.method} has no Compress form.")
+        return f"{WIDGET_KEY_PREFIX}{cls.form.key}.{name}"
+
+    @classmethod
+    def sweep_axes(cls) -> dict[str, tuple]:
+        """Field → the values a sweep varies by default (the knobs that declare `sweep`)."""
+        return {name: meta.sweep for name, meta in cls.knobs().items() if meta.sweep}
+
     # ---- per-layer resolution
     @classmethod
     def layer_fields(cls) -> tuple[str, ...]:
-        """Fields that may differ per layer (the method's own knobs)."""
-        shared = {f.name for f in dataclasses.fields(CompressionSpec)}
-        return tuple(f.name for f in dataclasses.fields(cls) if f.name not in shared)
+        """Fields that may differ per layer (knobs declared ``per_layer``)."""
+        return tuple(name for name, meta in cls.knobs().items() if meta.per_layer)
 
     def for_layer_values(self, partial: dict) -> CompressionSpec:
         return dataclasses.replace(self, overrides={}, **partial)
@@ -166,31 +352,74 @@ class CompressionSpec:
                 "fine_tune": "fine-tuned"}.get(self.workflow, self.workflow)
 
 
+def shared_fields() -> tuple[str, ...]:
+    """The fields every method has (workflow, data and fine-tuning budget, seed, overrides)."""
+    return tuple(f.name for f in dataclasses.fields(CompressionSpec))
+
+
+def spec_type(method: str) -> type[CompressionSpec]:
+    """The spec class of a method, loading the method modules first if it is not known yet."""
+    if method not in SPEC_TYPES:
+        _load_method_modules()
+    if method not in SPEC_TYPES:
+        raise SpecError(f"unknown method {method!r}; choose one of {', '.join(SPEC_TYPES)} (or give 'steps').")
+    return SPEC_TYPES[method]
+
+
+def _load_method_modules() -> None:
+    """A method module may declare its spec next to its handler (core/compress/<method>.py); importing the
+    compression package imports every method module, so each such spec registers itself. By name, because the
+    method modules build on this module."""
+    import importlib
+
+    importlib.import_module("core.compress")
+
+
 @dataclass(frozen=True)
 class PalettizeSpec(CompressionSpec):
     """Weight palettization: each weight becomes an index into a small look-up table (LUT)."""
 
     method: ClassVar[str] = "palettize"
     help: ClassVar[str] = "k-means LUT of 2^n_bits entries per tensor or channel group (coremltools)"
+    form: ClassVar[FormInfo] = FormInfo(
+        tab="Palettize", key="palettize",
+        caption="k-means LUT of 2^n_bits entries per tensor or channel group (coremltools). "
+        "Fewer bits: smaller file, more rounding error.",
+        layer_widget=LayerWidget("n_bits", "Bits for those layers", 8, "Their LUT has 2ⁿ entries."))
 
-    n_bits: int = 4
-    granularity: str = "per_tensor"
-    group_size: int = 16
-    enable_per_channel_scale: bool = False
-    cluster_dim: int = 1
-    lut_dtype: str = "float"
-    mode: str = "kmeans"
-    weight_threshold: int = 2048
+    n_bits: int = knob(4, label="Bits per weight (LUT of 2ⁿ values)", choices=(1, 2, 3, 4, 6, 8), unit="bits",
+                       per_layer=True, widget="select_slider", column=0, sweep=(8, 6, 4, 3, 2),
+                       help="8 and 6 bits are nearly lossless; 4 needs care; 3 and below usually need calibration "
+                       "or fine-tuning.")
+    granularity: str = knob("per_tensor", label="LUT granularity", choices=("per_tensor", "per_grouped_channel"),
+                            per_layer=True, widget="radio", column=0,
+                            option_labels={"per_tensor": "one LUT per tensor",
+                                           "per_grouped_channel": "one LUT per group of output channels"},
+                            help="Grouped LUTs fit each group of channels better (coremltools' ResNet50 guide: 4-bit "
+                            "with groups of 16 → 4 channels recovers accuracy).")
+    group_size: int = knob(16, label="Channels per group", minimum=1, options=(1, 2, 4, 8, 16, 32, 64, 128),
+                           unit="channels", per_layer=True, widget="select_slider", column=0,
+                           enabled_when={"granularity": ("per_grouped_channel",)},
+                           help="Output channels sharing one LUT: smaller groups → more LUTs → better accuracy, "
+                           "slightly bigger.")
+    enable_per_channel_scale: bool = knob(False, label="Per-channel scale", per_layer=True, widget="toggle", column=2,
+                                          help="Normalise each output channel before clustering; helps when channel "
+                                          "ranges differ a lot.")
+    cluster_dim: int = knob(1, label="Vector size (cluster_dim)", minimum=1, maximum=8, options=(1, 2, 4, 8),
+                            unit="weights", per_layer=True, widget="select_slider", column=1,
+                            help="Vector palettization: each index selects a vector of this many weights.")
+    lut_dtype: str = knob("float", label="LUT values", choices=("float", "int8"), per_layer=True, widget="radio",
+                          horizontal=True, column=1, option_labels={"float": "fp16", "int8": "int8 (quantized LUT)"},
+                          help="Quantizing the LUT itself to int8 is a joint compression: a little smaller again.")
+    mode: str = knob("kmeans", label="How the LUT is chosen", choices=("kmeans", "uniform", "unique"), per_layer=True,
+                     widget="radio", column=1, order=-1,
+                     option_labels={"kmeans": "k-means clusters", "uniform": "uniform levels",
+                                    "unique": "unique values"},
+                     help="k-means fits the weight distribution; uniform spaces levels evenly (data-free only); "
+                     "unique uses the tensor's own values when it has at most 2ⁿ of them.")
+    weight_threshold: int = threshold_knob(2048)
 
-    def __post_init__(self) -> None:
-        _check_choice("n_bits", self.n_bits, (1, 2, 3, 4, 6, 8))
-        _check_choice("granularity", self.granularity, ("per_tensor", "per_grouped_channel"))
-        _check_int("group_size", self.group_size, minimum=1)
-        _check_choice("enable_per_channel_scale", self.enable_per_channel_scale, (True, False))
-        _check_int("cluster_dim", self.cluster_dim, minimum=1, maximum=8)
-        _check_choice("lut_dtype", self.lut_dtype, ("float", "int8"))
-        _check_choice("mode", self.mode, ("kmeans", "uniform", "unique"))
-        _check_int("weight_threshold", self.weight_threshold, minimum=0)
+    def check_combination(self) -> None:
         if self.mode != "kmeans" and self.workflow != "data_free":
             raise SpecError(f"palettize mode {self.mode!r} is data-free only; use mode 'kmeans' for {self.workflow}.")
         if self.cluster_dim > 1 and self.granularity == "per_grouped_channel" and self.group_size % self.cluster_dim:
@@ -202,7 +431,6 @@ class PalettizeSpec(CompressionSpec):
             raise SpecError(f"lut_dtype 'int8' needs mode 'kmeans'; a {self.mode} LUT is stored in float16.")
         if self.mode == "uniform" and self.cluster_dim > 1:
             raise SpecError("mode 'uniform' builds a scalar LUT; use cluster_dim 1 or mode 'kmeans'.")
-        super().__post_init__()
 
     def summary(self) -> str:
         parts = [f"{self.n_bits}-bit palettization"]
@@ -225,25 +453,36 @@ class QuantizeWeightsSpec(CompressionSpec):
 
     method: ClassVar[str] = "quantize_weights"
     help: ClassVar[str] = "weights stored as int8/int4 with a scale (and zero-point) per channel or block"
+    form: ClassVar[FormInfo] = FormInfo(
+        tab="Quantize weights", key="qw",
+        caption="weights stored as int8/int4 with a scale (and zero-point) per channel or block. "
+        "Evenly spaced integer levels instead of a learned LUT.",
+        layer_widget=LayerWidget("dtype", "Type for those layers", "int8",
+                                 "e.g. keep a sensitive layer in int8 while the rest is int4."))
 
-    dtype: str = "int8"
-    granularity: str = "per_channel"
-    block_size: int = 32
-    mode: str = "symmetric"
-    weight_threshold: int = 2048
+    dtype: str = knob("int8", label="Integer type", choices=("int8", "int4"), per_layer=True, widget="radio",
+                      horizontal=True, column=0, sweep=("int8", "int4"),
+                      help="int8: 256 levels, usually lossless; int4: 16 levels, half the size again.")
+    granularity: str = knob("per_channel", label="Scale granularity", choices=("per_channel", "per_block"),
+                            per_layer=True, widget="radio", column=1,
+                            option_labels={"per_channel": "one scale per output channel",
+                                           "per_block": "one scale per block of inputs"},
+                            help="Blocks follow the weights more closely (better int4 accuracy) at the cost of more "
+                            "scales.")
+    block_size: int = knob(32, label="Block size", minimum=1, options=(8, 16, 32, 64, 128), unit="inputs",
+                           per_layer=True, widget="select_slider", column=1,
+                           enabled_when={"granularity": ("per_block",)}, help="Input channels per scale.")
+    mode: str = knob("symmetric", label="Grid", choices=("symmetric", "asymmetric"), per_layer=True, widget="radio",
+                     horizontal=True, column=0,
+                     help="Symmetric grids are centred on zero; asymmetric adds a zero-point for skewed weights.")
+    weight_threshold: int = threshold_knob(2048)
 
-    def __post_init__(self) -> None:
-        _check_choice("dtype", self.dtype, ("int8", "int4"))
-        _check_choice("granularity", self.granularity, ("per_channel", "per_block"))
-        _check_int("block_size", self.block_size, minimum=1)
-        _check_choice("mode", self.mode, ("symmetric", "asymmetric"))
-        _check_int("weight_threshold", self.weight_threshold, minimum=0)
+    def check_combination(self) -> None:
         if self.workflow == "fine_tune" and self.granularity == "per_block":
             raise SpecError(
                 "quantize_weights fine_tune (QAT with LinearQuantizer) quantizes per channel only; "
                 "use granularity 'per_channel', or the data_free / calibration workflow for per_block."
             )
-        super().__post_init__()
 
     def summary(self) -> str:
         gran = f"blocks of {self.block_size}" if self.granularity == "per_block" else "per channel"
@@ -258,17 +497,25 @@ class QuantizeActivationsSpec(CompressionSpec):
     method: ClassVar[str] = "quantize_activations"
     workflows: ClassVar[tuple[str, ...]] = ("calibration", "fine_tune")
     help: ClassVar[str] = "int8 weights and activations; activation ranges from calibration data"
+    form: ClassVar[FormInfo] = FormInfo(
+        tab="Activations W8A8", key="w8a8",
+        caption="int8 weights and activations; activation ranges from calibration data (the LinearQuantizer of "
+        "coremltools' ResNet50 guide). On a Neural Engine this is what runs faster; on a Linux CPU it is simulated "
+        "in PyTorch.")
 
-    workflow: str = "calibration"
-    mode: str = "symmetric"
-    weight_threshold: int = 0
-    weight_per_channel: bool = True  # False: one weight scale per tensor, which must cover its widest channel
-
-    def __post_init__(self) -> None:
-        _check_choice("mode", self.mode, ("symmetric", "asymmetric"))
-        _check_int("weight_threshold", self.weight_threshold, minimum=0)
-        _check_choice("weight_per_channel", self.weight_per_channel, (True, False))
-        super().__post_init__()
+    workflow: str = workflow_knob("calibration")
+    mode: str = knob("symmetric", label="Grid", choices=("symmetric", "asymmetric"), per_layer=True, widget="radio",
+                     horizontal=True, column=0,
+                     help="Symmetric int8 (as in coremltools' ResNet50 guide) or with a zero-point.")
+    weight_threshold: int = knob(0, label="Weight threshold", minimum=0, form_range=(0, 10_000_000), step=256,
+                                 unit="weights", per_layer=True, widget="number", column=1,
+                                 help="Layers with this many weights or fewer stay uncompressed: they save little "
+                                 "and are fragile.")
+    # False: one weight scale per tensor, which must cover its widest channel
+    weight_per_channel: bool = knob(True, label="Per-channel weight scales", per_layer=True, widget="toggle", column=0,
+                                    help="Off: one int8 scale for each whole weight tensor, which must cover its "
+                                    "widest channel. Depthwise convs (MobileNets) can have very different ranges per "
+                                    "channel.")
 
     def summary(self) -> str:
         how = self.workflow_words() if self.workflow == "calibration" else (
@@ -283,26 +530,47 @@ class PruneSpec(CompressionSpec):
 
     method: ClassVar[str] = "prune"
     help: ClassVar[str] = "zero the smallest weights; sparse storage keeps only the non-zeros and a bitmask"
+    form: ClassVar[FormInfo] = FormInfo(
+        tab="Prune", key="prune",
+        caption="zero the smallest weights; sparse storage keeps only the non-zeros and a bitmask. "
+        "The file shrinks once enough weights are zero for sparse storage to pay off.",
+        layer_widget=LayerWidget("target_sparsity", "Sparsity for those layers", 0.25,
+                                 "e.g. prune a sensitive layer less."))
 
-    target_sparsity: float = 0.5
-    structure: str = "unstructured"
-    block_size: int = 2
-    n_m: tuple[int, int] = (2, 4)
-    weight_threshold: int = 2048
+    target_sparsity: float = knob(0.5, label="Target sparsity", minimum=0.0, maximum=1.0, high_open=True,
+                                  form_range=(0.0, 0.95), step=0.05, slider_format="percent", unit="share of weights",
+                                  per_layer=True, widget="slider", column=1, sweep=(0.5, 0.75, 0.9),
+                                  enabled_when={"structure": ("unstructured", "block")},
+                                  help="Fraction of weights set to zero (coremltools' ResNet50 guide tried 50 %, "
+                                  "75 % and 90 %).")
+    structure: str = knob("unstructured", label="Pattern", choices=("unstructured", "block", "n_m"), per_layer=True,
+                          widget="radio", column=0,
+                          option_labels={"unstructured": "unstructured (any weight)", "block": "blocks of weights",
+                                         "n_m": "n:m (n of every m)"},
+                          help="Unstructured keeps accuracy best; blocks and n:m suit hardware that skips zeros.")
+    block_size: int = knob(2, label="Block size", minimum=2, options=(2, 4, 8, 16), unit="weights", per_layer=True,
+                           widget="select_slider", column=1, enabled_when={"structure": ("block",)},
+                           help="Weights zeroed together.")
+    n_m: tuple[int, int] = knob(
+        (2, 4), label="n:m", kind="pair", per_layer=True, column=2, enabled_when={"structure": ("n_m",)},
+        help="n of every m consecutive weights are zeroed.",
+        parts=(("n", Knob(label="n (zeroed)", kind="int", minimum=1, maximum=15, widget="number",
+                          help="n of every m consecutive weights are zeroed.")),
+               ("m", Knob(label="m (group)", kind="int", minimum=2, maximum=16, widget="number",
+                          help="Group length for n:m sparsity."))))
+    weight_threshold: int = threshold_knob(2048)
 
     def __post_init__(self) -> None:
         if isinstance(self.n_m, list):
             object.__setattr__(self, "n_m", tuple(self.n_m))
-        _check_float("target_sparsity", self.target_sparsity, low=0.0, high=1.0, high_open=True)
-        _check_choice("structure", self.structure, ("unstructured", "block", "n_m"))
-        _check_int("block_size", self.block_size, minimum=2)
+        super().__post_init__()
+
+    def check_combination(self) -> None:
         if not (isinstance(self.n_m, tuple) and len(self.n_m) == 2 and all(isinstance(v, int) for v in self.n_m)):
             raise SpecError(f"n_m must be a pair [n, m] of integers; got {self.n_m!r}.")
         n, m = self.n_m
         if not 0 < n < m:
             raise SpecError(f"n_m must satisfy 0 < n < m (n of every m weights are zeroed); got {n}:{m}.")
-        _check_int("weight_threshold", self.weight_threshold, minimum=0)
-        super().__post_init__()
 
     @property
     def effective_sparsity(self) -> float:
@@ -314,6 +582,11 @@ class PruneSpec(CompressionSpec):
         return f"{self.effective_sparsity * 100:.0f} % pruning{shape[self.structure]}, {self.workflow_words()}"
 
 
+_TORCH_INT8 = ("PyTorch's own int8: the only methods here that run on integer CPU kernels, so latency really drops "
+               "(as in the PyTorch ResNet-34 quantization report and the PyTorch FX static-quantization guide). "
+               "The artifact is TorchScript.")
+
+
 @dataclass(frozen=True)
 class TorchDynamicSpec(CompressionSpec):
     """PyTorch dynamic quantization of Linear layers (weights ahead of time, activations on the fly)."""
@@ -321,12 +594,14 @@ class TorchDynamicSpec(CompressionSpec):
     method: ClassVar[str] = "torch_dynamic"
     workflows: ClassVar[tuple[str, ...]] = ("data_free",)
     help: ClassVar[str] = "PyTorch dynamic quantization of Linear layers only (the first method of a PyTorch ResNet-34 quantization report)"
+    form: ClassVar[FormInfo] = FormInfo(
+        tab="PyTorch int8", key="torch", caption=_TORCH_INT8, kind="dynamic", kind_label="dynamic (Linear layers only)",
+        kind_rank=1, overrides=False,
+        nothing_eligible="No layer of this model can be quantized dynamically (PyTorch covers Linear layers only), "
+        "so it would change nothing.")
 
-    dtype: str = "int8"
-
-    def __post_init__(self) -> None:
-        _check_choice("dtype", self.dtype, ("int8", "fp16"))
-        super().__post_init__()
+    dtype: str = knob("int8", label="Weight type", choices=("int8", "fp16"), per_layer=True, widget="radio",
+                      horizontal=True, help="int8 weights with activations quantized on the fly, or fp16 weights.")
 
     def summary(self) -> str:
         return f"PyTorch dynamic {self.dtype} (Linear layers)"
@@ -339,28 +614,32 @@ class TorchStaticSpec(CompressionSpec):
     method: ClassVar[str] = "torch_static"
     workflows: ClassVar[tuple[str, ...]] = ("calibration", "fine_tune")
     help: ClassVar[str] = "PyTorch static int8 (FX graph mode); runs on int8 CPU kernels"
+    form: ClassVar[FormInfo] = FormInfo(
+        tab="PyTorch int8", key="torch", caption=_TORCH_INT8, kind="static",
+        kind_label="static int8 (weights + activations, fused Conv+BN+ReLU)")
 
-    workflow: str = "calibration"
-    backend: str = "x86"  # the qconfig recipe the observers follow (x86's reduce_range activations run on every engine)
-    per_channel: bool = True
+    workflow: str = workflow_knob("calibration")
+    # the qconfig recipe the observers follow (x86's reduce_range activations run on every engine)
+    backend: str = knob("x86", label="Backend", choices=("x86", "fbgemm", "qnnpack", "onednn"), per_layer=True,
+                        widget="selectbox", column=0,
+                        help="x86/fbgemm/onednn for Intel and AMD CPUs; qnnpack for ARM. Which is fastest depends on "
+                        "the CPU and the model: run each and compare their measured latency ratios on the Compare page.")
+    per_channel: bool = knob(True, label="Per-channel weight scales", per_layer=True, widget="toggle", column=1,
+                             help="One scale per output channel: better accuracy than one per tensor.")
     # The int8 form the model runs in (core.compress.int8_forms): "auto" times engine × graph form on this machine
-    # and keeps the fastest; a name forces one (an engine this CPU lacks fails with the reason).
-    engine: str = "auto"
-    graph: str = "auto"
+    # and keeps the fastest; a name forces one (an engine this CPU lacks fails with the reason). A whole-model
+    # choice (not per layer); the form shows engine and graph as one "Int8 form" selector.
+    engine: str = knob("auto", label="Int8 form", choices=("auto", "x86", "onednn", "fbgemm"), widget="int8_form",
+                       column=2,
+                       help="auto: every engine × graph form (GraphModule / traced + frozen TorchScript) is timed once "
+                       "on this CPU and the fastest kept; the record says which won and by how much. Or force one form.")
+    graph: str = knob("auto", label="Graph form", choices=("auto", "graph_module", "frozen_torchscript"), on_form=False,
+                      help="The int8 graph's form: FX GraphModule or traced + frozen TorchScript.")
 
-    def __post_init__(self) -> None:
-        _check_choice("backend", self.backend, ("x86", "fbgemm", "qnnpack", "onednn"))
-        _check_choice("per_channel", self.per_channel, (True, False))
-        _check_choice("engine", self.engine, ("auto", "x86", "onednn", "fbgemm"))
-        _check_choice("graph", self.graph, ("auto", "graph_module", "frozen_torchscript"))
+    def check_combination(self) -> None:
         if self.backend == "qnnpack" and (self.engine, self.graph) != ("auto", "auto"):
             raise SpecError("engine and graph apply to the x86 int8 engines; backend qnnpack runs on qnnpack only, "
                             "so leave engine and graph at 'auto'.")
-        super().__post_init__()
-
-    @classmethod
-    def layer_fields(cls) -> tuple[str, ...]:
-        return tuple(name for name in super().layer_fields() if name not in ("engine", "graph"))  # whole-model choices
 
     def summary(self) -> str:
         form = "" if (self.engine, self.graph) == ("auto", "auto") else f", form {self.engine}/{self.graph}"
@@ -368,7 +647,6 @@ class TorchStaticSpec(CompressionSpec):
             f"{self.workflow_words()} after calibrating on {self.calibration_samples:,} images")
         weights = "" if self.per_channel else ", per-tensor weights"
         return f"PyTorch static int8 ({self.backend} recipe){weights}, {how}{form}"
-
 
 
 # (first, second) → allowed. Anything else is rejected with the reason below.
@@ -379,6 +657,11 @@ _PIPELINE_REASONS = {
     ("palettize", "quantize_weights"): "use palettize with lut_dtype='int8' to quantize the LUT instead",
     ("quantize_weights", "palettize"): "palettizing already-quantized weights is not supported by coremltools",
 }
+
+
+def pipeline_second_steps(first: str) -> tuple[str, ...]:
+    """The methods a joint pipeline may run after `first`, in display order."""
+    return tuple(m for m in SPEC_TYPES if (first, m) in _PIPELINE_ORDERS)
 
 
 @dataclass(frozen=True)
@@ -427,10 +710,7 @@ AnySpec = CompressionSpec | PipelineSpec
 def _single_from_dict(data: Any) -> CompressionSpec:
     if not isinstance(data, dict):
         raise SpecError(f"a spec must be a mapping; got {type(data).__name__}.")
-    method = data.get("method")
-    if method not in SPEC_TYPES:
-        raise SpecError(f"unknown method {method!r}; choose one of {', '.join(SPEC_TYPES)} (or give 'steps').")
-    return SPEC_TYPES[method].from_dict(data)
+    return spec_type(data.get("method")).from_dict(data)
 
 
 def spec_from_dict(data: Any) -> AnySpec:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.compress.registry import method_color, method_label
+from core.compress.registry import home_methods, method_color, method_label
 from core.evaluation import baseline_words
 from core.formatting import fmt_bytes, fmt_num, fmt_params, fmt_pct, fmt_pts
 from core.models.sources import accuracy_meaning
@@ -49,13 +49,8 @@ if meaning := accuracy_meaning(accuracy_meaningful=model.accuracy_meaningful, we
     st.warning(f"{meaning} Load trained weights on the Model page for accuracy.", icon=":material/casino:")
 
 st.subheader("What the methods do", anchor=False)
-# Four methods in plain words; names and colours come from the method registry (core.compress.registry).
-methods = {
-    "palettize": "Cluster the weights into 2ⁿ shared values (a look-up table). Each weight stores only an n-bit index.",
-    "quantize_weights": "Round weights onto an evenly spaced 8- or 4-bit integer grid with a scale per channel or block.",
-    "prune": "Set the smallest weights to exactly zero; only the non-zeros and a bitmask are stored.",
-    "torch_static": "Weights *and* activations in int8 so the CPU runs integer kernels — the one that gets faster here.",
-}
+# The methods in plain words, names and colours: all from the method registry (core.compress.registry).
+methods = home_methods()
 for column, (method, text) in zip(st.columns(len(methods)), methods.items(), strict=True):
     with column, st.container(border=True):
         st.markdown(f"<span style='color:{method_color(method)}'>●</span> **{method_label(method)}**", unsafe_allow_html=True)

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core.compress.layers import weight_layers
-from core.compress.registry import METHODS, method_descriptor, method_label
+from core.compress.registry import coreml_side_methods, method_descriptor, method_label
 from core.dataset_choice import DATASET_KINDS
 from core.estimate import baseline_is_quick
 from core.evaluation import baseline_words
@@ -20,7 +20,6 @@ from core.models.architectures import sample_description
 from core.models.sources import RANDOM_WEIGHTS_MEANING, accuracy_meaning, sample_manifest
 from core.models.torchscript_probe import torchscript_disabled_message
 from core.progress import is_version_warning, library_version_warnings, split_library_warnings
-from core.specs import PalettizeSpec, PruneSpec, QuantizeWeightsSpec
 from core.speedup_wording import spread_note
 from core.tables import readable_table
 from pages._ui import run_client
@@ -36,6 +35,7 @@ from pages._ui.loading import (
 from pages._ui.model_card import method_card
 from pages._ui.session import eval_limit
 from pages._ui.shell import page_context
+from pages._ui.spec_form import coreml_side_form
 from pages._ui.storage import disk_space_panel, save_upload, store
 from pages._ui.uploads import upload_field
 from pages._ui.widgets import eval_limit_selector
@@ -253,22 +253,11 @@ with choose[0].container(border=True):
             "the result is saved as an experiment of its own."
         )
         upload = upload_field("Core ML package (.mlpackage folder, zipped)", type=["zip"], key="model.ml_upload")
-        coreml_methods = [name for name, d in METHODS.items() if d.coreml_side is not None]  # data-free on Core ML
-        ml_method = st.radio("Method", coreml_methods, horizontal=True, key="cfg.ml.method", format_func=method_label)
-        if ml_method == "palettize":
-            st.session_state.setdefault("cfg.ml.bits", 4)
-            ml_value = st.select_slider("Bits", [1, 2, 3, 4, 6, 8], key="cfg.ml.bits", help="LUT of 2ⁿ values per tensor.")
-        elif ml_method == "quantize_weights":
-            ml_value = st.radio("Integer type", ["int8", "int4"], horizontal=True, key="cfg.ml.dtype",
-                                help="Per-channel symmetric quantization.")
-        else:
-            st.session_state.setdefault("cfg.ml.sparsity", 0.5)
-            ml_value = st.slider("Target sparsity", 0.05, 0.95, step=0.05, key="cfg.ml.sparsity", format="percent",
-                                 help="Fraction of weights set to zero.")
-        if upload is not None and st.button("Compress the package", type="primary", key="model.ml_run"):
-            ml_spec = {"palettize": lambda: PalettizeSpec(n_bits=ml_value),
-                       "quantize_weights": lambda: QuantizeWeightsSpec(dtype=ml_value),
-                       "prune": lambda: PruneSpec(target_sparsity=float(ml_value))}[ml_method]()
+        ml_method = st.radio("Method", coreml_side_methods(), horizontal=True, key="cfg.ml.method",
+                             format_func=method_label)  # data-free on Core ML
+        ml_spec = coreml_side_form(ml_method)  # the method's Core ML-side knob, from its spec's metadata
+        if upload is not None and ml_spec is not None and st.button("Compress the package", type="primary",
+                                                                     key="model.ml_run"):
             path, _ = save_upload(upload)
             # A worker compresses it (a job in the shared queue): progress and Cancel here and in the sidebar.
             if attempt("Compressing the Core ML package", run_client.submit_mlpackage, path=path, spec=ml_spec,

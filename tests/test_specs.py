@@ -91,3 +91,39 @@ def test_settings_read_as_a_person_says_them_with_library_names_only_as_hints() 
     every = [PalettizeSpec(), vector, PruneSpec(), QuantizeWeightsSpec(), QuantizeActivationsSpec(), TorchStaticSpec()]
     for text in (s if isinstance(s, str) else s.summary() for s in every):
         assert "data_free" not in text and "(calibration" not in text and "_" not in text.replace("cluster_dim", "")
+
+
+def test_every_knob_is_declared_once_with_what_a_form_needs():
+    """Each field's Knob is what validation, the forms, sweeps and the hand-off read: every value a form offers is
+    valid, every declared choice outside them is refused with the field's name, and every knob reads plainly."""
+    import dataclasses
+
+    import core.compress  # noqa: F401  (method modules may declare their specs next to their handlers)
+    from core.specs import SPEC_TYPES, SpecError
+
+    for spec_cls in SPEC_TYPES.values():
+        for name, meta in spec_cls.knobs().items():
+            assert meta.label and meta.help, f"{spec_cls.method}.{name} needs a label and help"
+            default = spec_cls.default_of(name)
+            for value in spec_cls.offered_values(name):
+                spec = spec_cls()
+                if name != "workflow":  # a method's other workflows may not combine with every default
+                    assert getattr(dataclasses.replace(spec, **{name: value}), name) == value
+            if spec_cls.allowed_values(name):
+                assert default in spec_cls.allowed_values(name)
+                with pytest.raises(SpecError, match=rf"^{'workflow for ' + spec_cls.method if name == 'workflow' else name} must be one of"):
+                    spec_cls(**{name: "not-a-choice"})
+        # per-layer knobs are exactly the override keys
+        for name in spec_cls.layer_fields():
+            assert spec_cls(overrides={"x": {name: spec_cls.default_of(name)}}).overrides
+
+
+def test_a_range_is_validated_from_its_knob():
+    from core.specs import QuantizeWeightsSpec, SpecError
+
+    meta = PruneSpec.knobs()["target_sparsity"]
+    assert (meta.minimum, meta.maximum, meta.high_open) == (0.0, 1.0, True)
+    with pytest.raises(SpecError, match=r"target_sparsity must be in \[0.0, 1.0\); got 1.0"):
+        PruneSpec(target_sparsity=1.0)
+    assert QuantizeWeightsSpec.offered_values("block_size") == (8, 16, 32, 64, 128)
+    assert PalettizeSpec.widget_key("n_bits") == "cfg.palettize.n_bits"

@@ -442,7 +442,10 @@ DESCRIPTOR = register_method(
         snippet=snippet,
         storage=STORAGE_LUT,
         latency_note=latency_notes.weight_only,
-        coreml_side=CoreMLSide(op_config=coreml_op_config, config_type="OpPalettizerConfig", function="palettize_weights"),
+        coreml_side=CoreMLSide(op_config=coreml_op_config, config_type="OpPalettizerConfig", function="palettize_weights",
+                               knob="n_bits", label="Bits", help="LUT of 2ⁿ values per tensor.", key="bits"),
         seconds_per_mparam=4.0,
+        home_text="Cluster the weights into 2ⁿ shared values (a look-up table). Each weight stores only an n-bit index.",
+        search_refinable=True,
     )
 )

@@ -198,6 +198,10 @@ DESCRIPTOR = register_method(
         snippet=snippet,
         storage=STORAGE_SPARSE,
         latency_note=latency_notes.weight_only,
-        coreml_side=CoreMLSide(op_config=coreml_op_config, config_type="OpMagnitudePrunerConfig", function="prune_weights"),
+        coreml_side=CoreMLSide(op_config=coreml_op_config, config_type="OpMagnitudePrunerConfig", function="prune_weights",
+                               knob="target_sparsity", label="Target sparsity", help="Fraction of weights set to zero.",
+                               key="sparsity", form_range=(0.05, 0.95)),
+        home_text="Set the smallest weights to exactly zero; only the non-zeros and a bitmask are stored.",
+        search_refinable=True,
     )
 )

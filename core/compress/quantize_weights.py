@@ -295,7 +295,10 @@ DESCRIPTOR = register_method(
         storage=STORAGE_LINEAR,
         latency_note=latency_notes.weight_only,
         coreml_side=CoreMLSide(
-            op_config=coreml_op_config, config_type="OpLinearQuantizerConfig", function="linear_quantize_weights"
+            op_config=coreml_op_config, config_type="OpLinearQuantizerConfig", function="linear_quantize_weights",
+            knob="dtype", label="Integer type", help="Per-channel symmetric quantization.", key="dtype",
         ),
+        home_text="Round weights onto an evenly spaced 8- or 4-bit integer grid with a scale per channel or block.",
+        search_refinable=True,
     )
 )

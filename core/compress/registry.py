@@ -6,9 +6,11 @@ model, the latency note, labels and colours on charts, the pages — asks the re
 method names. ``method_descriptor("pipeline")`` answers for joint pipelines (prune → palettize / quantize_weights),
 which are not a method of their own but combine two registered ones.
 
-Adding a method: write ``core/compress/<method>.py`` with its handler, ``library_config`` (the only spec → library
-config code), snippet, latency note and a ``register_method(MethodDescriptor(...))`` call; its spec dataclass goes
-in ``core.specs`` (``SPEC_TYPES``). Nothing else lists methods.
+Adding a method: write ``core/compress/<method>.py`` with its spec dataclass (every knob a ``core.specs.knob``
+field: allowed values, label, help, per-layer, sweep values), handler, ``library_config`` (the only spec → library
+config code), snippet, latency note and a ``register_method(MethodDescriptor(...))`` call. The handler is found by
+the spec's type (``descriptor_for``); the forms, sweeps and the Learn hand-off read the spec's knobs. Nothing else
+lists methods.
 
 The descriptors are filled when ``core.compress`` is imported; importing ``core.compress.registry`` runs the
 package's ``__init__`` first, which imports every method module, so the registry is never seen half-empty.
@@ -49,6 +51,13 @@ class CoreMLSide:
     op_config: Callable[[Any], dict]  # spec -> the Op…Config fields (raises CompressionError when impossible)
     config_type: str  # "OpPalettizerConfig", "OpLinearQuantizerConfig", "OpMagnitudePrunerConfig"
     function: str  # the coremltools.optimize.coreml function: "palettize_weights", "linear_quantize_weights", …
+    # The one knob the Model page's package form asks for (a spec field; its choices / range come from its Knob),
+    # with that form's label, help and widget key (cfg.ml.<key>).
+    knob: str = ""
+    label: str = ""
+    help: str = ""
+    key: str = ""
+    form_range: tuple | None = None  # the slider's span there, when narrower than the knob's own
 
 
 @dataclass(frozen=True)
@@ -59,7 +68,7 @@ class MethodDescriptor:
     label: str  # "Palettize"
     color: str  # chart colour, hex
     source: str  # where the method and its defaults come from, in plain words
-    spec_type: type  # the frozen spec dataclass (core.specs)
+    spec_type: type  # the frozen spec dataclass (core.specs, or the method module); the handler is keyed by it
     handler: Callable[..., Any]  # (module_copy, spec, context) -> CompressionResult
     # spec -> the per-layer eligibility check ``(name, layer, layer_spec) -> reason | None`` the handler plans with
     eligibility: Callable[[Any], Callable[..., str | None]]
@@ -78,6 +87,10 @@ class MethodDescriptor:
     seconds_per_mparam: float = 1.0
     # the engine's plan (layer name → LayerPlan) as library_config's `layers`; default: eligible → spec, else None
     layers_from_plans: Callable[[dict], dict] | None = None
+    home_text: str = ""  # the Home page's one-line explanation; "" = not listed there
+    # the budget search may refine a too-aggressive setting of this method by keeping its most sensitive layers at an
+    # in-budget setting of the same method (per-layer overrides of a weight-only method)
+    search_refinable: bool = False
 
     def __post_init__(self) -> None:
         if self.storage not in STORAGE_KINDS:
@@ -122,15 +135,17 @@ class MethodDescriptor:
 
 
 METHODS: dict[str, MethodDescriptor] = {}
+_BY_SPEC_TYPE: dict[type, Any] = {}  # spec class → its descriptor (the handler is registered on the spec type)
 _COMBINATIONS: dict[str, Any] = {}  # "pipeline" → its descriptor (core.compress.pipeline)
 
 
 def register_method(descriptor: MethodDescriptor) -> MethodDescriptor:
-    """Add a method; registering the same name twice is a programming error."""
-    if descriptor.name in METHODS or descriptor.name in _PSEUDO:
+    """Add a method, keyed by its name and by its spec type; registering either twice is a programming error."""
+    if descriptor.name in METHODS or descriptor.name in _PSEUDO or descriptor.spec_type in _BY_SPEC_TYPE:
         raise ValueError(f"compression method {descriptor.name!r} is registered twice.")
     METHODS[descriptor.name] = descriptor
     register_storage(method=descriptor.name, storage=descriptor.storage)  # what the theoretical-size model reads
+    _BY_SPEC_TYPE[descriptor.spec_type] = descriptor
     return descriptor
 
 
@@ -147,6 +162,7 @@ def register_combination(descriptor: Any) -> Any:
     if descriptor.name in _COMBINATIONS:
         raise ValueError(f"{descriptor.name!r} is registered twice.")
     _COMBINATIONS[descriptor.name] = descriptor
+    _BY_SPEC_TYPE[descriptor.spec_type] = descriptor
     return descriptor
 
 
@@ -160,8 +176,31 @@ def method_descriptor(name: str) -> MethodDescriptor:
 
 
 def descriptor_for(spec: Any) -> MethodDescriptor:
-    """The descriptor of a spec (a PipelineSpec answers with the pipeline descriptor)."""
-    return method_descriptor(spec.method)
+    """The descriptor registered on the spec's type (a PipelineSpec answers with the pipeline descriptor)."""
+    for cls in type(spec).__mro__:
+        if cls in _BY_SPEC_TYPE:
+            return _BY_SPEC_TYPE[cls]
+    raise KeyError(f"no compression handler is registered for {type(spec).__name__}; known: {', '.join(METHODS)}")
+
+
+def searchable_methods() -> tuple[str, ...]:
+    """Methods whose too-aggressive settings the budget search refines with per-layer overrides."""
+    return tuple(name for name, d in METHODS.items() if d.search_refinable)
+
+
+def sweepable_methods() -> tuple[str, ...]:
+    """Methods a custom sweep grid can vary: those whose spec declares sweep values on a knob."""
+    return tuple(name for name, d in METHODS.items() if d.spec_type.sweep_axes())
+
+
+def coreml_side_methods() -> tuple[str, ...]:
+    """Methods that compress an uploaded .mlpackage directly (data-free, coremltools.optimize.coreml)."""
+    return tuple(name for name, d in METHODS.items() if d.coreml_side is not None)
+
+
+def home_methods() -> dict[str, str]:
+    """Method → the Home page's one-line explanation, for the methods that have one."""
+    return {name: d.home_text for name, d in METHODS.items() if d.home_text}
 
 
 def method_label(name: str | None) -> str:

@@ -30,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 
+from core.compress.registry import searchable_methods
 from core.explore.books import StoreBook
 from core.explore.sweeps import SELECTION_IMAGES, keep_workers, preset_grid
 from core.formatting import as_number, fmt_num, fmt_size_ratio, plural
@@ -247,7 +248,7 @@ def refinement_specs(records: Sequence[dict], *, goal: SearchGoal,
     bound = float(within.iloc[0][goal.column]) if len(within) else math.inf
     by_id = {r["id"]: r for r in records}
     aggressive = frame[~frame["within_budget"] & (frame[goal.column] < bound)
-                       & frame["method"].isin(["palettize", "quantize_weights", "prune"])].sort_values("drop_pts")
+                       & frame["method"].isin(searchable_methods())].sort_values("drop_pts")
     found: list[dict] = []
     bases = 0
     for row in aggressive.itertuples():

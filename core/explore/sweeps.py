@@ -20,15 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from core.compress.registry import sweepable_methods
 from core.explore.books import StoreBook
 from core.jobs.queue import CANCELLED, DONE, FAILED, QUEUED, RUNNING
 from core.jobs.refs import DataRef, ModelRef
-from core.specs import SpecError, spec_from_dict
+from core.specs import PalettizeSpec, SpecError, spec_from_dict, spec_type
 
 if TYPE_CHECKING:
     from core.models.sources import LoadedModel
 
-PALETTIZE_BITS = (1, 2, 3, 4, 6, 8)  # = PalettizeSpec's n_bits choices
+PALETTIZE_BITS = PalettizeSpec.allowed_values("n_bits")
 SWEEP_KIND = "sweep"
 
 
@@ -160,7 +161,10 @@ def preset_grid(*, name: str) -> SweepGrid:
     return SweepGrid(name=key, configs=tuple(_PRESET_BUILDERS[key]()))
 
 
-CUSTOM_METHODS = ("palettize", "quantize_weights", "prune")
+# The methods whose specs declare sweep values on a knob; palettize, quantize_weights and prune have named ranges
+# below (the page's widgets), any other such method is swept over `axes` or its knobs' declared sweep values.
+CUSTOM_METHODS = sweepable_methods()
+_NAMED_RANGES = ("palettize", "quantize_weights", "prune")
 
 
 @dataclass(frozen=True)
@@ -174,6 +178,8 @@ class CustomGrid:
     quantize_modes: tuple[str, ...] = ("symmetric",)
     quantize_block_sizes: tuple[int, ...] = ()  # per-block int4/int8; () = per channel only
     prune_sparsities: tuple[float, ...] = (0.5,)
+    # other methods: method → {field: values}; a method left out varies its knobs' declared sweep values
+    axes: dict[str, dict[str, tuple]] = field(default_factory=dict)
     name: str = "custom grid"
 
     def __post_init__(self) -> None:
@@ -206,6 +212,13 @@ class CustomGrid:
             bad_sparsity = [s for s in self.prune_sparsities if not 0.0 <= float(s) < 1.0]
             if bad_sparsity:
                 raise SweepError(f"prune_sparsities: {bad_sparsity[0]} is not a sparsity in [0, 1).")
+        for method, axes in self.axes.items():
+            if method not in self.methods or method in _NAMED_RANGES:
+                raise SweepError(f"axes: {method!r} is not one of this grid's other methods "
+                                 f"({', '.join(m for m in self.methods if m not in _NAMED_RANGES) or 'none'}).")
+            unknown = sorted(set(axes) - set(spec_type(method).knobs()))
+            if unknown:
+                raise SweepError(f"axes: {method} has no knob {unknown[0]!r}.")
 
     def configs(self) -> list[dict]:
         configs: list[dict] = []
@@ -221,6 +234,11 @@ class CustomGrid:
                              "block_size": int(size)} for size in self.quantize_block_sizes]
         if "prune" in self.methods:
             configs += [{"method": "prune", "target_sparsity": float(s)} for s in self.prune_sparsities]
+        for method in (m for m in self.methods if m not in _NAMED_RANGES):
+            axes = self.axes.get(method) or spec_type(method).sweep_axes()
+            names = list(axes)
+            configs += [{"method": method, **dict(zip(names, values, strict=True))}
+                        for values in itertools.product(*(tuple(axes[n]) for n in names))]
         return configs
 
     def grid(self) -> SweepGrid:

@@ -11,23 +11,31 @@ from dataclasses import dataclass
 from core.learn.palettization import PaletteSetting
 from core.learn.pruning import PruneSetting
 from core.learn.quantization import LinearSetting
-from core.specs import AnySpec, PalettizeSpec, PruneSpec, QuantizeActivationsSpec, QuantizeWeightsSpec
+from core.specs import (
+    AnySpec,
+    CompressionSpec,
+    PalettizeSpec,
+    PruneSpec,
+    QuantizeActivationsSpec,
+    QuantizeWeightsSpec,
+    spec_type,
+)
 
-COMPRESS_BLOCK_SIZES = (8, 16, 32, 64, 128)  # the Compress page's per-block choices
-COMPRESS_PRUNE_BLOCKS = (2, 4, 8, 16)
-COMPRESS_CALIBRATION = (16, 32, 64, 128, 256, 512, 1024, 2048)  # its calibration-image choices
-COMPRESS_LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
-COMPRESS_BATCH_SIZES = (16, 32, 64, 128, 256)
-# The Compress page's widget keys per method (pages/2_Compress.py: cfg.<prefix>.<field>) and its tab per method.
-COMPRESS_PREFIX = {"palettize": "cfg.palettize.", "quantize_weights": "cfg.qw.", "prune": "cfg.prune.",
-                   "quantize_activations": "cfg.w8a8."}
-COMPRESS_TABS = {"palettize": "Palettize", "quantize_weights": "Quantize weights", "prune": "Prune",
-                 "quantize_activations": "Activations W8A8"}
+# The Compress page's choices, read from the specs' knobs (the page draws its widgets from the same metadata).
+COMPRESS_BLOCK_SIZES = QuantizeWeightsSpec.offered_values("block_size")
+COMPRESS_PRUNE_BLOCKS = PruneSpec.offered_values("block_size")
+COMPRESS_CALIBRATION = CompressionSpec.offered_values("calibration_samples")
+COMPRESS_LEARNING_RATES = CompressionSpec.offered_values("learning_rate")
+COMPRESS_BATCH_SIZES = CompressionSpec.offered_values("batch_size")
 COMPRESS_TAB_KEY = "learn.compress_tab"  # read by the Compress page's st.tabs(default=…)
 
 
 def _nearest(options: tuple, value: float) -> float:
     return min(options, key=lambda o: abs(o - value))
+
+
+def _tab(spec: AnySpec) -> str:
+    return spec_type(spec.method).form.tab
 
 
 @dataclass(frozen=True)
@@ -40,26 +48,36 @@ class Handoff:
 
     @property
     def fields(self) -> dict[str, object]:
-        """The knobs the lesson sets, by spec field (n:m as separate n and m, as the Compress page asks for them)."""
-        names = KNOBS[self.spec.method]
-        values = {name: getattr(self.spec, name) for name in names if name != "n_m"}
-        if "n_m" in names:
-            values["n"], values["m"] = self.spec.n_m
-        if self.spec.workflow == "calibration":
-            values["calibration_samples"] = self.spec.calibration_samples
-        if self.spec.workflow == "fine_tune":
-            values.update(epochs=self.spec.epochs, max_steps=self.spec.max_steps or 0,
-                          learning_rate=self.spec.learning_rate, batch_size=self.spec.batch_size)
+        """The knobs the lesson sets, by the Compress form's names (a pair such as n:m as its parts n and m)."""
+        spec_cls = type(self.spec)
+        values: dict[str, object] = {}
+        for name in KNOBS.get(self.spec.method) or _form_knobs(spec_cls):
+            meta, value = spec_cls.knobs()[name], getattr(self.spec, name)
+            if meta.parts:
+                values.update({part: item for (part, _), item in zip(meta.parts, value, strict=True)})
+            else:
+                values[name] = value
+        for name, meta in spec_cls.knobs().items():
+            if self.spec.workflow in meta.workflows and name != "seed":  # the workflow's budget
+                value = getattr(self.spec, name)
+                values[name] = meta.none_as if value is None and meta.optional else value
         return values
 
     def session_values(self) -> dict[str, object]:
-        """What to put in session state so the Compress page's widgets (cfg.* keys) open with this setting."""
-        prefix = COMPRESS_PREFIX[self.spec.method]
-        values: dict[str, object] = {prefix + name: value for name, value in self.fields.items()}
+        """What to put in session state so the Compress page's widgets (their keys from the spec) open with this
+        setting."""
+        spec_cls = type(self.spec)
+        values: dict[str, object] = {spec_cls.widget_key(name): value for name, value in self.fields.items()}
         values[COMPRESS_TAB_KEY] = self.tab
         return values
 
 
+def _form_knobs(spec_cls: type[CompressionSpec]) -> tuple[str, ...]:
+    """A method no lesson teaches: every knob of its form and its workflow."""
+    return (*(name for name, meta in spec_cls.own_knobs().items() if meta.on_form), "workflow")
+
+
+# The knobs each lesson sets (the rest of the Compress form keeps its values).
 KNOBS = {
     "palettize": ("n_bits", "granularity", "group_size", "enable_per_channel_scale", "cluster_dim", "mode", "workflow"),
     "quantize_weights": ("dtype", "mode", "granularity", "block_size", "workflow"),
@@ -85,7 +103,7 @@ def from_linear(setting: LinearSetting) -> Handoff:
         notes.append("Compress takes the range from min / max (coremltools has no percentile clip for weights).")
     spec = QuantizeWeightsSpec(dtype=dtype, granularity=granularity, block_size=block,
                                mode="symmetric" if setting.symmetric else "asymmetric", workflow="data_free")
-    return Handoff(spec=spec, tab=COMPRESS_TABS[spec.method], notes=tuple(notes))
+    return Handoff(spec=spec, tab=_tab(spec), notes=tuple(notes))
 
 
 def from_palette(setting: PaletteSetting) -> Handoff:
@@ -94,7 +112,7 @@ def from_palette(setting: PaletteSetting) -> Handoff:
         enable_per_channel_scale=setting.per_channel_scale, cluster_dim=setting.cluster_dim, mode="kmeans",
         workflow="data_free",
     )
-    return Handoff(spec=spec, tab=COMPRESS_TABS[spec.method])
+    return Handoff(spec=spec, tab=_tab(spec))
 
 
 def from_prune(setting: PruneSetting) -> Handoff:
@@ -108,7 +126,7 @@ def from_prune(setting: PruneSetting) -> Handoff:
         target_sparsity=round(float(setting.sparsity), 2), structure=setting.structure, block_size=block,
         n_m=(setting.n, setting.m), workflow="data_free",
     )
-    return Handoff(spec=spec, tab=COMPRESS_TABS[spec.method], notes=tuple(notes))
+    return Handoff(spec=spec, tab=_tab(spec), notes=tuple(notes))
 
 
 def from_activations(*, observer: str, images: int, symmetric: bool) -> Handoff:
@@ -121,7 +139,7 @@ def from_activations(*, observer: str, images: int, symmetric: bool) -> Handoff:
         notes.append("Compress runs coremltools' LinearQuantizer, whose activation observer is the moving-average min/max.")
     spec = QuantizeActivationsSpec(mode="symmetric" if symmetric else "asymmetric", workflow="calibration",
                                    calibration_samples=samples)
-    return Handoff(spec=spec, tab=COMPRESS_TABS[spec.method], notes=tuple(notes))
+    return Handoff(spec=spec, tab=_tab(spec), notes=tuple(notes))
 
 
 def from_finetune(*, bits: int, steps: int, learning_rate: float, batch_size: int) -> Handoff:
@@ -136,9 +154,9 @@ def from_finetune(*, bits: int, steps: int, learning_rate: float, batch_size: in
         spec = PalettizeSpec(n_bits=bits, mode="kmeans", **common)
         notes.append(f"Compress fine-tunes {bits}-bit weights as a k-means LUT (coremltools' DKMPalettizer); its "
                      "integer quantizer offers only int4 and int8.")
-    return Handoff(spec=spec, tab=COMPRESS_TABS[spec.method], notes=tuple(notes))
+    return Handoff(spec=spec, tab=_tab(spec), notes=tuple(notes))
 
 
 def from_spec(spec: AnySpec) -> Handoff:
     """A whole-model spec the lesson already ran (lesson 7), as it is."""
-    return Handoff(spec=spec, tab=COMPRESS_TABS[spec.method])
+    return Handoff(spec=spec, tab=_tab(spec))

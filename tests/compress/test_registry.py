@@ -227,3 +227,19 @@ def test_descriptor_validates_its_declarations():
     assert METHODS["torch_static"].runs_int8_kernels and not METHODS["palettize"].runs_int8_kernels
     assert METHODS["torch_dynamic"].artifact_kind == "torchscript" and METHODS["prune"].artifact_kind == "mlpackage"
     assert {n for n, d in METHODS.items() if d.coreml_side} == {"palettize", "quantize_weights", "prune"}
+
+
+def test_the_handler_is_found_by_the_spec_type():
+    from core.compress.registry import descriptor_for
+    from core.specs import CompressionSpec
+
+    for name, descriptor in METHODS.items():
+        assert descriptor_for(SPEC_TYPES[name]()) is descriptor
+    assert descriptor_for(PipelineSpec((PruneSpec(), PalettizeSpec()))) is method_descriptor(PIPELINE)
+
+    @dataclasses.dataclass(frozen=True)
+    class Unregistered(CompressionSpec):  # no method name, no handler
+        pass
+
+    with pytest.raises(KeyError, match="no compression handler is registered for Unregistered"):
+        descriptor_for(Unregistered())

@@ -11,20 +11,24 @@ import pytest
 
 from core.jobs import CANCELLED, DONE, FAILED, DataRef, JobQueue, ModelRef
 from core.store import ExperimentStore
+from pages._ui.spec_form import tab_groups
 from tests.pages.conftest import assert_clean
 
 
 def test_tabs_render_with_their_knobs(app) -> None:
     at = app(page="pages/2_Compress.py")
     assert_clean(at)
-    assert [t.label for t in at.tabs] == ["Palettize", "Quantize weights", "Activations W8A8", "Prune", "PyTorch int8",
-                                          "Joint pipeline"]
+    # A tab per method's form (drawn from its spec's knobs), so a method added later adds its tab before the pipeline.
+    labels = [t.label for t in at.tabs]
+    assert labels[:5] == ["Palettize", "Quantize weights", "Activations W8A8", "Prune", "PyTorch int8"]
+    assert labels == [*tab_groups(), "Joint pipeline"]
     assert at.select_slider(key="cfg.palettize.n_bits").value == 4
     assert at.radio(key="cfg.qw.dtype").options == ["int8", "int4"]
     assert at.slider(key="cfg.prune.target_sparsity").value == pytest.approx(0.5)
     run_buttons = [b.key for b in at.button if b.key and b.key.startswith("run.")]
-    assert run_buttons == ["run.palettize", "run.quantize_weights", "run.quantize_activations", "run.prune",
-                           "run.torch_static", "run.pipeline"]
+    assert run_buttons[:5] == ["run.palettize", "run.quantize_weights", "run.quantize_activations", "run.prune",
+                               "run.torch_static"]
+    assert run_buttons == [f"run.{members[0].method}" for members in tab_groups().values()] + ["run.pipeline"]
     assert any("Estimated run time" in c.value for c in at.caption)
     # Every knob has a one-line help text.
     for widget in [*at.slider, *at.select_slider, *at.radio, *at.number_input, *at.toggle, *at.selectbox]:

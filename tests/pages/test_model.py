@@ -165,6 +165,25 @@ def test_image_folder_dataset_is_used(app) -> None:
     assert any(m.label == "Top-1 accuracy" and m.value.endswith("%") for m in at.metric)
 
 
+def test_the_core_ml_side_form_asks_each_method_for_its_own_knob(app) -> None:
+    """The package form draws the one knob each Core ML-side method names, from its spec's metadata."""
+    from core.compress.registry import coreml_side_methods, method_descriptor
+
+    at = app(page="pages/1_Model.py")
+    at.radio(key="cfg.model.kind").set_value("mlpackage").run()
+    assert at.radio(key="cfg.ml.method").options == ["Palettize", "Quantize weights", "Prune"]
+    for method in coreml_side_methods():
+        at.radio(key="cfg.ml.method").set_value(method).run()
+        assert_clean(at)
+        side = method_descriptor(method).coreml_side
+        widget = next(w for w in [*at.select_slider, *at.radio, *at.slider] if w.key == f"cfg.ml.{side.key}")
+        assert (widget.label, widget.help) == (side.label, side.help)
+        if method == "palettize":  # the choices are the spec's n_bits choices
+            assert widget.options == ["1", "2", "3", "4", "6", "8"] and widget.value == 4
+        if method == "prune":
+            assert widget.value == pytest.approx(0.5) and (widget.min, widget.max) == (0.05, 0.95)
+
+
 def test_mlpackage_upload_is_compressed_on_the_core_ml_side(app, tmp_path) -> None:
     from core.export import export_coreml_baseline
     from core.models.sources import load_model
