@@ -19,9 +19,11 @@ import pandas as pd
 from core.formatting import as_number
 from core.measure.latency import recorded_interval
 from core.measure.size import layer_bits_per_weight
-from core.metrics import UNITS, Metric, column_label, metric
+from core.metrics import METRICS, UNITS, Metric, column_label, metrics_in
 
-# Columns of the experiments frame, in display order. Fractions stay fractions here; tables format them.
+# Columns of the experiments frame: what identifies an experiment, every declared metric (core.metrics, so a new
+# metric reaches the frame, the CSV and the tables without a change here), then text columns. Fractions stay
+# fractions here; tables format them.
 TABLE_COLUMNS = (
     "id",
     "created_at",
@@ -29,33 +31,12 @@ TABLE_COLUMNS = (
     "method",
     "workflow",
     "spec_summary",
-    "accuracy_top1",
-    "baseline_accuracy_top1",
-    "accuracy_delta_pts",
-    "accuracy_top5",
-    "agreement_top1",
-    "output_snr_db",
-    "flipped",
-    "size_bytes",
-    "size_fp16_bytes",
-    "size_fp32_bytes",
-    "compression_ratio_fp16",
-    "bits_per_weight",
-    "latency_ms_p50",
-    "latency_ms_p90",
-    "baseline_latency_ms_p50",
-    "baseline_latency_ms_p90",
-    "latency_ratio",
+    *(m.key for m in METRICS),
     "latency_note",
-    "compress_seconds",
-    "eval_images",
     "dataset",
     "accuracy_meaningful",
     "artifact_kind",
     "artifact_weights_match",
-    "validation_accuracy_top1",
-    "baseline_validation_accuracy_top1",
-    "validation_images",
     "spec_json",
 )
 TEXT_COLUMNS = (
@@ -148,22 +129,10 @@ def experiments_csv(records: Sequence[dict]) -> str:
 
 # --------------------------------------------------------------------------- the experiments table people read
 
-# Its measured columns, in order; header, unit, format and help come from each metric's declaration.
-EXPERIMENTS_TABLE_METRICS: tuple[Metric, ...] = tuple(
-    metric(key)
-    for key in (
-        "accuracy_top1",
-        "accuracy_delta_pts",
-        "agreement_top1",
-        "size_bytes",
-        "compression_ratio_fp16",
-        "bits_per_weight",
-        "latency_ms_p50",
-        "latency_ratio",
-        "compress_seconds",
-        "eval_images",
-    )
-)
+# Its measured columns: the metrics declared with the "compare" view (the report's table: the "report" view), in
+# declaration order; header, unit, format and help come from each metric's declaration.
+EXPERIMENTS_TABLE_METRICS: tuple[Metric, ...] = metrics_in("compare")
+TABLE_VIEWS = ("compare", "report")
 
 
 ARTIFACT_MATCH_HEADER = "artifact = evaluated"
@@ -178,8 +147,9 @@ def artifact_match_text(value: object) -> str:
     return "yes" if bool(value) else "MISMATCH"
 
 
-def experiments_table(frame: pd.DataFrame, *, formatted: bool = False) -> pd.DataFrame:
-    """The experiments table (Compare page, HTML report): #, method, setting, the declared metrics, created.
+def experiments_table(frame: pd.DataFrame, *, formatted: bool = False, view: str = "compare") -> pd.DataFrame:
+    """The experiments table (Compare page, HTML report): #, method, setting, the metrics `view` ("compare" or
+    "report") shows, created.
 
     ``formatted=False``: metric columns are numbers in their display unit (%, MB, ms …) for a sortable table —
     format them with ``experiments_table_formats()``; a column with a missing value, a unit that only text can say
@@ -188,6 +158,8 @@ def experiments_table(frame: pd.DataFrame, *, formatted: bool = False) -> pd.Dat
     """
     from core.compress.registry import method_label
 
+    if view not in TABLE_VIEWS:
+        raise ValueError(f"view must be one of {', '.join(TABLE_VIEWS)}; got {view!r}.")
     table = pd.DataFrame(
         {
             "#": frame["id"].astype("Int64"),
@@ -195,7 +167,7 @@ def experiments_table(frame: pd.DataFrame, *, formatted: bool = False) -> pd.Dat
             "setting": frame["spec_summary"],
         }
     )
-    for declared in EXPERIMENTS_TABLE_METRICS:
+    for declared in metrics_in(view):
         values = frame[declared.key] if declared.key in frame else pd.Series([None] * len(frame), dtype=object)
         header = declared.label if formatted else declared.column_header
         if declared.key == "latency_ratio":
@@ -393,25 +365,8 @@ def layers_table(layers: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- two experiments side by side
 
-# Metrics compared side by side; label, unit and better-direction come from core.metrics.
-DIFF_METRICS: tuple[Metric, ...] = tuple(
-    metric(key)
-    for key in (
-        "accuracy_top1",
-        "accuracy_top5",
-        "agreement_top1",
-        "output_snr_db",
-        "flipped",
-        "size_bytes",
-        "compression_ratio_fp16",
-        "bits_per_weight",
-        "latency_ms_p50",
-        "latency_ms_p90",
-        "latency_ratio",
-        "peak_memory_bytes",
-        "compress_seconds",
-    )
-)
+# Metrics compared side by side (the "diff" view); label, unit and better-direction come from core.metrics.
+DIFF_METRICS: tuple[Metric, ...] = metrics_in("diff")
 
 
 def diff_verdict(declared: Metric, a: Any, b: Any) -> str:
