@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.config_export import config_yaml, python_snippet
 from core.data import Dataset
 from core.experiment_options import ExperimentOptions
 from core.explore.sensitivity import SETTINGS, ProbeSetting, SensitivityResult
@@ -40,7 +41,6 @@ from core.formatting import plural
 from core.measure.quality import snr_db
 from core.models.sources import LoadedModel
 from core.progress import Progress
-from core.recipe import python_snippet, recipe_yaml
 from core.specs import CompressionSpec, spec_from_dict
 
 # Per-layer palettization settings a recipe may use beyond the sensitivity probes (coremltools takes n_bits 1, 2, 3,
@@ -482,7 +482,7 @@ def recipe_exports(*, candidate: Candidate, model: LoadedModel) -> dict[str, str
 
     return {
         "spec_yaml": spec_to_yaml(candidate.spec),
-        "coremltools_yaml": recipe_yaml(candidate.spec, module=model.module),
+        "coremltools_yaml": config_yaml(candidate.spec, module=model.module),
         "python": python_snippet(spec=candidate.spec, source_id=model.source_id),
     }
 

@@ -14,13 +14,13 @@ from pages._ui.errors import attempt
 from pages._ui.storage import store
 
 
-def _recipe_texts(record: dict) -> tuple[str, str]:
+def _config_texts(record: dict) -> tuple[str, str]:
     """(coremltools config YAML, Python snippet) for a record's spec."""
-    from core import recipe
+    from core import config_export
     from core.specs import spec_from_dict
 
     spec = spec_from_dict(record.get("spec") or {})
-    return recipe.recipe_yaml(spec), recipe.python_snippet(spec=spec, source_id=str(record.get("model")))
+    return config_export.config_yaml(spec), config_export.python_snippet(spec=spec, source_id=str(record.get("model")))
 
 
 def downloads(record: dict, *, key: str) -> None:
@@ -37,7 +37,7 @@ def downloads(record: dict, *, key: str) -> None:
                                 lambda: store().artifact_download(experiment_id)[0],  # zipped only when clicked
                                 file_name=name, mime=mime, on_click="ignore",
                                 icon=":material/download:", key=f"{key}.artifact", width="stretch")
-    texts = attempt("Building the recipe", _recipe_texts, record)
+    texts = attempt("Building the recipe", _config_texts, record)
     if texts is not None:
         yaml_text, snippet = texts
         cols[1].download_button("Recipe (coremltools YAML)", yaml_text, file_name=f"experiment{experiment_id}_recipe.yaml",
