@@ -49,7 +49,7 @@ from core.explore.mixed_precision import (
     solve_budget,
 )
 from core.explore.mixed_precision import path as solver_path
-from core.explore.sensitivity import PartialForward, _set_submodule, compress_one_layer
+from core.explore.sensitivity import PartialForward, compress_one_layer
 from core.formatting import plural
 from core.measure.quality import collect_logits
 from core.measure.size import float_param_count, layer_storage_bits
@@ -230,7 +230,7 @@ def _apply(problem: RecipeProblem, choices: dict[str, str | None]) -> None:
         original = problem.options[name][0]
         if original.module is None:  # keep the uncompressed layer to swap back in
             original.module = graph.get_submodule(name)
-        _set_submodule(graph, name, option.module if option.module is not None else original.module)
+        graph.set_submodule(name, option.module if option.module is not None else original.module)
 
 
 def _summary(problem: RecipeProblem, logits: torch.Tensor) -> dict:
