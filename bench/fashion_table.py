@@ -14,7 +14,7 @@ from bench.tables import format_table, write_csv
 from core.experiment import ExperimentOptions, baseline_record, run_experiment
 from core.formatting import fmt_mb, fmt_num
 from core.measure.latency import LatencySettings
-from core.metrics import format_metric
+from core.metrics import format_metric, metrics_in
 from core.models.sources import load_model
 from core.progress import Progress
 from core.specs import spec_from_dict
@@ -106,13 +106,6 @@ BASELINE_CSV_FIELDS = (
     "accuracy_top1", "accuracy_top5", "size_fp16_bytes", "size_fp32_bytes", "latency_ms_p50", "latency_ms_p90",
     "eval_images", "dataset_source",
 )
-EXPERIMENT_CSV_FIELDS = (
-    "accuracy_top1", "baseline_accuracy_top1", "accuracy_top5", "agreement_top1", "output_snr_db",
-    "output_psnr_db", "flipped", "size_bytes", "artifact_kind", "size_fp16_bytes", "theoretical_size_bytes",
-    "bits_per_weight", "compression_ratio_fp16", "compression_ratio_fp32", "latency_ms_p50",
-    "latency_ms_p90", "baseline_latency_ms_p50", "baseline_latency_ms_p90", "latency_ratio",
-    "peak_memory_bytes", "baseline_peak_memory_bytes", "compress_seconds", "eval_images", "threads",
-)
 
 
 def _baseline_row(base: dict) -> dict:
@@ -165,7 +158,9 @@ def _experiment_csv_row(name: str, record: dict) -> dict:
     return {
         "config": name,
         "spec": json.dumps(record["spec"], sort_keys=True),
-        **{k: record.get(k) for k in EXPERIMENT_CSV_FIELDS},
+        **{m.key: record.get(m.key) for m in metrics_in("bench")},
+        "artifact_kind": record.get("artifact_kind"),
+        "threads": record.get("threads"),
         "size_check_ok": check.get("ok"),
         "size_check_note": check.get("note"),
         "latency_note": record["latency_note"],

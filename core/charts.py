@@ -581,7 +581,7 @@ def weight_histogram_figure(
     layer_name: str,
     method: str | None = None,
     lut: np.ndarray | None = None,
-    grid: np.ndarray | None = None,
+    levels: np.ndarray | None = None,
     threshold: float | None = None,
     bins: int = 121,
     log_y: bool = False,
@@ -615,8 +615,8 @@ def weight_histogram_figure(
     if lut is not None and np.size(lut):
         centroids = np.unique(np.asarray(lut, dtype=np.float64).ravel())
         _add_value_marks(fig, centroids, name=f"LUT centroids ({centroids.size})", color=ACCENT_COLOR)
-    if grid is not None and np.size(grid):
-        levels = np.unique(np.asarray(grid, dtype=np.float64).ravel())
+    if levels is not None and np.size(levels):
+        levels = np.unique(np.asarray(levels, dtype=np.float64).ravel())
         levels = levels[(levels >= low - width) & (levels <= high + width)]
         _add_value_marks(fig, levels, name=f"quantization grid ({levels.size} levels in range)", color=GRID_LEVEL_COLOR)
     if threshold is not None and np.isfinite(threshold) and threshold > 0:

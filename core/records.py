@@ -4,7 +4,8 @@ A record is a plain JSON dict. ``build_record(kind, **fields)`` is the only plac
 rejects a field the schema does not declare, fills a declared field that was not measured with None (or ``[]``
 for lists), orders the keys as declared and cleans the values into plain JSON. The section helpers below turn
 measurement results (a model, its evaluation data, a latency run, a size estimate …) into groups of fields.
-The numbers a user compares are declared once more, with unit and better-direction, in ``core.metrics``.
+The numbers a user compares (accuracy, size, latency, memory …) are not listed here: each is declared once, with
+unit, better-direction and the records that carry it, in ``core.metrics``, and the schema takes them from there.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from core.jsonable import to_jsonable
+from core.metrics import recorded_metrics
 
 if TYPE_CHECKING:
     from core.compress.result import CompressionResult
@@ -26,6 +28,11 @@ if TYPE_CHECKING:
 BASELINE = "baseline"
 EXPERIMENT = "experiment"
 
+def _metric_fields(kind: str) -> dict[str, str]:
+    """The measured numbers a record of `kind` carries, described where they are declared (core.metrics)."""
+    return {m.key: m.description for m in recorded_metrics(kind)}
+
+
 _MODEL_FIELDS = {
     "model": "model source id (sample:…, torchvision:…, torchscript:…, state_dict:…, mlpackage:…)",
     "model_label": "the model's display name",
@@ -37,7 +44,6 @@ _MODEL_FIELDS = {
 _DATA_FIELDS = {
     "dataset": "evaluation dataset name ('synthetic' when the model has none)",
     "dataset_source": "where the evaluation images came from",
-    "eval_images": "number of evaluation images",
     "accuracy_meaningful": "False for random weights or synthetic inputs: accuracy is then None",
     "class_names": "class names in output order",
 }
@@ -51,20 +57,13 @@ BASELINE_FIELDS: dict[str, str] = {
     **_MODEL_FIELDS,
     "created_at": "ISO time of the measurement",
     **_DATA_FIELDS,
-    "eval_seconds": "wall time of the evaluation",
-    "accuracy_top1": "top-1 accuracy (fraction)",
-    "accuracy_top5": "top-5 accuracy (fraction)",
     "per_class_accuracy": "accuracy per class (fractions, class order)",
     "accuracy_note": "why accuracy is not reported, when it is not",
-    "size_fp32_bytes": "fp32 tensor bytes (4 bytes × float element)",
-    "size_fp16_bytes": "bytes of the uncompressed fp16 .mlpackage on disk",
     "size_fp16_source": "what size_fp16_bytes measured",
-    "latency_ms_p50": "median latency at the first batch size (ms)",
-    "latency_ms_p90": "90th-percentile latency at the first batch size (ms)",
     "latency": "the full latency measurement (every batch size, every runner)",
-    "peak_memory_bytes": "peak CPU memory of one batch-1 inference",
     **_MACHINE_FIELDS,
     "notes": "what the user should know about these numbers (captured library warnings included)",
+    **_metric_fields(BASELINE),
 }
 
 EXPERIMENT_FIELDS: dict[str, str] = {
@@ -75,30 +74,15 @@ EXPERIMENT_FIELDS: dict[str, str] = {
     "method": "compression method ('pipeline' for joint pipelines)",
     "workflow": "data_free / calibration / fine_tune",
     "created_at": "ISO time of the run",
-    "compress_seconds": "wall time of the compression step",
-    "export_seconds": "wall time of the artifact export",
-    "eval_seconds": "wall time of the compressed model's evaluation",
     **_DATA_FIELDS,
-    "accuracy_top1": "top-1 accuracy of the compressed model",
-    "accuracy_top5": "top-5 accuracy of the compressed model",
-    "baseline_accuracy_top1": "top-1 accuracy of the uncompressed model on the same images",
-    "baseline_accuracy_top5": "top-5 accuracy of the uncompressed model on the same images",
-    "validation_images": "images of the training pool (never test images) both models were also measured on",
-    "validation_source": "which images those are, in words",
-    "validation_accuracy_top1": "top-1 of the compressed model on the validation images: what a search chooses by",
-    "baseline_validation_accuracy_top1": "top-1 of the uncompressed model on the same validation images",
+    "validation_source": "which training-pool images the validation accuracy was measured on, in words",
     "per_class_accuracy": "accuracy per class of the compressed model",
     "baseline_per_class_accuracy": "accuracy per class of the uncompressed model",
-    "agreement_top1": "share of images with the same top-1 prediction as the uncompressed model",
-    "output_snr_db": "logit SNR against the uncompressed model (None when identical)",
-    "output_psnr_db": "logit PSNR against the uncompressed model (None when identical)",
     "outputs_identical": "the compressed model's outputs equal the baseline's",
-    "flipped": "number of images whose prediction changed",
     "flipped_images": "the changed predictions: index (see flipped_index_base), true, before, after",
     "flipped_index_base": "'dataset': flipped_images' index is the image's position in the dataset's evaluation split "
     "(None in older records: its position among the evaluated images)",
     "flipped_images_truncated": "flipped_images lists only the first flipped_limit",
-    "size_bytes": "the exported artifact on disk",
     "artifact_path": "the exported artifact (.mlpackage folder or TorchScript file)",
     "artifact_kind": "'mlpackage' or 'torchscript'",
     "artifact_weights_match": "the artifact's decoded weights equal the evaluated module's (fp16-exact for Core ML, "
@@ -106,29 +90,16 @@ EXPERIMENT_FIELDS: dict[str, str] = {
     "None when nothing was exported or the check could not run",
     "artifact_weights_check": "that comparison: summary, layers compared, max abs difference (and in fp16 units), "
     "mismatching layers, BatchNorm folds, tolerance, per-layer rows",
-    "size_fp32_bytes": BASELINE_FIELDS["size_fp32_bytes"],
-    "size_fp16_bytes": BASELINE_FIELDS["size_fp16_bytes"],
     "size_fp16_source": BASELINE_FIELDS["size_fp16_source"],
-    "theoretical_size_bytes": "bytes computed from the per-layer report",
     "size_breakdown": "theoretical bytes per part (indices, LUTs, scales, masks, uncompressed, …)",
     "size_storage_format": "the storage format the theoretical size assumes",
-    "bits_per_weight": "stored bits per weight, LUTs, scales and masks included",
     "bits_per_weight_nominal": "the nominal bit width averaged over the weights",
-    "compression_ratio_fp16": "fp16 .mlpackage bytes ÷ artifact bytes",
-    "compression_ratio_fp32": "fp32 tensor bytes ÷ artifact bytes",
     "size_check": "artifact vs theoretical size: ratio, ok, note",
-    "latency_ms_p50": "median latency of the compressed model at the first batch size (ms)",
-    "latency_ms_p90": "90th-percentile latency of the compressed model (ms)",
-    "baseline_latency_ms_p50": "median latency of the uncompressed model, timed interleaved (ms)",
-    "baseline_latency_ms_p90": "90th-percentile latency of the uncompressed model (ms)",
-    "latency_ratio": "compressed median ÷ baseline median",
     "latency": "the full A/B latency measurement",
     "latency_note": "what the CPU latency of this method means",
     "latency_coreml": "Core ML prediction latency where Core ML runs (macOS), else why not",
     "runs_int8_kernels": "the compressed module runs real int8 CPU kernels",
     "int8_form": "torch_static: the int8 engine × graph form it ran in, timed / cached / forced, by how much it won",
-    "peak_memory_bytes": "peak CPU memory of one batch-1 inference of the compressed model",
-    "baseline_peak_memory_bytes": "the same for the uncompressed model",
     **_MACHINE_FIELDS,
     "layers": "per-layer report: compressed or not (with the reason), bits, LUTs, sparsity, SNR",
     "coreml_weights": "per-weight metadata of a compressed uploaded .mlpackage (None for PyTorch runs)",
@@ -140,6 +111,7 @@ EXPERIMENT_FIELDS: dict[str, str] = {
     "origin": "where the run came from: kind manual / sweep / sensitivity / recipe / search, its id, parent experiment",
     "timing_exclusive": "latency was timed while no other job computed (None when latency was not measured)",
     "phase_seconds": "wall time per phase of the job: load, compress, export, evaluate, artifact_check, latency, memory, save",
+    **_metric_fields(EXPERIMENT),
 }
 
 SCHEMAS: dict[str, dict[str, str]] = {BASELINE: BASELINE_FIELDS, EXPERIMENT: EXPERIMENT_FIELDS}

@@ -43,7 +43,7 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowra
 
 def _table_html(frame) -> str:
     """The experiments table (core.tables.experiments_table, formatted), a colour dot per method."""
-    table = experiments_table(frame, formatted=True)
+    table = experiments_table(frame, formatted=True, view="report")
     numeric = {"#", *table.columns[3:-1]}
     rows = ["<h2>Experiments</h2><table><tr>", *(f"<th>{html.escape(str(h))}</th>" for h in table.columns), "</tr>"]
     for (_, row), method in zip(table.iterrows(), frame["method"], strict=True):

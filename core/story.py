@@ -50,7 +50,7 @@ class Story:
     facts: tuple[tuple[str, str], ...]  # (label, value) cards
     scatter: go.Figure
     sizes: go.Figure
-    recipe: str
+    library_config: str  # the coremltools / torch.ao config as YAML
     flipped: tuple[FlippedImage, ...]
     data_note: str
 
@@ -133,14 +133,14 @@ def data_note(record: dict) -> str:
     )
 
 
-def recipe_text(record: dict) -> str:
-    """The settings as a recipe: the coremltools / torch.ao config the run used (YAML)."""
-    from core.recipe import recipe_yaml
+def config_text(record: dict) -> str:
+    """The settings as the coremltools / torch.ao config the run used (YAML)."""
+    from core.config_export import config_yaml
     from core.specs import spec_from_dict
 
     spec = record.get("spec") or {}
     try:
-        return recipe_yaml(spec_from_dict(spec)).strip()
+        return config_yaml(spec_from_dict(spec)).strip()
     except (ValueError, TypeError, KeyError) as exc:  # a record from an older version: show what it stored
         return yaml.safe_dump(spec, sort_keys=False).strip() + f"\n# (no library config: {exc})"
 
@@ -247,7 +247,7 @@ def build_story(*, record: dict, records: Sequence[dict], budget_pts: float,
         facts=facts,
         scatter=story_scatter(records, record_id=int(record["id"]), budget_pts=budget_pts),
         sizes=before_after_figure(record),
-        recipe=recipe_text(record),
+        library_config=config_text(record),
         flipped=tuple(flipped),
         data_note=data_note(record),
     )
@@ -318,7 +318,7 @@ def story_html(story: Story) -> str:
         "✓→✗ newly wrong, ✗→✓ newly right)</h2>",
         _flipped_html(story.flipped, story.record),
         "</div>",
-        f"<div class='recipe'><h2>Recipe (coremltools config)</h2><pre>{html.escape(story.recipe)}</pre></div>",
+        f"<div class='recipe'><h2>Recipe (coremltools config)</h2><pre>{html.escape(story.library_config)}</pre></div>",
         "</div>",
         f"<div class='note'>{html.escape(story.data_note)}</div>",
         "</body></html>",

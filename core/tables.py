@@ -16,48 +16,25 @@ from typing import Any
 
 import pandas as pd
 
+from core import metrics as declared_metrics
 from core.formatting import as_number
 from core.measure.latency import recorded_interval
 from core.measure.size import layer_bits_per_weight
-from core.metrics import UNITS, Metric, column_label, metric
+from core.metrics import UNITS, Metric, column_label, metrics_in
 
-# Columns of the experiments frame, in display order. Fractions stay fractions here; tables format them.
-TABLE_COLUMNS = (
-    "id",
-    "created_at",
-    "model",
-    "method",
-    "workflow",
-    "spec_summary",
-    "accuracy_top1",
-    "baseline_accuracy_top1",
-    "accuracy_delta_pts",
-    "accuracy_top5",
-    "agreement_top1",
-    "output_snr_db",
-    "flipped",
-    "size_bytes",
-    "size_fp16_bytes",
-    "size_fp32_bytes",
-    "compression_ratio_fp16",
-    "bits_per_weight",
-    "latency_ms_p50",
-    "latency_ms_p90",
-    "baseline_latency_ms_p50",
-    "baseline_latency_ms_p90",
-    "latency_ratio",
-    "latency_note",
-    "compress_seconds",
-    "eval_images",
-    "dataset",
-    "accuracy_meaningful",
-    "artifact_kind",
-    "artifact_weights_match",
-    "validation_accuracy_top1",
-    "baseline_validation_accuracy_top1",
-    "validation_images",
-    "spec_json",
-)
+# Columns of the experiments frame: what identifies an experiment, every declared metric (core.metrics, so a new
+# metric reaches the frame, the CSV and the tables without a change here), then text columns. Fractions stay
+# fractions here; tables format them.
+_FIRST_COLUMNS = ("id", "created_at", "model", "method", "workflow", "spec_summary")
+_LAST_COLUMNS = ("latency_note", "dataset", "accuracy_meaningful", "artifact_kind", "artifact_weights_match", "spec_json")
+
+
+def frame_columns() -> tuple[str, ...]:
+    """The experiments frame's columns as declared now (TABLE_COLUMNS: as declared when this module was loaded)."""
+    return (*_FIRST_COLUMNS, *(m.key for m in declared_metrics.METRICS), *_LAST_COLUMNS)
+
+
+TABLE_COLUMNS = frame_columns()
 TEXT_COLUMNS = (
     "created_at",
     "model",
@@ -110,7 +87,7 @@ def experiments_frame(records: Sequence[dict]) -> pd.DataFrame:
     rows = []
     for rec in records:
         acc, base = as_number(rec.get("accuracy_top1")), as_number(rec.get("baseline_accuracy_top1"))
-        row = {name: rec.get(name) for name in TABLE_COLUMNS}
+        row = {name: rec.get(name) for name in frame_columns()}
         row["accuracy_delta_pts"] = (acc - base) * 100 if acc is not None and base is not None else None
         row["spec_json"] = json.dumps(rec.get("spec") or {}, sort_keys=True, default=str)
         row["label"] = experiment_label(rec)
@@ -128,7 +105,7 @@ def experiments_frame(records: Sequence[dict]) -> pd.DataFrame:
                 row[f"breakdown_{part}"] = value
         rows.append(row)
     frame = (
-        pd.DataFrame(rows, columns=[*TABLE_COLUMNS, "label", "model_label", "eval_set", "eval_set_label", "origin"])
+        pd.DataFrame(rows, columns=[*frame_columns(), "label", "model_label", "eval_set", "eval_set_label", "origin"])
         if not rows
         else pd.DataFrame(rows)
     )
@@ -148,22 +125,10 @@ def experiments_csv(records: Sequence[dict]) -> str:
 
 # --------------------------------------------------------------------------- the experiments table people read
 
-# Its measured columns, in order; header, unit, format and help come from each metric's declaration.
-EXPERIMENTS_TABLE_METRICS: tuple[Metric, ...] = tuple(
-    metric(key)
-    for key in (
-        "accuracy_top1",
-        "accuracy_delta_pts",
-        "agreement_top1",
-        "size_bytes",
-        "compression_ratio_fp16",
-        "bits_per_weight",
-        "latency_ms_p50",
-        "latency_ratio",
-        "compress_seconds",
-        "eval_images",
-    )
-)
+# Its measured columns: the metrics declared with the "compare" view (the report's table: the "report" view), in
+# declaration order; header, unit, format and help come from each metric's declaration.
+EXPERIMENTS_TABLE_METRICS: tuple[Metric, ...] = metrics_in("compare")
+TABLE_VIEWS = ("compare", "report")
 
 
 ARTIFACT_MATCH_HEADER = "artifact = evaluated"
@@ -178,8 +143,9 @@ def artifact_match_text(value: object) -> str:
     return "yes" if bool(value) else "MISMATCH"
 
 
-def experiments_table(frame: pd.DataFrame, *, formatted: bool = False) -> pd.DataFrame:
-    """The experiments table (Compare page, HTML report): #, method, setting, the declared metrics, created.
+def experiments_table(frame: pd.DataFrame, *, formatted: bool = False, view: str = "compare") -> pd.DataFrame:
+    """The experiments table (Compare page, HTML report): #, method, setting, the metrics `view` ("compare" or
+    "report") shows, created.
 
     ``formatted=False``: metric columns are numbers in their display unit (%, MB, ms …) for a sortable table —
     format them with ``experiments_table_formats()``; a column with a missing value, a unit that only text can say
@@ -188,6 +154,8 @@ def experiments_table(frame: pd.DataFrame, *, formatted: bool = False) -> pd.Dat
     """
     from core.compress.registry import method_label
 
+    if view not in TABLE_VIEWS:
+        raise ValueError(f"view must be one of {', '.join(TABLE_VIEWS)}; got {view!r}.")
     table = pd.DataFrame(
         {
             "#": frame["id"].astype("Int64"),
@@ -195,7 +163,7 @@ def experiments_table(frame: pd.DataFrame, *, formatted: bool = False) -> pd.Dat
             "setting": frame["spec_summary"],
         }
     )
-    for declared in EXPERIMENTS_TABLE_METRICS:
+    for declared in metrics_in(view):
         values = frame[declared.key] if declared.key in frame else pd.Series([None] * len(frame), dtype=object)
         header = declared.label if formatted else declared.column_header
         if declared.key == "latency_ratio":
@@ -247,13 +215,13 @@ def latency_ratio_cells(frame: pd.DataFrame) -> list[str]:
 def experiments_table_formats() -> dict[str, tuple[str, str]]:
     """{column header: (printf number format, help text)} of the measured columns of ``experiments_table`` that can
     be numbers (a column that turned out text takes its help only)."""
-    return {m.column_header: (m.column_format, m.description) for m in EXPERIMENTS_TABLE_METRICS
+    return {m.column_header: (m.column_format, m.description) for m in metrics_in("compare")
             if not UNITS[m.unit].text_in_tables and m.key != "latency_ratio"}
 
 
 def experiments_table_help() -> dict[str, str]:
     """{column header: help text} of every measured column of ``experiments_table``."""
-    return {m.column_header: m.description for m in EXPERIMENTS_TABLE_METRICS}
+    return {m.column_header: m.description for m in metrics_in("compare")}
 
 
 # --------------------------------------------------------------------------- any table a person reads
@@ -393,25 +361,8 @@ def layers_table(layers: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- two experiments side by side
 
-# Metrics compared side by side; label, unit and better-direction come from core.metrics.
-DIFF_METRICS: tuple[Metric, ...] = tuple(
-    metric(key)
-    for key in (
-        "accuracy_top1",
-        "accuracy_top5",
-        "agreement_top1",
-        "output_snr_db",
-        "flipped",
-        "size_bytes",
-        "compression_ratio_fp16",
-        "bits_per_weight",
-        "latency_ms_p50",
-        "latency_ms_p90",
-        "latency_ratio",
-        "peak_memory_bytes",
-        "compress_seconds",
-    )
-)
+# Metrics compared side by side (the "diff" view); label, unit and better-direction come from core.metrics.
+DIFF_METRICS: tuple[Metric, ...] = metrics_in("diff")
 
 
 def diff_verdict(declared: Metric, a: Any, b: Any) -> str:
@@ -425,7 +376,7 @@ def diff_verdict(declared: Metric, a: Any, b: Any) -> str:
 def diff_frame(a: dict, b: dict) -> pd.DataFrame:
     """Two experiments side by side: every metric and every spec setting that differs, with B − A."""
     rows = []
-    for declared in DIFF_METRICS:
+    for declared in metrics_in("diff"):
         va, vb = as_number(a.get(declared.key)), as_number(b.get(declared.key))
         delta = vb - va if va is not None and vb is not None else None
         rows.append(
@@ -445,7 +396,7 @@ def diff_table(a: dict, b: dict) -> pd.DataFrame:
     """``diff_frame`` as a person reads it: every value written with its unit ("93.36 %", "1.23 MB"), the change
     signed in the metric's unit ("-0.77 pts"), a gap as "—" (not measured)."""
     rows = []
-    for declared in DIFF_METRICS:
+    for declared in metrics_in("diff"):
         va, vb = as_number(a.get(declared.key)), as_number(b.get(declared.key))
         rows.append({"what": declared.label, "A": declared.format(va) if va is not None else MISSING,
                      "B": declared.format(vb) if vb is not None else MISSING,

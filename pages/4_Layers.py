@@ -1,4 +1,4 @@
-"""Layers: what compression did to each layer — weight histograms with their LUT / grid / threshold, and the coverage map."""
+"""Layers: what compression did to each layer — weight histograms with their LUT / quantization levels / threshold, and the coverage map."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import streamlit as st
 
 from core import charts
 from core.formatting import fmt_num, fmt_pct
-from core.measure.grid import histogram_overlays, layer_arrays
+from core.measure.histogram_overlays import histogram_overlays, layer_arrays
 from core.measure.layer_summary import coverage, default_layer, storage_bits_words
 from core.store import layers_frame
 from core.tables import layers_table
@@ -61,7 +61,7 @@ else:
     overlays = histogram_overlays(arrays, bits=row.get("bits"), params=int(row["params"]))
     figure = charts.weight_histogram_figure(
         original=arrays["original"], compressed=arrays.get("compressed", np.array([])), layer_name=layer_name,
-        method=method, lut=overlays.lut, grid=overlays.grid, threshold=overlays.threshold, bins=int(bins), log_y=log_y,
+        method=method, lut=overlays.lut, levels=overlays.levels, threshold=overlays.threshold, bins=int(bins), log_y=log_y,
     )
     st.plotly_chart(figure, key="layers.histogram", config={"displaylogo": False})
     facts = st.columns(6)

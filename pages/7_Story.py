@@ -45,7 +45,7 @@ def render_story(story: Story) -> None:
             st.caption("No changed prediction to show (none changed, or the evaluation images are not on this machine).")
     with right:
         st.markdown("**Recipe** (the coremltools config of this run)")
-        st.code(story.recipe, language="yaml", wrap_lines=True)
+        st.code(story.library_config, language="yaml", wrap_lines=True)
     st.caption(story.data_note)
 
 

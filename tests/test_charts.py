@@ -116,7 +116,7 @@ def test_weight_histogram_marks() -> None:
     assert compressed_bars.marker.color == charts.method_color("palettize")
 
     grid = np.arange(-128, 128) * 0.002
-    fig = charts.weight_histogram_figure(original=original, compressed=original, layer_name="fc", grid=grid, log_y=True)
+    fig = charts.weight_histogram_figure(original=original, compressed=original, layer_name="fc", levels=grid, log_y=True)
     grid_entry = next(t for t in fig.data if t.name and t.name.startswith("quantization grid"))
     assert "step 0.002" in grid_entry.name and "too dense" in grid_entry.name  # 256 lines would hide the histogram
     assert not [s for s in fig.layout.shapes if s.type == "line"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from core import tables
-from core.metrics import METRICS, UNITS, Metric, format_metric, metric
+from core.metrics import METRICS, UNITS, Metric, format_metric, metric, metrics_in, recorded_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,3 +91,50 @@ def test_table_values_and_labels() -> None:
     assert metric("accuracy_top1").column_value("n/a") is None
     assert size.label_with_unit == "artifact size (bytes)"
     assert metric("bits_per_weight").label_with_unit == "bits per weight"
+
+
+def test_a_metric_declared_with_a_view_appears_in_every_table_of_that_view(monkeypatch) -> None:
+    """Adding a metric is its measure function, its record value and its declaration: the experiments frame,
+    Compare's and the report's table, the diff and the CLI's results table follow the declaration."""
+    import pandas as pd
+
+    from core import metrics
+    from core.explore.cli import results_table
+
+    extra = Metric("demo_score", "demo score", "dB", 1, "A metric declared for this test.", "demo dB",
+                   views=frozenset({"compare", "report", "diff", "cli", "bench"}))
+    monkeypatch.setattr(metrics, "METRICS", (*metrics.METRICS, extra))
+    monkeypatch.setattr(metrics, "_BY_KEY", {**metrics._BY_KEY, "demo_score": extra})
+    frame = tables.experiments_frame([{"id": 1, "method": "palettize", "spec_summary": "4-bit",
+                                       "created_at": "2026-01-01T00:00:00", "demo_score": 12.5}])
+    assert frame.loc[0, "demo_score"] == 12.5
+    for view in ("compare", "report"):
+        assert tables.experiments_table(frame, formatted=True, view=view).loc[0, "demo score"] == "12.5 dB"
+    assert tables.experiments_table(frame).loc[0, "demo dB"] == 12.5
+    diff = tables.diff_table({"demo_score": 10.0}, {"demo_score": 12.5}).set_index("what")
+    assert diff.loc["demo score", "B"] == "12.5 dB" and diff.loc["demo score", ""] == "B better"
+    text = results_table(pd.DataFrame([{"config": 1, "spec_summary": "4-bit", "demo_score": 12.5}]))
+    assert "demo score" in text and "12.5 dB" in text
+
+
+def test_the_record_schema_takes_the_declared_metrics() -> None:
+    from core.records import BASELINE_FIELDS, EXPERIMENT_FIELDS
+
+    for kind, fields in (("experiment", EXPERIMENT_FIELDS), ("baseline", BASELINE_FIELDS)):
+        for declared in recorded_metrics(kind):
+            assert fields[declared.key] == declared.description, (kind, declared.key)
+    assert "accuracy_delta_pts" not in EXPERIMENT_FIELDS  # derived by the experiments frame, not recorded
+    assert "peak_memory_bytes" in BASELINE_FIELDS and "baseline_peak_memory_bytes" not in BASELINE_FIELDS
+    assert [c for c in tables.TABLE_COLUMNS if c in {m.key for m in METRICS}] == [m.key for m in METRICS]
+
+
+def test_views_and_records_are_declared_by_name() -> None:
+    with pytest.raises(ValueError, match="views"):
+        Metric("x", "x", "dB", 1, "x", views=frozenset({"sidebar"}))
+    with pytest.raises(ValueError, match="records"):
+        Metric("x", "x", "dB", 1, "x", records=frozenset({"run"}))
+    with pytest.raises(ValueError, match="no view"):
+        metrics_in("sidebar")
+    assert [m.key for m in metrics_in("compare")] == [m.key for m in METRICS if "compare" in m.views]
+    assert "output_psnr_db" in {m.key for m in metrics_in("compare")}  # declared, recorded, and now shown
+    assert {m.key for m in recorded_metrics("baseline")} <= {m.key for m in recorded_metrics("experiment")}

@@ -59,7 +59,7 @@ def test_the_sentence_says_what_the_record_measured(records: list[dict]) -> None
     assert f"on {record['eval_images']:,} test images" in story.sentence
     assert "CPU latency unchanged here" in story.sentence  # palettized weights run decompressed on the CPU
     assert "not promised" in story.sentence
-    assert "n_bits: 4" in story.recipe and "PostTrainingPalettizer" in story.recipe
+    assert "n_bits: 4" in story.library_config and "PostTrainingPalettizer" in story.library_config
 
 
 def test_plain_words_for_sizes_and_int8_speed(records: list[dict]) -> None:

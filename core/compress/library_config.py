@@ -2,7 +2,7 @@
 
 Each method module has ONE ``library_config(spec, *, layers=None, fine_tune_steps=None)`` that returns the
 recipe entry ``{"api", "config_class", "config", "workflow", …}``. The handler builds its coremltools / torch.ao
-objects from that entry (``load_config``) and records it on the result; ``core.recipe`` exports the same entry.
+objects from that entry (``load_config``) and records it on the result; ``core.config_export`` exports the same entry.
 
 Two forms of ``module_name_configs``:
 

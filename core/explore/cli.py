@@ -20,8 +20,9 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from core.cli_support import EXIT_CANCELLED, EXIT_DONE, EXIT_TARGET_MISSED, write_json
-from core.formatting import fmt_bytes, fmt_mb, fmt_ms, fmt_num, fmt_pct, fmt_seconds
+from core.formatting import fmt_mb, fmt_num, fmt_seconds
 from core.jsonable import to_jsonable
+from core.metrics import metrics_in
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -102,12 +103,10 @@ def results_table(frame: pd.DataFrame) -> str:
             "state": row.get("state", "done"),
             "exp": "" if pd.isna(row.get("experiment_id", row.get("id"))) else
             f"#{int(row.get('experiment_id', row.get('id')))}",
-            "top-1": fmt_pct(row.get("accuracy_top1")),
+            # the metrics declared with the "cli" view (core.metrics), then the accuracy change on both image sets
+            **{m.label: m.format(row.get(m.key)) for m in metrics_in("cli")},
             "Δ pts (test)": fmt_num(_delta_pts(row), "+.2f"),
             "Δ pts (validation)": fmt_num(_validation_delta_pts(row), "+.2f"),
-            "size": fmt_bytes(row.get("size_bytes")),
-            "× fp16": fmt_num(row.get("compression_ratio_fp16"), ".2f", "×"),
-            "latency": fmt_ms(row.get("latency_ms_p50")),
             "note": str(row.get("error") or "")[:70],
         })
     return pd.DataFrame(rows).to_string(index=False)

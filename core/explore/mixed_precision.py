@@ -1,12 +1,20 @@
-"""Mixed-precision recipes: per-layer settings chosen from the sensitivity table to meet a size or accuracy target.
+"""Mixed-precision recipes: per-layer settings that meet a size or accuracy target — the one engine.
 
-The candidates form one greedy path. It starts with every layer uncompressed (fp16) and, at each step, moves
-the one layer to the smaller setting that adds the least output noise per byte saved (jumps over intermediate
-settings allowed). Output noise powers of independently compressed layers add up, so the path predicts the
-combined output SNR as −10·log10(Σ 10^(−SNR_i/10)). Noise is used for ranking rather than each probe's top-1
-change because on ≤ 1,000 images one probe's top-1 change is a handful of images — too coarse to rank 6-bit
-against 8-bit — while the SNR moves smoothly. With labels, the predicted accuracy drop is read off a monotone
-(isotonic) fit of every probe's top-1 drop against its output SNR, evaluated at the combined SNR.
+This module owns what both ways of choosing a recipe share:
+
+* **the noise model**: each layer × setting adds output noise (noise power ÷ output power, 10^(−SNR/10)); noise
+  powers of independently compressed layers add up, so a recipe's output SNR is predicted as −10·log10(Σ noise).
+  Noise ranks settings rather than each probe's top-1 change because on ≤ 1,000 images one probe's top-1 change
+  is a handful of images — too coarse to rank 6-bit against 8-bit — while the SNR moves smoothly. With labels,
+  the accuracy drop is read off a monotone (isotonic) fit of each option's top-1 drop against its output SNR,
+  evaluated at the combined SNR.
+* **the solver** (``solve_budget``): for a byte budget, the per-layer settings with the least summed noise (a
+  multiple-choice knapsack, exact by dynamic programming over bytes); ``path`` runs it over a series of budgets
+  (the candidate curve).
+
+The fast estimate (``mixed_precision_candidates``) feeds the solver the sensitivity table's probes
+(``option_table``, the one adapter from a sensitivity table); the measured search (``core.explore.mp_search``)
+feeds it options compressed and measured on a calibration slice, then refines by measuring whole recipes.
 
 Sizes come from the size model (core.measure.size): each layer's stored bytes under its setting as probed, every
 other float (biases, BatchNorm) as fp16. A recipe is one spec of a single method with per-layer overrides
@@ -20,18 +28,19 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from core.config_export import config_yaml, python_snippet
 from core.data import Dataset
 from core.experiment_options import ExperimentOptions
 from core.explore.sensitivity import SETTINGS, ProbeSetting, SensitivityResult
 from core.formatting import plural
+from core.measure.quality import snr_db
 from core.models.sources import LoadedModel
 from core.progress import Progress
-from core.recipe import python_snippet, recipe_yaml
 from core.specs import CompressionSpec, spec_from_dict
 
 # Per-layer palettization settings a recipe may use beyond the sensitivity probes (coremltools takes n_bits 1, 2, 3,
@@ -105,7 +114,7 @@ class RecipeTarget:
 
 @dataclass(frozen=True)
 class Candidate:
-    """One point of the greedy path: per-layer settings, their spec and what the size model / fit predict."""
+    """One point of the candidate curve: per-layer settings, their spec and what the size model / fit predict."""
 
     step: int
     choices: tuple[tuple[str, str | None], ...]  # (layer, setting key or None = fp16), network order
@@ -140,28 +149,34 @@ class Candidate:
         }
 
 
-# --------------------------------------------------------------------------- the greedy path
+# --------------------------------------------------------------------------- the noise model
 
 
-def recipe_methods(sensitivity: SensitivityResult) -> list[str]:
-    """Methods a recipe can be built from (one method per recipe: a spec's overrides stay within its method)."""
-    return list(dict.fromkeys(setting_of(s).method for s in sensitivity.frame["setting"].unique()))
+def noise_of_snr(snr_db: float) -> float:
+    """Output noise power ÷ output signal power of an output SNR (0 for +inf: identical outputs)."""
+    if snr_db == math.inf or (isinstance(snr_db, float) and math.isnan(snr_db)):
+        return 0.0
+    return 10.0 ** (-snr_db / 10.0)
 
 
-def _noise(snr: float) -> float:
-    return 0.0 if snr == math.inf or (isinstance(snr, float) and math.isnan(snr)) else 10.0 ** (-snr / 10.0)
+def snr_of_noise(noise: float) -> float:
+    """The output SNR (dB) of a noise power ratio; +inf for no noise."""
+    return math.inf if noise <= 0 else -10.0 * math.log10(noise)
 
 
-def _isotonic_drop(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
-    """(SNR, drop) knots of a non-increasing fit of top-1 drop against output SNR, or None without labels."""
-    data = frame[np.isfinite(frame["snr_db"].astype(float)) & frame["top1_change"].notna()]
-    if data.empty:
+def output_noise(*, reference, candidate) -> float:
+    """The noise power ratio of `candidate` outputs against `reference` (core.measure.quality's SNR, as a power)."""
+    return noise_of_snr(snr_db(reference=reference, candidate=candidate))
+
+
+def fit_drop(snrs: np.ndarray, top1_changes: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(SNR, drop) knots of a non-increasing (isotonic) fit of top-1 drop against output SNR; None without data."""
+    keep = np.isfinite(snrs) & ~np.isnan(top1_changes)
+    if not keep.any():
         return None
-    data = data.sort_values("snr_db")
-    x = data["snr_db"].to_numpy(float)
-    y = -data["top1_change"].to_numpy(float)
-    # pool adjacent violators for a non-increasing sequence in x
-    blocks: list[list[float]] = []  # [sum, count, x_sum]
+    order = np.argsort(snrs[keep], kind="stable")
+    x, y = snrs[keep][order], -top1_changes[keep][order]
+    blocks: list[list[float]] = []  # [drop sum, count, snr sum]; pool adjacent violators
     for xi, yi in zip(x, y, strict=True):
         blocks.append([yi, 1.0, xi])
         while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] < blocks[-1][0] / blocks[-1][1]:
@@ -174,13 +189,169 @@ def _isotonic_drop(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
     return knots_x, knots_y
 
 
-def _predict_drop(fit: tuple[np.ndarray, np.ndarray] | None, snr: float) -> float | None:
+def predict_drop(fit: tuple[np.ndarray, np.ndarray] | None, snr: float) -> float | None:
+    """The fitted top-1 drop (fraction) at output SNR `snr`; None without a fit, 0 at +inf."""
     if fit is None:
         return None
     if snr == math.inf:
         return 0.0
     x, y = fit
     return float(np.interp(snr, x, y, left=y[0], right=y[-1]))
+
+
+# --------------------------------------------------------------------------- the solver
+
+
+@dataclass
+class LayerOption:
+    """One setting of one layer: its stored bytes and the output noise it adds alone (the solver's inputs).
+
+    The measured search also keeps the KL divergence, the compressed module and its top-1 change alone."""
+
+    key: str | None  # None: left uncompressed (fp16)
+    bytes: float
+    noise: float  # output noise power ÷ baseline output power (noise_of_snr of the output SNR)
+    top1_change: float | None = None  # fraction, this layer alone; None without labels
+    kl: float | None = None  # measured search: mean KL(baseline ‖ this) of the output distributions
+    module: Any = field(default=None, repr=False)  # measured search: the compressed layer
+
+
+@dataclass
+class OptionTable:
+    """Per layer, the settings it can take (fp16 first): what the one solver chooses from.
+
+    Built from a sensitivity table (``option_table``: the fast estimate) or measured on a calibration slice
+    (``core.explore.mp_search.prepare_search``). Noise powers of layers compressed together add up, so a choice's
+    predicted output SNR is snr_of_noise(Σ noise)."""
+
+    method: str
+    workflow: str
+    layers: list[str]
+    options: dict[str, list[LayerOption]]
+    other_bytes: float  # biases, BatchNorm: fp16
+    weight_params: int
+    drop_fit: tuple[np.ndarray, np.ndarray] | None
+
+    @property
+    def fp16_bytes(self) -> float:
+        return sum(o[0].bytes for o in self.options.values()) + self.other_bytes
+
+    @property
+    def smallest_bytes(self) -> float:
+        return sum(min(x.bytes for x in o) for o in self.options.values()) + self.other_bytes
+
+    def option(self, layer: str, key: str | None) -> LayerOption:
+        for o in self.options[layer]:
+            if o.key == key:
+                return o
+        raise RecipeError(f"{layer} has no option {setting_label(key)!r} here "
+                          f"(it has: {', '.join(setting_label(o.key) for o in self.options[layer])}).")
+
+    def uniform(self, key: str) -> dict[str, str | None]:
+        """Every layer at `key`; a layer without that option keeps its smallest one (tiny or indivisible layers)."""
+        return {name: key if any(o.key == key for o in opts) else min(opts, key=lambda o: o.bytes).key
+                for name, opts in self.options.items()}
+
+    def smallest(self) -> dict[str, str | None]:
+        """Every layer at its smallest option (the lower-noise one on a tie)."""
+        return {name: min(opts, key=lambda o: (o.bytes, o.noise)).key for name, opts in self.options.items()}
+
+    def size(self, choices: dict[str, str | None]) -> float:
+        return sum(self.option(name, key).bytes for name, key in choices.items()) + self.other_bytes
+
+    def options_frame(self) -> pd.DataFrame:
+        """Per layer × setting: bytes, output SNR, KL and top-1 change alone (network order)."""
+        rows = [{"layer": name, "setting": setting_label(o.key), "key": o.key, "bytes": o.bytes, "kl": o.kl,
+                 "snr_db": snr_of_noise(o.noise),
+                 "top1_change_pts": None if o.top1_change is None else o.top1_change * 100}
+                for name in self.layers for o in self.options[name]]
+        return pd.DataFrame(rows)
+
+
+def _solvable(table: OptionTable, name: str, fixed: dict[str, str | None]) -> list[LayerOption]:
+    return [o for o in table.options[name] if name not in fixed or o.key == fixed[name]]
+
+
+def solve_budget(table: OptionTable, *, budget_bytes: float, fixed: dict[str, str | None] | None = None,
+                 units: int = 4000) -> dict[str, str | None] | None:
+    """Per-layer settings with the least summed output noise whose size is ≤ `budget_bytes` (None: impossible).
+
+    A multiple-choice knapsack solved by dynamic programming over bytes: exact up to rounding every layer's bytes
+    *up* to a unit of budget ÷ `units`, so the answer always fits. `fixed` pins some layers to one setting."""
+    fixed = fixed or {}
+    room = budget_bytes - table.other_bytes
+    if room <= 0:
+        return None
+    unit = room / units
+    best = np.full(units + 1, np.inf)
+    best[0] = 0.0
+    picks: list[np.ndarray] = []
+    for name in table.layers:
+        new = np.full(units + 1, np.inf)
+        pick = np.full(units + 1, -1, dtype=np.int64)
+        for i, o in enumerate(_solvable(table, name, fixed)):
+            cost = math.ceil(o.bytes / unit - 1e-9)
+            if cost > units:
+                continue
+            shifted = np.full(units + 1, np.inf)
+            shifted[cost:] = best[: units + 1 - cost] + o.noise
+            better = shifted < new
+            new[better] = shifted[better]
+            pick[better] = i
+        picks.append(pick)
+        best = new
+        if not np.isfinite(best).any():
+            return None
+    end = int(np.argmin(best))
+    if not np.isfinite(best[end]):
+        return None
+    choices: dict[str, str | None] = {}
+    for name, pick in zip(reversed(table.layers), reversed(picks), strict=True):
+        o = _solvable(table, name, fixed)[int(pick[end])]
+        choices[name] = o.key
+        end -= math.ceil(o.bytes / unit - 1e-9)
+    return {name: choices[name] for name in table.layers}
+
+
+def candidate_of(table: OptionTable, choices: dict[str, str | None], *, step: int,
+                 calibration: dict | None = None) -> Candidate:
+    """A Candidate (spec, size model bytes, noise model predictions) for per-layer `choices`."""
+    opts = [table.option(name, key) for name, key in choices.items()]
+    layer_bytes = sum(o.bytes for o in opts)
+    snr = snr_of_noise(sum(o.noise for o in opts))
+    return Candidate(step=step, choices=tuple(choices.items()),
+                     spec=build_spec(method=table.method, choices=choices, workflow=table.workflow),
+                     predicted_bytes=layer_bytes + table.other_bytes,
+                     predicted_bits_per_weight=layer_bytes * 8.0 / table.weight_params, predicted_snr_db=snr,
+                     predicted_drop=predict_drop(table.drop_fit, snr), calibration=calibration)
+
+
+def path(table: OptionTable, *, points: int = 48) -> list[Candidate]:
+    """The candidate curve: the solver's answers at `points` budgets from fp16 down to the smallest model, largest
+    first; an answer neither smaller nor lower in noise than the one before it is left out."""
+    fp16 = {name: None for name in table.layers}
+    answers = [fp16]  # the solver rounds bytes up: fp16 and the smallest model are added as they are
+    for budget in np.geomspace(table.fp16_bytes, table.smallest_bytes * 1.000001, points):
+        choices = solve_budget(table, budget_bytes=float(budget))
+        if choices is not None:
+            answers.append(choices)
+    answers.append(table.smallest())
+    out: list[Candidate] = []
+    for choices in answers:
+        candidate = candidate_of(table, choices, step=len(out))
+        if out and (candidate.predicted_bytes >= out[-1].predicted_bytes
+                    or candidate.predicted_snr_db > out[-1].predicted_snr_db):
+            continue
+        out.append(candidate)
+    return out
+
+
+# --------------------------------------------------------------------------- the fast estimate
+
+
+def recipe_methods(sensitivity: SensitivityResult) -> list[str]:
+    """Methods a recipe can be built from (one method per recipe: a spec's overrides stay within its method)."""
+    return list(dict.fromkeys(setting_of(s).method for s in sensitivity.frame["setting"].unique()))
 
 
 def _layer_values(key: str, fields: set[str]) -> dict:
@@ -209,14 +380,13 @@ def build_spec(*, method: str, choices: dict[str, str | None], workflow: str = "
     return spec
 
 
-def mixed_precision_candidates(
+def option_table(
     *, sensitivity: SensitivityResult, method: str | None = None, settings: tuple[str, ...] | None = None
-) -> list[Candidate]:
-    """The greedy path from all-fp16 to every layer at its smallest setting, one layer move per candidate.
+) -> OptionTable:
+    """The solver's options read from a sensitivity table: each probe's bytes and output noise (its SNR as a power).
 
     `method` picks the family (default: palettize when probed, else the first probed method); `settings` limits
-    the settings used (default: every probed setting of that method).
-    """
+    the settings used (default: every probed setting of that method)."""
     frame = sensitivity.frame
     methods = recipe_methods(sensitivity)
     method = method or ("palettize" if "palettize" in methods else methods[0])
@@ -227,47 +397,34 @@ def mixed_precision_candidates(
     if probes.empty:
         raise RecipeError(f"no layer could be compressed with the chosen {method} settings.")
     layers = frame.drop_duplicates("layer").sort_values("order")
-    fp16_bytes = dict(zip(layers["layer"], layers["layer_bytes_fp16"].astype(float), strict=True))
-    options: dict[str, list[tuple[str, float, float]]] = {}  # layer → [(setting, bytes, noise)]
+    labelled = sensitivity.has_labels
+    options = {name: [LayerOption(key=None, bytes=float(b), noise=0.0, top1_change=0.0 if labelled else None)]
+               for name, b in zip(layers["layer"], layers["layer_bytes_fp16"], strict=True)}
     for row in probes.itertuples(index=False):
-        options.setdefault(row.layer, []).append((row.setting, float(row.layer_bytes), _noise(float(row.snr_db))))
-    meta = sensitivity.meta
-    weight_params = float(meta["weight_params"])
-    other_bytes = (float(meta["float_params"]) - weight_params) * 2.0
-    fit = _isotonic_drop(frame[frame["setting"].isin(keys)]) if sensitivity.has_labels else None
+        change = float(row.top1_change) if labelled and pd.notna(row.top1_change) else None
+        options[row.layer].append(LayerOption(key=row.setting, bytes=float(row.layer_bytes),
+                                              noise=noise_of_snr(float(row.snr_db)), top1_change=change))
+    return OptionTable(method=method, workflow="data_free", layers=list(options), options=options,
+                       other_bytes=(float(sensitivity.meta["float_params"]) - float(sensitivity.meta["weight_params"])) * 2.0,
+                       weight_params=int(sensitivity.meta["weight_params"]),
+                       drop_fit=drop_fit_of(options) if labelled else None)
 
-    current: dict[str, tuple[str | None, float, float]] = {name: (None, b, 0.0) for name, b in fp16_bytes.items()}
-    candidates: list[Candidate] = []
 
-    def snapshot() -> None:
-        layer_bytes = sum(b for _, b, _ in current.values())
-        noise = sum(n for _, _, n in current.values())
-        snr = math.inf if noise == 0 else -10.0 * math.log10(noise)
-        choices = {name: s for name, (s, _, _) in current.items()}
-        candidates.append(Candidate(
-            step=len(candidates), choices=tuple(choices.items()), spec=build_spec(method=method, choices=choices),
-            predicted_bytes=layer_bytes + other_bytes, predicted_bits_per_weight=layer_bytes * 8.0 / weight_params,
-            predicted_snr_db=snr, predicted_drop=_predict_drop(fit, snr),
-        ))
+def drop_fit_of(options: dict[str, list[LayerOption]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The isotonic drop fit over every compressed option's (output SNR, top-1 change) alone."""
+    alone = [o for opts in options.values() for o in opts if o.key is not None and o.top1_change is not None]
+    if not alone:
+        return None
+    return fit_drop(np.array([snr_of_noise(o.noise) for o in alone], dtype=float),
+                    np.array([o.top1_change for o in alone], dtype=float))
 
-    snapshot()
-    while True:
-        best: tuple[float, float, str, tuple[str, float, float]] | None = None
-        for name, opts in options.items():
-            _, now_bytes, now_noise = current[name]
-            for option in opts:
-                saved = now_bytes - option[1]
-                if saved <= 0:
-                    continue
-                cost = max(option[2] - now_noise, 0.0) / saved
-                if best is None or (cost, -saved) < (best[0], best[1]):
-                    best = (cost, -saved, name, option)
-        if best is None:
-            break
-        _, _, name, (key, size, noise) = best
-        current[name] = (key, size, noise)
-        snapshot()
-    return candidates
+
+def mixed_precision_candidates(
+    *, sensitivity: SensitivityResult, method: str | None = None, settings: tuple[str, ...] | None = None
+) -> list[Candidate]:
+    """The fast estimate: the solver's candidate curve over the sensitivity table's probes, from all-fp16 to every
+    layer at its smallest setting (see ``option_table`` for `method` and `settings`)."""
+    return path(option_table(sensitivity=sensitivity, method=method, settings=settings))
 
 
 def choose(*, candidates: list[Candidate], target: RecipeTarget) -> Candidate:
@@ -325,7 +482,7 @@ def recipe_exports(*, candidate: Candidate, model: LoadedModel) -> dict[str, str
 
     return {
         "spec_yaml": spec_to_yaml(candidate.spec),
-        "coremltools_yaml": recipe_yaml(candidate.spec, module=model.module),
+        "coremltools_yaml": config_yaml(candidate.spec, module=model.module),
         "python": python_snippet(spec=candidate.spec, source_id=model.source_id),
     }
 
@@ -369,30 +526,6 @@ def recipe_origin(*, candidate: Candidate, sensitivity: SensitivityResult | None
     return check_origin({"kind": "recipe", "id": identifier, "parent_experiment_id": None, "label": label})
 
 
-def search_candidates(
-    *, model_source_id: str, max_drop_pts: float, objective: str = "size", records: list | None = None, home=None,
-    limit: int = 3,
-) -> list[dict]:
-    """Spec dicts for the budget search: the smallest candidates predicted within `max_drop_pts`, from the newest
-    labelled sensitivity table cached for this model. Raises RecipeError when there is none."""
-    del objective, records  # the recipe minimises size; the search measures what it runs
-    from core.explore.sensitivity import cached_results
-
-    tables = [r for r in cached_results(cache_root=home_cache(home)) if r.meta.get("model") == model_source_id and r.has_labels]
-    if not tables:
-        raise RecipeError(f"no labelled sensitivity table for {model_source_id}; run `sensitivity --model {model_source_id}` first.")
-    candidates = mixed_precision_candidates(sensitivity=tables[0])
-    within = [c for c in candidates[1:] if c.predicted_drop is not None and c.predicted_drop * 100 <= max_drop_pts]
-    within.sort(key=lambda c: c.predicted_bytes)
-    return [c.spec.to_dict() for c in within[:limit]]
-
-
-def home_cache(home) -> Path | None:
-    from core.paths import cache_dir
-
-    return None if home is None else cache_dir(Path(home))
-
-
 def compare_prediction(*, candidate: Candidate, record: dict) -> dict:
     """Predicted (size model, SNR fit) against what the real experiment measured."""
     size = record.get("size_bytes")
@@ -418,19 +551,30 @@ __all__ = [
     "RECIPE_SETTINGS",
     "TARGET_KINDS",
     "Candidate",
+    "LayerOption",
+    "OptionTable",
     "RecipeError",
     "RecipeTarget",
     "build_spec",
+    "candidate_of",
     "candidates_frame",
     "choose",
     "compare_prediction",
+    "drop_fit_of",
+    "fit_drop",
     "mixed_precision_candidates",
+    "noise_of_snr",
+    "option_table",
+    "output_noise",
+    "path",
+    "predict_drop",
     "recipe_exports",
     "recipe_layers_frame",
     "recipe_methods",
     "recipe_origin",
     "run_recipe",
-    "search_candidates",
     "setting_label",
     "setting_of",
+    "snr_of_noise",
+    "solve_budget",
 ]

@@ -1,20 +1,22 @@
 """Measurement-guided mixed-precision search: per-layer settings chosen by what they do to the model's outputs.
 
 ``mixed_precision.mixed_precision_candidates`` ranks settings from the sensitivity table alone (arithmetic, fit
-for the page). This module measures instead, in three stages on a fixed class-balanced **calibration slice of the
+for the page). This module measures instead, and hands what it measures to the same solver and noise model
+(``core.explore.mixed_precision``), in three stages on a fixed class-balanced **calibration slice of the
 training pool** (never the evaluation images, so the reported accuracy is not tuned on):
 
 1. ``prepare_search``: every weight layer × every setting of ``RecipeSearchConfig.settings`` (palettize 1–8 bits
    per tensor, with a per-channel scale, with a LUT per output channel or channel group) is compressed once by the
    same handler the real run uses (``sensitivity.compress_one_layer``) and kept in memory; its stored bytes come
-   from the size model (LUTs and scales counted), and its effect alone is measured as the KL divergence of the
-   model's output distribution from the baseline's (a smooth stand-in for top-1 on a small slice).
-2. ``path``: for a byte budget, the settings minimising the summed single-layer KL exactly (a multiple-choice
-   knapsack solved by dynamic programming over bytes); at a series of budgets this is the candidate curve.
+   from the size model (LUTs and scales counted), and its effect alone is measured as output noise (the noise
+   model's quantity, a smooth stand-in for top-1 on a small slice; the KL divergence is kept for display).
+2. ``path``: for a byte budget, the settings minimising the summed single-layer noise exactly (the shared
+   knapsack solver); at a series of budgets this is the candidate curve.
 3. ``search_recipe``: from the knapsack answer at a slightly larger budget, layers are moved down greedily by
-   *measured* KL added per byte saved (every move evaluated with the current recipe in place, re-running only
-   the layers downstream of the moved one) until the budget is met; left-over bytes then buy the upgrade with
-   the best measured KL removed per byte. The better of this and the plain knapsack answer (measured) wins.
+   *measured* noise added per byte saved (every move evaluated with the current recipe in place, re-running
+   only the layers downstream of the moved one) until the budget is met; left-over bytes then buy the upgrade
+   with the most measured noise removed per byte. The better of this and the plain knapsack answer (measured
+   noise) wins.
 
 A recipe stays one palettize spec with per-layer overrides (``mixed_precision.build_spec``).
 """
@@ -26,7 +28,6 @@ import math
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -37,14 +38,18 @@ from core.data import Dataset
 from core.explore.mixed_precision import (
     RECIPE_SETTINGS,
     Candidate,
+    LayerOption,
+    OptionTable,
     RecipeError,
     RecipeTarget,
-    _isotonic_drop,
-    _predict_drop,
-    build_spec,
+    candidate_of,
+    drop_fit_of,
+    output_noise,
     setting_label,
+    solve_budget,
 )
-from core.explore.sensitivity import PartialForward, _set_submodule, compress_one_layer
+from core.explore.mixed_precision import path as solver_path
+from core.explore.sensitivity import PartialForward, compress_one_layer
 from core.formatting import plural
 from core.measure.quality import collect_logits
 from core.measure.size import float_param_count, layer_storage_bits
@@ -104,78 +109,26 @@ class RecipeSearchConfig:
 
 
 @dataclass
-class LayerOption:
-    """One setting of one layer: its stored bytes and what it alone does to the outputs on the calibration slice."""
-
-    key: str | None  # None: left uncompressed (fp16)
-    bytes: float
-    kl: float  # mean KL(baseline ‖ this) of the output distributions
-    noise: float  # output noise power ÷ baseline output power (10^(−SNR/10))
-    top1_change: float | None  # fraction, on the calibration slice
-    module: nn.Module | None = field(default=None, repr=False)
-
-
-@dataclass
-class RecipeProblem:
-    """Everything the search needs, computed once per model × calibration slice × settings."""
+class RecipeProblem(OptionTable):
+    """Everything the search needs, computed once per model × calibration slice × settings: the solver's option
+    table (measured options, each with its compressed module) plus the slice and the traced model."""
 
     model: LoadedModel
     config: RecipeSearchConfig
-    layers: list[str]
-    options: dict[str, list[LayerOption]]  # per layer, fp16 first
-    other_bytes: float  # biases, BatchNorm: fp16
-    weight_params: int
     batches: list[torch.Tensor]
     labels: torch.Tensor | None
     baseline: torch.Tensor
     baseline_top1: float | None
     description: str
     graph: PartialForward
-    drop_fit: tuple[np.ndarray, np.ndarray] | None
     measured: dict[tuple, dict] = field(default_factory=dict)
     seconds: float = 0.0
-
-    @property
-    def fp16_bytes(self) -> float:
-        return sum(o[0].bytes for o in self.options.values()) + self.other_bytes
-
-    @property
-    def smallest_bytes(self) -> float:
-        return sum(min(x.bytes for x in o) for o in self.options.values()) + self.other_bytes
-
-    def option(self, layer: str, key: str | None) -> LayerOption:
-        for o in self.options[layer]:
-            if o.key == key:
-                return o
-        raise RecipeError(f"{layer} has no option {setting_label(key)!r} in this search "
-                          f"(it has: {', '.join(setting_label(o.key) for o in self.options[layer])}).")
-
-    def uniform(self, key: str) -> dict[str, str | None]:
-        """Every layer at `key`; a layer without that option keeps its smallest one (tiny or indivisible layers)."""
-        return {name: key if any(o.key == key for o in opts) else min(opts, key=lambda o: o.bytes).key
-                for name, opts in self.options.items()}
-
-    def size(self, choices: dict[str, str | None]) -> float:
-        return sum(self.option(name, key).bytes for name, key in choices.items()) + self.other_bytes
-
-    def options_frame(self) -> pd.DataFrame:
-        """Per layer × setting: bytes, KL, SNR and top-1 change alone (network order)."""
-        rows = [{"layer": name, "setting": setting_label(o.key), "key": o.key, "bytes": o.bytes, "kl": o.kl,
-                 "snr_db": math.inf if o.noise == 0 else -10 * math.log10(o.noise),
-                 "top1_change_pts": None if o.top1_change is None else o.top1_change * 100}
-                for name in self.layers for o in self.options[name]]
-        return pd.DataFrame(rows)
 
 
 def _kl(reference: torch.Tensor, candidate: torch.Tensor) -> float:
     p = torch.log_softmax(reference.double(), dim=1)
     q = torch.log_softmax(candidate.double(), dim=1)
     return float((p.exp() * (p - q)).sum(dim=1).mean().clamp(min=0.0))
-
-
-def _noise(reference: torch.Tensor, candidate: torch.Tensor) -> float:
-    power = float(reference.double().pow(2).mean())
-    return float((candidate.double() - reference.double()).pow(2).mean()) / power if power else 0.0
 
 
 def _top1(logits: torch.Tensor, labels: torch.Tensor | None) -> float | None:
@@ -231,20 +184,19 @@ def prepare_search(
                                 progress=progress.sub(span[0] + 0.3 * (span[1] - span[0]), span[1]),
                                 label=f"Measuring {name} × {len(found)} settings")
         options[name] = [fp16] + [
-            LayerOption(key=key, bytes=size, kl=_kl(baseline, outputs[key]), noise=_noise(baseline, outputs[key]),
+            LayerOption(key=key, bytes=size, kl=_kl(baseline, outputs[key]),
+                        noise=output_noise(reference=baseline, candidate=outputs[key]),
                         top1_change=None if labels is None else _top1(outputs[key], labels) - base_top1, module=module)
             for key, (size, module) in found.items()
         ]
-    frame = pd.DataFrame([{"snr_db": -10 * math.log10(max(o.kl, 1e-12)), "top1_change": o.top1_change}
-                          for opts in options.values() for o in opts[1:]])
     weight_params = int(sum(int(layer.weight.numel()) for layer in layers.values()))
     return RecipeProblem(
-        model=model, config=config, layers=list(layers), options=options,
+        method=config.method, workflow=config.workflow, model=model, config=config, layers=list(layers), options=options,
         other_bytes=(float_param_count(model.module) - weight_params) * 2.0, weight_params=weight_params,
         batches=batches, labels=labels, baseline=baseline, baseline_top1=base_top1,
         description=f"{dataset.name}: {len(split):,} class-balanced training-pool images (seed {config.seed}), "
                     "not the evaluation images",
-        graph=graph, drop_fit=_isotonic_drop(frame) if labels is not None and len(frame) else None,
+        graph=graph, drop_fit=drop_fit_of(options) if labels is not None else None,
         seconds=time.perf_counter() - started,
     )
 
@@ -259,79 +211,12 @@ def _whole_model(model: LoadedModel, dataset: Dataset, key: str):
     return compress(model=model, spec=spec, dataset=dataset)
 
 
-# --------------------------------------------------------------------------- the knapsack
-
-
-def solve_budget(problem: RecipeProblem, *, budget_bytes: float, fixed: dict[str, str | None] | None = None,
-                 units: int = 4000) -> dict[str, str | None] | None:
-    """Per-layer settings with the least summed single-layer KL whose size is ≤ `budget_bytes` (None: impossible).
-
-    Exact up to rounding every layer's bytes *up* to a unit of budget ÷ `units`, so the answer always fits."""
-    fixed = fixed or {}
-    room = budget_bytes - problem.other_bytes
-    if room <= 0:
-        return None
-    unit = room / units
-    best = np.full(units + 1, np.inf)
-    best[0] = 0.0
-    picks: list[np.ndarray] = []
-    for name in problem.layers:
-        opts = [o for o in problem.options[name] if name not in fixed or o.key == fixed[name]]
-        new = np.full(units + 1, np.inf)
-        pick = np.full(units + 1, -1, dtype=np.int64)
-        for i, o in enumerate(opts):
-            cost = math.ceil(o.bytes / unit - 1e-9)
-            if cost > units:
-                continue
-            shifted = np.full(units + 1, np.inf)
-            shifted[cost:] = best[: units + 1 - cost] + o.kl
-            better = shifted < new
-            new[better] = shifted[better]
-            pick[better] = i
-        picks.append(pick)
-        best = new
-        if not np.isfinite(best).any():
-            return None
-    end = int(np.argmin(best))
-    if not np.isfinite(best[end]):
-        return None
-    choices: dict[str, str | None] = {}
-    for name, pick in zip(reversed(problem.layers), reversed(picks), strict=True):
-        opts = [o for o in problem.options[name] if name not in fixed or o.key == fixed[name]]
-        o = opts[int(pick[end])]
-        choices[name] = o.key
-        end -= math.ceil(o.bytes / unit - 1e-9)
-    return {name: choices[name] for name in problem.layers}
-
-
-def candidate_of(problem: RecipeProblem, choices: dict[str, str | None], *, step: int,
-                 calibration: dict | None = None) -> Candidate:
-    """A Candidate (spec, size model bytes, additive predictions) for per-layer `choices`."""
-    opts = [problem.option(name, key) for name, key in choices.items()]
-    layer_bytes = sum(o.bytes for o in opts)
-    noise = sum(o.noise for o in opts)
-    kl = sum(o.kl for o in opts)
-    snr = math.inf if noise == 0 else -10.0 * math.log10(noise)
-    drop = _predict_drop(problem.drop_fit, math.inf if kl == 0 else -10.0 * math.log10(kl))
-    return Candidate(step=step, choices=tuple(choices.items()), spec=build_spec(method=problem.config.method, choices=choices, workflow=problem.config.workflow),
-                     predicted_bytes=layer_bytes + problem.other_bytes,
-                     predicted_bits_per_weight=layer_bytes * 8.0 / problem.weight_params, predicted_snr_db=snr,
-                     predicted_drop=drop, calibration=calibration)
+# --------------------------------------------------------------------------- the candidate curve
 
 
 def path(problem: RecipeProblem) -> list[Candidate]:
-    """The knapsack answers from the smallest model to fp16 (the candidate curve), largest first, distinct."""
-    low, high = problem.smallest_bytes, problem.fp16_bytes
-    fp16 = {name: None for name in problem.layers}
-    seen: set[tuple] = {tuple(fp16.items())}
-    out: list[Candidate] = [candidate_of(problem, fp16, step=0)]  # the knapsack rounds bytes up: fp16 on its own
-    for budget in np.geomspace(high, low * 1.000001, problem.config.path_points):
-        choices = solve_budget(problem, budget_bytes=float(budget))
-        if choices is None or tuple(choices.items()) in seen:
-            continue
-        seen.add(tuple(choices.items()))
-        out.append(candidate_of(problem, choices, step=len(out)))
-    return out
+    """The solver's answers from fp16 to the smallest model (the candidate curve), largest first, distinct."""
+    return solver_path(problem, points=problem.config.path_points)
 
 
 # --------------------------------------------------------------------------- measured evaluation and the greedy
@@ -345,19 +230,19 @@ def _apply(problem: RecipeProblem, choices: dict[str, str | None]) -> None:
         original = problem.options[name][0]
         if original.module is None:  # keep the uncompressed layer to swap back in
             original.module = graph.get_submodule(name)
-        _set_submodule(graph, name, option.module if option.module is not None else original.module)
+        graph.set_submodule(name, option.module if option.module is not None else original.module)
 
 
 def _summary(problem: RecipeProblem, logits: torch.Tensor) -> dict:
     top1 = _top1(logits, problem.labels)
-    return {"kl": _kl(problem.baseline, logits), "noise": _noise(problem.baseline, logits),
+    return {"kl": _kl(problem.baseline, logits), "noise": output_noise(reference=problem.baseline, candidate=logits),
             "top1_drop": None if top1 is None or problem.baseline_top1 is None else problem.baseline_top1 - top1,
             "agreement": float((logits.argmax(1) == problem.baseline.argmax(1)).double().mean()),
             "images": len(logits)}
 
 
 def measure(problem: RecipeProblem, choices: dict[str, str | None]) -> dict:
-    """KL, top-1 drop and agreement of a whole recipe on the calibration slice (cached per recipe)."""
+    """Output noise, KL, top-1 drop and agreement of a whole recipe on the calibration slice (cached per recipe)."""
     key = tuple(choices.items())
     if key not in problem.measured:
         _apply(problem, choices)
@@ -367,11 +252,11 @@ def measure(problem: RecipeProblem, choices: dict[str, str | None]) -> dict:
 
 
 def _frontier(options: list[LayerOption]) -> list[LayerOption]:
-    """The layer's settings not beaten by another on both bytes and KL alone (smallest first)."""
-    ordered = sorted(options, key=lambda o: (o.bytes, o.kl))
+    """The layer's settings not beaten by another on both bytes and noise alone (smallest first)."""
+    ordered = sorted(options, key=lambda o: (o.bytes, o.noise))
     out: list[LayerOption] = []
     for o in ordered:
-        if not out or o.kl < out[-1].kl:
+        if not out or o.noise < out[-1].noise:
             out.append(o)
     return out
 
@@ -386,7 +271,7 @@ def _moves(problem: RecipeProblem, current: dict[str, str | None], *, down: bool
         if down:
             out[name] = [o for o in reversed(frontier) if o.bytes < now.bytes][:2]
         else:
-            out[name] = [o for o in frontier if now.bytes < o.bytes <= now.bytes + room and o.kl < now.kl][:3]
+            out[name] = [o for o in frontier if now.bytes < o.bytes <= now.bytes + room and o.noise < now.noise][:3]
     return {k: v for k, v in out.items() if v}
 
 
@@ -429,6 +314,11 @@ class RecipeSearchResult:
         return pd.DataFrame(rows)
 
 
+def _noise_text(summary: dict) -> str:
+    noise = summary["noise"]
+    return f"output SNR {-10 * math.log10(noise):.2f} dB, KL {summary['kl']:.5f}" if noise > 0 else "identical outputs"
+
+
 def _budget(problem: RecipeProblem, target: RecipeTarget) -> float:
     if target.kind == "size_mb":
         return target.value * 1e6
@@ -437,11 +327,11 @@ def _budget(problem: RecipeProblem, target: RecipeTarget) -> float:
 
 def _down_cost(problem: RecipeProblem, current: dict[str, str | None], item: tuple[str, LayerOption, dict], *,
                now: dict, excess: float) -> float:
-    """Measured KL added per byte saved; a move that reaches the budget counts only the bytes still needed, so it
+    """Measured noise added per byte saved; a move that reaches the budget counts only the bytes still needed, so it
     is judged by its own loss rather than diluted by over-saving."""
     name, option, summary = item
     saved = min(problem.option(name, current[name]).bytes - option.bytes, max(excess, 1.0))
-    return max(summary["kl"] - now["kl"], 0.0) / saved + 1e-12 * summary["kl"]
+    return max(summary["noise"] - now["noise"], 0.0) / saved + 1e-12 * summary["noise"]
 
 
 def search_recipe(*, problem: RecipeProblem, target: RecipeTarget, progress: Progress | None = None) -> RecipeSearchResult:
@@ -462,7 +352,7 @@ def search_recipe(*, problem: RecipeProblem, target: RecipeTarget, progress: Pro
     assert plain is not None
     progress.update(0.0, "Measuring the knapsack recipe")
     plain_m = measure(problem, plain)
-    log.append(f"knapsack at budget: {problem.size(plain) / 1e6:.4f} MB, KL {plain_m['kl']:.5f}")
+    log.append(f"knapsack at budget: {problem.size(plain) / 1e6:.4f} MB, {_noise_text(plain_m)}")
     current = solve_budget(problem, budget_bytes=budget * (1 + problem.config.start_slack)) or plain
     step = 0
     while problem.size(current) > budget:  # measured greedy downgrades until the budget is met
@@ -476,7 +366,7 @@ def search_recipe(*, problem: RecipeProblem, target: RecipeTarget, progress: Pro
 
         name, o, summary = min(results, key=lambda item: _down_cost(problem, current, item, now=now, excess=size_now - budget))
         current = {**current, name: o.key}
-        log.append(f"down {name} → {setting_label(o.key)}: {problem.size(current) / 1e6:.4f} MB, KL {summary['kl']:.5f}")
+        log.append(f"down {name} → {setting_label(o.key)}: {problem.size(current) / 1e6:.4f} MB, {_noise_text(summary)}")
     while True:  # spend the leftover on the best measured upgrade per byte
         room = budget - problem.size(current)
         moves = _moves(problem, current, down=False, room=room)
@@ -484,17 +374,17 @@ def search_recipe(*, problem: RecipeProblem, target: RecipeTarget, progress: Pro
             break
         now = measure(problem, current)
         results = _measure_moves(problem, current, moves, progress.sub(0.8, 0.95), "Spending the leftover bytes")
-        gains = [((now["kl"] - s["kl"]) / (o.bytes - problem.option(n, current[n]).bytes), n, o, s) for n, o, s in results]
+        gains = [((now["noise"] - s["noise"]) / (o.bytes - problem.option(n, current[n]).bytes), n, o, s) for n, o, s in results]
         gains = [g for g in gains if g[0] > 0]
         if not gains:
             break
         _, name, o, summary = max(gains, key=lambda g: g[0])
         current = {**current, name: o.key}
-        log.append(f"up {name} → {setting_label(o.key)}: {problem.size(current) / 1e6:.4f} MB, KL {summary['kl']:.5f}")
+        log.append(f"up {name} → {setting_label(o.key)}: {problem.size(current) / 1e6:.4f} MB, {_noise_text(summary)}")
     greedy_m = measure(problem, current) if problem.size(current) <= budget else None
-    if greedy_m is None or plain_m["kl"] < greedy_m["kl"]:
+    if greedy_m is None or plain_m["noise"] < greedy_m["noise"]:
         current, final = plain, plain_m
-        log.append("kept the knapsack recipe (lower measured KL)")
+        log.append("kept the knapsack recipe (lower measured output noise)")
     else:
         final = greedy_m
     progress.update(1.0, "Recipe chosen")
@@ -538,4 +428,4 @@ __all__ = [
     "prepare_search",
     "search_recipe",
     "solve_budget",
-]
+]  # candidate_of, solve_budget and LayerOption are core.explore.mixed_precision's, re-exported

@@ -20,7 +20,7 @@ from plotly.subplots import make_subplots
 
 from core import charts
 from core.compress.registry import method_color
-from core.measure.grid import histogram_overlays
+from core.measure.histogram_overlays import histogram_overlays
 
 SNR_CAP_DB = 80.0  # colour scale ceiling: an unchanged output (infinite SNR) is drawn as this
 METRICS = {
@@ -156,12 +156,12 @@ def candidate_curve_figure(
 
 def probe_histogram_figure(arrays: dict[str, np.ndarray], *, layer: str, setting_label: str, method: str, bits: float | None,
                            params: int) -> go.Figure:
-    """One probe's weight histogram (original vs compressed) with its LUT / grid / threshold, via core.charts."""
+    """One probe's weight histogram (original vs compressed) with its LUT / quantization levels / threshold, via core.charts."""
     title = f"{layer} — {setting_label}"
     if "original" not in arrays:
         return charts.empty_figure(title, "No stored weights for this probe (the setting left the layer unchanged).")
     overlays = histogram_overlays(arrays, bits=bits, params=params)
     return charts.weight_histogram_figure(
         original=arrays["original"], compressed=arrays.get("compressed", np.array([])), layer_name=title, method=method,
-        lut=overlays.lut, grid=overlays.grid, threshold=overlays.threshold,
+        lut=overlays.lut, levels=overlays.levels, threshold=overlays.threshold,
     )

@@ -246,25 +246,7 @@ def scales_figure(
         )
     )
     if per_block is not None:
-        scales = np.asarray(per_block, dtype=float).reshape(len(channels), -1)
-        blocks = scales.shape[1]
-        # block b of channel c spans c − 0.45 + b·w … + w (w = 0.9 / blocks): inside the channel's slot,
-        # so the hover's %{x:.0f} names the channel
-        width = 0.9 / blocks
-        starts = (channels[:, None] - 0.45 + np.arange(blocks)[None, :] * width).ravel()
-        x = np.append(starts, starts[-1] + width)
-        y = np.append(scales.ravel(), scales.ravel()[-1])  # the last step needs an end point
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=y,
-                mode="lines",
-                name="per block",
-                line_shape="hv",
-                line={"color": GRANULARITY_COLORS["per_block"], "width": 1.5},
-                hovertemplate="channel %{x:.0f}: block scale %{y:.3g}<extra></extra>",
-            )
-        )
+        _add_block_scales(fig, np.asarray(per_block, dtype=float).reshape(len(channels), -1))
     fig.add_trace(
         go.Scatter(
             x=[-0.5, len(channels) - 0.5],
@@ -275,25 +257,34 @@ def scales_figure(
         )
     )
     if highlight is not None:
-        # a filled step drawn after (above) the channels' fill; a Bar would sit in the layer beneath it
-        half = max(1.0, len(channels) / 128) / 2  # at least ~3 px wide among 256 channels
-        value = float(per_channel[highlight])
-        fig.add_trace(
-            go.Scatter(
-                x=[highlight - half, highlight + half],
-                y=[value, value],
-                mode="lines",
-                name=f"outlier channel {highlight}",
-                fill="tozeroy",
-                line={"color": ACCENT, "width": 1},
-                fillcolor=ACCENT,
-                customdata=[highlight, highlight],
-                hovertemplate="channel %{customdata}: scale %{y:.3g}<extra></extra>",
-            )
-        )
+        _add_outlier_channel(fig, channel=highlight, value=float(per_channel[highlight]), channels=len(channels))
     apply_log_axis(fig, axis="y", values=np.concatenate(
         [[per_tensor], *(np.asarray(v, dtype=float).ravel() for v in (per_channel, per_block) if v is not None)]))
     return fig
+
+
+def _add_block_scales(fig: go.Figure, scales: np.ndarray) -> None:
+    """Each block's scale (`scales`: channels × blocks) as one stepped line over its slice of the channel."""
+    channels, blocks = np.arange(scales.shape[0]), scales.shape[1]
+    # block b of channel c spans c − 0.45 + b·w … + w (w = 0.9 / blocks): inside the channel's slot,
+    # so the hover's %{x:.0f} names the channel
+    width = 0.9 / blocks
+    starts = (channels[:, None] - 0.45 + np.arange(blocks)[None, :] * width).ravel()
+    x = np.append(starts, starts[-1] + width)
+    y = np.append(scales.ravel(), scales.ravel()[-1])  # the last step needs an end point
+    fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name="per block", line_shape="hv",
+                             line={"color": GRANULARITY_COLORS["per_block"], "width": 1.5},
+                             hovertemplate="channel %{x:.0f}: block scale %{y:.3g}<extra></extra>"))
+
+
+def _add_outlier_channel(fig: go.Figure, *, channel: int, value: float, channels: int) -> None:
+    """The outlier channel's scale as its own filled step, drawn after (above) the channels' fill (a Bar would sit
+    in the layer beneath it)."""
+    half = max(1.0, channels / 128) / 2  # at least ~3 px wide among 256 channels
+    fig.add_trace(go.Scatter(x=[channel - half, channel + half], y=[value, value], mode="lines",
+                             name=f"outlier channel {channel}", fill="tozeroy", line={"color": ACCENT, "width": 1},
+                             fillcolor=ACCENT, customdata=[channel, channel],
+                             hovertemplate="channel %{customdata}: scale %{y:.3g}<extra></extra>"))
 
 
 def channel_snr_figure(*, snr: dict[str, np.ndarray], title: str) -> go.Figure:

@@ -7,7 +7,6 @@ weight is read back as the LUT entry its palettized value equals, and checked to
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,11 +18,8 @@ from coremltools.optimize.torch.palettization import (
 )
 from torch import nn
 
-from core.learn.tensors import weight_snr_db
+from core.learn.tensors import stored_bits, weight_snr_db
 from core.library_internals import metadata_buffers
-
-LUT_VALUE_BITS = 16  # fp16 LUT entries
-SCALE_BITS = 16  # fp16 per-channel scales
 
 
 @dataclass(frozen=True)
@@ -84,13 +80,12 @@ class PaletteResult:
         return channel // self.channels_per_lut
 
     def storage_bits(self) -> dict[str, float]:
-        """Bits of the stored layer by kind (core.measure.size's model of a palettized layer)."""
-        n = self.dequantized.size
-        return {
-            "indices": float(math.ceil(n / self.setting.cluster_dim) * self.setting.n_bits),
-            "luts": float(self.lut.size * LUT_VALUE_BITS),
-            "scales": 0.0 if self.channel_scale is None else float(self.channel_scale.size * SCALE_BITS),
-        }
+        """Bits of the stored layer by kind: indices, LUTs (fp16 entries) and per-channel scales, as the product's
+        size model counts them."""
+        return stored_bits(parts=("indices", "luts", "scales"), shape=self.dequantized.shape, method="palettize",
+                           bits=self.setting.n_bits, n_luts=self.n_luts, lut_entries=int(self.lut.shape[1]),
+                           n_scales=0 if self.channel_scale is None else int(self.channel_scale.size),
+                           extra={"cluster_dim": self.setting.cluster_dim})
 
     def bits_per_weight(self) -> float:
         return sum(self.storage_bits().values()) / self.dequantized.size

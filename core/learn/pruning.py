@@ -12,12 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core.learn.tensors import weight_snr_db
+from core.learn.tensors import stored_bits, weight_snr_db
 from core.library_internals import magnitude_ranked_mask, n_m_mask
 
 STRUCTURES = ("unstructured", "block", "n_m")
-MASK_BITS = 1  # one bit per weight position
-VALUE_BITS = 16  # surviving weights stay fp16
 
 
 @dataclass(frozen=True)
@@ -82,10 +80,9 @@ class PruneResult:
         return float(kept.min()) if kept.size else 0.0
 
     def storage_bits(self) -> dict[str, float]:
-        """A 1-bit mask over every position plus the surviving values in fp16 (core.measure.size's model)."""
-        n = self.pruned.size
-        stored = n - round(n * self.sparsity)
-        return {"masks": float(n * MASK_BITS), "sparse_values": float(stored * VALUE_BITS)}
+        """A 1-bit mask over every position plus the surviving values in fp16, as the product's size model counts them."""
+        return stored_bits(parts=("masks", "sparse_values"), shape=self.pruned.shape, method="prune",
+                           sparsity=self.sparsity)
 
     def bits_per_weight(self) -> float:
         return sum(self.storage_bits().values()) / self.pruned.size

@@ -16,13 +16,11 @@ import numpy as np
 import torch
 from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
 
-from core.learn.tensors import weight_snr_db
+from core.learn.tensors import stored_bits, weight_snr_db
 from core.library_internals import compute_qparams as coreml_qparams
 from core.library_internals import dequantize_by_scale_and_zp
 
 GRANULARITIES = ("per_tensor", "per_channel", "per_block")
-SCALE_BITS = 16  # Core ML stores scales as fp16
-ZERO_POINT_BITS = 8  # and zero-points as int8 (core.measure.size uses the same widths)
 
 
 @dataclass(frozen=True)
@@ -85,12 +83,11 @@ class LinearResult:
         return ((np.arange(low, high + 1) - zero) * scale).astype(np.float32)
 
     def storage_bits(self) -> dict[str, float]:
-        """Bits of the stored layer by kind: the integer codes, the scales and (asymmetric) the zero-points."""
-        return {
-            "quantized_weights": float(self.codes.size * self.setting.bits),
-            "scales": float(self.n_scales * SCALE_BITS),
-            "zero_points": 0.0 if self.setting.symmetric else float(self.n_scales * ZERO_POINT_BITS),
-        }
+        """Bits of the stored layer by kind: the integer codes, the scales and (asymmetric) the zero-points, as the
+        product's size model counts them."""
+        return stored_bits(parts=("quantized_weights", "scales", "zero_points"), shape=self.codes.shape,
+                           method="quantize_weights", bits=self.setting.bits, n_scales=self.n_scales,
+                           n_zero_points=0 if self.setting.symmetric else self.n_scales)
 
     def bits_per_weight(self) -> float:
         return sum(self.storage_bits().values()) / self.codes.size

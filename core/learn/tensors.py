@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 from core.compress.layers import weight_layers, weight_of
+from core.compress.result import LayerReport
 from core.measure.quality import snr_db
+from core.measure.size import layer_storage_bits
 
 TOY_NAME = "hand-made 8×16 tensor"
 
@@ -93,3 +95,14 @@ def weight_snr_db(original: np.ndarray, approximation: np.ndarray) -> float:
         reference=torch.from_numpy(np.ascontiguousarray(original)),
         candidate=torch.from_numpy(np.ascontiguousarray(approximation)),
     )
+
+
+def stored_bits(*, parts: tuple[str, ...], shape: tuple[int, ...], **report: object) -> dict[str, float]:
+    """Bits a lesson's layer stores, by part (`parts`: the breakdown keys a lesson shows, zeros included), from the
+    product's size model (core.measure.size) — the same numbers a real run's size and bits per weight come from.
+
+    `report`: the LayerReport fields of the compressed layer (method, bits, n_luts, n_scales, sparsity, …)."""
+    layer = LayerReport(name="", type="", shape=tuple(shape), params=int(np.prod(shape)), compressed=True,
+                        **report)  # type: ignore[arg-type]
+    bits = layer_storage_bits(layer)
+    return {part: bits[part] for part in parts}

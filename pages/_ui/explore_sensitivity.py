@@ -193,7 +193,8 @@ def render_mixed_precision_tab(*, model: LoadedModel | None = None, dataset: Dat
     if result is None or result.meta.get("model") != model.source_id:
         st.info("Run (or open) a sensitivity analysis of this model in the Sensitivity tab first.", icon=":material/info:")
         return
-    st.caption("Per-layer settings chosen greedily by output noise added per byte saved; sizes from the size model. "
+    st.caption("Per-layer settings with the least summed output noise at each size (an exact knapsack over the probes); "
+               "sizes from the size model. "
                "Run the recipe to measure the real .mlpackage.")
     c = st.columns([1, 2, 1], vertical_alignment="bottom")
     method = c[0].selectbox("Method", mp.recipe_methods(result), key="cfg.explore.mp.method")

@@ -6,6 +6,7 @@ import streamlit as st
 
 from core.evaluation import baseline_words
 from core.formatting import as_number, fmt_bytes, fmt_num, fmt_pct, fmt_pts, fmt_seconds, fmt_size_ratio
+from core.metrics import metrics_in
 from core.models.sources import accuracy_meaning
 from core.progress import split_library_warnings
 from core.speedup_wording import record_latency_change, speedup_text, spread_note
@@ -13,13 +14,13 @@ from pages._ui.errors import attempt
 from pages._ui.storage import store
 
 
-def _recipe_texts(record: dict) -> tuple[str, str]:
+def _config_texts(record: dict) -> tuple[str, str]:
     """(coremltools config YAML, Python snippet) for a record's spec."""
-    from core import recipe
+    from core import config_export
     from core.specs import spec_from_dict
 
     spec = spec_from_dict(record.get("spec") or {})
-    return recipe.recipe_yaml(spec), recipe.python_snippet(spec=spec, source_id=str(record.get("model")))
+    return config_export.config_yaml(spec), config_export.python_snippet(spec=spec, source_id=str(record.get("model")))
 
 
 def downloads(record: dict, *, key: str) -> None:
@@ -36,7 +37,7 @@ def downloads(record: dict, *, key: str) -> None:
                                 lambda: store().artifact_download(experiment_id)[0],  # zipped only when clicked
                                 file_name=name, mime=mime, on_click="ignore",
                                 icon=":material/download:", key=f"{key}.artifact", width="stretch")
-    texts = attempt("Building the recipe", _recipe_texts, record)
+    texts = attempt("Building the recipe", _config_texts, record)
     if texts is not None:
         yaml_text, snippet = texts
         cols[1].download_button("Recipe (coremltools YAML)", yaml_text, file_name=f"experiment{experiment_id}_recipe.yaml",
@@ -48,27 +49,48 @@ def downloads(record: dict, *, key: str) -> None:
 
 
 def _metrics_row(record: dict) -> None:
+    """A card per metric declared with the "card" view (core.metrics), in declaration order: three on the first row,
+    two per row after. Five bordered metrics side by side clip their values ("1.25 MB" → "1.25 M") on a laptop
+    screen, and the latency's interval wording needs the width of half a row."""
+    shown = metrics_in("card")
+    widths = [3, *[2] * ((max(len(shown) - 3, 0) + 1) // 2)]
+    cols = [col for width in widths for col in st.columns(width)]
+    for declared, col in zip(shown, cols, strict=False):
+        draw = _CARDS.get(declared.key)
+        if draw is not None:
+            draw(col, record)
+        else:
+            col.metric(declared.label[:1].upper() + declared.label[1:], declared.format(record.get(declared.key)),
+                       border=True, help=declared.description)
+
+
+def _accuracy_card(col, record: dict) -> None:
     acc, base = as_number(record.get("accuracy_top1")), as_number(record.get("baseline_accuracy_top1"))
-    meaningful = bool(record.get("accuracy_meaningful")) and acc is not None and base is not None
-    # Two rows: five bordered metrics side by side clip their values ("1.25 MB" → "1.25 M") on a laptop screen,
-    # and the latency's interval wording needs the width of half a row.
-    cols = [*st.columns(3), *st.columns(2)]
-    if meaningful:
-        cols[0].metric("Top-1 accuracy", fmt_pct(acc), delta=f"{fmt_pts(acc - base)} vs {fmt_pct(base)}", border=True,
-                       help=f"on {record.get('eval_images', '?'):,} held-out images ({record.get('dataset_source')})")
+    if bool(record.get("accuracy_meaningful")) and acc is not None and base is not None:
+        col.metric("Top-1 accuracy", fmt_pct(acc), delta=f"{fmt_pts(acc - base)} vs {fmt_pct(base)}", border=True,
+                   help=f"on {record.get('eval_images', '?'):,} held-out images ({record.get('dataset_source')})")
     else:
-        cols[0].metric("Top-1 accuracy", "n/a", border=True,
-                       help=accuracy_meaning(accuracy_meaningful=False, weights_note=record.get("weights_note")))
-    cols[1].metric("Agreement", fmt_pct(record.get("agreement_top1")), border=True,
-                   delta=f"{record.get('flipped', 0):,} changed", delta_color="off", delta_arrow="off",
-                   help="Share of images where the compressed model predicts the same class as the original; "
-                   "'changed' counts the images whose prediction flipped.")
+        col.metric("Top-1 accuracy", "n/a", border=True,
+                   help=accuracy_meaning(accuracy_meaningful=False, weights_note=record.get("weights_note")))
+
+
+def _agreement_card(col, record: dict) -> None:
+    col.metric("Agreement", fmt_pct(record.get("agreement_top1")), border=True,
+               delta=f"{record.get('flipped', 0):,} changed", delta_color="off", delta_arrow="off",
+               help="Share of images where the compressed model predicts the same class as the original; "
+               "'changed' counts the images whose prediction flipped.")
+
+
+def _size_card(col, record: dict) -> None:
     ratio = as_number(record.get("compression_ratio_fp16"))
-    cols[2].metric("Size on disk", fmt_bytes(record.get("size_bytes")), border=True,
-                   delta=fmt_size_ratio(ratio) if ratio is not None else None,
-                   delta_color="normal" if ratio is None or ratio >= 1 else "inverse",
-                   help=f"The exported {record.get('artifact_kind') or 'artifact'} measured on disk, vs the uncompressed fp16 "
-                   f".mlpackage ({fmt_bytes(record.get('size_fp16_bytes'))}).")
+    col.metric("Size on disk", fmt_bytes(record.get("size_bytes")), border=True,
+               delta=fmt_size_ratio(ratio) if ratio is not None else None,
+               delta_color="normal" if ratio is None or ratio >= 1 else "inverse",
+               help=f"The exported {record.get('artifact_kind') or 'artifact'} measured on disk, vs the uncompressed fp16 "
+               f".mlpackage ({fmt_bytes(record.get('size_fp16_bytes'))}).")
+
+
+def _latency_card(col, record: dict) -> None:
     lat = as_number(record.get("latency_ratio"))
     change = record_latency_change(record)
     if change is not None:  # the interval decides: inside the noise it says so, never "+22 %"
@@ -77,14 +99,23 @@ def _metrics_row(record: dict) -> None:
         delta = f"{(lat - 1) * 100:+.0f} % vs baseline" if lat is not None else None
         help_ratio = f": {lat:.2f}× the baseline's median (no interval recorded)." if lat is not None else "."
     measurable_int8 = record.get("runs_int8_kernels") and (change is None or change.measurable)
-    cols[3].metric("Latency p50", fmt_num(record.get("latency_ms_p50"), ".3f", " ms"), border=True, delta=delta,
-                   # A faster int8 model shows a green downward arrow; no colour for noise or weight-only results.
-                   delta_color="inverse" if measurable_int8 else "off",
-                   delta_arrow="auto" if measurable_int8 else "off",
-                   help="Batch 1 on this CPU, timed interleaved with the baseline in the same process" + help_ratio)
-    cols[4].metric("Time to compress", fmt_seconds(record.get("compress_seconds")), border=True,
-                   delta=f"{record.get('workflow', '')}".replace("_", "-"), delta_color="off", delta_arrow="off",
-                   help="Wall time of the compression step alone (export and measurement not included).")
+    col.metric("Latency p50", fmt_num(record.get("latency_ms_p50"), ".3f", " ms"), border=True, delta=delta,
+               # A faster int8 model shows a green downward arrow; no colour for noise or weight-only results.
+               delta_color="inverse" if measurable_int8 else "off",
+               delta_arrow="auto" if measurable_int8 else "off",
+               help="Batch 1 on this CPU, timed interleaved with the baseline in the same process" + help_ratio)
+
+
+def _compress_time_card(col, record: dict) -> None:
+    col.metric("Time to compress", fmt_seconds(record.get("compress_seconds")), border=True,
+               delta=f"{record.get('workflow', '')}".replace("_", "-"), delta_color="off", delta_arrow="off",
+               help="Wall time of the compression step alone (export and measurement not included).")
+
+
+# Cards that say more than the value (a delta against the baseline, the workflow); any other metric with the
+# "card" view gets a plain card from its declaration.
+_CARDS = {"accuracy_top1": _accuracy_card, "agreement_top1": _agreement_card, "size_bytes": _size_card,
+          "latency_ms_p50": _latency_card, "compress_seconds": _compress_time_card}
 
 
 def artifact_weights_alert(record: dict) -> None:

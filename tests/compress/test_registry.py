@@ -27,7 +27,7 @@ from core.compress.registry import (
     method_label,
     register_method,
 )
-from core.recipe import coremltools_config, recipe_yaml
+from core.config_export import config_yaml, coremltools_config
 from core.specs import (
     SPEC_TYPES,
     PalettizeSpec,
@@ -96,7 +96,7 @@ def test_exported_recipe_is_the_config_the_handler_used(tiny, fashion, spec):
     result = compress(model=tiny, spec=spec, dataset=fashion)
     assert result.library_config is not None, "the handler did not record its library config"
     steps = count_fine_tune_steps(spec.steps[0] if isinstance(spec, PipelineSpec) else spec, train_images=len(fashion.train))
-    exported = yaml.safe_load(recipe_yaml(spec, module=tiny.module, fine_tune_steps=steps))
+    exported = yaml.safe_load(config_yaml(spec, module=tiny.module, fine_tune_steps=steps))
     exported_entries = exported["pipeline"] if isinstance(spec, PipelineSpec) else [exported]
     for (step, used), recipe in zip(_steps_entries(spec, result.library_config), exported_entries, strict=True):
         assert recipe == used, f"{step.summary()}: the recipe and the handler disagree"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from core.config_export import config_yaml, coremltools_config, python_snippet
 from streamlit.testing.v1 import AppTest
 
 from core.compress import METHODS, compress
@@ -19,7 +20,6 @@ from core.compress.sparsegpt import SparseGPTSpec
 from core.explore.sweeps import CUSTOM_METHODS, CustomGrid
 from core.learn import handoff
 from core.models.sources import load_model
-from core.recipe import coremltools_config, python_snippet, recipe_yaml
 from core.specs import SpecError, parse_spec, spec_from_dict, spec_to_yaml
 
 SAMPLE = "sample:fashion_cnn"
@@ -98,7 +98,7 @@ def test_spec_round_trips_and_rejects_what_it_cannot_do():
 def test_recipe_export_is_the_config_the_handler_used_and_its_snippet_reproduces_it(tiny, fashion):
     spec = SparseGPTSpec(calibration_samples=64, weight_threshold=1000)
     result = compress(model=tiny, spec=spec, dataset=fashion)
-    exported = yaml.safe_load(recipe_yaml(spec, module=tiny.module))
+    exported = yaml.safe_load(config_yaml(spec, module=tiny.module))
     assert exported == result.library_config
     assert exported["api"] == "coremltools.optimize.torch.layerwise_compression.LayerwiseCompressor"
     config = load_config(exported)  # the library's own from_dict accepts it

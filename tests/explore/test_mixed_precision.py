@@ -1,4 +1,4 @@
-"""Mixed-precision recipes on fashion_cnn: the greedy path, targets, the spec round trip and a real .mlpackage run."""
+"""Mixed-precision recipes on fashion_cnn: the fast estimate's candidate curve, targets, the spec round trip and a real .mlpackage run."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from core.explore.mixed_precision import (
     candidates_frame,
     choose,
     mixed_precision_candidates,
+    option_table,
     recipe_exports,
     run_recipe,
-    search_candidates,
+    snr_of_noise,
 )
 from core.explore.sensitivity import SETTINGS, SensitivityConfig, run_sensitivity
 from core.explore.sensitivity_charts import candidate_curve_figure
@@ -47,7 +48,7 @@ def candidates(sensitivity):
     return mixed_precision_candidates(sensitivity=sensitivity)
 
 
-def test_greedy_path_goes_from_fp16_to_all_2_bit(candidates, sensitivity) -> None:
+def test_candidate_curve_goes_from_fp16_to_all_2_bit(candidates, sensitivity) -> None:
     first, last = candidates[0], candidates[-1]
     assert all(s is None for _, s in first.choices) and all(s == "pal2" for _, s in last.choices)
     assert first.predicted_bytes == pytest.approx(sensitivity.meta["fp16_bytes"])
@@ -56,6 +57,7 @@ def test_greedy_path_goes_from_fp16_to_all_2_bit(candidates, sensitivity) -> Non
     snrs = [c.predicted_snr_db for c in candidates]
     assert all(a >= b for a, b in itertools.pairwise(snrs))
     assert all(c.predicted_drop is not None and c.predicted_drop >= 0 for c in candidates)
+    assert len(candidates) >= 8  # dense enough for a size target to land near its budget
     frame = candidates_frame(candidates)
     assert len(candidate_curve_figure(frame).data[0].x) == len(candidates)
 
@@ -119,15 +121,24 @@ def test_recipe_meets_its_size_target_as_a_real_mlpackage(candidates, sensitivit
     assert record["origin"]["kind"] == "recipe" and record["origin"]["id"] == sensitivity.meta["key"]
 
 
-def test_exports_and_search_candidates(candidates, sensitivity, fashion_cnn, studio) -> None:
+def test_each_candidate_has_the_least_noise_any_assignment_of_its_size_has(candidates, sensitivity) -> None:
+    """The solver against brute force over every per-layer assignment of the probed settings."""
+    table = option_table(sensitivity=sensitivity)
+    keys = [[o.key for o in table.options[name]] for name in table.layers]
+    everything = [dict(zip(table.layers, combo, strict=True)) for combo in itertools.product(*keys)]
+    for candidate in candidates[1:-1]:
+        noise = sum(table.option(n, k).noise for n, k in candidate.choices)
+        assert candidate.predicted_snr_db == pytest.approx(snr_of_noise(noise))
+        fits = [sum(table.option(n, k).noise for n, k in c.items()) for c in everything
+                if table.size(c) <= candidate.predicted_bytes * 0.995]  # the solver rounds bytes up by ≤ 0.5 %
+        assert noise <= min(fits) + 1e-12, candidate.step
+
+
+def test_exports(candidates, fashion_cnn) -> None:
     chosen = choose(candidates=candidates, target=RecipeTarget(kind="bits_per_weight", value=4.5))
     exports = recipe_exports(candidate=chosen, model=fashion_cnn)
     assert "overrides" in exports["spec_yaml"] and "module_name_configs" in exports["coremltools_yaml"]
     compile(exports["python"], "recipe.py", "exec")
-    specs = search_candidates(model_source_id=fashion_cnn.source_id, max_drop_pts=100.0, home=studio)
-    assert specs and all(spec_from_dict(s).method == "palettize" for s in specs)
-    with pytest.raises(RecipeError, match="sensitivity"):
-        search_candidates(model_source_id="sample:fashion_resnet", max_drop_pts=1.0, home=studio)
 
 
 def test_recipe_cli_writes_the_spec(tmp_path, monkeypatch, capsys) -> None:

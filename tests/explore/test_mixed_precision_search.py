@@ -9,7 +9,15 @@ import pytest
 
 from core.data import load_bundled_subset
 from core.experiment_options import ExperimentOptions
-from core.explore.mixed_precision import RECIPE_SETTINGS, RecipeError, RecipeTarget, candidates_frame, run_recipe
+from core.explore.mixed_precision import (
+    RECIPE_SETTINGS,
+    RecipeError,
+    RecipeTarget,
+    candidates_frame,
+    run_recipe,
+    snr_of_noise,
+)
+from core.explore.mixed_precision import path as solver_path
 from core.explore.mp_search import (
     RecipeSearchConfig,
     measure,
@@ -53,6 +61,7 @@ def test_every_layer_gets_every_setting_it_can_take(problem) -> None:
         assert {"pal1", "pal2", "pal4", "pal8", "pal2_pcs", "pal2_g8"} <= set(keys), name
         by_key = {o.key: o for o in problem.options[name]}
         assert by_key["pal8"].kl < by_key["pal1"].kl, name  # 8-bit disturbs the outputs less than 1-bit
+        assert by_key["pal8"].noise < by_key["pal1"].noise, name
         assert by_key["pal2"].bytes < by_key["pal4"].bytes < by_key["pal8"].bytes < by_key[None].bytes
         assert by_key["pal2_pcs"].bytes > by_key["pal2"].bytes  # the per-channel scales are counted
     assert sum(len(problem.options[name]) == 2 for name in problem.layers) == 2  # the first conv and the last Linear
@@ -66,7 +75,7 @@ def test_knapsack_is_exact_against_brute_force(problem) -> None:
     for combo in itertools.product(keys, repeat=len(problem.layers)):
         choices = dict(zip(problem.layers, combo, strict=True))
         if all(any(o.key == k for o in problem.options[n]) for n, k in choices.items()) and problem.size(choices) <= budget * 0.995:
-            best = min(best, sum(problem.option(n, k).kl for n, k in choices.items()))
+            best = min(best, sum(problem.option(n, k).noise for n, k in choices.items()))
     limited = {n: [o for o in problem.options[n] if o.key in keys] for n in problem.layers}
     full, problem.options = problem.options, limited
     try:
@@ -74,12 +83,18 @@ def test_knapsack_is_exact_against_brute_force(problem) -> None:
     finally:
         problem.options = full
     assert chosen is not None and problem.size(chosen) <= budget
-    assert sum(problem.option(n, k).kl for n, k in chosen.items()) <= best + 1e-12
+    assert sum(problem.option(n, k).noise for n, k in chosen.items()) <= best + 1e-12
     assert solve_budget(problem, budget_bytes=problem.other_bytes + 1) is None
 
 
 def test_path_is_the_candidate_curve(problem) -> None:
     candidates = path(problem)
+    # the fast estimate's solver and noise model: the same options give the same curve
+    assert [c.choices for c in candidates] == [c.choices for c in solver_path(problem, points=CONFIG.path_points)]
+    snrs = [c.predicted_snr_db for c in candidates]
+    assert snrs == sorted(snrs, reverse=True)
+    noise = sum(problem.option(n, k).noise for n, k in candidates[1].choices)
+    assert candidates[1].predicted_snr_db == pytest.approx(snr_of_noise(noise))
     sizes = [c.predicted_bytes for c in candidates]
     assert sizes == sorted(sizes, reverse=True) and len(candidates) >= 3
     assert candidates[0].predicted_bytes == pytest.approx(problem.fp16_bytes)
@@ -94,7 +109,7 @@ def test_search_beats_uniform_2_bit_on_the_calibration_slice(problem) -> None:
     result = search_recipe(problem=problem, target=RecipeTarget(kind="size_mb", value=budget / 1e6))
     chosen = result.chosen
     assert chosen.predicted_bytes <= budget
-    assert chosen.calibration["kl"] <= measure(problem, uniform)["kl"]
+    assert chosen.calibration["noise"] <= measure(problem, uniform)["noise"]
     assert chosen.calibration["images"] == CONFIG.calibration_images
     # the spec says the same per-layer settings (granularity and scale included) and round-trips
     spec = spec_from_dict(chosen.spec.to_dict())

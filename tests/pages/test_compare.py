@@ -9,6 +9,7 @@ import pytest
 
 from core import charts
 from core.compress.registry import method_color
+from core.metrics import METRICS, metrics_in
 from core.store import ExperimentStore, experiments_frame
 from tests.pages.conftest import assert_clean, plotly_specs
 
@@ -28,6 +29,12 @@ def test_table_and_scatter(app, studio_home: Path) -> None:
     latency = table.loc[1, "latency vs baseline"]  # prune runs the baseline's computation: an interval, never "+22 %"
     assert latency.startswith(("no measurable difference (±", "same computation (")), latency
     assert list(table["artifact = evaluated"]) == ["yes", "yes"]  # both packages hold the weights that were evaluated
+    # the measured columns are the metrics declared with the "compare" view, in declaration order
+    assert [c for c in table.columns if c in {m.column_header for m in METRICS}] == [m.column_header for m in metrics_in("compare")]
+    records = {r["id"]: r for r in ExperimentStore(studio_home).list()}
+    for row in table.itertuples(index=False):  # the output PSNR each run recorded, in dB
+        psnr = records[row[0]]["output_psnr_db"]
+        assert psnr is not None and table.loc[table["#"] == row[0], "PSNR dB"].iloc[0] == pytest.approx(psnr)
 
     scatter = json.loads(plotly_specs(at)[0])
     names = [trace.get("name") for trace in scatter["data"]]
@@ -70,6 +77,8 @@ def test_tabs_flipped_images_and_diff(app, studio_home: Path) -> None:
     assert len(at.image) == min(32, flipped[shown])  # thumbnails from the dataset, one per flipped prediction
     diff = next(d.value for d in at.dataframe if "what" in d.value.columns).set_index("what")
     assert "top-1 accuracy" in diff.index and "setting · method" in diff.index
+    assert list(diff.index[: len(metrics_in("diff"))]) == [m.label for m in metrics_in("diff")]
+    assert diff.loc["output PSNR", "A"].endswith(" dB")
     assert any(d.label.startswith("Core ML package") for d in at.get("download_button"))
 
 
@@ -85,3 +94,4 @@ def test_html_report_of_real_experiments(studio_home: Path) -> None:
     for record in records:
         assert record["spec_summary"] in page
     assert page.count("Plotly.newPlot") == 5  # scatter, latency, latency ratio, size breakdown, per-class
+    assert "output PSNR" in page  # the report's table shows the metrics declared with the "report" view

@@ -73,3 +73,13 @@ def test_random_weights_card_says_accuracy_is_not_meaningful_and_what_is(tmp_pat
     shown = " ".join(c.value for c in at.caption)
     assert ("Random weights: accuracy numbers are not meaningful. Size, latency and output SNR / agreement against the "
             "model's own fp32 output are.") in shown
+
+
+def test_the_cards_are_the_metrics_declared_for_the_card_view(tmp_path, monkeypatch):
+    from core.metrics import metrics_in
+
+    at = _shown(tmp_path, monkeypatch, True, MATCH)
+    labels = [m.label for m in at.metric]
+    assert [m.key for m in metrics_in("card")] == ["accuracy_top1", "agreement_top1", "size_bytes", "latency_ms_p50",
+                                                   "compress_seconds"]
+    assert labels[:5] == ["Top-1 accuracy", "Agreement", "Size on disk", "Latency p50", "Time to compress"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core.recipe import coremltools_config, python_snippet, recipe_yaml
+from core.config_export import config_yaml, coremltools_config, python_snippet
 from core.specs import (
     PalettizeSpec,
     PipelineSpec,
@@ -44,7 +44,7 @@ def test_config_dict_is_what_the_coremltools_class_accepts(spec):
     config_class = getattr(importlib.import_module(module_name), class_name)
     config = config_class.from_dict(recipe["config"])
     assert config.global_config is not None
-    assert yaml.safe_load(recipe_yaml(spec)) == recipe
+    assert yaml.safe_load(config_yaml(spec)) == recipe
 
 
 def test_overrides_become_fullmatch_module_name_configs():

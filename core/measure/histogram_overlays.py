@@ -1,7 +1,7 @@
 """What to draw over a layer's weight histogram: the LUT, the quantization grid or the pruning threshold.
 
 The stored arrays of one layer (core.measure.weights, keys ``<layer>/<kind>``) hold the original and compressed
-weight samples plus the method's own grid; this module turns them into the overlays the Layers page draws.
+weight samples plus the method's own LUT, scales or threshold; this module turns them into the overlays the Layers page draws.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def layer_arrays(flat: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarr
     return grouped
 
 
-def quantization_grid(arrays: Mapping[str, np.ndarray], bits: float | None) -> tuple[np.ndarray | None, str]:
+def quantization_levels(arrays: Mapping[str, np.ndarray], bits: float | None) -> tuple[np.ndarray | None, str]:
     """The representable values of one channel, (q − zero_point) × scale for every integer q of a signed `bits`
     type, and a note naming the channel when there are several scales (the one with the median scale)."""
     scales = arrays.get("scale")
@@ -42,13 +42,13 @@ class HistogramOverlays:
     """The reference lines of one layer's histogram and the notes that explain them."""
 
     lut: np.ndarray | None = None
-    grid: np.ndarray | None = None
+    levels: np.ndarray | None = None  # the representable values of a linear quantization
     threshold: float | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
 def histogram_overlays(arrays: Mapping[str, np.ndarray], *, bits: float | None, params: int) -> HistogramOverlays:
-    """The LUT (unless it is in per-channel-normalised units), the grid, the threshold, and notes for a layer
+    """The LUT (unless it is in per-channel-normalised units), the quantization levels, the threshold, and notes for a layer
     of `params` weights whose stored sample is ``arrays["original"]``."""
     notes: list[str] = []
     lut = arrays.get("lut")
@@ -56,12 +56,12 @@ def histogram_overlays(arrays: Mapping[str, np.ndarray], *, bits: float | None, 
         notes.append("LUT values are in per-channel-normalised units, so they are not drawn; the coloured histogram "
                      "shows the effective values (LUT × channel scale).")
         lut = None
-    grid, grid_note = quantization_grid(arrays, bits)
-    if grid_note:
-        notes.append(grid_note)
+    levels, levels_note = quantization_levels(arrays, bits)
+    if levels_note:
+        notes.append(levels_note)
     stored = arrays.get("threshold")
     threshold = float(stored.ravel()[0]) if stored is not None and stored.size else None
     sample = arrays.get("original")
     if sample is not None and sample.size < int(params):
         notes.append(f"A seeded sample of {sample.size:,} of the {int(params):,} weights is shown.")
-    return HistogramOverlays(lut=lut, grid=grid, threshold=threshold, notes=tuple(notes))
+    return HistogramOverlays(lut=lut, levels=levels, threshold=threshold, notes=tuple(notes))

@@ -1,8 +1,8 @@
-"""The recipe of a spec outside the app: the coremltools / torch.ao config it maps to, as a dict / YAML, and a short
+"""A spec outside the app: the coremltools / torch.ao config it maps to, as a dict / YAML, and a short
 runnable Python snippet that reproduces the compression.
 
 The config comes from the method's descriptor (``core.compress.registry``): the same ``library_config`` function
-the handler builds its library objects from, so the recipe and the run cannot disagree.
+the handler builds its library objects from, so the exported config and the run cannot disagree.
 ``coremltools_config(spec)["config"]`` is exactly what the named config class's ``from_dict`` accepts.
 
 Two forms: for a known model (``module=``) the per-layer ``module_name_configs`` are exactly the handler's (one
@@ -37,7 +37,7 @@ def coremltools_config(
     return descriptor.library_config(spec, layers=layers, fine_tune_steps=fine_tune_steps)
 
 
-def recipe_yaml(spec: AnySpec, *, module: nn.Module | None = None, fine_tune_steps: int | None = None) -> str:
+def config_yaml(spec: AnySpec, *, module: nn.Module | None = None, fine_tune_steps: int | None = None) -> str:
     return yaml.safe_dump(
         coremltools_config(spec, module=module, fine_tune_steps=fine_tune_steps), sort_keys=False, allow_unicode=True
     )
