@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from core.config_export import config_yaml, coremltools_config, python_snippet
 from streamlit.testing.v1 import AppTest
 
 from core.compress import METHODS, compress
 from core.compress.layers import sparsity
 from core.compress.library_config import load_config
 from core.compress.sparsegpt import SparseGPTSpec
+from core.config_export import config_yaml, coremltools_config, python_snippet
 from core.explore.sweeps import CUSTOM_METHODS, CustomGrid
 from core.learn import handoff
 from core.models.sources import load_model
