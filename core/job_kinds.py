@@ -6,6 +6,7 @@ It sits above the job layer and the features, so it may import both; the job lay
 """
 
 from core.explore import recipe_runs, sensitivity_job
+from core.explore.search import job as search_job
 from core.jobs import experiment_kinds
 
-KIND_MODULES = (experiment_kinds, recipe_runs, sensitivity_job)
+KIND_MODULES = (experiment_kinds, recipe_runs, sensitivity_job, search_job)

@@ -353,8 +353,8 @@ def run_search_job(context: JobContext) -> JobOutcome:
 __all__ = [
     "RUN_OPTIONS",
     "MeasuredRecipe",
-    "RecipeSearchKind",
     "MeasuredSearchRequest",
+    "RecipeSearchKind",
     "candidate_from_dict",
     "candidate_to_dict",
     "curve_figure",
