@@ -5,8 +5,9 @@ It sits above the job layer and the features, so it may import both; the job lay
 ``JobKind`` subclass in its feature's module plus one line here.
 """
 
+from core import isolated
 from core.explore import recipe_runs, sensitivity_job
 from core.explore.search import job as search_job
 from core.jobs import experiment_kinds
 
-KIND_MODULES = (experiment_kinds, recipe_runs, sensitivity_job, search_job)
+KIND_MODULES = (experiment_kinds, recipe_runs, sensitivity_job, search_job, isolated)
