@@ -203,6 +203,9 @@ class SearchBook(StoreBook):
         run = self.get(search_id=search_id)
         if run.job_id is not None:
             self.queue.cancel(job_id=run.job_id)
+        elif not run.finished:  # run in the foreground by a command line (or left by an older version): no job to ask
+            self.update(search_id=search_id, state="cancelled", finished_at=time.time(),
+                        message="Cancelled; its unfinished runs were cancelled")
         self.cancel_jobs(search_id=search_id)
 
     def cancel_jobs(self, *, search_id: int) -> int:
