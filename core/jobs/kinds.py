@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from core.jobs.queue import Job, JobQueue
-    from core.jobs.runner import JobProgress, WarmCache
     from core.jobs.timing_lock import TimingLock
     from core.progress import Progress
     from core.store import ExperimentStore
@@ -51,13 +49,17 @@ class JobOutcome:
 class JobContext:
     """Everything a kind's ``run`` gets from the worker: the claimed job, its queue, the worker's warm cache and
     timing lock, the progress that writes the job row (and raises ``Cancelled`` on a cancel), and the phase times
-    that land in the job row."""
+    that land in the job row.
 
-    queue: JobQueue
-    job: Job
-    cache: WarmCache
+    The queue, job, cache and tracker are typed loosely here on purpose: their modules (core.jobs.queue, .runner)
+    import this one, and a type-only import back would close an import cycle.
+    """
+
+    queue: Any  # core.jobs.queue.JobQueue
+    job: Any  # core.jobs.queue.Job
+    cache: Any  # core.jobs.runner.WarmCache
     lock: TimingLock
-    tracker: JobProgress
+    tracker: Any  # core.jobs.runner.JobProgress
     phases: dict[str, Any]
 
     @property
