@@ -1,7 +1,7 @@
 """The budget search as job kind ``budget_search``: the dashboard submits it, a worker runs ``run_search``, and the
 search's progress, cancel and heartbeat are its job row's, like every other job. Its runs are jobs of their own
-(the search waits for them), so the worker that runs it asks for one worker more than the default: the search
-never waits on a queue that only it could serve.
+(the search waits for them), so it asks for one worker more than the default per search running: a search never
+waits on a queue that only its own worker could serve.
 """
 
 from __future__ import annotations
@@ -38,11 +38,13 @@ class BudgetSearchKind(JobKind):
 
 
 def _executor_for_runs(context: JobContext) -> Any:
-    """Where the search's runs go: the executor its own job ran on; locally with one worker more than the default,
-    since this worker waits for the runs instead of running them."""
+    """Where the search's runs go: the executor its own job ran on; locally with one worker more than the default
+    for each search running now, since their workers wait for runs instead of running them."""
     from core.jobs.executors import default_worker_count, get_executor
 
-    return get_executor(name=context.job.executor, home=context.home, max_workers=default_worker_count() + 1)
+    waiting = sum(1 for job in context.queue.list(states=["running"]) if job.kind == BUDGET_SEARCH_JOB)
+    return get_executor(name=context.job.executor, home=context.home,
+                        max_workers=default_worker_count() + max(1, waiting))
 
 
 def submit_search(
