@@ -86,6 +86,9 @@ class JobKind:
     """Base of every job kind. A subclass names its ``kind`` and implements ``run``; defining it registers it."""
 
     kind: ClassVar[str] = ""
+    # True for a kind whose job mostly waits for jobs of its own (a budget search): the worker running it does not
+    # count it when it splits the cores among the jobs running on this machine.
+    waits_for_jobs: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -131,6 +134,14 @@ def find_kind(name: str) -> type[JobKind]:
         raise KindError(f"this worker cannot run jobs of kind {name!r} (known: {', '.join(sorted(_REGISTRY))}); "
                         "update the studio on the worker machines.")
     return found
+
+
+def waits_for_jobs(name: str) -> bool:
+    """Does a job of kind `name` mostly wait for jobs of its own? (False for a kind this process cannot find.)"""
+    try:
+        return bool(find_kind(name).waits_for_jobs)
+    except KindError:
+        return False
 
 
 def check_kind_name(name: object) -> str:

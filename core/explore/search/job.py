@@ -23,6 +23,7 @@ class BudgetSearchKind(JobKind):
     """Runs search `options["search_id"]` of the book to its end; the winner goes to the book and the result."""
 
     kind = BUDGET_SEARCH_JOB
+    waits_for_jobs = True
 
     def run(self, context: JobContext) -> JobOutcome:
         from core.explore.search.runner import run_search
