@@ -26,6 +26,7 @@ import pandas as pd
 
 from core.explore import mixed_precision as mp
 from core.explore.mp_search import RecipeSearchConfig
+from core.jobs.kinds import JobContext, JobKind, JobOutcome
 from core.jobs.queue import RECIPE_SEARCH_JOB, Job, JobQueue
 from core.jobs.refs import DataRef, ModelRef
 from core.progress import Progress, as_progress
@@ -296,14 +297,24 @@ def search_result(job: Job) -> MeasuredRecipe | None:
     return MeasuredRecipe.from_dict(job.result)
 
 
-def run_search_job(*, queue: JobQueue, job: Job, cache: Any, lock: Any, tracker: Any, phases: dict) -> Any:
-    """Job kind ``recipe_search`` (called by core.jobs.runner in a worker): the search, then — when asked — the
-    chosen recipe as a real experiment, saved with the search's origin."""
-    from core.jobs.refs import options_from_dict
-    from core.jobs.runner import JobOutcome, save_experiment
-    from core.paths import cache_dir
-    from core.store import ExperimentStore
+class RecipeSearchKind(JobKind):
+    """Job kind ``recipe_search``: the measured mixed-precision search in a worker; its curve and recipe go to the
+    job's ``result``, its optional real run to the store."""
 
+    kind = RECIPE_SEARCH_JOB
+
+    def run(self, context: JobContext) -> JobOutcome:
+        return run_search_job(context)
+
+
+def run_search_job(context: JobContext) -> JobOutcome:
+    """The search, then — when asked — the chosen recipe as a real experiment, saved with the search's origin."""
+    from core.jobs.experiment_kinds import save_experiment
+    from core.jobs.refs import options_from_dict
+    from core.paths import cache_dir
+
+    queue, job, cache, lock, tracker, phases = (context.queue, context.job, context.cache, context.lock,
+                                                context.tracker, context.phases)
     request = MeasuredSearchRequest.from_dict(job.options)
     progress: Progress = tracker.progress
     with lock.compute():  # nothing is timed here; a timing job elsewhere waits for the compute to stop
@@ -326,7 +337,7 @@ def run_search_job(*, queue: JobQueue, job: Job, cache: Any, lock: Any, tracker:
                 record["job_id"] = job.id
                 record["origin"] = origin
 
-            record = save_experiment(store=ExperimentStore(queue.home), model=model, spec=result.chosen.spec, dataset=dataset,
+            record = save_experiment(store=context.store(), model=model, spec=result.chosen.spec, dataset=dataset,
                                      options=options, progress=progress.sub(0.7, 1.0),
                                      staging_prefix=queue.staging_prefix(job_id=job.id), finalize=finalize,
                                      phases=phases)
@@ -343,6 +354,7 @@ __all__ = [
     "RUN_OPTIONS",
     "MeasuredRecipe",
     "MeasuredSearchRequest",
+    "RecipeSearchKind",
     "candidate_from_dict",
     "candidate_to_dict",
     "curve_figure",

@@ -27,8 +27,6 @@ import math
 import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +46,7 @@ from core.measure.quality import collect_logits, output_psnr_db, snr_db, top1_ag
 from core.measure.size import float_param_count, layer_storage_bits
 from core.measure.weights import weight_arrays
 from core.models.sources import LoadedModel
-from core.paths import PROJECT_ROOT, cache_dir
+from core.paths import cache_dir
 from core.progress import Progress, as_progress, quiet_libraries
 from core.specs import CompressionSpec, SpecError, spec_from_dict
 
@@ -417,7 +415,11 @@ def run_sensitivity(
     cache_root: Path | None = None,
     use_cache: bool = True,
 ) -> SensitivityResult:
-    """Probe every weight layer of `model` with every setting of `config`; cached by model, data and settings."""
+    """Probe every weight layer of `model` with every setting of `config`; cached by model, data and settings.
+
+    Run it in a worker (job kind ``sensitivity``, core.explore.sensitivity_job) or a command-line process; a cancel
+    (``Cancelled`` from `progress`) stops it before anything is cached.
+    """
     config = config or SensitivityConfig()
     progress = as_progress(progress)
     quiet_libraries()
@@ -436,58 +438,104 @@ def run_sensitivity(
     started = time.perf_counter()
     data = _eval_slice(model=model, dataset=dataset, config=config)
     progress.update(0.0, "Evaluating the baseline once")
-    baseline = _logits(model.module, data)
-    baseline_top1 = topk_accuracy(logits=baseline, labels=data.labels, k=1) if data.labels is not None else None
-    fp16_total = float_param_count(model.module) * 2
-    forward = PartialForward.build(copy.deepcopy(model.module).eval())
+    probe = _Probe.start(model=model, data=data, config=config)
     rows: list[dict] = []
-    arrays: dict[str, np.ndarray] = {}
-    total = len(layers) * len(config.settings)
     for order, (name, layer) in enumerate(layers.items()):
-        params = int(layer.weight.numel())
-        fp16_bytes = params * 2.0
-        done = order * len(config.settings)
-        probed: dict[str, nn.Module] = {}
-        layer_rows: dict[str, dict] = {}
-        for index, setting_key in enumerate(config.settings):
-            setting = SETTINGS[setting_key]
-            progress.update((done + 0.2 * index / len(config.settings)) / total, f"Compressing {name} with {setting.label}")
-            result = compress_one_layer(model=model, layer_name=name, setting=setting)
-            report = result.layers[0]
-            bits = sum(layer_storage_bits(report).values())
-            layer_rows[setting_key] = {
-                "layer": name, "order": order, "type": type(layer).__name__, "params": params,
-                "setting": setting_key, "setting_label": setting.label, "method": setting.method,
-                "compressed": bool(report.compressed), "reason": report.reason, "weight_snr_db": report.snr_db,
-                "bits_per_weight": bits / params, "layer_bytes": bits / 8.0, "layer_bytes_fp16": fp16_bytes,
-                "bytes_saved": fp16_bytes - bits / 8.0, "layer_share": fp16_bytes / fp16_total if fp16_total else math.nan,
-            }
-            if report.compressed:
-                probed[setting_key] = result.module.get_submodule(name)
-                for array_key, values in weight_arrays(result.weights, max_values=HISTOGRAM_VALUES, seed=config.seed).items():
-                    arrays[f"{name}|{setting_key}/{array_key.rpartition('/')[2]}"] = values
-        outputs = forward.outputs(
-            layer_name=name, replacements=probed, batches=[x for x, _ in data.batches],
-            progress=progress.sub((done + 0.2 * len(config.settings)) / total, (done + len(config.settings)) / total),
-            label=f"Evaluating {name} × {len(probed)} settings",
-        )
-        for setting_key, row in layer_rows.items():
-            logits = outputs.get(setting_key)
-            if logits is None:  # not compressed by this setting: the outputs are the baseline's
-                row.update(snr_db=math.inf, psnr_db=math.inf, agreement=1.0,
-                           top1_change=0.0 if data.labels is not None else math.nan)
-            else:
-                row["snr_db"] = snr_db(reference=baseline, candidate=logits)
-                row["psnr_db"] = output_psnr_db(reference=baseline, candidate=logits)
-                row["agreement"] = top1_agreement(reference_logits=baseline, candidate_logits=logits)
-                row["top1_change"] = (
-                    topk_accuracy(logits=logits, labels=data.labels, k=1) - baseline_top1
-                    if data.labels is not None and baseline_top1 is not None else math.nan
-                )
-            rows.append(row)
+        rows += probe.layer(order=order, name=name, layer=layer, progress=progress, total_layers=len(layers))
     progress.update(1.0, f"Probed {len(layers)} layers × {len(config.settings)} settings")
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    meta = {
+    meta = _meta(key=key, model=model, config=config, data=data, layers=layers, probe=probe,
+                 seconds=time.perf_counter() - started)
+    folder = _write_cache(key=key, frame=frame, meta=meta, arrays=probe.arrays, cache_root=cache_root)
+    return SensitivityResult(frame=frame, meta=meta, folder=folder)
+
+
+@dataclass
+class _Probe:
+    """What every layer's probes share: the model, the evaluation slice, the baseline outputs, one partial
+    forward, and the histogram samples collected so far."""
+
+    model: LoadedModel
+    data: _Slice
+    config: SensitivityConfig
+    baseline: torch.Tensor
+    baseline_top1: float | None
+    fp16_total: float
+    forward: PartialForward
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, *, model: LoadedModel, data: _Slice, config: SensitivityConfig) -> _Probe:
+        baseline = _logits(model.module, data)
+        top1 = topk_accuracy(logits=baseline, labels=data.labels, k=1) if data.labels is not None else None
+        return cls(model=model, data=data, config=config, baseline=baseline, baseline_top1=top1,
+                   fp16_total=float_param_count(model.module) * 2,
+                   forward=PartialForward.build(copy.deepcopy(model.module).eval()))
+
+    def layer(self, *, order: int, name: str, layer: nn.Module, progress: Progress, total_layers: int) -> list[dict]:
+        """The rows of one layer: each setting compressed alone, then one partial forward for all of them."""
+        settings = self.config.settings
+        total = total_layers * len(settings)
+        done = order * len(settings)
+        probed: dict[str, nn.Module] = {}
+        rows: dict[str, dict] = {}
+        for index, setting_key in enumerate(settings):
+            setting = SETTINGS[setting_key]
+            progress.update((done + 0.2 * index / len(settings)) / total, f"Compressing {name} with {setting.label}")
+            rows[setting_key], module = self._compress(order=order, name=name, layer=layer, setting=setting)
+            if module is not None:
+                probed[setting_key] = module
+        outputs = self.forward.outputs(
+            layer_name=name, replacements=probed, batches=[x for x, _ in self.data.batches],
+            progress=progress.sub((done + 0.2 * len(settings)) / total, (done + len(settings)) / total),
+            label=f"Evaluating {name} × {len(probed)} settings",
+        )
+        for setting_key, row in rows.items():
+            row.update(self._output_numbers(outputs.get(setting_key)))
+        return list(rows.values())
+
+    def _compress(self, *, order: int, name: str, layer: nn.Module,
+                  setting: ProbeSetting) -> tuple[dict, nn.Module | None]:
+        """One probe's row (size and weight numbers) and its compressed layer (None when not compressed)."""
+        params = int(layer.weight.numel())
+        fp16_bytes = params * 2.0
+        result = compress_one_layer(model=self.model, layer_name=name, setting=setting)
+        report = result.layers[0]
+        bits = sum(layer_storage_bits(report).values())
+        row = {
+            "layer": name, "order": order, "type": type(layer).__name__, "params": params,
+            "setting": setting.key, "setting_label": setting.label, "method": setting.method,
+            "compressed": bool(report.compressed), "reason": report.reason, "weight_snr_db": report.snr_db,
+            "bits_per_weight": bits / params, "layer_bytes": bits / 8.0, "layer_bytes_fp16": fp16_bytes,
+            "bytes_saved": fp16_bytes - bits / 8.0,
+            "layer_share": fp16_bytes / self.fp16_total if self.fp16_total else math.nan,
+        }
+        if not report.compressed:
+            return row, None
+        samples = weight_arrays(result.weights, max_values=HISTOGRAM_VALUES, seed=self.config.seed)
+        for array_key, values in samples.items():
+            self.arrays[f"{name}|{setting.key}/{array_key.rpartition('/')[2]}"] = values
+        return row, result.module.get_submodule(name)
+
+    def _output_numbers(self, logits: torch.Tensor | None) -> dict:
+        """Output SNR / PSNR, agreement and top-1 change of one probe against the baseline outputs."""
+        labels = self.data.labels
+        if logits is None:  # not compressed by this setting: the outputs are the baseline's
+            return {"snr_db": math.inf, "psnr_db": math.inf, "agreement": 1.0,
+                    "top1_change": 0.0 if labels is not None else math.nan}
+        change = math.nan
+        if labels is not None and self.baseline_top1 is not None:
+            change = topk_accuracy(logits=logits, labels=labels, k=1) - self.baseline_top1
+        return {"snr_db": snr_db(reference=self.baseline, candidate=logits),
+                "psnr_db": output_psnr_db(reference=self.baseline, candidate=logits),
+                "agreement": top1_agreement(reference_logits=self.baseline, candidate_logits=logits),
+                "top1_change": change}
+
+
+def _meta(*, key: str, model: LoadedModel, config: SensitivityConfig, data: _Slice, layers: dict, probe: _Probe,
+          seconds: float) -> dict:
+    """What a cached table was measured on (meta.json)."""
+    return {
         "version": CACHE_VERSION,
         "key": key,
         "model": model.source_id,
@@ -499,15 +547,13 @@ def run_sensitivity(
         "data_key": data.key,
         "eval_images": data.images,
         "has_labels": data.labels is not None,
-        "baseline_top1": baseline_top1,
+        "baseline_top1": probe.baseline_top1,
         "float_params": float_param_count(model.module),
         "weight_params": int(sum(int(layer.weight.numel()) for layer in layers.values())),
-        "fp16_bytes": fp16_total,
-        "seconds": time.perf_counter() - started,
+        "fp16_bytes": probe.fp16_total,
+        "seconds": seconds,
         "notes": data.notes,
     }
-    folder = _write_cache(key=key, frame=frame, meta=meta, arrays=arrays, cache_root=cache_root)
-    return SensitivityResult(frame=frame, meta=meta, folder=folder)
 
 
 def parse_settings(text: str | None) -> tuple[str, ...]:
@@ -530,99 +576,3 @@ def cached_results(*, cache_root: Path | None = None) -> list[SensitivityResult]
                      key=lambda p: p.stat().st_mtime, reverse=True)
     results = [load_cached(key=p.name, cache_root=cache_root) for p in folders]
     return [r for r in results if r is not None]
-
-
-# --------------------------------------------------------------------------- in a worker process
-
-
-@dataclass
-class SensitivityProcess:
-    """A sensitivity analysis running in a process of its own; the dashboard polls `status()`.
-
-    The process writes ``status.json`` (state, fraction, message, key, error) into `folder`; `cancel()` drops a
-    flag file there that the process turns into a cancel at its next progress update. The table lands in the cache.
-    """
-
-    folder: Path
-    process: subprocess.Popen
-
-    def status(self) -> dict:
-        try:
-            status = json.loads((self.folder / "status.json").read_text())
-        except (OSError, ValueError):
-            status = {"state": "starting", "fraction": 0.0, "message": "starting the worker process…"}
-        code = self.process.poll()
-        if status.get("state") in ("starting", "running") and code is not None:
-            log = (self.folder / "worker.log").read_text(errors="replace").strip().splitlines() if (self.folder / "worker.log").is_file() else []
-            status = {"state": "failed", "fraction": status.get("fraction", 0.0),
-                      "error": f"the sensitivity worker process stopped (exit code {code}) before finishing"
-                      + (f": {log[-1][:200]}" if log else ".")}
-        return status
-
-    def cancel(self) -> None:
-        (self.folder / "cancel").touch()
-
-    @property
-    def running(self) -> bool:
-        return self.status().get("state") in ("starting", "running")
-
-
-def start_sensitivity_process(*, model_ref: dict, data_ref: dict, config: SensitivityConfig,
-                              cache_root: Path | None = None) -> SensitivityProcess:
-    """Run `run_sensitivity` in a new Python process (never in the dashboard's own process).
-
-    A plain subprocess rather than multiprocessing's spawn: spawn re-imports the parent's ``__main__``, which under
-    ``streamlit run`` is app.py itself.
-    """
-    root = sensitivity_root(cache_root) / "runs"
-    root.mkdir(parents=True, exist_ok=True)
-    folder = root / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.time_ns() % 10**6}"
-    folder.mkdir()
-    job = {"model_ref": model_ref, "data_ref": data_ref, "config": config.to_dict(),
-           "cache_root": str(cache_root) if cache_root else None, "folder": str(folder)}
-    (folder / "job.json").write_text(json.dumps(job))
-    code = "import sys; from core.explore.sensitivity import process_main; process_main(sys.argv[1])"
-    with open(folder / "worker.log", "wb") as log:
-        process = subprocess.Popen([sys.executable, "-c", code, str(folder / "job.json")], cwd=PROJECT_ROOT,
-                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    return SensitivityProcess(folder=folder, process=process)
-
-
-def _write_status(folder: Path, status: dict) -> None:
-    tmp = folder / f".status.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(status, default=str))
-    os.replace(tmp, folder / "status.json")
-
-
-def process_main(job_file: str) -> None:
-    """The worker process's entry point: the job is a JSON file written by `start_sensitivity_process`."""
-    from core.jobs.refs import DataRef, ModelRef, load_data_ref, load_model_ref
-    from core.progress import Cancelled
-
-    job = json.loads(Path(job_file).read_text())
-    model_ref, data_ref, config, cache_root = job["model_ref"], job["data_ref"], job["config"], job["cache_root"]
-    folder = Path(job["folder"])
-    last = [0.0]
-    progress = Progress()
-
-    def on_update(fraction: float, message: str) -> None:
-        if (folder / "cancel").exists():
-            progress.cancel()
-        now = time.monotonic()
-        if now - last[0] >= 0.3:
-            last[0] = now
-            _write_status(folder, {"state": "running", "fraction": fraction, "message": message})
-
-    progress.callback = on_update
-    try:
-        _write_status(folder, {"state": "running", "fraction": 0.0, "message": "loading the model"})
-        model = load_model_ref(ref=ModelRef.from_dict(model_ref))
-        dataset = load_data_ref(ref=DataRef.from_dict(data_ref), model=model)
-        result = run_sensitivity(model=model, dataset=dataset, config=SensitivityConfig.from_dict(config), progress=progress,
-                                 cache_root=Path(cache_root) if cache_root else None)
-        _write_status(folder, {"state": "done", "fraction": 1.0, "message": "done", "key": result.meta["key"]})
-    except Cancelled:
-        _write_status(folder, {"state": "cancelled", "fraction": 0.0, "message": "cancelled: nothing was cached"})
-    except Exception as exc:  # the page shows this one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        _write_status(folder, {"state": "failed", "fraction": 0.0, "error": first})

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.jobs.queue import EXPERIMENT_JOB, QUEUED, JobQueue, _exit_probes, note_child_exit
+from core.jobs.queue import EXPERIMENT_JOB, QUEUED, RUNNING, JobQueue, _exit_probes, note_child_exit
 from core.jobs.refs import DataRef, ModelRef
 from core.paths import PROJECT_ROOT, job_logs_dir, studio_home
 
@@ -143,7 +143,10 @@ def ensure_workers(
         return []
     registered = queue.worker_pids()
     starting = [pid for pid in starting if pid not in registered]
-    wanted = min(queued, max_workers) - queue.live_workers() - len(starting)
+    live = queue.live_workers()
+    # A busy worker takes no queued job (a budget search's worker waits for its own runs): count the idle ones.
+    idle = max(0, live - queue.counts_by_executor(state=RUNNING).get("local", 0))
+    wanted = min(queued - idle, max_workers - live) - len(starting)
     log_dir = job_logs_dir(home)
     log_dir.mkdir(parents=True, exist_ok=True)
     started = []

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.jobs.kinds import KindError, check_kind_name
 from core.jobs.origins import check_origin, write_origin
 from core.jobs.refs import DataRef, ModelRef
 from core.paths import studio_home
@@ -29,13 +30,10 @@ QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed"
 STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
 FINISHED_STATES = (DONE, FAILED, CANCELLED)
 EXECUTORS = ("local", "ray")
-# What a job computes (core.jobs.runner.JOB_RUNNERS runs each): an experiment saved in the store, the baseline
-# measurement of a model (its record goes to the baseline cache and the job's ``result``), or the Core ML-side
-# compression of an uploaded .mlpackage (saved as an experiment), or a measured mixed-precision recipe search
-# (core.explore.recipe_runs: its curve and recipe go to ``result``, its optional real run to the store).
+# Names of some job kinds (each kind registers itself: core.jobs.kinds; the list of kind modules is
+# core/job_kinds.py). The names live here so that a reader of the queue can filter by kind without importing it.
 EXPERIMENT_JOB, BASELINE_JOB, MLPACKAGE_JOB = "experiment", "baseline", "mlpackage"
 RECIPE_SEARCH_JOB = "recipe_search"
-JOB_KINDS = (EXPERIMENT_JOB, BASELINE_JOB, MLPACKAGE_JOB, RECIPE_SEARCH_JOB)
 DEFAULT_STALE_AFTER = 15.0  # seconds without a heartbeat before a running job counts as orphaned
 STORE_DB_NAME = "experiments.sqlite"  # = core.store.DB_NAME
 STORE_STAGING_FOLDER = "tmp"  # = ExperimentStore.staging_root's name
@@ -234,10 +232,13 @@ class JobQueue:
         """Queue one job; returns the job id. The spec is validated when the job runs (a bad one fails it).
 
         `origin` (core.jobs.origins: sweep / sensitivity / recipe / search id, parent experiment) goes into the
-        saved record's ``origin``; None means a manual run. `kind` says what the job computes (``JOB_KINDS``).
+        saved record's ``origin``; None means a manual run. `kind` says what the job computes: a registered
+        ``core.jobs.kinds.JobKind``.
         """
-        if kind not in JOB_KINDS:
-            raise JobError(f"job kind must be one of {', '.join(JOB_KINDS)}; got {kind!r}.")
+        try:
+            check_kind_name(kind)
+        except KindError as exc:
+            raise JobError(str(exc)) from None
         if executor not in EXECUTORS:
             raise JobError(f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}.")
         if not isinstance(model, ModelRef) or not isinstance(data, DataRef):

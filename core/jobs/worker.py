@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from core.jobs.kinds import waits_for_jobs
 from core.jobs.queue import JobQueue, this_host
 from core.jobs.runner import Heartbeat, WarmCache, run_claimed_job
 from core.jobs.timing_lock import TimingLock
@@ -73,7 +74,8 @@ def _share_cores(*, queue: JobQueue, threads: int | None) -> None:
     import torch
 
     if not threads:
-        running = sum(1 for job in queue.list(states=["running"]) if job.worker_host == this_host())
+        running = sum(1 for job in queue.list(states=["running"])
+                      if job.worker_host == this_host() and not waits_for_jobs(job.kind))  # computing, not waiting
         threads = max(1, (os.cpu_count() or 1) // max(1, running))
     torch.set_num_threads(max(1, threads))
 

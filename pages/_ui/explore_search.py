@@ -1,7 +1,8 @@
 """Explore → Budget search ("smallest / fastest within X points") and Lineage (where each experiment came from).
 
-The search runs in a process of its own (core.explore.search.start_search_process); this tab only starts it, reads
-its progress from the search book and the job queue, and answers from the store.
+The search is a job of kind ``budget_search`` (core.explore.search.submit_search): a worker runs it and its runs are
+jobs too. This tab only submits it, reads its progress (its job's row, through the search book) and cancels it
+through the queue, and answers from the store.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from core.explore.search import (
     SearchRun,
     chosen_and_confirmed,
     pick_winner,
-    start_search_process,
+    submit_search,
 )
 from core.explore.sweeps import PRESETS, preset_grid
 from core.formatting import fmt_bytes, fmt_ms, fmt_pct, fmt_size_ratio, plural
@@ -66,7 +67,7 @@ def _goal(latest: SearchRun | None) -> SearchGoal | None:
 
 def render_search_tab(*, model: LoadedModel) -> None:
     st.caption("The best experiment of this model within the budget, from every sweep, recipe and manual run. "
-               "'Run what is missing' starts a search in a process of its own: the uniform settings the model has "
+               "'Run what is missing' queues a search that a worker runs: the uniform settings the model has "
                "no result for (as jobs), the per-layer sensitivity when none is cached, mixed-precision candidates "
                "built from it, and refinements — then answers again. It goes on if you leave this page.")
     latest = attempt("Reading the searches", book().latest, model=model.source_id)
@@ -91,7 +92,7 @@ def _start_controls(*, model: LoadedModel, goal: SearchGoal) -> None:
                    type="primary"):
         state = st.session_state
         started = attempt(
-            "Starting the search", start_search_process, home=studio_home(),
+            "Queueing the search", submit_search, executor=run_client.executor(),
             model=run_client.model_ref(state["model_choice"]), data=run_client.data_ref(state.get("dataset_choice")),
             goal=goal, configs=preset_grid(name=preset).configs,
             options={"eval_limit": eval_limit(), "measure_latency": goal.objective == "latency",
@@ -102,7 +103,7 @@ def _start_controls(*, model: LoadedModel, goal: SearchGoal) -> None:
 
 @st.fragment(run_every=SEARCH_POLL_SECONDS)
 def _search_panel(search_id: int) -> None:
-    """A running search, read from the search book and the job queue (the search runs in its own process)."""
+    """A running search, read from the search book and the job queue (a worker runs the search's job)."""
     run = book().get(search_id=search_id)
     if run.finished:
         st.rerun()  # the whole app: the answer below includes the new experiments now

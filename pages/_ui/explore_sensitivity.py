@@ -1,9 +1,9 @@
 """Explore tabs: per-layer sensitivity (heatmap, table, probe histograms) and the mixed-precision recipe.
 
-Thin: widgets → config → core call → render. The analysis runs in a spawned worker process
-(core.explore.sensitivity.start_sensitivity_process) and the recipe's real run is a job in the queue; the
-Streamlit process only reads cached tables and builds candidates (arithmetic, no compression). The measured
-recipe search is a job too (pages/_ui/explore_recipe_search.py).
+Thin: widgets → config → core call → render. The analysis is a job of kind ``sensitivity`` in the queue
+(core.explore.sensitivity_job; a worker computes, the page polls the job row and cancels through it), and so are
+the recipe's real run and the measured recipe search (pages/_ui/explore_recipe_search.py); the Streamlit process
+only reads cached tables and builds candidates (arithmetic, no compression).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from core.estimate import estimate_sensitivity_seconds
 from core.explore import mixed_precision as mp
 from core.explore import sensitivity as sens
 from core.explore import sensitivity_charts as charts
+from core.explore.sensitivity_job import sensitivity_of, submit_sensitivity
 from core.formatting import fmt_bytes, fmt_mb, fmt_num, fmt_seconds
 from core.models.sources import LoadedModel
 from core.tables import readable_table
@@ -26,7 +27,7 @@ from pages._ui.loading import current_dataset, current_model, forward_ms_per_ima
 from pages._ui.queue_panel import follow_runs
 from pages._ui.storage import store
 
-PROCESS_KEY = "explore.sens.process"
+JOB_KEY = "explore.sens.job"  # the sensitivity job this session follows
 RESULT_KEY = "explore.sens.key"  # cache key of the table the tabs show
 RECIPE_JOBS_KEY = "explore.recipe.jobs"  # [(job id, candidate step, sensitivity key)]
 CELL_KEY = "explore.sens.cell"  # the last heatmap cell applied to the layer / setting pickers
@@ -66,53 +67,58 @@ def render_sensitivity_tab(*, model: LoadedModel | None = None, dataset: Dataset
     if config is None:
         return
     key = attempt("Reading the model fingerprint", sens.cache_key, model=model, dataset=dataset, config=config)
-    process = st.session_state.get(PROCESS_KEY)
-    if process is not None and process.running:
+    job = run_client.get_job(st.session_state[JOB_KEY]) if st.session_state.get(JOB_KEY) is not None else None
+    if job is not None and not job.finished:
         _progress_panel()
         return
     result = sens.load_cached(key=key) if key else None
-    if process is not None:
-        status = process.status()
-        st.session_state.pop(PROCESS_KEY)
-        if result is not None and status.get("state") == "done":
-            result.from_cache = False  # computed just now by this session's run, read back from where it cached it
-        if status.get("state") == "failed":
-            st.error(f"The sensitivity analysis failed: {status.get('error')}", icon=":material/error:")
-        elif status.get("state") == "cancelled":
+    if job is not None:
+        st.session_state.pop(JOB_KEY)
+        computed = sensitivity_of(job)
+        if result is not None and computed is not None and computed.meta.get("key") == key:
+            result.from_cache = computed.from_cache  # computed just now by this session's job, read back from the cache
+        if job.state == "failed":
+            st.error(f"The sensitivity analysis failed: {job.error}", icon=":material/error:")
+        elif job.state == "cancelled":
             st.warning("Sensitivity analysis cancelled; nothing was cached.", icon=":material/cancel:")
     if result is None:
-        probes = len(sens.weight_layers(model.module)) * len(config.settings)
-        seconds, basis = estimate_sensitivity_seconds(
-            layer_params=[layer.weight.numel() for layer in sens.weight_layers(model.module).values()],
-            methods=[sens.SETTINGS[key].method for key in config.settings],
-            eval_images=min(config.eval_limit, len(dataset.test)) if dataset is not None else config.synthetic_images,
-            params=model.params, forward_ms_per_image=forward_ms_per_image(model))
-        st.info(f"{probes} probes ({len(config.settings)} settings × each weight layer); no package is exported per "
-                f"probe. Estimated time: about {fmt_seconds(seconds)} ({basis}).", icon=":material/schedule:")
-        if st.button("Run sensitivity analysis", type="primary", icon=":material/play_arrow:", key="explore.sens.run"):
-            state = st.session_state
-            state[PROCESS_KEY] = attempt(
-                "Starting the sensitivity worker", sens.start_sensitivity_process,
-                model_ref=run_client.model_ref(state["model_choice"]).to_dict(),
-                data_ref=run_client.data_ref(state.get("dataset_choice")).to_dict(), config=config)
-            st.rerun()
+        _offer_run(model, dataset, config)
         return
     st.session_state[RESULT_KEY] = key
     _show_result(result)
 
 
+def _offer_run(model: LoadedModel, dataset: Dataset | None, config: sens.SensitivityConfig) -> None:
+    """The estimate and the Run button (which queues a sensitivity job) when no table is cached."""
+    probes = len(sens.weight_layers(model.module)) * len(config.settings)
+    seconds, basis = estimate_sensitivity_seconds(
+        layer_params=[layer.weight.numel() for layer in sens.weight_layers(model.module).values()],
+        methods=[sens.SETTINGS[key].method for key in config.settings],
+        eval_images=min(config.eval_limit, len(dataset.test)) if dataset is not None else config.synthetic_images,
+        params=model.params, forward_ms_per_image=forward_ms_per_image(model))
+    st.info(f"{probes} probes ({len(config.settings)} settings × each weight layer); no package is exported per "
+            f"probe. Estimated time: about {fmt_seconds(seconds)} ({basis}).", icon=":material/schedule:")
+    if st.button("Run sensitivity analysis", type="primary", icon=":material/play_arrow:", key="explore.sens.run"):
+        state = st.session_state
+        state[JOB_KEY] = attempt(
+            "Queueing the sensitivity analysis", submit_sensitivity, executor=run_client.executor(),
+            model=run_client.model_ref(state["model_choice"]), data=run_client.data_ref(state.get("dataset_choice")),
+            config=config)
+        st.rerun()
+
+
 @st.fragment(run_every=1.0)
 def _progress_panel() -> None:
-    process = st.session_state.get(PROCESS_KEY)
-    if process is None:
+    job_id = st.session_state.get(JOB_KEY)
+    job = run_client.get_job(job_id) if job_id is not None else None
+    if job is None:
         return
-    status = process.status()
-    if status.get("state") not in ("starting", "running"):
+    if job.finished:
         st.rerun()  # the whole app: the table is in the cache now
     c = st.columns([5, 1], vertical_alignment="bottom")
-    c[0].progress(float(status.get("fraction") or 0.0), text=status.get("message") or "working…")
-    if c[1].button("Cancel", icon=":material/cancel:", key="explore.sens.cancel"):
-        process.cancel()
+    c[0].progress(float(job.progress or 0.0), text=job.message or "working…")
+    if c[1].button("Cancel", icon=":material/cancel:", key="explore.sens.cancel", disabled=job.cancel_requested):
+        run_client.cancel(job.id)
 
 
 def _show_result(result: sens.SensitivityResult) -> None:

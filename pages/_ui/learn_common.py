@@ -132,15 +132,15 @@ def compute(action: str, fn: Callable[..., Any], *args: Any) -> Any:
     except ValueError as exc:
         st.warning(f"{action}: {exc}", icon=":material/info:")
         return None
-    except IsolatedError as exc:  # the child process running it failed or died
+    except IsolatedError as exc:  # the job running it failed, or its worker died
         st.error(f"{action} failed: {exc}", icon=":material/error:")
         return None
 
 
 def run_in_child(*, action: str, running: str, done: str, failed: str, target: Callable[..., Any],
                  kwargs: dict[str, Any]) -> Any:
-    """A whole-model step in a child process (core.isolated: the Streamlit process never compresses, exports or
-    trains itself) under a status box with a progress bar; its result, or None after a message."""
+    """A whole-model step as a job a worker runs (core.isolated: the Streamlit process never compresses, exports or
+    trains itself), waited for under a status box with a progress bar; its result, or None after a message."""
     with st.status(running, expanded=True) as status:
         bar = st.progress(0.0)
         result = compute(

@@ -1,5 +1,5 @@
-"""The sidebar's job queue, on every page: the running jobs with progress and Cancel, how many wait, this
-session's recent jobs. It polls the queue (a fragment) while anything is queued or running."""
+"""The sidebar's job queue, on every page: the running jobs of every kind with progress and Cancel, how many wait,
+this session's recent jobs. It polls the queue (a fragment) while anything is queued or running."""
 
 from __future__ import annotations
 
@@ -43,8 +43,9 @@ def _panel() -> None:
         return
     st.markdown("**Jobs**")
     if not running and not queued:
-        st.caption("Nothing running — runs you start on Compress, baselines and Core ML packages measured on Model "
-                   "(or jobs from the CLI) appear here.")
+        st.caption("Nothing running — runs you start on Compress, baselines and Core ML packages measured on Model, "
+                   "Explore's sweeps, sensitivity analyses and searches, Learn's whole-model steps (or jobs from the "
+                   "CLI) appear here.")
     for job in running:
         _running(job)
     if queued:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -111,29 +112,34 @@ def test_missing_configs_skips_what_the_model_already_has() -> None:
     assert candidates_frame([], goal=SearchGoal()).empty
 
 
-# --------------------------------------------------------------------------- the search as a process of its own
+# --------------------------------------------------------------------------- the search as a job
 
 
-def test_a_search_on_a_clean_store_runs_sensitivity_and_mixed_precision_in_its_own_process(home) -> None:
-    """What the page starts: a process that runs the missing uniform config, computes the sensitivity table (none is
-    cached), runs mixed-precision candidates from it, and records its progress, jobs and winner in the book."""
+def test_a_search_on_a_clean_store_runs_sensitivity_and_mixed_precision_as_jobs(home) -> None:
+    """What the page submits: a budget_search job whose worker runs the missing uniform config, has the sensitivity
+    table computed (a sensitivity job: none is cached), runs mixed-precision candidates from it, and records its
+    runs and winner in the book; its progress is its job's."""
     from core.explore.charts import lineage_figure, lineage_frame
-    from core.explore.search import SearchBook, start_search_process, wait_for_search
+    from core.explore.search import BUDGET_SEARCH_JOB, SearchBook, submit_search, wait_for_search
     from core.explore.sensitivity import cached_results
-    from core.jobs import DataRef, ModelRef
+    from core.explore.sensitivity_job import SENSITIVITY_JOB
+    from core.jobs import DataRef, JobQueue, LocalExecutor, ModelRef
     from core.paths import cache_dir
     from core.store import ExperimentStore
     from core.tables import origin_label
     from tests.explore.conftest import FAST_OPTIONS
 
     assert cached_results(cache_root=cache_dir(home)) == []
-    search_id = start_search_process(
-        home=home, model=ModelRef(kind="sample", name="fashion_cnn"), data=DataRef(kind="bundled"),
-        goal=SearchGoal(max_drop_pts=2.0, refine=False), options=FAST_OPTIONS,
+    search_id = submit_search(
+        executor=LocalExecutor(home=home), model=ModelRef(kind="sample", name="fashion_cnn"),
+        data=DataRef(kind="bundled"), goal=SearchGoal(max_drop_pts=2.0, refine=False), options=FAST_OPTIONS,
         configs=[{"method": "palettize", "n_bits": 8}])
     run = wait_for_search(search_id=search_id, home=home, timeout=600)
     assert run.state == "done", (run.state, run.error, run.message)
-    assert run.progress == 1.0 and run.pid is not None and run.failed == ()
+    assert run.progress == 1.0 and run.pid is not None and run.pid != os.getpid() and run.failed == ()
+    jobs = {job.id: job for job in JobQueue(home=home).list()}
+    assert jobs[run.job_id].kind == BUDGET_SEARCH_JOB and jobs[run.job_id].state == "done"
+    assert [j.kind for j in jobs.values()].count(SENSITIVITY_JOB) == 1  # the table was computed by a job too
     [table] = cached_results(cache_root=cache_dir(home))  # computed by the search, cached for the page
     assert table.meta["model"] == "sample:fashion_cnn" and table.has_labels
     records = ExperimentStore(home).list()
@@ -152,16 +158,16 @@ def test_a_search_on_a_clean_store_runs_sensitivity_and_mixed_precision_in_its_o
     assert {parents[f"exp:{r['id']}"] for r in records} == {f"origin:{label}"} and parents[f"origin:{label}"] == "root"
 
 
-def test_cancelling_a_search_stops_its_process_and_its_runs(home) -> None:
-    from core.explore.search import SearchBook, start_search_process, wait_for_search
-    from core.jobs import DataRef, JobQueue, ModelRef
+def test_cancelling_a_search_stops_its_job_and_its_runs(home) -> None:
+    from core.explore.search import SearchBook, submit_search, wait_for_search
+    from core.jobs import DataRef, JobQueue, LocalExecutor, ModelRef
     from tests.explore.conftest import FAST_OPTIONS
 
     # enough runs that some are still queued when the cancel lands, even on a loaded machine
     configs = [{"method": "palettize", "n_bits": bits, "seed": seed} for bits in (2, 3, 4, 6, 8) for seed in (0, 1, 2)]
-    search_id = start_search_process(
-        home=home, model=ModelRef(kind="sample", name="fashion_cnn"), data=DataRef(kind="bundled"),
-        goal=SearchGoal(), options=FAST_OPTIONS, configs=configs)
+    search_id = submit_search(
+        executor=LocalExecutor(home=home), model=ModelRef(kind="sample", name="fashion_cnn"),
+        data=DataRef(kind="bundled"), goal=SearchGoal(), options=FAST_OPTIONS, configs=configs)
     book = SearchBook(home=home)
     deadline = time.monotonic() + 120
     while not book.get(search_id=search_id).job_ids:  # its runs are queued
@@ -176,18 +182,21 @@ def test_cancelling_a_search_stops_its_process_and_its_runs(home) -> None:
         assert time.monotonic() < deadline, [queue.get(job_id=j).state for j in run.job_ids]
         time.sleep(0.3)
     assert any(queue.get(job_id=j).state == "cancelled" for j in run.job_ids)
+    assert queue.get(job_id=run.job_id).state == "cancelled"  # the search's own job, cancelled through the queue
 
 
-def test_a_search_whose_process_died_is_marked_failed(home) -> None:
-    from core.explore.search import SearchBook
-    from core.jobs import DataRef, ModelRef
-    from core.jobs.queue import this_host
+def test_a_search_whose_worker_died_is_marked_failed(home) -> None:
+    from core.explore.search import BUDGET_SEARCH_JOB, SearchBook
+    from core.jobs import DataRef, JobQueue, ModelRef
 
     book = SearchBook(home=home)
-    search_id = book.create(model=ModelRef(kind="sample", name="fashion_cnn"), data=DataRef(kind="bundled"),
-                            goal=SearchGoal(), options={}, configs=None)
+    model, data = ModelRef(kind="sample", name="fashion_cnn"), DataRef(kind="bundled")
+    search_id = book.create(model=model, data=data, goal=SearchGoal(), options={}, configs=None)
+    queue = JobQueue(home=home)
+    job_id = queue.submit(model=model, data=data, spec={}, options={"search_id": search_id}, kind=BUDGET_SEARCH_JOB)
+    book.update(search_id=search_id, job_id=job_id)
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
-    book.update(search_id=search_id, state="running", pid=child.pid, host=this_host())
+    queue.claim(job_id=job_id, pid=child.pid)  # "running" on a worker that no longer exists
     run = book.get(search_id=search_id)
-    assert run.state == "failed" and "the search process stopped before finishing" in run.error
+    assert run.state == "failed" and run.error.startswith("worker stopped"), (run.state, run.error)

@@ -21,7 +21,6 @@ from core.explore.sensitivity import (
     load_cached,
     run_sensitivity,
     single_layer_spec,
-    start_sensitivity_process,
 )
 from core.explore.sensitivity_charts import sensitivity_heatmap_figure, sensitivity_table
 from core.progress import Progress
@@ -135,19 +134,6 @@ def test_synthetic_inputs_give_snr_only(fashion_cnn, tmp_path) -> None:
 def test_bad_config_names_the_field(kwargs, field) -> None:
     with pytest.raises(SensitivityError, match=field):
         SensitivityConfig(**kwargs)
-
-
-def test_worker_process_writes_the_table_into_the_cache(tmp_path) -> None:
-    config = SensitivityConfig(settings=("pal2",), eval_limit=100)
-    process = start_sensitivity_process(model_ref={"kind": "sample", "name": "fashion_cnn"}, data_ref={"kind": "bundled"},
-                                        config=config, cache_root=tmp_path)
-    deadline = time.monotonic() + 240
-    while process.running and time.monotonic() < deadline:
-        time.sleep(0.5)
-    status = process.status()
-    assert status["state"] == "done", status
-    cached = load_cached(key=status["key"], cache_root=tmp_path)
-    assert cached is not None and set(cached.frame["setting"]) == {"pal2"}
 
 
 def test_cli_prints_a_sorted_table(tmp_path, monkeypatch, capsys) -> None:

@@ -59,3 +59,23 @@ def test_ray_and_local_executors_write_the_same_records(home: Path, tmp_path: Pa
         assert {k: a[k] for k in COMPARED if k != "output_snr_db"} == {k: b[k] for k in COMPARED if k != "output_snr_db"}
         assert a["output_snr_db"] == pytest.approx(b["output_snr_db"], rel=1e-6)
         assert Path(b["artifact_path"]).exists() and b["job_id"] == ray_job.id
+
+
+def test_a_sensitivity_job_runs_as_a_ray_task_through_the_same_queue(home: Path) -> None:
+    """Job kinds are found by the Ray task as by a local worker: a feature's kind runs there unchanged."""
+    import ray
+
+    from core.explore.sensitivity import SensitivityConfig, load_cached
+    from core.explore.sensitivity_job import SENSITIVITY_JOB, submit_sensitivity
+    from core.paths import cache_dir
+
+    remote = RayExecutor(home=home, num_cpus=2, lock_path=Path(os.environ["COMPRESSION_STUDIO_TIMING_LOCK"]))
+    try:
+        job_id = submit_sensitivity(executor=remote, model=CNN, data=BUNDLED,
+                                    config=SensitivityConfig(settings=("pal2",), eval_limit=100))
+        [job] = remote.wait(job_ids=[job_id], timeout=300)
+    finally:
+        ray.shutdown()
+    assert job.state == DONE and job.kind == SENSITIVITY_JOB and job.executor == "ray", job.error
+    assert job.worker_pid != os.getpid()
+    assert load_cached(key=job.result["key"], cache_root=cache_dir(home)) is not None
