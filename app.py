@@ -22,6 +22,7 @@ if __name__ == "__main__":
     # A cold start imports torch and coremltools and loads the model (seconds): say so in the main area instead of
     # leaving it blank. The spinner appears only when this takes over half a second, so warm reruns never flash it.
     with st.spinner(menu.STARTING_TEXT, show_time=True):
+        import core.compress  # noqa: F401 — every method registers its spec and handler (stored records name them)
         from pages._ui import shell  # deliberately after routing (slow imports)
 
         context = shell.prepare()

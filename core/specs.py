@@ -358,21 +358,12 @@ def shared_fields() -> tuple[str, ...]:
 
 
 def spec_type(method: str) -> type[CompressionSpec]:
-    """The spec class of a method, loading the method modules first if it is not known yet."""
-    if method not in SPEC_TYPES:
-        _load_method_modules()
+    """The spec class of a method. A method module may declare its spec next to its handler
+    (core/compress/<method>.py); it registers when the compression package is imported, which every process that
+    compresses or shows records does (app.py, the CLI, the workers) — this module sits below it and never imports it."""
     if method not in SPEC_TYPES:
         raise SpecError(f"unknown method {method!r}; choose one of {', '.join(SPEC_TYPES)} (or give 'steps').")
     return SPEC_TYPES[method]
-
-
-def _load_method_modules() -> None:
-    """A method module may declare its spec next to its handler (core/compress/<method>.py); importing the
-    compression package imports every method module, so each such spec registers itself. By name, because the
-    method modules build on this module."""
-    import importlib
-
-    importlib.import_module("core.compress")
 
 
 @dataclass(frozen=True)
