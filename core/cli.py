@@ -218,7 +218,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ),
     )
     write_json(args.json, record)
-    _print_run(record)
+    print_run(record)
     print(f"artifacts in {artifacts} (not saved in the experiment store)")
     if args.json:
         print(f"record written to {args.json}")
@@ -290,7 +290,7 @@ def _run_as_job(args: argparse.Namespace, spec) -> int:
     store = ExperimentStore(queue.home)
     record = store.get(int(job.experiment_id))
     write_json(args.json, record)
-    _print_run(record)
+    print_run(record)
     print(f"saved as experiment #{record['id']} in {store.home}")
     if args.json:
         print(f"record written to {args.json}")
@@ -351,7 +351,7 @@ def _unsaved_artifacts_dir(args: argparse.Namespace, method: str) -> Path:
     return artifacts
 
 
-def _print_run(record: dict) -> None:
+def print_run(record: dict) -> None:
     from core.models.sources import accuracy_meaning
 
     shown = format_metric

@@ -193,15 +193,15 @@ METRICS: tuple[Metric, ...] = (
            "Training-pool images the validation accuracy was measured on.", "validation images"),
 )
 
-_BY_KEY = {m.key: m for m in METRICS}
+METRICS_BY_KEY = {m.key: m for m in METRICS}
 
 
 def metric(key: str) -> Metric:
     """The declaration of one metric; KeyError names the known keys."""
     try:
-        return _BY_KEY[key]
+        return METRICS_BY_KEY[key]
     except KeyError:
-        raise KeyError(f"no metric {key!r}; declared: {', '.join(_BY_KEY)}") from None
+        raise KeyError(f"no metric {key!r}; declared: {', '.join(METRICS_BY_KEY)}") from None
 
 
 def metrics_in(view: str) -> tuple[Metric, ...]:
@@ -261,6 +261,6 @@ def column_label(name: str) -> str:
     """The header a table shows for a raw column: declared above, else the metric's label, else the name in words."""
     if name in COLUMN_LABELS:
         return COLUMN_LABELS[name]
-    if name in _BY_KEY:
-        return _BY_KEY[name].label
+    if name in METRICS_BY_KEY:
+        return METRICS_BY_KEY[name].label
     return name.replace("_", " ")

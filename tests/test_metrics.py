@@ -104,7 +104,7 @@ def test_a_metric_declared_with_a_view_appears_in_every_table_of_that_view(monke
     extra = Metric("demo_score", "demo score", "dB", 1, "A metric declared for this test.", "demo dB",
                    views=frozenset({"compare", "report", "diff", "cli", "bench"}))
     monkeypatch.setattr(metrics, "METRICS", (*metrics.METRICS, extra))
-    monkeypatch.setattr(metrics, "_BY_KEY", {**metrics._BY_KEY, "demo_score": extra})
+    monkeypatch.setattr(metrics, "METRICS_BY_KEY", {**metrics.METRICS_BY_KEY, "demo_score": extra})
     frame = tables.experiments_frame([{"id": 1, "method": "palettize", "spec_summary": "4-bit",
                                        "created_at": "2026-01-01T00:00:00", "demo_score": 12.5}])
     assert frame.loc[0, "demo_score"] == 12.5

@@ -141,7 +141,7 @@ def test_one_function_words_a_record_or_the_fastest_of_several(tmp_path, monkeyp
 
 
 def test_the_html_report_and_the_cli_show_the_same_wording(tmp_path, monkeypatch, capsys):
-    from core.cli import _print_run
+    from core.cli import print_run
     from core.report import build_report
     from tests.conftest import make_record
 
@@ -154,7 +154,7 @@ def test_the_html_report_and_the_cli_show_the_same_wording(tmp_path, monkeypatch
     assert expected.startswith("2.00× faster than PyTorch fp32 eager")
     html = build_report(records=[record])
     assert "Speed-up: Fastest here (#7 torch static int8 x86): 2.00× faster than PyTorch fp32 eager" in html
-    _print_run(record)
+    print_run(record)
     assert f"speed-up         {expected}" in capsys.readouterr().out
 
 

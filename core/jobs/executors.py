@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.jobs.queue import EXPERIMENT_JOB, QUEUED, RUNNING, JobQueue, _exit_probes, note_child_exit
+from core.jobs.queue import EXPERIMENT_JOB, QUEUED, RUNNING, JobQueue, add_exit_probe, note_child_exit
 from core.jobs.refs import DataRef, ModelRef
 from core.paths import PROJECT_ROOT, job_logs_dir, studio_home
 
@@ -100,7 +100,7 @@ def _collect_exit(pid: int | None) -> None:
     _reap_children()
 
 
-_exit_probes.append(_collect_exit)
+add_exit_probe(_collect_exit)
 
 
 def worker_command(
@@ -209,7 +209,7 @@ class LocalExecutor:
 # --------------------------------------------------------------------------- Ray
 
 
-def _ray_endpoint(address: str) -> tuple[str, int] | None:
+def ray_endpoint(address: str) -> tuple[str, int] | None:
     """(host, port) to probe for a Ray address ('host:port' or 'ray://host:port'); None for 'auto' / 'local'."""
     if address in ("auto", "local"):
         return None
@@ -226,7 +226,7 @@ def _ray_endpoint(address: str) -> tuple[str, int] | None:
 
 def check_ray_reachable(*, address: str, timeout: float = RAY_CONNECT_TIMEOUT) -> None:
     """Fail fast (ExecutorError naming the address) when nothing listens there, instead of hanging in ray.init."""
-    endpoint = _ray_endpoint(address)
+    endpoint = ray_endpoint(address)
     if endpoint is None:
         return
     try:

@@ -170,6 +170,11 @@ _reaped_children: dict[int, int] = {}
 _exit_probes: list[Callable[[int | None], object]] = []
 
 
+def add_exit_probe(probe: Callable[[int | None], object]) -> None:
+    """Register a function that reaps one more kind of child process (an executor's) while a worker waits on exits."""
+    _exit_probes.append(probe)
+
+
 def note_child_exit(*, pid: int, returncode: int) -> None:
     """Remember how a worker this process started ended (the local executor calls this when it reaps one)."""
     _reaped_children[int(pid)] = int(returncode)

@@ -36,7 +36,7 @@ def prepare_legacy_run() -> tuple[LoadedModel | None, Dataset | None]:
         return prepare()
 
 
-_SETTLED_PAGES: set[str] = set()
+SETTLED_PAGES: set[str] = set()
 _SETTLE_LOCK = threading.Lock()
 
 
@@ -62,9 +62,9 @@ def settle_heap(page_title: str) -> None:
     runner.postScriptGC). Frozen objects are still freed by reference counting.
     """
     with _SETTLE_LOCK:
-        if page_title in _SETTLED_PAGES:
+        if page_title in SETTLED_PAGES:
             return
-        _SETTLED_PAGES.add(page_title)
+        SETTLED_PAGES.add(page_title)
         gc.collect()
         gc.freeze()
 

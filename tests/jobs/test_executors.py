@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from core.jobs import ExecutorError, LocalExecutor, RayExecutor, default_worker_count, executor_name, get_executor
-from core.jobs.executors import _ray_endpoint, worker_command
+from core.jobs.executors import ray_endpoint, worker_command
 
 
 def test_executor_comes_from_the_argument_then_the_environment(monkeypatch: pytest.MonkeyPatch, home) -> None:
@@ -35,12 +35,12 @@ def test_worker_count_defaults_to_the_cores_and_reads_the_environment(monkeypatc
 
 
 def test_ray_addresses_are_parsed_for_the_reachability_probe() -> None:
-    assert _ray_endpoint("10.0.0.5:6379") == ("10.0.0.5", 6379)
-    assert _ray_endpoint("ray://head.example:10001") == ("head.example", 10001)
-    assert _ray_endpoint("ray://head.example") == ("head.example", 10001)
-    assert _ray_endpoint("auto") is None
+    assert ray_endpoint("10.0.0.5:6379") == ("10.0.0.5", 6379)
+    assert ray_endpoint("ray://head.example:10001") == ("head.example", 10001)
+    assert ray_endpoint("ray://head.example") == ("head.example", 10001)
+    assert ray_endpoint("auto") is None
     with pytest.raises(ExecutorError, match="not host:port"):
-        _ray_endpoint("head:port")
+        ray_endpoint("head:port")
 
 
 def test_worker_command_is_the_module_entry_point(tmp_path) -> None:

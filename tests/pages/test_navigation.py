@@ -43,7 +43,7 @@ def test_a_pages_first_run_freezes_what_lives_on(app) -> None:
 
     at = app()  # app.py: the router, then the Home page through shell.run
     assert_clean(at)
-    assert "Home" in shell._SETTLED_PAGES and gc.get_freeze_count() > 100_000
+    assert "Home" in shell.SETTLED_PAGES and gc.get_freeze_count() > 100_000
     frozen = gc.get_freeze_count()
     at.run()  # a rerun of a page already settled: no new freeze
     assert_clean(at)
