@@ -10,6 +10,7 @@ Needs the full dataset (Debian's dataset-fashion-mnist, or the IDX files in data
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
@@ -31,14 +32,16 @@ from core.models.sources import SAMPLE_MODELS_DIR
 RECIPES = {
     "fashion_cnn": {"epochs": 8, "lr": 0.05, "batch_size": 128, "weight_decay": 5e-4, "label_smoothing": 0.1},
     "fashion_resnet": {"epochs": 8, "lr": 0.1, "batch_size": 128, "weight_decay": 5e-4, "label_smoothing": 0.1},
-    # The MobileNetV2 recipe details that give real MobileNets their spread-out depthwise channel ranges: no weight
-    # decay on depthwise kernels nor on BatchNorm's γ/β (decay on γ alone pulls every channel's γ to one value — the
-    # first version of this sample ended with all γ within 0.66–0.68 and per-tensor int8 costing nothing), plus
-    # network slimming's L1 penalty on the expansion layers' γ (Liu et al. 2017), which switches unneeded hidden
-    # channels off. A switched-off channel feeds its depthwise conv (almost) nothing, so that conv's BatchNorm
-    # variance collapses and, folded in, its kernel is tens to hundreds of times wider than its neighbours'.
+    # Stage 1: the plain recipe, with the MobileNet papers' no weight decay on depthwise kernels. It alone leaves a
+    # sample that per-tensor int8 does not hurt: decay on BatchNorm's γ pulled every γ to ~0.67 (all within
+    # 0.53–1.01), so channel ranges stayed ~2× apart. Stage 2 ("slimming") fine-tunes it the way network slimming
+    # trains for channel sparsity (Liu et al. 2017): no weight decay on BatchNorm γ/β, an L1 penalty on the
+    # expansion layers' γ. That switches unneeded hidden channels off; a switched-off channel feeds its depthwise
+    # conv nothing, that conv's BatchNorm variance collapses, and folded in, its kernel is far wider than its
+    # neighbours' — the spread Krishnamoorthi (2018) and Nagel et al. (2019) show in real MobileNets.
     "fashion_mobilenet": {"epochs": 4, "lr": 0.1, "batch_size": 128, "weight_decay": 5e-4, "label_smoothing": 0.1,
-                          "depthwise_weight_decay": 0.0, "norm_weight_decay": 0.0, "expand_gamma_l1": 1e-3},
+                          "depthwise_weight_decay": 0.0,
+                          "slimming": {"epochs": 1, "lr": 0.05, "norm_weight_decay": 0.0, "expand_gamma_l1": 0.05}},
 }
 
 
@@ -97,11 +100,9 @@ def _switched_off(batchnorms: list[nn.BatchNorm2d]) -> str:
     return f"{int((gammas < 0.01).sum())} of {len(gammas)} expansion channels with |γ| < 0.01"
 
 
-def train(name: str, dataset: Dataset, *, epochs: int, seed: int, out_dir: Path, recipe_overrides: dict) -> dict:
-    recipe = dict(RECIPES[name], epochs=epochs, **recipe_overrides)
-    torch.manual_seed(seed)
-    model = SAMPLE_ARCHITECTURES[name]().to(memory_format=torch.channels_last)  # ~1.3x faster convs on CPU
-    params = sum(p.numel() for p in model.parameters())
+def _train_epochs(model: nn.Module, dataset: Dataset, *, recipe: dict, seed: int, label: str) -> None:
+    """SGD with OneCycle over the recipe's epochs; with an expand_gamma_l1 strength, the slimming L1 on γ too."""
+    epochs = recipe["epochs"]
     optimizer = torch.optim.SGD(
         _parameter_groups(model, recipe), lr=recipe["lr"], momentum=0.9, nesterov=True, weight_decay=recipe["weight_decay"]
     )
@@ -112,11 +113,10 @@ def train(name: str, dataset: Dataset, *, epochs: int, seed: int, out_dir: Path,
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
     slimmed = _expand_batchnorms(model) if recipe.get("expand_gamma_l1") else []
     gen = torch.Generator().manual_seed(seed)
-    start = time.perf_counter()
     for epoch in range(epochs):
         model.train()
         order = torch.randperm(len(dataset.train), generator=gen)
-        bar = tqdm(range(steps_per_epoch), desc=f"{name} epoch {epoch + 1}/{epochs}", file=sys.stderr)
+        bar = tqdm(range(steps_per_epoch), desc=f"{label} epoch {epoch + 1}/{epochs}", file=sys.stderr)
         for step in bar:
             idx = order[step * recipe["batch_size"] : (step + 1) * recipe["batch_size"]]
             x = dataset.normalize(augment(dataset.train.images[idx], gen)).contiguous(memory_format=torch.channels_last)
@@ -131,7 +131,28 @@ def train(name: str, dataset: Dataset, *, epochs: int, seed: int, out_dir: Path,
                 bar.set_postfix(loss=f"{loss.item():.3f}")
         acc = evaluate(model, dataset)
         slim = f"; {_switched_off(slimmed)}" if slimmed else ""
-        print(f"{name} epoch {epoch + 1}: test top-1 {acc:.4f}{slim}", file=sys.stderr, flush=True)
+        print(f"{label} epoch {epoch + 1}: test top-1 {acc:.4f}{slim}", file=sys.stderr, flush=True)
+
+
+def train(name: str, dataset: Dataset, *, epochs: int, seed: int, out_dir: Path, recipe_overrides: dict,
+          stage1_weights: Path | None = None) -> dict:
+    """Train one sample (or, given stage1_weights, start from them) and run its slimming stage if it has one."""
+    recipe = dict(RECIPES[name], epochs=epochs)
+    if "slimming" in recipe:
+        recipe["slimming"] = dict(recipe["slimming"], **recipe_overrides)
+    torch.manual_seed(seed)
+    model = SAMPLE_ARCHITECTURES[name]().to(memory_format=torch.channels_last)  # ~1.3x faster convs on CPU
+    params = sum(p.numel() for p in model.parameters())
+    start = time.perf_counter()
+    base = {k: v for k, v in recipe.items() if k != "slimming"}
+    if stage1_weights is None:
+        _train_epochs(model, dataset, recipe=base, seed=seed, label=name)
+    else:
+        model.load_state_dict(load_file(str(stage1_weights)))
+        print(f"{name}: stage 1 from {stage1_weights}: test top-1 {evaluate(model, dataset):.4f}", file=sys.stderr)
+    if "slimming" in recipe:
+        # Its own generator, so stage 2 is the same whether stage 1 ran here or was loaded.
+        _train_epochs(model, dataset, recipe={**base, **recipe["slimming"]}, seed=seed + 1, label=f"{name} slimming")
     seconds = time.perf_counter() - start
     model.eval()
     top1 = evaluate(model, dataset)
@@ -158,12 +179,17 @@ def train(name: str, dataset: Dataset, *, epochs: int, seed: int, out_dir: Path,
             "optimizer": "SGD nesterov momentum 0.9, OneCycle LR",
             "augmentation": "random 2-px translation, horizontal flip",
             "seed": seed,
+            **({"stage1_weights_sha256": _sha256(stage1_weights)} if stage1_weights else {}),
             "train_images": len(dataset.train),
             "seconds": round(seconds, 1),
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
         },
     }
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def write_subset(dataset: Dataset, *, test_count: int, train_count: int, seed: int) -> None:
@@ -197,12 +223,11 @@ def main() -> None:
     parser.add_argument("--subset", action="store_true", help="(re)write the bundled data subset and exit")
     parser.add_argument("--out-dir", type=Path, default=SAMPLE_MODELS_DIR,
                         help="where the weights and manifest go (default sample_models/; another folder for experiments)")
-    parser.add_argument("--depthwise-weight-decay", type=float,
-                        help="override the recipe's weight decay on depthwise kernels (experiments)")
-    parser.add_argument("--norm-weight-decay", type=float,
-                        help="override the recipe's weight decay on BatchNorm γ/β (experiments)")
-    parser.add_argument("--expand-gamma-l1", type=float,
-                        help="override the recipe's L1 strength on the expansion BatchNorms' γ (experiments)")
+    parser.add_argument("--stage1-weights", type=Path,
+                        help="start fashion_mobilenet's slimming stage from these stage-1 weights instead of training "
+                             "stage 1 (its 4 epochs) again")
+    parser.add_argument("--slimming-l1", type=float, help="override the slimming stage's L1 strength (experiments)")
+    parser.add_argument("--slimming-lr", type=float, help="override the slimming stage's peak lr (experiments)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dataset = load_fashion_mnist(allow_download=True)
@@ -213,14 +238,13 @@ def main() -> None:
         write_subset(dataset, test_count=2500, train_count=2000, seed=args.seed)
         return
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    overrides = {key: value for key, value in (("depthwise_weight_decay", args.depthwise_weight_decay),
-                                               ("norm_weight_decay", args.norm_weight_decay),
-                                               ("expand_gamma_l1", args.expand_gamma_l1)) if value is not None}
+    overrides = {key: value for key, value in (("expand_gamma_l1", args.slimming_l1), ("lr", args.slimming_lr))
+                 if value is not None}
     manifest_path = args.out_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     for name in args.only or sorted(RECIPES):
         entry = train(name, dataset, epochs=args.epochs or RECIPES[name]["epochs"], seed=args.seed,
-                      out_dir=args.out_dir, recipe_overrides=overrides)
+                      out_dir=args.out_dir, recipe_overrides=overrides, stage1_weights=args.stage1_weights)
         manifest[name] = entry
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
         print(f"{name}: top-1 {entry['top1_test_10k']:.4f} in {entry['training']['seconds']:.0f} s", flush=True)
