@@ -6,6 +6,8 @@ import itertools
 import json
 import re
 
+from core.learn.depthwise import accuracy_note
+from core.models.sources import sample_manifest
 from tests.pages.conftest import assert_clean, plotly_specs
 
 PAGE = "pages/5_Learn.py"
@@ -87,7 +89,7 @@ def test_granularity_lesson_on_fashion_mobilenet_explains_its_depthwise_convs(ap
     assert_clean(at)
     captions = " ".join(c.value for c in at.caption)
     assert "blocks.2.depthwise.0 is a depthwise conv: one 3×3 kernel per channel, 144 channels." in captions
-    assert "Measured on the sample's 10,000 test images" in captions and "per-tensor scales" in captions
+    assert accuracy_note(sample_manifest()["fashion_mobilenet"]) in captions  # the manifest's measured numbers
     before = _metrics(at)
     assert _db(before["SNR · channel"]) > _db(before["SNR · tensor"])
 
