@@ -3,6 +3,8 @@
     python scripts/train_sample_models.py                 # every sample model
     python scripts/train_sample_models.py --only fashion_cnn --epochs 6
     python scripts/train_sample_models.py --only fashion_mobilenet --threads 1
+    # its slimming stage only, from the 4-epoch stage-1 weights (the first committed version of its weights file):
+    python scripts/train_sample_models.py --only fashion_mobilenet --threads 1 --stage1-weights stage1.safetensors
 
 Needs the full dataset (Debian's dataset-fashion-mnist, or the IDX files in data/). Seeded; CPU only.
 """
@@ -32,19 +34,20 @@ from core.models.sources import SAMPLE_MODELS_DIR
 RECIPES = {
     "fashion_cnn": {"epochs": 8, "lr": 0.05, "batch_size": 128, "weight_decay": 5e-4, "label_smoothing": 0.1},
     "fashion_resnet": {"epochs": 8, "lr": 0.1, "batch_size": 128, "weight_decay": 5e-4, "label_smoothing": 0.1},
-    # As the MobileNet papers train: no weight decay on the depthwise kernels. This alone leaves a sample that
-    # per-tensor int8 does not hurt: decay on BatchNorm's γ pulled every γ to ~0.67, so folded depthwise channel
-    # ranges stay ~2× apart (bench.granularity_lesson).
+    # Stage 1, as the MobileNet papers train: no weight decay on the depthwise kernels. This alone left a sample that
+    # per-tensor int8 did not hurt (0.08–0.17 points): decay on BatchNorm's γ pulled every γ to ~0.67, so folded
+    # depthwise channel ranges stayed ~2× apart. Stage 2 ("slimming") fine-tunes it for one epoch the way network
+    # slimming trains for channel sparsity (Liu et al. 2017): no weight decay on BatchNorm γ/β, an L1 penalty λ on
+    # the expansion layers' γ, meant to switch hidden channels off, whose depthwise BatchNorm variance then collapses
+    # and, folded in, widens their kernels far beyond their neighbours' (the spread of real MobileNets).
     "fashion_mobilenet": {"epochs": 4, "lr": 0.1, "batch_size": 128, "weight_decay": 5e-4, "label_smoothing": 0.1,
-                          "depthwise_weight_decay": 0.0},
+                          "depthwise_weight_decay": 0.0,
+                          "slimming": {"epochs": 1, "lr": 0.05, "norm_weight_decay": 0.0, "expand_gamma_l1": 0.005}},
 }
-# An optional second stage (--slimming-l1 λ), for experiments: one epoch fine-tuned the way network slimming trains
-# for channel sparsity (Liu et al. 2017) — no weight decay on BatchNorm γ/β, an L1 penalty λ on the expansion
-# layers' γ. Meant to switch hidden channels off, whose depthwise BatchNorm variance would then collapse and, folded
-# in, widen their kernels far beyond their neighbours' (the spread of real MobileNets). Measured here it does not:
-# the depthwise BatchNorm renormalises whatever scale the expansion γ has, so L1 shrinks them all together
-# (λ 0.003 / 0.005: every γ ends within 0.36–0.39 / 0.10–0.22, 91.62 / 91.37 % top-1), or, strong enough to switch
-# channels off (λ 0.1), switches nearly all of them off (1,500 of 1,536; 75.13 %).
+# Measured (--slimming-l1): the depthwise BatchNorm renormalises whatever scale the expansion γ have, so L1 shrinks
+# them all together. λ 0.005 (shipped): every γ ends within 0.10–0.22, 91.37 % top-1, one depthwise conv's ranges
+# 35× apart, per-tensor int8 ~1 point below per-channel; λ 0.003: γ within 0.36–0.39, 91.62 %, no wider ranges;
+# λ 0.1: 1,500 of 1,536 channels switched off, 75.13 %.
 SLIMMING_STAGE = {"epochs": 1, "lr": 0.05, "norm_weight_decay": 0.0}
 
 
@@ -142,7 +145,7 @@ def train(name: str, dataset: Dataset, *, epochs: int, seed: int, out_dir: Path,
     """Train one sample (or, given stage1_weights, start from them) and run its slimming stage if it has one."""
     recipe = dict(RECIPES[name], epochs=epochs)
     if recipe_overrides:
-        recipe["slimming"] = dict(SLIMMING_STAGE, **recipe_overrides)
+        recipe["slimming"] = dict(recipe.get("slimming", SLIMMING_STAGE), **recipe_overrides)
     torch.manual_seed(seed)
     model = SAMPLE_ARCHITECTURES[name]().to(memory_format=torch.channels_last)  # ~1.3x faster convs on CPU
     params = sum(p.numel() for p in model.parameters())
@@ -230,7 +233,7 @@ def main() -> None:
                         help="start the slimming stage from these weights (the sample as trained) instead of training "
                              "the recipe's epochs again")
     parser.add_argument("--slimming-l1", type=float,
-                        help="add the slimming stage with this L1 strength on the expansion γ (experiments)")
+                        help="the slimming stage's L1 strength on the expansion γ (experiments)")
     parser.add_argument("--slimming-lr", type=float, help="the slimming stage's peak lr (default 0.05)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
