@@ -8,7 +8,7 @@ and a stratified sample (equal per class, as here) has a smaller one. The test a
 (≈ 1.75 points): a false alarm has probability < 1e-4, while weights that lost even two points of accuracy
 (a wrong file, a broken architecture, a changed normalisation) fail. Measured here: 93.24 % (fashion_cnn) and
 93.32 % (fashion_resnet) on the subset; 93.18 % / 93.36 % on the full 10k set, exactly the manifest's numbers.
-fashion_mobilenet (91.34 % claimed, p ≈ 0.91) is held to the same 4 standard errors (≈ 2.1 points).
+fashion_mobilenet (91.37 % claimed, p ≈ 0.91) is held to the same 4 standard errors (≈ 2.1 points).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from core.data import BUNDLED_SUBSET, DEBIAN_FASHION_MNIST, PROJECT_ROOT, load_b
 from core.learn.depthwise import MANIFEST_KEY
 from core.measure.channel_ranges import channel_range_table, with_int8_snr
 from core.models.sources import load_model, sample_manifest
-from core.specs import QuantizeActivationsSpec
+from core.specs import TorchStaticSpec
 
 FULL_TEST_SET = 10_000
 STANDARD_ERRORS = 4.0
@@ -70,8 +70,8 @@ def test_subset_images_are_the_official_test_images_they_claim_to_be():
         assert torch.equal(full.test.labels[indices], torch.from_numpy(npz["test_labels"].astype(np.int64)))
 
 
-GRANULARITY_IMAGES = 500  # class-balanced, from the bundled test images
-INT8_GAP_AT_MOST = 0.01  # the README: per-tensor int8 weights cost this sample almost nothing (0.15 points on 10k)
+PER_CHANNEL_LOSS_AT_MOST = 0.005  # per-channel int8 vs fp32, top-1 on the 2,500 bundled test images
+PER_TENSOR_EXTRA_LOSS_AT_LEAST = 0.005  # per-tensor int8 vs per-channel int8, same images
 
 
 def _split_top1(module: torch.nn.Module, dataset, split) -> float:
@@ -82,21 +82,35 @@ def _split_top1(module: torch.nn.Module, dataset, split) -> float:
     return correct / len(split)
 
 
-def test_fashion_mobilenet_int8_granularity_claim_holds():
-    """The README's claim about fashion_mobilenet, re-measured on 500 bundled test images: W8A8 with one weight scale
-    per tensor stays within a point of one scale per channel, which stays within a point of fp32 (the manifest's
-    10k numbers: 91.26 / 91.41 / 91.34 %)."""
+def test_fashion_mobilenet_per_tensor_int8_weights_cost_accuracy_per_channel_does_not():
+    """PyTorch static int8 on the 2,500 bundled test images: one weight scale per channel stays within half a point of
+    fp32, one per tensor loses at least half a point more (measured: 91.88 / 91.68 / 90.68 %; on 10k 91.37 / 91.33 /
+    90.35 %). Paired on the same images, the gap's standard error is sqrt(d/n) with d the fraction of images where
+    exactly one of the two is right: d = 3.2 %, so ≈ 0.36 points; the measured gap (1.0) is 1.4 of them above the
+    bound. A sample whose per-tensor int8 is harmless (the first version: 0.14 points on 10k) would pass only with
+    probability ≈ 8 %, so the layer-level test below (deterministic weights) carries the sharper check."""
     model = load_model("sample:fashion_mobilenet")
     dataset = load_bundled_subset()
-    split = dataset.eval_split(limit=GRANULARITY_IMAGES)
-    fp32 = _split_top1(model.module, dataset, split)
+    fp32 = _split_top1(model.module, dataset, dataset.test)
     measured = {}
     for per_channel in (True, False):
-        result = compress(model=model, spec=QuantizeActivationsSpec(weight_per_channel=per_channel), dataset=dataset)
-        assert {r.granularity for r in result.layers} == {"per_channel" if per_channel else "per_tensor"}
-        measured[per_channel] = _split_top1(result.module, dataset, split)
-    assert abs(measured[True] - fp32) <= INT8_GAP_AT_MOST, (fp32, measured)
-    assert abs(measured[True] - measured[False]) <= INT8_GAP_AT_MOST, (fp32, measured)
+        spec = TorchStaticSpec(per_channel=per_channel, engine="x86", graph="graph_module")
+        measured[per_channel] = _split_top1(compress(model=model, spec=spec, dataset=dataset).module, dataset,
+                                            dataset.test)
+    numbers = f"fp32 {fp32:.2%}, per channel {measured[True]:.2%}, per tensor {measured[False]:.2%}"
+    assert fp32 - measured[True] <= PER_CHANNEL_LOSS_AT_MOST, numbers
+    assert measured[True] - measured[False] >= PER_TENSOR_EXTRA_LOSS_AT_LEAST, numbers
+
+
+def test_fashion_mobilenet_has_a_depthwise_conv_whose_folded_ranges_lie_far_apart():
+    """The cause, on the weights themselves: with BatchNorm folded in, one depthwise conv's widest channel is tens of
+    times its median channel, which costs it far more weight SNR per tensor than per channel."""
+    module = load_model("sample:fashion_mobilenet").module
+    table = with_int8_snr(module=module, table=channel_range_table(module=module))
+    widest = table[table["kind"] == "depthwise"].sort_values("spread").iloc[-1]
+    assert widest["layer"] == "blocks.1.depthwise.0" and widest["batchnorm_folded"]
+    assert widest["spread"] >= 20 and widest["median_levels"] < 8
+    assert widest["snr_per_channel_db"] - widest["snr_per_tensor_db"] >= 10
 
 
 def test_fashion_mobilenet_depthwise_spread_is_what_the_readme_says():
@@ -108,9 +122,15 @@ def test_fashion_mobilenet_depthwise_spread_is_what_the_readme_says():
     spread = float(depthwise["spread"].median())
     assert spread == pytest.approx(entry["channel_range_spread_by_kind"]["depthwise"]["spread"], abs=0.01)
     per_tensor, per_channel = depthwise["snr_per_tensor_db"].median(), depthwise["snr_per_channel_db"].median()
+    widest = depthwise.sort_values("spread").iloc[-1]
     readme = " ".join((PROJECT_ROOT / "README.md").read_text().split())
     assert f"only {spread:.1f}× the median channel's" in readme
     assert f"about {per_channel - per_tensor:.1f} dB of weight SNR ({per_tensor:.1f} vs {per_channel:.1f} dB)" in readme
+    assert (f"`{widest['layer']}`'s widest channel range is {widest['spread']:.0f}× its median channel's "
+            f"({widest['median_levels']:.1f} of 127 levels left for the median channel, "
+            f"{widest['snr_per_tensor_db']:.1f} vs {widest['snr_per_channel_db']:.1f} dB") in readme
     numbers = entry[MANIFEST_KEY]
-    assert (f"W8A8 {numbers['W8A8 per-channel weights']:.2%} with per-channel vs "
-            f"{numbers['W8A8 per-tensor weights']:.2%} with per-tensor weight scales").replace("%", " %") in readme
+    assert (f"fp32 {numbers['fp32']:.2%}; W8A8 {numbers['W8A8 per-channel weights']:.2%} with per-channel vs "
+            f"{numbers['W8A8 per-tensor weights']:.2%} with per-tensor weight scales, PyTorch static int8 "
+            f"{numbers['torch_static per-channel']:.2%} vs {numbers['torch_static per-tensor']:.2%}"
+            ).replace("%", " %") in readme

@@ -125,9 +125,9 @@ def _weight_only() -> list[dict]:
 
 def _int8_granularity() -> list[dict]:
     """int8 with one weight scale per channel vs one per tensor, in both W8A8 (coremltools) and PyTorch static int8,
-    plus weight-only int8 per channel for reference. Meant for depthwise-conv models such as sample:fashion_mobilenet
-    (measured there on 10,000 test images: per-tensor costs 0.15 points in W8A8 and 0.14 in torch_static; its
-    depthwise channel ranges are only ~2× apart, see bench.granularity_lesson)."""
+    plus weight-only int8 per channel for reference. Meant for depthwise-conv models such as sample:fashion_mobilenet,
+    whose folded depthwise channel ranges are far apart, so one scale per tensor costs accuracy that one per channel
+    does not (its measured numbers: bench.granularity_lesson, recorded in sample_models/manifest.json)."""
     return [
         {"method": "quantize_activations"},
         {"method": "quantize_activations", "weight_per_channel": False},

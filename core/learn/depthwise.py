@@ -20,6 +20,11 @@ def depthwise_layers(table: pd.DataFrame) -> list[str]:
     return table.loc[table["kind"] == "depthwise", "layer"].tolist()
 
 
+def _levels(levels: float) -> str:
+    """Levels as a reader takes them in: whole numbers from 10 up, one decimal below."""
+    return f"{levels:.0f}" if levels >= 10 else f"{levels:.1f}"
+
+
 def layer_note(*, table: pd.DataFrame, layer: str) -> str | None:
     """What one per-tensor scale does to this depthwise conv's channels (None: the layer is not depthwise)."""
     rows = table[(table["layer"] == layer) & (table["kind"] == "depthwise")]
@@ -27,12 +32,18 @@ def layer_note(*, table: pd.DataFrame, layer: str) -> str | None:
         return None
     row = rows.iloc[0]
     folded = " With its BatchNorm folded in (as int8 kernels store it), its" if row["batchnorm_folded"] else " Its"
+    # Below half a level a channel's largest weight rounds to 0, and so does every other weight of that channel.
+    zeroed = " — its weights all round to zero" if row["median_levels"] < 0.5 else ""
     return (
         f"{layer} is a depthwise conv: one 3×3 kernel per channel, {int(row['channels'])} channels.{folded} widest "
         f"channel range is {row['spread']:.1f}× the median channel's, so one int8 scale for the tensor leaves the "
-        f"median channel {row['median_levels']:.0f} of the 127 positive levels and the narrowest "
-        f"{row['smallest_levels']:.1f}."
+        f"median channel {_levels(row['median_levels'])} of the 127 positive levels{zeroed} and the narrowest "
+        f"{_levels(row['smallest_levels'])}."
     )
+
+
+def _points(top1: float, fp32: float) -> str:
+    return f"{100 * (top1 - fp32):+.2f} points"
 
 
 def accuracy_note(manifest_entry: dict) -> str | None:
@@ -40,12 +51,16 @@ def accuracy_note(manifest_entry: dict) -> str | None:
     numbers = manifest_entry.get(MANIFEST_KEY)
     if not numbers:
         return None
-    return (
-        f"Measured on the sample's 10,000 test images: fp32 {numbers['fp32']:.2%}; W8A8 with per-channel weight scales "
-        f"{numbers['W8A8 per-channel weights']:.2%}, with per-tensor scales {numbers['W8A8 per-tensor weights']:.2%}; "
-        f"PyTorch static int8 {numbers['torch_static per-channel']:.2%} per channel, "
-        f"{numbers['torch_static per-tensor']:.2%} per tensor."
-    )
+    fp32 = numbers["fp32"]
+    images = manifest_entry.get("eval_images", 10_000)
+    words = {"per-channel": "one int8 weight scale per channel", "per-tensor": "one per tensor"}
+    parts = [
+        f"{words[granularity]}: W8A8 {w8a8:.2%} ({_points(w8a8, fp32)}), PyTorch static int8 {static:.2%} "
+        f"({_points(static, fp32)})"
+        for granularity in words
+        for w8a8, static in [(numbers[f"W8A8 {granularity} weights"], numbers[f"torch_static {granularity}"])]
+    ]
+    return f"Measured on the sample's {images:,} test images: fp32 {fp32:.2%}; " + "; ".join(parts) + "."
 
 
 def lesson_notes(*, module: nn.Module, layer: str, manifest_entry: dict) -> list[str]:

@@ -25,6 +25,17 @@ def test_depthwise_layer_note_names_its_spread():
     assert "BatchNorm folded in" in notes[0] and "of the 127 positive levels" in notes[0]
 
 
+def test_a_channel_below_half_a_level_is_said_to_round_to_zero():
+    net = _mobilenet()
+    with torch.no_grad():  # one channel whose BatchNorm variance collapsed: folded, it is ~300× wider than the rest
+        bn = net.blocks[2].depthwise[1]
+        bn.running_var.fill_(1.0)
+        bn.running_var[7] = 0.0
+    note = lesson_notes(module=net, layer="blocks.2.depthwise.0", manifest_entry={})[0]
+    assert "its weights all round to zero" in note
+    assert "widest channel range is 1.0×" not in note
+
+
 def test_other_layer_points_at_the_most_spread_depthwise_conv():
     notes = lesson_notes(module=_mobilenet(), layer="blocks.2.expand.0", manifest_entry={})
     assert notes[0].startswith("This model has 8 depthwise convs; the most spread is blocks.")
@@ -40,6 +51,9 @@ def test_accuracy_note_quotes_the_manifest():
                             "torch_static per-channel": 0.898, "torch_static per-tensor": 0.6}}
     assert accuracy_note({}) is None
     text = accuracy_note(entry)
-    assert "fp32 90.00%" in text and "per-tensor scales 50.00%" in text and "60.00% per tensor" in text
+    assert text.startswith("Measured on the sample's 10,000 test images: fp32 90.00%;")
+    assert "per channel: W8A8 89.90% (-0.10 points), PyTorch static int8 89.80% (-0.20 points)" in text
+    assert "one per tensor: W8A8 50.00% (-40.00 points), PyTorch static int8 60.00% (-30.00 points)." in text
+    assert "on the sample's 2,000 test images" in accuracy_note({**entry, "eval_images": 2000})
     notes = lesson_notes(module=_mobilenet(), layer="blocks.2.depthwise.0", manifest_entry=entry)
     assert notes[1] == text

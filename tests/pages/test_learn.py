@@ -6,6 +6,8 @@ import itertools
 import json
 import re
 
+from core.learn.depthwise import accuracy_note
+from core.models.sources import sample_manifest
 from tests.pages.conftest import assert_clean, plotly_specs
 
 PAGE = "pages/5_Learn.py"
@@ -82,12 +84,14 @@ def test_granularity_lesson_on_fashion_mobilenet_explains_its_depthwise_convs(ap
     at = app(page=PAGE)
     at.session_state["model_choice"] = {"source_id": "sample:fashion_mobilenet"}  # what the Model page's Load sets
     at.run()
-    at.selectbox(key="cfg.learn.layer").select("blocks.2.depthwise.0").run()
+    at.selectbox(key="cfg.learn.layer").select("blocks.1.depthwise.0").run()  # its most spread depthwise conv
     at.radio(key="cfg.learn.lesson").set_value("granularity").run()
     assert_clean(at)
     captions = " ".join(c.value for c in at.caption)
-    assert "blocks.2.depthwise.0 is a depthwise conv: one 3×3 kernel per channel, 144 channels." in captions
-    assert "Measured on the sample's 10,000 test images" in captions and "per-tensor scales" in captions
+    assert "blocks.1.depthwise.0 is a depthwise conv: one 3×3 kernel per channel, 96 channels." in captions
+    assert re.search(r"widest channel range is (\d+\.\d)× the median channel's", captions)
+    assert float(re.search(r"widest channel range is (\d+\.\d)×", captions).group(1)) >= 20
+    assert accuracy_note(sample_manifest()["fashion_mobilenet"]) in captions  # the manifest's measured numbers
     before = _metrics(at)
     assert _db(before["SNR · channel"]) > _db(before["SNR · tensor"])
 
