@@ -29,6 +29,7 @@ from core.explore.sweeps import (
 from core.formatting import fmt_bytes, fmt_ms, fmt_pct, fmt_seconds, fmt_size_ratio
 from core.models.sources import LoadedModel
 from core.paths import studio_home
+from core.specs import PalettizeSpec, QuantizeWeightsSpec
 from core.tables import readable_table
 from pages._ui import run_client
 from pages._ui.errors import attempt
@@ -83,13 +84,13 @@ def _grid() -> SweepGrid | None:
                                help="Each method contributes its own ranges below.")
     bits = c[0].multiselect("Palettize bits", PALETTIZE_BITS, key="cfg.explore.bits",
                             help="One config per bit width (LUT of 2^bits entries).")
-    groups = c[1].multiselect("Palettize group sizes (grouped channels)", [4, 8, 16, 32], key="cfg.explore.groups",
+    groups = c[1].multiselect("Palettize group sizes (grouped channels)", PalettizeSpec.offered_values("group_size"), key="cfg.explore.groups",
                               help="Besides per-tensor palettization, one config per group size.")
-    dtypes = c[1].multiselect("Quantize dtypes", ["int8", "int4"], key="cfg.explore.dtypes",
+    dtypes = c[1].multiselect("Quantize dtypes", QuantizeWeightsSpec.offered_values("dtype"), key="cfg.explore.dtypes",
                               help="Weight-only linear quantization: stored integer width.")
-    modes = c[1].multiselect("Quantize modes", ["symmetric", "asymmetric"],
+    modes = c[1].multiselect("Quantize modes", QuantizeWeightsSpec.offered_values("mode"),
                              key="cfg.explore.modes", help="Asymmetric adds a zero-point per channel / block.")
-    blocks = c[2].multiselect("Quantize block sizes (per block)", [16, 32, 64, 128], key="cfg.explore.blocks",
+    blocks = c[2].multiselect("Quantize block sizes (per block)", QuantizeWeightsSpec.offered_values("block_size"), key="cfg.explore.blocks",
                               help="Besides per-channel quantization, one config per block size (input channels).")
     sparsities = c[2].multiselect("Prune sparsities", [0.25, 0.5, 0.6, 0.75, 0.9], key="cfg.explore.sparsity",
                                   format_func=lambda v: f"{v:.0%}", help="One data-free pruning config per sparsity.")
