@@ -188,7 +188,7 @@ def where_the_bytes_go(*, model: LoadedModel, spec: AnySpec, dataset: Dataset | 
 
 def where_the_bytes_go_by_reference(*, model_ref: dict, data_ref: dict, spec: dict, out_dir: str,
                                     progress: Progress | None = None) -> BytesLesson:
-    """`where_the_bytes_go` for a child process (core.isolated): model and data named by reference, spec as a dict."""
+    """`where_the_bytes_go` for a worker (job kind learn_step, core.isolated): model and data named by reference, spec as a dict."""
     from core.jobs.refs import DataRef, ModelRef, load_data_ref, load_model_ref  # references: the job layer's own
     from core.specs import spec_from_dict
 

@@ -177,7 +177,7 @@ SAMPLE_FOR_FINE_TUNING = "sample:fashion_cnn"  # lesson 6's model when the loade
 
 def fine_tune_sample(*, setting: FineTuneSetting, progress: Progress | None = None) -> FineTuneRun:
     """`fine_tune` on the sample fashion_cnn and Fashion-MNIST: lesson 6's run when the loaded model has no
-    labelled images to train on. Loads both itself, so it can run in a child process (core.isolated)."""
+    labelled images to train on. Loads both itself, so a worker can run it (job kind learn_step, core.isolated)."""
     from core.data import load_fashion_mnist
     from core.models.sources import load_model
 
@@ -189,7 +189,7 @@ def fine_tune_sample(*, setting: FineTuneSetting, progress: Progress | None = No
 def fine_tune_by_reference(*, model_ref: dict, data_ref: dict, setting: FineTuneSetting,
                            progress: Progress | None = None) -> FineTuneRun:
     """`fine_tune` on the loaded model and its dataset, named by reference (core.jobs.refs) so that it runs in a
-    child process (core.isolated): lesson 6 fine-tunes the model the page shows, not another one."""
+    worker (job kind learn_step, core.isolated): lesson 6 fine-tunes the model the page shows, not another one."""
     from core.jobs.refs import DataRef, ModelRef, load_data_ref, load_model_ref
 
     model = load_model_ref(ref=ModelRef.from_dict(model_ref))
