@@ -29,3 +29,14 @@ def unconvertible_torchscript(tmp_path: Path) -> Path:
     path = tmp_path / "loops.pt"
     torch.jit.save(torch.jit.script(HalvesUntilSmall().eval()), str(path))
     return path
+
+
+E2E = Path(__file__).resolve().parent / "e2e"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything under tests/e2e drives a browser: marked `browser` by its place, so a new file there cannot be left
+    out of the mark (`make test-fast` skips it)."""
+    for item in items:
+        if E2E in item.path.parents:
+            item.add_marker(pytest.mark.browser)
