@@ -16,10 +16,13 @@ from core.store import ExperimentStore
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("ray") is None,
-    reason="Ray is not installed (pip install 'ray[default]' to run the Ray executor tests)",
-)
+pytestmark = [
+    pytest.mark.ray,
+    pytest.mark.skipif(
+        importlib.util.find_spec("ray") is None,
+        reason="Ray is not installed (pip install 'ray[default]' to run the Ray executor tests)",
+    ),
+]
 
 
 def test_a_compress_page_run_goes_through_ray_into_the_store(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
