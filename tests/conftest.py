@@ -40,3 +40,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if E2E in item.path.parents:
             item.add_marker(pytest.mark.browser)
+
+
+# A test that is not marked slow yet takes this long makes `make test-fast` slow for everyone: the run names it.
+UNMARKED_SLOW_SECONDS = 10.0
+GROUPS_LEFT_OUT_OF_FAST = {"slow", "browser", "ray"}
+_unmarked_slow: list[tuple[float, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and report.duration > UNMARKED_SLOW_SECONDS \
+            and not GROUPS_LEFT_OUT_OF_FAST & set(report.keywords):
+        _unmarked_slow.append((report.duration, report.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not _unmarked_slow:
+        return
+    terminalreporter.section(f"tests over {UNMARKED_SLOW_SECONDS:.0f} s not marked slow")
+    for seconds, nodeid in sorted(_unmarked_slow, reverse=True):
+        terminalreporter.write_line(f"{seconds:6.1f} s  {nodeid}")
+    terminalreporter.write_line("Mark them @pytest.mark.slow (make test-fast leaves them out) or make them cheaper; "
+                                "a machine busy with other work stretches every time.")
