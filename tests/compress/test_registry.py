@@ -108,6 +108,7 @@ def test_exported_recipe_is_the_config_the_handler_used(tiny, fashion, spec):
             assert _config_object_dict(recipe) == _config_object_dict(used)
 
 
+@pytest.mark.slow
 def test_gradual_pruning_schedule_of_the_portable_recipe_is_the_handlers(tiny, fashion):
     """The recipe written before any model is known uses the handler's schedule (it used to be range(1, 76, 4))."""
     spec = PruneSpec(workflow="fine_tune", target_sparsity=0.5, train_limit=320, batch_size=32, epochs=2)
@@ -198,6 +199,7 @@ def test_compressed_by_default_with_the_layer_applies_the_methods_limits():
     assert method_descriptor(PIPELINE).compressed_by_default(4608, pipeline, layer=conv) == (True, None)
 
 
+@pytest.mark.slow
 def test_latency_notes_are_honest_about_rewritten_graphs(tiny, fashion):
     plain = compress(model=tiny, spec=PalettizeSpec(), dataset=fashion)
     note = METHODS["palettize"].latency_note(spec=plain.spec, result=plain, timed_artifact=False)
