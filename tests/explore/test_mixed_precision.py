@@ -102,6 +102,7 @@ def test_bad_targets_name_the_problem(kind, value, match) -> None:
         RecipeTarget(kind=kind, value=value)
 
 
+@pytest.mark.slow
 def test_recipe_meets_its_size_target_as_a_real_mlpackage(candidates, sensitivity, fashion_cnn, dataset, studio) -> None:
     target = RecipeTarget(kind="bits_per_weight", value=4.5)
     chosen = choose(candidates=candidates, target=target)
@@ -130,6 +131,7 @@ def test_exports_and_search_candidates(candidates, sensitivity, fashion_cnn, stu
         search_candidates(model_source_id="sample:fashion_resnet", max_drop_pts=1.0, home=studio)
 
 
+@pytest.mark.slow
 def test_recipe_cli_writes_the_spec(tmp_path, monkeypatch, capsys) -> None:
     from core.cli import main
 

@@ -114,6 +114,7 @@ def test_missing_configs_skips_what_the_model_already_has() -> None:
 # --------------------------------------------------------------------------- the search as a process of its own
 
 
+@pytest.mark.slow
 def test_a_search_on_a_clean_store_runs_sensitivity_and_mixed_precision_in_its_own_process(home) -> None:
     """What the page starts: a process that runs the missing uniform config, computes the sensitivity table (none is
     cached), runs mixed-precision candidates from it, and records its progress, jobs and winner in the book."""
@@ -152,6 +153,7 @@ def test_a_search_on_a_clean_store_runs_sensitivity_and_mixed_precision_in_its_o
     assert {parents[f"exp:{r['id']}"] for r in records} == {f"origin:{label}"} and parents[f"origin:{label}"] == "root"
 
 
+@pytest.mark.slow
 def test_cancelling_a_search_stops_its_process_and_its_runs(home) -> None:
     from core.explore.search import SearchBook, start_search_process, wait_for_search
     from core.jobs import DataRef, JobQueue, ModelRef

@@ -120,6 +120,7 @@ def test_heatmap_has_one_row_per_layer_and_a_clickable_marker_per_cell(result) -
     assert sensitivity_heatmap_figure(result.frame, metric="top1_change").data[0].zmid == 0
 
 
+@pytest.mark.slow
 def test_synthetic_inputs_give_snr_only(fashion_cnn, tmp_path) -> None:
     config = SensitivityConfig(settings=("pal2", "pal8"), synthetic_images=16)
     synthetic = run_sensitivity(model=fashion_cnn, dataset=None, config=config, cache_root=tmp_path)
@@ -137,6 +138,7 @@ def test_bad_config_names_the_field(kwargs, field) -> None:
         SensitivityConfig(**kwargs)
 
 
+@pytest.mark.slow
 def test_worker_process_writes_the_table_into_the_cache(tmp_path) -> None:
     config = SensitivityConfig(settings=("pal2",), eval_limit=100)
     process = start_sensitivity_process(model_ref={"kind": "sample", "name": "fashion_cnn"}, data_ref={"kind": "bundled"},
@@ -150,6 +152,7 @@ def test_worker_process_writes_the_table_into_the_cache(tmp_path) -> None:
     assert cached is not None and set(cached.frame["setting"]) == {"pal2"}
 
 
+@pytest.mark.slow
 def test_cli_prints_a_sorted_table(tmp_path, monkeypatch, capsys) -> None:
     from core.cli import main
 
