@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,22 @@ def unconvertible_torchscript(tmp_path: Path) -> Path:
     path = tmp_path / "loops.pt"
     torch.jit.save(torch.jit.script(HalvesUntilSmall().eval()), str(path))
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def timing_lock_of_this_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One timing lock for the whole test run (the servers and workers it starts inherit it): the run's own timings
+    still never overlap, and another test run or a dashboard on the same machine does not hold it up for minutes."""
+    from core.jobs.timing_lock import TIMING_LOCK_ENV
+
+    if os.environ.get(TIMING_LOCK_ENV):  # chosen by whoever started the run
+        yield
+        return
+    os.environ[TIMING_LOCK_ENV] = str(tmp_path_factory.mktemp("timing") / "timing.lock")
+    try:
+        yield
+    finally:
+        os.environ.pop(TIMING_LOCK_ENV, None)
 
 
 E2E = Path(__file__).resolve().parent / "e2e"
