@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torchvision
 
@@ -15,6 +16,7 @@ def _output_std(module: torch.nn.Module) -> float:
         return float(module.eval()(x).std())
 
 
+@pytest.mark.slow
 def test_random_mobilenet_v3_small_outputs_vanish_before_and_are_realistic_after():
     torch.manual_seed(0)
     net = torchvision.models.mobilenet_v3_small()
@@ -30,6 +32,7 @@ def test_random_mobilenet_v3_small_outputs_vanish_before_and_are_realistic_after
     assert [layer.momentum for layer in batchnorm_layers(net)] == momenta  # restored after the cumulative average
 
 
+@pytest.mark.slow
 def test_the_route_recalibrates_and_says_so():
     model = load_model("torchvision:mobilenet_v3_small")
     assert _output_std(model.module) > 1e-3
