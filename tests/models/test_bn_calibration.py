@@ -45,6 +45,7 @@ def test_an_all_zero_classifier_head_is_redrawn_so_outputs_can_differ():
 
     from core.models.bn_calibration import prepare_random_weights, redraw_zero_head
 
+    torch.manual_seed(0)  # the layers' initialisation: the same whichever tests ran before (or were deselected)
     net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                         nn.Linear(8, 5))
     nn.init.zeros_(net[-1].weight)
