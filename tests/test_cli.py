@@ -11,9 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from core.cli import build_parser
 from core.jobs import DataRef, JobQueue, ModelRef
 from core.jobs.runner import Heartbeat
+
+pytestmark = pytest.mark.slow  # every test but the parser's runs `python -m core.cli` in a child process
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -41,6 +41,7 @@ def _top1(name: str) -> tuple[float, int]:
     return correct / len(dataset.test), len(dataset.test)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["fashion_cnn", "fashion_resnet", "fashion_mobilenet"])
 def test_subset_accuracy_matches_the_claimed_10k_accuracy(name):
     claimed = sample_manifest()[name]["top1_test_10k"]
@@ -82,6 +83,7 @@ def _split_top1(module: torch.nn.Module, dataset, split) -> float:
     return correct / len(split)
 
 
+@pytest.mark.slow
 def test_fashion_mobilenet_int8_granularity_claim_holds():
     """The README's claim about fashion_mobilenet, re-measured on 500 bundled test images: W8A8 with one weight scale
     per tensor stays within a point of one scale per channel, which stays within a point of fp32 (the manifest's
