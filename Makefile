@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt requirements-bench.txt | cksum | cut -d' ' -f1)
 PORT ?= 8501
 
-.PHONY: run test lint bench venv system-deps clean
+.PHONY: run test test-fast lint bench venv system-deps clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,12 @@ lint: $(STAMP)
 test: $(STAMP) system-deps
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+
+# What a developer runs all day: lint, unit and AppTest tests; no browser, no Ray, nothing marked slow (pyproject.toml).
+FAST := not browser and not ray and not slow
+test-fast: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -m "$(FAST)"
 
 bench: $(STAMP)
 	$(PY) -m bench.run_bench

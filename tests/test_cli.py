@@ -17,6 +17,8 @@ from core.cli import build_parser, run_status
 from core.jobs import DataRef, JobQueue, ModelRef
 from core.jobs.runner import Heartbeat
 
+pytestmark = pytest.mark.slow  # every test but the parser's runs `python -m core.cli` in a child process
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -77,6 +77,7 @@ def test_snippets_are_valid_python(spec):
     assert spec.summary() in code
 
 
+@pytest.mark.slow
 def test_snippet_runs_outside_the_app(tmp_path):
     """Run the generated script in a fresh interpreter: it palettizes and writes a compressed .mlpackage."""
     code = python_snippet(

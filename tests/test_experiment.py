@@ -143,6 +143,7 @@ def test_synthetic_evaluation_inputs_never_repeat_calibration_inputs(options) ->
     assert not torch.isclose(evaluation, timing).any() and not torch.isclose(calibration, timing).any()
 
 
+@pytest.mark.slow
 def test_timing_guard_holds_only_the_latency_phase_and_skip_known_can_be_turned_off(
     fashion_cnn, subset, options, tmp_path: Path
 ) -> None:
@@ -222,6 +223,7 @@ def test_to_jsonable_makes_plain_json() -> None:
     assert to_jsonable(more) == {"1": [1.0, None], "s": [3], "t": [1, 2], "n": 7, "o": "<class 'object'>"}
 
 
+@pytest.mark.slow
 def test_validation_images_come_from_the_training_pool_and_are_reported_beside_the_test_numbers(tmp_path) -> None:
     """A search chooses on validation images: they never overlap the evaluation images, and the record carries
     both the validation and the test numbers of both models."""

@@ -55,6 +55,7 @@ def test_baseline_is_the_fp16_size(model, baseline):
     ],
     ids=["palettize4", "int8", "prune75", "prune50+palettize4"],
 )
+@pytest.mark.slow
 def test_mlpackage_keeps_the_compression(model, fashion, baseline, tmp_path, spec, low, high):
     result = compress(model=model, spec=spec, dataset=fashion)
     path, kind = artifact_for(result, input_shape=model.input_shape, out_dir=tmp_path)
@@ -63,6 +64,7 @@ def test_mlpackage_keeps_the_compression(model, fashion, baseline, tmp_path, spe
     assert low <= ratio <= high
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec", [TorchStaticSpec(calibration_samples=32), TorchDynamicSpec()], ids=["static", "dynamic"])
 def test_torchscript_reloads_with_identical_outputs(fashion, tmp_path, spec):
     tiny = tiny_model()

@@ -41,6 +41,7 @@ def _top1(name: str) -> tuple[float, int]:
     return correct / len(dataset.test), len(dataset.test)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["fashion_cnn", "fashion_resnet", "fashion_mobilenet"])
 def test_subset_accuracy_matches_the_claimed_10k_accuracy(name):
     claimed = sample_manifest()[name]["top1_test_10k"]
@@ -82,6 +83,7 @@ def _split_top1(module: torch.nn.Module, dataset, split) -> float:
     return correct / len(split)
 
 
+@pytest.mark.slow
 def test_fashion_mobilenet_per_tensor_int8_weights_cost_accuracy_per_channel_does_not():
     """PyTorch static int8 on the 2,500 bundled test images: one weight scale per channel stays within half a point of
     fp32, one per tensor loses at least half a point more (measured: 91.88 / 91.68 / 90.68 %; on 10k 91.37 / 91.33 /

@@ -70,6 +70,7 @@ def test_dataset_with_another_class_count_is_refused(tiny, fashion):
         compress(model=five_classes, spec=PruneSpec(), dataset=fashion)
 
 
+@pytest.mark.slow
 def test_torchscript_upload_is_compressed_as_real_layers(tiny, tmp_path):
     from core.models.sources import load_torchscript
 

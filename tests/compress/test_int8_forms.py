@@ -69,6 +69,7 @@ def fashion_cnn_int8(fashion):
     return model, _prepared(model.module, calibration)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not cpu_int8_features().is_x86, reason="the x86 / onednn / fbgemm int8 engines need an x86-64 CPU")
 def test_automatic_choice_predicts_like_every_other_form(fashion_cnn_int8, fashion, tmp_path):
     model, prepared = fashion_cnn_int8
@@ -97,6 +98,7 @@ def test_automatic_choice_predicts_like_every_other_form(fashion_cnn_int8, fashi
     assert any("activation_post_process" in name for name, _ in prepared.named_modules())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not cpu_int8_features().is_x86, reason="the x86 / onednn / fbgemm int8 engines need an x86-64 CPU")
 def test_cached_choice_is_reused_and_invalidated_when_the_model_changes(fashion, tmp_path):
     calibration, _ = next(iter(fashion.batches(fashion.calibration_split(size=32), batch_size=32)))
@@ -192,6 +194,7 @@ def test_forcing_an_engine_the_cpu_lacks_fails_before_any_work(fashion, tmp_path
     assert not (tmp_path / "int8_choice").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not cpu_int8_features().is_x86, reason="the x86 / onednn / fbgemm int8 engines need an x86-64 CPU")
 def test_a_fully_forced_form_is_built_without_timing(fashion, tmp_path):
     calibration, _ = next(iter(fashion.batches(fashion.calibration_split(size=16), batch_size=16)))
@@ -218,6 +221,7 @@ def test_form_names_are_validated():
         Int8Form(engine="x86", graph="eager")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not cpu_int8_features().is_x86, reason="the x86 / onednn / fbgemm int8 engines need an x86-64 CPU")
 def test_an_already_converted_model_is_repacked_for_each_engine(fashion):
     calibration, _ = next(iter(fashion.batches(fashion.calibration_split(size=32), batch_size=32)))
@@ -230,6 +234,7 @@ def test_an_already_converted_model_is_repacked_for_each_engine(fashion):
         assert torch.equal(repacked(calibration), from_prepared(calibration))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not cpu_int8_features().is_x86, reason="the x86 / onednn / fbgemm int8 engines need an x86-64 CPU")
 def test_the_race_runs_under_the_jobs_timing_lock_and_a_cached_choice_takes_none(fashion, tmp_path):
     from core.jobs.timing_lock import TimingLock

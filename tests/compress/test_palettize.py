@@ -91,6 +91,7 @@ def test_unique_mode_needs_weights_on_a_lattice(fashion):
     assert not conv3.compressed and "cannot be represented by 8 bits" in conv3.reason
 
 
+@pytest.mark.slow
 def test_calibration_runs_sensitive_kmeans_on_real_images(tiny, fashion):
     spec = PalettizeSpec(n_bits=3, workflow="calibration", calibration_samples=16, weight_threshold=1000)
     result = compress(model=tiny, spec=spec, dataset=fashion)
@@ -107,6 +108,7 @@ def test_calibration_without_dataset_says_synthetic(fashion):
     assert any("synthetic" in note for note in result.notes)
 
 
+@pytest.mark.slow
 def test_fine_tune_dkm_reports_progress_and_keeps_luts(tiny, fashion):
     from core.progress import Progress
 

@@ -53,6 +53,7 @@ def test_n_m_structure_and_reason(tiny, fashion):
     assert "not divisible by m=3" in _layer(odd, "conv2").reason
 
 
+@pytest.mark.slow
 def test_fine_tune_gradual_schedule_reaches_target(tiny, fashion):
     from core.progress import Progress
 

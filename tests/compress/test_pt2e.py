@@ -104,6 +104,7 @@ def test_pt2e_reason_names_what_is_missing():
         assert reason is None or "CoreMLQuantizer" in reason
 
 
+@pytest.mark.slow
 def test_w8a8_on_an_exported_program_matches_the_module_and_ships_int8(fashion, tmp_path):
     model = load_model("sample:fashion_cnn")
     graph = exported(model)
@@ -128,6 +129,7 @@ def test_w8a8_on_an_exported_program_matches_the_module_and_ships_int8(fashion, 
     assert 0.45 < path_size_bytes(package) / path_size_bytes(baseline) < 0.56  # int8 weights: half of fp16
 
 
+@pytest.mark.slow
 def test_the_record_of_an_exported_program_names_the_engine(fashion, tmp_path):
     model = load_model("sample:fashion_cnn")
     batch = {0: torch.export.Dim.AUTO}  # an upload is evaluated in batches of any size
@@ -143,6 +145,7 @@ def test_the_record_of_an_exported_program_names_the_engine(fashion, tmp_path):
     assert abs(record["size_bytes"] / record["theoretical_size_bytes"] - 1) < 0.05
 
 
+@pytest.mark.slow
 def test_static_int8_on_an_exported_program_runs_int8_kernels_and_saves(tiny, fashion, tmp_path):
     graph = exported(tiny)
     snapshot = state_snapshot(graph.module)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from core.compress import compress
@@ -38,6 +39,7 @@ def test_weight_threshold_keeps_small_layers_float(tiny, fashion):
     assert by_name["conv4"].compressed
 
 
+@pytest.mark.slow
 def test_fine_tune_qat(tiny, fashion):
     spec = QuantizeActivationsSpec(workflow="fine_tune", max_steps=3, batch_size=32, train_limit=128)
     result = compress(model=tiny, spec=spec, dataset=fashion)

@@ -95,6 +95,7 @@ def _int8(module: nn.Module, calibration: torch.Tensor, *, fuse: bool, engine: s
         return fx_convert(copy.deepcopy(prepared))
 
 
+@pytest.mark.slow
 def test_relu6_runs_inside_the_conv_kernel_and_predicts_like_the_unfused_graph(fashion):
     model = Relu6Net().eval()
     state = copy.deepcopy(model.state_dict())
@@ -133,6 +134,7 @@ def test_a_skipped_conv_keeps_its_float_relu6():
         assert torch.isfinite(converted(calibration)).all()
 
 
+@pytest.mark.slow
 def test_the_product_fuses_for_calibration_and_qat(fashion):
     model = loaded(Relu6Net(), label="relu6net")
     spec = {"engine": "x86", "graph": "graph_module"}

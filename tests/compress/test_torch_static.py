@@ -28,6 +28,7 @@ def _by_name(result):
     return {r.name: r for r in result.layers}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("backend", "per_channel"), [("x86", True), ("qnnpack", False), ("onednn", True)])
 def test_static_int8_fuses_and_quantizes_the_residual_add(tiny, fashion, backend, per_channel):
     # the form forced to the backend's engine and the GraphModule, so its modules and nodes can be inspected
@@ -64,6 +65,7 @@ def test_static_override_keeps_a_layer_float(tiny, fashion):
     assert isinstance(result.module.fc2, torch.nn.Linear)
 
 
+@pytest.mark.slow
 def test_static_fine_tune_qat(tiny, fashion):
     spec = TorchStaticSpec(
         workflow="fine_tune", max_steps=3, batch_size=32, train_limit=128, engine="onednn", graph="graph_module"
@@ -73,6 +75,7 @@ def test_static_fine_tune_qat(tiny, fashion):
     assert result.int8_form["winner"] == "onednn/graph_module" and result.quantized_engine == "onednn"
 
 
+@pytest.mark.slow
 def test_static_int8_runs_on_a_torchscript_file_converted_to_a_graph(tiny, fashion, tmp_path):
     from core.models.sources import load_torchscript
 
@@ -88,6 +91,7 @@ def test_static_int8_runs_on_a_torchscript_file_converted_to_a_graph(tiny, fashi
 # --------------------------------------------------------------------------- the int8 form
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not X86, reason="the x86 / onednn / fbgemm int8 engines need an x86-64 CPU")
 def test_automatic_form_is_recorded_run_and_predicts_like_a_forced_one(fashion):
     model = load_model("sample:fashion_cnn")  # trained: predictions mean something
@@ -142,6 +146,7 @@ def test_engine_and_graph_are_validated_spec_fields():
         TorchStaticSpec(overrides={"fc1": {"engine": "x86"}})
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not X86, reason="the x86 int8 engine needs an x86-64 CPU")
 def test_a_frozen_form_is_the_exported_artifact_and_keeps_its_size_accounting(tiny, fashion, tmp_path):
     from core.export import artifact_for

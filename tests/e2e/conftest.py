@@ -5,7 +5,9 @@ Chromium missing: the tests are skipped outside CI and fail under CI=true.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,13 +65,84 @@ def browser() -> Iterator[object]:
             chromium.close()
 
 
+# The app root's script-run state, the attribute Streamlit's own browser tests read ("initial", "running",
+# "rerunRequested", "notRunning"); elements of the previous run are marked data-stale until the new run redraws them.
+APP_IDLE_JS = (
+    "() => { const app = document.querySelector('[data-testid=\"stApp\"]');"
+    " const state = app && app.getAttribute('data-test-script-state');"
+    " return state === 'notRunning' && !document.querySelector('[data-stale=\"true\"]'); }"
+)
+# Counts the runs that have ended on this page (a MutationObserver on that attribute), so a wait can ask for the run a
+# click started instead of guessing how long the server takes to start it.
+COUNT_RUNS_JS = """() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  if (!app) return -1;
+  if (window.__studioRunsApp !== app) {
+    window.__studioRunsApp = app;
+    window.__studioRunsEnded = window.__studioRunsEnded || 0;
+    new MutationObserver(() => {
+      if (app.getAttribute('data-test-script-state') === 'notRunning') window.__studioRunsEnded += 1;
+    }).observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+  }
+  return window.__studioRunsEnded;
+}"""
+RERUN_TIMEOUT_MS = 180_000
+CHIPS = "[data-tag]"  # the chosen values drawn in a multiselect (each with its label as aria-label)  # a rerun of a page with charts on a machine shared with other heavy jobs
+
+
 def wait_idle(page, timeout: float = 120_000) -> None:
-    """Wait until Streamlit has finished the current script run."""
+    """Wait until Streamlit has finished the current script run and redrawn every element of it."""
+    page.wait_for_function(APP_IDLE_JS, timeout=timeout, polling=100)
+
+
+@contextmanager
+def rerun(page, timeout: float = RERUN_TIMEOUT_MS) -> Iterator[None]:
+    """The widget change made inside the block starts a script run: wait until a run has ended after it and the page
+    is idle. No fixed delay: on a busy machine the server may take seconds to start that run."""
+    before = page.evaluate(COUNT_RUNS_JS)
+    yield
     page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
-        timeout=timeout,
-    )
+        f"n => window.__studioRunsEnded > n && ({APP_IDLE_JS})()", arg=before, timeout=timeout, polling=100)
+
+
+def open_until_shown(page, combobox: str, option, timeout: float = RERUN_TIMEOUT_MS) -> None:
+    """Click the combobox until `option` is listed. One click is not enough on a busy machine: the click that clears a
+    multiselect can leave its menu open (a second click closes it) and a late rerun can close it again."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    deadline = time.monotonic() + timeout / 1000
+    while not option.is_visible():
+        if time.monotonic() > deadline:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "option_never_shown.png"), full_page=True)
+            listed = page.get_by_role("option").all_inner_texts()
+            raise AssertionError(f"{option} never showed under the combobox {combobox!r}; listed: {listed[:12]}")
+        page.get_by_role("combobox", name=combobox).first.click()
+        with contextlib.suppress(PlaywrightTimeout):
+            option.wait_for(state="visible", timeout=5_000)
+
+
+def pick_options(page, combobox: str, labels: tuple[str, ...]) -> None:
+    """Choose each of `labels` in the multiselect named `combobox`, one rerun at a time; the chosen chips show."""
+    from playwright.sync_api import expect
+
+    box = page.get_by_test_id("stMultiSelect").filter(has=page.get_by_role("combobox", name=combobox))
+    for label in labels:
+        option = page.get_by_role("option", name=label, exact=True)
+        with rerun(page):
+            open_until_shown(page, combobox, option)
+            option.click()
+        expect(box.locator(f'{CHIPS}[aria-label="{label}"]')).to_have_count(1)
+    page.keyboard.press("Escape")
+
+
+def expect_chosen(multiselect, labels: tuple[str, ...]) -> None:
+    """The multiselect shows exactly `labels` as chosen, in that order (Playwright's expect waits for it)."""
+    from playwright.sync_api import expect
+
+    expect(multiselect.locator(CHIPS)).to_have_count(len(labels))
+    for index, label in enumerate(labels):
+        expect(multiselect.locator(CHIPS).nth(index)).to_have_attribute("aria-label", label)
 
 
 def assert_no_exception(page, where: str) -> None:
@@ -115,17 +188,11 @@ def explore_tab(server: str, tab: str) -> Iterator[object]:
             page.set_default_timeout(60_000)
             page.goto(f"{server}/Explore")
             expect(page.get_by_role("heading", name="Explore", exact=True)).to_be_visible(timeout=180_000)
-            wait_idle(page)
+            wait_idle(page, RERUN_TIMEOUT_MS)
             page.get_by_role("tab", name=tab).click()
             yield page
         finally:
             browser.close()
-
-
-def settle(page) -> None:
-    """Let the rerun a widget change triggers start, then wait for it to end (no stale copies of widgets left)."""
-    page.wait_for_timeout(700)
-    wait_idle(page)
 
 
 def full_page_screenshot(page, name: str) -> None:

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.e2e.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, assert_no_exception, wait_idle
+from tests.e2e.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, assert_no_exception, rerun, wait_idle
 from tests.e2e.conftest import full_page_screenshot as _screenshot
 
 pytestmark = pytest.mark.browser
@@ -41,8 +41,8 @@ def test_a_tiny_sweep_fills_the_scatter(server: str) -> None:
             expect(page.get_by_role("heading", name="Explore", exact=True)).to_be_visible(timeout=180_000)
             wait_idle(page)
 
-            page.get_by_text("Custom grid", exact=True).click()  # default custom grid: palettize 4 and 8 bits
-            wait_idle(page)
+            with rerun(page):  # default custom grid: palettize 4 and 8 bits
+                page.get_by_text("Custom grid", exact=True).click()
             start = page.get_by_role("button", name=re.compile(r"Start sweep \(2 runs\)"))
             expect(start).to_be_visible()
             expect(page.get_by_text("Estimated time").first).to_be_visible()

@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import ARTIFACTS, assert_no_exception, explore_tab, settle, wait_idle
+from tests.e2e.conftest import (
+    ARTIFACTS,
+    assert_no_exception,
+    expect_chosen,
+    explore_tab,
+    pick_options,
+    rerun,
+    wait_idle,
+)
 
 pytestmark = pytest.mark.browser
 
 RUN_TIMEOUT_MS = 150_000  # the analysis itself takes ~15 s on an idle 2-core machine; shared CI machines are slower
+SETTINGS = ("palettize 2-bit", "palettize 8-bit")
 FASHION_CNN_LAYERS = 6  # weight layers of the sample: 4 convolutions, 2 linear layers
 HEATMAP_JS = ("() => [...document.querySelectorAll('.js-plotly-plot')]"
               ".find(p => p.data && p.data.length && p.data[0].type === 'heatmap')")
@@ -42,17 +51,15 @@ def test_sensitivity_heatmap_and_a_clicked_cell_opens_its_histogram(server: str)
 
         # Fewer probes keep it short: palettize 2 and 8 bits, 100 evaluation images.
         settings = page.get_by_test_id("stMultiSelect").filter(has_text="Settings to probe")
-        settings.get_by_role("button", name="Clear all").click()
-        settle(page)
-        for label in ("palettize 2-bit", "palettize 8-bit"):
-            page.get_by_role("combobox", name="Settings to probe (each layer alone)").first.click()
-            page.get_by_role("option", name=label, exact=True).click()
-            settle(page)
-        page.keyboard.press("Escape")
+        with rerun(page):
+            settings.get_by_role("button", name="Clear all").click()
+        expect_chosen(settings, ())
+        pick_options(page, "Settings to probe (each layer alone)", SETTINGS)
+        expect_chosen(settings, SETTINGS)
         slider = page.get_by_test_id("stSlider").filter(has_text="Evaluation images").get_by_role("slider")
-        slider.first.focus()
-        page.keyboard.press("Home")
-        settle(page)
+        with rerun(page):
+            slider.first.focus()
+            page.keyboard.press("Home")
         expect(page.get_by_text(f"{FASHION_CNN_LAYERS * 2} probes")).to_be_visible()
 
         page.get_by_role("button", name="Run sensitivity analysis").click()

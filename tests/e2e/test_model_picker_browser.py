@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import re
 
-from tests.e2e.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, assert_no_exception, settle, wait_idle
+from tests.e2e.conftest import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    RERUN_TIMEOUT_MS,
+    assert_no_exception,
+    rerun,
+    wait_idle,
+)
 
 
 def test_typing_in_the_picker_finds_torchvision_and_timm_models_and_loads_one(server: str) -> None:
@@ -22,7 +30,7 @@ def test_typing_in_the_picker_finds_torchvision_and_timm_models_and_loads_one(se
             expect(page.get_by_role("heading", name="Model", exact=True)).to_be_visible(timeout=180_000)
             # the sample's baseline job reruns the page when it ends: let it, so no click below is lost to it
             expect(page.get_by_text("Top-1 accuracy").first).to_be_visible(timeout=180_000)
-            settle(page)
+            wait_idle(page, RERUN_TIMEOUT_MS)
             picker = page.get_by_role("combobox", name=re.compile(r"^Architecture \([\d,]+; type to search\)")).first
             picker.click()
             page.keyboard.type("vit_b_16")
@@ -30,8 +38,8 @@ def test_typing_in_the_picker_finds_torchvision_and_timm_models_and_loads_one(se
             page.keyboard.press("Escape")
             picker.click()
             page.keyboard.type("resnet10t")
-            page.get_by_role("option", name="timm:resnet10t", exact=True).click()
-            settle(page)
+            with rerun(page):
+                page.get_by_role("option", name="timm:resnet10t", exact=True).click()
             expect(page.get_by_text("5.4 M parameters · input size, mean / std and interpolation from timm's data config")
                    ).to_be_visible()
             page.get_by_role("button", name="Load model").click()

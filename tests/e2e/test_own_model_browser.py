@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ARTIFACTS, assert_no_exception, trace_names, wait_idle
+from tests.e2e.conftest import ARTIFACTS, assert_no_exception, rerun, trace_names, wait_idle
 from tests.e2e.conftest import full_page_screenshot as _screenshot
 
 pytestmark = pytest.mark.browser
@@ -107,8 +107,8 @@ def _load_program(page, server: str, program: Path) -> None:
     page.goto(f"{server}/Model")
     expect(page.get_by_role("heading", name="Model", exact=True)).to_be_visible(timeout=180_000)
     wait_idle(page, 300_000)
-    page.get_by_text("Upload torch.export (.pt2)", exact=True).click()
-    wait_idle(page)
+    with rerun(page):  # the run that draws the upload field
+        page.get_by_text("Upload torch.export (.pt2)", exact=True).click()
     _upload(page, "torch.export program (.pt2)", program)
     page.get_by_role("button", name="Load program").click()
     page.locator('[data-testid="stToast"]', has_text="Loaded").first.wait_for(timeout=300_000)
@@ -121,8 +121,8 @@ def _load_program(page, server: str, program: Path) -> None:
 def _use_images(page, archive: Path) -> None:
     from playwright.sync_api import expect
 
-    page.get_by_text("Your images: an ImageFolder .zip", exact=True).click()
-    wait_idle(page)
+    with rerun(page):
+        page.get_by_text("Your images: an ImageFolder .zip", exact=True).click()
     _upload(page, "ImageFolder .zip", archive)
     page.get_by_role("button", name="Use this data").click()
     wait_idle(page, 300_000)

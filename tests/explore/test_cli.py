@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from core.cli import main
 from core.store import ExperimentStore
 
 
+@pytest.mark.slow
 def test_dry_run_prints_the_plan_with_layer_limits(home, capsys) -> None:
     grid = '{"methods": ["palettize"], "palettize_bits": [4], "palettize_group_sizes": [16]}'
     assert main(["sweep", "--model", "sample:fashion_cnn", "--grid", grid, "--dry-run"]) == 0
@@ -26,6 +29,7 @@ def test_bad_input_exits_2_naming_the_field(home, capsys) -> None:
     assert "error: max_drop_pts must be" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_sweep_then_search_write_to_the_store_and_print_tables(home, capsys) -> None:
     fast = ["--eval-limit", "100", "--no-latency", "--no-export", "--data", "bundled", "--quiet", "--workers", "1"]
     grid = '[{"method": "quantize_weights"}]'
@@ -69,6 +73,7 @@ def test_sweep_executor_flag_reaches_the_executor(home, capsys, monkeypatch) -> 
     assert "no Ray cluster is reachable at 127.0.0.1:9" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_recipe_measured_prints_the_curve_and_runs_the_chosen_recipe(home, tmp_path, capsys) -> None:
     spec_out = tmp_path / "recipe.yaml"
     assert main(["recipe", "--model", "sample:fashion_cnn", "--data", "bundled", "--target-bits", "4", "--measured",

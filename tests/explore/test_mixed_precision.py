@@ -104,6 +104,7 @@ def test_bad_targets_name_the_problem(kind, value, match) -> None:
         RecipeTarget(kind=kind, value=value)
 
 
+@pytest.mark.slow
 def test_recipe_meets_its_size_target_as_a_real_mlpackage(candidates, sensitivity, fashion_cnn, dataset, studio) -> None:
     target = RecipeTarget(kind="bits_per_weight", value=4.5)
     chosen = choose(candidates=candidates, target=target)
@@ -141,6 +142,7 @@ def test_exports(candidates, fashion_cnn) -> None:
     compile(exports["python"], "recipe.py", "exec")
 
 
+@pytest.mark.slow
 def test_recipe_cli_writes_the_spec(tmp_path, monkeypatch, capsys) -> None:
     from core.cli import main
 

@@ -103,6 +103,7 @@ def test_path_is_the_candidate_curve(problem) -> None:
     assert len(figure.data[0].x) == len(candidates)
 
 
+@pytest.mark.slow
 def test_search_beats_uniform_2_bit_on_the_calibration_slice(problem) -> None:
     uniform = _uniform(problem, "pal2")
     budget = problem.size(uniform)
@@ -127,6 +128,7 @@ def test_search_beats_uniform_2_bit_on_the_calibration_slice(problem) -> None:
         search_recipe(problem=problem, target=RecipeTarget(kind="size_mb", value=problem.smallest_bytes / 2e6))
 
 
+@pytest.mark.slow
 def test_max_drop_target_is_met_on_the_calibration_slice(problem) -> None:
     result = search_recipe(problem=problem, target=RecipeTarget(kind="max_drop", value=1.0))
     assert result.chosen.calibration["top1_drop"] * 100 <= 1.0
@@ -142,6 +144,7 @@ def test_bad_search_configs_name_the_field(kwargs, match) -> None:
         RecipeSearchConfig(**kwargs)
 
 
+@pytest.mark.slow
 def test_searched_recipe_runs_as_a_real_mlpackage(problem, fashion_cnn, dataset, tmp_path) -> None:
     target = RecipeTarget(kind="bits_per_weight", value=3.0)
     chosen = search_recipe(problem=problem, target=target).chosen

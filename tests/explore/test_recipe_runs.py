@@ -25,6 +25,7 @@ def _request(**changes) -> rr.MeasuredSearchRequest:
     return rr.MeasuredSearchRequest(**values)
 
 
+@pytest.mark.slow
 def test_search_job_chooses_a_recipe_runs_it_and_its_overrides_round_trip(home: Path) -> None:
     executor = LocalExecutor(home=home, max_workers=1)
     job_id = rr.submit_recipe_search(executor=executor, model=CNN, data=BUNDLED,
@@ -64,6 +65,7 @@ def test_search_job_chooses_a_recipe_runs_it_and_its_overrides_round_trip(home: 
     assert rr.latest_search_job(queue=executor.queue, model="sample:fashion_cnn").id == job_id
 
 
+@pytest.mark.slow
 def test_a_running_search_can_be_cancelled_and_saves_nothing(home: Path) -> None:
     executor = LocalExecutor(home=home, max_workers=1)
     job_id = rr.submit_recipe_search(executor=executor, model=CNN, data=BUNDLED, request=_request(run=True))

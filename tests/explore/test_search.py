@@ -115,6 +115,7 @@ def test_missing_configs_skips_what_the_model_already_has() -> None:
 # --------------------------------------------------------------------------- the search as a job
 
 
+@pytest.mark.slow
 def test_a_search_on_a_clean_store_runs_sensitivity_and_mixed_precision_as_jobs(home) -> None:
     """What the page submits: a budget_search job whose worker runs the missing uniform config, has the sensitivity
     table computed (a sensitivity job: none is cached), runs mixed-precision candidates from it, and records its
@@ -158,6 +159,7 @@ def test_a_search_on_a_clean_store_runs_sensitivity_and_mixed_precision_as_jobs(
     assert {parents[f"exp:{r['id']}"] for r in records} == {f"origin:{label}"} and parents[f"origin:{label}"] == "root"
 
 
+@pytest.mark.slow
 def test_cancelling_a_search_stops_its_job_and_its_runs(home) -> None:
     from core.explore.search import SearchBook, submit_search, wait_for_search
     from core.jobs import DataRef, JobQueue, LocalExecutor, ModelRef

@@ -119,6 +119,7 @@ def test_heatmap_has_one_row_per_layer_and_a_clickable_marker_per_cell(result) -
     assert sensitivity_heatmap_figure(result.frame, metric="top1_change").data[0].zmid == 0
 
 
+@pytest.mark.slow
 def test_synthetic_inputs_give_snr_only(fashion_cnn, tmp_path) -> None:
     config = SensitivityConfig(settings=("pal2", "pal8"), synthetic_images=16)
     synthetic = run_sensitivity(model=fashion_cnn, dataset=None, config=config, cache_root=tmp_path)
@@ -136,6 +137,7 @@ def test_bad_config_names_the_field(kwargs, field) -> None:
         SensitivityConfig(**kwargs)
 
 
+@pytest.mark.slow
 def test_cli_prints_a_sorted_table(tmp_path, monkeypatch, capsys) -> None:
     from core.cli import main
 

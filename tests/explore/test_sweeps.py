@@ -140,6 +140,7 @@ def test_pareto_mask_keeps_only_undominated_points() -> None:
 # --------------------------------------------------------------------------- a real sweep
 
 
+@pytest.mark.slow
 def test_sweep_of_three_configs_ends_with_three_tagged_experiments(home, fashion_cnn) -> None:
     executor = LocalExecutor(home=home, max_workers=2)
     book = SweepBook(home=home)

@@ -203,6 +203,7 @@ print(json.dumps({"status": reply.status, "before": before, "after": after, "pat
 """
 
 
+@pytest.mark.slow
 def test_a_300_mb_upload_goes_to_disk_without_growing_the_server_memory(tmp_path) -> None:
     size = 300_000_000
     done = subprocess.run(
@@ -225,6 +226,7 @@ def test_a_300_mb_upload_goes_to_disk_without_growing_the_server_memory(tmp_path
     assert growth < 64_000_000, f"peak memory grew by {growth / 1e6:.0f} MB for a {size / 1e6:.0f} MB upload"
 
 
+@pytest.mark.slow
 def test_streamlit_run_serves_app_py_with_the_upload_route(tmp_path) -> None:
     """`streamlit run app.py` discovers the st.App in app.py (so the route is mounted); AppTest still runs the page."""
     from streamlit.web.server.app_discovery import discover_asgi_app

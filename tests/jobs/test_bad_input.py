@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from core.jobs import DONE, FAILED, JobQueue, ModelRef
@@ -22,6 +23,7 @@ def _run_next(queue: JobQueue, cache: WarmCache, lock: TimingLock) -> str:
     return run_claimed_job(queue=queue, job=job, cache=cache, lock=lock)
 
 
+@pytest.mark.slow
 def test_an_upload_deleted_after_a_warm_worker_loaded_it_fails_the_next_job(home: Path) -> None:
     """The warm cache keys a file by mtime/size: a deleted upload is not served from memory."""
     store = ExperimentStore(home)

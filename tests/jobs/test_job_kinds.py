@@ -49,6 +49,7 @@ def _package(tmp_path: Path) -> Path:
     return export_coreml_baseline(model=load_model("sample:fashion_cnn"), path=tmp_path / "cnn.mlpackage")
 
 
+@pytest.mark.slow
 def test_baseline_and_mlpackage_jobs_run_in_a_worker_process(home: Path, tmp_path: Path) -> None:
     package = _package(tmp_path)
     executor = LocalExecutor(home=home, max_workers=1)

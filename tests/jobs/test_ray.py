@@ -32,6 +32,7 @@ def test_an_unreachable_cluster_fails_within_seconds_naming_the_address(home: Pa
     assert JobQueue(home=home).list() == []  # nothing was queued for a cluster that is not there
 
 
+@pytest.mark.ray
 def test_ray_and_local_executors_write_the_same_records(home: Path, tmp_path: Path) -> None:
     import ray
 

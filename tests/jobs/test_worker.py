@@ -7,6 +7,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from core.jobs import CANCELLED, DONE, FAILED, RUNNING, DataRef, JobQueue, ModelRef, ensure_workers
 from core.store import ExperimentStore
 from tests.jobs.conftest import BUNDLED, CNN, FAST_OPTIONS, wait_until
@@ -18,6 +20,7 @@ def _staging_left(queue: JobQueue) -> list[str]:
     return sorted(p.name for p in queue.staging_root.iterdir()) if queue.staging_root.exists() else []
 
 
+@pytest.mark.slow
 def test_a_worker_runs_the_queue_and_each_bad_job_fails_alone_with_one_line(home: Path, tmp_path: Path) -> None:
     queue = JobQueue(home=home)
     orphan = queue.submit(model=CNN, data=BUNDLED, spec=PALETTIZE, options=FAST_OPTIONS)
@@ -56,6 +59,7 @@ def test_a_worker_runs_the_queue_and_each_bad_job_fails_alone_with_one_line(home
     assert _staging_left(queue) == []
 
 
+@pytest.mark.slow
 def test_cancel_from_another_process_stops_the_run_and_saves_nothing(home: Path) -> None:
     queue = JobQueue(home=home)
     slow_latency = {"threads": 1, "batch_sizes": [1], "seconds_per_batch_size": 60, "max_repeats": 1_000_000}
@@ -70,6 +74,7 @@ def test_cancel_from_another_process_stops_the_run_and_saves_nothing(home: Path)
     assert ExperimentStore(home).count() == 0 and _staging_left(queue) == []
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_compression_fails_its_job_and_the_next_job_runs(home: Path) -> None:
     queue = JobQueue(home=home)
     kept = queue.submit(model=CNN, data=BUNDLED, spec=PALETTIZE, options={**FAST_OPTIONS, "export": True})

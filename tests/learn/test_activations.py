@@ -41,6 +41,7 @@ def study(sample, calibration):
                              source=source)
 
 
+@pytest.mark.slow
 def test_moving_average_range_equals_coremltools_linear_quantizer(sample, calibration, study):
     """The W8A8 recipe of the Compress page, calibrated on the same batches, observes the same input range."""
     batches, _, _ = calibration
@@ -60,6 +61,7 @@ def test_moving_average_range_equals_coremltools_linear_quantizer(sample, calibr
     assert ours.seen_max == pytest.approx(float(fake_quantize.activation_post_process.max_val), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_min_max_and_histogram_equal_torch_observers_after_n_images(sample, calibration, study):
     batches, _, _ = calibration
     inputs = capture_inputs(sample.module, layer=CONV, batches=batches)

@@ -37,6 +37,7 @@ def test_palettized_package_stores_exactly_the_modelled_indices_and_luts(sample,
     (QuantizeWeightsSpec(dtype="int8"), ("quantized_weights", "scales")),
     (PruneSpec(target_sparsity=0.75), ("sparse_values", "masks")),
 ])
+@pytest.mark.slow
 def test_quantized_and_pruned_packages_match_the_size_model(sample, tmp_path, spec, kinds):
     made = where_the_bytes_go(model=sample, spec=spec, out_dir=tmp_path)
     rows = {row["kind"]: row for row in made.rows()}

@@ -46,6 +46,7 @@ def test_fake_quantization_wraps_the_large_layers_of_a_copy(sample):
     assert torch.equal(layer.weight, fake_quantize_weight(layer.parametrizations.weight.original, 4))
 
 
+@pytest.mark.slow
 def test_short_run_recovers_accuracy_lost_at_two_bits(sample):
     run = fine_tune(module=sample.module, dataset=load_fashion_mnist(),
                     setting=FineTuneSetting(bits=2, steps=15, eval_images=200))

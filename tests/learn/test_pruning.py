@@ -68,6 +68,7 @@ def test_patterns_have_their_shape(conv_weight):
     assert (kept_per_group == 2).all()
 
 
+@pytest.mark.slow
 def test_sparsity_curve_falls_and_storage_pays_off_late(conv_weight):
     sparsities, snrs = sparsity_curve(conv_weight, structure="unstructured")
     assert sparsities[0] == 0.05 and sparsities[-1] == 0.95

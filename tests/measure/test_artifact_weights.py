@@ -70,6 +70,7 @@ def _check(result, path: Path, kind: str):
                                       payload_module=result.payload_module)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_artifact_weights_equal_the_evaluated_weights(case, fashion, tmp_path):
     spec, ulps_allowed = CASES[case]
@@ -121,6 +122,7 @@ def _flip_bytes(weight_file: Path, offset: int, size: int) -> None:
 
 @pytest.mark.parametrize("op_name, param, layer", [("conv4_weight_cast_fp16", "indices", "conv4"),
                                                    ("fc1_weight_to_fp16", "val", "fc1")])
+@pytest.mark.slow
 def test_a_corrupted_weight_blob_is_caught_and_named(op_name, param, layer, fashion, tmp_path):
     """LUT indices of a palettized layer, and a dense fp16 weight, edited in weight.bin after export."""
     result, path, kind = _exported(PalettizeSpec(n_bits=4), fashion, tmp_path)
@@ -133,6 +135,7 @@ def test_a_corrupted_weight_blob_is_caught_and_named(op_name, param, layer, fash
     assert check.to_dict()["match"] is False and check.to_dict()["mismatched"] == [layer]
 
 
+@pytest.mark.slow
 def test_other_weights_swapped_in_before_export_are_caught(fashion, tmp_path):
     """The module that was evaluated is not the one exported: every compressed layer differs."""
     _evaluated, path, kind = _exported(QuantizeWeightsSpec(dtype="int8"), fashion, tmp_path / "a")
@@ -167,6 +170,7 @@ def test_an_unreadable_artifact_is_a_clear_error(tmp_path):
         check_artifact_weights(module=torch.nn.Linear(2, 2), artifact_path=broken, artifact_kind="torchscript")
 
 
+@pytest.mark.slow
 def test_a_run_records_the_verdict_and_clocks_it(fashion, tmp_path):
     from core.experiment import run_experiment
     from core.experiment_options import ExperimentOptions
@@ -185,6 +189,7 @@ def test_a_run_records_the_verdict_and_clocks_it(fashion, tmp_path):
     assert np.isfinite(check["max_abs_diff"])
 
 
+@pytest.mark.slow
 def test_tied_weights_stored_once_are_compared_once_and_a_missing_layer_is_named(tmp_path):
     from core.export import export_coreml
 

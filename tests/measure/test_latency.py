@@ -222,7 +222,8 @@ def test_harness_records_the_interval_and_retimes_a_wide_spread() -> None:
 
     def first_pass_stalls(x: torch.Tensor) -> None:
         calls["n"] += 1  # warm-up 1 + 10 timed: every 3rd call of the first pass stalls, the second pass is steady
-        time.sleep(0.012 if calls["n"] <= 11 and calls["n"] % 3 == 0 else 0.002)
+        # 50 ms stalls: a busy machine stretches a 2 ms sleep to ~15 ms, and the stalls must still stand out
+        time.sleep(0.05 if calls["n"] <= 11 and calls["n"] % 3 == 0 else 0.002)
 
     settings = LatencySettings(threads=1, batch_sizes=(1,), warmup=1, min_repeats=10, max_repeats=10, seconds_per_batch_size=0.01)
     result = measure_interleaved(runners={"baseline": steady, "candidate": first_pass_stalls},

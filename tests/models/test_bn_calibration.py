@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torchvision
 
@@ -15,6 +16,7 @@ def _output_std(module: torch.nn.Module) -> float:
         return float(module.eval()(x).std())
 
 
+@pytest.mark.slow
 def test_random_mobilenet_v3_small_outputs_vanish_before_and_are_realistic_after():
     torch.manual_seed(0)
     net = torchvision.models.mobilenet_v3_small()
@@ -30,6 +32,7 @@ def test_random_mobilenet_v3_small_outputs_vanish_before_and_are_realistic_after
     assert [layer.momentum for layer in batchnorm_layers(net)] == momenta  # restored after the cumulative average
 
 
+@pytest.mark.slow
 def test_the_route_recalibrates_and_says_so():
     model = load_model("torchvision:mobilenet_v3_small")
     assert _output_std(model.module) > 1e-3
@@ -42,6 +45,7 @@ def test_an_all_zero_classifier_head_is_redrawn_so_outputs_can_differ():
 
     from core.models.bn_calibration import prepare_random_weights, redraw_zero_head
 
+    torch.manual_seed(0)  # the layers' initialisation: the same whichever tests ran before (or were deselected)
     net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                         nn.Linear(8, 5))
     nn.init.zeros_(net[-1].weight)

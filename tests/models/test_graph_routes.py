@@ -52,6 +52,7 @@ def _source(files: dict[str, Path], key: str) -> str:
     return f"{prefix}:{files[key]}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key,form", ROUTES)
 def test_each_route_loads_as_a_lifted_model_with_the_same_outputs(net, files, key, form):
     model = load_model(_source(files, key))
@@ -67,6 +68,7 @@ def test_each_route_loads_as_a_lifted_model_with_the_same_outputs(net, files, ke
         assert set(model.manifest["lifting"]["lifted"]) == set(layers)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ["export", "torchscript", "onnx"])
 def test_palettize_4bit_on_each_route_writes_a_real_lut_mlpackage(files, key, tmp_path):
     import coremltools as ct
@@ -84,6 +86,7 @@ def test_palettize_4bit_on_each_route_writes_a_real_lut_mlpackage(files, key, tm
     assert ops.count("constexpr_lut_to_dense") == len(compressed)
 
 
+@pytest.mark.slow
 def test_every_method_and_workflow_applies_to_a_lifted_program(files):
     model = load_model(_source(files, "export"))
     assert set(method_availability(model=model).values()) == {None}  # measured: see core.compress.applicability
@@ -103,6 +106,7 @@ class _SharedNorm(nn.Module):
         return self.fc(self.bn(self.bn(x)).flatten(1))
 
 
+@pytest.mark.slow
 def test_fine_tuning_is_refused_where_batchnorm_stays_frozen_in_the_graph(tmp_path):
     path = tmp_path / "shared_norm.pt2"
     torch.export.save(torch.export.export(_SharedNorm().eval(), (EXAMPLE,)), path)
@@ -131,6 +135,7 @@ class _BakedBatch(nn.Module):
         return self.fc(x.view(1, -1))
 
 
+@pytest.mark.slow
 def test_program_with_a_baked_batch_size_is_evaluated_in_slices_of_it(tmp_path):
     from core.models.graph_forms import FixedBatchGraph
 
@@ -150,6 +155,7 @@ def test_program_with_a_baked_batch_size_is_evaluated_in_slices_of_it(tmp_path):
     assert export_coreml(module=result.module, input_shape=model.input_shape, path=tmp_path / "m.mlpackage").is_dir()
 
 
+@pytest.mark.slow
 def test_torchscript_the_converter_cannot_handle_loads_but_every_method_says_why(unconvertible_torchscript):
     path = unconvertible_torchscript
     model = load_model(f"torchscript:{path}")
@@ -166,6 +172,7 @@ def test_torchscript_the_converter_cannot_handle_loads_but_every_method_says_why
 # --------------------------------------------------------------------------- references
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key,kind", [("export", "exported"), ("onnx", "onnx"), ("torchscript", "torchscript")])
 def test_model_refs_round_trip_and_reload(files, key, kind):
     source_id = _source(files, key)
@@ -178,6 +185,7 @@ def test_model_refs_round_trip_and_reload(files, key, kind):
 # --------------------------------------------------------------------------- refusals
 
 
+@pytest.mark.slow
 def test_pt2_refusals_name_the_problem(files, tmp_path):
     junk = tmp_path / "junk.pt2"
     junk.write_bytes(b"not a zip at all")
@@ -196,6 +204,7 @@ class _Features(nn.Module):
         return x * 2
 
 
+@pytest.mark.slow
 def test_pt2_that_does_not_return_class_scores_is_refused(tmp_path):
     path = tmp_path / "features.pt2"
     torch.export.save(torch.export.export(_Features(), (EXAMPLE,)), path)
@@ -235,6 +244,7 @@ def test_onnx_that_does_not_return_class_scores_is_refused(tmp_path):
         load_model(f"onnx:{path}")
 
 
+@pytest.mark.slow
 def test_cli_methods_lists_what_applies_to_a_graph_model(files, tmp_path, capsys):
     import json
 

@@ -39,6 +39,7 @@ class TinyViT(nn.Module):
         return self.head(self.norm(tokens[:, 0]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small"])
 def test_torchvision_models_lift_with_equal_outputs_and_layer_names(arch):
     torch.manual_seed(0)

@@ -151,6 +151,7 @@ def test_empty_truncated_and_corrupt_files(tmp_path, suffix):
         read_state_dict(garbage)
 
 
+@pytest.mark.slow
 def test_torchscript_upload_loads_and_runs(tmp_path):
     net = FashionCNN().eval()
     path = tmp_path / "cnn_ts.pt"
@@ -162,6 +163,7 @@ def test_torchscript_upload_loads_and_runs(tmp_path):
     assert torch.allclose(model.module(x), net(x), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_full_model_pickle_is_not_accepted_as_torchscript(tmp_path):
     path = tmp_path / "whole_model.pt"
     torch.save(FashionCNN(), path)  # a pickle of a Python class, not TorchScript

@@ -14,6 +14,7 @@ from core.models.sources import load_model
 from core.models.timm_route import timm_model_names, timm_params
 
 
+@pytest.mark.slow
 def test_random_timm_model_takes_timms_data_config():
     model = load_model("timm:resnet10t")
     config = timm.data.resolve_model_data_config(model.module)
@@ -26,6 +27,7 @@ def test_random_timm_model_takes_timms_data_config():
     assert model.module(model.example_input(2)).shape == (2, 1000)
 
 
+@pytest.mark.slow
 def test_checkpoint_sets_the_class_count_and_loads_exactly(tmp_path):
     net = timm.create_model("resnet10t", pretrained=False, num_classes=3)
     path = tmp_path / "r10t.safetensors"
@@ -59,6 +61,7 @@ def test_too_large_timm_model_is_refused_from_the_meta_device(monkeypatch):
         load_model("timm:resnet10t")
 
 
+@pytest.mark.slow
 def test_timm_model_ref_round_trips_and_reloads(tmp_path):
     ref = ModelRef.from_source_id("timm:mobilenetv3_small_050")
     assert ref == ModelRef.from_dict(ref.to_dict()) and ref.source_id == "timm:mobilenetv3_small_050"

@@ -77,6 +77,7 @@ def _save(module: nn.Module, path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_file_that_loops_forever_on_load_is_stopped(tmp_path):
     path = _save(_LoopsOnLoad(), tmp_path / "loop.pt")
     started = time.perf_counter()
@@ -92,6 +93,7 @@ def test_file_that_allocates_20_gb_on_load_is_stopped(tmp_path):
         load_torchscript(path)  # default limits
 
 
+@pytest.mark.slow
 def test_good_file_is_probed_in_the_child_then_loaded(tmp_path):
     net = FashionCNN().eval()
     path = tmp_path / "cnn.pt"
@@ -109,12 +111,14 @@ def test_good_file_is_probed_in_the_child_then_loaded(tmp_path):
         (_ReturnsTuple(), r"does not return class scores: given 2 images of 1×28×28 it returned a tuple of 2 values\. "),
     ],
 )
+@pytest.mark.slow
 def test_model_whose_output_is_not_class_scores_is_refused_at_probe_time(tmp_path, module, expected):
     path = _save(module, tmp_path / "odd.pt")
     with pytest.raises(ModelLoadError, match=expected):
         load_torchscript(path)
 
 
+@pytest.mark.slow
 def test_torchscript_with_nan_weights_names_the_tensors(tmp_path):
     net = FashionCNN().eval()
     with torch.no_grad():

@@ -37,6 +37,7 @@ def test_preprocessing_comes_from_the_weights_metadata(arch, crop, resize, inter
     assert info.params == torchvision.models.get_model_weights(arch).DEFAULT.meta["num_params"]
 
 
+@pytest.mark.slow
 def test_random_resnet18_says_what_its_numbers_mean():
     model = load_model("torchvision:resnet18")
     assert model.params == torchvision_arch_info("resnet18").params == 11_689_512
@@ -46,12 +47,14 @@ def test_random_resnet18_says_what_its_numbers_mean():
     assert model.module(model.example_input(2)).shape == (2, 1000)
 
 
+@pytest.mark.slow
 def test_random_init_is_seeded():
     first, second = load_model("torchvision:squeezenet1_1"), load_model("torchvision:squeezenet1_1")
     for (name, a), b in zip(first.module.state_dict().items(), second.module.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
 
+@pytest.mark.slow
 def test_user_weights_for_any_architecture_adapt_the_class_count(tmp_path):
     net = torchvision.models.mobilenet_v3_small(num_classes=5)
     path = tmp_path / "mbv3.pth"
@@ -64,6 +67,7 @@ def test_user_weights_for_any_architecture_adapt_the_class_count(tmp_path):
     assert load_model(model.source_id).num_classes == 5  # the state_dict route keeps working
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_architecture_names_the_first_key_and_both_shapes(tmp_path):
     path = tmp_path / "resnet18.safetensors"
     state = torchvision.models.resnet18().state_dict()
@@ -97,6 +101,7 @@ def test_too_large_is_refused_before_anything_is_built(monkeypatch):
         load_model("torchvision:resnet18")
 
 
+@pytest.mark.slow
 def test_googlenet_weights_saved_without_auxiliary_heads_load(tmp_path):
     """torchvision drops GoogLeNet's aux classifiers after loading pretrained weights; such a state_dict loads."""
     net = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False, num_classes=4)

@@ -54,6 +54,7 @@ def test_impossible_setting_is_explained_not_raised(app) -> None:
     assert "run.palettize" not in [b.key for b in at.button]  # no Run button for an impossible spec
 
 
+@pytest.mark.slow
 def test_run_from_compress_page_appears_in_compare(app) -> None:
     """The Run button queues a job; a worker process runs it; the page polls and shows the result card."""
     at = app(page="pages/2_Compress.py")
@@ -103,6 +104,7 @@ def test_run_from_compress_page_appears_in_compare(app) -> None:
     assert "Saved as experiment **#1** — PyTorch dynamic int8 (Linear layers)" in reloaded.success[0].value
 
 
+@pytest.mark.slow
 def test_cancel_button_stops_the_job_and_saves_nothing(app) -> None:
     """Cancel on the page while the worker times latency: the job ends cancelled, no row, no staging files."""
     at = app(page="pages/2_Compress.py")

@@ -66,6 +66,7 @@ def test_an_invalid_custom_grid_says_which_field(app) -> None:
     assert "explore.start" not in [b.key for b in at.button]
 
 
+@pytest.mark.slow
 def test_a_tiny_sweep_fills_the_table_and_the_scatter(app) -> None:
     at = app(page=PAGE)
     at.session_state["cfg.eval_limit"] = 500
@@ -112,6 +113,7 @@ def test_a_tiny_sweep_fills_the_table_and_the_scatter(app) -> None:
     assert len(at.dataframe[0].value) == 2
 
 
+@pytest.mark.slow
 def test_the_search_runs_as_a_job_and_a_new_session_follows_it(app) -> None:
     """The Streamlit process never compresses: the search is a job a worker runs, whose progress any session (a
     reload, a page switch) reads through the search book, and can cancel."""

@@ -37,6 +37,7 @@ def _pick(at) -> None:
     at.select_slider(key="cfg.explore.sens.images").set_value(100).run()
 
 
+@pytest.mark.slow
 def test_sensitivity_tab_offers_a_run_then_shows_heatmap_table_and_histogram(app) -> None:
     at = app(page=PAGE)
     assert_clean(at)
@@ -74,6 +75,7 @@ def test_mixed_precision_tab_builds_a_recipe_with_exports(app) -> None:
     assert any("out of reach" in e.value for e in at.error)
 
 
+@pytest.mark.slow
 def test_measured_search_runs_as_a_job_and_shows_its_recipe(app) -> None:
     """The measured engine: started from the page, computed by a worker, found again by a fresh session."""
     from core.explore.recipe_runs import latest_search_job

@@ -6,6 +6,8 @@ import itertools
 import json
 import re
 
+import pytest
+
 from core.learn.depthwise import accuracy_note
 from core.models.sources import sample_manifest
 from tests.pages.conftest import assert_clean, plotly_specs
@@ -131,6 +133,7 @@ def test_prune_lesson_patterns(app):
     assert [t.get("name") for t in curve["data"]] == ["unstructured", "block 4", "this setting"]
 
 
+@pytest.mark.slow
 def test_every_lesson_offers_the_compress_button(app):
     """The button's effect (Compress opens with the setting) is checked in the browser test: AppTest does not
     deliver button clicks on a page it reached with switch_page (the same holds for the Home button)."""
@@ -169,6 +172,7 @@ def test_activations_lesson_sliders(app):
     assert at.button(key="learn.open.activations").label == "Open Compress with this setting (activations w8a8)"
 
 
+@pytest.mark.slow
 def test_finetune_lesson_runs_and_plots_the_loss(app):
     at = _open(app, "finetune", layer="features.10")
     ste = json.loads(plotly_specs(at)[0])
@@ -184,6 +188,7 @@ def test_finetune_lesson_runs_and_plots_the_loss(app):
     assert at.button(key="learn.l6.run").label == "Fine-tune 8-bit fashion_cnn (sample) for 10 steps"
 
 
+@pytest.mark.slow
 def test_finetune_lesson_trains_the_loaded_model_and_names_its_images(app):
     """With fashion_resnet loaded, lesson 6 fine-tunes fashion_resnet (not the sample CNN) and says which images
     its accuracies come from."""
@@ -203,6 +208,7 @@ def test_finetune_lesson_trains_the_loaded_model_and_names_its_images(app):
     assert "Fashion-MNIST test images" in caption and "class-balanced sample" in caption
 
 
+@pytest.mark.slow
 def test_bytes_lesson_exports_and_reads_back(app):
     at = _open(app, "bytes")
     at.radio(key="cfg.learn.l7.method").set_value("quantize_weights").run()

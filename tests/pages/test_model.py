@@ -42,6 +42,7 @@ def _has_baseline(at) -> bool:
     return any(m.label == "Top-1 accuracy" for m in at.metric)
 
 
+@pytest.mark.slow
 def test_summary_and_baseline(app) -> None:
     from core import baseline
 
@@ -110,6 +111,7 @@ def test_bad_weights_upload_shows_an_error(app) -> None:
     assert "fashion_cnn (sample)" in " ".join(m.value for m in at.sidebar.markdown)
 
 
+@pytest.mark.slow
 def test_bad_torchscript_and_dataset_uploads(app) -> None:
     at = app(page="pages/1_Model.py")
     at.radio(key="cfg.model.kind").set_value("torchscript").run()
@@ -150,6 +152,7 @@ def _image_folder_zip() -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.slow
 def test_image_folder_dataset_is_used(app) -> None:
     at = app(page="pages/1_Model.py")
     at.selectbox(key="cfg.eval_limit").select(500).run()
@@ -184,6 +187,7 @@ def test_the_core_ml_side_form_asks_each_method_for_its_own_knob(app) -> None:
             assert widget.value == pytest.approx(0.5) and (widget.min, widget.max) == (0.05, 0.95)
 
 
+@pytest.mark.slow
 def test_mlpackage_upload_is_compressed_on_the_core_ml_side(app, tmp_path) -> None:
     from core.export import export_coreml_baseline
     from core.models.sources import load_model
@@ -223,6 +227,7 @@ def test_mlpackage_upload_is_compressed_on_the_core_ml_side(app, tmp_path) -> No
     assert "cnn: " in reloaded.success[0].value and "saved as experiment **#1**" in reloaded.success[0].value
 
 
+@pytest.mark.slow
 def test_random_weight_architecture_is_flagged(app) -> None:
     at = app(page="pages/1_Model.py")
     at.radio(key="cfg.model.kind").set_value("architecture").run()
@@ -246,6 +251,7 @@ def test_random_weight_architecture_is_flagged(app) -> None:
     assert "synthetic inputs" in " ".join(c.value for c in at.sidebar.caption)
 
 
+@pytest.mark.slow
 def test_pt2_upload_loads_and_the_model_card_says_which_methods_apply(app, tmp_path) -> None:
     """A .pt2 through the upload field: loaded (child-process probe, lifting) and every method applies."""
     import torch
