@@ -17,9 +17,11 @@ from core.models.torchscript_probe import torchscript_uploads_allowed
 from pages._ui.errors import attempt, friendly_message
 from pages._ui.session import eval_limit
 
-DEFAULT_MODELS = tuple(
-    m for m in (os.environ.get("COMPRESSION_STUDIO_DEFAULT_MODEL"), "sample:fashion_resnet", "sample:fashion_cnn") if m
-)
+
+def default_models() -> tuple[str, ...]:
+    """The models a fresh session tries in order; read at call time, so a setting made after import still counts."""
+    chosen = os.environ.get("COMPRESSION_STUDIO_DEFAULT_MODEL")
+    return tuple(m for m in (chosen, "sample:fashion_resnet", "sample:fashion_cnn") if m)
 
 
 def server_address() -> str:
@@ -78,7 +80,7 @@ def current_model() -> LoadedModel | None:
     if choice is not None:
         return attempt("Loading the model", load_choice, choice)
     errors = []
-    for source_id in DEFAULT_MODELS:
+    for source_id in default_models():
         candidate = {"source_id": source_id}
         try:
             model = load_choice(candidate)
