@@ -1,7 +1,7 @@
 """The compression engine: `compress(model=…, spec=…, dataset=…)` → a compressed copy plus a per-layer account.
 
 Each method module registers one descriptor (``core.compress.registry``): its spec type, handler
-``(module_copy, spec, context) -> CompressionResult``, library config, recipe snippet, storage model, latency note,
+``(module_copy, spec, context) -> CompressionResult``, library config, config snippet, storage model, latency note,
 label and colour. Importing this package imports every module in it, so ``METHODS`` is complete; a pipeline runs
 its steps through the same handlers. The input model is deep-copied first and never modified.
 """

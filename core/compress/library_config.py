@@ -1,14 +1,14 @@
 """Spec → library config, the shared pieces.
 
 Each method module has ONE ``library_config(spec, *, layers=None, fine_tune_steps=None)`` that returns the
-recipe entry ``{"api", "config_class", "config", "workflow", …}``. The handler builds its coremltools / torch.ao
+config entry ``{"api", "config_class", "config", "workflow", …}``. The handler builds its coremltools / torch.ao
 objects from that entry (``load_config``) and records it on the result; ``core.config_export`` exports the same entry.
 
 Two forms of ``module_name_configs``:
 
-* ``layers`` given (the handler, or a recipe for a known model): one entry per layer by exact name, from the
+* ``layers`` given (the handler, or a config for a known model): one entry per layer by exact name, from the
   engine's own per-layer plan (weight_threshold, overrides and the library's limits already applied);
-* ``layers=None`` (a portable recipe): the spec's overrides as patterns. The app matches overrides with
+* ``layers=None`` (a portable config): the spec's overrides as patterns. The app matches overrides with
   ``re.search`` and the last match wins; coremltools uses ``re.fullmatch`` and the first match wins, so the
   patterns are wrapped and listed in reverse order.
 """
@@ -65,7 +65,7 @@ def pattern_configs(spec: CompressionSpec, module_config: Callable[[Any], dict])
 
 
 def entry(*, module: str, api: str, config_class: str, config: dict, spec: CompressionSpec, **extra: Any) -> dict:
-    """A recipe entry: the library call, its config class and the dict that class's ``from_dict`` takes."""
+    """A config entry: the library call, its config class and the dict that class's ``from_dict`` takes."""
     out = {
         "api": f"{module}.{api}",
         "config_class": f"{module}.{config_class}",
@@ -76,17 +76,17 @@ def entry(*, module: str, api: str, config_class: str, config: dict, spec: Compr
     return out
 
 
-def load_config(recipe_entry: dict) -> Any:
+def load_config(config_entry: dict) -> Any:
     """The library config object of an entry: ``<config_class>.from_dict(entry["config"])``."""
-    module_name, _, class_name = recipe_entry["config_class"].rpartition(".")
+    module_name, _, class_name = config_entry["config_class"].rpartition(".")
     config_class = getattr(importlib.import_module(module_name), class_name)
-    return config_class.from_dict(recipe_entry["config"])
+    return config_class.from_dict(config_entry["config"])
 
 
 def count_fine_tune_steps(spec: CompressionSpec, *, train_images: int | None = None) -> int:
     """Optimiser steps a fine-tune takes: ⌈min(train_limit, images) / batch_size⌉ × epochs, capped at max_steps.
 
-    Without `train_images` (a recipe written before any dataset is known) the pool is assumed to hold at least
+    Without `train_images` (a config written before any dataset is known) the pool is assumed to hold at least
     `train_limit` images.
     """
     images = spec.train_limit if train_images is None else min(spec.train_limit, int(train_images))

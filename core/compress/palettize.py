@@ -150,7 +150,7 @@ def library_config(spec: PalettizeSpec, *, layers: LayerSpecs | None = None, fin
             "(the app applies the same LUT routine to the PyTorch weights).",
         )
     if spec.workflow == "fine_tune":
-        # The engine's plan applies weight_threshold itself; a portable recipe leaves it to DKM.
+        # The engine's plan applies weight_threshold itself; a portable config leaves it to DKM.
         threshold = 0 if layers is not None else spec.weight_threshold
 
         def module_config(layer_spec: PalettizeSpec) -> dict:
@@ -193,7 +193,7 @@ def _value(choice) -> str:
     return str(getattr(choice, "value", choice))
 
 
-def snippet(spec: PalettizeSpec, recipe: dict, var: str) -> str:
+def snippet(spec: PalettizeSpec, config_entry: dict, var: str) -> str:
     if spec.mode != "kmeans":
         return textwrap.dedent(
             f"""
@@ -202,11 +202,11 @@ def snippet(spec: PalettizeSpec, recipe: dict, var: str) -> str:
 
             mlmodel = ct.convert(torch.jit.trace(model.eval(), example), inputs=[ct.TensorType(shape=example.shape)],
                                  convert_to="mlprogram", minimum_deployment_target=ct.target.iOS18)
-            mlmodel = cto.palettize_weights(mlmodel, cto.OptimizationConfig.from_dict({recipe["config"]!r}))
+            mlmodel = cto.palettize_weights(mlmodel, cto.OptimizationConfig.from_dict({config_entry["config"]!r}))
             """
         )
-    head = snippets.head(spec, recipe, var)
-    build = snippets.build_expression(recipe, var)
+    head = snippets.head(spec, config_entry, var)
+    build = snippets.build_expression(config_entry, var)
     if spec.workflow == "data_free":
         return head + f"model = PostTrainingPalettizer(model, {build}).compress()\n"
     if spec.workflow == "calibration":
@@ -220,7 +220,7 @@ def snippet(spec: PalettizeSpec, recipe: dict, var: str) -> str:
             model = SKMPalettizer(model.eval(), {build}).compress(dataloader=samples, loss_fn=loss_fn)
             """
         )
-    return head + snippets.fine_tune_loop(spec, recipe, var)
+    return head + snippets.fine_tune_loop(spec, config_entry, var)
 
 
 # --------------------------------------------------------------------------- handler
@@ -231,15 +231,15 @@ def palettize(module: nn.Module, spec: PalettizeSpec, context: CompressionContex
     plans = plan_layers(module, spec, eligibility(spec))
     eligible = {name: plan for name, plan in plans.items() if plan.eligible}
     facts: dict[str, LayerFacts] = {}
-    recipe = None
+    config_entry = None
     if eligible:
         if spec.workflow == "fine_tune":
             plan = plan_fine_tune(spec=spec, context=context, what="palettize fine_tune (DKM)")
-            recipe = library_config(spec, layers=layer_specs(plans), fine_tune_steps=plan.total_steps)
-            module = _dkm(module, spec, load_config(recipe), context, plan)
+            config_entry = library_config(spec, layers=layer_specs(plans), fine_tune_steps=plan.total_steps)
+            module = _dkm(module, spec, load_config(config_entry), context, plan)
         else:
-            recipe = library_config(spec, layers=layer_specs(plans))
-            config = load_config(recipe)
+            config_entry = library_config(spec, layers=layer_specs(plans))
+            config = load_config(config_entry)
             if spec.mode != "kmeans":
                 facts = _lut_from_coreml_routine(module, eligible, config, context)
             elif spec.workflow == "calibration":
@@ -255,7 +255,7 @@ def palettize(module: nn.Module, spec: PalettizeSpec, context: CompressionContex
     result = library_result(
         module=module, spec=spec, plans=plans, facts=facts, context=context, method="palettize", started=started
     )
-    result.library_config = recipe
+    result.library_config = config_entry
     return result
 
 

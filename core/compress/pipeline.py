@@ -94,7 +94,7 @@ def _joint_reason(step1, step2) -> str | None:
 
 
 def library_config(spec: PipelineSpec, *, layers: Any = None, fine_tune_steps: int | None = None) -> dict:
-    """One recipe entry per step, each from its own method's library_config."""
+    """One config entry per step, each from its own method's library_config."""
     return {"pipeline": [method_descriptor(step.method).library_config(step) for step in spec.steps]}
 
 
@@ -108,7 +108,7 @@ def latency_note(*, spec: PipelineSpec, result: Any, timed_artifact: bool) -> st
 
 @dataclasses.dataclass(frozen=True)
 class PipelineDescriptor:
-    """What `method_descriptor("pipeline")` answers: display, handler, recipe and notes of a joint pipeline."""
+    """What `method_descriptor("pipeline")` answers: display, handler, config and notes of a joint pipeline."""
 
     name: str = PIPELINE
     label: str = method_label(PIPELINE)

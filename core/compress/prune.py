@@ -107,18 +107,18 @@ def coreml_op_config(spec: PruneSpec) -> dict:
     }
 
 
-def snippet(spec: PruneSpec, recipe: dict, var: str) -> str:
-    head = snippets.head(spec, recipe, var)
+def snippet(spec: PruneSpec, config_entry: dict, var: str) -> str:
+    head = snippets.head(spec, config_entry, var)
     if spec.workflow == "data_free":
         return head + textwrap.dedent(
             f"""
-            pruner = MagnitudePruner(model, {snippets.build_expression(recipe, var)})
+            pruner = MagnitudePruner(model, {snippets.build_expression(config_entry, var)})
             pruner.prepare(inplace=True)
             pruner.step()  # constant schedule: target sparsity at the first step
             model = pruner.finalize(inplace=True)
             """
         )
-    return head + snippets.fine_tune_loop(spec, recipe, var)
+    return head + snippets.fine_tune_loop(spec, config_entry, var)
 
 
 # --------------------------------------------------------------------------- handler
@@ -128,12 +128,12 @@ def prune(module: nn.Module, spec: PruneSpec, context: CompressionContext) -> Co
     started = time.perf_counter()
     plans = plan_layers(module, spec, _check)
     eligible = {name: plan for name, plan in plans.items() if plan.eligible}
-    recipe = None
+    config_entry = None
     if eligible:
         if spec.workflow == "fine_tune":
-            module, recipe = _gradual(module, spec, plans, context)
+            module, config_entry = _gradual(module, spec, plans, context)
         else:
-            module, recipe = _one_shot(module, spec, plans, context)
+            module, config_entry = _one_shot(module, spec, plans, context)
     else:
         context.note("No layer qualified for pruning; the model is unchanged.")
     facts = {
@@ -146,31 +146,31 @@ def prune(module: nn.Module, spec: PruneSpec, context: CompressionContext) -> Co
     result = library_result(
         module=module, spec=spec, plans=plans, facts=facts, context=context, method="prune", started=started
     )
-    result.library_config = recipe
+    result.library_config = config_entry
     return result
 
 
 def _one_shot(
     module: nn.Module, spec: PruneSpec, plans: dict[str, LayerPlan], context: CompressionContext
 ) -> tuple[nn.Module, dict]:
-    recipe = library_config(spec, layers=layer_specs(plans))
+    config_entry = library_config(spec, layers=layer_specs(plans))
     context.progress.update(0.1, f"pruning {sum(p.eligible for p in plans.values())} layers")
     with context.library_logging():
-        pruner = MagnitudePruner(module, load_config(recipe))
+        pruner = MagnitudePruner(module, load_config(config_entry))
         pruner.prepare(inplace=True)
         pruner.step()  # the constant schedule sets every layer to its target at the first step
         module = pruner.finalize(inplace=True)
     context.progress.update(1.0, "pruned")
-    return module, recipe
+    return module, config_entry
 
 
 def _gradual(
     module: nn.Module, spec: PruneSpec, plans: dict[str, LayerPlan], context: CompressionContext
 ) -> tuple[nn.Module, dict]:
     plan = plan_fine_tune(spec=spec, context=context, what="prune fine_tune (gradual magnitude pruning)")
-    recipe = library_config(spec, layers=layer_specs(plans), fine_tune_steps=plan.total_steps)
+    config_entry = library_config(spec, layers=layer_specs(plans), fine_tune_steps=plan.total_steps)
     with context.library_logging():
-        pruner = MagnitudePruner(module, load_config(recipe))
+        pruner = MagnitudePruner(module, load_config(config_entry))
         prepared = pruner.prepare(inplace=True)
         fine_tune(
             module=prepared, spec=spec, context=context, plan=plan,
@@ -182,7 +182,7 @@ def _gradual(
         f"Sparsity rose from 0 to the target on a polynomial schedule at steps {update_steps[0]}…{update_steps[-1]} "
         f"of {plan.total_steps}; the remaining steps fine-tune at full sparsity."
     )
-    return module, recipe
+    return module, config_entry
 
 
 DESCRIPTOR = register_method(

@@ -1,6 +1,6 @@
 """W8A8: int8 weights (per channel, or per tensor with ``weight_per_channel`` off) and int8 activations with coremltools' LinearQuantizer.
 
-* calibration → observers only, no backward pass (the milestones recipe of the ResNet-50 optimisation guide:
+* calibration → observers only, no backward pass (the milestones schedule of the ResNet-50 optimisation guide:
   step once to enable statistics and freeze BatchNorm, then run calibration batches)
 * fine_tune   → quantization-aware training in the shared fine-tuning loop
 The result is a reference-quantized FX graph: PyTorch simulates int8 (quantize → dequantize), ct.convert turns
@@ -75,12 +75,12 @@ def library_config(
     return linear_quantizer_entry(spec, module_config, layers=layers, fine_tune_steps=steps)
 
 
-def snippet(spec: QuantizeActivationsSpec, recipe: dict, var: str) -> str:
-    head = snippets.head(spec, recipe, var, plain_names=True)
+def snippet(spec: QuantizeActivationsSpec, config_entry: dict, var: str) -> str:
+    head = snippets.head(spec, config_entry, var, plain_names=True)
     if spec.workflow == "fine_tune":
-        return head + snippets.fine_tune_loop(spec, recipe, var, prepare_args="example_inputs=(example,), inplace=True")
+        return head + snippets.fine_tune_loop(spec, config_entry, var, prepare_args="example_inputs=(example,), inplace=True")
     return head + f"""
-quantizer = LinearQuantizer(model, {snippets.build_expression(recipe, var)})
+quantizer = LinearQuantizer(model, {snippets.build_expression(config_entry, var)})
 prepared = quantizer.prepare(example_inputs=(example,), inplace=True)
 quantizer.step()  # milestone 0: observers on; milestone 3: BatchNorm frozen
 with torch.no_grad():
@@ -131,9 +131,9 @@ def _quantize(module: nn.Module, spec: QuantizeActivationsSpec, context: Compres
         )
     fine_tuning = spec.workflow == "fine_tune"
     plan = plan_fine_tune(spec=spec, context=context, what="quantize_activations fine_tune (QAT)") if fine_tuning else None
-    recipe = library_config(spec, layers=layer_specs(plans), fine_tune_steps=plan.total_steps if plan else None)
+    config_entry = library_config(spec, layers=layer_specs(plans), fine_tune_steps=plan.total_steps if plan else None)
     with context.library_logging():
-        quantizer = LinearQuantizer(module, load_config(recipe))
+        quantizer = LinearQuantizer(module, load_config(config_entry))
         prepared = quantizer.prepare(example_inputs=(context.example_input(),), inplace=True)
         quantizer.step()
         if fine_tuning:
@@ -160,7 +160,7 @@ def _quantize(module: nn.Module, spec: QuantizeActivationsSpec, context: Compres
     result = library_result(
         module=module, spec=spec, plans=plans, facts=facts, context=context, method="quantize_activations", started=started
     )
-    result.library_config = recipe
+    result.library_config = config_entry
     return result
 
 
@@ -180,7 +180,7 @@ DESCRIPTOR = register_method(
         name="quantize_activations",
         label="W8A8 activations",
         color="#b279a2",
-        source="coremltools' LinearQuantizer with int8 activations (the W8A8 recipe of coremltools' ResNet50 guide)",
+        source="coremltools' LinearQuantizer with int8 activations (the W8A8 setup of coremltools' ResNet50 guide)",
         spec_type=QuantizeActivationsSpec,
         handler=quantize_activations,
         eligibility=eligibility,

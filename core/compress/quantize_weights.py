@@ -168,20 +168,20 @@ def coreml_op_config(spec: QuantizeWeightsSpec) -> dict:
     }
 
 
-def snippet(spec: QuantizeWeightsSpec, recipe: dict, var: str) -> str:
-    build = snippets.build_expression(recipe, var)
+def snippet(spec: QuantizeWeightsSpec, config_entry: dict, var: str) -> str:
+    build = snippets.build_expression(config_entry, var)
     if spec.workflow == "data_free":
-        return snippets.head(spec, recipe, var) + f"model = PostTrainingQuantizer(model, {build}).compress()\n"
+        return snippets.head(spec, config_entry, var) + f"model = PostTrainingQuantizer(model, {build}).compress()\n"
     if spec.workflow == "calibration":
-        return snippets.head(spec, recipe, var) + textwrap.dedent(
+        return snippets.head(spec, config_entry, var) + textwrap.dedent(
             f"""
             # LayerwiseCompressor needs a sequential model (each child feeding the next); the app runs the same
             # GPTQ algorithm per layer for non-sequential networks.
             model = LayerwiseCompressor(model.eval(), {build}).compress([x for x, _ in batches], device="cpu")
             """
         )
-    return snippets.head(spec, recipe, var, plain_names=True) + snippets.fine_tune_loop(
-        spec, recipe, var, prepare_args="example_inputs=(example,), inplace=True"
+    return snippets.head(spec, config_entry, var, plain_names=True) + snippets.fine_tune_loop(
+        spec, config_entry, var, prepare_args="example_inputs=(example,), inplace=True"
     )
 
 
@@ -192,18 +192,18 @@ def quantize_weights(module: nn.Module, spec: QuantizeWeightsSpec, context: Comp
     started = time.perf_counter()
     plans = plan_layers(module, spec, eligibility(spec))
     eligible = {name: plan for name, plan in plans.items() if plan.eligible}
-    recipe = None
+    config_entry = None
     if eligible:
         if spec.workflow == "data_free":
-            recipe = library_config(spec, layers=layer_specs(plans))
-            module = _post_training(module, load_config(recipe), len(eligible), context)
+            config_entry = library_config(spec, layers=layer_specs(plans))
+            module = _post_training(module, load_config(config_entry), len(eligible), context)
         elif spec.workflow == "calibration":
-            recipe = library_config(spec, layers=layer_specs(plans))
-            _gptq(module, spec, list(eligible), load_config(recipe), context)
+            config_entry = library_config(spec, layers=layer_specs(plans))
+            _gptq(module, spec, list(eligible), load_config(config_entry), context)
         else:
             plan = plan_fine_tune(spec=spec, context=context, what="quantize_weights fine_tune (QAT)")
-            recipe = library_config(spec, layers=layer_specs(plans), fine_tune_steps=plan.total_steps)
-            module = _qat(module, spec, load_config(recipe), context, plan)
+            config_entry = library_config(spec, layers=layer_specs(plans), fine_tune_steps=plan.total_steps)
+            module = _qat(module, spec, load_config(config_entry), context, plan)
     else:
         context.note("No layer qualified for weight quantization; the model is unchanged.")
     facts = {
@@ -214,7 +214,7 @@ def quantize_weights(module: nn.Module, spec: QuantizeWeightsSpec, context: Comp
     result = library_result(
         module=module, spec=spec, plans=plans, facts=facts, context=context, method="quantize_weights", started=started
     )
-    result.library_config = recipe
+    result.library_config = config_entry
     return result
 
 

@@ -1,7 +1,7 @@
 """One descriptor per compression method, registered once.
 
 A method module (``core/compress/<method>.py``) builds a ``MethodDescriptor`` and calls ``register_method``;
-everything else — engine, recipe export, Core ML-side compression of uploaded packages, the theoretical-size
+everything else — engine, config export, Core ML-side compression of uploaded packages, the theoretical-size
 model, the latency note, labels and colours on charts, the pages — asks the registry instead of special-casing
 method names. ``method_descriptor("pipeline")`` answers for joint pipelines (prune → palettize / quantize_weights),
 which are not a method of their own but combine two registered ones.
@@ -73,9 +73,9 @@ class MethodDescriptor:
     # spec -> the per-layer eligibility check ``(name, layer, layer_spec) -> reason | None`` the handler plans with
     eligibility: Callable[[Any], Callable[..., str | None]]
     # (spec, *, layers=None, fine_tune_steps=None) -> {"api", "config_class", "config", …}: the ONE spec → library
-    # config function; the handler builds its library objects from it and the recipe exports it.
+    # config function; the handler builds its library objects from it and the config export writes it.
     library_config: Callable[..., dict]
-    # (spec, entry, var) -> the Python lines of the recipe snippet that compress `model` with this method
+    # (spec, entry, var) -> the Python lines of the config snippet that compress `model` with this method
     snippet: Callable[[Any, dict, str], str]
     storage: str  # one of STORAGE_KINDS
     latency_note: Callable[..., str]  # (*, spec, result, timed_artifact) -> what the CPU latency means

@@ -25,7 +25,7 @@ class CompressionResult:
     weights: dict = field(default_factory=dict)  # layer name → {"original": Tensor, "compressed": Tensor, "lut"/"scale"/"threshold"…} for histograms
     artifact_path: Path | None = None  # filled by export
     artifact_kind: str | None = None  # "mlpackage" | "torchscript"
-    # the recipe entry ({"api", "config_class", "config", …}) the handler built its library config from
+    # the config entry ({"api", "config_class", "config", …}) the handler built its library config from
     library_config: dict | list | None = None
     quantized_engine: str | None = None  # torch.backends.quantized.engine an int8 module was built for (set it before running)
     # torch_static: the int8 form it runs in (engine × graph form), how it was chosen and the timings (int8_forms)

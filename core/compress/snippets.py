@@ -1,4 +1,4 @@
-"""Building blocks of the recipe's Python snippet, shared by the method modules (each writes its own step)."""
+"""Building blocks of the config export's Python snippet, shared by the method modules (each writes its own step)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from core.specs import CompressionSpec
 
 
 def names(entry: dict) -> tuple[str, str, str]:
-    """(python module, api class name, config class name) of a recipe entry."""
+    """(python module, api class name, config class name) of a config entry."""
     module, _, config_class = entry["config_class"].rpartition(".")
     return module, entry["api"].rpartition(".")[2], config_class
 

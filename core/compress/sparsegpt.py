@@ -4,7 +4,7 @@ SparseGPT prunes each layer to its target sparsity and updates the surviving wei
 Hessian of the layer's reconstruction loss on calibration inputs (Frantar & Alistarh, 2023). The library walks a
 purely sequential model; a vision model branches (residual adds, functional forwards), so the handler runs it one
 layer at a time: capture the inputs that layer sees in the partly pruned model, then let ``LayerwiseCompressor``
-prune that one layer (wrapped as a one-layer ``nn.Sequential``). The recipe's snippet does exactly the same.
+prune that one layer (wrapped as a one-layer ``nn.Sequential``). The exported snippet does exactly the same.
 
 Everything about the method is in this module: its spec (the knobs), eligibility, library config, snippet, handler
 and registration.
@@ -164,12 +164,12 @@ def library_config(spec: SparseGPTSpec, *, layers: LayerSpecs | None = None, fin
     )
 
 
-def snippet(spec: SparseGPTSpec, recipe: dict, var: str) -> str:
-    return snippets.head(spec, recipe, var) + textwrap.dedent(
+def snippet(spec: SparseGPTSpec, config_entry: dict, var: str) -> str:
+    return snippets.head(spec, config_entry, var) + textwrap.dedent(
         f"""
         # SparseGPT one layer at a time: the inputs each layer sees in the partly pruned model (`batches`: the
         # calibration images in batches of {CALIBRATION_BATCH}), then LayerwiseCompressor on that layer alone.
-        config = {snippets.build_expression(recipe, var)}
+        config = {snippets.build_expression(config_entry, var)}
         layers = [(name, layer) for name, layer in model.named_modules() if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear))]
         for name, layer in layers:
             layer_config = config.get_module_config(name, layer)
@@ -216,9 +216,9 @@ def sparsegpt(module: nn.Module, spec: SparseGPTSpec, context: CompressionContex
     started = time.perf_counter()
     plans = plan_layers(module, spec, _check)
     eligible = [name for name, plan in plans.items() if plan.eligible]
-    recipe = library_config(spec, layers=layer_specs(plans))
+    config_entry = library_config(spec, layers=layer_specs(plans))
     if eligible:
-        config = load_config(recipe)
+        config = load_config(config_entry)
         batches = [inputs for inputs, _ in context.calibration_batches(
             samples=spec.calibration_samples, seed=spec.seed, batch_size=CALIBRATION_BATCH)]
         module.eval()
@@ -249,7 +249,7 @@ def sparsegpt(module: nn.Module, spec: SparseGPTSpec, context: CompressionContex
     }
     result = library_result(module=module, spec=spec, plans=plans, facts=facts, context=context, method="sparsegpt",
                             started=started)
-    result.library_config = recipe
+    result.library_config = config_entry
     return result
 
 

@@ -45,7 +45,7 @@ def dynamic_library_config(
     }
 
 
-def _dynamic_snippet(spec: TorchDynamicSpec, recipe: dict, var: str) -> str:
+def _dynamic_snippet(spec: TorchDynamicSpec, config_entry: dict, var: str) -> str:
     dtype = "torch.qint8" if spec.dtype == "int8" else "torch.float16"
     return f"\nmodel = torch.ao.quantization.quantize_dynamic(model.eval(), {{torch.nn.Linear}}, dtype={dtype})\n"
 
@@ -65,10 +65,10 @@ def torch_dynamic(module: nn.Module, spec: TorchDynamicSpec, context: Compressio
     started = time.perf_counter()
     set_engine("x86" if "x86" in torch.backends.quantized.supported_engines else "fbgemm")
     plans = plan_layers(module, spec, _dynamic_check)
-    recipe = dynamic_library_config(spec, layers={n: p.spec if p.eligible else None for n, p in plans.items()})
+    config_entry = dynamic_library_config(spec, layers={n: p.spec if p.eligible else None for n, p in plans.items()})
     qconfigs = {
         name: default_dynamic_qconfig if dtype == "qint8" else float16_dynamic_qconfig
-        for name, dtype in recipe["config"]["qconfig_spec"].items()
+        for name, dtype in config_entry["config"]["qconfig_spec"].items()
     }
     if not qconfigs:
         raise CompressionError("the model has no Linear layer to quantize dynamically; try torch_static instead.")
@@ -83,7 +83,7 @@ def torch_dynamic(module: nn.Module, spec: TorchDynamicSpec, context: Compressio
     )
     return CompressionResult(
         module=quantized.eval(), spec=spec, seconds=time.perf_counter() - started, layers=layers, weights=weights,
-        runs_int8_kernels=int8, quantized_engine=torch.backends.quantized.engine, library_config=recipe,
+        runs_int8_kernels=int8, quantized_engine=torch.backends.quantized.engine, library_config=config_entry,
     )
 
 

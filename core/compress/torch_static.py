@@ -98,8 +98,8 @@ def static_library_config(
     return out
 
 
-def _static_snippet(spec: TorchStaticSpec, recipe: dict, var: str) -> str:
-    config = recipe["config"]
+def _static_snippet(spec: TorchStaticSpec, config_entry: dict, var: str) -> str:
+    config = config_entry["config"]
     engine, graph = config["engine"], config["graph"]
     if engine == AUTO:
         engine_line = 'engine = "x86"  # the studio times x86 / onednn / fbgemm here and keeps the fastest (record: int8_form)'
@@ -169,9 +169,9 @@ def relu6_fusion_blocker(spec: TorchStaticSpec) -> str | None:
     return None
 
 
-def _calibrated(module: nn.Module, spec: TorchStaticSpec, context: CompressionContext, plans, recipe: dict, plan):
+def _calibrated(module: nn.Module, spec: TorchStaticSpec, context: CompressionContext, plans, config_entry: dict, plan):
     """The prepared model after calibration (observers) or QAT (fake quantization), in eval mode."""
-    config = recipe["config"]
+    config = config_entry["config"]
     qat = spec.workflow == "fine_tune"
     blocker = relu6_fusion_blocker(spec)
     if blocker is not None and any(isinstance(m, nn.Hardtanh) for m in module.modules()):  # ReLU6 is a Hardtanh
@@ -195,18 +195,18 @@ def _calibrated(module: nn.Module, spec: TorchStaticSpec, context: CompressionCo
     return prepared.eval()
 
 
-def _calibrated_or_captured(module: nn.Module, spec: TorchStaticSpec, context: CompressionContext, plans, recipe: dict,
+def _calibrated_or_captured(module: nn.Module, spec: TorchStaticSpec, context: CompressionContext, plans, config_entry: dict,
                             plan, *, graph_form: bool):
     """_calibrated on the module; when FX cannot trace a Python module, on the module-level view of its
     torch.export capture instead (core.compress.pt2e; the notes say so)."""
     try:
-        return _calibrated(module, spec, context, plans, recipe, plan)
+        return _calibrated(module, spec, context, plans, config_entry, plan)
     except Exception as exc:
         if graph_form or not is_trace_failure(exc):
             raise
         choice = captured_engine(module, context=context, fx_error=exc)
     context.note(choice.note)
-    return _calibrated(choice.module, spec, context, plans, recipe, plan)
+    return _calibrated(choice.module, spec, context, plans, config_entry, plan)
 
 
 def torch_static(module: nn.Module, spec: TorchStaticSpec, context: CompressionContext) -> CompressionResult:
@@ -222,10 +222,10 @@ def torch_static(module: nn.Module, spec: TorchStaticSpec, context: CompressionC
     plans = plan_layers(module, spec, _static_check)
     qat = spec.workflow == "fine_tune"
     plan = plan_fine_tune(spec=spec, context=context, what="torch_static fine_tune (QAT)") if qat else None
-    recipe = static_library_config(spec, layers=_static_layers(plans), fine_tune_steps=plan.total_steps if plan else None)
+    config_entry = static_library_config(spec, layers=_static_layers(plans), fine_tune_steps=plan.total_steps if plan else None)
     with context.library_logging():
         try:
-            prepared = _calibrated_or_captured(module, spec, context, plans, recipe, plan, graph_form=choice is not None)
+            prepared = _calibrated_or_captured(module, spec, context, plans, config_entry, plan, graph_form=choice is not None)
             quantized = fx_convert(copy.deepcopy(prepared))  # the GraphModule the per-layer report reads
         except (torch.fx.proxy.TraceError, NotImplementedError, RuntimeError) as exc:
             raise CompressionError(
@@ -264,7 +264,7 @@ def torch_static(module: nn.Module, spec: TorchStaticSpec, context: CompressionC
     return CompressionResult(
         module=runnable, spec=spec, seconds=time.perf_counter() - started, layers=layers, weights=weights,
         runs_int8_kernels=True, calibration_source=context.calibration_source, quantized_engine=engine,
-        library_config=recipe, int8_form=form,
+        library_config=config_entry, int8_form=form,
         payload_module=quantized if isinstance(runnable, torch.jit.ScriptModule) else None,
     )
 

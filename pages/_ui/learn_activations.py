@@ -136,7 +136,7 @@ def render(ctx: LessonContext) -> None:
             ["asymmetric", "symmetric"],
             "asymmetric",
             horizontal=True,
-            help="quint8 (0…255) with a zero-point, or centred (zero-point 128) as the symmetric W8A8 recipe.",
+            help="quint8 (0…255) with a zero-point, or centred (zero-point 128) as the symmetric W8A8 setting.",
         )
     symmetric = mode == "symmetric"
     study = compute("Calibrating", _activations, ctx.model_key, real, symmetric, ctx)

@@ -43,7 +43,7 @@ def study(sample, calibration):
 
 @pytest.mark.slow
 def test_moving_average_range_equals_coremltools_linear_quantizer(sample, calibration, study):
-    """The W8A8 recipe of the Compress page, calibrated on the same batches, observes the same input range."""
+    """The W8A8 setting of the Compress page, calibrated on the same batches, observes the same input range."""
     batches, _, _ = calibration
     spec = QuantizeActivationsSpec(mode="asymmetric", calibration_samples=max(COUNTS))
     quantizer = LinearQuantizer(copy.deepcopy(sample.module), load_config(library_config(spec)))
