@@ -248,3 +248,29 @@ def test_packed_params_class():
         _fail("ScriptObject._type().qualified_name()", internals.packed_params_class(packed))
     weight, _bias = torch.ops.quantized.linear_unpack(packed)
     assert weight.shape == (4, 4)
+
+
+class _ChannelShuffle(nn.Module):
+    """ShuffleNet's channel shuffle: traced, ``c // 2`` becomes aten::Int of a length-1 constant."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.size()
+        return x.view(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
+def test_coreml_int_cast_of_a_length_one_constant():
+    """coremltools.converters.mil.frontend.torch.torch_op_registry._TORCH_OPS_REGISTRY: the aten::Int converter,
+    wrapped so a folded length-1 constant converts under NumPy >= 2.4 (and the wrapping happens once)."""
+    import coremltools as ct
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
+
+    internals.coreml_casts_accept_length_one_constants()
+    internals.coreml_casts_accept_length_one_constants()
+    for op_name in ("int", "bool"):
+        if not getattr(_TORCH_OPS_REGISTRY.get_func(op_name), "accepts_length_one_constants", False):
+            _fail("_TORCH_OPS_REGISTRY.get_func", f"the {op_name!r} converter is not the wrapped one")
+    example = torch.arange(16.0).reshape(1, 4, 2, 2)
+    traced = torch.jit.trace(_ChannelShuffle().eval(), example)
+    mlmodel = ct.convert(traced, inputs=[ct.TensorType(shape=(1, 4, 2, 2))], convert_to="mlprogram",
+                         minimum_deployment_target=ct.target.iOS18, skip_model_load=True)
+    assert mlmodel.get_spec().WhichOneof("Type") == "mlProgram"
