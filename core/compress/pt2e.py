@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import importlib
 import operator
+import re
 from dataclasses import dataclass
 
 import torch
@@ -308,12 +309,61 @@ def graph_engine(module: nn.Module, *, context: CompressionContext) -> EngineCho
     if not is_aten_graph(module):
         if context.model.form == "module":
             return None
+        untraceable = _untraceable_node(module)
+        if untraceable is not None:  # e.g. an ONNX Reshape whose target shape is computed from tensor values
+            return _captured_graph(module, context=context, untraceable=untraceable)
         note = f"engine: FX graph mode on the {context.model.form} graph as loaded (its layers are modules already)"
         return EngineChoice(module, note)
     if is_aten_graph(context.original):
         context.original = module_level_graph(context.original)  # shares the input's tensors, changes nothing
     view = module_level_graph(module)
     return EngineChoice(view, _graph_note(view, form=context.model.form))
+
+
+def _untraceable_node(graph_module: nn.Module) -> tuple[str, str, str] | None:
+    """(node, its module's class, FX's reason) for the first called module FX symbolic tracing cannot follow (a
+    converter module with Python control flow on tensor values), else None when the whole graph traces."""
+    try:
+        fx.Tracer().trace(graph_module)
+        return None
+    except Exception as exc:
+        if not is_trace_failure(exc):
+            raise
+        whole = first_line(exc)
+    tracer = fx.Tracer()
+    for node in graph_module.graph.nodes if isinstance(graph_module, fx.GraphModule) else ():
+        if node.op != "call_module":
+            continue
+        layer = graph_module.get_submodule(str(node.target))
+        if tracer.is_leaf_module(layer, str(node.target)):
+            continue
+        try:
+            fx.Tracer().trace(layer)
+        except Exception as exc:
+            if is_trace_failure(exc):
+                return str(node.target), type(layer).__name__, first_line(exc).split(". ")[0]
+    return "the graph", type(graph_module).__name__, whole.split(". ")[0]
+
+
+def _captured_graph(module: nn.Module, *, context: CompressionContext, untraceable: tuple[str, str, str]
+                    ) -> EngineChoice:
+    """A graph FX cannot trace as loaded, captured by torch.export instead; CompressionError naming the node when
+    the capture fails too (shape arithmetic on tensor values that neither can follow)."""
+    node, kind, fx_reason = untraceable
+    form = context.model.form
+    try:
+        view = captured(module, context.example_input())
+    except Exception as exc:
+        stuck = re.search(r"call_module\[target=([^\]]+)\]", str(exc))
+        where = f"; the capture stops at {stuck.group(1)}" if stuck and stuck.group(1) != node else ""
+        raise CompressionError(
+            f"activation quantization cannot run on this {form} graph: its node {node} ({kind}) computes shapes "
+            f"from tensor values, which FX graph mode cannot trace ({fx_reason}) and a torch.export capture cannot "
+            f"follow either{where}. Load the architecture through the torchvision: / timm: route or upload a "
+            "state_dict for it (or a torch.export .pt2); the weight-only methods work on this file."
+        ) from None
+    return EngineChoice(view, f"FX could not trace the {form} graph at {node} ({kind}: {fx_reason}); "
+                              f"{_graph_note(view, form=form)}")
 
 
 def captured_engine(module: nn.Module, *, context: CompressionContext, fx_error: BaseException) -> EngineChoice:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import re
 
 import pytest
 import torch
@@ -194,3 +195,61 @@ def test_no_engine_gives_one_reason(fashion):
     for spec in (QuantizeActivationsSpec(), TorchStaticSpec()):
         with pytest.raises(CompressionError, match=r"export it with torch\.export \(\.pt2\)"):
             compress(model=as_script, spec=spec, dataset=fashion)
+
+
+class HalvedConv(nn.Module):
+    """A division by a constant: onnx2torch's Div module branches on its inputs' dtype, so FX cannot trace the graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, stride=2, padding=1)
+        self.fc = nn.Linear(8 * 14 * 14, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc((torch.relu(self.conv(x)) / 2.0).flatten(1))
+
+
+class ChannelShuffle(HalvedConv):
+    """ShuffleNet's channel shuffle: exported with a dynamic batch, the view's shape is computed from tensor values."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv(x))
+        b, c, h, w = x.size()
+        x = x.view(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)
+        return self.fc(x.flatten(1))
+
+
+def _onnx_model(module: nn.Module, tmp_path) -> LoadedModel:
+    import warnings
+
+    from core.models.graph_forms import load_onnx
+
+    path = tmp_path / f"{type(module).__name__}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (torch.randn(2, 1, 28, 28),), str(path), input_names=["input"],
+                          output_names=["logits"], opset_version=17, dynamo=False,
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    return load_onnx(path)
+
+
+def test_an_onnx_graph_fx_cannot_trace_is_captured_with_torch_export(fashion, tmp_path):
+    torch.manual_seed(0)
+    model = _onnx_model(HalvedConv(), tmp_path)
+    for spec in (QuantizeActivationsSpec(calibration_samples=32), TorchStaticSpec(**STATIC)):
+        result = compress(model=model, spec=spec, dataset=fashion)
+        note = next(note for note in result.notes if note.startswith("FX could not trace the onnx graph at"))
+        assert "(OnnxBinaryMathOperation: " in note and "module-level view of the onnx graph" in note
+        assert sum(r.compressed for r in result.layers) == 2
+
+
+def test_an_onnx_graph_with_shape_arithmetic_on_values_is_refused_naming_the_node(fashion, tmp_path):
+    model = _onnx_model(ChannelShuffle(), tmp_path)
+    for spec in (QuantizeActivationsSpec(calibration_samples=32), TorchStaticSpec(**STATIC)):
+        with pytest.raises(CompressionError) as refused:
+            compress(model=model, spec=spec, dataset=fashion)
+        message = str(refused.value)
+        assert "\n" not in message and "Traceback" not in message
+        assert re.search(r"cannot run on this onnx graph: its node \S+ \(Onnx\w+\) computes shapes from tensor "
+                         r"values", message), message
+        assert "torchvision: / timm: route" in message and "weight-only methods work on this file" in message
