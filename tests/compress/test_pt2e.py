@@ -253,3 +253,19 @@ def test_an_onnx_graph_with_shape_arithmetic_on_values_is_refused_naming_the_nod
         assert re.search(r"cannot run on this onnx graph: its node \S+ \(Onnx\w+\) computes shapes from tensor "
                          r"values", message), message
         assert "torchvision: / timm: route" in message and "weight-only methods work on this file" in message
+
+
+def test_a_torchscript_graph_with_shape_arithmetic_is_quantized(fashion, tmp_path):
+    """Converted from TorchScript, the channel shuffle's sizes are symbolic ints (height, width, batch × groups);
+    non-batch sizes become the declared input's and batch products stay scalar, so no observer lands on an int."""
+    torch.manual_seed(0)
+    path = tmp_path / "shuffle.pt"
+    torch.jit.save(torch.jit.trace(ChannelShuffle().eval(), torch.randn(2, 1, 28, 28)), str(path))
+    model = load_model(f"torchscript:{path}")
+    assert not model.is_torchscript  # converted to a graph
+    for spec in (QuantizeActivationsSpec(calibration_samples=32), TorchStaticSpec(**STATIC)):
+        result = compress(model=model, spec=spec, dataset=fashion)
+        assert "engine: FX graph mode on a module-level view of the torchscript graph" in " ".join(result.notes)
+        assert sum(r.compressed for r in result.layers) == 2
+        with torch.no_grad():
+            assert result.module(torch.randn(3, 1, 28, 28)).shape == (3, 10)  # the batch stays free
