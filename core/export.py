@@ -20,6 +20,7 @@ from torch import nn
 from core.compress.context import CompressionError, capture_library_logs
 from core.compress.registry import ARTIFACT_TORCHSCRIPT, METHODS, method_descriptor
 from core.compress.result import CompressionResult
+from core.library_internals import coreml_casts_accept_length_one_constants
 from core.measure.size import path_size_bytes
 from core.models.sources import LoadedModel
 from core.progress import Progress, as_progress, captured_library_output, is_library_warning, quiet_libraries
@@ -38,8 +39,15 @@ def _traced(module: nn.Module, input_shape: tuple[int, ...]) -> torch.jit.Script
         return module.eval()
     example = torch.randn((1, *input_shape), generator=torch.Generator().manual_seed(0))
     module = module.eval()
-    with torch.no_grad():
-        return torch.jit.trace(module, example, check_trace=False)
+    # nn.MultiheadAttention's inference fast path traces to one fused aten::_native_multi_head_attention, which
+    # ct.convert has no converter for (ViT); the standard path traces to matmuls and softmax it converts.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with torch.no_grad():
+            return torch.jit.trace(module, example, check_trace=False)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
 def _convert(
@@ -49,6 +57,7 @@ def _convert(
 
     progress = as_progress(progress)
     quiet_libraries()
+    coreml_casts_accept_length_one_constants()  # traced shape arithmetic (ShuffleNet, ViT) under NumPy >= 2.4
     path = Path(path)
     if path.suffix != ".mlpackage":
         raise ExportError(f"a Core ML package path must end in .mlpackage; got {path.name}.")

@@ -220,3 +220,33 @@ def is_torchscript_archive(names: Iterable[str]) -> bool:
     """Whether zip members are a TorchScript file's (its code and constants), not a torch.export program's."""
     names = list(names)
     return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
+
+
+# --------------------------------------------------------------------------- coremltools' TorchScript frontend
+# coremltools 9.0 converts aten::Int / aten::Bool of a folded constant with ``int(value)``. A traced shape computation
+# (ShuffleNet's ``num_channels // groups``, ViT's ``h // patch_size``) folds to a length-1 array, which NumPy >= 2.4
+# no longer converts to a scalar ("only 0-dimensional arrays can be converted to Python scalars"). The converters are
+# looked up in coremltools' private op registry by TorchScript op name; the wrapper handles that one case and hands
+# every other to coremltools' own converter.
+def coreml_casts_accept_length_one_constants() -> None:
+    """Make the aten::Int / aten::Bool converters take a length-1 constant as its single value (idempotent)."""
+    import numpy as np
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
+
+    for op_name, python_type in (("int", int), ("bool", bool)):
+        original = _TORCH_OPS_REGISTRY.get_func(op_name)
+        if getattr(original, "accepts_length_one_constants", False):
+            continue
+
+        def convert(context, node, original=original, python_type=python_type):
+            name = node.inputs[0] if node.inputs else None
+            value = context[name] if isinstance(name, str) and name in context else None
+            folded = value.val if value is not None and value.can_be_folded_to_const() else None
+            if folded is not None and np.ndim(folded) > 0 and np.size(folded) == 1:
+                context.add(mb.const(val=python_type(np.asarray(folded).item()), name=node.name), node.name)
+            else:
+                original(context, node)
+
+        convert.accepts_length_one_constants = True
+        _TORCH_OPS_REGISTRY.set_func_by_name(convert, op_name)

@@ -131,3 +131,42 @@ def test_uploaded_mlpackage_zip_goes_through_the_safe_extractor(tmp_path):
         compress_mlpackage(path=bomb, spec=PalettizeSpec(), out_path=tmp_path / "z.mlpackage", extract_to=work,
                            zip_limits=ZipLimits(max_total_bytes=100_000))
     assert not work.exists() and not (tmp_path / "z.mlpackage").exists()
+
+
+def _shufflenet():
+    import torchvision
+
+    return torchvision.models.shufflenet_v2_x0_5(num_classes=10), 64
+
+
+def _vit():
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(image_size=32, patch_size=16, num_layers=2, num_heads=2, hidden_dim=64, mlp_dim=128,
+                             num_classes=10), 32
+
+
+def _deit():
+    import timm
+
+    return timm.create_model("deit_tiny_patch16_224", img_size=32, depth=2, num_classes=10), 32
+
+
+@pytest.mark.parametrize("build", [_shufflenet, _vit, _deit], ids=["shufflenet_v2", "torchvision_vit", "timm_deit"])
+def test_module_form_of_shape_computing_models_converts_compressed(build, tmp_path):
+    """Traced shape arithmetic (channel shuffle, patch grid) and nn.MultiheadAttention convert; the package is
+    palettized and holds exactly the evaluated weights."""
+    from core.measure.artifact_weights import check_artifact_weights
+    from core.models.sources import LoadedModel
+
+    torch.manual_seed(0)
+    module, side = build()
+    loaded = LoadedModel(source_id="test", label="test", module=module.eval(), architecture="test",
+                         input_shape=(3, side, side), mean=(0.5,) * 3, std=(0.5,) * 3, num_classes=10, dataset=None,
+                         accuracy_meaningful=False, weights_note="random weights")
+    result = compress(model=loaded, spec=PalettizeSpec(n_bits=4), dataset=None)
+    path, kind = artifact_for(result, input_shape=loaded.input_shape, out_dir=tmp_path)
+    assert kind == "mlpackage"
+    assert path_size_bytes(path) < 0.6 * loaded.size_fp16_bytes
+    check = check_artifact_weights(module=result.module, artifact_path=path, artifact_kind=kind)
+    assert check.match, check.summary()

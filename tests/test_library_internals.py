@@ -329,3 +329,28 @@ def test_torchscript_zip_layout(tmp_path):
     torch.export.save(program, str(tmp_path / "m.pt2"))
     with zipfile.ZipFile(tmp_path / "m.pt2") as archive:
         assert not internals.is_torchscript_archive(archive.namelist())
+
+class _ChannelShuffle(nn.Module):
+    """ShuffleNet's channel shuffle: traced, ``c // 2`` becomes aten::Int of a length-1 constant."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.size()
+        return x.view(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
+def test_coreml_int_cast_of_a_length_one_constant():
+    """coremltools.converters.mil.frontend.torch.torch_op_registry._TORCH_OPS_REGISTRY: the aten::Int converter,
+    wrapped so a folded length-1 constant converts under NumPy >= 2.4 (and the wrapping happens once)."""
+    import coremltools as ct
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
+
+    internals.coreml_casts_accept_length_one_constants()
+    internals.coreml_casts_accept_length_one_constants()
+    for op_name in ("int", "bool"):
+        if not getattr(_TORCH_OPS_REGISTRY.get_func(op_name), "accepts_length_one_constants", False):
+            _fail("_TORCH_OPS_REGISTRY.get_func", f"the {op_name!r} converter is not the wrapped one")
+    example = torch.arange(16.0).reshape(1, 4, 2, 2)
+    traced = torch.jit.trace(_ChannelShuffle().eval(), example)
+    mlmodel = ct.convert(traced, inputs=[ct.TensorType(shape=(1, 4, 2, 2))], convert_to="mlprogram",
+                         minimum_deployment_target=ct.target.iOS18, skip_model_load=True)
+    assert mlmodel.get_spec().WhichOneof("Type") == "mlProgram"

@@ -29,7 +29,9 @@ of the traced reference-quantized model (a torch.export of it fails: "quantized 
 from __future__ import annotations
 
 import importlib
+import math
 import operator
+import re
 from dataclasses import dataclass
 
 import torch
@@ -198,11 +200,13 @@ _LIFTERS: dict = {
 }
 
 
-def module_level_graph(graph_module: fx.GraphModule) -> fx.GraphModule:
+def module_level_graph(graph_module: fx.GraphModule, *, input_shape: tuple[int, ...] | None = None) -> fx.GraphModule:
     """A GraphModule computing the same function with Conv / Linear / BatchNorm as modules (named after their
     parameters: ``conv1.weight`` → module ``conv1``) and elementwise ATen calls as torch functions. The input is
     not modified; the new modules share its parameter tensors. Input guards of a torch.export capture are
-    dropped (they re-check the example's shapes; the studio feeds the model's declared input shape)."""
+    dropped (they re-check the example's shapes; the studio feeds the model's declared input shape), and sizes of
+    non-batch input dimensions become that shape's (`input_shape`, without the batch) where the graph left them
+    symbolic, so shape arithmetic is constant."""
     graph = fx.Graph()
     root: dict[str, object] = {}
     env: dict[fx.Node, fx.Node] = {}
@@ -214,6 +218,9 @@ def module_level_graph(graph_module: fx.GraphModule) -> fx.GraphModule:
             break
         if _eval_dropout(node):  # identity; FX would observe its output again as a separate tensor
             env[node] = env[node.args[0]]
+            continue
+        if (size := _fixed_size(node, input_shape)) is not None:  # FX quantization would observe shape arithmetic as tensors
+            env[node] = size
             continue
         lifted = _lifted_module(graph_module, node)
         if lifted is None and (lifted := _activation_module(node)) is not None:  # not a child's name either
@@ -248,6 +255,18 @@ def _lifted_module(graph_module: fx.GraphModule, node: fx.Node) -> tuple[str, nn
     return str(weight_node.target).rpartition(".")[0] or str(weight_node.target), module
 
 
+def _fixed_size(node: fx.Node, input_shape: tuple[int, ...] | None) -> int | None:
+    """The value of a ``sym_size`` of a non-batch dimension (the studio feeds the declared input shape), else None."""
+    if node.op != "call_function" or node.target != aten.sym_size.int or len(node.args) != 2 or node.args[1] == 0:
+        return None
+    source, dim = node.args
+    value = source.meta.get("val") if isinstance(source, fx.Node) else None
+    size = value.shape[dim] if isinstance(value, torch.Tensor) else None
+    if not isinstance(size, int) and input_shape and isinstance(source, fx.Node) and source.op == "placeholder":
+        size = input_shape[dim - 1] if 0 < dim <= len(input_shape) else None
+    return size if isinstance(size, int) else None
+
+
 def _eval_dropout(node: fx.Node) -> bool:
     return node.op == "call_function" and node.target == aten.dropout.default and len(node.args) > 2 and not node.args[2]
 
@@ -269,10 +288,27 @@ def _unique(name: str, taken: dict) -> str:
     return candidate
 
 
+# Shape arithmetic (a view's size: batch × channels …) as ``math.prod``, which FX tracing keeps as one call (it
+# auto-wraps the math module); as ``operator.mul`` FX quantization would put an activation observer on the int.
+_SCALAR_OPERATORS = {operator.mul: math.prod}
+
+
+def _scalar_args(node: fx.Node) -> bool:
+    """A call on shape values: its result, or an argument's, is a SymInt / int rather than a tensor."""
+    values = [node.meta.get("val")] + [a.meta.get("val") for a in node.args if isinstance(a, fx.Node)]
+    return any(isinstance(v, int | torch.SymInt) for v in values) or any(
+        isinstance(a, fx.Node) and a.op == "call_function" and a.target in _SIZE_OPS for a in node.args)
+
+
+_SIZE_OPS = {aten.sym_size.int, aten._local_scalar_dense.default, math.prod}
+
+
 def _to_torch_level(node: fx.Node) -> None:
     if node.op != "call_function":
         return
-    if node.target in _FUNCTIONS:
+    if node.target in _SCALAR_OPERATORS and not node.kwargs and _scalar_args(node):
+        node.target, node.args = _SCALAR_OPERATORS[node.target], (tuple(node.args),)
+    elif node.target in _FUNCTIONS:
         node.target = _FUNCTIONS[node.target]
     elif node.target in _OPERATORS and not node.kwargs:
         node.target = _OPERATORS[node.target]
@@ -308,12 +344,62 @@ def graph_engine(module: nn.Module, *, context: CompressionContext) -> EngineCho
     if not is_aten_graph(module):
         if context.model.form == "module":
             return None
+        untraceable = _untraceable_node(module)
+        if untraceable is not None:  # e.g. an ONNX Reshape whose target shape is computed from tensor values
+            return _captured_graph(module, context=context, untraceable=untraceable)
         note = f"engine: FX graph mode on the {context.model.form} graph as loaded (its layers are modules already)"
         return EngineChoice(module, note)
-    if is_aten_graph(context.original):
-        context.original = module_level_graph(context.original)  # shares the input's tensors, changes nothing
-    view = module_level_graph(module)
+    shape = context.model.input_shape
+    if is_aten_graph(context.original):  # shares the input's tensors, changes nothing
+        context.original = module_level_graph(context.original, input_shape=shape)
+    view = module_level_graph(module, input_shape=shape)
     return EngineChoice(view, _graph_note(view, form=context.model.form))
+
+
+def _untraceable_node(graph_module: nn.Module) -> tuple[str, str, str] | None:
+    """(node, its module's class, FX's reason) for the first called module FX symbolic tracing cannot follow (a
+    converter module with Python control flow on tensor values), else None when the whole graph traces."""
+    try:
+        fx.Tracer().trace(graph_module)
+        return None
+    except Exception as exc:
+        if not is_trace_failure(exc):
+            raise
+        whole = first_line(exc)
+    tracer = fx.Tracer()
+    for node in graph_module.graph.nodes if isinstance(graph_module, fx.GraphModule) else ():
+        if node.op != "call_module":
+            continue
+        layer = graph_module.get_submodule(str(node.target))
+        if tracer.is_leaf_module(layer, str(node.target)):
+            continue
+        try:
+            fx.Tracer().trace(layer)
+        except Exception as exc:
+            if is_trace_failure(exc):
+                return str(node.target), type(layer).__name__, first_line(exc).split(". ")[0]
+    return "the graph", type(graph_module).__name__, whole.split(". ")[0]
+
+
+def _captured_graph(module: nn.Module, *, context: CompressionContext, untraceable: tuple[str, str, str]
+                    ) -> EngineChoice:
+    """A graph FX cannot trace as loaded, captured by torch.export instead; CompressionError naming the node when
+    the capture fails too (shape arithmetic on tensor values that neither can follow)."""
+    node, kind, fx_reason = untraceable
+    form = context.model.form
+    try:
+        view = captured(module, context.example_input())
+    except Exception as exc:
+        stuck = re.search(r"call_module\[target=([^\]]+)\]", str(exc))
+        where = f"; the capture stops at {stuck.group(1)}" if stuck and stuck.group(1) != node else ""
+        raise CompressionError(
+            f"activation quantization cannot run on this {form} graph: its node {node} ({kind}) computes shapes "
+            f"from tensor values, which FX graph mode cannot trace ({fx_reason}) and a torch.export capture cannot "
+            f"follow either{where}. Load the architecture through the torchvision: / timm: route or upload a "
+            "state_dict for it (or a torch.export .pt2); the weight-only methods work on this file."
+        ) from None
+    return EngineChoice(view, f"FX could not trace the {form} graph at {node} ({kind}: {fx_reason}); "
+                              f"{_graph_note(view, form=form)}")
 
 
 def captured_engine(module: nn.Module, *, context: CompressionContext, fx_error: BaseException) -> EngineChoice:

@@ -11,7 +11,9 @@ artifact back (weights only: no conversion, no inference) and compares every wei
   must be fp16-exact. Values it computes as integer × fp16 scale may differ by up to ``SCALED_ULPS`` fp16 units in
   the last place: the scale itself is rounded to fp16 (half a unit) and so is the product (another half).
   A const the converter made by folding a BatchNorm into a conv is compared against the fold computed in torch
-  (same tolerance: the fold's arithmetic order differs) and named in the detail.
+  (same tolerance: the fold's arithmetic order differs) and named in the detail. So is one it made by folding a
+  constant multiply that directly follows the layer in the model's graph (an ONNX HardSigmoid's ``x · alpha``, a
+  ``x / 6``): only constants the graph applies to that layer's output are tried, so an arbitrary rescaling still fails.
 * TorchScript int8 (torch_static / torch_dynamic): the saved program's packed int8 parameters are unpacked
   (``torch.ops.quantized.*_unpack``), dequantized and compared with the evaluated int8 module's, exactly; float
   weights it keeps (convolutions of a dynamic-int8 model) are compared exactly too.
@@ -20,13 +22,14 @@ artifact back (weights only: no conversion, no inference) and compares every wei
 from __future__ import annotations
 
 import inspect
+import operator
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+from torch import fx, nn
 
 from core.library_internals import PACKED_PARAMS_ATTRIBUTE, BatchNormBase, load_mil_program, packed_params_class
 
@@ -63,6 +66,7 @@ class LayerComparison:
     max_ulps: float | None  # in fp16 units in the last place (Core ML); None for TorchScript (compared exactly)
     ok: bool
     folded_batchnorm: str | None = None  # the BatchNorm the converter folded into this weight
+    folded_constant: str | None = None  # the constant multiply the converter folded in ("scaled by 0.1667 (…)")
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,10 @@ class ArtifactWeightsCheck:
         return [f"{layer.layer} ({layer.folded_batchnorm})" for layer in self.layers if layer.folded_batchnorm]
 
     @property
+    def scaled(self) -> list[str]:
+        return [f"{layer.layer} ({layer.folded_constant})" for layer in self.layers if layer.folded_constant]
+
+    @property
     def max_abs_diff(self) -> float | None:
         diffs = [layer.max_abs_diff for layer in self.layers if layer.max_abs_diff is not None]
         return max(diffs) if diffs else None
@@ -107,6 +115,8 @@ class ArtifactWeightsCheck:
         text = f"{len(self.layers)} weight layers of the {self.artifact_kind} compared with the evaluated model; {worst}"
         if self.folded:
             text += f"; the converter folded BatchNorm into {', '.join(self.folded)}, compared with the fold"
+        if self.scaled:
+            text += f"; the converter folded a constant multiply into {', '.join(self.scaled)}, compared with the product"
         if self.mismatched:
             names = ", ".join(self.mismatched[:8]) + (" …" if len(self.mismatched) > 8 else "")
             return f"{text}. MISMATCH in {len(self.mismatched)} layer(s): {names}."
@@ -121,12 +131,13 @@ class ArtifactWeightsCheck:
             "max_ulps": self.max_ulps,
             "mismatched": self.mismatched,
             "folded_batchnorm": self.folded,
+            "folded_constants": self.scaled,
             "tolerance": self.tolerance,
             "seconds": round(self.seconds, 4),
             "layers": [
                 {"layer": c.layer, "artifact_name": c.artifact_name, "paired_by": c.paired_by,
                  "max_abs_diff": c.max_abs_diff, "max_ulps": c.max_ulps, "ok": c.ok,
-                 "folded_batchnorm": c.folded_batchnorm}
+                 "folded_batchnorm": c.folded_batchnorm, "folded_constant": c.folded_constant}
                 for c in self.layers
             ],
         }
@@ -143,12 +154,12 @@ def check_artifact_weights(
     started = time.perf_counter()
     if artifact_kind == "mlpackage":
         stored = mlpackage_weights(Path(artifact_path))
-        layers, unpaired = _pair(evaluated_float_weights(module), stored, batchnorms=_batchnorms(module), fp16=True)
+        layers, unpaired = _pair(evaluated_float_weights(module), stored, batchnorms=_folds(module), fp16=True)
         tolerance = (f"fp16-exact for stored values; ≤ {SCALED_ULPS:g} fp16 units in the last place where the "
                      "artifact multiplies integers by an fp16 scale")
     elif artifact_kind == "torchscript":
         stored = torchscript_weights(_load_torchscript(Path(artifact_path)))
-        layers, unpaired = _pair(evaluated_int8_weights(module, payload_module), stored, batchnorms=_BatchNorms(), fp16=False)
+        layers, unpaired = _pair(evaluated_int8_weights(module, payload_module), stored, batchnorms=_Folds(), fp16=False)
         tolerance = "exact: the same int8 values and scales (and float weights) as the evaluated module"
     else:
         raise ArtifactReadError(f"cannot read weights back from a {artifact_kind!r} artifact (mlpackage or torchscript).")
@@ -215,13 +226,15 @@ def evaluated_float_weights(module: nn.Module) -> dict[str, np.ndarray]:
 
 
 @dataclass(frozen=True)
-class _BatchNorms:
-    """Per BatchNorm layer, the per-channel factor a converter multiplies a preceding conv's weight by, and where
-    every layer sits in the module (a fold is named after the first matching BatchNorm that follows the conv:
-    with default statistics every BatchNorm of a width has the same factor)."""
+class _Folds:
+    """What a converter may fold into a layer's weight. Per BatchNorm layer, the per-channel factor it multiplies a
+    preceding conv's weight by, and where every layer sits in the module (a fold is named after the first matching
+    BatchNorm that follows the conv: with default statistics every BatchNorm of a width has the same factor). Per
+    layer, the constants the graph multiplies that layer's output by, each with where it comes from."""
 
     factors: dict[str, np.ndarray] = field(default_factory=dict)
     positions: dict[str, int] = field(default_factory=dict)
+    output_scales: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
 
     def after(self, layer: str) -> list[str]:
         """BatchNorm names, those after `layer` first (nearest first), then the others."""
@@ -229,14 +242,49 @@ class _BatchNorms:
         return sorted(self.factors, key=lambda bn: (self.positions[bn] < here, abs(self.positions[bn] - here)))
 
 
-def _batchnorms(module: nn.Module) -> _BatchNorms:
+def _folds(module: nn.Module) -> _Folds:
     factors, positions = {}, {}
     for position, (name, layer) in enumerate(module.named_modules()):
         positions[name] = position
         if isinstance(layer, BatchNormBase) and layer.running_var is not None:
             gamma = layer.weight.detach() if layer.weight is not None else torch.ones_like(layer.running_var)
             factors[name] = (gamma / torch.sqrt(layer.running_var + layer.eps)).float().cpu().numpy()
-    return _BatchNorms(factors=factors, positions=positions)
+    return _Folds(factors=factors, positions=positions, output_scales=_output_scales(module))
+
+
+_MULTIPLY = {operator.mul, torch.mul, "mul"}
+_DIVIDE = {operator.truediv, torch.div, torch.true_divide, "div"}
+
+
+def _output_scales(module: nn.Module) -> dict[str, list[tuple[float, str]]]:
+    """Per layer called in an FX graph (an ONNX or lifted model), the constants its output is multiplied by next:
+    a float attribute of the module that takes the output (HardSigmoid's ``alpha``), or a ``* c`` / ``/ c``."""
+    scales: dict[str, list[tuple[float, str]]] = {}
+    for prefix, graph_module in module.named_modules():
+        if not isinstance(graph_module, fx.GraphModule):
+            continue
+        for node in graph_module.graph.nodes:
+            if node.op != "call_module":
+                continue
+            layer = f"{prefix}.{node.target}" if prefix else str(node.target)
+            found = [scale for user in node.users for scale in _constants_applied_by(user, graph_module)]
+            if found:
+                scales[layer] = found
+    return scales
+
+
+def _constants_applied_by(node: fx.Node, graph_module: fx.GraphModule) -> list[tuple[float, str]]:
+    numbers = [a for a in node.args if isinstance(a, float | int) and not isinstance(a, bool) and a not in (0, 1)]
+    if node.op == "call_module":
+        owner = graph_module.get_submodule(str(node.target))
+        return [(float(value), f"{attribute} of {type(owner).__name__} {node.target}")
+                for attribute, value in vars(owner).items()
+                if isinstance(value, float) and value not in (0.0, 1.0) and not attribute.startswith("_")]
+    if node.target in _MULTIPLY:
+        return [(float(n), f"the multiply by {n:g} in {node.name}") for n in numbers]
+    if node.target in _DIVIDE and len(node.args) == 2 and node.args[1] in numbers:
+        return [(1.0 / float(node.args[1]), f"the division by {node.args[1]:g} in {node.name}")]
+    return []
 
 
 # --------------------------------------------------------------------------- TorchScript: unpack int8 parameters
@@ -317,7 +365,7 @@ def _same_values_name(name: str, value: np.ndarray, named: dict[str, np.ndarray]
 
 
 def _pair(
-    evaluated: dict[str, np.ndarray], stored: dict[str, StoredWeight], *, batchnorms: _BatchNorms, fp16: bool
+    evaluated: dict[str, np.ndarray], stored: dict[str, StoredWeight], *, batchnorms: _Folds, fp16: bool
 ) -> tuple[list[LayerComparison], list[str]]:
     """Each evaluated layer with the artifact weight named after it, else the same-shaped one closest in value
     (directly, or after a BatchNorm fold); a layer with no same-shaped weight left is 'not found'."""
@@ -364,7 +412,7 @@ def _named(layer: str, stored: dict[str, StoredWeight], claimed: set[str]) -> st
 
 
 def _best(
-    layer: str, expected: np.ndarray, candidates: dict[str, StoredWeight], batchnorms: _BatchNorms,
+    layer: str, expected: np.ndarray, candidates: dict[str, StoredWeight], batchnorms: _Folds,
     fp16: bool, paired_by: str,
 ) -> LayerComparison:
     """The candidate that matches (as is, else as a BatchNorm fold); if none does, the closest one, as a mismatch."""
@@ -384,10 +432,16 @@ def _best(
                               paired_by=f"BatchNorm {bn_name} folded in by the converter")
             if result.ok:
                 return replace(result, folded_batchnorm=bn_name)
+        for name, weight in candidates.items():
+            for scale, source in batchnorms.output_scales.get(layer, []):
+                result = _compare(layer, name, expected * scale, StoredWeight(weight.value, scaled=True), fp16=True,
+                                  paired_by=f"constant multiply folded in by the converter ({source})")
+                if result.ok:
+                    return replace(result, folded_constant=f"scaled by {scale:.4g}: {source}")
     return min(tried, key=lambda c: c.max_abs_diff if c.max_abs_diff is not None else np.inf)
 
 
-def _folded_batchnorm(layer: str, expected: np.ndarray, stored: np.ndarray, batchnorms: _BatchNorms) -> str | None:
+def _folded_batchnorm(layer: str, expected: np.ndarray, stored: np.ndarray, batchnorms: _Folds) -> str | None:
     """The BatchNorm whose per-channel factor turns `expected` into `stored`, if one does: each output channel's
     least-squares ratio is compared with every BatchNorm's factor (a vector per layer, so this stays cheap)."""
     flat_expected = expected.reshape(expected.shape[0], -1).astype(np.float64)

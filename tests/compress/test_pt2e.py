@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import re
 
 import pytest
 import torch
@@ -197,3 +198,77 @@ def test_no_engine_gives_one_reason(fashion):
     for spec in (QuantizeActivationsSpec(), TorchStaticSpec()):
         with pytest.raises(CompressionError, match=r"export it with torch\.export \(\.pt2\)"):
             compress(model=as_script, spec=spec, dataset=fashion)
+
+
+class HalvedConv(nn.Module):
+    """A division by a constant: onnx2torch's Div module branches on its inputs' dtype, so FX cannot trace the graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, stride=2, padding=1)
+        self.fc = nn.Linear(8 * 14 * 14, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc((torch.relu(self.conv(x)) / 2.0).flatten(1))
+
+
+class ChannelShuffle(HalvedConv):
+    """ShuffleNet's channel shuffle: exported with a dynamic batch, the view's shape is computed from tensor values."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv(x))
+        b, c, h, w = x.size()
+        x = x.view(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)
+        return self.fc(x.flatten(1))
+
+
+def _onnx_model(module: nn.Module, tmp_path) -> LoadedModel:
+    import warnings
+
+    from core.models.graph_forms import load_onnx
+
+    path = tmp_path / f"{type(module).__name__}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (torch.randn(2, 1, 28, 28),), str(path), input_names=["input"],
+                          output_names=["logits"], opset_version=17, dynamo=False,
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    return load_onnx(path)
+
+
+def test_an_onnx_graph_fx_cannot_trace_is_captured_with_torch_export(fashion, tmp_path):
+    torch.manual_seed(0)
+    model = _onnx_model(HalvedConv(), tmp_path)
+    for spec in (QuantizeActivationsSpec(calibration_samples=32), TorchStaticSpec(**STATIC)):
+        result = compress(model=model, spec=spec, dataset=fashion)
+        note = next(note for note in result.notes if note.startswith("FX could not trace the onnx graph at"))
+        assert "(OnnxBinaryMathOperation: " in note and "module-level view of the onnx graph" in note
+        assert sum(r.compressed for r in result.layers) == 2
+
+
+def test_an_onnx_graph_with_shape_arithmetic_on_values_is_refused_naming_the_node(fashion, tmp_path):
+    model = _onnx_model(ChannelShuffle(), tmp_path)
+    for spec in (QuantizeActivationsSpec(calibration_samples=32), TorchStaticSpec(**STATIC)):
+        with pytest.raises(CompressionError) as refused:
+            compress(model=model, spec=spec, dataset=fashion)
+        message = str(refused.value)
+        assert "\n" not in message and "Traceback" not in message
+        assert re.search(r"cannot run on this onnx graph: its node \S+ \(Onnx\w+\) computes shapes from tensor "
+                         r"values", message), message
+        assert "torchvision: / timm: route" in message and "weight-only methods work on this file" in message
+
+
+def test_a_torchscript_graph_with_shape_arithmetic_is_quantized(fashion, tmp_path):
+    """Converted from TorchScript, the channel shuffle's sizes are symbolic ints (height, width, batch × groups);
+    non-batch sizes become the declared input's and batch products stay scalar, so no observer lands on an int."""
+    torch.manual_seed(0)
+    path = tmp_path / "shuffle.pt"
+    torch.jit.save(torch.jit.trace(ChannelShuffle().eval(), torch.randn(2, 1, 28, 28)), str(path))
+    model = load_model(f"torchscript:{path}")
+    assert not model.is_torchscript  # converted to a graph
+    for spec in (QuantizeActivationsSpec(calibration_samples=32), TorchStaticSpec(**STATIC)):
+        result = compress(model=model, spec=spec, dataset=fashion)
+        assert "engine: FX graph mode on a module-level view of the torchscript graph" in " ".join(result.notes)
+        assert sum(r.compressed for r in result.layers) == 2
+        with torch.no_grad():
+            assert result.module(torch.randn(3, 1, 28, 28)).shape == (3, 10)  # the batch stays free

@@ -211,3 +211,72 @@ def test_tied_weights_stored_once_are_compared_once_and_a_missing_layer_is_named
     extra = torch.nn.Sequential(module, torch.nn.Linear(32, 7)).eval()  # a layer the artifact does not hold
     check = check_artifact_weights(module=extra, artifact_path=path, artifact_kind="mlpackage")
     assert check.mismatched == ["1"] and [c.paired_by for c in check.layers if not c.ok] == ["not found"]
+
+
+class _SqueezeExcite(torch.nn.Module):
+    """A MobileNetV3-style block: the squeeze-excite gate ends in fc2 → hard sigmoid, which ONNX writes as
+    HardSigmoid(alpha=1/6) and the Core ML converter folds into fc2's (small, dense) weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.fc1 = torch.nn.Conv2d(16, 4, 1)
+        self.fc2 = torch.nn.Conv2d(4, 16, 1)
+        self.head = torch.nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        gate = torch.nn.functional.hardsigmoid(self.fc2(torch.relu(self.fc1(x.mean((2, 3), keepdim=True)))))
+        return self.head((x * gate).mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def onnx_squeeze_excite(tmp_path_factory):
+    """(result, artifact path) of the block exported to ONNX, loaded through the onnx: route, palettized, exported."""
+    import warnings
+
+    from core.models.graph_forms import load_onnx
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("onnx") / "se.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_SqueezeExcite().eval(), (torch.randn(1, 3, 16, 16),), str(path), input_names=["input"],
+                          output_names=["logits"], opset_version=17, dynamo=False)
+    model = load_onnx(path)
+    result = compress(model=model, spec=PalettizeSpec(n_bits=4), dataset=None)
+    artifact, _kind = artifact_for(result, input_shape=model.input_shape, out_dir=path.parent / "out")
+    return result, artifact
+
+
+def _fc2(module) -> tuple[str, torch.nn.Module]:
+    return next((name, layer) for name, layer in module.named_modules() if name.endswith("fc2/Conv"))
+
+
+def test_a_constant_multiply_folded_into_a_weight_is_recognised_and_named(onnx_squeeze_excite):
+    result, artifact = onnx_squeeze_excite
+    check = check_artifact_weights(module=result.module, artifact_path=artifact, artifact_kind="mlpackage")
+    assert check.match, check.summary()
+    fc2, _layer = _fc2(result.module)
+    comparison = next(c for c in check.layers if c.layer == fc2)
+    assert comparison.folded_constant is not None and comparison.folded_constant.startswith("scaled by 0.1667: alpha")
+    assert "HardSigmoid" in comparison.folded_constant
+    assert f"folded a constant multiply into {fc2} (scaled by 0.1667" in check.summary()
+    assert check.to_dict()["folded_constants"] == check.scaled
+
+
+@pytest.mark.parametrize("change", ["times 2", "noise"])
+def test_a_weight_that_is_not_the_graphs_constant_multiple_still_mismatches(onnx_squeeze_excite, change):
+    """The fold is only accepted for the constant the graph applies: another scale, or other values, fail."""
+    import copy
+
+    result, artifact = onnx_squeeze_excite
+    module = copy.deepcopy(result.module)
+    fc2, layer = _fc2(module)
+    with torch.no_grad():
+        if change == "times 2":
+            layer.weight.mul_(2.0)
+        else:
+            layer.weight.add_(0.05 * torch.randn_like(layer.weight))
+    check = check_artifact_weights(module=module, artifact_path=artifact, artifact_kind="mlpackage")
+    assert not check.match and check.mismatched == [fc2], check.summary()
