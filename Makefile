@@ -4,6 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt requirements-bench.txt | cksum | cut -d' ' -f1)
 PORT ?= 8501
+# Two test processes (pytest-xdist), one test file each at a time: the suite mostly waits on child processes, servers
+# and browsers, so two overlap on two cores. `make test PARALLEL=` runs it in one process.
+PARALLEL ?= -n 2 --dist loadfile
 
 .PHONY: run test test-fast lint bench venv system-deps clean
 
@@ -25,13 +28,13 @@ lint: $(STAMP)
 
 test: $(STAMP) system-deps
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PARALLEL)
 
 # What a developer runs all day: lint, unit and AppTest tests; no browser, no Ray, nothing marked slow (pyproject.toml).
 FAST := not browser and not ray and not slow
 test-fast: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -m "$(FAST)"
+	$(PY) -m pytest -q -m "$(FAST)" $(PARALLEL)
 
 bench: $(STAMP)
 	$(PY) -m bench.run_bench

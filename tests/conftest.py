@@ -4,7 +4,8 @@ test module)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import shutil
+import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -254,20 +255,22 @@ class ReportScripts(HTMLParser):
     def handle_data(self, data: str) -> None:
         if self._in_script:
             self.inline_sizes[-1] += len(data)
-@pytest.fixture(scope="session", autouse=True)
-def timing_lock_of_this_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """One timing lock for the whole test run (the servers and workers it starts inherit it): the run's own timings
-    still never overlap, and another test run or a dashboard on the same machine does not hold it up for minutes."""
+
+
+# --------------------------------------------------------------------------- the run's own timing lock
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One timing lock for the whole test run: the servers and workers it starts, and the pytest-xdist workers
+    (started after this hook, they inherit the environment), share it, so the run's own timings never overlap, and
+    another test run or a dashboard on the same machine does not hold it up for minutes."""
     from core.jobs.timing_lock import TIMING_LOCK_ENV
 
-    if os.environ.get(TIMING_LOCK_ENV):  # chosen by whoever started the run
-        yield
+    if os.environ.get(TIMING_LOCK_ENV):  # chosen by whoever started the run (or by the xdist controller)
         return
-    os.environ[TIMING_LOCK_ENV] = str(tmp_path_factory.mktemp("timing") / "timing.lock")
-    try:
-        yield
-    finally:
-        os.environ.pop(TIMING_LOCK_ENV, None)
+    folder = Path(tempfile.mkdtemp(prefix="studio-timing-"))
+    os.environ[TIMING_LOCK_ENV] = str(folder / "timing.lock")
+    config.add_cleanup(lambda: (os.environ.pop(TIMING_LOCK_ENV, None), shutil.rmtree(folder, ignore_errors=True)))
 
 
 E2E = Path(__file__).resolve().parent / "e2e"
