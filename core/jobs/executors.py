@@ -134,7 +134,7 @@ def ensure_workers(
     """
     home = Path(home).expanduser() if home is not None else studio_home()
     max_workers = max_workers or default_worker_count()
-    idle = idle_timeout if idle_timeout is not None else float(os.environ.get(IDLE_TIMEOUT_ENV, "120"))
+    idle_seconds = idle_timeout if idle_timeout is not None else float(os.environ.get(IDLE_TIMEOUT_ENV, "120"))
     queue = JobQueue(home=home)
     starting = _reap_children(home)
     queue.reap()
@@ -145,15 +145,15 @@ def ensure_workers(
     starting = [pid for pid in starting if pid not in registered]
     live = queue.live_workers()
     # A busy worker takes no queued job (a budget search's worker waits for its own runs): count the idle ones.
-    idle = max(0, live - queue.counts_by_executor(state=RUNNING).get("local", 0))
-    wanted = min(queued - idle, max_workers - live) - len(starting)
+    idle_workers = max(0, live - queue.counts_by_executor(state=RUNNING).get("local", 0))
+    wanted = min(queued - idle_workers, max_workers - live) - len(starting)
     log_dir = job_logs_dir(home)
     log_dir.mkdir(parents=True, exist_ok=True)
     started = []
     for _ in range(max(0, wanted)):
         with open(log_dir / "workers.log", "ab") as log:
             child = subprocess.Popen(
-                worker_command(home=home, max_workers=max_workers, idle_timeout=idle, lock_path=lock_path),
+                worker_command(home=home, max_workers=max_workers, idle_timeout=idle_seconds, lock_path=lock_path),
                 cwd=PROJECT_ROOT,
                 env=_worker_env(),
                 stdin=subprocess.DEVNULL,

@@ -46,3 +46,24 @@ def test_ray_addresses_are_parsed_for_the_reachability_probe() -> None:
 def test_worker_command_is_the_module_entry_point(tmp_path) -> None:
     command = worker_command(home=tmp_path, max_workers=2, idle_timeout=30, threads=1)
     assert command[:3] == [sys.executable, "-m", "core.jobs.worker"] and str(tmp_path) in command
+
+
+def test_a_started_worker_waits_for_work_as_long_as_the_idle_timeout_says(home) -> None:
+    """The worker a submit starts gets the idle timeout (COMPRESSION_STUDIO_WORKER_IDLE: 20 s here), not the count of
+    idle workers: with 0 s it would exit before the next job arrives and leave that job queued."""
+    import os
+    import signal
+    from pathlib import Path
+
+    from core.jobs import JobQueue
+    from core.jobs.executors import ensure_workers
+    from tests.jobs.conftest import BUNDLED, CNN, FAST_OPTIONS
+
+    JobQueue(home=home).submit(model=CNN, data=BUNDLED, spec={"method": "palettize", "n_bits": 8},
+                               options=FAST_OPTIONS, executor="local")
+    [pid] = ensure_workers(home=home, max_workers=1)
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert argv[argv.index(b"--idle-timeout") + 1] == b"20.0"
+    finally:
+        os.killpg(pid, signal.SIGKILL)
