@@ -23,26 +23,41 @@ class Cancelled(Exception):
     """The user cancelled a long step; nothing was recorded."""
 
 
+class _HighWater:
+    """The furthest point one bar has reached, shared by its sub-ranges (steps may run on two threads at once)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value = 0.0
+
+    def advance(self, fraction: float) -> float:
+        with self._lock:
+            self._value = max(self._value, fraction)
+            return self._value
+
+
 @dataclass
 class Progress:
-    """Forwards (fraction, message) to a callback; sub-ranges let nested steps share one bar."""
+    """Forwards (fraction, message) to a callback; sub-ranges let nested steps share one bar, which never moves
+    back (the Core ML export reports from a helper thread while the evaluation reports an earlier range)."""
 
     callback: ProgressCallback | None = None
     start: float = 0.0
     end: float = 1.0
     _cancel: threading.Event = field(default_factory=threading.Event)
+    _mark: _HighWater = field(default_factory=_HighWater)
 
     def update(self, fraction: float, message: str = "") -> None:
         if self._cancel.is_set():
             raise Cancelled("cancelled by the user")
         if self.callback is not None:
             frac = self.start + (self.end - self.start) * min(max(fraction, 0.0), 1.0)
-            self.callback(frac, message)
+            self.callback(self._mark.advance(frac), message)
 
     def sub(self, start: float, end: float) -> Progress:
-        """A child reporting into [start, end] of this one's range; shares the cancel flag."""
+        """A child reporting into [start, end] of this one's range; shares the cancel flag and the bar's mark."""
         span = self.end - self.start
-        return Progress(self.callback, self.start + span * start, self.start + span * end, self._cancel)
+        return Progress(self.callback, self.start + span * start, self.start + span * end, self._cancel, self._mark)
 
     def cancel(self) -> None:
         self._cancel.set()

@@ -251,3 +251,20 @@ def test_validation_images_come_from_the_training_pool_and_are_reported_beside_t
     assert record["validation_accuracy_top1"] != record["accuracy_top1"]  # two different image sets
     with pytest.raises(ValueError, match="validation_images must be a positive number"):
         ExperimentOptions(validation_images=0)
+
+
+def test_one_bar_never_moves_back_when_two_threads_report_into_neighbouring_ranges() -> None:
+    """The export reports from a helper thread into a later range while the evaluation finishes an earlier one: the
+    bar the user sees holds its furthest point, and every message still arrives."""
+    from core.progress import Progress
+
+    seen: list[tuple[float, str]] = []
+    bar = Progress(lambda f, m: seen.append((f, m)))
+    evaluation, export = bar.sub(0.5, 0.8), bar.sub(0.8, 0.85)
+    evaluation.update(0.5, "evaluating")
+    export.update(0.07, "export: tracing")  # 0.8035
+    evaluation.update(1.0, "evaluation done")  # 0.8: would move the bar back
+    export.update(1.0, "export saved")
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(0.85)
+    assert [m for _, m in seen] == ["evaluating", "export: tracing", "evaluation done", "export saved"]
