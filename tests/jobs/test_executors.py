@@ -57,13 +57,17 @@ def test_a_started_worker_waits_for_work_as_long_as_the_idle_timeout_says(home) 
 
     from core.jobs import JobQueue
     from core.jobs.executors import ensure_workers
-    from tests.jobs.conftest import BUNDLED, CNN, FAST_OPTIONS
+    from tests.jobs.conftest import BUNDLED, CNN, FAST_OPTIONS, wait_until
 
     JobQueue(home=home).submit(model=CNN, data=BUNDLED, spec={"method": "palettize", "n_bits": 8},
                                options=FAST_OPTIONS, executor="local")
     [pid] = ensure_workers(home=home, max_workers=1)
     try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        def worker_argv() -> list[bytes] | None:  # the forked child shows its own command line once it has exec'd
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            return argv if b"core.jobs.worker" in argv else None
+
+        argv = wait_until(worker_argv, timeout=60, what="the worker process to start")
         assert argv[argv.index(b"--idle-timeout") + 1] == b"20.0"
     finally:
         os.killpg(pid, signal.SIGKILL)
