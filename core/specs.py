@@ -523,7 +523,7 @@ class PruneSpec(CompressionSpec):
     help: ClassVar[str] = "zero the smallest weights; sparse storage keeps only the non-zeros and a bitmask"
     form: ClassVar[FormInfo] = FormInfo(
         tab="Prune", key="prune",
-        caption="zero the smallest weights; sparse storage keeps only the non-zeros and a bitmask. "
+        caption="Zero the smallest weights; sparse storage keeps only the non-zeros and a bitmask. "
         "The file shrinks once enough weights are zero for sparse storage to pay off.",
         layer_widget=LayerWidget("target_sparsity", "Sparsity for those layers", 0.25,
                                  "e.g. prune a sensitive layer less."))

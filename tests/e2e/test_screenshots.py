@@ -18,6 +18,7 @@ from core.app_browser import choose_lesson
 from core.learn.lessons import LESSONS
 from core.story import PAGE_HEIGHT, PAGE_WIDTH
 from pages._ui.menu import menu_entries
+from pages._ui.spec_form import tab_groups
 from tests.e2e.conftest import (
     ARTIFACTS,
     CHROMIUM,
@@ -34,7 +35,7 @@ pytestmark = pytest.mark.browser
 
 SCREENS = "screens"
 TABS = {  # pages whose tabs each get a shot
-    "Compress": ["Palettize", "Quantize weights", "Activations W8A8", "Prune", "PyTorch int8", "Joint pipeline"],
+    "Compress": [*tab_groups(), "Joint pipeline"],  # every method's tab, as the page draws them from the specs
     "Compare": ["Latency", "Size breakdown", "Per-class accuracy", "Flipped images", "Side by side", "Downloads"],
     "Explore": ["Sweep", "Sensitivity", "Mixed precision", "Budget search", "Lineage"],
 }
