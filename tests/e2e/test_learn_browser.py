@@ -111,7 +111,7 @@ def test_learn_walks_every_lesson_on_fashion_cnn() -> None:
     from playwright.sync_api import expect, sync_playwright
 
     with (
-        tempfile.TemporaryDirectory() as tmp,
+        tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp,  # a worker may still be writing as the server stops
         serve(model="sample:fashion_cnn", home=Path(tmp), log_path=Path(tmp) / "streamlit.log") as url,
         sync_playwright() as pw,
     ):
@@ -180,7 +180,7 @@ def test_learn_on_other_models(model: str, layer: str) -> None:
     from playwright.sync_api import sync_playwright
 
     with (
-        tempfile.TemporaryDirectory() as tmp,
+        tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp,  # a worker may still be writing as the server stops
         serve(model=model, home=Path(tmp), log_path=Path(tmp) / "streamlit.log") as url,
         sync_playwright() as pw,
     ):
