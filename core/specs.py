@@ -107,6 +107,15 @@ class Knob:
         return format(value, self.option_format) if self.option_format else str(value)
 
 
+def check_n_m(n_m: Any) -> None:
+    """An N:M sparsity pattern: a pair of integers with 0 < n < m (n of every m weights are zeroed)."""
+    if not (isinstance(n_m, tuple) and len(n_m) == 2 and all(isinstance(v, int) for v in n_m)):
+        raise SpecError(f"n_m must be a pair [n, m] of integers; got {n_m!r}.")
+    n, m = n_m
+    if not 0 < n < m:
+        raise SpecError(f"n_m must satisfy 0 < n < m (n of every m weights are zeroed); got {n}:{m}.")
+
+
 def knob(default: Any, **metadata: Any) -> Any:
     """A spec field with its knob metadata (``Knob``) and default."""
     return field(default=default, metadata={"knob": Knob(**metadata)})
@@ -557,11 +566,7 @@ class PruneSpec(CompressionSpec):
         super().__post_init__()
 
     def check_combination(self) -> None:
-        if not (isinstance(self.n_m, tuple) and len(self.n_m) == 2 and all(isinstance(v, int) for v in self.n_m)):
-            raise SpecError(f"n_m must be a pair [n, m] of integers; got {self.n_m!r}.")
-        n, m = self.n_m
-        if not 0 < n < m:
-            raise SpecError(f"n_m must satisfy 0 < n < m (n of every m weights are zeroed); got {n}:{m}.")
+        check_n_m(self.n_m)
 
     @property
     def effective_sparsity(self) -> float:

@@ -41,6 +41,7 @@ from core.specs import (
     LayerWidget,
     PruneSpec,
     SpecError,
+    check_n_m,
     knob,
     threshold_knob,
     workflow_knob,
@@ -98,11 +99,8 @@ class SparseGPTSpec(CompressionSpec):
         super().__post_init__()
 
     def check_combination(self) -> None:
-        if not (isinstance(self.n_m, tuple) and len(self.n_m) == 2 and all(isinstance(v, int) for v in self.n_m)):
-            raise SpecError(f"n_m must be a pair [n, m] of integers; got {self.n_m!r}.")
-        n, m = self.n_m
-        if not 0 < n < m:
-            raise SpecError(f"n_m must satisfy 0 < n < m (n of every m weights are zeroed); got {n}:{m}.")
+        check_n_m(self.n_m)
+        m = self.n_m[1]
         if self.structure == "n_m" and self.processing_group_size % m:
             raise SpecError(f"processing_group_size ({self.processing_group_size}) must be a multiple of m ({m}) "
                             "for n:m sparsity.")
