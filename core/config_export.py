@@ -86,6 +86,29 @@ def _data_code(source_id: str, shape: tuple[int, int, int]) -> str:
     )
 
 
+# The compression metadata registered by coremltools.optimize.torch survives torch.export, and ct.convert writes
+# LUT / quantized / sparse weights from it either way (measured: the same decoded weights as the app's traced
+# export). torch.export is preferred because the TorchScript frontend fails on traced shape arithmetic (ShuffleNet's
+# channel shuffle, a ViT's patch grid) under NumPy >= 2.4.
+_EXPORTED_CONVERSION = textwrap.dedent(
+    """
+    # coremltools.optimize.torch registered the compression as metadata on the model; ct.convert keeps LUT /
+    # quantized / sparse weights in the file.
+    program = torch.export.export(model.eval(), (example,)).run_decompositions({})
+    mlmodel = ct.convert(program, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS18)
+    """
+)
+# A W8A8 model carries fake-quantize modules, which torch.export cannot capture yet ("quantized nyi in meta
+# tensors"), so it converts from a trace (on NumPy >= 2.4 a graph with shape arithmetic needs NumPy < 2.4 here).
+_TRACED_CONVERSION = textwrap.dedent(
+    """
+    # W8A8 converts from a trace: torch.export cannot capture fake-quantize modules yet.
+    mlmodel = ct.convert(torch.jit.trace(model.eval(), example), inputs=[ct.TensorType(shape=example.shape)],
+                         convert_to="mlprogram", minimum_deployment_target=ct.target.iOS18)
+    """
+)
+
+
 def python_snippet(*, spec: AnySpec, source_id: str, export: bool = True) -> str:
     """A short, runnable script that reproduces the compression outside the app (and writes the .mlpackage)."""
     load, shape = _load_model_code(source_id)
@@ -107,16 +130,8 @@ def python_snippet(*, spec: AnySpec, source_id: str, export: bool = True) -> str
     torch_side = any(method_descriptor(s.method).artifact_kind == ARTIFACT_TORCHSCRIPT for s in steps)
     if export and not torch_side:
         if not coreml_side:
-            body.append(
-                textwrap.dedent(
-                    """
-                    # The compression metadata registered by coremltools.optimize.torch makes ct.convert keep
-                    # LUT / quantized / sparse weights in the file.
-                    mlmodel = ct.convert(torch.jit.trace(model.eval(), example), inputs=[ct.TensorType(shape=example.shape)],
-                                         convert_to="mlprogram", minimum_deployment_target=ct.target.iOS18)
-                    """
-                )
-            )
+            fake_quantized = any(s.method == "quantize_activations" for s in steps)
+            body.append(_TRACED_CONVERSION if fake_quantized else _EXPORTED_CONVERSION)
         body.append('mlmodel.save("compressed.mlpackage")\n')
     elif export and torch_side:
         body.append('torch.jit.save(torch.jit.trace(model, example), "compressed.pt")\n')

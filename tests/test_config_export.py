@@ -94,6 +94,32 @@ def test_snippet_runs_outside_the_app(tmp_path):
     assert 0 < size < fp16_bytes / 3  # 2-bit indices for every layer above 4,096 weights
 
 
+@pytest.mark.slow
+def test_snippet_converts_a_graph_with_shape_arithmetic_through_torch_export(tmp_path):
+    """ShuffleNet's channel shuffle computes shapes in the graph, which the TorchScript frontend of ct.convert
+    fails on under NumPy >= 2.4; the snippet converts through torch.export and keeps the 4-bit palettes."""
+    code = python_snippet(spec=PalettizeSpec(n_bits=4), source_id="torchvision:shufflenet_v2_x1_0")
+    assert "torch.export.export(model.eval(), (example,))" in code and "torch.jit.trace" not in code
+    script = tmp_path / "recipe.py"
+    script.write_text(code)
+    run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    from core.measure.artifact_weights import mlpackage_weights
+
+    stored = mlpackage_weights(tmp_path / "compressed.mlpackage")
+    size = sum(p.stat().st_size for p in (tmp_path / "compressed.mlpackage").rglob("*") if p.is_file())
+    assert size < 2_278_604 * 2 / 2.5  # shufflenet_v2_x1_0's parameters at fp16, palettized to 4 bits
+    assert len(stored) >= 50  # every conv and the classifier were written as weights the app can decode
+
+
+def test_w8a8_snippets_convert_from_a_trace_and_the_others_through_torch_export():
+    assert "torch.jit.trace" in python_snippet(spec=QuantizeActivationsSpec(), source_id="torchvision:resnet18")
+    for spec in (PalettizeSpec(), QuantizeWeightsSpec(), PruneSpec(), PipelineSpec((PruneSpec(), PalettizeSpec()))):
+        code = python_snippet(spec=spec, source_id="torchvision:resnet18")
+        assert "torch.export.export(model.eval(), (example,)).run_decompositions({})" in code, spec.summary()
+        assert "torch.jit.trace" not in code, spec.summary()
+
+
 def test_snippet_builds_timm_and_torchvision_models_at_their_own_input_size():
     timm_code = python_snippet(spec=PalettizeSpec(), source_id="timm:resnet10t")
     assert "model = timm.create_model('resnet10t', pretrained=False)" in timm_code
