@@ -3,6 +3,7 @@
     python -m bench.zoo                      # the full matrix (hours on 2 cores)
     python -m bench.zoo --quick              # a smaller matrix that covers every family, route and method
     python -m bench.zoo --archs torchvision:resnet18 --routes module exported --methods pal4
+    python -m bench.zoo --report a.csv b.csv   # the tables and targets of runs already written (e.g. two halves)
 
 Each cell is one `python -m core.cli run --no-save --no-latency` child process, so a crash, a hang or a memory
 blow-up of one cell is seen as such (exit status, traceback on stderr, time limit) and cannot take the others
@@ -303,6 +304,26 @@ def print_tables(rows: list[dict]) -> None:
     print(format_table(targets, [("target", "target"), ("measured", "measured"), ("met", "")], title="Targets"))
 
 
+def read_rows(paths: list[Path]) -> list[dict]:
+    """Rows written by earlier runs (`--out`), typed back, so several partial runs report as one matrix."""
+    import csv
+
+    def typed(row: dict) -> dict:
+        out = {k: (v if v != "" else None) for k, v in row.items()}
+        out["seconds"] = float(out.get("seconds") or 0.0)
+        for key in ("peak_memory_bytes", "size_bytes", "theoretical_size_bytes"):
+            out[key] = int(out[key]) if out.get(key) else None
+        out["artifact_over_theory"] = float(out["artifact_over_theory"]) if out.get("artifact_over_theory") else None
+        out["artifact_weights_match"] = {"True": True, "False": False}.get(out.get("artifact_weights_match") or "")
+        return out
+
+    rows: list[dict] = []
+    for path in paths:
+        with open(path, newline="") as fh:
+            rows += [typed(row) for row in csv.DictReader(fh)]
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.zoo", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"{len(QUICK_ARCHITECTURES)} architectures instead of {len(ARCHITECTURES)}")
@@ -312,7 +333,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds one cell may take (default 900)")
     parser.add_argument("--eval-limit", type=int, default=64, help="evaluation images per cell (default 64)")
     parser.add_argument("--out", default=str(PROJECT_ROOT / "bench" / "results" / "zoo.csv"))
+    parser.add_argument("--report", nargs="+", type=Path, metavar="CSV",
+                        help="print the tables and targets of CSVs written by earlier runs instead of running cells")
     args = parser.parse_args(argv)
+    if args.report:
+        rows = read_rows(args.report)
+        print_tables(rows)
+        return 0 if all(t["met"] for t in summarize(rows)) else 1
     archs = args.archs or list(QUICK_ARCHITECTURES if args.quick else ARCHITECTURES)
     with tempfile.TemporaryDirectory(prefix="cs_zoo_") as tmp:
         rows = run_matrix(archs=archs, routes=args.routes, methods=args.methods, timeout_s=args.timeout,

@@ -73,6 +73,7 @@ def lift_graph_module(graph_module: fx.GraphModule) -> tuple[fx.GraphModule, Lif
     graph = copy.deepcopy(graph_module.graph)
     attrs = _GraphAttrs(graph_module)
     report = LiftReport()
+    _unfuse_self_attention(graph)
     pending: list[tuple[fx.Node, str, nn.Module]] = []
     for node in list(graph.nodes):
         if node.op == "call_module" and str(node.target).startswith("_guards_fn"):
@@ -108,6 +109,50 @@ def lift_graph_module(graph_module: fx.GraphModule) -> tuple[fx.GraphModule, Lif
     lifted.delete_all_unused_submodules()
     lifted.recompile()
     return lifted.eval(), report  # the graph was exported for inference: BatchNorm / Dropout start in eval mode
+
+
+# --------------------------------------------------------------------------- fused attention
+# nn.MultiheadAttention traced in inference mode (a torchvision ViT saved with torch.jit.trace under no_grad) runs
+# its fast path: one aten._native_multi_head_attention call that takes the projection weights as arguments. Neither
+# coremltools' converter (no such op) nor the compression libraries (no Linear to find) can use it, so a
+# self-attention call is rewritten into what it computes: a linear q/k/v projection, scaled dot-product attention
+# over the heads, a linear output projection. The two linears are then lifted like any other.
+
+
+def self_attention_heads(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Attention of the packed (batch, tokens, 3·embed) q/k/v projection, split into `num_heads` heads."""
+    query, key, value = qkv.chunk(3, dim=-1)
+    batch, tokens, embed = query.shape
+
+    def heads(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(batch, tokens, num_heads, embed // num_heads).transpose(1, 2)
+
+    attended = nn.functional.scaled_dot_product_attention(heads(query), heads(key), heads(value))
+    return attended.transpose(1, 2).reshape(batch, tokens, embed)
+
+
+def _unfuse_self_attention(graph: fx.Graph) -> None:
+    """Rewrite each fused self-attention call (no mask, attention weights unused) in place; any other stays."""
+    fused = getattr(_aten, "_native_multi_head_attention", None)
+    for node in list(graph.nodes):
+        if fused is None or node.op != "call_function" or node.target != fused.default:
+            continue
+        args = _call_args(node)
+        query = args["query"]
+        uses = list(node.users)
+        if not (query is args["key"] is args["value"]) or args.get("mask") is not None or not all(
+            u.op == "call_function" and u.target is operator.getitem and (u.args[1] == 0 or not u.users) for u in uses
+        ):
+            continue
+        with graph.inserting_before(node):
+            qkv = graph.call_function(_aten.linear.default, (query, args["qkv_weight"], args["qkv_bias"]))
+            attended = graph.call_function(self_attention_heads, (qkv, int(args["num_head"])))
+            output = graph.call_function(_aten.linear.default, (attended, args["proj_weight"], args["proj_bias"]))
+        for use in uses:
+            if use.args[1] == 0:
+                use.replace_all_uses_with(output)
+            graph.erase_node(use)
+        graph.erase_node(node)
 
 
 class _GraphAttrs:

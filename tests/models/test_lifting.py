@@ -116,3 +116,26 @@ def test_lifting_leaves_its_input_unchanged():
     before = [(n.op, str(n.target)) for n in graph.graph.nodes]
     lift_graph_module(graph)
     assert [(n.op, str(n.target)) for n in graph.graph.nodes] == before
+
+
+def test_fused_self_attention_traced_in_inference_becomes_two_linear_layers_that_convert(tmp_path):
+    """nn.MultiheadAttention traced under no_grad is one aten._native_multi_head_attention call (its fast path),
+    which coremltools cannot convert and holds no Linear to compress; lifting rewrites it into its two projections."""
+    from core.export import export_coreml
+    from core.library_internals import torchscript_to_exported
+
+    module = TinyViT().eval()
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        script = torch.jit.trace(module, x, check_trace=False)
+        assert "_native_multi_head_attention" in str(script.inlined_graph)  # the fused fast path was traced
+        program = torchscript_to_exported(script, (x,))
+    lifted, report = lift_graph_module(program.module())
+    assert report.lifted == {"patch": "Conv2d", "attn.in_proj": "Linear", "attn.out_proj": "Linear", "head": "Linear"}
+    assert not report.unlifted
+    x3 = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(lifted(x3), module(x3), atol=1e-5)
+    package = export_coreml(module=lifted, input_shape=(1, 28, 28), path=tmp_path / "vit.mlpackage")
+    assert (package / "Data").is_dir()
