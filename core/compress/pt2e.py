@@ -32,6 +32,7 @@ import importlib
 import math
 import operator
 import re
+import types
 from dataclasses import dataclass
 
 import torch
@@ -39,7 +40,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from core.compress.context import CompressionContext, CompressionError
-from core.library_internals import COREML_QUANTIZER_MODULE, AtenOpOverload
+from core.library_internals import COREML_QUANTIZER_MODULE, AtenOpOverload, quantization_fx_graph
 
 aten = torch.ops.aten
 
@@ -402,10 +403,11 @@ def _captured_graph(module: nn.Module, *, context: CompressionContext, untraceab
                               f"{_graph_note(view, form=form)}")
 
 
-def captured_engine(module: nn.Module, *, context: CompressionContext, fx_error: BaseException) -> EngineChoice:
-    """After FX could not trace a Python module (`fx_error`): torch.export captures it and the FX quantizers run
-    on the module-level view of the capture. CompressionError with both reasons when the capture fails too."""
-    why_not = first_line(fx_error)
+def captured_engine(module: nn.Module, *, context: CompressionContext, fx_error: BaseException | str) -> EngineChoice:
+    """After FX could not trace a Python module (`fx_error`, or why its trace would be wrong): torch.export
+    captures it and the FX quantizers run on the module-level view of the capture. CompressionError with both
+    reasons when the capture fails too."""
+    why_not = fx_error if isinstance(fx_error, str) else first_line(fx_error)
     try:
         view = captured(module, context.example_input())
     except Exception as exc:
@@ -417,6 +419,54 @@ def captured_engine(module: nn.Module, *, context: CompressionContext, fx_error:
     return EngineChoice(
         view, f"FX could not trace the Python module ({why_not}); {_graph_note(view, form='module')}"
     )
+
+
+# Random ops that only a module's training branch runs (torchvision's StochasticDepth calls its fx-wrapped
+# ``stochastic_depth(input, p, mode, training)``; others call dropout functions or draw noise themselves).
+_RANDOM_CALLS = ("bernoulli", "bernoulli_", "rand", "rand_like", "randn", "randn_like")
+_TRAINING_FLAG_CALLS = {"stochastic_depth": 3, "dropout": 2, "alpha_dropout": 2, "feature_alpha_dropout": 2,
+                        "dropout1d": 2, "dropout2d": 2, "dropout3d": 2}  # name → position of `training`
+
+
+def training_branch_randomness(module: nn.Module) -> dict[str, str]:
+    """Module path → random op that a training-mode FX trace of `module` bakes into the graph ("" for a path:
+    the model's own forward).
+
+    FX graph mode QAT traces the model in training mode and evaluates ``self.training`` while tracing, so a
+    module the tracer does not keep as a leaf (StochasticDepth lives in torchvision.ops, not torch.nn) puts its
+    training-only random drop into the quantized graph for good: every inference would drop residual branches at
+    random. Putting those modules in inference mode before tracing keeps them out."""
+    was_training = module.training
+    module.train()
+    try:
+        graph = quantization_fx_graph(module)
+    except Exception:  # an untraceable forward is handled where tracing fails
+        return {}
+    finally:
+        module.train(was_training)
+    found: dict[str, str] = {}
+    for node in graph.nodes:
+        if node.op not in ("call_method", "call_function"):
+            continue
+        name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+        if name in _TRAINING_FLAG_CALLS:
+            position = _TRAINING_FLAG_CALLS[name]
+            flag = node.kwargs.get("training", node.args[position] if len(node.args) > position else None)
+            if flag is not True:
+                continue
+        elif name not in _RANDOM_CALLS:
+            continue
+        stack = node.meta.get("nn_module_stack") or {}
+        path = next(reversed(stack.values()))[0] if stack else ""
+        found.setdefault(path, name)
+    return found
+
+
+def keep_in_inference_mode(module: nn.Module) -> None:
+    """`module` (and what it holds) stays in inference mode even when a parent's ``train()`` reaches it — the
+    quantizer's prepare puts the whole model in training mode before it traces."""
+    module.eval()
+    module.train = types.MethodType(lambda self, mode=True: nn.Module.train(self, False), module)
 
 
 def first_line(exc: BaseException) -> str:

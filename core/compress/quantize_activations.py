@@ -20,7 +20,13 @@ from core.compress.context import CompressionContext, CompressionError
 from core.compress.finetune import fine_tune, plan_fine_tune
 from core.compress.layers import LayerFacts, library_result, plan_layers, threshold_reason
 from core.compress.library_config import LayerSpecs, count_fine_tune_steps, layer_specs, load_config, qat_milestones
-from core.compress.pt2e import captured_engine, graph_engine, is_trace_failure
+from core.compress.pt2e import (
+    captured_engine,
+    graph_engine,
+    is_trace_failure,
+    keep_in_inference_mode,
+    training_branch_randomness,
+)
 from core.compress.quantize_weights import linear_quantizer_entry
 from core.compress.registry import STORAGE_LINEAR, MethodDescriptor, register_method
 from core.compress.result import CompressionResult
@@ -111,6 +117,20 @@ def quantize_activations(module: nn.Module, spec: QuantizeActivationsSpec, conte
     if choice is not None:
         context.note(choice.note)
         return _quantize(choice.module, spec, context, started)
+    randomness = training_branch_randomness(module)
+    if "" in randomness:  # random ops in the model's own forward: only an inference-mode capture leaves them out
+        choice = captured_engine(module, context=context, fx_error=(
+            f"its training-mode trace would keep {randomness['']} in the quantized graph, random in inference"))
+        context.note(choice.note)
+        return _quantize(choice.module, spec, context, started)
+    if randomness:
+        for path in randomness:
+            keep_in_inference_mode(module.get_submodule(path))
+        context.note(
+            f"{len(randomness)} module(s) with training-only randomness kept in inference mode while FX traces the "
+            f"model (first: {next(iter(randomness))}, {next(iter(randomness.values()))}): a training-mode trace would "
+            "keep their random drop in the quantized graph for good."
+        )
     try:
         return _quantize(module, spec, context, started)
     except Exception as exc:

@@ -83,3 +83,42 @@ def test_weight_per_channel_override_applies_to_its_layer_only(fashion):
     result = compress(model=_relu6_net(), spec=spec, dataset=fashion)
     by_name = {r.name: r for r in result.layers}
     assert by_name["0"].granularity == "per_channel" and by_name["3"].granularity == "per_tensor"
+
+
+def _stochastic_depth_net():
+    from torch import nn
+    from torchvision.ops import StochasticDepth
+
+    from tests.conftest import loaded
+
+    class Residual(nn.Module):  # ConvNeXt's block shape: x + StochasticDepth(branch(x))
+        def __init__(self) -> None:
+            super().__init__()
+            self.branch = nn.Conv2d(8, 8, 3, padding=1)
+            self.drop = StochasticDepth(0.5, "row")
+
+        def forward(self, x):
+            return x + self.drop(self.branch(x))
+
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), Residual(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                           nn.Linear(8, 10))
+    return loaded(module, label="stochastic depth")
+
+
+@pytest.mark.parametrize("workflow", ["calibration", "fine_tune"])
+def test_stochastic_depth_does_not_stay_random_in_the_quantized_graph(fashion, tmp_path, workflow):
+    """FX graph mode traces QAT in training mode; a StochasticDepth (not a torch.nn leaf) traced so would drop its
+    residual branch at random in every inference afterwards — and Core ML cannot convert its bernoulli_."""
+    from core.export import export_coreml
+
+    model = _stochastic_depth_net()
+    extra = {"max_steps": 2, "batch_size": 16, "train_limit": 32} if workflow == "fine_tune" else {}
+    result = compress(model=model, spec=QuantizeActivationsSpec(calibration_samples=16, workflow=workflow, **extra),
+                      dataset=fashion)
+    x = torch.randn(64, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(result.module(x), result.module(x))  # no random drop left
+    assert any("1 module(s) with training-only randomness" in note and "1.drop" in note for note in result.notes)
+    assert model.module[1].drop.train().training  # the input model was not changed
+    export_coreml(module=result.module, input_shape=(1, 28, 28), path=tmp_path / "w8a8.mlpackage")
