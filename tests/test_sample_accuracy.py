@@ -8,7 +8,7 @@ and a stratified sample (equal per class, as here) has a smaller one. The test a
 (≈ 1.75 points): a false alarm has probability < 1e-4, while weights that lost even two points of accuracy
 (a wrong file, a broken architecture, a changed normalisation) fail. Measured here: 93.24 % (fashion_cnn) and
 93.32 % (fashion_resnet) on the subset; 93.18 % / 93.36 % on the full 10k set, exactly the manifest's numbers.
-fashion_mobilenet (91.37 % claimed, p ≈ 0.91) is held to the same 4 standard errors (≈ 2.1 points).
+fashion_mobilenet (91.36 % claimed, p ≈ 0.91) is held to the same 4 standard errors (≈ 2.1 points).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def test_subset_images_are_the_official_test_images_they_claim_to_be():
 
 
 PER_CHANNEL_LOSS_AT_MOST = 0.005  # per-channel int8 vs fp32, top-1 on the 2,500 bundled test images
-PER_TENSOR_EXTRA_LOSS_AT_LEAST = 0.005  # per-tensor int8 vs per-channel int8, same images
+PER_TENSOR_EXTRA_LOSS_AT_LEAST = 0.04  # per-tensor int8 vs per-channel int8, same images
 
 
 def _split_top1(module: torch.nn.Module, dataset, split) -> float:
@@ -86,11 +86,10 @@ def _split_top1(module: torch.nn.Module, dataset, split) -> float:
 @pytest.mark.slow
 def test_fashion_mobilenet_per_tensor_int8_weights_cost_accuracy_per_channel_does_not():
     """PyTorch static int8 on the 2,500 bundled test images: one weight scale per channel stays within half a point of
-    fp32, one per tensor loses at least half a point more (measured: 91.88 / 91.68 / 90.68 %; on 10k 91.37 / 91.33 /
-    90.35 %). Paired on the same images, the gap's standard error is sqrt(d/n) with d the fraction of images where
-    exactly one of the two is right: d = 3.2 %, so ≈ 0.36 points; the measured gap (1.0) is 1.4 of them above the
-    bound. A sample whose per-tensor int8 is harmless (the first version: 0.14 points on 10k) would pass only with
-    probability ≈ 8 %, so the layer-level test below (deterministic weights) carries the sharper check."""
+    fp32, one per tensor loses at least four points more (measured on 10k: 91.36 / 91.40 / 83.01 %). Paired on the
+    same images, the gap's standard error is sqrt(d/n) with d the fraction of images where exactly one of the two
+    is right (≈ 9 %, so ≈ 0.6 points): the 8-point gap is far above the bound, and a sample whose per-tensor int8
+    is harmless (the first version: 0.14 points on 10k; the second: 1 point) fails."""
     model = load_model("sample:fashion_mobilenet")
     dataset = load_bundled_subset()
     fp32 = _split_top1(model.module, dataset, dataset.test)
@@ -104,15 +103,16 @@ def test_fashion_mobilenet_per_tensor_int8_weights_cost_accuracy_per_channel_doe
     assert measured[True] - measured[False] >= PER_TENSOR_EXTRA_LOSS_AT_LEAST, numbers
 
 
-def test_fashion_mobilenet_has_a_depthwise_conv_whose_folded_ranges_lie_far_apart():
-    """The cause, on the weights themselves: with BatchNorm folded in, one depthwise conv's widest channel is tens of
-    times its median channel, which costs it far more weight SNR per tensor than per channel."""
+def test_fashion_mobilenet_depthwise_convs_have_folded_ranges_far_apart():
+    """The cause, on the weights themselves: with BatchNorm folded in, the depthwise convs after the first have a
+    channel tens of times wider than their median channel (a switched-off hidden channel whose BatchNorm variance
+    collapsed), which leaves the median channel a few int8 levels per tensor and costs ≥ 10 dB of weight SNR."""
     module = load_model("sample:fashion_mobilenet").module
     table = with_int8_snr(module=module, table=channel_range_table(module=module))
-    widest = table[table["kind"] == "depthwise"].sort_values("spread").iloc[-1]
-    assert widest["layer"] == "blocks.1.depthwise.0" and widest["batchnorm_folded"]
-    assert widest["spread"] >= 20 and widest["median_levels"] < 8
-    assert widest["snr_per_channel_db"] - widest["snr_per_tensor_db"] >= 10
+    depthwise = table[table["kind"] == "depthwise"]
+    spread_out = depthwise[(depthwise["spread"] >= 20) & (depthwise["median_levels"] < 8)]
+    assert len(spread_out) >= 6 and spread_out["batchnorm_folded"].all(), depthwise[["layer", "spread"]].to_string()
+    assert ((spread_out["snr_per_channel_db"] - spread_out["snr_per_tensor_db"]) >= 10).all()
 
 
 def test_fashion_mobilenet_depthwise_spread_is_what_the_readme_says():
@@ -124,13 +124,12 @@ def test_fashion_mobilenet_depthwise_spread_is_what_the_readme_says():
     spread = float(depthwise["spread"].median())
     assert spread == pytest.approx(entry["channel_range_spread_by_kind"]["depthwise"]["spread"], abs=0.01)
     per_tensor, per_channel = depthwise["snr_per_tensor_db"].median(), depthwise["snr_per_channel_db"].median()
-    widest = depthwise.sort_values("spread").iloc[-1]
     readme = " ".join((PROJECT_ROOT / "README.md").read_text().split())
-    assert f"only {spread:.1f}× the median channel's" in readme
-    assert f"about {per_channel - per_tensor:.1f} dB of weight SNR ({per_tensor:.1f} vs {per_channel:.1f} dB)" in readme
-    assert (f"`{widest['layer']}`'s widest channel range is {widest['spread']:.0f}× its median channel's "
-            f"({widest['median_levels']:.1f} of 127 levels left for the median channel, "
-            f"{widest['snr_per_tensor_db']:.1f} vs {widest['snr_per_channel_db']:.1f} dB") in readme
+    assert f"(median over the 8 convs: {spread:.1f}×)" in readme
+    assert f"about {per_channel - per_tensor:.1f} dB of weight SNR ({per_tensor:.1f} vs {per_channel:.1f} dB" in readme
+    spread_out = depthwise[depthwise["spread"] >= 20]
+    assert (f"Here {len(spread_out)} of its 8 depthwise convs have that: their widest channel range is "
+            f"{spread_out['spread'].min():.0f}–{spread_out['spread'].max():.0f}× their median channel's") in readme
     numbers = entry[MANIFEST_KEY]
     assert (f"fp32 {numbers['fp32']:.2%}; W8A8 {numbers['W8A8 per-channel weights']:.2%} with per-channel vs "
             f"{numbers['W8A8 per-tensor weights']:.2%} with per-tensor weight scales, PyTorch static int8 "

@@ -86,7 +86,7 @@ def test_granularity_lesson_on_fashion_mobilenet_explains_its_depthwise_convs(ap
     at = app(page=PAGE)
     at.session_state["model_choice"] = {"source_id": "sample:fashion_mobilenet"}  # what the Model page's Load sets
     at.run()
-    at.selectbox(key="cfg.learn.layer").select("blocks.1.depthwise.0").run()  # its most spread depthwise conv
+    at.selectbox(key="cfg.learn.layer").select("blocks.1.depthwise.0").run()  # one of its widely spread depthwise convs
     at.radio(key="cfg.learn.lesson").set_value("granularity").run()
     assert_clean(at)
     captions = " ".join(c.value for c in at.caption)
