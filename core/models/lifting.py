@@ -74,6 +74,7 @@ def lift_graph_module(graph_module: fx.GraphModule) -> tuple[fx.GraphModule, Lif
     attrs = _GraphAttrs(graph_module)
     report = LiftReport()
     _unfuse_self_attention(graph)
+    _drop_aliases(graph)
     pending: list[tuple[fx.Node, str, nn.Module]] = []
     for node in list(graph.nodes):
         if node.op == "call_module" and str(node.target).startswith("_guards_fn"):
@@ -109,6 +110,16 @@ def lift_graph_module(graph_module: fx.GraphModule) -> tuple[fx.GraphModule, Lif
     lifted.delete_all_unused_submodules()
     lifted.recompile()
     return lifted.eval(), report  # the graph was exported for inference: BatchNorm / Dropout start in eval mode
+
+
+def _drop_aliases(graph: fx.Graph) -> None:
+    """``aten.alias`` (a torch.export capture of Swin's window slicing holds them) is the identity on values, and
+    coremltools has no converter for it: each one is replaced by its input."""
+    aliases = {_aten.alias.default, getattr(_aten, "alias_copy", _aten.alias).default}
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target in aliases:
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
 
 
 # --------------------------------------------------------------------------- fused attention

@@ -139,3 +139,26 @@ def test_fused_self_attention_traced_in_inference_becomes_two_linear_layers_that
         assert torch.allclose(lifted(x3), module(x3), atol=1e-5)
     package = export_coreml(module=lifted, input_shape=(1, 28, 28), path=tmp_path / "vit.mlpackage")
     assert (package / "Data").is_dir()
+
+
+def test_aliases_are_dropped_so_the_graph_converts(tmp_path):
+    """A torch.export capture of Swin's window slicing holds aten.alias calls, which coremltools cannot convert."""
+    from core.export import export_coreml
+
+    class Aliasing(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3)
+            self.head = nn.Linear(4, 10)
+
+        def forward(self, x):
+            return self.head(torch.ops.aten.alias(self.conv(x)).mean((2, 3)))
+
+    module = Aliasing().eval()
+    x = torch.randn(2, 1, 28, 28)
+    lifted, report = lift_graph_module(_exported_module(module, x))
+    assert not [n for n in lifted.graph.nodes if "alias" in str(n.target)]
+    assert set(report.lifted) == {"conv", "head"}
+    with torch.no_grad():
+        assert torch.equal(lifted(x), module(x))
+    export_coreml(module=lifted, input_shape=(1, 28, 28), path=tmp_path / "aliasing.mlpackage")
