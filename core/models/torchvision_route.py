@@ -111,6 +111,19 @@ def _checkpoint_build_options(arch: str, state: dict[str, torch.Tensor]) -> dict
     return options
 
 
+def _drop_auxiliary_classifiers(module: nn.Module) -> list[str]:
+    """GoogLeNet / Inception-v3 carry auxiliary classifiers that only training uses; torchvision drops them after
+    loading its pretrained weights, and so does this route: otherwise they would be compressed and counted in the
+    model's size while the exported artifact (traced in inference mode) has none of them."""
+    if not getattr(module, "aux_logits", False):
+        return []
+    dropped = [name for name, _ in module.named_children() if name.lower().startswith("aux")]
+    module.aux_logits = False
+    for name in dropped:
+        setattr(module, name, None)
+    return dropped
+
+
 def _count_params_on_meta(arch: str) -> int:
     return sum(p.numel() for p in _build_shape_only(arch).parameters())
 
@@ -151,6 +164,8 @@ def load_torchvision(arch: str, *, weights: Path | None = None, pretrained: bool
         note = f"weights from {Path(weights).name}"
     else:
         note = random_weights_note(prepare_random_weights(module, input_shape=info.input_shape))
+    if _drop_auxiliary_classifiers(module):
+        note += "; auxiliary training classifiers dropped (inference never runs them, and no export holds them)"
     module.eval()
     classes = head_outputs(module)
     check_class_scores(module=module, input_shape=info.input_shape, num_classes=classes, label=f"torchvision:{arch}")

@@ -110,3 +110,24 @@ def test_googlenet_weights_saved_without_auxiliary_heads_load(tmp_path):
     model = load_model("torchvision:googlenet", weights=path)
     assert model.num_classes == 4 and model.module.aux1 is None
     assert model.module(model.example_input(2)).shape == (2, 4)
+
+
+@pytest.mark.slow
+def test_auxiliary_classifiers_are_dropped_so_size_and_artifact_agree(tmp_path):
+    """GoogLeNet built with its aux classifiers (random weights, or a checkpoint that holds them): they are dropped as
+    torchvision drops them, so they are neither compressed nor counted, and the exported weights match."""
+    from core.compress import compress
+    from core.export import export_coreml
+    from core.measure.artifact_weights import check_artifact_weights
+    from core.specs import QuantizeWeightsSpec
+
+    net = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=False, num_classes=4)
+    path = tmp_path / "googlenet_with_aux.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    model = load_model("torchvision:googlenet", weights=path)
+    assert model.module.aux1 is None and model.module.aux2 is None
+    assert "auxiliary training classifiers dropped" in model.weights_note
+    result = compress(model=model, spec=QuantizeWeightsSpec(), dataset=None)
+    assert not [r.name for r in result.layers if r.name.startswith("aux")]
+    package = export_coreml(module=result.module, input_shape=model.input_shape, path=tmp_path / "g.mlpackage")
+    assert check_artifact_weights(module=result.module, artifact_path=package, artifact_kind="mlpackage").match
