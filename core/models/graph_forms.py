@@ -296,11 +296,23 @@ def _onnx2torch(model) -> fx.GraphModule:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return convert(model)
+            module = convert(model)
+        _layer_norms_sized_by_their_scale(module)
+        return module
     except NotImplementedError:
         raise
     except Exception as exc:  # onnx2torch raises KeyError / ValueError / RuntimeError for malformed graphs
         raise ModelLoadError(f"the ONNX graph could not be converted ({type(exc).__name__}: {_first_line(exc)}).") from None
+
+
+def _layer_norms_sized_by_their_scale(module: nn.Module) -> None:
+    """onnx2torch sizes a LayerNormalization from its input's inferred shape, which is 0 where a dimension is only
+    known at run time (Swin's patch merging); the ONNX spec makes the scale's shape the normalized shape."""
+    for layer in module.modules():
+        if isinstance(layer, nn.LayerNorm) and layer.weight is not None and (
+            tuple(layer.normalized_shape) != tuple(layer.weight.shape)
+        ):
+            layer.normalized_shape = tuple(layer.weight.shape)
 
 
 def _onnx_inputs(model) -> list:

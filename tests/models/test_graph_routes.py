@@ -265,3 +265,37 @@ def test_cli_refuses_a_bad_graph_file_with_one_line_and_exit_2(files, tmp_path):
     wrong = tmp_path / "model.onnx"
     wrong.write_bytes(Path(files["export"]).read_bytes())  # a .pt2 zip named .onnx
     assert main(["methods", "--model", f"onnx:{wrong}"]) == 2
+
+
+class _TokensWithLayerNorm(nn.Module):
+    """Swin-like: tokens whose width is computed at run time (merging 2×2 patches), then a LayerNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(1, 8, 4, stride=4)
+        self.norm = nn.LayerNorm(32)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        t = self.patch(x).permute(0, 2, 3, 1)  # N × 7 × 7 × 8
+        t = t[:, :6, :6, :]
+        n, h, w, c = t.shape
+        merged = torch.cat([t[:, 0::2, 0::2], t[:, 1::2, 0::2], t[:, 0::2, 1::2], t[:, 1::2, 1::2]], -1)
+        merged = merged.reshape(n, -1, merged.shape[-1])
+        return self.head(self.norm(merged).mean(1))
+
+
+def test_onnx_layer_norm_on_a_dynamic_width_takes_its_size_from_its_scale(tmp_path):
+    """onnx2torch sizes LayerNormalization from the inferred input shape (0 where it is dynamic); the scale says it."""
+    torch.manual_seed(0)
+    module = _TokensWithLayerNorm().eval()
+    x = torch.randn(2, 1, 28, 28)
+    path = tmp_path / "tokens.onnx"
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (x,), str(path), input_names=["input"], output_names=["logits"], opset_version=17,
+                          dynamo=False, dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    model = load_model(f"onnx:{path}")
+    with torch.no_grad():
+        assert torch.allclose(model.module(x), module(x), atol=1e-5)
+    assert {"patch/Conv", "head/Gemm"} <= set(weight_layers(model.module))  # onnx2torch names the nodes
