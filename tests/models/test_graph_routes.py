@@ -279,7 +279,7 @@ class _TokensWithLayerNorm(nn.Module):
     def forward(self, x):
         t = self.patch(x).permute(0, 2, 3, 1)  # N × 7 × 7 × 8
         t = t[:, :6, :6, :]
-        n, h, w, c = t.shape
+        n = t.shape[0]
         merged = torch.cat([t[:, 0::2, 0::2], t[:, 1::2, 0::2], t[:, 0::2, 1::2], t[:, 1::2, 1::2]], -1)
         merged = merged.reshape(n, -1, merged.shape[-1])
         return self.head(self.norm(merged).mean(1))
