@@ -239,8 +239,18 @@ def module_level_graph(graph_module: fx.GraphModule, *, input_shape: tuple[int, 
     for node in [n for n in graph.nodes if n.op == "get_attr" and not n.users]:  # weights now held by modules
         graph.erase_node(node)
     used = {str(n.target) for n in graph.nodes if n.op in ("get_attr", "call_module")}
-    lifted_graph = fx.GraphModule({name: value for name, value in root.items() if name in used}, graph)
+    kept = {name: _at_least_1d(value) for name, value in root.items() if name in used}
+    lifted_graph = fx.GraphModule(kept, graph)
     return lifted_graph.eval()  # the captured graph computed BatchNorm with running statistics
+
+
+def _at_least_1d(value: object) -> object:
+    """A scalar float constant (an ONNX graph's GELU holds √2, 1 and 0.5 as 0-d initializers) as a 1-element
+    vector: W8A8 quantizes the inputs of add / mul / div, constants included, and Core ML's converter cannot store
+    a quantized 0-d constant ("Parameter 'data' needs to have at least rank 1"). Broadcasting gives the same values."""
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and value.is_floating_point():
+        return value.reshape(1)
+    return value
 
 
 def _lifted_module(graph_module: fx.GraphModule, node: fx.Node) -> tuple[str, nn.Module] | None:

@@ -299,3 +299,25 @@ def test_onnx_layer_norm_on_a_dynamic_width_takes_its_size_from_its_scale(tmp_pa
     with torch.no_grad():
         assert torch.allclose(model.module(x), module(x), atol=1e-5)
     assert {"patch/Conv", "head/Gemm"} <= set(weight_layers(model.module))  # onnx2torch names the nodes
+
+
+def test_onnx_gelu_constants_survive_w8a8_and_core_ml_export(tmp_path):
+    """ONNX writes GELU as x·0.5·(1 + erf(x / √2)) with 0-d constants; W8A8 quantizes add / mul / div inputs,
+    constants included, and Core ML cannot store a quantized 0-d constant — the module-level view makes them 1-D."""
+    from core.specs import QuantizeActivationsSpec
+
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(1, 8, 3, stride=2), nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                           nn.Linear(8, 10)).eval()
+    x = torch.randn(2, 1, 28, 28)
+    path = tmp_path / "gelu.onnx"
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (x,), str(path), input_names=["input"], output_names=["logits"], opset_version=17,
+                          dynamo=False, dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    model = load_model(f"onnx:{path}")
+    result = compress(model=model, spec=QuantizeActivationsSpec(calibration_samples=8), dataset=None)
+    with torch.no_grad():
+        assert result.module(x).shape == (2, 10)
+    package = export_coreml(module=result.module, input_shape=model.input_shape, path=tmp_path / "gelu.mlpackage")
+    assert (package / "Data").is_dir()
