@@ -156,6 +156,9 @@ def torchscript_graph(
             errors.append(mismatch)
             continue
         return module, report, None
+    if "data-dependent" in errors[0]:
+        return None, None, ("torch's TorchScript → torch.export converter cannot follow this graph: it computes sizes "
+                            "from tensor values (aten::Int of a traced size, e.g. Swin's window padding)")
     return None, None, f"torch's TorchScript → torch.export converter failed ({errors[0]})"
 
 
