@@ -48,7 +48,8 @@ def weight_of(module: nn.Module) -> torch.Tensor:
 
 def locate(module: nn.Module, name: str) -> nn.Module | None:
     """Find the layer called `name` in a transformed copy (FX fusion nests it as `<name>.0`; coremltools wraps a
-    conv followed by an activation other than ReLU, e.g. ReLU6, as `<name>.conv` next to `<name>.act`)."""
+    conv or linear followed by an activation other than ReLU, e.g. ReLU6 or GELU, as `<name>.conv` / `<name>.linear`
+    next to `<name>.act`)."""
     try:
         sub = module.get_submodule(name)
     except AttributeError:
@@ -57,7 +58,7 @@ def locate(module: nn.Module, name: str) -> nn.Module | None:
         if _has_weight(sub):
             return sub
         children = dict(sub.named_children())
-        child = children.get("0", children.get("conv"))
+        child = children.get("0", children.get("conv", children.get("linear")))
         if child is None:
             return None
         sub = child

@@ -122,3 +122,21 @@ def test_stochastic_depth_does_not_stay_random_in_the_quantized_graph(fashion, t
     assert any("1 module(s) with training-only randomness" in note and "1.drop" in note for note in result.notes)
     assert model.module[1].drop.train().training  # the input model was not changed
     export_coreml(module=result.module, input_shape=(1, 28, 28), path=tmp_path / "w8a8.mlpackage")
+
+
+def test_linear_gelu_layers_are_reported_as_the_int8_layers_they_become(fashion):
+    """coremltools wraps Linear+GELU (a transformer MLP's fc1) as `<name>.linear` + `<name>.act`: reported as
+    compressed with its int8 weights, not 'skipped' — else the size report counts it at fp16 while the artifact
+    stores int8 (a ViT's module-route W8A8 read 0.80× its theoretical size)."""
+    from torch import nn
+
+    from tests.conftest import loaded
+
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.GELU(), nn.Linear(64, 10))
+    result = compress(model=loaded(module, label="mlp"), spec=QuantizeActivationsSpec(calibration_samples=16),
+                      dataset=fashion)
+    by_name = {r.name: r for r in result.layers}
+    assert by_name["1"].compressed, by_name["1"].reason
+    assert (by_name["1"].granularity, by_name["1"].n_scales) == ("per_channel", 64)
+    assert by_name["3"].compressed
