@@ -179,7 +179,8 @@ def latency_change(interval: RatioInterval, *, by_construction: bool = False) ->
                  f"({fmt_ratio(1.0 / interval.high)}–{fmt_ratio(1.0 / interval.low)})")
     if by_construction:  # same operations yet a real difference: the machine, not the model
         words += "; it runs the baseline's exact operations, so other work on this machine caused the difference"
-        short = f"same computation ({_signed_pct(interval.ratio)} here from other work on the machine)"
+        # short enough for a metric's delta at 1100 px; the sentence (its help) says whose load
+        short = f"same computation ({_signed_pct(interval.ratio)} load)"
     return LatencyChange(short, f"{words} ({basis}).", measurable=True)
 
 

@@ -238,5 +238,5 @@ def test_a_difference_in_the_same_computation_is_blamed_on_the_machine_not_shown
 
     base = [0.010 + 0.001 * (i % 4) for i in range(40)]
     change = latency_change(ratio_interval(baseline=base, candidate=[0.94 * b for b in base]), by_construction=True)
-    assert change.short == "same computation (-6 % here from other work on the machine)"
+    assert change.short == "same computation (-6 % load)"
     assert "other work on this machine caused the difference" in change.sentence

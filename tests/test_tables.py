@@ -162,4 +162,4 @@ def test_a_same_computation_run_never_reads_as_a_speed_up_in_the_table() -> None
     same["latency"] = {"mode": "confirmation", "batches": {"1": {"ratio_ci": {"candidate": {
         "ratio": 0.94, "low": 0.85, "high": 0.997, "confidence": 0.95, "resamples": 2000, "pairs": 6}}}}}
     table = experiments_table(experiments_frame([same]))
-    assert list(table["latency vs baseline"]) == ["same computation (-6 % here from other work on the machine)"]
+    assert list(table["latency vs baseline"]) == ["same computation (-6 % load)"]
