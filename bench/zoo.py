@@ -333,6 +333,27 @@ def read_rows(paths: list[Path]) -> list[dict]:
     return list(cells.values())
 
 
+def print_compact(rows: list[dict]) -> None:
+    """One line per architecture: per route, one mark per method (✓ ok, R refused, C crash, · not run), then the
+    architecture's slowest cell and largest peak memory — the whole matrix on one screen."""
+    marks = {OK: "✓", REFUSED: "R", CRASH: "C"}
+    cells = {(r["arch"], r["route"], r["method"]): r for r in rows}
+    archs = list(dict.fromkeys(r["arch"] for r in rows))
+    table = []
+    for arch in archs:
+        mine = [r for r in rows if r["arch"] == arch]
+        line = {"arch": arch}
+        for route in ROUTES:
+            line[route] = "".join(marks.get(cells.get((arch, route, m), {}).get("outcome"), "·") for m in METHODS)
+        line["slowest"] = f"{max(r['seconds'] for r in mine):.0f} s"
+        peaks = [r["peak_memory_bytes"] for r in mine if r.get("peak_memory_bytes")]
+        line["peak"] = fmt_bytes(max(peaks)) if peaks else ""
+        table.append(line)
+    legend = " / ".join(METHOD_LABELS[m] for m in METHODS)
+    print(format_table(table, [("arch", "architecture"), *[(r, r) for r in ROUTES], ("slowest", "slowest cell"),
+                               ("peak", "largest peak")], title=f"Model zoo, compact (each route: {legend})"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.zoo", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"{len(QUICK_ARCHITECTURES)} architectures instead of {len(ARCHITECTURES)}")
@@ -348,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         rows = read_rows(args.report)
         print_tables(rows)
+        print()
+        print_compact(rows)
         return 0 if all(t["met"] for t in summarize(rows)) else 1
     archs = args.archs or list(QUICK_ARCHITECTURES if args.quick else ARCHITECTURES)
     with tempfile.TemporaryDirectory(prefix="cs_zoo_") as tmp:
