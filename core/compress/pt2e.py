@@ -239,15 +239,27 @@ def module_level_graph(graph_module: fx.GraphModule, *, input_shape: tuple[int, 
     for node in [n for n in graph.nodes if n.op == "get_attr" and not n.users]:  # weights now held by modules
         graph.erase_node(node)
     used = {str(n.target) for n in graph.nodes if n.op in ("get_attr", "call_module")}
-    kept = {name: _at_least_1d(value) for name, value in root.items() if name in used}
+    arithmetic_only = {str(n.target) for n in graph.nodes if n.op == "get_attr" and n.users and all(
+        _is_arithmetic(user) for user in n.users)}
+    kept = {name: _at_least_1d(value) if name in arithmetic_only else value for name, value in root.items() if name in used}
     lifted_graph = fx.GraphModule(kept, graph)
     return lifted_graph.eval()  # the captured graph computed BatchNorm with running statistics
 
 
+_ARITHMETIC = ("add", "sub", "rsub", "mul", "div", "true_divide", "pow")
+
+
+def _is_arithmetic(node: fx.Node) -> bool:
+    """An elementwise add / sub / mul / div / pow call (torch-level or ATen), whose operand may broadcast."""
+    name = getattr(node.target, "__name__", str(node.target)).split(".")[0]
+    return node.op in ("call_function", "call_method") and name in _ARITHMETIC
+
+
 def _at_least_1d(value: object) -> object:
-    """A scalar float constant (an ONNX graph's GELU holds √2, 1 and 0.5 as 0-d initializers) as a 1-element
-    vector: W8A8 quantizes the inputs of add / mul / div, constants included, and Core ML's converter cannot store
-    a quantized 0-d constant ("Parameter 'data' needs to have at least rank 1"). Broadcasting gives the same values."""
+    """A scalar float constant that only feeds arithmetic (an ONNX graph's GELU holds √2, 1 and 0.5 as 0-d
+    initializers) as a 1-element vector: W8A8 quantizes the inputs of add / mul / div, constants included, and Core
+    ML's converter cannot store a quantized 0-d constant ("Parameter 'data' needs to have at least rank 1").
+    Broadcasting gives the same values; a constant other ops read (``fill_``'s value: Swin's mask) stays 0-d."""
     if isinstance(value, torch.Tensor) and value.ndim == 0 and value.is_floating_point():
         return value.reshape(1)
     return value
