@@ -376,15 +376,19 @@ def _pair(
         if artifact_name is not None:
             claimed.add(artifact_name)
             comparisons[layer] = _best(layer, expected, {artifact_name: stored[artifact_name]}, batchnorms, fp16, "name")
-    for layer, expected in evaluated.items():
-        if layer in comparisons:
-            continue
-        candidates = {n: w for n, w in stored.items() if n not in claimed and w.value.shape == expected.shape}
-        if not candidates:
-            comparisons[layer] = _shared_weight(layer, expected, evaluated, comparisons)
-            continue
-        comparisons[layer] = _best(layer, expected, candidates, batchnorms, fp16, "shape and values")
-        claimed.add(comparisons[layer].artifact_name)
+    for matching_only in (True, False):  # exact matches claim first, so a closest miss cannot take another's weight
+        for layer, expected in evaluated.items():
+            if layer in comparisons:
+                continue
+            candidates = {n: w for n, w in stored.items() if n not in claimed and w.value.shape == expected.shape}
+            if not candidates:
+                if not matching_only:
+                    comparisons[layer] = _shared_weight(layer, expected, evaluated, comparisons)
+                continue
+            best = _best(layer, expected, candidates, batchnorms, fp16, "shape and values")
+            if best.ok or not matching_only:
+                comparisons[layer] = best
+                claimed.add(best.artifact_name)
     ordered = [comparisons[layer] for layer in evaluated]
     return ordered, sorted(set(stored) - claimed)
 
@@ -404,7 +408,7 @@ def _named(layer: str, stored: dict[str, StoredWeight], claimed: set[str]) -> st
     ``a_b_weight_<suffix>`` (``_to_fp16``, ``_cast_fp16`` …)."""
     if layer in stored and layer not in claimed:
         return layer
-    prefix = layer.replace(".", "_") + "_weight"
+    prefix = layer.replace(".", "_").replace("/", "_") + "_weight"  # ONNX node paths (s4/b4/conv1/conv/Conv) too
     for name in stored:
         if name not in claimed and (name == prefix or name.startswith(prefix + "_")):
             return name
