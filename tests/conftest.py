@@ -43,6 +43,13 @@ def unconvertible_torchscript(tmp_path: Path) -> Path:
 # --------------------------------------------------------------------------- small real models
 
 
+class LibraryLinear(nn.Linear):
+    """Like timm's Linear: nn.Linear with its own forward (FX traces into it, as it is not a torch.nn class)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight, self.bias)
+
+
 class TinyNet(nn.Module):
     """Conv+BN+ReLU ×2, a residual block (the add static int8 must quantize), and two Linear layers (~18 k weights)."""
 

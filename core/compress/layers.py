@@ -290,3 +290,37 @@ def library_result(
         module=module.eval(), spec=spec, seconds=time.perf_counter() - started, layers=layers, weights=weights,
         calibration_source=context.calibration_source,
     )
+
+
+# --------------------------------------------------------------------------- library subclasses of the plain layers
+
+
+def as_plain_layers(module: nn.Module) -> list[str]:
+    """Make library subclasses of nn.Linear / nn.Conv2d (timm's ``Linear``, a TorchScript-friendly nn.Linear) the
+    plain layer they compute, in place (callers pass their working copy); the names of those changed.
+
+    FX traces *into* a module that is not a torch.nn class, so its weight becomes a bare tensor quantized per tensor,
+    outside every per-layer config, report and weights check. One whose forward gives exactly nn.Linear's /
+    nn.Conv2d's output on a probe input is that layer."""
+    swapped = []
+    for name, layer in module.named_modules():
+        base = nn.Linear if isinstance(layer, nn.Linear) else nn.Conv2d if isinstance(layer, nn.Conv2d) else None
+        if base is None or type(layer).__module__.startswith("torch.") or type(layer).forward is base.forward:
+            continue
+        shape = (2, layer.in_features) if base is nn.Linear else (1, layer.in_channels, 8, 8)
+        probe = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+        try:
+            with torch.no_grad():
+                same = torch.equal(layer(probe), base.forward(layer, probe))
+        except Exception:  # a forward that needs other inputs: not a plain layer
+            same = False
+        if same:
+            layer.__class__ = base
+            swapped.append(name)
+    return swapped
+
+
+def note_plain_layers(context, swapped: list[str]) -> None:
+    if swapped:
+        context.note(f"{len(swapped)} layer(s) of a library subclass of nn.Linear / nn.Conv2d quantized as the plain "
+                     f"layer they compute (first: {swapped[0]})")

@@ -12,14 +12,20 @@ from __future__ import annotations
 import dataclasses
 import time
 
-import torch
 from coremltools.optimize.torch.quantization import LinearQuantizer
 from torch import nn
 
 from core.compress import snippets
 from core.compress.context import CompressionContext, CompressionError
 from core.compress.finetune import fine_tune, plan_fine_tune
-from core.compress.layers import LayerFacts, library_result, plan_layers, threshold_reason
+from core.compress.layers import (
+    LayerFacts,
+    as_plain_layers,
+    library_result,
+    note_plain_layers,
+    plan_layers,
+    threshold_reason,
+)
 from core.compress.library_config import LayerSpecs, count_fine_tune_steps, layer_specs, load_config, qat_milestones
 from core.compress.pt2e import (
     captured_engine,
@@ -118,7 +124,7 @@ def quantize_activations(module: nn.Module, spec: QuantizeActivationsSpec, conte
     if choice is not None:
         context.note(choice.note)
         return _quantize(choice.module, spec, context, started)
-    _as_plain_layers(module, context=context)
+    note_plain_layers(context, as_plain_layers(module))
     randomness = training_branch_randomness(module)
     if "" in randomness:  # random ops in the model's own forward: only an inference-mode capture leaves them out
         choice = captured_engine(module, context=context, fx_error=(
@@ -184,31 +190,6 @@ def _quantize(module: nn.Module, spec: QuantizeActivationsSpec, context: Compres
     )
     result.library_config = config_entry
     return result
-
-
-def _as_plain_layers(module: nn.Module, *, context: CompressionContext) -> None:
-    """Linear / Conv2d subclasses from other libraries (timm's ``Linear``, a TorchScript-friendly nn.Linear) are
-    traced *into* by FX — their weight then becomes a bare tensor quantized per tensor, outside every per-layer
-    config and report. One whose forward gives exactly nn.Linear's / nn.Conv2d's output on a probe input is that
-    layer: it is quantized as one (on the working copy; the caller's model keeps its classes)."""
-    swapped = []
-    for name, layer in module.named_modules():
-        base = nn.Linear if isinstance(layer, nn.Linear) else nn.Conv2d if isinstance(layer, nn.Conv2d) else None
-        if base is None or type(layer).__module__.startswith("torch.") or type(layer).forward is base.forward:
-            continue
-        shape = (2, layer.in_features) if base is nn.Linear else (1, layer.in_channels, 8, 8)
-        probe = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-        try:
-            with torch.no_grad():
-                same = torch.equal(layer(probe), base.forward(layer, probe))
-        except Exception:  # a forward that needs other inputs: not a plain layer
-            same = False
-        if same:
-            layer.__class__ = base
-            swapped.append(name)
-    if swapped:
-        context.note(f"{len(swapped)} layer(s) of a library subclass of nn.Linear / nn.Conv2d quantized as the plain "
-                     f"layer they compute (first: {swapped[0]})")
 
 
 _DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)

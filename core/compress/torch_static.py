@@ -30,7 +30,7 @@ from torch import nn
 from core.compress.context import CompressionContext, CompressionError
 from core.compress.finetune import fine_tune, plan_fine_tune
 from core.compress.int8_forms import AUTO, candidate_forms, choose_int8_form, cpu_int8_features
-from core.compress.layers import LayerPlan, plan_layers
+from core.compress.layers import LayerPlan, as_plain_layers, note_plain_layers, plan_layers
 from core.compress.library_config import LayerSpecs, count_fine_tune_steps
 from core.compress.pt2e import captured_engine, first_line, graph_engine, is_trace_failure
 from core.compress.registry import ARTIFACT_TORCHSCRIPT, STORAGE_LINEAR, MethodDescriptor, register_method
@@ -219,6 +219,7 @@ def torch_static(module: nn.Module, spec: TorchStaticSpec, context: CompressionC
     if choice is not None:
         module = choice.module
         context.note(choice.note)
+    note_plain_layers(context, as_plain_layers(module))
     plans = plan_layers(module, spec, _static_check)
     qat = spec.workflow == "fine_tune"
     plan = plan_fine_tune(spec=spec, context=context, what="torch_static fine_tune (QAT)") if qat else None

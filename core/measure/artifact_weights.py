@@ -364,6 +364,13 @@ def _same_values_name(name: str, value: np.ndarray, named: dict[str, np.ndarray]
 # --------------------------------------------------------------------------- pairing and comparing
 
 
+def pair_weights(evaluated: dict[str, np.ndarray], stored: dict[str, StoredWeight], *, fp16: bool = True
+                 ) -> tuple[list[LayerComparison], list[str]]:
+    """Evaluated weights by layer paired with decoded artifact weights by name (no BatchNorm folds to consider);
+    the comparisons, and the artifact weights left unpaired."""
+    return _pair(evaluated, stored, batchnorms=_Folds(), fp16=fp16)
+
+
 def _pair(
     evaluated: dict[str, np.ndarray], stored: dict[str, StoredWeight], *, batchnorms: _Folds, fp16: bool
 ) -> tuple[list[LayerComparison], list[str]]:

@@ -142,13 +142,6 @@ def test_linear_gelu_layers_are_reported_as_the_int8_layers_they_become(fashion)
     assert by_name["3"].compressed
 
 
-class _LibraryLinear(torch.nn.Linear):
-    """Like timm's Linear: nn.Linear with its own forward (FX traces into it, as it is not a torch.nn class)."""
-
-    def forward(self, x):
-        return torch.nn.functional.linear(x, self.weight, self.bias)
-
-
 def test_a_library_linear_subclass_is_quantized_as_the_linear_it_is(fashion, tmp_path):
     """Traced into, its weight would become a bare tensor quantized per tensor — unreported, and unlike what the
     weights check reads (timm's MobileNetV3 classifier: artifact_weights_match false)."""
@@ -156,15 +149,15 @@ def test_a_library_linear_subclass_is_quantized_as_the_linear_it_is(fashion, tmp
 
     from core.export import export_coreml
     from core.measure.artifact_weights import check_artifact_weights
-    from tests.conftest import loaded
+    from tests.conftest import LibraryLinear, loaded
 
     torch.manual_seed(0)
-    module = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), _LibraryLinear(64, 10))
+    module = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), LibraryLinear(64, 10))
     result = compress(model=loaded(module, label="library linear"), spec=QuantizeActivationsSpec(calibration_samples=16),
                       dataset=fashion)
     by_name = {r.name: r for r in result.layers}
     assert by_name["3"].compressed and (by_name["3"].granularity, by_name["3"].n_scales) == ("per_channel", 10)
-    assert type(module[3]) is _LibraryLinear  # the caller's model keeps its class
+    assert type(module[3]) is LibraryLinear  # the caller's model keeps its class
     assert any("library subclass of nn.Linear" in note for note in result.notes)
     package = export_coreml(module=result.module, input_shape=(1, 28, 28), path=tmp_path / "lib.mlpackage")
     assert check_artifact_weights(module=result.module, artifact_path=package, artifact_kind="mlpackage").match

@@ -286,13 +286,13 @@ def test_pairing_by_onnx_node_path_and_exact_matches_before_closest_misses():
     """onnx2torch names layers by node path (s4/b4/conv1/conv/Conv), which the converter writes with underscores;
     and a layer whose own weight is missing must not take a same-shaped weight another layer matches exactly
     (timm regnetx_002 from ONNX: 40 same-shaped convs, several mis-paired)."""
-    from core.measure.artifact_weights import StoredWeight, _Folds, _pair
+    from core.measure.artifact_weights import StoredWeight, pair_weights
 
     rng = np.random.default_rng(0)
     a, b, c = (rng.standard_normal((8, 8, 1, 1)).astype(np.float16).astype(np.float32) for _ in range(3))
     stored = {"s4_b4_conv1_conv_Conv_weight_cast_fp16": StoredWeight(a), "unnamed_const": StoredWeight(c)}
     evaluated = {"s4/b4/conv1/conv/Conv": a, "s4/b5/conv1/conv/Conv": b, "s4/b6/conv1/conv/Conv": c}
-    layers, unpaired = _pair(evaluated, stored, batchnorms=_Folds(), fp16=True)
+    layers, unpaired = pair_weights(evaluated, stored)
     by_layer = {layer.layer: layer for layer in layers}
     assert by_layer["s4/b4/conv1/conv/Conv"].paired_by == "name" and by_layer["s4/b4/conv1/conv/Conv"].ok
     assert by_layer["s4/b6/conv1/conv/Conv"].artifact_name == "unnamed_const" and by_layer["s4/b6/conv1/conv/Conv"].ok
