@@ -267,6 +267,15 @@ def test_cli_refuses_a_bad_graph_file_with_one_line_and_exit_2(files, tmp_path):
     assert main(["methods", "--model", f"onnx:{wrong}"]) == 2
 
 
+def _dynamic_batch_onnx(module: nn.Module, x: torch.Tensor, path: Path) -> Path:
+    """`module` written as ONNX (opset 17, TorchScript-based exporter) with a dynamic batch, as users export."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (x,), str(path), input_names=["input"], output_names=["logits"], opset_version=17,
+                          dynamo=False, dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    return path
+
+
 class _TokensWithLayerNorm(nn.Module):
     """Swin-like: tokens whose width is computed at run time (merging 2×2 patches), then a LayerNorm."""
 
@@ -290,12 +299,7 @@ def test_onnx_layer_norm_on_a_dynamic_width_takes_its_size_from_its_scale(tmp_pa
     torch.manual_seed(0)
     module = _TokensWithLayerNorm().eval()
     x = torch.randn(2, 1, 28, 28)
-    path = tmp_path / "tokens.onnx"
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (x,), str(path), input_names=["input"], output_names=["logits"], opset_version=17,
-                          dynamo=False, dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    model = load_model(f"onnx:{path}")
+    model = load_model(f"onnx:{_dynamic_batch_onnx(module, x, tmp_path / 'tokens.onnx')}")
     with torch.no_grad():
         assert torch.allclose(model.module(x), module(x), atol=1e-5)
     assert {"patch/Conv", "head/Gemm"} <= set(weight_layers(model.module))  # onnx2torch names the nodes
@@ -310,12 +314,7 @@ def test_onnx_gelu_constants_survive_w8a8_and_core_ml_export(tmp_path):
     module = nn.Sequential(nn.Conv2d(1, 8, 3, stride=2), nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                            nn.Linear(8, 10)).eval()
     x = torch.randn(2, 1, 28, 28)
-    path = tmp_path / "gelu.onnx"
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (x,), str(path), input_names=["input"], output_names=["logits"], opset_version=17,
-                          dynamo=False, dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    model = load_model(f"onnx:{path}")
+    model = load_model(f"onnx:{_dynamic_batch_onnx(module, x, tmp_path / 'gelu.onnx')}")
     result = compress(model=model, spec=QuantizeActivationsSpec(calibration_samples=8), dataset=None)
     with torch.no_grad():
         assert result.module(x).shape == (2, 10)
