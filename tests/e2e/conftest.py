@@ -105,6 +105,22 @@ def rerun(page, timeout: float = RERUN_TIMEOUT_MS) -> Iterator[None]:
         f"n => window.__studioRunsEnded > n && ({APP_IDLE_JS})()", arg=before, timeout=timeout, polling=100)
 
 
+def change_until(page, change, done, *, tries: int = 3, timeout: float = 60_000) -> None:
+    """Make a widget change until `done()` holds: on a busy machine a click can be lost (no run starts), and waiting
+    for that run's end would only time out. Each try waits for its run; a lost one is tried again."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(tries):
+        try:
+            with rerun(page, timeout=timeout):
+                change()
+        except PlaywrightTimeout:
+            pass  # no run followed the click: the click was lost
+        if done():
+            return
+    assert done(), f"the change did not take after {tries} tries"
+
+
 def open_until_shown(page, combobox: str, option, timeout: float = RERUN_TIMEOUT_MS) -> None:
     """Click the combobox until `option` is listed. One click is not enough on a busy machine: the click that clears a
     multiselect can leave its menu open (a second click closes it) and a late rerun can close it again."""

@@ -11,6 +11,7 @@ import pytest
 from tests.e2e.conftest import (
     ARTIFACTS,
     assert_no_exception,
+    change_until,
     expect_chosen,
     explore_tab,
     pick_options,
@@ -76,8 +77,7 @@ def test_measured_search_shows_its_recipe_and_runs_it(server: str) -> None:
         expect(images.get_by_test_id("stSliderThumbValue")).to_have_text("60")
         toggle = page.get_by_role("switch", name="Then run it")
         expect(toggle).to_be_checked()
-        with rerun(page):
-            page.get_by_text("Then run it", exact=True).click()
+        change_until(page, lambda: page.get_by_text("Then run it", exact=True).click(), lambda: not toggle.is_checked())
         expect(toggle).not_to_be_checked()
 
         start.click()
